@@ -1,0 +1,22 @@
+"""fastgraph: the article's computational graphs, differentiated a batch at a time.
+
+``fastgraph.default_graph`` is the graph that nodes built without ``graph=`` join: the
+innermost ``with Graph():`` block, or a module-wide graph outside any block.
+"""
+
+from . import layer, ops, optimizer
+from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
+from .node import Node, Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph", "Node", "Variable", "get_default_graph", "get_node_from_graph", "layer",
+    "name_scope", "ops", "optimizer",
+]
+
+
+def __getattr__(name):
+    if name == "default_graph":
+        return get_default_graph()
+    raise AttributeError(f"module 'fastgraph' has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""The article's engine: one sample at a time, dense Jacobians, node by node.
+
+For each sample the graph is computed on that sample alone, then every node on a path from
+the sources to the result gets ``node.jacobi``, the Jacobian of the result with respect to
+the node, as the sum over its children of ``child.jacobi @ child.get_jacobi(node)``. The
+article computes the same sum by recursion from each parameter; here the plan visits the
+nodes in reverse topological order, which gives each node its children's Jacobians first
+and needs no recursion. It is faithful, and slow on purpose: it is the reference.
+"""
+
+import contextlib
+
+import numpy as np
+
+
+def dense_backward(plan, result):
+    """Fill ``jacobi`` on the nodes of ``plan`` for the single sample the graph holds."""
+    for node in plan.nodes:
+        node.jacobi = None
+    result.jacobi = np.eye(result.dimension(), dtype=result.graph.dtype)
+    for node, slots in plan.steps:
+        for slot, parent in slots:
+            term = node.jacobi @ node.dense_jacobian(slot)
+            parent.jacobi = term if parent.jacobi is None else parent.jacobi + term
+
+
+@contextlib.contextmanager
+def one_sample_at_a_time(tape):
+    """Yield an iterator that sets the tape's inputs to each sample in turn, then restores them."""
+    batch_size = tape.batch_size()
+    batches = [(node, node.flat) for node in tape.inputs]
+
+    def samples():
+        for b in range(batch_size or 1):
+            for node, flat in batches:
+                node.set_value(flat[b : b + 1].reshape(1, *node.dim))
+            yield b
+
+    try:
+        yield samples()
+    finally:
+        for node, flat in batches:
+            node.set_value(flat.reshape(-1, *node.dim))
+
+
+def gradients(target, params):
+    graph = target.graph
+    tape = graph.tape(target)
+    plan = graph.plan(target, params)
+    sums = [np.zeros((1, param.dimension()), graph.dtype) for param in params]
+    with one_sample_at_a_time(tape) as samples:
+        for _ in samples:
+            tape.forward()
+            dense_backward(plan, target)
+            for total, param in zip(sums, params):
+                total += param.jacobi.sum(axis=0)  # d sum(result) = ones @ jacobi
+    tape.forward()
+    return sums, tape.batch_size() or 1
+
+
+def jacobian(result, wrt):
+    """Dense per-sample Jacobians of ``result`` with respect to ``wrt``.
+
+    ``(result.dimension(), wrt.dimension())`` when ``result`` has no batch axis, else
+    ``(B, result.dimension(), wrt.dimension())``.
+    """
+    graph = result.graph
+    tape = graph.tape(result)
+    plan = graph.plan(result, [wrt])
+    if not result.batched:
+        tape.forward()
+        dense_backward(plan, result)
+        return wrt.jacobi
+    per_sample = []
+    with one_sample_at_a_time(tape) as samples:
+        for _ in samples:
+            tape.forward()
+            dense_backward(plan, result)
+            per_sample.append(wrt.jacobi)
+    tape.forward()
+    return np.stack(per_sample)

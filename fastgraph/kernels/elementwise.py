@@ -1,0 +1,146 @@
+"""Element-wise kernels: broadcast arithmetic, batch sums, and activations with their VJPs."""
+
+import numpy as np
+from numba import njit
+
+# -- broadcast arithmetic: a one-row operand stands for every row of the batch --------------
+
+
+@njit(cache=True)
+def copy_rows(a, out):
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        for j in range(out.shape[1]):
+            out[i, j] = a[ia, j]
+
+
+@njit(cache=True)
+def add_rows(a, b, out):
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(out.shape[1]):
+            out[i, j] = a[ia, j] + b[ib, j]
+
+
+@njit(cache=True)
+def add_into(out, a):
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        for j in range(out.shape[1]):
+            out[i, j] += a[ia, j]
+
+
+@njit(cache=True)
+def multiply_rows(a, b, out):
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(out.shape[1]):
+            out[i, j] = a[ia, j] * b[ib, j]
+
+
+@njit(cache=True)
+def scale_rows(a, scale, out):
+    """out[i, :] = a[i, :] * scale[i, 0]."""
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        s = scale[i if scale.shape[0] > 1 else 0, 0]
+        for j in range(out.shape[1]):
+            out[i, j] = a[ia, j] * s
+
+
+@njit(cache=True)
+def dot_rows(a, b, out):
+    """out[i, 0] = a[i, :] . b[i, :]."""
+    for i in range(out.shape[0]):
+        ia = i if a.shape[0] > 1 else 0
+        ib = i if b.shape[0] > 1 else 0
+        total = 0.0
+        for j in range(a.shape[1]):
+            total += a[ia, j] * b[ib, j]
+        out[i, 0] = total
+
+
+@njit(cache=True)
+def sum_rows(a, out):
+    """out[0, :] = the sum of a's rows: the VJP of broadcasting a parameter over a batch."""
+    for j in range(out.shape[1]):
+        out[0, j] = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[0, j] += a[i, j]
+
+
+# -- activations: forward on x, VJP on (x or y, upstream) ---------------------------------
+
+
+@njit(cache=True)
+def relu(x, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = v if v > 0 else 0
+
+
+@njit(cache=True)
+def relu_vjp(x, upstream, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = upstream[i, j] if x[i, j] > 0 else 0
+
+
+@njit(cache=True)
+def leaky_relu(x, slope, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = v if v > 0 else slope * v
+
+
+@njit(cache=True)
+def leaky_relu_vjp(x, slope, upstream, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            u = upstream[i, j]
+            out[i, j] = u if x[i, j] > 0 else slope * u
+
+
+@njit(cache=True)
+def logistic(x, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v >= 0:
+                out[i, j] = 1.0 / (1.0 + np.exp(-v))
+            else:
+                e = np.exp(v)
+                out[i, j] = e / (1.0 + e)
+
+
+@njit(cache=True)
+def logistic_vjp(y, upstream, out):
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            out[i, j] = upstream[i, j] * y[i, j] * (1.0 - y[i, j])
+
+
+@njit(cache=True)
+def tanh(x, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = np.tanh(x[i, j])
+
+
+@njit(cache=True)
+def tanh_vjp(y, upstream, out):
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            out[i, j] = upstream[i, j] * (1.0 - y[i, j] * y[i, j])
+
+
+@njit(cache=True)
+def step(x, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = 1 if x[i, j] >= 0 else 0

@@ -1,0 +1,145 @@
+"""Softmax and the losses, each with its VJP. Rows are samples; every row is reduced whole.
+
+Softmax and cross-entropy work from the log-sum-exp with the row maximum taken out, so
+logits of +-1e4 give finite values and gradients.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _log_sum_exp(x, i):
+    top = x[i, 0]
+    for j in range(1, x.shape[1]):
+        top = max(top, x[i, j])
+    total = 0.0
+    for j in range(x.shape[1]):
+        total += np.exp(x[i, j] - top)
+    return top + np.log(total)
+
+
+@njit(cache=True)
+def softmax(x, out):
+    for i in range(x.shape[0]):
+        lse = _log_sum_exp(x, i)
+        for j in range(x.shape[1]):
+            out[i, j] = np.exp(x[i, j] - lse)
+
+
+@njit(cache=True)
+def softmax_vjp(y, upstream, out):
+    for i in range(y.shape[0]):
+        inner = 0.0
+        for j in range(y.shape[1]):
+            inner += upstream[i, j] * y[i, j]
+        for j in range(y.shape[1]):
+            out[i, j] = y[i, j] * (upstream[i, j] - inner)
+
+
+@njit(cache=True)
+def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
+    """Per-sample -sum(labels * log softmax(logits)); keeps probs and lse for the VJPs.
+
+    Returns -1, or the index of the first sample whose labels are not a distribution
+    (a negative entry, or a sum away from 1), which the caller reports.
+    """
+    for i in range(loss.shape[0]):
+        il = i if logits.shape[0] > 1 else 0
+        iy = i if labels.shape[0] > 1 else 0
+        row_lse = _log_sum_exp(logits, il)
+        lse[i, 0] = row_lse
+        total = 0.0
+        label_sum = 0.0
+        for j in range(logits.shape[1]):
+            y = labels[iy, j]
+            if y < 0:
+                return i
+            label_sum += y
+            probs[i, j] = np.exp(logits[il, j] - row_lse)
+            total -= y * (logits[il, j] - row_lse)
+        if abs(label_sum - 1.0) > 1e-3:
+            return i
+        loss[i, 0] = total
+    return -1
+
+
+@njit(cache=True)
+def cross_entropy_vjp_logits(probs, labels, upstream, out):
+    for i in range(out.shape[0]):
+        iy = i if labels.shape[0] > 1 else 0
+        u = upstream[i, 0]
+        for j in range(out.shape[1]):
+            out[i, j] = u * (probs[i, j] - labels[iy, j])
+
+
+@njit(cache=True)
+def cross_entropy_vjp_labels(logits, lse, upstream, out):
+    for i in range(out.shape[0]):
+        il = i if logits.shape[0] > 1 else 0
+        u = upstream[i, 0]
+        for j in range(out.shape[1]):
+            out[i, j] = -u * (logits[il, j] - lse[i, 0])
+
+
+@njit(cache=True)
+def log_loss(x, out):
+    """log(1 + exp(-x)), without overflow for large |x|."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v >= 0:
+                out[i, j] = np.log1p(np.exp(-v))
+            else:
+                out[i, j] = -v + np.log1p(np.exp(v))
+
+
+@njit(cache=True)
+def log_loss_vjp(x, upstream, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v >= 0:
+                e = np.exp(-v)
+                out[i, j] = -upstream[i, j] * e / (1.0 + e)
+            else:
+                out[i, j] = -upstream[i, j] / (1.0 + np.exp(v))
+
+
+@njit(cache=True)
+def perception_loss(x, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = 0 if v >= 0 else -v
+
+
+@njit(cache=True)
+def perception_loss_vjp(x, upstream, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = 0 if x[i, j] >= 0 else -upstream[i, j]
+
+
+@njit(cache=True)
+def mean_squared_error(prediction, target, out):
+    for i in range(out.shape[0]):
+        ip = i if prediction.shape[0] > 1 else 0
+        it = i if target.shape[0] > 1 else 0
+        total = 0.0
+        for j in range(prediction.shape[1]):
+            d = prediction[ip, j] - target[it, j]
+            total += d * d
+        out[i, 0] = total / prediction.shape[1]
+
+
+@njit(cache=True)
+def mean_squared_error_vjp(prediction, target, sign, upstream, out):
+    """sign * d(loss)/d(prediction) per sample; sign -1 gives the VJP for the target."""
+    scale = 2.0 * sign / prediction.shape[1]
+    for i in range(out.shape[0]):
+        ip = i if prediction.shape[0] > 1 else 0
+        it = i if target.shape[0] > 1 else 0
+        u = upstream[i, 0] * scale
+        for j in range(out.shape[1]):
+            out[i, j] = u * (prediction[ip, j] - target[it, j])

@@ -1,0 +1,234 @@
+"""Nodes: the article's ``Node`` and ``Variable``, holding whole batches.
+
+Every node has a per-sample shape ``dim = (rows, cols)``, as in the article. A node that
+depends on an input is *batched*: its value carries a leading batch axis, ``(B, rows, cols)``.
+A node that depends only on parameters has no batch axis: its value is ``(rows, cols)``.
+
+Internally a value lives in ``node.flat``, a C-contiguous ``(B, rows * cols)`` matrix
+(``(1, rows * cols)`` for an unbatched node), and ``node.value`` is a view of it in the
+article's shape. For the column vectors of a network, ``flat`` is the ``(B, features)``
+matrix that a single BLAS GEMM multiplies; a kernel never needs a copy to see it.
+
+Gradients follow the same layout: during a backward pass ``node.grad`` holds the
+vector-Jacobian product of the target with respect to this node, shaped like ``node.flat``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import get_default_graph
+
+
+class Node:
+    """Base of every node. Operators subclass it and define, side by side:
+
+    - ``compute()``: the batched forward, writing ``self.output()``;
+    - ``vjp(slot, upstream)``: the batched vector-Jacobian product for the parent in
+      ``self.parents[slot]``, shaped like that parent's ``flat`` (summed over the batch when
+      the parent has no batch axis and this node has one);
+    - ``dense_jacobian(slot)``: the article's dense Jacobian of this node's value with
+      respect to that parent, for the single sample the graph holds
+      (``dimension() x parent.dimension()``, row-major flattening).
+
+    The article's ``get_jacobi(parent)`` is the sum of ``dense_jacobian`` over the slots where
+    ``parent`` appears; slots make a node that uses one parent twice (``MatMul(a, a)``) exact.
+    """
+
+    is_input = False
+
+    def __init__(self, *parents, graph=None, name=None):
+        for parent in parents:
+            if not isinstance(parent, Node):
+                raise TypeError(
+                    f"{type(self).__name__} takes nodes as parents, got {type(parent).__name__}"
+                )
+        graph = graph or (parents[0].graph if parents else get_default_graph())
+        for parent in parents:
+            if parent.graph is not graph:
+                raise ValueError(f"{parent.name} belongs to another graph than this node")
+        self.graph = graph
+        self.parents = list(parents)
+        self.children = []
+        self.batched = any(parent.batched for parent in parents)
+        self.dim = self.infer_dim()
+        self.jacobi = None
+        self.grad = None
+        self.grad_owned = False
+        self.stale = True
+        self.flat = None
+        self._value = None
+        self._buffers = {}
+        # The parent whose batch size this node's value takes (None: no batch axis).
+        self._batch_source = next((parent for parent in parents if parent.batched), None)
+        self.name = graph.add_node(self, name)
+        for parent in parents:
+            parent.children.append(self)
+
+    def infer_dim(self):
+        """The per-sample shape of this node, checked against its parents' shapes."""
+        raise NotImplementedError
+
+    # -- values -----------------------------------------------------------------------------
+    @property
+    def value(self):
+        """``(B, rows, cols)`` for a batched node, ``(rows, cols)`` otherwise; None if stale."""
+        return None if self.stale else self._value
+
+    @property
+    def batch_size(self):
+        """Rows of ``flat`` (None before any value); 1 for a node without a batch axis."""
+        return None if self.flat is None else self.flat.shape[0]
+
+    def dimension(self):
+        return self.dim[0] * self.dim[1]
+
+    def shape(self):
+        """The per-sample shape ``(rows, cols)``."""
+        return self.dim
+
+    def set_value(self, value):
+        raise TypeError(
+            f"{self.name} is computed by {type(self).__name__}; set the inputs it depends on"
+        )
+
+    def reset_value(self):
+        """Mark this node and everything downstream as not computed."""
+        self.stale = True
+        for node in self.graph.descendants(self):
+            node.stale = True
+
+    def forward(self):
+        """Compute this node's value, and any stale ancestor's first."""
+        self.graph.tape(self).forward()
+
+    def backward(self, result):
+        """The article's ``backward``: fill ``self.jacobi`` with the Jacobian of ``result``.
+
+        Dense and per sample: ``(result.dimension(), self.dimension())`` when ``result`` has
+        no batch axis, ``(B, result.dimension(), self.dimension())`` when it has one.
+        """
+        from .engines.jacobian import jacobian
+
+        self.jacobi = jacobian(result, self)
+        return self.jacobi
+
+    def get_jacobi(self, parent):
+        """Dense Jacobian of this node with respect to ``parent``, for the one sample held."""
+        slots = [slot for slot, node in enumerate(self.parents) if node is parent]
+        if not slots:
+            raise ValueError(f"{parent.name} is not a parent of {self.name}")
+        return sum(self.dense_jacobian(slot) for slot in slots)
+
+    def sample(self):
+        """This node's value for the single sample the graph holds, as a (rows, cols) matrix."""
+        value = self.value
+        if value is None:
+            raise ValueError(f"{self.name} has no value: run forward() first")
+        if not self.batched:
+            return value
+        if value.shape[0] != 1:
+            raise ValueError(
+                f"dense Jacobians work on one sample; {self.name} holds a batch of {value.shape[0]}"
+            )
+        return value[0]
+
+    # -- buffers: allocated when the batch size changes, reused on every other step ------
+    def output(self):
+        """This node's ``flat`` output buffer, sized for the current batch."""
+        rows = 1 if self._batch_source is None else self._batch_source.flat.shape[0]
+        flat = self.flat
+        if flat is None or flat.shape[0] != rows:
+            self._hold(np.empty((rows, self.dimension()), self.graph.dtype))
+        return self.flat
+
+    def buffer(self, key, shape):
+        """A scratch array kept between steps, reallocated only when ``shape`` changes."""
+        array = self._buffers.get(key)
+        if array is None or array.shape != shape:
+            array = self._buffers[key] = np.empty(shape, self.graph.dtype)
+        return array
+
+    def _hold(self, flat):
+        self.flat = flat
+        shape = (flat.shape[0], *self.dim) if self.batched else self.dim
+        self._value = flat.reshape(shape)
+
+    def __repr__(self):
+        return f"<{self.name} {self.dim[0]}x{self.dim[1]}{' batched' if self.batched else ''}>"
+
+
+class Variable(Node):
+    """A leaf: a trainable parameter (no batch axis) or an input (``trainable=False``).
+
+    ``init=True`` draws the value from N(0, 0.001), as the article does.
+
+    A parameter's ``set_value`` takes exactly ``dim`` and writes into its existing array, so
+    optimizers keep their references. An input's ``set_value`` takes ``(B, rows, cols)``,
+    ``(B, rows)`` when ``cols == 1``, or exactly ``dim`` (one sample, B = 1). An array that
+    already has the graph's dtype and is C-contiguous is used without a copy: do not modify
+    it in place until the graph has been computed from it.
+    """
+
+    def __init__(self, dim, init=False, trainable=True, graph=None, name=None):
+        self._dim = _check_dim(dim)
+        self.trainable = bool(trainable)
+        super().__init__(graph=graph, name=name)
+        self.batched = self.is_input = not self.trainable
+        if init:
+            self.set_value(self.graph.rng.normal(0.0, 0.001, self.dim))
+
+    def infer_dim(self):
+        return self._dim
+
+    def compute(self):
+        raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
+
+    def set_value(self, value):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
+        if self.trainable:
+            self._set_parameter(array)
+        else:
+            self._set_input(array)
+        for node in self.graph.descendants(self):
+            node.stale = True
+
+    def _set_parameter(self, array):
+        if array.shape != self.dim:
+            raise ValueError(f"{self.name}: expected a value of shape {self.dim}, got {array.shape}")
+        if self.flat is None:
+            self._hold(np.empty((1, self.dimension()), self.graph.dtype))
+        np.copyto(self._value, array, casting="unsafe")
+        self.stale = False
+
+    def _set_input(self, array):
+        rows, cols = self.dim
+        if array.shape == self.dim:
+            batch = 1
+        elif array.ndim == 3 and array.shape[1:] == self.dim:
+            batch = array.shape[0]
+        elif array.ndim == 2 and cols == 1 and array.shape[1] == rows:
+            batch = array.shape[0]
+        else:
+            accepted = f"(B, {rows}, {cols})" + (f", (B, {rows})" if cols == 1 else "")
+            raise ValueError(
+                f"{self.name}: expected a batch of shape {accepted} or one sample of shape "
+                f"{self.dim}, got {array.shape}"
+            )
+        if batch == 0:
+            raise ValueError(f"{self.name}: the batch is empty")
+        self._hold(np.ascontiguousarray(array, dtype=self.graph.dtype).reshape(batch, rows * cols))
+        self.stale = False
+
+
+def _check_dim(dim):
+    try:
+        rows, cols = (int(size) for size in dim)
+        ok = (rows, cols) == tuple(dim) and rows > 0 and cols > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"dim must be a pair of positive integers (rows, cols), got {dim!r}")
+    return (rows, cols)

@@ -1,0 +1,115 @@
+"""Activations: element-wise functions of one parent, and the softmax of each sample."""
+
+import numpy as np
+
+from ..kernels import elementwise as kernels
+from ..kernels.softmax import softmax, softmax_vjp
+from .base import Operator
+
+
+class Activation(Operator):
+    """One parent, same shape; the VJP is element-wise too."""
+
+    arity = 1
+
+    def infer_dim(self):
+        return self.parents[0].dim
+
+    def vjp_buffer(self, upstream):
+        return self.buffer(0, upstream.shape)
+
+
+class ReLU(Activation):
+    """max(x, 0); the derivative at 0 is taken as 0."""
+
+    def compute(self):
+        kernels.relu(self.parents[0].flat, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        kernels.relu_vjp(self.parents[0].flat, upstream, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        return np.diag((self.parents[0].sample().ravel() > 0).astype(self.graph.dtype))
+
+
+class LeakyReLU(Activation):
+    """x for x > 0, ``slope * x`` otherwise (slope 0.01 by default, as in PyTorch)."""
+
+    def __init__(self, parent, slope=0.01, graph=None, name=None):
+        self.slope = float(slope)
+        super().__init__(parent, graph=graph, name=name)
+
+    def compute(self):
+        kernels.leaky_relu(self.parents[0].flat, self.slope, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        kernels.leaky_relu_vjp(self.parents[0].flat, self.slope, upstream, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        x = self.parents[0].sample().ravel()
+        return np.diag(np.where(x > 0, 1.0, self.slope).astype(self.graph.dtype))
+
+
+class Logistic(Activation):
+    """1 / (1 + exp(-x))."""
+
+    def compute(self):
+        kernels.logistic(self.parents[0].flat, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        kernels.logistic_vjp(self.flat, upstream, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        y = self.sample().ravel()
+        return np.diag(y * (1 - y))
+
+
+class Tanh(Activation):
+    def compute(self):
+        kernels.tanh(self.parents[0].flat, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        kernels.tanh_vjp(self.flat, upstream, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        y = self.sample().ravel()
+        return np.diag(1 - y * y)
+
+
+class Step(Activation):
+    """1 where x >= 0, else 0. Its derivative is zero wherever it exists."""
+
+    def compute(self):
+        kernels.step(self.parents[0].flat, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        out.fill(0)
+        return out
+
+    def dense_jacobian(self, slot):
+        return np.zeros((self.dimension(), self.dimension()), self.graph.dtype)
+
+
+class SoftMax(Activation):
+    """exp(x) / sum(exp(x)) over all the elements of each sample."""
+
+    def compute(self):
+        softmax(self.parents[0].flat, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.vjp_buffer(upstream)
+        softmax_vjp(self.flat, upstream, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        y = self.sample().ravel()
+        return np.diag(y) - np.outer(y, y)
