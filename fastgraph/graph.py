@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# A node's state. Forward computes every node whose state is not COMPUTED (which is 0).
+COMPUTED = 0
+OUTDATED = 1  # a parameter it depends on changed: the old value stays readable until then
+EMPTY = 2  # never computed, or an input changed: ``value`` is None, as in the article
+
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -68,7 +73,8 @@ class Graph:
     def reset_value(self):
         """Forget every computed value (inputs and parameters keep theirs)."""
         for node in self.nodes:
-            node.reset_value()
+            if node.parents:
+                node.state = EMPTY
 
     # -- tapes and plans -----------------------------------------------------------------
     def tape(self, target):
@@ -154,12 +160,15 @@ class Tape:
         return next(iter(sizes.values()), None)
 
     def forward(self):
-        """Compute every stale node on the tape, parents first. Returns the batch size."""
+        """Compute every node on the tape that is not up to date, parents first.
+
+        Returns the batch size of the inputs (None when the tape has none).
+        """
         batch_size = self.batch_size()
         for node in self.nodes:
-            if node.stale:
+            if node.state:
                 node.compute()
-                node.stale = False
+                node.state = COMPUTED
         return batch_size
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import get_default_graph
+from .graph import COMPUTED, EMPTY, get_default_graph
 
 
 class Node:
@@ -55,7 +55,7 @@ class Node:
         self.jacobi = None
         self.grad = None
         self.grad_owned = False
-        self.stale = True
+        self.state = EMPTY
         self.flat = None
         self._value = None
         self._buffers = {}
@@ -72,8 +72,12 @@ class Node:
     # -- values -----------------------------------------------------------------------------
     @property
     def value(self):
-        """``(B, rows, cols)`` for a batched node, ``(rows, cols)`` otherwise; None if stale."""
-        return None if self.stale else self._value
+        """``(B, rows, cols)`` for a batched node, ``(rows, cols)`` otherwise.
+
+        None before the node is computed and after an input it depends on is set, as in the
+        article. After an optimizer update it still holds the value computed before it.
+        """
+        return None if self.state == EMPTY else self._value
 
     @property
     def batch_size(self):
@@ -93,13 +97,14 @@ class Node:
         )
 
     def reset_value(self):
-        """Mark this node and everything downstream as not computed."""
-        self.stale = True
+        """Mark this node and everything downstream as not computed (a leaf keeps its value)."""
+        if self.parents or self.flat is None:
+            self.state = EMPTY
         for node in self.graph.descendants(self):
-            node.stale = True
+            node.state = EMPTY
 
     def forward(self):
-        """Compute this node's value, and any stale ancestor's first."""
+        """Compute this node's value, and any ancestor's that is not up to date first."""
         self.graph.tape(self).forward()
 
     def backward(self, result):
@@ -193,7 +198,7 @@ class Variable(Node):
         else:
             self._set_input(array)
         for node in self.graph.descendants(self):
-            node.stale = True
+            node.state = EMPTY
 
     def _set_parameter(self, array):
         if array.shape != self.dim:
@@ -201,7 +206,7 @@ class Variable(Node):
         if self.flat is None:
             self._hold(np.empty((1, self.dimension()), self.graph.dtype))
         np.copyto(self._value, array, casting="unsafe")
-        self.stale = False
+        self.state = COMPUTED
 
     def _set_input(self, array):
         rows, cols = self.dim
@@ -220,7 +225,7 @@ class Variable(Node):
         if batch == 0:
             raise ValueError(f"{self.name}: the batch is empty")
         self._hold(np.ascontiguousarray(array, dtype=self.graph.dtype).reshape(batch, rows * cols))
-        self.stale = False
+        self.state = COMPUTED
 
 
 def _check_dim(dim):

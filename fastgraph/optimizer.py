@@ -13,6 +13,7 @@ import numpy as np
 
 from .engines import get_engine
 from .kernels import optimizers as kernels
+from .graph import COMPUTED, OUTDATED
 from .node import Node, Variable
 
 
@@ -79,7 +80,8 @@ class Optimizer:
         self.samples = 0
         for param in self.params:
             for node in self.graph.descendants(param):
-                node.stale = True
+                if node.state == COMPUTED:
+                    node.state = OUTDATED
 
     def apply(self, i, weight, gradient, scale):
         """Update parameter ``i`` in place from its gradient sum times ``scale``."""

@@ -1,0 +1,185 @@
+"""MNIST: read the four IDX files, find them, or download and verify them.
+
+``load()`` returns ``(x_train, y_train, x_test, y_test)``: images as ``uint8`` arrays of shape
+``(N, 28, 28)`` (0 is background), labels as ``uint8`` arrays of shape ``(N,)``.
+``features(images)`` scales them to floats in [0, 1] as ``(N, 784)`` rows, and
+``one_hot(labels)`` makes the ``(N, 10)`` targets the article's network takes.
+
+Where the files are looked for, in order: the ``path`` argument, the directory in
+``$FASTGRAPH_DATA``, and the cache directory (``$FASTGRAPH_CACHE`` or
+``~/.cache/fastgraph/mnist``). Each file may be gzipped (``name.gz``) or not. When none of
+those holds them, they are downloaded from the mirrors into the cache; every file is
+checked against the published MD5 of its decompressed bytes, written atomically, and a file
+that fails the check is never kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+_IDX_TYPES = {0x08: np.uint8}
+
+
+class DatasetError(Exception):
+    """A dataset file is missing, truncated or not what it should be."""
+
+
+def cache_dir():
+    return Path(os.environ.get("FASTGRAPH_CACHE") or Path.home() / ".cache" / "fastgraph" / "mnist")
+
+
+def load(path=None, *, download=True, mirrors=None, timeout=30):
+    """``(x_train, y_train, x_test, y_test)`` as uint8 arrays (see the module docstring)."""
+    directory = find(path)
+    if directory is None:
+        searched = _candidates(path)
+        if not download:
+            raise DatasetError(_missing_message(searched))
+        directory = fetch(mirrors=mirrors, timeout=timeout, searched=searched)
+    arrays = [read_idx(_file_in(directory, name), FILES[name]) for name in FILES]
+    x_train, y_train, x_test, y_test = arrays
+    for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(
+                f"MNIST {split} files in {directory} disagree: images {images.shape}, "
+                f"labels {labels.shape}"
+            )
+    return x_train, y_train, x_test, y_test
+
+
+def features(images, dtype=np.float32):
+    """Images as ``(N, 784)`` rows of floats in [0, 1]."""
+    return (np.asarray(images).reshape(len(images), -1) / np.float32(255)).astype(dtype)
+
+
+def one_hot(labels, classes=10, dtype=np.float32):
+    """Integer labels as ``(N, classes)`` one-hot rows."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must be a vector of integers in [0, {classes})")
+    return np.eye(classes, dtype=dtype)[labels]
+
+
+# -- finding files ----------------------------------------------------------------------------
+def _candidates(path):
+    places = []
+    if path is not None:
+        places.append(Path(path))
+    if os.environ.get("FASTGRAPH_DATA"):
+        places.append(Path(os.environ["FASTGRAPH_DATA"]))
+    places.append(cache_dir())
+    return places
+
+
+def find(path=None):
+    """The first place, in the documented order, that holds all four files (or None)."""
+    for place in _candidates(path):
+        if all(_file_in(place, name) is not None for name in FILES):
+            return place
+    return None
+
+
+def _file_in(directory, name):
+    for candidate in (Path(directory) / name, Path(directory) / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_message(searched):
+    places = "\n".join(f"  - {place}" for place in searched)
+    names = ", ".join(FILES)
+    return (
+        f"the MNIST files ({names}, gzipped or not) were not found in:\n{places}\n"
+        "Put them in one of these directories, pass load(path=...), or set FASTGRAPH_DATA."
+    )
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read_idx(path, md5=None):
+    """An IDX file (gzipped or not) as an array, checked against ``md5`` of its bytes."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DatasetError(f"{path}: cannot read ({error})") from error
+    return parse_idx(data, path, md5)
+
+
+def parse_idx(data, source="<bytes>", md5=None):
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DatasetError(f"{source}: not an IDX file of unsigned bytes (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DatasetError(f"{source}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DatasetError(
+            f"{source}: the header announces shape {shape} ({expected} bytes) but the file "
+            f"has {len(data)} bytes: truncated or corrupt"
+        )
+    if md5 is not None and hashlib.md5(data).hexdigest() != md5:
+        raise DatasetError(f"{source}: MD5 of the decompressed bytes is not {md5}: corrupt file")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+# -- downloading ------------------------------------------------------------------------------
+def fetch(mirrors=None, timeout=30, searched=()):
+    """Download the four files into the cache directory, verified; return the directory."""
+    target = cache_dir()
+    mirrors = list(mirrors or os.environ.get("FASTGRAPH_MNIST_MIRRORS", "").split() or MIRRORS)
+    failures = []
+    for name, md5 in FILES.items():
+        if _file_in(target, name) is not None:
+            continue
+        for mirror in mirrors:
+            url = f"{mirror.rstrip('/')}/{name}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+                parse_idx(gzip.decompress(payload), url, md5)
+            except (OSError, EOFError, urllib.error.URLError, DatasetError) as error:
+                failures.append(f"  - {url}: {error}")
+                continue
+            _write_atomically(target / f"{name}.gz", payload)
+            break
+        else:
+            raise DatasetError(
+                _missing_message(searched or [target])
+                + "\nDownloading them failed:\n"
+                + "\n".join(failures)
+            )
+    return target
+
+
+def _write_atomically(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

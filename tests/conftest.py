@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The MNIST files the project gets from outside: $FASTGRAPH_DATA or ../shared/mnist."""
+    directory = Path(os.environ.get("FASTGRAPH_DATA") or REPO.parent / "shared" / "mnist")
+    if not (directory / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST files not found in {directory}: set FASTGRAPH_DATA")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    from fastgraph.datasets import mnist as dataset
+
+    return dataset.load(mnist_dir, download=False)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261130)

@@ -1,0 +1,20 @@
+"""Small builders shared by the tests."""
+
+import numpy as np
+
+import fastgraph as fg
+
+
+def mnist_network(dtype=np.float64, seed=0, hidden=(100, 20), activation="ReLU"):
+    """The article's network: x -> fc ReLU -> fc ReLU -> fc -> softmax / cross-entropy."""
+    graph = fg.Graph(dtype=dtype, seed=seed)
+    with graph:
+        x = fg.Variable(dim=(784, 1), init=False, trainable=False, name="x")
+        one_hot = fg.Variable(dim=(10, 1), init=False, trainable=False, name="one_hot")
+        layer, size = x, 784
+        for width in hidden:
+            layer, size = fg.layer.fc(layer, size, width, activation), width
+        logits = fg.layer.fc(layer, size, 10, None)
+        predict = fg.ops.SoftMax(logits)
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, one_hot)
+    return graph, x, one_hot, logits, predict, loss

@@ -1,0 +1,145 @@
+"""Mistakes a user can make get a clear exception that names what is wrong."""
+
+import re
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from tests.helpers import mnist_network
+
+
+def test_matmul_shapes_are_checked_when_built():
+    with fg.Graph():
+        a = fg.Variable((3, 4), name="a")
+        b = fg.Variable((5, 1), name="b")
+        with pytest.raises(ValueError, match=re.escape("a of shape (3, 4) by b of shape (5, 1)")):
+            fg.ops.MatMul(a, b)
+
+
+@pytest.mark.parametrize(
+    "op, dims, message",
+    [
+        (fg.ops.Add, [(2, 1), (3, 1)], "Add needs parents of one shape, got p0 (2, 1), p1 (3, 1)"),
+        (fg.ops.Multiply, [(2, 1), (2, 2)], "Multiply needs parents of one shape"),
+        (fg.ops.ScalarMultiply, [(2, 1), (2, 1)], "needs a 1x1 scalar first, got p0 of shape (2, 1)"),
+        (lambda a: fg.ops.Reshape(a, shape=(4, 1)), [(3, 1)], "cannot make p0 of shape (3, 1) into (4, 1)"),
+        (fg.ops.loss.CrossEntropyWithSoftMax, [(10, 1), (9, 1)], "needs parents of one shape"),
+        (fg.ops.ReLU, [(2, 1), (2, 1)], "ReLU takes 1 parent node(s), got 2"),
+    ],
+)
+def test_shape_and_arity_errors(op, dims, message):
+    with fg.Graph():
+        parents = [fg.Variable(dim, name=f"p{i}") for i, dim in enumerate(dims)]
+        with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+            op(*parents)
+
+
+def test_set_value_names_node_expected_and_got():
+    with fg.Graph():
+        x = fg.Variable((784, 1), trainable=False, name="x")
+        w = fg.Variable((10, 784), name="W")
+        with pytest.raises(ValueError, match=re.escape("x: expected a batch of shape (B, 784, 1), (B, 784) or one sample of shape (784, 1), got (32, 28, 28)")):
+            x.set_value(np.zeros((32, 28, 28)))
+        with pytest.raises(ValueError, match=re.escape("W: expected a value of shape (10, 784), got (784, 10)")):
+            w.set_value(np.zeros((784, 10)))
+        with pytest.raises(TypeError, match="x: expected a numeric array, got dtype <U1"):
+            x.set_value(np.array(["a"] * 784).reshape(784, 1))
+        with pytest.raises(ValueError, match="x: the batch is empty"):
+            x.set_value(np.zeros((0, 784)))
+        with pytest.raises(TypeError, match="computed by ReLU; set the inputs"):
+            fg.ops.ReLU(x).set_value(np.zeros((784, 1)))
+
+
+def test_bad_dims_and_duplicate_names():
+    with fg.Graph():
+        with pytest.raises(ValueError, match=r"dim must be a pair of positive integers"):
+            fg.Variable((3,))
+        with pytest.raises(ValueError, match=r"dim must be a pair of positive integers"):
+            fg.Variable((0, 1))
+        fg.Variable((1, 1), name="w")
+        with pytest.raises(ValueError, match="a node named 'w' already exists"):
+            fg.Variable((1, 1), name="w")
+
+
+def test_unknown_activation_and_engine():
+    graph, x, one_hot, *_, loss = mnist_network(np.float32, hidden=(3,))
+    with graph, pytest.raises(ValueError, match="unknown activation 'relu': choose one of 'ReLU', 'Logistic', 'Tanh', None"):
+        fg.layer.fc(x, 784, 10, "relu")
+    with pytest.raises(ValueError, match="fc: x has shape \\(784, 1\\), expected a column of \\(100, 1\\)"):
+        fg.layer.fc(x, 100, 10, "ReLU")
+    with pytest.raises(ValueError, match="unknown engine 'fast': choose one of 'vjp', 'jacobian'"):
+        fg.optimizer.Adam(graph, loss, 0.001, engine="fast")
+
+
+def test_bad_optimizer_options():
+    graph, *_, loss = mnist_network(np.float32, hidden=(3,))
+    with pytest.raises(ValueError, match="learning_rate must be a positive number, got -1"):
+        fg.optimizer.Adam(graph, loss, -1)
+    with pytest.raises(ValueError, match="beta_2 must be a number in \\[0, 1\\), got 1.5"):
+        fg.optimizer.Adam(graph, loss, 0.1, beta_2=1.5)
+    optimizer = fg.optimizer.Adam(graph, loss, 0.1)
+    with pytest.raises(RuntimeError, match="call one_step\\(\\) first"):
+        optimizer.update()
+
+
+def test_target_without_trainable_variables():
+    with fg.Graph() as graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        y = fg.ops.SoftMax(x, name="probabilities")
+        with pytest.raises(ValueError, match="probabilities does not depend on any trainable Variable"):
+            fg.optimizer.GradientDescent(graph, y, 0.1)
+
+
+def test_labels_that_are_not_one_hot():
+    graph, x, one_hot, *_, loss = mnist_network(np.float32, hidden=(3,))
+    x.set_value(np.zeros((4, 784)))
+    labels = np.eye(10)[[1, 2, 3, 4]]
+    labels[2] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    one_hot.set_value(labels)
+    with pytest.raises(ValueError, match=re.escape("the labels of sample 2 in one_hot are not one-hot")):
+        loss.forward()
+    labels[2] = np.eye(10)[3]
+    labels[3, :2] = [-1, 1]
+    one_hot.set_value(labels)
+    with pytest.raises(ValueError, match="sample 3 in one_hot are not one-hot"):
+        loss.forward()
+
+
+def test_missing_input_and_mismatched_batches():
+    graph, x, one_hot, _, predict, loss = mnist_network(np.float32, hidden=(3,))
+    with pytest.raises(ValueError, match=r"x has no value: call x.set_value\(\) before computing"):
+        predict.forward()
+    x.set_value(np.zeros((4, 784)))
+    one_hot.set_value(np.eye(10)[:3])
+    with pytest.raises(ValueError, match="disagree on the batch size: x holds 4, one_hot holds 3"):
+        loss.forward()
+
+
+def test_parameter_without_value():
+    with fg.Graph() as graph:
+        w = fg.Variable((2, 2), name="W")
+        y = fg.ops.Tanh(w)
+        with pytest.raises(ValueError, match="W has no value: give it one"):
+            fg.optimizer.Adam(graph, y)
+        with pytest.raises(ValueError, match=r"W has no value: call W.set_value\(\) first"):
+            y.forward()
+
+
+def test_softmax_and_cross_entropy_stay_finite_for_huge_logits():
+    with fg.Graph() as graph:
+        logits = fg.Variable((3, 1), trainable=False)
+        labels = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((3, 3))
+        w.set_value(np.eye(3))
+        scores = fg.ops.MatMul(w, logits)
+        probabilities = fg.ops.SoftMax(scores)
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(scores, labels)
+        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    logits.set_value(np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]]))
+    labels.set_value(np.array([[0, 1, 0], [1, 0, 0]]))
+    probabilities.forward()
+    optimizer.one_step()
+    assert np.isfinite(probabilities.value).all()
+    np.testing.assert_allclose(loss.value.ravel(), [2e4, 2e4 + np.log(2)], rtol=1e-6)
+    assert np.isfinite(optimizer.get_gradient(w)).all()

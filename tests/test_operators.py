@@ -1,0 +1,176 @@
+"""Every operator, every parent: batched VJP == sum of upstream_b @ dense Jacobian_b == finite
+differences, in float64, on random shapes and values, with batched and unbatched parents."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.ops import loss
+
+BATCH = 3
+EPS = 1e-6
+
+
+def away_from_kinks(rng, shape):
+    """Values at least 0.1 away from 0, where ReLU, Step and the perceptron loss bend."""
+    u = rng.normal(size=shape)
+    return np.sign(u) * (0.1 + np.abs(u))
+
+
+def distribution(rng, shape):
+    """Per-sample label distributions (CrossEntropyWithSoftMax takes one-hot or these)."""
+    z = rng.random(shape)
+    axes = tuple(range(len(shape) - 2, len(shape)))
+    return z / z.sum(axis=axes, keepdims=True)
+
+
+# name: (constructor, dims(rng) -> per-parent (rows, cols), value generators or None)
+def _dims(*fixed):
+    return lambda rng: fixed
+
+
+def _square(rng):
+    n = int(rng.integers(2, 5))
+    return ((n, int(rng.integers(1, 3))),)
+
+
+def _matmul_dims(rng):
+    m, k, n = (int(v) for v in rng.integers(1, 5, size=3))
+    return ((m, k), (k, n))
+
+
+def _matvec_dims(rng):
+    m, k = (int(v) for v in rng.integers(1, 6, size=2))
+    return ((m, k), (k, 1))
+
+
+def _pair(rng):
+    shape = (int(rng.integers(1, 5)), int(rng.integers(1, 3)))
+    return (shape, shape)
+
+
+OPERATORS = {
+    "Add": (fg.ops.Add, _pair, None),
+    "Add3": (fg.ops.Add, lambda rng: _pair(rng)[:1] * 3, None),
+    "MatMul": (fg.ops.MatMul, _matmul_dims, None),
+    "MatMul-vectors": (fg.ops.MatMul, _matvec_dims, None),
+    "Dot": (fg.ops.Dot, _pair, None),
+    "Multiply": (fg.ops.Multiply, _pair, None),
+    "ScalarMultiply": (fg.ops.ScalarMultiply, lambda rng: ((1, 1), _pair(rng)[0]), None),
+    "Reshape": (lambda a: fg.ops.Reshape(a, shape=(3, 2)), _dims((2, 3)), None),
+    "Reshape-column": (lambda a: fg.ops.Reshape(a, shape=(6, 1)), _dims((3, 2)), None),
+    "Concat": (fg.ops.Concat, _dims((3, 1), (2, 2)), None),
+    "Logistic": (fg.ops.Logistic, _square, None),
+    "ReLU": (fg.ops.ReLU, _square, None),
+    "LeakyReLU": (lambda a: fg.ops.LeakyReLU(a, slope=0.2), _square, None),
+    "Tanh": (fg.ops.Tanh, _square, None),
+    "SoftMax": (fg.ops.SoftMax, _square, None),
+    "Step": (fg.ops.Step, _square, None),
+    "CrossEntropyWithSoftMax": (
+        loss.CrossEntropyWithSoftMax, lambda rng: ((5, 1), (5, 1)), (None, distribution)
+    ),
+    "LogLoss": (loss.LogLoss, _square, None),
+    "PerceptionLoss": (loss.PerceptionLoss, _square, None),
+    "MeanSquaredError": (loss.MeanSquaredError, _pair, None),
+}
+
+
+def cases():
+    for name, (make, dims, generators) in OPERATORS.items():
+        arity = len(dims(np.random.default_rng(0)))
+        for batched in itertools.product([True, False], repeat=arity):
+            yield pytest.param(name, batched, id=f"{name}-{''.join('B' if b else 'P' for b in batched)}")
+
+
+def build(name, batched, rng):
+    make, dims, generators = OPERATORS[name]
+    generators = generators or (None,) * len(batched)
+    graph = fg.Graph(dtype=np.float64)
+    parents, values = [], []
+    for dim, is_batched, generate in zip(dims(rng), batched, generators):
+        node = fg.Variable(dim, trainable=not is_batched, graph=graph)
+        shape = (BATCH, *dim) if is_batched else dim
+        value = (generate or away_from_kinks)(rng, shape)
+        node.set_value(value)
+        parents.append(node)
+        values.append(value)
+    with graph:
+        op = make(*parents)
+    return op, parents, values
+
+
+def objective(op, upstream):
+    op.forward()
+    return float((op.flat * upstream).sum())
+
+
+def set_sample(parents, values, b):
+    for node, value in zip(parents, values):
+        node.set_value(value[b : b + 1] if node.batched else value)
+
+
+def set_all(parents, values):
+    for node, value in zip(parents, values):
+        node.set_value(value)
+
+
+@pytest.mark.parametrize("name, batched", list(cases()))
+def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
+    for _ in range(3):  # three random shapes and values per case
+        op, parents, values = build(name, batched, rng)
+        op.forward()
+        upstream = rng.normal(size=op.flat.shape)
+        for slot, parent in enumerate(parents):
+            set_all(parents, values)
+            op.forward()
+            vjp = op.vjp(slot, upstream).copy()
+            assert vjp.shape == parent.flat.shape
+
+            dense = np.zeros(parent.flat.shape)
+            for b in range(BATCH if op.batched else 1):
+                set_sample(parents, values, b)
+                op.forward()
+                contribution = upstream[b] @ op.get_jacobi(parent)
+                dense[b if parent.batched else 0] += contribution
+
+            set_all(parents, values)
+            numeric = np.zeros(vjp.shape)
+            for index in np.ndindex(*vjp.shape):
+                sides = []
+                for step in (EPS, -EPS):
+                    set_all(parents, values)
+                    moved = parent.flat.copy()
+                    moved[index] += step
+                    parent.set_value(moved.reshape(parent.value.shape))
+                    sides.append(objective(op, upstream))
+                numeric[index] = (sides[0] - sides[1]) / (2 * EPS)
+
+            np.testing.assert_allclose(vjp, dense, rtol=1e-10, atol=1e-12, err_msg=f"{name} slot {slot}")
+            np.testing.assert_allclose(vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=f"{name} slot {slot}")
+
+
+def test_every_public_operator_is_checked():
+    public = set(fg.ops.__all__) - {"loss"} | {
+        "CrossEntropyWithSoftMax", "LogLoss", "PerceptionLoss", "MeanSquaredError"
+    }
+    checked = {name.split("-")[0].rstrip("3") for name in OPERATORS}
+    assert public <= checked, public - checked
+
+
+def test_a_parent_in_two_slots_gets_both_contributions(rng):
+    """MatMul(a, a): d sum(a @ a) / da is not twice either slot's VJP."""
+    with fg.Graph(dtype=np.float64) as g:
+        a = fg.Variable((3, 3))
+        a.set_value(rng.normal(size=(3, 3)))
+        target = fg.ops.MatMul(a, a)
+        opt = fg.optimizer.GradientDescent(g, target, 0.1)
+        ref = fg.optimizer.GradientDescent(g, target, 0.1, engine="jacobian")
+    opt.one_step()
+    ref.one_step()
+    value = a.value.copy()
+    ones = np.ones((3, 3))
+    expected = ones @ value.T + value.T @ ones  # d sum(A A) / dA
+    np.testing.assert_allclose(opt.get_gradient(a), expected, rtol=1e-12)
+    np.testing.assert_allclose(ref.get_gradient(a), expected, rtol=1e-12)
