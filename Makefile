@@ -15,6 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check fastgraph tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 train: $(BIN)/.installed

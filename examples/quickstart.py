@@ -1,4 +1,7 @@
 """The README's example: the article's network, trained a batch at a time."""
+
+import sys
+
 import numpy as np
 
 import fastgraph as fg
@@ -15,14 +18,16 @@ with fg.Graph() as graph:
     loss = fg.ops.loss.CrossEntropyWithSoftMax(output, one_hot)
     optimizer = fg.optimizer.Adam(graph, loss, 0.001)
 
-features, labels = mnist.features(x_train), mnist.one_hot(y_train)
-for epoch in range(3):
+quick = "--quick" in sys.argv  # a few batches, for CI
+samples = 640 if quick else len(x_train)
+features, labels = mnist.features(x_train[:samples]), mnist.one_hot(y_train[:samples])
+for epoch in range(1 if quick else 3):
     for batch in np.array_split(np.random.permutation(len(features)), len(features) // 64):
-        x.set_value(features[batch])      # (64, 784): the whole batch at once
+        x.set_value(features[batch])  # (64, 784): the whole batch at once
         one_hot.set_value(labels[batch])
-        optimizer.one_step()              # forward, and backward by batched VJPs
-        optimizer.update()                # one fused Adam kernel per parameter
-    train_loss = loss.value.mean()        # the last batch's loss, before the update
+        optimizer.one_step()  # forward, and backward by batched VJPs
+        optimizer.update()  # one fused Adam kernel per parameter
+    train_loss = loss.value.mean()  # the last batch's loss, before the update
     x.set_value(mnist.features(x_test))
     predict.forward()
     accuracy = (predict.value.argmax(axis=1).ravel() == y_test).mean()

@@ -4,15 +4,15 @@
 innermost ``with Graph():`` block, or a module-wide graph outside any block.
 """
 
-from . import layer, ops, optimizer
+from . import datasets, layer, metrics, models, ops, optimizer, saver, trainer, viz
 from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
 from .node import Node, Variable
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "Variable", "get_default_graph", "get_node_from_graph", "layer",
-    "name_scope", "ops", "optimizer",
+    "Graph", "Node", "Variable", "datasets", "get_default_graph", "get_node_from_graph",
+    "layer", "metrics", "models", "name_scope", "ops", "optimizer", "saver", "trainer", "viz",
 ]
 
 

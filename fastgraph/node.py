@@ -69,6 +69,10 @@ class Node:
         """The per-sample shape of this node, checked against its parents' shapes."""
         raise NotImplementedError
 
+    def config(self):
+        """The constructor's keyword options beside the parents (for saving a graph)."""
+        return {}
+
     # -- values -----------------------------------------------------------------------------
     @property
     def value(self):
@@ -186,6 +190,9 @@ class Variable(Node):
     def infer_dim(self):
         return self._dim
 
+    def config(self):
+        return {"dim": list(self.dim), "trainable": self.trainable}
+
     def compute(self):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
 
@@ -202,7 +209,9 @@ class Variable(Node):
 
     def _set_parameter(self, array):
         if array.shape != self.dim:
-            raise ValueError(f"{self.name}: expected a value of shape {self.dim}, got {array.shape}")
+            raise ValueError(
+                f"{self.name}: expected a value of shape {self.dim}, got {array.shape}"
+            )
         if self.flat is None:
             self._hold(np.empty((1, self.dimension()), self.graph.dtype))
         np.copyto(self._value, array, casting="unsafe")

@@ -12,8 +12,8 @@ import numbers
 import numpy as np
 
 from .engines import get_engine
-from .kernels import optimizers as kernels
 from .graph import COMPUTED, OUTDATED
+from .kernels import optimizers as kernels
 from .node import Node, Variable
 
 

@@ -22,8 +22,16 @@ def test_matmul_shapes_are_checked_when_built():
     [
         (fg.ops.Add, [(2, 1), (3, 1)], "Add needs parents of one shape, got p0 (2, 1), p1 (3, 1)"),
         (fg.ops.Multiply, [(2, 1), (2, 2)], "Multiply needs parents of one shape"),
-        (fg.ops.ScalarMultiply, [(2, 1), (2, 1)], "needs a 1x1 scalar first, got p0 of shape (2, 1)"),
-        (lambda a: fg.ops.Reshape(a, shape=(4, 1)), [(3, 1)], "cannot make p0 of shape (3, 1) into (4, 1)"),
+        (
+            fg.ops.ScalarMultiply,
+            [(2, 1), (2, 1)],
+            "needs a 1x1 scalar first, got p0 of shape (2, 1)",
+        ),
+        (
+            lambda a: fg.ops.Reshape(a, shape=(4, 1)),
+            [(3, 1)],
+            "cannot make p0 of shape (3, 1) into (4, 1)",
+        ),
         (fg.ops.loss.CrossEntropyWithSoftMax, [(10, 1), (9, 1)], "needs parents of one shape"),
         (fg.ops.ReLU, [(2, 1), (2, 1)], "ReLU takes 1 parent node(s), got 2"),
     ],
@@ -39,9 +47,17 @@ def test_set_value_names_node_expected_and_got():
     with fg.Graph():
         x = fg.Variable((784, 1), trainable=False, name="x")
         w = fg.Variable((10, 784), name="W")
-        with pytest.raises(ValueError, match=re.escape("x: expected a batch of shape (B, 784, 1), (B, 784) or one sample of shape (784, 1), got (32, 28, 28)")):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "x: expected a batch of shape (B, 784, 1), (B, 784) or one sample of shape "
+                "(784, 1), got (32, 28, 28)"
+            ),
+        ):
             x.set_value(np.zeros((32, 28, 28)))
-        with pytest.raises(ValueError, match=re.escape("W: expected a value of shape (10, 784), got (784, 10)")):
+        with pytest.raises(
+            ValueError, match=re.escape("W: expected a value of shape (10, 784), got (784, 10)")
+        ):
             w.set_value(np.zeros((784, 10)))
         with pytest.raises(TypeError, match="x: expected a numeric array, got dtype <U1"):
             x.set_value(np.array(["a"] * 784).reshape(784, 1))
@@ -64,9 +80,17 @@ def test_bad_dims_and_duplicate_names():
 
 def test_unknown_activation_and_engine():
     graph, x, one_hot, *_, loss = mnist_network(np.float32, hidden=(3,))
-    with graph, pytest.raises(ValueError, match="unknown activation 'relu': choose one of 'ReLU', 'Logistic', 'Tanh', None"):
+    with (
+        graph,
+        pytest.raises(
+            ValueError,
+            match="unknown activation 'relu': choose one of 'ReLU', 'Logistic', 'Tanh', None",
+        ),
+    ):
         fg.layer.fc(x, 784, 10, "relu")
-    with pytest.raises(ValueError, match="fc: x has shape \\(784, 1\\), expected a column of \\(100, 1\\)"):
+    with pytest.raises(
+        ValueError, match="fc: x has shape \\(784, 1\\), expected a column of \\(100, 1\\)"
+    ):
         fg.layer.fc(x, 100, 10, "ReLU")
     with pytest.raises(ValueError, match="unknown engine 'fast': choose one of 'vjp', 'jacobian'"):
         fg.optimizer.Adam(graph, loss, 0.001, engine="fast")
@@ -87,7 +111,9 @@ def test_target_without_trainable_variables():
     with fg.Graph() as graph:
         x = fg.Variable((3, 1), trainable=False, name="x")
         y = fg.ops.SoftMax(x, name="probabilities")
-        with pytest.raises(ValueError, match="probabilities does not depend on any trainable Variable"):
+        with pytest.raises(
+            ValueError, match="probabilities does not depend on any trainable Variable"
+        ):
             fg.optimizer.GradientDescent(graph, y, 0.1)
 
 
@@ -97,7 +123,9 @@ def test_labels_that_are_not_one_hot():
     labels = np.eye(10)[[1, 2, 3, 4]]
     labels[2] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     one_hot.set_value(labels)
-    with pytest.raises(ValueError, match=re.escape("the labels of sample 2 in one_hot are not one-hot")):
+    with pytest.raises(
+        ValueError, match=re.escape("the labels of sample 2 in one_hot are not one-hot")
+    ):
         loss.forward()
     labels[2] = np.eye(10)[3]
     labels[3, :2] = [-1, 1]

@@ -41,7 +41,7 @@ def test_diamond_gets_the_summed_gradient(rng):
     x.set_value(values)
     optimizer.one_step()
     reference.one_step()
-    expected = np.mean((2 * 0.7 * values + 3) * values) 
+    expected = np.mean((2 * 0.7 * values + 3) * values)
     np.testing.assert_allclose(optimizer.get_gradient(w), [[expected]], rtol=1e-12)
     np.testing.assert_allclose(reference.get_gradient(w), [[expected]], rtol=1e-12)
     np.testing.assert_allclose(optimizer.get_gradient(three), [[np.mean(0.7 * values)]], rtol=1e-12)

@@ -69,7 +69,9 @@ OPERATORS = {
     "SoftMax": (fg.ops.SoftMax, _square, None),
     "Step": (fg.ops.Step, _square, None),
     "CrossEntropyWithSoftMax": (
-        loss.CrossEntropyWithSoftMax, lambda rng: ((5, 1), (5, 1)), (None, distribution)
+        loss.CrossEntropyWithSoftMax,
+        lambda rng: ((5, 1), (5, 1)),
+        (None, distribution),
     ),
     "LogLoss": (loss.LogLoss, _square, None),
     "PerceptionLoss": (loss.PerceptionLoss, _square, None),
@@ -78,10 +80,12 @@ OPERATORS = {
 
 
 def cases():
-    for name, (make, dims, generators) in OPERATORS.items():
+    for name, (_make, dims, _generators) in OPERATORS.items():
         arity = len(dims(np.random.default_rng(0)))
         for batched in itertools.product([True, False], repeat=arity):
-            yield pytest.param(name, batched, id=f"{name}-{''.join('B' if b else 'P' for b in batched)}")
+            yield pytest.param(
+                name, batched, id=f"{name}-{''.join('B' if b else 'P' for b in batched)}"
+            )
 
 
 def build(name, batched, rng):
@@ -147,13 +151,20 @@ def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
                     sides.append(objective(op, upstream))
                 numeric[index] = (sides[0] - sides[1]) / (2 * EPS)
 
-            np.testing.assert_allclose(vjp, dense, rtol=1e-10, atol=1e-12, err_msg=f"{name} slot {slot}")
-            np.testing.assert_allclose(vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=f"{name} slot {slot}")
+            np.testing.assert_allclose(
+                vjp, dense, rtol=1e-10, atol=1e-12, err_msg=f"{name} slot {slot}"
+            )
+            np.testing.assert_allclose(
+                vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=f"{name} slot {slot}"
+            )
 
 
 def test_every_public_operator_is_checked():
     public = set(fg.ops.__all__) - {"loss"} | {
-        "CrossEntropyWithSoftMax", "LogLoss", "PerceptionLoss", "MeanSquaredError"
+        "CrossEntropyWithSoftMax",
+        "LogLoss",
+        "PerceptionLoss",
+        "MeanSquaredError",
     }
     checked = {name.split("-")[0].rstrip("3") for name in OPERATORS}
     assert public <= checked, public - checked

@@ -62,7 +62,9 @@ def test_trajectory_matches_numpy(name, engine, rng):
     rule = numpy_rule(name, options)
     ref_w, ref_b = w0.copy(), b0.copy()
     for step in range(1, STEPS + 1):
-        batches = [slice(0, 6), slice(6, 12)] if step % 3 == 0 else [slice(step % 12, step % 12 + 5)]
+        batches = (
+            [slice(0, 6), slice(6, 12)] if step % 3 == 0 else [slice(step % 12, step % 12 + 5)]
+        )
         rows = np.concatenate([np.arange(12)[s] for s in batches])
         for s in batches:
             x.set_value(features[s])

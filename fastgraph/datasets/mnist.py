@@ -18,12 +18,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from ..files import write_atomically
 
 FILES = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -162,7 +163,7 @@ def fetch(mirrors=None, timeout=30, searched=()):
             except (OSError, EOFError, urllib.error.URLError, DatasetError) as error:
                 failures.append(f"  - {url}: {error}")
                 continue
-            _write_atomically(target / f"{name}.gz", payload)
+            write_atomically(target / f"{name}.gz", payload)
             break
         else:
             raise DatasetError(
@@ -171,15 +172,3 @@ def fetch(mirrors=None, timeout=30, searched=()):
                 + "\n".join(failures)
             )
     return target
-
-
-def _write_atomically(path, payload):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -41,6 +41,9 @@ class LeakyReLU(Activation):
         self.slope = float(slope)
         super().__init__(parent, graph=graph, name=name)
 
+    def config(self):
+        return {"slope": self.slope}
+
     def compute(self):
         kernels.leaky_relu(self.parents[0].flat, self.slope, self.output())
 

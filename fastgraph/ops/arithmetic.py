@@ -190,6 +190,9 @@ class Reshape(Operator):
             )
         return self._shape
 
+    def config(self):
+        return {"shape": list(self._shape)}
+
     def compute(self):
         self._hold(self.parents[0].flat)  # the flat layout is the same: share it
 

@@ -1,0 +1,191 @@
+"""The ``fastgraph`` command: train, evaluate and use MNIST models.
+
+    fastgraph train mnist [options]        train the article's network, print test accuracy
+    fastgraph evaluate model.fgz           accuracy, per-class precision/recall/F1, confusion
+    fastgraph predict model.fgz img.png    the digit in each 28x28 grey image
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import metrics, saver, viz
+from . import optimizer as optimizers
+from .datasets import mnist
+from .datasets.mnist import DatasetError
+from .layer import ACTIVATIONS
+from .models import mlp
+from .saver import ModelFileError
+from .trainer import SimpleTrainer
+
+OPTIMIZERS = {
+    "adam": (optimizers.Adam, 0.002),
+    "sgd": (optimizers.GradientDescent, 0.1),
+    "momentum": (optimizers.Momentum, 0.01),
+    "adagrad": (optimizers.AdaGrad, 0.01),
+    "rmsprop": (optimizers.RMSProp, 0.001),
+}
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (DatasetError, ModelFileError, ValueError, OSError) as error:
+        print(f"fastgraph: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="fastgraph", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    train = commands.add_parser("train", help="train a network on a dataset")
+    train.add_argument("dataset", choices=["mnist"])
+    train.add_argument("--hidden", type=_sizes, default=(100, 20),
+                       help="hidden layer sizes, comma-separated (default 100,20)")
+    train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a], default="ReLU")
+    train.add_argument("--batch-size", type=_positive, default=64)
+    train.add_argument("--epochs", type=_positive, default=15)
+    train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
+    train.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    train.add_argument("--lr-decay", type=float, default=0.8,
+                       help="multiply the learning rate by this after each epoch (default 0.8)")
+    train.add_argument("--engine", choices=["vjp", "jacobian"], default="vjp",
+                       help="jacobian: the article's per-sample engine (slow; a reference)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", help="directory of the MNIST files (else $FASTGRAPH_DATA, "
+                                      "the cache, or a download)")
+    train.add_argument("--save", metavar="MODEL.fgz", help="save the trained model")
+    train.add_argument("--plot", metavar="CURVES.png", help="plot loss and accuracy per epoch")
+    train.add_argument("--graph", metavar="GRAPH.svg", help="draw the graph (.dot/.svg/.png)")
+    train.add_argument("--train-samples", type=_positive, help="use only the first N")
+    train.add_argument("--test-samples", type=_positive, help="test on only the first N")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a saved model on MNIST's test set")
+    evaluate.add_argument("model")
+    evaluate.add_argument("--data")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="classify 28x28 grey images")
+    predict.add_argument("model")
+    predict.add_argument("images", nargs="+")
+    predict.set_defaults(run=_predict)
+    return parser
+
+
+def _sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 100,20, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 100,20, got {text!r}")
+    return sizes
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _train(args):
+    x_train, y_train, x_test, y_test = mnist.load(args.data)
+    x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
+    x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    dtype = np.dtype(args.dtype)
+    model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
+    rule, default_lr = OPTIMIZERS[args.optimizer]
+    optimizer = rule(model.graph, model.loss, args.lr or default_lr, engine=args.engine)
+    trainer = SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
+                            batch_size=args.batch_size, seed=args.seed,
+                            progress=not args.no_progress, lr_decay=args.lr_decay)
+    print(f"training {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation}) on "
+          f"{len(x_train):,} MNIST images: {args.optimizer}, batch {args.batch_size}, "
+          f"{args.dtype}, engine {args.engine}", flush=True)
+    test_features = mnist.features(x_test, dtype)
+    history = trainer.train(mnist.features(x_train, dtype), mnist.one_hot(y_train, dtype=dtype),
+                            test_features, mnist.one_hot(y_test, dtype=dtype), epochs=args.epochs)
+    accuracy = metrics.accuracy(y_test, trainer.scores(test_features))
+    print(f"test accuracy: {accuracy:.4f}")
+    if args.save:
+        meta = {"dataset": "mnist", "input": model.x.name, "output": model.predict.name,
+                "image_shape": [28, 28], "history": history}
+        saver.save(args.save, model.graph, meta)
+        print(f"saved the model to {args.save}")
+    if args.plot and history:
+        print(f"plotted the curves to {viz.plot_history(history, args.plot)}")
+    if args.graph:
+        written, note = viz.write_graph(model.graph, args.graph)
+        print(note or f"drew the graph to {written}")
+    return 130 if trainer.interrupted else 0
+
+
+def _load_model(path):
+    graph, meta = saver.load(path)
+    try:
+        return graph.get_node(meta["input"]), graph.get_node(meta["output"]), meta
+    except (KeyError, TypeError) as error:
+        raise ModelFileError(f"{path}: the model does not name its input and output") from error
+
+
+def _scores(x, predict, features):
+    x.set_value(features)
+    predict.forward()
+    return predict.flat.copy()
+
+
+def _evaluate(args):
+    x, predict, _ = _load_model(args.model)
+    _, _, x_test, y_test = mnist.load(args.data)
+    scores = _scores(x, predict, mnist.features(x_test, x.graph.dtype))
+    report = metrics.precision_recall_f1(y_test, scores, classes=10)
+    print(f"test accuracy: {metrics.accuracy(y_test, scores):.4f}")
+    print("class  precision  recall     f1  support")
+    for digit in range(10):
+        print(f"{digit:>5}  {report['precision'][digit]:9.4f}  {report['recall'][digit]:6.4f}"
+              f"  {report['f1'][digit]:.4f}  {report['support'][digit]:7d}")
+    macro = report["macro"]
+    print(f"macro  {macro['precision']:9.4f}  {macro['recall']:6.4f}  {macro['f1']:.4f}")
+    print("confusion matrix (rows: true digit, columns: predicted):")
+    for row in metrics.confusion_matrix(y_test, scores, classes=10):
+        print(" ".join(f"{count:5d}" for count in row))
+    return 0
+
+
+def _predict(args):
+    x, predict, meta = _load_model(args.model)
+    images = np.stack([_read_image(path, tuple(meta.get("image_shape", (28, 28))))
+                       for path in args.images])
+    scores = _scores(x, predict, mnist.features(images, x.graph.dtype))
+    for path, row in zip(args.images, scores):
+        digit = int(row.argmax())
+        print(f"{path}: {digit} (probability {row[digit]:.4f})")
+    return 0
+
+
+def _read_image(path, shape):
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as error:
+        raise ValueError("reading images needs Pillow: pip install 'fastgraph[plot]'") from error
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
+    if pixels.shape != shape:
+        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
+                         f"{pixels.shape[1]}x{pixels.shape[0]} (width x height)")
+    return pixels
+
+
+if __name__ == "__main__":
+    sys.exit(main())

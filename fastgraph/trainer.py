@@ -1,0 +1,123 @@
+"""A trainer in the article's spirit: shuffled mini-batches, one_step/update, an evaluation
+each epoch, and a history. The command line uses it; so can a user."""
+
+import signal
+import threading
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import metrics
+
+
+class SimpleTrainer:
+    """Train ``optimizer`` (whose target is the loss) on ``(features, one_hot)`` arrays.
+
+    ``x`` and ``labels`` are the graph's input nodes; ``predict`` is a node whose argmax over
+    classes is the prediction (probabilities or logits). Features are ``(N, x.dimension())``
+    rows; labels are one-hot ``(N, classes)`` rows. ``log`` receives one line per epoch.
+    ``lr_decay`` multiplies the optimizer's learning rate after each epoch.
+    Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
+    """
+
+    def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
+                 eval_batch_size=10_000, log=print, lr_decay=1.0):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        self.lr_decay = lr_decay
+        self.x, self.labels, self.predict = x, labels, predict
+        self.optimizer = optimizer
+        self.loss = optimizer.target
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.log = log
+        self.history = []
+        self.interrupted = False
+
+    def train(self, features, one_hot, test_features=None, test_one_hot=None, epochs=1):
+        """Run ``epochs`` epochs; returns the history, one dict per epoch."""
+        truth = metrics.class_labels(one_hot, "training labels")
+        if len(features) != len(truth):
+            raise ValueError(f"{len(features)} training samples but {len(truth)} labels")
+        test_truth = None if test_one_hot is None else metrics.class_labels(test_one_hot)
+        with _stop_on_interrupt(self):
+            for epoch in range(1, epochs + 1):
+                record = self._epoch(features, one_hot, truth, epoch, epochs)
+                if test_features is not None:
+                    record["test_accuracy"] = metrics.accuracy(
+                        test_truth, self.scores(test_features))
+                record["learning_rate"] = self.optimizer.learning_rate
+                self.optimizer.learning_rate *= self.lr_decay
+                self.history.append(record)
+                self.log(_describe(record, epochs))
+                if self.interrupted:
+                    self.log(f"interrupted: stopped after {record['samples']} samples of epoch "
+                             f"{epoch}")
+                    break
+        return self.history
+
+    def _epoch(self, features, one_hot, truth, epoch, epochs):
+        order = self.rng.permutation(len(features))
+        starts = range(0, len(order), self.batch_size)
+        loss_sum, hits, seen = 0.0, 0, 0
+        began = time.perf_counter()
+        bar = tqdm(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                   disable=not self.progress)
+        for start in bar:
+            batch = order[start : start + self.batch_size]
+            self.x.set_value(features[batch])
+            self.labels.set_value(one_hot[batch])
+            self.optimizer.one_step()
+            self.predict.forward()
+            loss_sum += float(self.loss.flat.sum())
+            hits += int((self.predict.flat.argmax(axis=1) == truth[batch]).sum())
+            seen += len(batch)
+            self.optimizer.update()
+            if self.interrupted:
+                break
+        bar.close()
+        seconds = time.perf_counter() - began
+        return {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": hits / seen,
+                "samples": seen, "seconds": seconds, "samples_per_second": seen / seconds}
+
+    def scores(self, features):
+        """The ``predict`` node's output for ``features``, as ``(N, classes)`` rows."""
+        chunks = []
+        for start in range(0, len(features), self.eval_batch_size):
+            self.x.set_value(features[start : start + self.eval_batch_size])
+            self.predict.forward()
+            chunks.append(self.predict.flat.copy())
+        return np.concatenate(chunks)
+
+
+def _describe(record, epochs):
+    line = (f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, "
+            f"train accuracy {record['train_accuracy']:.4f}")
+    if "test_accuracy" in record:
+        line += f", test accuracy {record['test_accuracy']:.4f}"
+    return line + f", {record['samples_per_second']:,.0f} samples/s"
+
+
+class _stop_on_interrupt:
+    """While training, Ctrl-C sets ``trainer.interrupted`` instead of raising mid-step."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.previous = None
+
+    def __enter__(self):
+        self.trainer.interrupted = False
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.trainer.interrupted = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -1,0 +1,32 @@
+"""Every example runs, in its --quick form, so none can rot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+def test_there_are_examples():
+    assert {path.name for path in EXAMPLES} >= {
+        "quickstart.py",
+        "mnist_mlp.py",
+        "logistic_regression.py",
+        "spirals.py",
+    }
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
+def test_example_runs(example, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTGRAPH_DATA", str(mnist_dir))
+    result = subprocess.run(
+        [sys.executable, str(example), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout

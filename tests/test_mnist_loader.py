@@ -1,0 +1,133 @@
+"""The MNIST loader on the real files, on damaged copies, and downloading from a local server."""
+
+import contextlib
+import functools
+import gzip
+import http.server
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from fastgraph.datasets import mnist as dataset
+from fastgraph.datasets.mnist import FILES, DatasetError
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No $FASTGRAPH_DATA, and a cache directory of the test's own."""
+    monkeypatch.delenv("FASTGRAPH_DATA", raising=False)
+    monkeypatch.setenv("FASTGRAPH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@contextlib.contextmanager
+def serve(directory):
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_real_files(mnist):
+    x_train, y_train, x_test, y_test = mnist
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == y_train.dtype == np.uint8
+    assert (y_train[:5] == [5, 0, 4, 1, 9]).all() and y_test[0] == 7
+    assert np.bincount(y_test).tolist()[:3] == [980, 1135, 1032]
+    features = dataset.features(x_test[:3])
+    assert features.shape == (3, 784) and features.dtype == np.float32
+    assert features.min() == 0.0 and features.max() == 1.0
+
+
+def test_uncompressed_files_and_lookup_order(mnist_dir, isolated, tmp_path, monkeypatch):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in FILES:
+        (plain / name).write_bytes(gzip.decompress((mnist_dir / f"{name}.gz").read_bytes()))
+    assert dataset.find(plain) == plain
+    monkeypatch.setenv("FASTGRAPH_DATA", str(mnist_dir))
+    assert dataset.find(tmp_path / "empty") == mnist_dir  # path first, then $FASTGRAPH_DATA
+    labels = dataset.load(plain, download=False)[3]
+    assert labels.shape == (10000,)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data: data[:-100], "truncated or corrupt"),
+        (lambda data: data[:6], "truncated IDX header"),
+        (lambda data: b"\x00\x00\x09\x03" + data[4:], "bad magic number"),
+        (lambda data: data[:500] + bytes([data[500] ^ 0xFF]) + data[501:], "MD5"),
+    ],
+)
+def test_damaged_files_give_a_clear_error(mnist_dir, isolated, tmp_path, damage, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(mnist_dir, broken)
+    target = broken / "t10k-labels-idx1-ubyte.gz"
+    target.write_bytes(gzip.compress(damage(gzip.decompress(target.read_bytes()))))
+    with pytest.raises(DatasetError, match=message) as caught:
+        dataset.load(broken, download=False)
+    assert "t10k-labels-idx1-ubyte" in str(caught.value)
+
+
+def test_a_file_that_is_not_gzip_inside(mnist_dir, isolated, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(mnist_dir, broken)
+    (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    with pytest.raises(DatasetError, match="cannot read"):
+        dataset.load(broken, download=False)
+
+
+def test_missing_files_say_where_they_were_looked_for(isolated, tmp_path):
+    with pytest.raises(DatasetError) as caught:
+        dataset.load(tmp_path / "nowhere", download=False)
+    text = str(caught.value)
+    assert str(tmp_path / "nowhere") in text and str(isolated) in text
+    assert "FASTGRAPH_DATA" in text
+
+
+def test_download_verifies_and_caches(mnist_dir, isolated):
+    with serve(mnist_dir) as url:
+        x_train, y_train, x_test, y_test = dataset.load(mirrors=[url])
+    assert y_test[0] == 7 and x_train.shape == (60000, 28, 28)
+    assert sorted(path.name for path in isolated.iterdir()) == sorted(f"{n}.gz" for n in FILES)
+    assert dataset.find() == isolated  # the next load reads the cache
+
+
+def test_a_bad_download_is_rejected_and_never_cached(mnist_dir, isolated, tmp_path):
+    bad = tmp_path / "bad-mirror"
+    shutil.copytree(mnist_dir, bad)
+    labels = bad / "train-labels-idx1-ubyte.gz"
+    data = bytearray(gzip.decompress(labels.read_bytes()))
+    data[100] = (data[100] + 1) % 10  # one label changed: the header still parses
+    labels.write_bytes(gzip.compress(bytes(data)))
+    with serve(bad) as url, pytest.raises(DatasetError) as caught:
+        dataset.load(mirrors=[url])
+    assert "MD5" in str(caught.value) and "train-labels-idx1-ubyte.gz" in str(caught.value)
+    assert not (isolated / "train-labels-idx1-ubyte.gz").exists()
+    assert not any(path.name.startswith(".") for path in isolated.iterdir())  # no temp files
+    with serve(bad) as bad_url, serve(mnist_dir) as good_url:  # falls back to the next mirror
+        assert dataset.load(mirrors=[bad_url, good_url])[1][0] == 5
+
+
+def test_no_network_error_is_clear(isolated):
+    with pytest.raises(DatasetError, match="Downloading them failed"):
+        dataset.load(mirrors=["http://127.0.0.1:9/"], timeout=2)
+
+
+def test_one_hot_checks_labels():
+    np.testing.assert_array_equal(dataset.one_hot([2, 0], 3), [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match="integers in \\[0, 10\\)"):
+        dataset.one_hot([10])

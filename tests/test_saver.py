@@ -1,0 +1,114 @@
+"""Saving and loading a model: structure, bit-identical outputs, and files that are not models."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.saver import ModelFileError
+
+
+def small_model():
+    model = fg.models.mlp(12, (5,), 3, "Tanh", dtype=np.float64, seed=4)
+    with model.graph:  # every operator kind that has options, to round-trip them
+        leaky = fg.ops.LeakyReLU(model.logits, slope=0.3, name="leaky")
+        fg.ops.Reshape(leaky, shape=(1, 3), name="row")
+    return model
+
+
+def test_round_trip_is_bit_identical(tmp_path, rng):
+    model = small_model()
+    path = tmp_path / "model.fgz"
+    fg.saver.save(path, model.graph, {"input": "x", "output": "predict", "note": "hello"})
+    graph, meta = fg.saver.load(path)
+    assert meta == {"input": "x", "output": "predict", "note": "hello"}
+    assert [n.name for n in graph.nodes] == [n.name for n in model.graph.nodes]
+    assert [type(n) for n in graph.nodes] == [type(n) for n in model.graph.nodes]
+    assert graph.get_node("leaky").slope == 0.3 and graph.get_node("row").dim == (1, 3)
+    assert graph.dtype == np.float64
+    features = rng.normal(size=(7, 12))
+    for g in (model.graph, graph):
+        g.get_node("x").set_value(features)
+        g.get_node("row").forward()
+        g.get_node("predict").forward()
+    for name in ("predict", "row"):
+        assert model.graph.get_node(name).value.tobytes() == graph.get_node(name).value.tobytes()
+
+
+def test_written_atomically_and_without_pickle(tmp_path):
+    path = tmp_path / "model.fgz"
+    fg.saver.save(path, small_model().graph)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.fgz"]
+    with np.load(path, allow_pickle=False) as archive:  # plain arrays only
+        assert all(archive[key].dtype != object for key in archive.files)
+
+
+def _rewrite(path, change):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def _header(arrays):
+    return json.loads(arrays["__graph__"].tobytes())
+
+
+def _set_header(arrays, header):
+    arrays["__graph__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda a: a.pop("param/Variable:2"), "no values for the parameters Variable:2"),
+        (lambda a: a.update({"param/Variable:2": np.zeros((2, 2))}), "expected a value of shape"),
+        (lambda a: a.pop("__graph__"), "no valid graph description"),
+        (
+            lambda a: a.update({"__graph__": np.frombuffer(b"{not json", np.uint8)}),
+            "no valid graph description",
+        ),
+        (lambda a: _set_header(a, {**_header(a), "format": "other"}), "not a fastgraph model"),
+        (lambda a: _set_header(a, {**_header(a), "version": 99}), "version 99 is not supported"),
+        (
+            lambda a: _set_header(
+                a,
+                {
+                    **_header(a),
+                    "nodes": _header(a)["nodes"][:1]
+                    + [{"type": "os.system", "name": "evil", "parents": [], "config": {}}],
+                },
+            ),
+            "does not rebuild",
+        ),
+    ],
+)
+def test_tampered_files_fail_cleanly(tmp_path, tamper, message):
+    path = tmp_path / "model.fgz"
+    fg.saver.save(path, small_model().graph)
+    _rewrite(path, tamper)
+    with pytest.raises(ModelFileError, match=message):
+        fg.saver.load(path)
+
+
+def test_foreign_files_fail_cleanly(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a readable fastgraph model"):
+        fg.saver.load(text)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, __graph__=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ModelFileError, match="not a readable fastgraph model"):
+        fg.saver.load(pickled)
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("readme.txt", "not numpy")
+    with pytest.raises(ModelFileError):
+        fg.saver.load(archive)
+    with pytest.raises(ModelFileError, match="not a readable"):
+        fg.saver.load(tmp_path / "missing.fgz")
