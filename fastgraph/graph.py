@@ -42,6 +42,7 @@ class Graph:
         self._tapes = {}
         self._plans = {}
         self._descendants = {}
+        self._gradient_holders = []
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -75,6 +76,21 @@ class Graph:
         for node in self.nodes:
             if node.parents:
                 node.state = EMPTY
+
+    # -- gradients held by reference ----------------------------------------------------
+    def hold_gradients(self, holder):
+        """``holder`` reads gradient buffers of the last backward pass without copying them;
+        before the next pass overwrites them, ``holder.release_gradients()`` is called."""
+        self._gradient_holders.append(holder)
+
+    def drop_gradients(self, holder):
+        """``holder`` no longer reads the gradient buffers."""
+        self._gradient_holders.remove(holder)
+
+    def release_gradients(self):
+        """Called by a backward pass before it writes: holders copy what they still need."""
+        while self._gradient_holders:
+            self._gradient_holders.pop().release_gradients()
 
     # -- tapes and plans -----------------------------------------------------------------
     def tape(self, target):

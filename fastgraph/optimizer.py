@@ -42,7 +42,9 @@ class Optimizer:
                     f"{param.name} has no value: give it one (init=True or set_value) first"
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
+        self.scalar = graph.dtype.type  # kernels get scalars in the parameters' dtype
         self._sums = self.zeros()
+        self._held = None  # the engine's own gradient arrays, while they are the whole sum
         self.samples = 0
         self.steps = 0
 
@@ -53,13 +55,27 @@ class Optimizer:
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
         gradients, samples = self._gradients(self.target, self.params)
-        first = self.samples == 0
-        for total, gradient in zip(self._sums, gradients):
-            if first:
-                np.copyto(total, gradient)
-            else:
+        if self.samples == 0:
+            # The usual case, one batch per update: read the engine's arrays in place (no
+            # copy, less memory traffic); the graph calls release_gradients() before a later
+            # backward pass overwrites them.
+            self._held = gradients
+            self.graph.hold_gradients(self)
+        else:
+            self.release_gradients()  # no-op when a backward pass already asked for it
+            for total, gradient in zip(self._sums, gradients):
                 np.add(total, gradient, out=total)
         self.samples += samples
+
+    def release_gradients(self):
+        """Copy held gradient arrays into the optimizer's own sums."""
+        if self._held is not None:
+            for total, gradient in zip(self._sums, self._held):
+                np.copyto(total, gradient)
+            self._held = None
+
+    def _gradient_sums(self):
+        return self._sums if self._held is None else self._held
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
@@ -67,17 +83,20 @@ class Optimizer:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         if self.samples == 0:
             raise RuntimeError("no gradient accumulated: call one_step() first")
-        return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
+        return (self._gradient_sums()[self._index[node]] / self.samples).reshape(node.dim)
 
     def update(self):
         """Apply the mean of the accumulated gradients, then start a new accumulation."""
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        scale = 1.0 / self.samples
-        for i, param in enumerate(self.params):
-            self.apply(i, param.flat, self._sums[i], scale)
+        scale = self.scalar(1.0 / self.samples)
+        for i, (param, gradient) in enumerate(zip(self.params, self._gradient_sums())):
+            self.apply(i, param.flat, gradient, scale)
         self.samples = 0
+        if self._held is not None:
+            self._held = None
+            self.graph.drop_gradients(self)
         for param in self.params:
             for node in self.graph.descendants(param):
                 if node.state == COMPUTED:
@@ -93,7 +112,7 @@ class GradientDescent(Optimizer):
         super().__init__(graph, target, learning_rate, engine)
 
     def apply(self, i, weight, gradient, scale):
-        kernels.gradient_descent(weight, gradient, scale, self.learning_rate)
+        kernels.gradient_descent(weight, gradient, scale, self.scalar(self.learning_rate))
 
 
 class Momentum(Optimizer):
@@ -105,8 +124,8 @@ class Momentum(Optimizer):
         self.velocity = self.zeros()
 
     def apply(self, i, weight, gradient, scale):
-        kernels.momentum(weight, gradient, scale, self.velocity[i], self.learning_rate,
-                         self.momentum)
+        kernels.momentum(weight, gradient, scale, self.velocity[i],
+                         self.scalar(self.learning_rate), self.scalar(self.momentum))
 
 
 class AdaGrad(Optimizer):
@@ -118,7 +137,8 @@ class AdaGrad(Optimizer):
         self.square_sum = self.zeros()
 
     def apply(self, i, weight, gradient, scale):
-        kernels.adagrad(weight, gradient, scale, self.square_sum[i], self.learning_rate, self.eps)
+        kernels.adagrad(weight, gradient, scale, self.square_sum[i],
+                        self.scalar(self.learning_rate), self.scalar(self.eps))
 
 
 class RMSProp(Optimizer):
@@ -131,8 +151,9 @@ class RMSProp(Optimizer):
         self.square_avg = self.zeros()
 
     def apply(self, i, weight, gradient, scale):
-        kernels.rmsprop(weight, gradient, scale, self.square_avg[i], self.learning_rate,
-                        self.beta, self.eps)
+        s = self.scalar
+        kernels.rmsprop(weight, gradient, scale, self.square_avg[i], s(self.learning_rate),
+                        s(self.beta), s(1.0 - self.beta), s(self.eps))
 
 
 class Adam(Optimizer):
@@ -148,8 +169,11 @@ class Adam(Optimizer):
         self.v = self.zeros()
 
     def apply(self, i, weight, gradient, scale):
-        kernels.adam(weight, gradient, scale, self.m[i], self.v[i], self.learning_rate,
-                     self.beta_1, self.beta_2, self.eps, self.steps)
+        s, t = self.scalar, self.steps
+        kernels.adam(weight, gradient, scale, self.m[i], self.v[i],
+                     s(self.learning_rate / (1.0 - self.beta_1**t)), s(self.beta_1),
+                     s(1.0 - self.beta_1), s(self.beta_2), s(1.0 - self.beta_2),
+                     s(1.0 / np.sqrt(1.0 - self.beta_2**t)), s(self.eps))
 
 
 def _fraction(name, value):

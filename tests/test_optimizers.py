@@ -109,3 +109,26 @@ def test_update_invalidates_values_downstream(rng):
     assert y.value[0, 0, 0] == 3.0  # still the value the update was computed from
     y.forward()
     assert y.value[0, 0, 0] == 2.0
+
+
+def test_gradients_survive_another_backward_before_update(rng):
+    """The optimizer reads the engine's gradient arrays in place until another backward
+    pass on the graph would overwrite them; then it copies them first."""
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((2, 3))
+        w.set_value(rng.normal(size=(2, 3)))
+        h = fg.ops.MatMul(w, x)
+        first = fg.optimizer.GradientDescent(graph, fg.ops.Logistic(h), 0.1)
+        second = fg.optimizer.GradientDescent(graph, fg.ops.Tanh(h), 0.1)
+    x.set_value(rng.normal(size=(4, 3)))
+    first.one_step()
+    expected = first.get_gradient(w).copy()
+    second.one_step()  # overwrites the MatMul's gradient buffers
+    assert not np.allclose(second.get_gradient(w), expected)
+    np.testing.assert_array_equal(first.get_gradient(w), expected)
+    first.one_step()  # accumulates onto its own copy now
+    np.testing.assert_allclose(first.get_gradient(w), expected, rtol=1e-12)
+    before = w.value.copy()
+    first.update()
+    np.testing.assert_allclose(w.value, before - 0.1 * expected, rtol=1e-12)

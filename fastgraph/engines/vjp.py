@@ -10,6 +10,7 @@ def backward(plan, target):
     upstream itself, so nothing is copied); a second one is added into a buffer the parent
     owns. Contributions are never modified in place, so sharing them is safe.
     """
+    target.graph.release_gradients()
     for node in plan.nodes:
         node.grad = None
         node.grad_owned = False

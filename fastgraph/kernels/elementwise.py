@@ -1,12 +1,13 @@
 """Element-wise kernels: broadcast arithmetic, batch sums, and activations with their VJPs."""
 
 import numpy as np
-from numba import njit
+
+from . import kernel
 
 # -- broadcast arithmetic: a one-row operand stands for every row of the batch --------------
 
 
-@njit(cache=True)
+@kernel
 def copy_rows(a, out):
     for i in range(out.shape[0]):
         ia = i if a.shape[0] > 1 else 0
@@ -14,7 +15,7 @@ def copy_rows(a, out):
             out[i, j] = a[ia, j]
 
 
-@njit(cache=True)
+@kernel
 def add_rows(a, b, out):
     for i in range(out.shape[0]):
         ia = i if a.shape[0] > 1 else 0
@@ -23,7 +24,7 @@ def add_rows(a, b, out):
             out[i, j] = a[ia, j] + b[ib, j]
 
 
-@njit(cache=True)
+@kernel
 def add_into(out, a):
     for i in range(out.shape[0]):
         ia = i if a.shape[0] > 1 else 0
@@ -31,7 +32,7 @@ def add_into(out, a):
             out[i, j] += a[ia, j]
 
 
-@njit(cache=True)
+@kernel
 def multiply_rows(a, b, out):
     for i in range(out.shape[0]):
         ia = i if a.shape[0] > 1 else 0
@@ -40,7 +41,7 @@ def multiply_rows(a, b, out):
             out[i, j] = a[ia, j] * b[ib, j]
 
 
-@njit(cache=True)
+@kernel
 def scale_rows(a, scale, out):
     """out[i, :] = a[i, :] * scale[i, 0]."""
     for i in range(out.shape[0]):
@@ -50,7 +51,7 @@ def scale_rows(a, scale, out):
             out[i, j] = a[ia, j] * s
 
 
-@njit(cache=True)
+@kernel
 def dot_rows(a, b, out):
     """out[i, 0] = a[i, :] . b[i, :]."""
     for i in range(out.shape[0]):
@@ -62,7 +63,7 @@ def dot_rows(a, b, out):
         out[i, 0] = total
 
 
-@njit(cache=True)
+@kernel
 def sum_rows(a, out):
     """out[0, :] = the sum of a's rows: the VJP of broadcasting a parameter over a batch."""
     for j in range(out.shape[1]):
@@ -75,7 +76,7 @@ def sum_rows(a, out):
 # -- activations: forward on x, VJP on (x or y, upstream) ---------------------------------
 
 
-@njit(cache=True)
+@kernel
 def relu(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -83,14 +84,14 @@ def relu(x, out):
             out[i, j] = v if v > 0 else 0
 
 
-@njit(cache=True)
+@kernel
 def relu_vjp(x, upstream, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             out[i, j] = upstream[i, j] if x[i, j] > 0 else 0
 
 
-@njit(cache=True)
+@kernel
 def leaky_relu(x, slope, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -98,7 +99,7 @@ def leaky_relu(x, slope, out):
             out[i, j] = v if v > 0 else slope * v
 
 
-@njit(cache=True)
+@kernel
 def leaky_relu_vjp(x, slope, upstream, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -106,7 +107,7 @@ def leaky_relu_vjp(x, slope, upstream, out):
             out[i, j] = u if x[i, j] > 0 else slope * u
 
 
-@njit(cache=True)
+@kernel
 def logistic(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -118,28 +119,28 @@ def logistic(x, out):
                 out[i, j] = e / (1.0 + e)
 
 
-@njit(cache=True)
+@kernel
 def logistic_vjp(y, upstream, out):
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
             out[i, j] = upstream[i, j] * y[i, j] * (1.0 - y[i, j])
 
 
-@njit(cache=True)
+@kernel
 def tanh(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             out[i, j] = np.tanh(x[i, j])
 
 
-@njit(cache=True)
+@kernel
 def tanh_vjp(y, upstream, out):
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
             out[i, j] = upstream[i, j] * (1.0 - y[i, j] * y[i, j])
 
 
-@njit(cache=True)
+@kernel
 def step(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):

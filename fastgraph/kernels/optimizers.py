@@ -2,21 +2,25 @@
 
 ``gradient`` is the sum over the samples accumulated since the last update; ``scale`` is
 1 / samples, so the mean is never materialised. The rules and their defaults follow the
-formulas that PyTorch's ``torch.optim`` documents.
+formulas that PyTorch's ``torch.optim`` documents. Callers pass every scalar in the
+parameter's dtype, so a float32 model updates in float32 arithmetic: promoting to float64
+would make the division and square root several times slower.
 """
 
 import numpy as np
-from numba import njit
+
+from . import fast_kernel
 
 
-@njit(cache=True)
+@fast_kernel
 def gradient_descent(weight, gradient, scale, learning_rate):
+    step = learning_rate * scale
     for i in range(weight.shape[0]):
         for j in range(weight.shape[1]):
-            weight[i, j] -= learning_rate * gradient[i, j] * scale
+            weight[i, j] -= step * gradient[i, j]
 
 
-@njit(cache=True)
+@fast_kernel
 def momentum(weight, gradient, scale, velocity, learning_rate, mu):
     for i in range(weight.shape[0]):
         for j in range(weight.shape[1]):
@@ -25,7 +29,7 @@ def momentum(weight, gradient, scale, velocity, learning_rate, mu):
             weight[i, j] -= learning_rate * v
 
 
-@njit(cache=True)
+@fast_kernel
 def adagrad(weight, gradient, scale, square_sum, learning_rate, eps):
     for i in range(weight.shape[0]):
         for j in range(weight.shape[1]):
@@ -35,25 +39,25 @@ def adagrad(weight, gradient, scale, square_sum, learning_rate, eps):
             weight[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
 
 
-@njit(cache=True)
-def rmsprop(weight, gradient, scale, square_avg, learning_rate, beta, eps):
+@fast_kernel
+def rmsprop(weight, gradient, scale, square_avg, learning_rate, beta, one_minus_beta, eps):
     for i in range(weight.shape[0]):
         for j in range(weight.shape[1]):
             g = gradient[i, j] * scale
-            s = beta * square_avg[i, j] + (1.0 - beta) * g * g
+            s = beta * square_avg[i, j] + one_minus_beta * g * g
             square_avg[i, j] = s
             weight[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
 
 
-@njit(cache=True)
-def adam(weight, gradient, scale, m, v, learning_rate, beta_1, beta_2, eps, step):
-    step_size = learning_rate / (1.0 - beta_1**step)
-    root_correction = np.sqrt(1.0 - beta_2**step)
+@fast_kernel
+def adam(weight, gradient, scale, m, v, step_size, beta_1, one_minus_beta_1, beta_2,
+         one_minus_beta_2, inverse_root_correction, eps):
+    """m and v as torch.optim.Adam; w -= step_size m / (sqrt(v) / sqrt(1 - beta_2^t) + eps)."""
     for i in range(weight.shape[0]):
         for j in range(weight.shape[1]):
             g = gradient[i, j] * scale
-            mi = beta_1 * m[i, j] + (1.0 - beta_1) * g
-            vi = beta_2 * v[i, j] + (1.0 - beta_2) * g * g
+            mi = beta_1 * m[i, j] + one_minus_beta_1 * g
+            vi = beta_2 * v[i, j] + one_minus_beta_2 * g * g
             m[i, j] = mi
             v[i, j] = vi
-            weight[i, j] -= step_size * mi / (np.sqrt(vi) / root_correction + eps)
+            weight[i, j] -= step_size * mi / (np.sqrt(vi) * inverse_root_correction + eps)

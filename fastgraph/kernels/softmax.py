@@ -5,29 +5,34 @@ logits of +-1e4 give finite values and gradients.
 """
 
 import numpy as np
-from numba import njit
+
+from . import kernel
 
 
-@njit(cache=True)
-def _log_sum_exp(x, i):
+@kernel
+def _softmax_row(x, i, out, o):
+    """out[o, :] = softmax(x[i, :]); returns the row's log-sum-exp. One exp per element."""
     top = x[i, 0]
     for j in range(1, x.shape[1]):
         top = max(top, x[i, j])
     total = 0.0
     for j in range(x.shape[1]):
-        total += np.exp(x[i, j] - top)
+        e = np.exp(x[i, j] - top)
+        out[o, j] = e
+        total += e
+    scale = 1.0 / total
+    for j in range(x.shape[1]):
+        out[o, j] *= scale
     return top + np.log(total)
 
 
-@njit(cache=True)
+@kernel
 def softmax(x, out):
     for i in range(x.shape[0]):
-        lse = _log_sum_exp(x, i)
-        for j in range(x.shape[1]):
-            out[i, j] = np.exp(x[i, j] - lse)
+        _softmax_row(x, i, out, i)
 
 
-@njit(cache=True)
+@kernel
 def softmax_vjp(y, upstream, out):
     for i in range(y.shape[0]):
         inner = 0.0
@@ -37,7 +42,7 @@ def softmax_vjp(y, upstream, out):
             out[i, j] = y[i, j] * (upstream[i, j] - inner)
 
 
-@njit(cache=True)
+@kernel
 def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
     """Per-sample -sum(labels * log softmax(logits)); keeps probs and lse for the VJPs.
 
@@ -47,7 +52,7 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
     for i in range(loss.shape[0]):
         il = i if logits.shape[0] > 1 else 0
         iy = i if labels.shape[0] > 1 else 0
-        row_lse = _log_sum_exp(logits, il)
+        row_lse = _softmax_row(logits, il, probs, i)
         lse[i, 0] = row_lse
         total = 0.0
         label_sum = 0.0
@@ -56,7 +61,6 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
             if y < 0:
                 return i
             label_sum += y
-            probs[i, j] = np.exp(logits[il, j] - row_lse)
             total -= y * (logits[il, j] - row_lse)
         if abs(label_sum - 1.0) > 1e-3:
             return i
@@ -64,7 +68,7 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
     return -1
 
 
-@njit(cache=True)
+@kernel
 def cross_entropy_vjp_logits(probs, labels, upstream, out):
     for i in range(out.shape[0]):
         iy = i if labels.shape[0] > 1 else 0
@@ -73,7 +77,7 @@ def cross_entropy_vjp_logits(probs, labels, upstream, out):
             out[i, j] = u * (probs[i, j] - labels[iy, j])
 
 
-@njit(cache=True)
+@kernel
 def cross_entropy_vjp_labels(logits, lse, upstream, out):
     for i in range(out.shape[0]):
         il = i if logits.shape[0] > 1 else 0
@@ -82,7 +86,7 @@ def cross_entropy_vjp_labels(logits, lse, upstream, out):
             out[i, j] = -u * (logits[il, j] - lse[i, 0])
 
 
-@njit(cache=True)
+@kernel
 def log_loss(x, out):
     """log(1 + exp(-x)), without overflow for large |x|."""
     for i in range(x.shape[0]):
@@ -94,7 +98,7 @@ def log_loss(x, out):
                 out[i, j] = -v + np.log1p(np.exp(v))
 
 
-@njit(cache=True)
+@kernel
 def log_loss_vjp(x, upstream, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -106,7 +110,7 @@ def log_loss_vjp(x, upstream, out):
                 out[i, j] = -upstream[i, j] / (1.0 + np.exp(v))
 
 
-@njit(cache=True)
+@kernel
 def perception_loss(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -114,14 +118,14 @@ def perception_loss(x, out):
             out[i, j] = 0 if v >= 0 else -v
 
 
-@njit(cache=True)
+@kernel
 def perception_loss_vjp(x, upstream, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             out[i, j] = 0 if x[i, j] >= 0 else -upstream[i, j]
 
 
-@njit(cache=True)
+@kernel
 def mean_squared_error(prediction, target, out):
     for i in range(out.shape[0]):
         ip = i if prediction.shape[0] > 1 else 0
@@ -133,7 +137,7 @@ def mean_squared_error(prediction, target, out):
         out[i, 0] = total / prediction.shape[1]
 
 
-@njit(cache=True)
+@kernel
 def mean_squared_error_vjp(prediction, target, sign, upstream, out):
     """sign * d(loss)/d(prediction) per sample; sign -1 gives the VJP for the target."""
     scale = 2.0 * sign / prediction.shape[1]
