@@ -106,14 +106,13 @@ def _train(args):
     optimizer = rule(model.graph, model.loss, args.lr or default_lr, engine=args.engine)
     trainer = SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
                             batch_size=args.batch_size, seed=args.seed,
-                            progress=not args.no_progress, lr_decay=args.lr_decay)
+                            progress=not args.no_progress, lr_decay=args.lr_decay,
+                            scale=1 / 255)
     print(f"training {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation}) on "
           f"{len(x_train):,} MNIST images: {args.optimizer}, batch {args.batch_size}, "
           f"{args.dtype}, engine {args.engine}", flush=True)
-    test_features = mnist.features(x_test, dtype)
-    history = trainer.train(mnist.features(x_train, dtype), mnist.one_hot(y_train, dtype=dtype),
-                            test_features, mnist.one_hot(y_test, dtype=dtype), epochs=args.epochs)
-    accuracy = metrics.accuracy(y_test, trainer.scores(test_features))
+    history = trainer.train(x_train, y_train, x_test, y_test, epochs=args.epochs)
+    accuracy = metrics.accuracy(y_test, trainer.scores(x_test))
     print(f"test accuracy: {accuracy:.4f}")
     if args.save:
         meta = {"dataset": "mnist", "input": model.x.name, "output": model.predict.name,

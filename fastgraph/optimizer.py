@@ -42,15 +42,19 @@ class Optimizer:
                     f"{param.name} has no value: give it one (init=True or set_value) first"
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
-        self.scalar = graph.dtype.type  # kernels get scalars in the parameters' dtype
+        self._weights = tuple(param.flat for param in self.params)
         self._sums = self.zeros()
         self._held = None  # the engine's own gradient arrays, while they are the whole sum
         self.samples = 0
         self.steps = 0
 
     def zeros(self):
-        """One zero array per parameter, shaped like its ``flat``: for sums and state."""
-        return [np.zeros_like(param.flat) for param in self.params]
+        """A tuple of zero arrays, one per parameter shaped like its ``flat``: sums, state."""
+        return tuple(np.zeros_like(param.flat) for param in self.params)
+
+    def coefficients(self, *values):
+        """The scalars of an update as one array in the parameters' dtype (see the kernels)."""
+        return np.array(values, dtype=self.graph.dtype)
 
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
@@ -59,7 +63,7 @@ class Optimizer:
             # The usual case, one batch per update: read the engine's arrays in place (no
             # copy, less memory traffic); the graph calls release_gradients() before a later
             # backward pass overwrites them.
-            self._held = gradients
+            self._held = tuple(np.ascontiguousarray(gradient) for gradient in gradients)
             self.graph.hold_gradients(self)
         else:
             self.release_gradients()  # no-op when a backward pass already asked for it
@@ -90,9 +94,7 @@ class Optimizer:
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        scale = self.scalar(1.0 / self.samples)
-        for i, (param, gradient) in enumerate(zip(self.params, self._gradient_sums())):
-            self.apply(i, param.flat, gradient, scale)
+        self.apply(self._weights, self._gradient_sums(), 1.0 / self.samples)
         self.samples = 0
         if self._held is not None:
             self._held = None
@@ -102,8 +104,8 @@ class Optimizer:
                 if node.state == COMPUTED:
                     node.state = OUTDATED
 
-    def apply(self, i, weight, gradient, scale):
-        """Update parameter ``i`` in place from its gradient sum times ``scale``."""
+    def apply(self, weights, gradients, scale):
+        """Update every parameter in place from its gradient sum times ``scale``."""
         raise NotImplementedError
 
 
@@ -111,8 +113,8 @@ class GradientDescent(Optimizer):
     def __init__(self, graph, target, learning_rate=0.01, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
 
-    def apply(self, i, weight, gradient, scale):
-        kernels.gradient_descent(weight, gradient, scale, self.scalar(self.learning_rate))
+    def apply(self, weights, gradients, scale):
+        kernels.gradient_descent(weights, gradients, self.coefficients(scale, self.learning_rate))
 
 
 class Momentum(Optimizer):
@@ -123,9 +125,9 @@ class Momentum(Optimizer):
         self.momentum = _fraction("momentum", momentum)
         self.velocity = self.zeros()
 
-    def apply(self, i, weight, gradient, scale):
-        kernels.momentum(weight, gradient, scale, self.velocity[i],
-                         self.scalar(self.learning_rate), self.scalar(self.momentum))
+    def apply(self, weights, gradients, scale):
+        kernels.momentum(weights, gradients, self.velocity,
+                         self.coefficients(scale, self.learning_rate, self.momentum))
 
 
 class AdaGrad(Optimizer):
@@ -136,9 +138,9 @@ class AdaGrad(Optimizer):
         self.eps = float(eps)
         self.square_sum = self.zeros()
 
-    def apply(self, i, weight, gradient, scale):
-        kernels.adagrad(weight, gradient, scale, self.square_sum[i],
-                        self.scalar(self.learning_rate), self.scalar(self.eps))
+    def apply(self, weights, gradients, scale):
+        kernels.adagrad(weights, gradients, self.square_sum,
+                        self.coefficients(scale, self.learning_rate, self.eps))
 
 
 class RMSProp(Optimizer):
@@ -150,10 +152,9 @@ class RMSProp(Optimizer):
         self.eps = float(eps)
         self.square_avg = self.zeros()
 
-    def apply(self, i, weight, gradient, scale):
-        s = self.scalar
-        kernels.rmsprop(weight, gradient, scale, self.square_avg[i], s(self.learning_rate),
-                        s(self.beta), s(1.0 - self.beta), s(self.eps))
+    def apply(self, weights, gradients, scale):
+        kernels.rmsprop(weights, gradients, self.square_avg, self.coefficients(
+            scale, self.learning_rate, self.beta, 1.0 - self.beta, self.eps))
 
 
 class Adam(Optimizer):
@@ -168,12 +169,11 @@ class Adam(Optimizer):
         self.m = self.zeros()
         self.v = self.zeros()
 
-    def apply(self, i, weight, gradient, scale):
-        s, t = self.scalar, self.steps
-        kernels.adam(weight, gradient, scale, self.m[i], self.v[i],
-                     s(self.learning_rate / (1.0 - self.beta_1**t)), s(self.beta_1),
-                     s(1.0 - self.beta_1), s(self.beta_2), s(1.0 - self.beta_2),
-                     s(1.0 / np.sqrt(1.0 - self.beta_2**t)), s(self.eps))
+    def apply(self, weights, gradients, scale):
+        t = self.steps
+        kernels.adam(weights, gradients, self.m, self.v, self.coefficients(
+            scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1, 1.0 - self.beta_1,
+            self.beta_2, 1.0 - self.beta_2, 1.0 / np.sqrt(1.0 - self.beta_2**t), self.eps))
 
 
 def _fraction(name, value):

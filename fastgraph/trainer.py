@@ -9,20 +9,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import metrics
+from .datasets import Batches
 
 
 class SimpleTrainer:
-    """Train ``optimizer`` (whose target is the loss) on ``(features, one_hot)`` arrays.
+    """Train ``optimizer`` (whose target is the loss) on ``(features, labels)`` arrays.
 
     ``x`` and ``labels`` are the graph's input nodes; ``predict`` is a node whose argmax over
-    classes is the prediction (probabilities or logits). Features are ``(N, x.dimension())``
-    rows; labels are one-hot ``(N, classes)`` rows. ``log`` receives one line per epoch.
-    ``lr_decay`` multiplies the optimizer's learning rate after each epoch.
+    classes is the prediction (probabilities or logits). Features are ``(N, ...)`` samples of
+    ``x.dimension()`` numbers, of any numeric dtype, multiplied by ``scale`` as they are
+    batched (MNIST's uint8 pixels with ``scale=1/255``); labels are integer classes or
+    one-hot rows. ``log`` receives one line per epoch. ``lr_decay`` multiplies the
+    optimizer's learning rate after each epoch.
     Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
     """
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
-                 eval_batch_size=10_000, log=print, lr_decay=1.0):
+                 eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 < lr_decay <= 1:
@@ -33,21 +36,22 @@ class SimpleTrainer:
         self.loss = optimizer.target
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.scale = scale
         self.progress = progress
         self.log = log
         self.history = []
         self.interrupted = False
 
-    def train(self, features, one_hot, test_features=None, test_one_hot=None, epochs=1):
+    def train(self, features, labels, test_features=None, test_labels=None, epochs=1):
         """Run ``epochs`` epochs; returns the history, one dict per epoch."""
-        truth = metrics.class_labels(one_hot, "training labels")
-        if len(features) != len(truth):
-            raise ValueError(f"{len(features)} training samples but {len(truth)} labels")
-        test_truth = None if test_one_hot is None else metrics.class_labels(test_one_hot)
+        batches = Batches(features, metrics.class_labels(labels, "training labels"),
+                          self.batch_size, classes=self.labels.dimension(), scale=self.scale,
+                          dtype=self.x.graph.dtype, seed=self.seed)
+        test_truth = None if test_labels is None else metrics.class_labels(test_labels)
         with _stop_on_interrupt(self):
             for epoch in range(1, epochs + 1):
-                record = self._epoch(features, one_hot, truth, epoch, epochs)
+                record = self._epoch(batches, epoch, epochs)
                 if test_features is not None:
                     record["test_accuracy"] = metrics.accuracy(
                         test_truth, self.scores(test_features))
@@ -61,22 +65,19 @@ class SimpleTrainer:
                     break
         return self.history
 
-    def _epoch(self, features, one_hot, truth, epoch, epochs):
-        order = self.rng.permutation(len(features))
-        starts = range(0, len(order), self.batch_size)
+    def _epoch(self, batches, epoch, epochs):
         loss_sum, hits, seen = 0.0, 0, 0
         began = time.perf_counter()
-        bar = tqdm(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not self.progress)
-        for start in bar:
-            batch = order[start : start + self.batch_size]
-            self.x.set_value(features[batch])
-            self.labels.set_value(one_hot[batch])
+        for x, one_hot in bar:
+            self.x.set_value(x)
+            self.labels.set_value(one_hot)
             self.optimizer.one_step()
             self.predict.forward()
             loss_sum += float(self.loss.flat.sum())
-            hits += int((self.predict.flat.argmax(axis=1) == truth[batch]).sum())
-            seen += len(batch)
+            hits += int((self.predict.flat.argmax(axis=1) == one_hot.argmax(axis=1)).sum())
+            seen += len(x)
             self.optimizer.update()
             if self.interrupted:
                 break
@@ -88,8 +89,10 @@ class SimpleTrainer:
     def scores(self, features):
         """The ``predict`` node's output for ``features``, as ``(N, classes)`` rows."""
         chunks = []
+        dtype = self.x.graph.dtype
         for start in range(0, len(features), self.eval_batch_size):
-            self.x.set_value(features[start : start + self.eval_batch_size])
+            chunk = features[start : start + self.eval_batch_size]
+            self.x.set_value((chunk.reshape(len(chunk), -1) * dtype.type(self.scale)).astype(dtype))
             self.predict.forward()
             chunks.append(self.predict.flat.copy())
         return np.concatenate(chunks)

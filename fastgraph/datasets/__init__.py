@@ -1,5 +1,6 @@
 """Datasets the examples and the trainer use."""
 
 from . import mnist
+from .batches import Batches
 
-__all__ = ["mnist"]
+__all__ = ["Batches", "mnist"]

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ..kernels.blas import gemm
 from ..kernels.elementwise import add_into, add_rows, copy_rows, dot_rows, multiply_rows, scale_rows
 from .base import Operator
 
@@ -34,7 +35,8 @@ class MatMul(Operator):
 
     The network case, a parameter ``W (m, k)`` times a batch of column vectors, is one GEMM
     on the ``(B, k)`` batch: ``flat = x.flat @ W.T``. A batch of matrices times a parameter
-    is one GEMM on the ``(B * m, k)`` stack. Other cases use NumPy's batched matmul.
+    is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
+    transposes as flags, no copies. Other cases use NumPy's batched matmul.
     """
 
     arity = 2
@@ -54,9 +56,9 @@ class MatMul(Operator):
         a, b = self.parents
         out = self.output()
         if self._vectors:
-            np.matmul(b.flat, a._value.T, out=out)
+            gemm(b.flat, a._value.T, out, 0.0)
         elif self._stacked:
-            np.matmul(a._value.reshape(-1, a.dim[1]), b._value, out=out.reshape(-1, self.dim[1]))
+            gemm(a._value.reshape(-1, a.dim[1]), b._value, out.reshape(-1, self.dim[1]), 0.0)
         else:
             np.matmul(a._value, b._value, out=self._value)
 
@@ -66,19 +68,19 @@ class MatMul(Operator):
         if self._vectors:
             if slot == 0:  # sum over the batch of outer products: one GEMM
                 out = self.buffer(0, a.dim)
-                np.matmul(upstream.T, b.flat, out=out)
+                gemm(upstream.T, b.flat, out, 0.0)
                 return out.reshape(1, -1)
             out = self.buffer(1, b.flat.shape)
-            np.matmul(upstream, a._value, out=out)
+            gemm(upstream, a._value, out, 0.0)
             return out
         if self._stacked:
             stacked = upstream.reshape(-1, cols)
             if slot == 0:
                 out = self.buffer(0, (stacked.shape[0], a.dim[1]))
-                np.matmul(stacked, b._value.T, out=out)
+                gemm(stacked, b._value.T, out, 0.0)
                 return out.reshape(a.flat.shape)
             out = self.buffer(1, b.dim)
-            np.matmul(a._value.reshape(-1, a.dim[1]).T, stacked, out=out)
+            gemm(a._value.reshape(-1, a.dim[1]).T, stacked, out, 0.0)
             return out.reshape(1, -1)
         upstream = upstream.reshape(self._value.shape)
         if slot == 0:

@@ -1,0 +1,477 @@
+"""fastgraph against hand-written NumPy, PyTorch and JAX on the same MNIST training.
+
+    python -m benchmarks.compare [--epochs 3] [--networks 784-100-20-10,784-256-128-10]
+                                 [--json compare.json] [--chart compare.png] [--profile]
+
+Every framework trains the same network (ReLU hidden layers, softmax cross-entropy, Adam with
+lr 0.001, float32) on the same 60,000 images held in memory, one epoch at a time in turn
+(round-robin, so a noisy neighbour hurts everyone alike). Each epoch reshuffles, and each
+framework gathers every batch its own best way from data already in memory: fastgraph with
+its ``Batches`` iterator from the uint8 images (scaled as they are gathered); NumPy and
+PyTorch by indexing float32 arrays; JAX inside its jitted step, from float32 arrays on the
+device. Peers get their fair best: PyTorch with ``zero_grad(set_to_none=True)``, JAX with
+the whole step (gather, forward, backward, Adam) in one ``jax.jit``.
+The article's dense-Jacobian engine trains a few hundred samples and is reported in
+samples/s. A peer that is not installed is reported as skipped.
+
+Peak memory is measured in a fresh process per framework (``ru_maxrss`` of a run that loads
+MNIST and trains one epoch), since peaks cannot be separated inside one process.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+NETWORKS = {"784-100-20-10": ((100, 20), 64), "784-256-128-10": ((256, 128), 128)}
+LEARNING_RATE = 0.001
+JACOBIAN_SAMPLES = 256
+
+
+def load_data():
+    """(features, one_hot, test_features, test_labels, labels, images): float32 and uint8."""
+    from fastgraph.datasets import mnist
+
+    x_train, y_train, x_test, y_test = mnist.load()
+    return (mnist.features(x_train), mnist.one_hot(y_train), mnist.features(x_test),
+            y_test.astype(np.int64), y_train.astype(np.int64), x_train)
+
+
+def he_init(rng, hidden):
+    """The same initial weights for every framework: He-normal, zero biases."""
+    sizes = (784, *hidden, 10)
+    return [(rng.normal(0, np.sqrt(2 / n_in), (n_out, n_in)).astype(np.float32),
+             np.zeros(n_out, np.float32)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+
+
+# -- the frameworks ---------------------------------------------------------------------------
+class Fastgraph:
+    name = "fastgraph"
+
+    def __init__(self, hidden, batch, data, init):
+        import fastgraph as fg
+
+        self.batch = batch
+        self.images, self.labels = data[5], data[4]
+        self.model = fg.models.mlp(784, hidden, 10, seed=0)
+        weights = [node for node in self.model.graph.nodes
+                   if isinstance(node, fg.Variable) and node.trainable]
+        for (w, b), (w_node, b_node) in zip(init, zip(weights[::2], weights[1::2])):
+            w_node.set_value(w)
+            b_node.set_value(b.reshape(-1, 1))
+        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE)
+        self.Batches = fg.datasets.Batches
+
+    def epoch(self, order, limit=None):
+        order = order[:limit]
+        batches = self.Batches(self.images[order], self.labels[order], self.batch,
+                               scale=1 / 255, shuffle=False) if limit else self.batches(order)
+        x, one_hot, optimizer = self.model.x, self.model.one_hot, self.optimizer
+        for features, labels in batches:  # gathered into reused buffers: no copies after
+            x.set_value(features)
+            one_hot.set_value(labels)
+            optimizer.one_step()
+            optimizer.update()
+
+    def batches(self, order):
+        if not hasattr(self, "_batches"):
+            self._batches = self.Batches(self.images, self.labels, self.batch, scale=1 / 255)
+        self._batches.rng = _FixedOrder(order)  # the epoch's order, shared with the peers
+        return self._batches
+
+    def predict(self, features):
+        self.model.x.set_value(features)
+        self.model.predict.forward()
+        return self.model.predict.flat.argmax(axis=1)
+
+
+class FastgraphJacobian(Fastgraph):
+    name = "fastgraph jacobian"
+
+    def __init__(self, hidden, batch, data, init):
+        import fastgraph as fg
+
+        super().__init__(hidden, batch, data, init)
+        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE,
+                                           engine="jacobian")
+
+
+class HandNumpy:
+    """Forward, backward and Adam written out in NumPy, as one would by hand."""
+
+    name = "numpy"
+
+    def __init__(self, hidden, batch, data, init):
+        self.batch = batch
+        self.features, self.labels = data[0], data[1]
+        self.params = [array.copy() for layer in init for array in layer]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def forward(self, x):
+        activations = [x]
+        for i in range(0, len(self.params), 2):
+            z = activations[-1] @ self.params[i].T + self.params[i + 1]
+            activations.append(np.maximum(z, 0) if i + 2 < len(self.params) else z)
+        return activations
+
+    def step(self, x, y):
+        activations = self.forward(x)
+        logits = activations[-1]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        delta = (exp / exp.sum(axis=1, keepdims=True) - y) / len(x)
+        grads = [None] * len(self.params)
+        for i in range(len(self.params) - 2, -1, -2):
+            grads[i] = delta.T @ activations[i // 2]
+            grads[i + 1] = delta.sum(axis=0)
+            if i:
+                delta = (delta @ self.params[i]) * (activations[i // 2] > 0)
+        self.t += 1
+        correction_1, correction_2 = 1 - 0.9**self.t, 1 - 0.999**self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p -= LEARNING_RATE * (m / correction_1) / (np.sqrt(v / correction_2) + 1e-8)
+
+    def epoch(self, order, limit=None):
+        for start in range(0, len(order), self.batch):
+            rows = order[start : start + self.batch]
+            self.step(self.features[rows], self.labels[rows])
+
+    def predict(self, features):
+        return self.forward(features)[-1].argmax(axis=1)
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, hidden, batch, data, init):
+        import torch
+
+        self.torch = torch
+        self.batch = batch
+        self.features = torch.from_numpy(data[0])
+        self.targets = torch.from_numpy(data[4])
+        layers = []
+        for i, (w, b) in enumerate(init):
+            linear = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(w))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear] + ([torch.nn.ReLU()] if i + 1 < len(init) else [])
+        self.model = torch.nn.Sequential(*layers)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
+
+    def epoch(self, order, limit=None):
+        index = self.torch.from_numpy(order)
+        for start in range(0, len(order), self.batch):
+            rows = index[start : start + self.batch]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss(self.model(self.features[rows]), self.targets[rows])
+            loss.backward()
+            self.optimizer.step()
+
+    def predict(self, features):
+        with self.torch.no_grad():
+            return self.model(self.torch.from_numpy(features)).argmax(dim=1).numpy()
+
+
+class Jax:
+    name = "jax"
+
+    def __init__(self, hidden, batch, data, init):
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        import jax
+        import jax.numpy as jnp
+
+        self.jax, self.jnp = jax, jnp
+        self.batch = batch
+        self.features, self.labels = jnp.asarray(data[0]), jnp.asarray(data[1])
+        self.params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init]
+        def zeros():
+            return jax.tree_util.tree_map(jnp.zeros_like, self.params)
+
+        self.state = (zeros(), zeros(), jnp.zeros((), jnp.float32))
+
+        def forward(params, x):
+            for w, b in params[:-1]:
+                x = jax.nn.relu(x @ w.T + b)
+            w, b = params[-1]
+            return x @ w.T + b
+
+        def loss(params, x, y):
+            return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(forward(params, x)), axis=1))
+
+        def step(params, state, xs, ys, order, start):
+            rows = jax.lax.dynamic_slice_in_dim(order, start, batch)
+            x, y = xs[rows], ys[rows]
+            grads = jax.grad(loss)(params, x, y)
+            m, v, t = state
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+            step_size = LEARNING_RATE / (1 - 0.9**t)
+            root = jnp.sqrt(1 - 0.999**t)
+            params = jax.tree_util.tree_map(
+                lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / root + 1e-8), params, m, v)
+            return params, (m, v, t)
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.forward = jax.jit(forward)
+
+    def epoch(self, order, limit=None):
+        index = self.jnp.asarray(order)
+        full = len(order) - len(order) % self.batch  # a fixed batch shape: one compilation
+        params, state = self.params, self.state
+        for start in range(0, full, self.batch):
+            params, state = self.step(params, state, self.features, self.labels, index, start)
+        self.jax.block_until_ready(params)
+        self.params, self.state = params, state
+
+    def predict(self, features):
+        return np.asarray(self.forward(self.params, self.jnp.asarray(features)).argmax(axis=1))
+
+
+FRAMEWORKS = {cls.name: cls for cls in (Fastgraph, HandNumpy, Torch, Jax)}
+
+
+# -- measuring --------------------------------------------------------------------------------
+def available(name):
+    module = {"pytorch": "torch", "jax": "jax"}.get(name)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def compare(network, epochs, data, names, rng_seed=0):
+    hidden, batch = NETWORKS[network]
+    init = he_init(np.random.default_rng(rng_seed), hidden)
+    runners = {name: FRAMEWORKS[name](hidden, batch, data, init) for name in names}
+    warm = np.random.default_rng(99).permutation(len(data[0]))
+    for runner in runners.values():  # compile, fill caches
+        runner.epoch(warm, limit=20 * batch) if runner.name == "fastgraph" else None
+    times = {name: [] for name in runners}
+    rng = np.random.default_rng(rng_seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(data[0]))
+        for name, runner in runners.items():
+            began = time.perf_counter()
+            runner.epoch(order)
+            times[name].append(time.perf_counter() - began)
+    results = {}
+    for name, runner in runners.items():
+        # The first epoch of a compiling framework includes its compilation: report the
+        # median of the others when there are any.
+        timed = times[name][1:] or times[name]
+        seconds = float(np.median(timed))
+        accuracy = float((runner.predict(data[2]) == data[3]).mean())
+        results[name] = {"seconds_per_epoch": seconds, "samples_per_second": 60000 / seconds,
+                         "test_accuracy": accuracy, "epoch_seconds": times[name]}
+    results["fastgraph jacobian"] = jacobian_throughput(hidden, batch, data, init)
+    return results
+
+
+def jacobian_throughput(hidden, batch, data, init):
+    runner = FastgraphJacobian(hidden, min(batch, 64), data, init)
+    order = np.arange(len(data[4]))
+    runner.epoch(order, limit=8)
+    began = time.perf_counter()
+    runner.epoch(order, limit=JACOBIAN_SAMPLES)
+    seconds = time.perf_counter() - began
+    rate = JACOBIAN_SAMPLES / seconds
+    return {"seconds_per_epoch": 60000 / rate, "samples_per_second": rate,
+            "test_accuracy": None, "note": f"{JACOBIAN_SAMPLES} samples"}
+
+
+def peak_memory(name, network):
+    """Peak resident memory (MB) of a fresh process that loads MNIST and trains one epoch."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.compare", "--worker", name,
+                             "--networks", network], capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def worker(name, network):
+    data = load_data()
+    hidden, batch = NETWORKS[network]
+    runner = FRAMEWORKS[name](hidden, batch, data, he_init(np.random.default_rng(0), hidden))
+    runner.epoch(np.random.default_rng(0).permutation(len(data[0])))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mb": peak}))
+
+
+def cold_start(empty_cache):
+    """Seconds for ``import fastgraph`` plus a first training step in a fresh process."""
+    code = ("import time; t = time.perf_counter(); import numpy as np; import fastgraph as fg; "
+            "m = fg.models.mlp(seed=0); o = fg.optimizer.Adam(m.graph, m.loss); "
+            "m.x.set_value(np.zeros((64, 784), np.float32)); "
+            "m.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10]); "
+            "o.one_step(); o.update(); print(time.perf_counter() - t)")
+    env = dict(os.environ)
+    if empty_cache:
+        import tempfile
+
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastgraph-cold-")
+    else:
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    return float(result.stdout.strip())
+
+
+# -- reporting --------------------------------------------------------------------------------
+def table(report):
+    lines = []
+    for network, results in report["networks"].items():
+        base = results["fastgraph"]["seconds_per_epoch"]
+        lines.append(f"\n{network}, batch {NETWORKS[network][1]}, Adam, float32, one epoch "
+                     f"of 60,000 (median of {report['epochs'] - 1 or 1} timed epochs)")
+        lines.append(f"{'framework':<20} {'s/epoch':>9} {'samples/s':>11} {'vs fastgraph':>13}"
+                     f" {'test acc':>9} {'peak MB':>8}")
+        for name, row in results.items():
+            if row.get("skipped"):
+                lines.append(f"{name:<20} {'skipped: ' + row['skipped']}")
+                continue
+            accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+            memory = row.get("peak_mb")
+            lines.append(
+                f"{name:<20} {row['seconds_per_epoch']:9.3f} {row['samples_per_second']:11,.0f}"
+                f" {row['seconds_per_epoch'] / base:12.2f}x {accuracy:>9}"
+                f" {'-' if memory is None else f'{memory:.0f}':>8}")
+    if "cold_start" in report:
+        cold = report["cold_start"]
+        lines.append(f"\ncold start (import + first step, fresh process): "
+                     f"{cold['warm_cache']:.2f} s with the Numba cache warm, "
+                     f"{cold['empty_cache']:.2f} s with it empty")
+    return "\n".join(lines)
+
+
+def chart(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(report["networks"])
+    figure, axes = plt.subplots(1, len(networks), figsize=(6 * len(networks), 4), squeeze=False)
+    for ax, network in zip(axes[0], networks):
+        rows = {name: row for name, row in report["networks"][network].items()
+                if not row.get("skipped") and name != "fastgraph jacobian"}
+        names = list(rows)
+        values = [rows[name]["seconds_per_epoch"] for name in names]
+        colors = ["#2a7ab9" if name == "fastgraph" else "#aaaaaa" for name in names]
+        ax.barh(names, values, color=colors)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {value:.3f} s", va="center")
+        ax.set(title=f"MNIST {network}: seconds per epoch (lower is better)", xlabel="seconds")
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(values) * 1.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per framework (default 4)")
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--json", default="benchmarks/results/compare.json")
+    parser.add_argument("--chart", default="benchmarks/results/compare.png")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--no-cold-start", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also break one fastgraph training step down by phase and node")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    networks = args.networks.split(",")
+    if args.worker:
+        return worker(args.worker, networks[0])
+    data = load_data()
+    names = [name for name in args.frameworks.split(",") if name in FRAMEWORKS]
+    report = {"date": date.today().isoformat(), "machine": machine(), "epochs": args.epochs,
+              "networks": {}}
+    for network in networks:
+        present = [name for name in names if available(name)]
+        results = compare(network, args.epochs, data, present)
+        for name in names:
+            if name not in present:
+                results[name] = {"skipped": "not installed (pip install -e '.[bench]')"}
+            elif not args.no_memory:
+                results[name]["peak_mb"] = peak_memory(name, network)
+        report["networks"][network] = results
+        print(table({**report, "networks": {network: results}}), flush=True)
+    if not args.no_cold_start:
+        report["cold_start"] = {"warm_cache": cold_start(False), "empty_cache": cold_start(True)}
+    print(table(report))
+    if args.profile:
+        print("\n" + profile_report(data))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    chart(report, args.chart)
+    print(f"\nwrote {args.json} and {args.chart}")
+    return 0
+
+
+def profile_report(data, network="784-100-20-10"):
+    from fastgraph.profiler import profile_steps
+
+    hidden, batch = NETWORKS[network]
+    runner = Fastgraph(hidden, batch, data, he_init(np.random.default_rng(0), hidden))
+    batches = iter(())
+
+    def feed(step):
+        nonlocal batches
+        features, labels = next(batches, (None, None))
+        if features is None:
+            batches = iter(runner.batches(np.random.default_rng(step).permutation(60000)))
+            features, labels = next(batches)
+        runner.model.x.set_value(features)
+        runner.model.one_hot.set_value(labels)
+
+    return f"profile of {network}, batch {batch}:\n" + profile_steps(
+        runner.optimizer, feed, steps=900).table()
+
+
+class _FixedOrder:
+    """Stands in for a Batches generator so that fastgraph follows the shared order."""
+
+    def __init__(self, order):
+        self.order = order
+
+    def permutation(self, count):
+        return self.order
+
+
+def machine():
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [f"{info['internal_api']} {info.get('version')} ({info['num_threads']} threads)"
+                for info in threadpool_info() if info["user_api"] == "blas"]
+    except ImportError:
+        blas = []
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "numpy": np.__version__, "blas": blas}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

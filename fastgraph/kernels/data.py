@@ -1,0 +1,19 @@
+"""Gathering mini-batches: rows picked by index, scaled to floats, labels made one-hot."""
+
+from . import kernel
+
+
+@kernel
+def gather_batch(features, labels, rows, scale, out_x, out_y):
+    """out_x[b] = features[rows[b]] * scale; out_y[b] = one-hot of labels[rows[b]].
+
+    Reading uint8 pixels and scaling them here moves a quarter of the bytes that gathering
+    float32 rows would; the buffers are reused, so nothing is allocated per batch.
+    """
+    for b in range(rows.shape[0]):
+        row = rows[b]
+        for j in range(features.shape[1]):
+            out_x[b, j] = features[row, j] * scale
+        for j in range(out_y.shape[1]):
+            out_y[b, j] = 0
+        out_y[b, labels[row]] = 1
