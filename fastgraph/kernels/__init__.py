@@ -11,9 +11,11 @@ from numba import njit
 #: How every kernel is compiled. ``error_model="numpy"`` drops the zero-division checks that
 #: Python semantics would add to every float division (they stop LLVM from vectorising a
 #: loop: Adam ran 6x slower with them); cache=True keeps the machine code between runs.
-kernel = njit(cache=True, error_model="numpy")
+kernel = njit(cache=True, error_model="numpy", nogil=True)
 
-#: For the optimizer updates: also let LLVM reassociate and contract into FMAs. NaN and
-#: infinity keep their meaning, so a diverging run still shows NaN.
-fast_kernel = njit(cache=True, error_model="numpy",
-                   fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+#: For the optimizer updates: ``prange`` loops run on every core (the update of a large
+#: weight matrix is bound by memory traffic, which one core alone does not saturate: Adam on
+#: 100x784 took 76 us instead of 105 in a training step), and LLVM may reassociate and
+#: contract into FMAs. NaN and infinity keep their meaning, so a diverging run shows NaN.
+parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True,
+                       fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})

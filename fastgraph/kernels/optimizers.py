@@ -1,5 +1,8 @@
 """Optimizer updates: one call updates every parameter, one fused pass over each.
 
+Parameters arrive as their ``(1, n)`` flat views, so the ``prange`` over columns splits
+each parameter across the cores.
+
 The arguments are tuples of arrays: weights, gradient sums and state, one of each per
 parameter (one call instead of one per parameter saves the dispatch cost, which for a
 small bias is most of its update). ``c`` holds the scalars, in the parameters' dtype, so
@@ -10,59 +13,60 @@ PyTorch's ``torch.optim`` documents.
 """
 
 import numpy as np
+from numba import prange
 
-from . import fast_kernel
+from . import parallel_kernel
 
 
-@fast_kernel
+@parallel_kernel
 def gradient_descent(weights, gradients, c):
     step = c[1] * c[0]  # learning_rate / samples
     for p in range(len(weights)):
         w, g = weights[p], gradients[p]
         for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
+            for j in prange(w.shape[1]):
                 w[i, j] -= step * g[i, j]
 
 
-@fast_kernel
+@parallel_kernel
 def momentum(weights, gradients, velocities, c):
     scale, learning_rate, mu = c[0], c[1], c[2]
     for p in range(len(weights)):
         w, g, velocity = weights[p], gradients[p], velocities[p]
         for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
+            for j in prange(w.shape[1]):
                 v = mu * velocity[i, j] + g[i, j] * scale
                 velocity[i, j] = v
                 w[i, j] -= learning_rate * v
 
 
-@fast_kernel
+@parallel_kernel
 def adagrad(weights, gradients, square_sums, c):
     scale, learning_rate, eps = c[0], c[1], c[2]
     for p in range(len(weights)):
         w, gradient, square_sum = weights[p], gradients[p], square_sums[p]
         for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
+            for j in prange(w.shape[1]):
                 g = gradient[i, j] * scale
                 s = square_sum[i, j] + g * g
                 square_sum[i, j] = s
                 w[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
 
 
-@fast_kernel
+@parallel_kernel
 def rmsprop(weights, gradients, square_avgs, c):
     scale, learning_rate, beta, one_minus_beta, eps = c[0], c[1], c[2], c[3], c[4]
     for p in range(len(weights)):
         w, gradient, square_avg = weights[p], gradients[p], square_avgs[p]
         for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
+            for j in prange(w.shape[1]):
                 g = gradient[i, j] * scale
                 s = beta * square_avg[i, j] + one_minus_beta * g * g
                 square_avg[i, j] = s
                 w[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
 
 
-@fast_kernel
+@parallel_kernel
 def adam(weights, gradients, ms, vs, c):
     """m, v as torch.optim.Adam; w -= step_size m / (sqrt(v) / sqrt(1 - beta_2^t) + eps).
 
@@ -74,7 +78,7 @@ def adam(weights, gradients, ms, vs, c):
     for p in range(len(weights)):
         w, gradient, m, v = weights[p], gradients[p], ms[p], vs[p]
         for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
+            for j in prange(w.shape[1]):
                 g = gradient[i, j] * scale
                 mi = beta_1 * m[i, j] + one_minus_beta_1 * g
                 vi = beta_2 * v[i, j] + one_minus_beta_2 * g * g
