@@ -110,6 +110,18 @@ class Graph:
             self._plans[key] = cached
         return cached[1]
 
+    def downstream(self, nodes):
+        """Every node that depends on any of ``nodes``, each once (cached)."""
+        key = ("downstream", *nodes)
+        cached = self._descendants.get(key)
+        if cached is None or cached[0] != self._version:
+            union = {}
+            for node in nodes:
+                union.update(dict.fromkeys(self.descendants(node)))
+            cached = (self._version, list(union))
+            self._descendants[key] = cached
+        return cached[1]
+
     def descendants(self, node):
         """Every node that depends on ``node`` (cached; used to invalidate values)."""
         cached = self._descendants.get(node)
@@ -162,6 +174,15 @@ class Tape:
 
     def batch_size(self):
         """The batch size of the inputs on this tape (None when there are none)."""
+        size = None
+        for node in self.inputs:  # the fast path: every input set, all of one size
+            flat = node.flat
+            if flat is None or (size is not None and flat.shape[0] != size):
+                self._explain_batch_sizes()
+            size = flat.shape[0]
+        return size
+
+    def _explain_batch_sizes(self):
         sizes = {}
         for node in self.inputs:
             if node.batch_size is None:
@@ -173,7 +194,6 @@ class Tape:
         if len(set(sizes.values())) > 1:
             held = ", ".join(f"{name} holds {size}" for name, size in sizes.items())
             raise ValueError(f"the inputs of {self.target.name} disagree on the batch size: {held}")
-        return next(iter(sizes.values()), None)
 
     def forward(self):
         """Compute every node on the tape that is not up to date, parents first.

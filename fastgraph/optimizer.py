@@ -99,10 +99,9 @@ class Optimizer:
         if self._held is not None:
             self._held = None
             self.graph.drop_gradients(self)
-        for param in self.params:
-            for node in self.graph.descendants(param):
-                if node.state == COMPUTED:
-                    node.state = OUTDATED
+        for node in self.graph.downstream(self.params):
+            if node.state == COMPUTED:
+                node.state = OUTDATED
 
     def apply(self, weights, gradients, scale):
         """Update every parameter in place from its gradient sum times ``scale``."""
