@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check fastgraph tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests benchmarks --benchmark-disable
 
 train: $(BIN)/.installed
 	$(BIN)/fastgraph train mnist

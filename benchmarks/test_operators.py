@@ -76,10 +76,9 @@ def test_dense_jacobian(benchmark, kind, batch, rng):
     benchmark.group = f"{kind} batch {batch}"
 
     def step():
-        with one_sample_at_a_time(tape) as samples:
-            for _ in samples:
-                tape.forward()
-                for slot in range(len(op.parents)):
-                    op.dense_jacobian(slot)
+        for _ in one_sample_at_a_time(tape):
+            tape.forward()
+            for slot in range(len(op.parents)):
+                op.dense_jacobian(slot)
 
     benchmark.pedantic(step, rounds=5 if batch > 1 else 20, warmup_rounds=1)

@@ -43,6 +43,9 @@ class Graph:
         self._plans = {}
         self._descendants = {}
         self._gradient_holders = []
+        # During a per-sample pass, operators keep the batch axis of the gradients of
+        # parents that have none (see Operator.unbroadcast) instead of summing over it.
+        self.per_sample = False
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -194,6 +197,22 @@ class Tape:
         if len(set(sizes.values())) > 1:
             held = ", ".join(f"{name} holds {size}" for name, size in sizes.items())
             raise ValueError(f"the inputs of {self.target.name} disagree on the batch size: {held}")
+
+    @contextlib.contextmanager
+    def feeding(self):
+        """Let a pass give the inputs other rows: yields ``feed(rows)``, where ``rows`` maps
+        an input's ``(B, features)`` batch to the rows to use; restores the batch after."""
+        saved = [(node, node.flat) for node in self.inputs]
+
+        def feed(rows):
+            for node, flat in saved:
+                node.set_value(rows(flat).reshape(-1, *node.dim))
+
+        try:
+            yield feed
+        finally:
+            for node, flat in saved:
+                node.set_value(flat.reshape(-1, *node.dim))
 
     def forward(self):
         """Compute every node on the tape that is not up to date, parents first.

@@ -111,15 +111,20 @@ class Node:
         """Compute this node's value, and any ancestor's that is not up to date first."""
         self.graph.tape(self).forward()
 
-    def backward(self, result):
+    def backward(self, result, engine="vjp"):
         """The article's ``backward``: fill ``self.jacobi`` with the Jacobian of ``result``.
 
-        Dense and per sample: ``(result.dimension(), self.dimension())`` when ``result`` has
-        no batch axis, ``(B, result.dimension(), self.dimension())`` when it has one.
+        Per sample: ``(B, result.dimension(), self.dimension())`` when ``result`` has a batch
+        axis, ``(result.dimension(), self.dimension())`` when it has none. ``engine="vjp"``
+        computes it with batched VJPs (``fastgraph.jacobian``); ``"jacobian"`` with the
+        article's dense per-sample algorithm. Both give the same numbers.
         """
-        from .engines.jacobian import jacobian
+        from .engines import jacobian as dense
+        from .jacobians import jacobian
 
-        self.jacobi = jacobian(result, self)
+        if engine not in ("vjp", "jacobian"):
+            raise ValueError(f"unknown engine {engine!r}: choose one of 'vjp', 'jacobian'")
+        self.jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
         return self.jacobi
 
     def get_jacobi(self, parent):

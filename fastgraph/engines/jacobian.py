@@ -8,8 +8,6 @@ nodes in reverse topological order, which gives each node its children's Jacobia
 and needs no recursion. It is faithful, and slow on purpose: it is the reference.
 """
 
-import contextlib
-
 import numpy as np
 
 
@@ -24,23 +22,12 @@ def dense_backward(plan, result):
             parent.jacobi = term if parent.jacobi is None else parent.jacobi + term
 
 
-@contextlib.contextmanager
 def one_sample_at_a_time(tape):
-    """Yield an iterator that sets the tape's inputs to each sample in turn, then restores them."""
-    batch_size = tape.batch_size()
-    batches = [(node, node.flat) for node in tape.inputs]
-
-    def samples():
-        for b in range(batch_size or 1):
-            for node, flat in batches:
-                node.set_value(flat[b : b + 1].reshape(1, *node.dim))
+    """Set the tape's inputs to each sample in turn (yielding its index), then restore them."""
+    with tape.feeding() as feed:
+        for b in range(tape.batch_size() or 1):
+            feed(lambda flat, b=b: flat[b : b + 1])
             yield b
-
-    try:
-        yield samples()
-    finally:
-        for node, flat in batches:
-            node.set_value(flat.reshape(-1, *node.dim))
 
 
 def gradients(target, params):
@@ -48,12 +35,11 @@ def gradients(target, params):
     tape = graph.tape(target)
     plan = graph.plan(target, params)
     sums = [np.zeros((1, param.dimension()), graph.dtype) for param in params]
-    with one_sample_at_a_time(tape) as samples:
-        for _ in samples:
-            tape.forward()
-            dense_backward(plan, target)
-            for total, param in zip(sums, params):
-                total += param.jacobi.sum(axis=0)  # d sum(result) = ones @ jacobi
+    for _ in one_sample_at_a_time(tape):
+        tape.forward()
+        dense_backward(plan, target)
+        for total, param in zip(sums, params):
+            total += param.jacobi.sum(axis=0)  # d sum(result) = ones @ jacobi
     tape.forward()
     return sums, tape.batch_size() or 1
 
@@ -72,10 +58,9 @@ def jacobian(result, wrt):
         dense_backward(plan, result)
         return wrt.jacobi
     per_sample = []
-    with one_sample_at_a_time(tape) as samples:
-        for _ in samples:
-            tape.forward()
-            dense_backward(plan, result)
-            per_sample.append(wrt.jacobi)
+    for _ in one_sample_at_a_time(tape):
+        tape.forward()
+        dense_backward(plan, result)
+        per_sample.append(wrt.jacobi)
     tape.forward()
     return np.stack(per_sample)

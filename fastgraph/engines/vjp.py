@@ -3,8 +3,11 @@
 import numpy as np
 
 
-def backward(plan, target):
+def backward(plan, target, seed=None):
     """Set ``node.grad`` on every node of ``plan``: the VJP of sum(target) over the batch.
+
+    ``seed``, shaped like ``target.flat`` (or with more rows, for the per-sample passes of
+    ``fastgraph.jacobians``), replaces the ones of the sum.
 
     A parent's first contribution is kept as it comes (often the child's own buffer or the
     upstream itself, so nothing is copied); a second one is added into a buffer the parent
@@ -14,8 +17,9 @@ def backward(plan, target):
     for node in plan.nodes:
         node.grad = None
         node.grad_owned = False
-    seed = target.buffer("seed", target.flat.shape)
-    seed.fill(1)
+    if seed is None:
+        seed = target.buffer("seed", target.flat.shape)
+        seed.fill(1)
     target.grad = seed
     for node, slots in plan.steps:
         upstream = node.grad

@@ -64,6 +64,21 @@ def dot_rows(a, b, out):
 
 
 @kernel
+def outer_rows(a, b, out):
+    """out[r, i * n + j] = a[r, i] * b[r, j]: one outer product per row, flattened.
+
+    The per-sample gradient of ``W @ x`` with respect to ``W``: the batched GEMM
+    ``upstream.T @ x`` sums exactly these over the rows.
+    """
+    n = b.shape[1]
+    for r in range(out.shape[0]):
+        for i in range(a.shape[1]):
+            u = a[r, i]
+            for j in range(n):
+                out[r, i * n + j] = u * b[r, j]
+
+
+@kernel
 def sum_rows(a, out):
     """out[0, :] = the sum of a's rows: the VJP of broadcasting a parameter over a batch."""
     for j in range(out.shape[1]):

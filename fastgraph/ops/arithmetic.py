@@ -3,7 +3,15 @@
 import numpy as np
 
 from ..kernels.blas import gemm
-from ..kernels.elementwise import add_into, add_rows, copy_rows, dot_rows, multiply_rows, scale_rows
+from ..kernels.elementwise import (
+    add_into,
+    add_rows,
+    copy_rows,
+    dot_rows,
+    multiply_rows,
+    outer_rows,
+    scale_rows,
+)
 from .base import Operator
 
 
@@ -66,14 +74,18 @@ class MatMul(Operator):
         a, b = self.parents
         rows, cols = self.dim
         if self._vectors:
-            if slot == 0:  # sum over the batch of outer products: one GEMM
+            if slot == 0 and self.graph.per_sample:  # each sample's outer product
+                out = self.buffer("per sample", (upstream.shape[0], a.dimension()))
+                outer_rows(upstream, b.flat, out)
+                return out
+            if slot == 0:  # the sum over the batch of outer products: one GEMM
                 out = self.buffer(0, a.dim)
                 gemm(upstream.T, b.flat, out, 0.0)
                 return out.reshape(1, -1)
             out = self.buffer(1, b.flat.shape)
             gemm(upstream, a._value, out, 0.0)
             return out
-        if self._stacked:
+        if self._stacked and not (slot == 1 and self.graph.per_sample):
             stacked = upstream.reshape(-1, cols)
             if slot == 0:
                 out = self.buffer(0, (stacked.shape[0], a.dim[1]))

@@ -23,9 +23,10 @@ class Operator(Node):
         """``gradient`` per sample, summed over the batch when the parent has no batch axis.
 
         A parent without a batch axis was broadcast over the batch in the forward pass, so
-        its vector-Jacobian product is the sum of the per-sample ones.
+        its vector-Jacobian product is the sum of the per-sample ones. During a per-sample
+        pass (``graph.per_sample``) the per-sample ones are what is wanted: no sum.
         """
-        if not self.batched or self.parents[slot].batched:
+        if not self.batched or self.parents[slot].batched or self.graph.per_sample:
             return gradient
         total = self.buffer(("batch sum", slot), (1, gradient.shape[1]))
         sum_rows(gradient, total)

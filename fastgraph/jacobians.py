@@ -1,0 +1,127 @@
+"""Per-sample Jacobians and per-sample gradients, from batched VJPs.
+
+The article's ``node.jacobi`` is the Jacobian of a result with respect to a node for one
+sample. ``jacobian`` gives it for every sample of a batch at once, and
+``per_sample_gradients`` gives each sample's own gradient of a loss. Both run one backward
+pass over the tape with the operators' VJP kernels; neither loops over samples in Python.
+
+How: for a result of dimension ``m``, every sample is repeated ``m`` times and the backward
+pass is seeded with identity rows, so row ``(b, i)`` of a node's gradient is row ``i`` of
+sample ``b``'s Jacobian. For a parameter, which has no batch axis, the pass runs in the
+graph's per-sample mode: operators keep each sample's contribution instead of summing them
+(``Operator.unbroadcast``; MatMul's weight gradient becomes a batch of outer products).
+
+Memory grows as (samples per pass) x ``m`` rows for every node on the path, and the
+result as ``B x m x n``. When that is too much, pass ``chunk_size``: the batch is then
+processed that many samples at a time, with the same result.
+"""
+
+import contextlib
+
+import numpy as np
+
+from .engines.vjp import backward
+
+
+def jacobian(result, wrt, chunk_size=None):
+    """Per-sample Jacobians of ``result`` with respect to ``wrt`` on the current values.
+
+    ``wrt``: a node (an input, a parameter or any node ``result`` depends on) or a list of
+    them. For each, an array ``(B, result.dimension(), node.dimension())`` whose slice ``b``
+    is the Jacobian of sample ``b``'s result with respect to sample ``b``'s node (for a
+    parameter: with respect to the shared parameter). When ``result`` has no batch axis,
+    ``(result.dimension(), node.dimension())``. ``chunk_size``: samples per pass.
+    """
+    nodes, single = _as_list(wrt)
+    graph = result.graph
+    tape, plan, batch = _prepare(result, nodes, chunk_size, "jacobian")
+    size = result.dimension()
+    if batch is None:  # nothing batched: one VJP per row of the result
+        tape.forward()
+        rows = []
+        for i in range(size):
+            seed = np.zeros((1, size), graph.dtype)
+            seed[0, i] = 1
+            backward(plan, result, seed)
+            rows.append([node.grad.reshape(-1).copy() for node in nodes])
+        jacobians = [np.stack([row[k] for row in rows]) for k in range(len(nodes))]
+        return jacobians[0] if single else jacobians
+    jacobians = [np.empty((batch, size, node.dimension()), graph.dtype) for node in nodes]
+    chunk = chunk_size or batch
+    identity = np.eye(size, dtype=graph.dtype)
+    with _per_sample(graph, plan, nodes), tape.feeding() as feed:
+        for start in range(0, batch, chunk):
+            stop = min(start + chunk, batch)
+            feed(lambda flat, start=start, stop=stop: np.repeat(flat[start:stop], size, axis=0))
+            tape.forward()
+            backward(plan, result, np.tile(identity, (stop - start, 1)))
+            for array, node in zip(jacobians, nodes):
+                array[start:stop] = node.grad.reshape(stop - start, size, -1)
+    tape.forward()  # leave the values of the batch the caller set
+    return jacobians[0] if single else jacobians
+
+
+def per_sample_gradients(loss, params, chunk_size=None):
+    """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
+
+    Returns a list with, for each parameter, an array ``(B, *param.shape())``; their sum
+    over the batch is the ordinary batch gradient. ``params`` may be one node.
+    ``chunk_size``: samples per pass.
+    """
+    nodes, single = _as_list(params)
+    graph = loss.graph
+    tape, plan, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
+    if batch is None:
+        raise ValueError(f"per_sample_gradients: {loss.name} has no batch axis (it depends on "
+                         "no input), so it has no samples")
+    gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
+    chunk = chunk_size or batch
+    with _per_sample(graph, plan, nodes), tape.feeding() as feed:
+        for start in range(0, batch, chunk):
+            stop = min(start + chunk, batch)
+            if chunk < batch:
+                feed(lambda flat, start=start, stop=stop: flat[start:stop])
+            tape.forward()
+            backward(plan, loss)
+            for array, node in zip(gradients, nodes):
+                array[start:stop] = node.grad.reshape(stop - start, *node.dim)
+    tape.forward()
+    return gradients[0] if single else gradients
+
+
+def _as_list(nodes):
+    if isinstance(nodes, (list, tuple)):
+        return list(nodes), False
+    return [nodes], True
+
+
+def _prepare(result, nodes, chunk_size, caller):
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"{caller}: chunk_size must be a positive integer, got {chunk_size!r}")
+    graph = result.graph
+    for node in nodes:
+        if node.graph is not graph:
+            raise ValueError(f"{caller}: {node.name} belongs to another graph than {result.name}")
+    tape = graph.tape(result)
+    missing = [node.name for node in nodes if node not in tape.nodes]
+    if missing:
+        raise ValueError(f"{caller}: {result.name} does not depend on {', '.join(missing)}")
+    return tape, graph.plan(result, nodes), tape.batch_size()
+
+
+@contextlib.contextmanager
+def _per_sample(graph, plan, nodes):
+    """Per-sample mode for a pass whose sources include nodes without a batch axis."""
+    if all(node.batched for node in nodes):
+        yield
+        return
+    for node, _ in plan.steps:
+        if not node.batched:
+            sources = ", ".join(n.name for n in nodes if not n.batched)
+            raise ValueError(f"per-sample derivatives with respect to {sources} would pass "
+                             f"through {node.name}, which has no batch axis: not supported")
+    graph.per_sample = True
+    try:
+        yield
+    finally:
+        graph.per_sample = False
