@@ -5,11 +5,13 @@ sample. ``jacobian`` gives it for every sample of a batch at once, and
 ``per_sample_gradients`` gives each sample's own gradient of a loss. Both run one backward
 pass over the tape with the operators' VJP kernels; neither loops over samples in Python.
 
-How: for a result of dimension ``m``, every sample is repeated ``m`` times and the backward
-pass is seeded with identity rows, so row ``(b, i)`` of a node's gradient is row ``i`` of
-sample ``b``'s Jacobian. For a parameter, which has no batch axis, the pass runs in the
-graph's per-sample mode: operators keep each sample's contribution instead of summing them
-(``Operator.unbroadcast``; MatMul's weight gradient becomes a batch of outer products).
+How: for a result of dimension ``m``, the backward pass is seeded with ``m`` identity rows
+per sample, so row ``(b, i)`` of a node's gradient is row ``i`` of sample ``b``'s
+Jacobian. The forward pass runs once on the batch as it is: kernels read a node's value at
+row ``i * B // (B * m)``, that is, sample ``i // m``. For a parameter, which has no batch
+axis, the pass runs in the graph's per-sample mode: operators keep each sample's
+contribution instead of summing them (``Operator.unbroadcast``; MatMul's weight gradient
+becomes a batch of outer products).
 
 Memory grows as (samples per pass) x ``m`` rows for every node on the path, and the
 result as ``B x m x n``. When that is too much, pass ``chunk_size``: the batch is then
@@ -52,7 +54,8 @@ def jacobian(result, wrt, chunk_size=None):
     with _per_sample(graph, plan, nodes), tape.feeding() as feed:
         for start in range(0, batch, chunk):
             stop = min(start + chunk, batch)
-            feed(lambda flat, start=start, stop=stop: np.repeat(flat[start:stop], size, axis=0))
+            if chunk < batch:
+                feed(lambda flat, start=start, stop=stop: flat[start:stop])
             tape.forward()
             backward(plan, result, np.tile(identity, (stop - start, 1)))
             for array, node in zip(jacobians, nodes):
@@ -61,12 +64,15 @@ def jacobian(result, wrt, chunk_size=None):
     return jacobians[0] if single else jacobians
 
 
-def per_sample_gradients(loss, params, chunk_size=None):
+def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
 
     Returns a list with, for each parameter, an array ``(B, *param.shape())``; their sum
     over the batch is the ordinary batch gradient. ``params`` may be one node.
-    ``chunk_size``: samples per pass.
+    ``chunk_size``: samples per pass. ``copy=False`` returns views of the engine's own
+    buffers, valid until the next backward pass on the graph: a training loop that only
+    reads them (to clip and sum, as DP-SGD does) saves a copy as large as the result,
+    ``B`` times the parameters (for MNIST's network and B = 64, 20 MB).
     """
     nodes, single = _as_list(params)
     graph = loss.graph
@@ -74,8 +80,14 @@ def per_sample_gradients(loss, params, chunk_size=None):
     if batch is None:
         raise ValueError(f"per_sample_gradients: {loss.name} has no batch axis (it depends on "
                          "no input), so it has no samples")
-    gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
     chunk = chunk_size or batch
+    if not copy and chunk >= batch:
+        with _per_sample(graph, plan, nodes):
+            tape.forward()
+            backward(plan, loss)
+        gradients = [node.grad.reshape(batch, *node.dim) for node in nodes]
+        return gradients[0] if single else gradients
+    gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
     with _per_sample(graph, plan, nodes), tape.feeding() as feed:
         for start in range(0, batch, chunk):
             stop = min(start + chunk, batch)

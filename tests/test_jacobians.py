@@ -128,3 +128,14 @@ def test_clear_errors():
         fg.jacobian(product, w)
     assert not other.per_sample
     np.testing.assert_allclose(fg.jacobian(product, constant), dense.jacobian(product, constant))
+
+
+def test_per_sample_gradients_without_copy_are_the_same_numbers(rng):
+    graph, x, one_hot, _, _, loss = mnist_network(np.float64, seed=4, hidden=(6,))
+    x.set_value(rng.random((5, 784)))
+    one_hot.set_value(np.eye(10)[[1, 2, 3, 4, 5]])
+    params = [n for n in graph.nodes if isinstance(n, fg.Variable) and n.trainable]
+    copied = fg.per_sample_gradients(loss, params)
+    views = fg.per_sample_gradients(loss, params, copy=False)
+    for a, b in zip(copied, views):
+        np.testing.assert_array_equal(a, b)

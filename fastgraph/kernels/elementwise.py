@@ -4,13 +4,15 @@ import numpy as np
 
 from . import kernel
 
-# -- broadcast arithmetic: a one-row operand stands for every row of the batch --------------
+# -- rows: an operand with fewer rows than ``out`` is read at row i * rows // out_rows -------
+# One row stands for every row of the batch (a parameter beside a batch); B rows stand for
+# B * m (the per-sample passes of fastgraph.jacobians repeat each sample's upstream m times).
 
 
 @kernel
 def copy_rows(a, out):
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
+        ia = i * a.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = a[ia, j]
 
@@ -18,8 +20,8 @@ def copy_rows(a, out):
 @kernel
 def add_rows(a, b, out):
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
-        ib = i if b.shape[0] > 1 else 0
+        ia = i * a.shape[0] // out.shape[0]
+        ib = i * b.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = a[ia, j] + b[ib, j]
 
@@ -27,7 +29,7 @@ def add_rows(a, b, out):
 @kernel
 def add_into(out, a):
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
+        ia = i * a.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] += a[ia, j]
 
@@ -35,8 +37,8 @@ def add_into(out, a):
 @kernel
 def multiply_rows(a, b, out):
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
-        ib = i if b.shape[0] > 1 else 0
+        ia = i * a.shape[0] // out.shape[0]
+        ib = i * b.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = a[ia, j] * b[ib, j]
 
@@ -45,8 +47,8 @@ def multiply_rows(a, b, out):
 def scale_rows(a, scale, out):
     """out[i, :] = a[i, :] * scale[i, 0]."""
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
-        s = scale[i if scale.shape[0] > 1 else 0, 0]
+        ia = i * a.shape[0] // out.shape[0]
+        s = scale[i * scale.shape[0] // out.shape[0], 0]
         for j in range(out.shape[1]):
             out[i, j] = a[ia, j] * s
 
@@ -55,8 +57,8 @@ def scale_rows(a, scale, out):
 def dot_rows(a, b, out):
     """out[i, 0] = a[i, :] . b[i, :]."""
     for i in range(out.shape[0]):
-        ia = i if a.shape[0] > 1 else 0
-        ib = i if b.shape[0] > 1 else 0
+        ia = i * a.shape[0] // out.shape[0]
+        ib = i * b.shape[0] // out.shape[0]
         total = 0.0
         for j in range(a.shape[1]):
             total += a[ia, j] * b[ib, j]
@@ -72,10 +74,11 @@ def outer_rows(a, b, out):
     """
     n = b.shape[1]
     for r in range(out.shape[0]):
+        rb = r * b.shape[0] // out.shape[0]
         for i in range(a.shape[1]):
             u = a[r, i]
             for j in range(n):
-                out[r, i * n + j] = u * b[r, j]
+                out[r, i * n + j] = u * b[rb, j]
 
 
 @kernel
@@ -101,9 +104,10 @@ def relu(x, out):
 
 @kernel
 def relu_vjp(x, upstream, out):
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            out[i, j] = upstream[i, j] if x[i, j] > 0 else 0
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = upstream[i, j] if x[r, j] > 0 else 0
 
 
 @kernel
@@ -116,10 +120,11 @@ def leaky_relu(x, slope, out):
 
 @kernel
 def leaky_relu_vjp(x, slope, upstream, out):
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
             u = upstream[i, j]
-            out[i, j] = u if x[i, j] > 0 else slope * u
+            out[i, j] = u if x[r, j] > 0 else slope * u
 
 
 @kernel
@@ -136,9 +141,10 @@ def logistic(x, out):
 
 @kernel
 def logistic_vjp(y, upstream, out):
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            out[i, j] = upstream[i, j] * y[i, j] * (1.0 - y[i, j])
+    for i in range(out.shape[0]):
+        r = i * y.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = upstream[i, j] * y[r, j] * (1.0 - y[r, j])
 
 
 @kernel
@@ -150,9 +156,10 @@ def tanh(x, out):
 
 @kernel
 def tanh_vjp(y, upstream, out):
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            out[i, j] = upstream[i, j] * (1.0 - y[i, j] * y[i, j])
+    for i in range(out.shape[0]):
+        r = i * y.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = upstream[i, j] * (1.0 - y[r, j] * y[r, j])
 
 
 @kernel

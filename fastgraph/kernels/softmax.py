@@ -34,12 +34,13 @@ def softmax(x, out):
 
 @kernel
 def softmax_vjp(y, upstream, out):
-    for i in range(y.shape[0]):
+    for i in range(out.shape[0]):
+        r = i * y.shape[0] // out.shape[0]
         inner = 0.0
         for j in range(y.shape[1]):
-            inner += upstream[i, j] * y[i, j]
+            inner += upstream[i, j] * y[r, j]
         for j in range(y.shape[1]):
-            out[i, j] = y[i, j] * (upstream[i, j] - inner)
+            out[i, j] = y[r, j] * (upstream[i, j] - inner)
 
 
 @kernel
@@ -50,8 +51,8 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
     (a negative entry, or a sum away from 1), which the caller reports.
     """
     for i in range(loss.shape[0]):
-        il = i if logits.shape[0] > 1 else 0
-        iy = i if labels.shape[0] > 1 else 0
+        il = i * logits.shape[0] // loss.shape[0]
+        iy = i * labels.shape[0] // loss.shape[0]
         row_lse = _softmax_row(logits, il, probs, i)
         lse[i, 0] = row_lse
         total = 0.0
@@ -71,19 +72,21 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
 @kernel
 def cross_entropy_vjp_logits(probs, labels, upstream, out):
     for i in range(out.shape[0]):
-        iy = i if labels.shape[0] > 1 else 0
+        ip = i * probs.shape[0] // out.shape[0]
+        iy = i * labels.shape[0] // out.shape[0]
         u = upstream[i, 0]
         for j in range(out.shape[1]):
-            out[i, j] = u * (probs[i, j] - labels[iy, j])
+            out[i, j] = u * (probs[ip, j] - labels[iy, j])
 
 
 @kernel
 def cross_entropy_vjp_labels(logits, lse, upstream, out):
     for i in range(out.shape[0]):
-        il = i if logits.shape[0] > 1 else 0
+        il = i * logits.shape[0] // out.shape[0]
+        ie = i * lse.shape[0] // out.shape[0]
         u = upstream[i, 0]
         for j in range(out.shape[1]):
-            out[i, j] = -u * (logits[il, j] - lse[i, 0])
+            out[i, j] = -u * (logits[il, j] - lse[ie, 0])
 
 
 @kernel
@@ -100,9 +103,10 @@ def log_loss(x, out):
 
 @kernel
 def log_loss_vjp(x, upstream, out):
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            v = x[i, j]
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            v = x[r, j]
             if v >= 0:
                 e = np.exp(-v)
                 out[i, j] = -upstream[i, j] * e / (1.0 + e)
@@ -120,16 +124,17 @@ def perception_loss(x, out):
 
 @kernel
 def perception_loss_vjp(x, upstream, out):
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            out[i, j] = 0 if x[i, j] >= 0 else -upstream[i, j]
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = 0 if x[r, j] >= 0 else -upstream[i, j]
 
 
 @kernel
 def mean_squared_error(prediction, target, out):
     for i in range(out.shape[0]):
-        ip = i if prediction.shape[0] > 1 else 0
-        it = i if target.shape[0] > 1 else 0
+        ip = i * prediction.shape[0] // out.shape[0]
+        it = i * target.shape[0] // out.shape[0]
         total = 0.0
         for j in range(prediction.shape[1]):
             d = prediction[ip, j] - target[it, j]
@@ -142,8 +147,8 @@ def mean_squared_error_vjp(prediction, target, sign, upstream, out):
     """sign * d(loss)/d(prediction) per sample; sign -1 gives the VJP for the target."""
     scale = 2.0 * sign / prediction.shape[1]
     for i in range(out.shape[0]):
-        ip = i if prediction.shape[0] > 1 else 0
-        it = i if target.shape[0] > 1 else 0
+        ip = i * prediction.shape[0] // out.shape[0]
+        it = i * target.shape[0] // out.shape[0]
         u = upstream[i, 0] * scale
         for j in range(out.shape[1]):
             out[i, j] = u * (prediction[ip, j] - target[it, j])

@@ -80,9 +80,10 @@ class MatMul(Operator):
                 return out
             if slot == 0:  # the sum over the batch of outer products: one GEMM
                 out = self.buffer(0, a.dim)
-                gemm(upstream.T, b.flat, out, 0.0)
+                x = self.rows_of(b, upstream).reshape(upstream.shape[0], -1)
+                gemm(upstream.T, x, out, 0.0)
                 return out.reshape(1, -1)
-            out = self.buffer(1, b.flat.shape)
+            out = self.buffer(1, (upstream.shape[0], b.dimension()))
             gemm(upstream, a._value, out, 0.0)
             return out
         if self._stacked and not (slot == 1 and self.graph.per_sample):
@@ -90,15 +91,15 @@ class MatMul(Operator):
             if slot == 0:
                 out = self.buffer(0, (stacked.shape[0], a.dim[1]))
                 gemm(stacked, b._value.T, out, 0.0)
-                return out.reshape(a.flat.shape)
+                return out.reshape(upstream.shape[0], -1)
             out = self.buffer(1, b.dim)
-            gemm(a._value.reshape(-1, a.dim[1]).T, stacked, out, 0.0)
+            gemm(self.rows_of(a, upstream).reshape(-1, a.dim[1]).T, stacked, out, 0.0)
             return out.reshape(1, -1)
-        upstream = upstream.reshape(self._value.shape)
+        upstream = upstream.reshape((-1, rows, cols) if self.batched else (rows, cols))
         if slot == 0:
-            per_sample = np.matmul(upstream, np.swapaxes(b._value, -1, -2))
+            per_sample = np.matmul(upstream, np.swapaxes(self.rows_of(b, upstream), -1, -2))
         else:
-            per_sample = np.matmul(np.swapaxes(a._value, -1, -2), upstream)
+            per_sample = np.matmul(np.swapaxes(self.rows_of(a, upstream), -1, -2), upstream)
         flat = np.ascontiguousarray(per_sample).reshape(-1, self.parents[slot].dimension())
         return self.unbroadcast(slot, flat)
 

@@ -32,6 +32,18 @@ class Operator(Node):
         sum_rows(gradient, total)
         return total
 
+    def rows_of(self, node, upstream):
+        """``node``'s value with one sample per row of ``upstream``.
+
+        In the per-sample passes of ``fastgraph.jacobians`` the upstream holds ``m`` rows per
+        sample; a kernel reads the forward values at row ``i * rows // out_rows`` itself,
+        but a NumPy product needs them repeated.
+        """
+        value = node._value
+        if node.batched and upstream.shape[0] != node.flat.shape[0]:
+            value = np.repeat(value, upstream.shape[0] // node.flat.shape[0], axis=0)
+        return value
+
     def same_dims(self):
         """The common per-sample shape of the parents, or a ValueError naming them."""
         dims = {parent.dim for parent in self.parents}

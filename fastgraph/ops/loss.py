@@ -36,7 +36,7 @@ class CrossEntropyWithSoftMax(Operator):
     def vjp(self, slot, upstream):
         logits, labels = self.parents
         probs, lse = self._buffers["probs"], self._buffers["lse"]
-        out = self.buffer(slot, probs.shape)
+        out = self.buffer(slot, (upstream.shape[0], probs.shape[1]))
         if slot == 0:
             kernels.cross_entropy_vjp_logits(probs, labels.flat, upstream, out)
         else:
