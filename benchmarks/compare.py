@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+import timeit
 from datetime import date
 from pathlib import Path
 
@@ -247,6 +248,79 @@ class Jax:
 FRAMEWORKS = {cls.name: cls for cls in (Fastgraph, HandNumpy, Torch, Jax)}
 
 
+# -- per-sample derivatives --------------------------------------------------------------------
+def _best_ms(call, number=20, repeat=5):
+    call()
+    return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e3
+
+
+def derivatives(data, names, batch=64, hidden=(100, 20)):
+    """Milliseconds for the (B, 10, 784) Jacobian of the logits with respect to the input, and
+    for per-sample gradients of the loss, on the trained-from-scratch MNIST network."""
+    init = he_init(np.random.default_rng(0), hidden)
+    features, one_hot, labels = data[0][:batch], data[1][:batch], data[4][:batch]
+    results = {}
+    if "fastgraph" in names:
+        import fastgraph as fg
+        from fastgraph.engines.vjp import backward
+
+        runner = Fastgraph(hidden, batch, data, init)
+        model = runner.model
+        model.x.set_value(features)
+        model.one_hot.set_value(one_hot)
+        params = runner.optimizer.params
+        plan = model.graph.plan(model.loss, params)
+        model.graph.tape(model.loss).forward()
+        results["fastgraph"] = {
+            "jacobian_ms": _best_ms(lambda: fg.jacobian(model.logits, model.x)),
+            "per_sample_gradients_ms": _best_ms(
+                lambda: fg.per_sample_gradients(model.loss, params, copy=False)),
+            "backward_ms": _best_ms(lambda: backward(plan, model.loss), number=200)}
+    if "jax" in names:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        import jax
+        import jax.numpy as jnp
+
+        params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init]
+
+        def logits(params, x):
+            for w, b in params[:-1]:
+                x = jax.nn.relu(w @ x + b)
+            w, b = params[-1]
+            return w @ x + b
+
+        def loss(params, x, y):
+            return -jnp.sum(y * jax.nn.log_softmax(logits(params, x)))
+
+        jacobian = jax.jit(jax.vmap(jax.jacrev(logits, argnums=1), in_axes=(None, 0)))
+        per_sample = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))
+        x, y = jnp.asarray(features), jnp.asarray(one_hot)
+        results["jax"] = {
+            "jacobian_ms": _best_ms(lambda: jacobian(params, x).block_until_ready()),
+            "per_sample_gradients_ms": _best_ms(
+                lambda: jax.block_until_ready(per_sample(params, x, y)))}
+    if "pytorch" in names:
+        import torch
+        from torch.func import functional_call, grad, jacrev, vmap
+
+        model = Torch(hidden, batch, data, init).model
+        weights = {name: p.detach() for name, p in model.named_parameters()}
+        x, y = torch.from_numpy(features), torch.from_numpy(labels)
+
+        def logits(x):
+            return functional_call(model, weights, (x.unsqueeze(0),)).squeeze(0)
+
+        def loss(weights, x, y):
+            out = functional_call(model, weights, (x.unsqueeze(0),))
+            return torch.nn.functional.cross_entropy(out, y.unsqueeze(0))
+
+        results["pytorch"] = {
+            "jacobian_ms": _best_ms(lambda: vmap(jacrev(logits))(x)),
+            "per_sample_gradients_ms": _best_ms(
+                lambda: vmap(grad(loss), in_dims=(None, 0, 0))(weights, x, y))}
+    return results
+
+
 # -- measuring --------------------------------------------------------------------------------
 def available(name):
     module = {"pytorch": "torch", "jax": "jax"}.get(name)
@@ -356,6 +430,16 @@ def table(report):
                 f"{name:<20} {row['seconds_per_epoch']:9.3f} {row['samples_per_second']:11,.0f}"
                 f" {row['seconds_per_epoch'] / base:12.2f}x {accuracy:>9}"
                 f" {'-' if memory is None else f'{memory:.0f}':>8}")
+    if "derivatives" in report:
+        lines.append("\nper-sample derivatives, 784-100-20-10, batch 64, float32 (best of 5 runs)")
+        lines.append(f"{'framework':<20} {'jacobian (64,10,784)':>22} {'per-sample grads':>17}")
+        for name, row in report["derivatives"].items():
+            lines.append(f"{name:<20} {row['jacobian_ms']:19.3f} ms "
+                         f"{row['per_sample_gradients_ms']:14.3f} ms")
+        backward_ms = report["derivatives"].get("fastgraph", {}).get("backward_ms")
+        if backward_ms:
+            lines.append(f"(fastgraph's ordinary backward pass of the batch: {backward_ms:.3f} ms; "
+                         "per-sample gradients without a copy)")
     if "cold_start" in report:
         cold = report["cold_start"]
         lines.append(f"\ncold start (import + first step, fresh process): "
@@ -419,6 +503,7 @@ def main(argv=None):
                 results[name]["peak_mb"] = peak_memory(name, network)
         report["networks"][network] = results
         print(table({**report, "networks": {network: results}}), flush=True)
+    report["derivatives"] = derivatives(data, [name for name in names if available(name)])
     if not args.no_cold_start:
         report["cold_start"] = {"warm_cache": cold_start(False), "empty_cache": cold_start(True)}
     print(table(report))
