@@ -51,11 +51,8 @@ def jacobian(result, wrt, chunk_size=None):
     jacobians = [np.empty((batch, size, node.dimension()), graph.dtype) for node in nodes]
     chunk = chunk_size or batch
     identity = np.eye(size, dtype=graph.dtype)
-    with _per_sample(graph, plan, nodes), tape.feeding() as feed:
-        for start in range(0, batch, chunk):
-            stop = min(start + chunk, batch)
-            if chunk < batch:
-                feed(lambda flat, start=start, stop=stop: flat[start:stop])
+    with _per_sample(graph, plan, nodes):
+        for start, stop in _passes(tape, batch, chunk):
             tape.forward()
             backward(plan, result, np.tile(identity, (stop - start, 1)))
             for array, node in zip(jacobians, nodes):
@@ -72,7 +69,8 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     ``chunk_size``: samples per pass. ``copy=False`` returns views of the engine's own
     buffers, valid until the next backward pass on the graph: a training loop that only
     reads them (to clip and sum, as DP-SGD does) saves a copy as large as the result,
-    ``B`` times the parameters (for MNIST's network and B = 64, 20 MB).
+    ``B`` times the parameters (for MNIST's network and B = 64, 20 MB). With a
+    ``chunk_size`` below the batch, the result is always assembled in new arrays.
     """
     nodes, single = _as_list(params)
     graph = loss.graph
@@ -88,17 +86,24 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
         gradients = [node.grad.reshape(batch, *node.dim) for node in nodes]
         return gradients[0] if single else gradients
     gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
-    with _per_sample(graph, plan, nodes), tape.feeding() as feed:
-        for start in range(0, batch, chunk):
-            stop = min(start + chunk, batch)
-            if chunk < batch:
-                feed(lambda flat, start=start, stop=stop: flat[start:stop])
+    with _per_sample(graph, plan, nodes):
+        for start, stop in _passes(tape, batch, chunk):
             tape.forward()
             backward(plan, loss)
             for array, node in zip(gradients, nodes):
                 array[start:stop] = node.grad.reshape(stop - start, *node.dim)
     tape.forward()
     return gradients[0] if single else gradients
+
+
+def _passes(tape, batch, chunk):
+    """``(start, stop)`` of each pass over the batch; the inputs hold that slice meanwhile."""
+    with tape.feeding() as feed:
+        for start in range(0, batch, chunk):
+            stop = min(start + chunk, batch)
+            if chunk < batch:
+                feed(lambda flat, start=start, stop=stop: flat[start:stop])
+            yield start, stop
 
 
 def _as_list(nodes):
