@@ -1,8 +1,9 @@
 """Element-wise kernels: broadcast arithmetic, batch sums, and activations with their VJPs."""
 
 import numpy as np
+from numba import prange
 
-from . import kernel
+from . import kernel, parallel_kernel
 
 # -- rows: an operand with fewer rows than ``out`` is read at row i * rows // out_rows -------
 # One row stands for every row of the batch (a parameter beside a batch); B rows stand for
@@ -65,15 +66,16 @@ def dot_rows(a, b, out):
         out[i, 0] = total
 
 
-@kernel
+@parallel_kernel
 def outer_rows(a, b, out):
     """out[r, i * n + j] = a[r, i] * b[r, j]: one outer product per row, flattened.
 
     The per-sample gradient of ``W @ x`` with respect to ``W``: the batched GEMM
-    ``upstream.T @ x`` sums exactly these over the rows.
+    ``upstream.T @ x`` sums exactly these over the rows. The output is large (B times the
+    weights) and only written, so both cores write it.
     """
     n = b.shape[1]
-    for r in range(out.shape[0]):
+    for r in prange(out.shape[0]):
         rb = r * b.shape[0] // out.shape[0]
         for i in range(a.shape[1]):
             u = a[r, i]
