@@ -19,3 +19,7 @@ kernel = njit(cache=True, error_model="numpy", nogil=True)
 #: contract into FMAs. NaN and infinity keep their meaning, so a diverging run shows NaN.
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True,
                        fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: A per-element function that the update kernels call from their loops, inlined into them.
+inline = njit(inline="always", error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn",
+                                                                 "reassoc"})

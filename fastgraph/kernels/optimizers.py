@@ -1,87 +1,121 @@
-"""Optimizer updates: one call updates every parameter, one fused pass over each.
-
-Parameters arrive as their ``(1, n)`` flat views, so the ``prange`` over columns splits
-each parameter across the cores.
+"""Optimizer updates: one call updates every parameter, in one fused pass over each.
 
 The arguments are tuples of arrays: weights, gradient sums and state, one of each per
-parameter (one call instead of one per parameter saves the dispatch cost, which for a
-small bias is most of its update). ``c`` holds the scalars, in the parameters' dtype, so
-a float32 model updates in float32 arithmetic: promoting to float64 would make the
-division and square root several times slower. ``c[0]`` is 1 / samples, which turns the
-gradient sums into means on the fly. The rules and their defaults follow the formulas that
-PyTorch's ``torch.optim`` documents.
+parameter, as ``(1, n)`` flat views. Each rule is an element function, inlined into a loop
+that runs on every core (``prange``) for a large parameter, whose update is bound by memory
+traffic that one core does not saturate, and on one core for a small one, for which
+starting the threads (about 2 us) would cost more than the update. ``c`` holds the
+scalars, in the parameters' dtype, so a float32 model updates in float32 arithmetic
+(promoting to float64 would make the division and square root several times slower);
+``c[0]`` is 1 / samples, which turns the gradient sums into means on the fly. The rules
+and their defaults follow the formulas that PyTorch's ``torch.optim`` documents.
 """
 
 import numpy as np
 from numba import prange
 
-from . import parallel_kernel
+from . import inline, parallel_kernel
+
+PARALLEL_MIN = 16384  # elements from which a parameter is updated on every core
+
+
+@inline
+def _gradient_descent(w, gradient, j, c):  # c = (1 / samples, learning rate)
+    w[0, j] -= c[1] * c[0] * gradient[0, j]
 
 
 @parallel_kernel
 def gradient_descent(weights, gradients, c):
-    step = c[1] * c[0]  # learning_rate / samples
     for p in range(len(weights)):
-        w, g = weights[p], gradients[p]
-        for i in range(w.shape[0]):
+        w, gradient = weights[p], gradients[p]
+        if w.shape[1] >= PARALLEL_MIN:
             for j in prange(w.shape[1]):
-                w[i, j] -= step * g[i, j]
+                _gradient_descent(w, gradient, j, c)
+        else:
+            for j in range(w.shape[1]):
+                _gradient_descent(w, gradient, j, c)
+
+
+@inline
+def _momentum(w, gradient, velocity, j, c):  # c = (1 / samples, learning rate, mu)
+    v = c[2] * velocity[0, j] + gradient[0, j] * c[0]
+    velocity[0, j] = v
+    w[0, j] -= c[1] * v
 
 
 @parallel_kernel
 def momentum(weights, gradients, velocities, c):
-    scale, learning_rate, mu = c[0], c[1], c[2]
     for p in range(len(weights)):
-        w, g, velocity = weights[p], gradients[p], velocities[p]
-        for i in range(w.shape[0]):
+        w, gradient, velocity = weights[p], gradients[p], velocities[p]
+        if w.shape[1] >= PARALLEL_MIN:
             for j in prange(w.shape[1]):
-                v = mu * velocity[i, j] + g[i, j] * scale
-                velocity[i, j] = v
-                w[i, j] -= learning_rate * v
+                _momentum(w, gradient, velocity, j, c)
+        else:
+            for j in range(w.shape[1]):
+                _momentum(w, gradient, velocity, j, c)
+
+
+@inline
+def _adagrad(w, gradient, square_sum, j, c):  # c = (1 / samples, learning rate, eps)
+    g = gradient[0, j] * c[0]
+    s = square_sum[0, j] + g * g
+    square_sum[0, j] = s
+    w[0, j] -= c[1] * g / (np.sqrt(s) + c[2])
 
 
 @parallel_kernel
 def adagrad(weights, gradients, square_sums, c):
-    scale, learning_rate, eps = c[0], c[1], c[2]
     for p in range(len(weights)):
         w, gradient, square_sum = weights[p], gradients[p], square_sums[p]
-        for i in range(w.shape[0]):
+        if w.shape[1] >= PARALLEL_MIN:
             for j in prange(w.shape[1]):
-                g = gradient[i, j] * scale
-                s = square_sum[i, j] + g * g
-                square_sum[i, j] = s
-                w[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
+                _adagrad(w, gradient, square_sum, j, c)
+        else:
+            for j in range(w.shape[1]):
+                _adagrad(w, gradient, square_sum, j, c)
+
+
+@inline
+def _rmsprop(w, gradient, square_avg, j, c):
+    # c = (1 / samples, learning rate, beta, 1 - beta, eps)
+    g = gradient[0, j] * c[0]
+    s = c[2] * square_avg[0, j] + c[3] * g * g
+    square_avg[0, j] = s
+    w[0, j] -= c[1] * g / (np.sqrt(s) + c[4])
 
 
 @parallel_kernel
 def rmsprop(weights, gradients, square_avgs, c):
-    scale, learning_rate, beta, one_minus_beta, eps = c[0], c[1], c[2], c[3], c[4]
     for p in range(len(weights)):
         w, gradient, square_avg = weights[p], gradients[p], square_avgs[p]
-        for i in range(w.shape[0]):
+        if w.shape[1] >= PARALLEL_MIN:
             for j in prange(w.shape[1]):
-                g = gradient[i, j] * scale
-                s = beta * square_avg[i, j] + one_minus_beta * g * g
-                square_avg[i, j] = s
-                w[i, j] -= learning_rate * g / (np.sqrt(s) + eps)
+                _rmsprop(w, gradient, square_avg, j, c)
+        else:
+            for j in range(w.shape[1]):
+                _rmsprop(w, gradient, square_avg, j, c)
+
+
+@inline
+def _adam(w, gradient, m, v, j, c):
+    # c = (1 / samples, step size = lr / (1 - beta_1^t), beta_1, 1 - beta_1, beta_2,
+    #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps)
+    g = gradient[0, j] * c[0]
+    mi = c[2] * m[0, j] + c[3] * g
+    vi = c[4] * v[0, j] + c[5] * g * g
+    m[0, j] = mi
+    v[0, j] = vi
+    w[0, j] -= c[1] * mi / (np.sqrt(vi) * c[6] + c[7])
 
 
 @parallel_kernel
 def adam(weights, gradients, ms, vs, c):
-    """m, v as torch.optim.Adam; w -= step_size m / (sqrt(v) / sqrt(1 - beta_2^t) + eps).
-
-    c = (1 / samples, step_size = lr / (1 - beta_1^t), beta_1, 1 - beta_1, beta_2,
-    1 - beta_2, 1 / sqrt(1 - beta_2^t), eps).
-    """
-    scale, step_size, beta_1, one_minus_beta_1 = c[0], c[1], c[2], c[3]
-    beta_2, one_minus_beta_2, inverse_root_correction, eps = c[4], c[5], c[6], c[7]
+    """m and v as torch.optim.Adam; w -= step m / (sqrt(v) / sqrt(1 - beta_2^t) + eps)."""
     for p in range(len(weights)):
         w, gradient, m, v = weights[p], gradients[p], ms[p], vs[p]
-        for i in range(w.shape[0]):
+        if w.shape[1] >= PARALLEL_MIN:
             for j in prange(w.shape[1]):
-                g = gradient[i, j] * scale
-                mi = beta_1 * m[i, j] + one_minus_beta_1 * g
-                vi = beta_2 * v[i, j] + one_minus_beta_2 * g * g
-                m[i, j] = mi
-                v[i, j] = vi
-                w[i, j] -= step_size * mi / (np.sqrt(vi) * inverse_root_correction + eps)
+                _adam(w, gradient, m, v, j, c)
+        else:
+            for j in range(w.shape[1]):
+                _adam(w, gradient, m, v, j, c)
