@@ -44,6 +44,7 @@ class Optimizer:
         self._index = {param: i for i, param in enumerate(self.params)}
         self._weights = tuple(param.flat for param in self.params)
         self._sums = self.zeros()
+        self._coefficients = np.empty(8, graph.dtype)  # refilled at every update
         self._held = None  # the engine's own gradient arrays, while they are the whole sum
         self.samples = 0
         self.steps = 0
@@ -54,7 +55,8 @@ class Optimizer:
 
     def coefficients(self, *values):
         """The scalars of an update as one array in the parameters' dtype (see the kernels)."""
-        return np.array(values, dtype=self.graph.dtype)
+        self._coefficients[: len(values)] = values
+        return self._coefficients
 
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""

@@ -1,0 +1,37 @@
+"""The comparison command's report: table and chart, from a made-up run (no peers needed)."""
+
+from benchmarks import compare
+
+
+def report():
+    row = {"seconds_per_epoch": 0.5, "samples_per_second": 120_000.0, "test_accuracy": 0.97,
+           "peak_mb": 500.0}
+    return {
+        "epochs": 4,
+        "networks": {"784-100-20-10": {
+            "fastgraph": row,
+            "jax": {**row, "seconds_per_epoch": 0.6, "samples_per_second": 100_000.0},
+            "pytorch": {"skipped": "not installed (pip install -e '.[bench]')"},
+            "fastgraph jacobian": {"seconds_per_epoch": 500.0, "samples_per_second": 120.0,
+                                   "test_accuracy": None},
+        }},
+        "derivatives": {"fastgraph": {"jacobian_ms": 0.8, "per_sample_gradients_ms": 0.5,
+                                      "backward_ms": 0.08}},
+        "cold_start": {"warm_cache": 0.6, "empty_cache": 3.3},
+    }
+
+
+def test_table_lists_every_framework_with_ratios():
+    text = compare.table(report())
+    lines = text.splitlines()
+    assert any(line.startswith("fastgraph ") and "1.00x" in line for line in lines)
+    assert any(line.startswith("jax ") and "1.20x" in line for line in lines)
+    assert any(line.startswith("pytorch ") and "skipped: not installed" in line for line in lines)
+    assert any(line.startswith("fastgraph jacobian") and "1000.00x" in line for line in lines)
+    assert "0.60 s with the Numba cache warm, 3.30 s with it empty" in text
+    assert "0.800 ms" in text and "0.500 ms" in text
+
+
+def test_chart_is_a_png(tmp_path):
+    compare.chart(report(), tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
