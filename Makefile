@@ -1,5 +1,6 @@
 # make test: a venv from nothing, the project installed with its dev tools, the tests run.
 # make train: the same venv, then the article's MNIST network trained on the CPU.
+# make bench: the pytest-benchmark suite. make compare: fastgraph against NumPy, PyTorch, JAX.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,8 +25,12 @@ train: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,rounds
 
-compare: $(BIN)/.installed
-	$(BIN)/python -m benchmarks.compare
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+compare: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.compare --profile
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check fastgraph tests benchmarks examples

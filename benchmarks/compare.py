@@ -1,6 +1,6 @@
 """fastgraph against hand-written NumPy, PyTorch and JAX on the same MNIST training.
 
-    python -m benchmarks.compare [--epochs 3] [--networks 784-100-20-10,784-256-128-10]
+    python -m benchmarks.compare [--epochs 4] [--networks 784-100-20-10,784-256-128-10]
                                  [--json compare.json] [--chart compare.png] [--profile]
 
 Every framework trains the same network (ReLU hidden layers, softmax cross-entropy, Adam with
