@@ -83,10 +83,10 @@ class Fastgraph:
             optimizer.update()
 
     def batches(self, order):
+        """The epoch's batches, in the order every framework follows."""
         if not hasattr(self, "_batches"):
             self._batches = self.Batches(self.images, self.labels, self.batch, scale=1 / 255)
-        self._batches.rng = _FixedOrder(order)  # the epoch's order, shared with the peers
-        return self._batches
+        return self._batches.iterate(order)
 
     def predict(self, features):
         self.model.x.set_value(features)
@@ -538,23 +538,13 @@ def profile_report(data, network="784-100-20-10"):
         nonlocal batches
         features, labels = next(batches, (None, None))
         if features is None:
-            batches = iter(runner.batches(np.random.default_rng(step).permutation(60000)))
+            batches = runner.batches(np.random.default_rng(step).permutation(60000))
             features, labels = next(batches)
         runner.model.x.set_value(features)
         runner.model.one_hot.set_value(labels)
 
     return f"profile of {network}, batch {batch}:\n" + profile_steps(
         runner.optimizer, feed, steps=900).table()
-
-
-class _FixedOrder:
-    """Stands in for a Batches generator so that fastgraph follows the shared order."""
-
-    def __init__(self, order):
-        self.order = order
-
-    def permutation(self, count):
-        return self.order
 
 
 def machine():

@@ -49,8 +49,11 @@ class Batches:
 
     def __iter__(self):
         count = len(self.labels)
-        order = self.rng.permutation(count) if self.shuffle else np.arange(count)
-        for start in range(0, count, self.batch_size):
+        return self.iterate(self.rng.permutation(count) if self.shuffle else np.arange(count))
+
+    def iterate(self, order):
+        """The batches of the samples at the indices ``order``, in that order."""
+        for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             x, y = self._x[: len(rows)], self._y[: len(rows)]
             gather_batch(self.features, self.labels, rows, self.scale, x, y)

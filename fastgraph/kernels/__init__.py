@@ -2,8 +2,10 @@
 
 Every kernel is compiled lazily on first use and cached on disk (``cache=True``), so an
 import compiles nothing and a second process loads machine code instead of compiling.
-Batched arrays are ``(B, n)`` matrices; an argument with a single row broadcasts over the
-batch (a parameter beside a batch of samples).
+Batched arrays are ``(B, n)`` matrices. An operand with fewer rows than the output is read
+at row ``i * rows // out_rows``: one row stands for the whole batch (a parameter beside a
+batch of samples), and B rows for B * m (the per-sample passes of ``fastgraph.jacobians``,
+whose upstream holds m rows per sample).
 """
 
 from numba import njit
@@ -13,10 +15,11 @@ from numba import njit
 #: loop: Adam ran 6x slower with them); cache=True keeps the machine code between runs.
 kernel = njit(cache=True, error_model="numpy", nogil=True)
 
-#: For the optimizer updates: ``prange`` loops run on every core (the update of a large
-#: weight matrix is bound by memory traffic, which one core alone does not saturate: Adam on
-#: 100x784 took 76 us instead of 105 in a training step), and LLVM may reassociate and
-#: contract into FMAs. NaN and infinity keep their meaning, so a diverging run shows NaN.
+#: For work bound by memory rather than arithmetic (optimizer updates, gathering a batch,
+#: per-sample outer products): ``prange`` loops run on every core, which together move more
+#: bytes than one (Adam on 100x784 took 76 us instead of 105 in a training step), and LLVM
+#: may reassociate and contract into FMAs. NaN and infinity keep their meaning, so a
+#: diverging run still shows NaN.
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True,
                        fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
