@@ -106,7 +106,7 @@ class Graph:
 
     def plan(self, target, sources):
         """The backward plan from ``target`` down to ``sources`` (see :class:`Plan`)."""
-        key = (target, tuple(sources))
+        key = (target, sources if isinstance(sources, tuple) else tuple(sources))
         cached = self._plans.get(key)
         if cached is None or cached[0] != self._version:
             cached = (self._version, Plan.build(self.tape(target).nodes, target, sources))
@@ -114,8 +114,8 @@ class Graph:
         return cached[1]
 
     def downstream(self, nodes):
-        """Every node that depends on any of ``nodes``, each once (cached)."""
-        key = ("downstream", *nodes)
+        """Every node that depends on any of ``nodes`` (a tuple), each once (cached)."""
+        key = nodes
         cached = self._descendants.get(key)
         if cached is None or cached[0] != self._version:
             union = {}

@@ -31,7 +31,8 @@ class Optimizer:
         self.learning_rate = float(learning_rate)
         self.engine = engine
         tape = graph.tape(target)
-        self.params = [node for node in tape.nodes if isinstance(node, Variable) and node.trainable]
+        self.params = tuple(node for node in tape.nodes
+                            if isinstance(node, Variable) and node.trainable)
         if not self.params:
             raise ValueError(
                 f"{target.name} does not depend on any trainable Variable: nothing to optimise"
@@ -65,7 +66,9 @@ class Optimizer:
             # The usual case, one batch per update: read the engine's arrays in place (no
             # copy, less memory traffic); the graph calls release_gradients() before a later
             # backward pass overwrites them.
-            self._held = tuple(np.ascontiguousarray(gradient) for gradient in gradients)
+            self._held = tuple(gradients)
+            if not all(gradient.flags.c_contiguous for gradient in self._held):  # kernels' type
+                self._held = tuple(np.ascontiguousarray(gradient) for gradient in self._held)
             self.graph.hold_gradients(self)
         else:
             self.release_gradients()  # no-op when a backward pass already asked for it

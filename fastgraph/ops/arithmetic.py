@@ -58,6 +58,7 @@ class MatMul(Operator):
             )
         self._vectors = not a.batched and b.batched and b.dim[1] == 1
         self._stacked = a.batched and not b.batched
+        self._weight_gradient = None  # (matrix, flat) views of one array, made once
         return (a.dim[0], b.dim[1])
 
     def compute(self):
@@ -71,21 +72,10 @@ class MatMul(Operator):
             np.matmul(a._value, b._value, out=self._value)
 
     def vjp(self, slot, upstream):
+        if self._vectors:
+            return self._vectors_vjp(slot, upstream)
         a, b = self.parents
         rows, cols = self.dim
-        if self._vectors:
-            if slot == 0 and self.graph.per_sample:  # each sample's outer product
-                out = self.buffer("per sample", (upstream.shape[0], a.dimension()))
-                outer_rows(upstream, b.flat, out)
-                return out
-            if slot == 0:  # the sum over the batch of outer products: one GEMM
-                out = self.buffer(0, a.dim)
-                x = self.rows_of(b, upstream).reshape(upstream.shape[0], -1)
-                gemm(upstream.T, x, out, 0.0)
-                return out.reshape(1, -1)
-            out = self.buffer(1, (upstream.shape[0], b.dimension()))
-            gemm(upstream, a._value, out, 0.0)
-            return out
         if self._stacked and not (slot == 1 and self.graph.per_sample):
             stacked = upstream.reshape(-1, cols)
             if slot == 0:
@@ -102,6 +92,27 @@ class MatMul(Operator):
             per_sample = np.matmul(np.swapaxes(self.rows_of(a, upstream), -1, -2), upstream)
         flat = np.ascontiguousarray(per_sample).reshape(-1, self.parents[slot].dimension())
         return self.unbroadcast(slot, flat)
+
+    def _vectors_vjp(self, slot, upstream):
+        """W @ x for a batch of columns x: each VJP is one GEMM on the (B, k) batch."""
+        weights, x = self.parents
+        if slot == 1:  # upstream @ W
+            out = self.buffer(1, (upstream.shape[0], x.dim[0]))
+            gemm(upstream, weights._value, out, 0.0)
+            return out
+        if self.graph.per_sample:  # each sample's outer product
+            out = self.buffer("per sample", (upstream.shape[0], weights.dimension()))
+            outer_rows(upstream, x.flat, out)
+            return out
+        if self._weight_gradient is None:  # the sum over the batch of outer products
+            matrix = np.empty(weights.dim, self.graph.dtype)
+            self._weight_gradient = (matrix, matrix.reshape(1, -1))
+        matrix, flat = self._weight_gradient
+        columns = x.flat
+        if upstream.shape[0] != columns.shape[0]:
+            columns = self.rows_of(x, upstream).reshape(upstream.shape[0], -1)
+        gemm(upstream.T, columns, matrix, 0.0)
+        return flat
 
     def dense_jacobian(self, slot):
         a, b = self.parents

@@ -18,6 +18,8 @@ class Operator(Node):
         if not parents:
             raise TypeError(f"{kind} takes at least one parent node")
         super().__init__(*parents, graph=graph, name=name)
+        # Slots whose parent has no batch axis while this node has one: their VJP sums.
+        self._summed = [self.batched and not parent.batched for parent in self.parents]
 
     def unbroadcast(self, slot, gradient):
         """``gradient`` per sample, summed over the batch when the parent has no batch axis.
@@ -26,7 +28,7 @@ class Operator(Node):
         its vector-Jacobian product is the sum of the per-sample ones. During a per-sample
         pass (``graph.per_sample``) the per-sample ones are what is wanted: no sum.
         """
-        if not self.batched or self.parents[slot].batched or self.graph.per_sample:
+        if not self._summed[slot] or self.graph.per_sample:
             return gradient
         total = self.buffer(("batch sum", slot), (1, gradient.shape[1]))
         sum_rows(gradient, total)
