@@ -12,6 +12,12 @@ import fastgraph as fg
 from fastgraph.cli import main
 
 
+def train_command(mnist_dir, *options):
+    """The command line of ``fastgraph train mnist`` on the shared data, run as a module."""
+    return [sys.executable, "-m", "fastgraph.cli", "train", "mnist", "--data", str(mnist_dir),
+            *map(str, options)]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_dir):
     folder = tmp_path_factory.mktemp("cli")
@@ -21,31 +27,11 @@ def trained(tmp_path_factory, mnist_dir):
         "graph": folder / "graph.dot",
     }
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastgraph.cli",
-            "train",
-            "mnist",
-            "--data",
-            str(mnist_dir),
-            "--train-samples",
-            "600",
-            "--test-samples",
-            "300",
-            "--epochs",
-            "2",
-            "--hidden",
-            "32",
-            "--seed",
-            "3",
-            "--save",
-            str(paths["model"]),
-            "--plot",
-            str(paths["plot"]),
-            "--graph",
-            str(paths["graph"]),
-        ],
+        train_command(
+            mnist_dir, "--train-samples", 600, "--test-samples", 300, "--epochs", 2,
+            "--hidden", 32, "--seed", 3, "--save", paths["model"], "--plot", paths["plot"],
+            "--graph", paths["graph"],
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -129,26 +115,10 @@ def test_missing_data_is_reported(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_stops_after_the_batch_and_still_saves(tmp_path, mnist_dir):
     model = tmp_path / "model.fgz"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastgraph.cli",
-            "train",
-            "mnist",
-            "--data",
-            str(mnist_dir),
-            "--epochs",
-            "500",
-            "--train-samples",
-            "2000",
-            "--test-samples",
-            "100",
-            "--engine",
-            "jacobian",
-            "--no-progress",
-            "--save",
-            str(model),
-        ],
+        train_command(
+            mnist_dir, "--epochs", 500, "--train-samples", 2000, "--test-samples", 100,
+            "--engine", "jacobian", "--no-progress", "--save", model,
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
