@@ -1,16 +1,23 @@
 """The graph: it holds the nodes, names them, and keeps the tapes that replace recursion.
 
 A *tape* is the list of a node's ancestors in topological order (parents before children),
-built once by an iterative depth-first search and cached until a node is added to the graph.
-A *plan* is the backward half of a tape: the nodes that lie on some path from a set of
-sources (trainable variables, or a node asked for its Jacobian) to a target, in reverse
-order, each with the parent slots through which a gradient has to flow. Both engines walk
-the same plans, so neither recurses and neither knows an operator by name.
+built once by an iterative depth-first search and cached until the graph changes (a node
+added, or re-wired by ``Welding``). A *plan* is the backward half of a tape: the nodes that
+lie on some path from a set of sources (trainable variables, or a node asked for its
+Jacobian) to a target, in reverse order, each with the parent slots through which a
+gradient has to flow and whether it arrives summed over the batch. The engines walk the
+same plans (``fastgraph.engines``), so none recurses and none knows an operator by name.
+
+Every node's state lives in one array of the graph (``Graph.states``), so that invalidating
+what depends on an input is one NumPy assignment and a compiled pass can read and set
+states without Python.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +28,10 @@ OUTDATED = 1  # a parameter it depends on changed: the old value stays readable 
 EMPTY = 2  # never computed, or an input changed: ``value`` is None, as in the article
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: How many tapes, plans and compiled programs a graph keeps (least recently used go first):
+#: enough for every target a training loop uses, bounded for a loop over many targets.
+CACHE_SIZE = 64
 
 
 class Graph:
@@ -37,15 +48,13 @@ class Graph:
             raise ValueError(f"Graph dtype must be float32 or float64, got {self.dtype}")
         self.nodes = []
         self.rng = np.random.default_rng(seed)
+        self.states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
+        self.computed = np.zeros(16, np.int64)  # node.index -> the pass that computed it
+        self.passes = 1  # counts passes that compute values (see mark_computed)
+        self.layout = 0  # counts reallocated buffers: compiled passes recorded the old ones
         self._names = {}
         self._version = 0
-        self._tapes = {}
-        self._plans = {}
-        self._descendants = {}
-        self._gradient_holders = []
-        # During a per-sample pass, operators keep the batch axis of the gradients of
-        # parents that have none (see Operator.unbroadcast) instead of summing over it.
-        self.per_sample = False
+        self._cache = OrderedDict()  # (kind, *key) -> (version, value)
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -56,6 +65,11 @@ class Graph:
         if name in self._names:
             raise ValueError(f"a node named {name!r} already exists in this graph")
         self._names[name] = node
+        node.index = len(self.nodes)
+        if node.index == len(self.states):
+            self.states = np.concatenate([self.states, np.empty_like(self.states)])
+            self.computed = np.concatenate([self.computed, np.zeros_like(self.computed)])
+        self.states[node.index] = EMPTY
         self.nodes.append(node)
         self._version += 1
         return name
@@ -69,6 +83,39 @@ class Graph:
         except KeyError:
             raise KeyError(f"no node named {name!r} in this graph") from None
 
+    def rewire(self, node, parents):
+        """Give ``node`` new ``parents`` (the article's ``Welding``): the child lists follow,
+        and every tape, plan and compiled program that could contain the old edges is
+        rebuilt when next used. Shapes must still fit: ``node.infer_dim()`` checks them."""
+        for parent in parents:
+            if parent.graph is not self:
+                raise ValueError(f"{parent.name} belongs to another graph than {node.name}")
+        for parent in node.parents:
+            parent.children.remove(node)
+        node.parents = list(parents)
+        for parent in node.parents:
+            parent.children.append(node)
+        node.batched = any(parent.batched for parent in node.parents)
+        node.dim = node.infer_dim()
+        self._version += 1
+        self.invalidate([node], EMPTY, itself=True)
+
+    # -- states --------------------------------------------------------------------------
+    def invalidate(self, nodes, state, itself=False):
+        """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with
+        ``itself``) to at least ``state``: EMPTY after an input changed, OUTDATED after a
+        parameter did (a value that was EMPTY stays EMPTY)."""
+        key = ("downstream", tuple(nodes), itself)
+        indices = self.cached(key, lambda: _indices(self.downstream(nodes, itself)))
+        states = self.states[indices]
+        np.maximum(states, state, out=states)
+        self.states[indices] = states
+
+    def mark_computed(self, node):
+        """Record that ``node`` was just computed (its value snapshot, if any, is stale)."""
+        self.states[node.index] = COMPUTED
+        self.computed[node.index] = self.passes
+
     # -- the article's housekeeping ------------------------------------------------------
     def clear_jacobi(self):
         for node in self.nodes:
@@ -80,73 +127,64 @@ class Graph:
             if node.parents:
                 node.state = EMPTY
 
-    # -- gradients held by reference ----------------------------------------------------
-    def hold_gradients(self, holder):
-        """``holder`` reads gradient buffers of the last backward pass without copying them;
-        before the next pass overwrites them, ``holder.release_gradients()`` is called."""
-        self._gradient_holders.append(holder)
+    # -- tapes, plans and what else is cached per graph structure ----------------------------
+    def cached(self, key, build):
+        """``build()``, kept under ``key`` until the graph changes (LRU, CACHE_SIZE entries)."""
+        found = self._cache.get(key)
+        if found is not None and found[0] == self._version:
+            self._cache.move_to_end(key)
+            return found[1]
+        value = build()
+        self._cache[key] = (self._version, value)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return value
 
-    def drop_gradients(self, holder):
-        """``holder`` no longer reads the gradient buffers."""
-        self._gradient_holders.remove(holder)
+    def forget(self, key):
+        self._cache.pop(key, None)
 
-    def release_gradients(self):
-        """Called by a backward pass before it writes: holders copy what they still need."""
-        while self._gradient_holders:
-            self._gradient_holders.pop().release_gradients()
-
-    # -- tapes and plans -----------------------------------------------------------------
     def tape(self, target):
         """The :class:`Tape` of ``target`` (cached until the graph changes)."""
-        cached = self._tapes.get(target)
-        if cached is None or cached[0] != self._version:
-            cached = (self._version, Tape(target))
-            self._tapes[target] = cached
-        return cached[1]
+        return self.cached(("tape", target), lambda: Tape(target))
 
-    def plan(self, target, sources):
+    def plan(self, target, sources, per_sample=False):
         """The backward plan from ``target`` down to ``sources`` (see :class:`Plan`)."""
-        key = (target, sources if isinstance(sources, tuple) else tuple(sources))
-        cached = self._plans.get(key)
-        if cached is None or cached[0] != self._version:
-            cached = (self._version, Plan.build(self.tape(target).nodes, target, sources))
-            self._plans[key] = cached
-        return cached[1]
+        sources = tuple(sources)
+        return self.cached(("plan", target, sources, per_sample),
+                           lambda: Plan.build(self.tape(target).nodes, target, sources,
+                                              per_sample))
 
-    def downstream(self, nodes):
-        """Every node that depends on any of ``nodes`` (a tuple), each once (cached)."""
-        key = nodes
-        cached = self._descendants.get(key)
-        if cached is None or cached[0] != self._version:
-            union = {}
-            for node in nodes:
-                union.update(dict.fromkeys(self.descendants(node)))
-            cached = (self._version, list(union))
-            self._descendants[key] = cached
-        return cached[1]
+    def downstream(self, nodes, itself=False):
+        """Every node that depends on any of ``nodes``, each once (and ``nodes``, with
+        ``itself``)."""
+        seen = set(nodes)
+        order = list(nodes) if itself else []
+        stack = list(nodes)
+        while stack:
+            for child in stack.pop().children:
+                if child not in seen:
+                    seen.add(child)
+                    order.append(child)
+                    stack.append(child)
+        return order
 
     def descendants(self, node):
-        """Every node that depends on ``node`` (cached; used to invalidate values)."""
-        cached = self._descendants.get(node)
-        if cached is None or cached[0] != self._version:
-            seen, stack, order = {node}, [node], []
-            while stack:
-                for child in stack.pop().children:
-                    if child not in seen:
-                        seen.add(child)
-                        order.append(child)
-                        stack.append(child)
-            cached = (self._version, order)
-            self._descendants[node] = cached
-        return cached[1]
+        """Every node that depends on ``node`` (cached)."""
+        return self.cached(("descendants", node), lambda: self.downstream([node]))
 
     # -- default graph -------------------------------------------------------------------
     def __enter__(self):
-        _default_stack.append(self)
+        _context.graphs.append(self)
         return self
 
     def __exit__(self, *exc):
-        _default_stack.remove(self)
+        # Leave the innermost block of this graph: in ``with g1: with g2: with g1:`` the
+        # last exit must leave g2 the default again, not take the outer g1 away.
+        graphs = _context.graphs
+        for i in range(len(graphs) - 1, -1, -1):
+            if graphs[i] is self:
+                del graphs[i]
+                break
 
     def __repr__(self):
         return f"Graph({self.node_count()} nodes, dtype={self.dtype.name})"
@@ -215,15 +253,17 @@ class Tape:
                 node.set_value(flat.reshape(-1, *node.dim))
 
     def forward(self):
-        """Compute every node on the tape that is not up to date, parents first.
-
-        Returns the batch size of the inputs (None when the tape has none).
-        """
+        """Compute every node on the tape that is not up to date, parents first (the
+        readable reference of the compiled pass). Returns the batch size of the inputs
+        (None when the tape has none)."""
         batch_size = self.batch_size()
+        graph = self.target.graph
+        graph.passes += 1
+        states = graph.states
         for node in self.nodes:
-            if node.state:
+            if states[node.index]:
                 node.compute()
-                node.state = COMPUTED
+                graph.mark_computed(node)
         return batch_size
 
 
@@ -231,17 +271,21 @@ class Tape:
 class Plan:
     """What a backward pass from ``target`` to ``sources`` visits.
 
-    ``nodes``: every node on a path from a source to the target (their gradients or
-    Jacobians are cleared before a pass). ``steps``: in reverse topological order, each node
-    that passes something back, with the ``(slot, parent)`` pairs that receive it; a parent
-    that appears in two slots receives two contributions.
+    ``nodes``: every node on a path from a source to the target (their gradients are cleared
+    before a pass). ``steps``: in reverse topological order, each node that passes something
+    back, with the ``(slot, parent, summed)`` triples that receive it; a parent that appears
+    in two slots receives two contributions. ``summed``: the parent has no batch axis while
+    the node has one, so its contribution is the sum over the batch (``vjp_summed``) -- except
+    in a ``per_sample`` plan, which keeps every sample's contribution (``vjp``).
     """
 
     nodes: list
     steps: list
+    sources: tuple
+    per_sample: bool
 
     @classmethod
-    def build(cls, tape, target, sources):
+    def build(cls, tape, target, sources, per_sample=False):
         on_path = set(sources)
         for node in tape:
             if any(parent in on_path for parent in node.parents):
@@ -252,20 +296,43 @@ class Plan:
         nodes = [node for node in tape if node in on_path]
         steps = []
         for node in reversed(nodes):
-            slots = [(i, parent) for i, parent in enumerate(node.parents) if parent in on_path]
+            slots = [(i, parent, node.batched and not parent.batched and not per_sample)
+                     for i, parent in enumerate(node.parents) if parent in on_path]
             if slots:
                 steps.append((node, slots))
-        return cls(nodes, steps)
+        if per_sample and not all(source.batched for source in sources):
+            for node, _ in steps:
+                if not node.batched:
+                    names = ", ".join(n.name for n in sources if not n.batched)
+                    raise ValueError(f"per-sample derivatives with respect to {names} would "
+                                     f"pass through {node.name}, which has no batch axis: "
+                                     "not supported")
+        return cls(nodes, steps, tuple(sources), per_sample)
+
+
+def _indices(nodes):
+    return np.fromiter((node.index for node in nodes), np.int64, len(nodes))
 
 
 # -- the default graph and name scopes ------------------------------------------------------
-_default_stack = [Graph()]
-_scope_stack = []
+class _Context(threading.local):
+    """Each thread's own ``with Graph():`` blocks and name scopes: a block entered in one
+    thread does not decide where another thread's nodes go."""
+
+    def __init__(self):
+        self.graphs = []
+        self.scopes = []
+
+
+_context = _Context()
+_module_graph = Graph()  # the default graph outside any ``with`` block, in every thread
 
 
 def get_default_graph():
-    """The graph that nodes built without ``graph=`` join."""
-    return _default_stack[-1]
+    """The graph that nodes built without ``graph=`` join: the innermost ``with Graph():``
+    block of the calling thread, or the module-wide graph outside any block."""
+    graphs = _context.graphs
+    return graphs[-1] if graphs else _module_graph
 
 
 def get_node_from_graph(name, graph=None):
@@ -276,12 +343,13 @@ def get_node_from_graph(name, graph=None):
 @contextlib.contextmanager
 def name_scope(scope):
     """Prefix the names of nodes built inside the block: ``hidden/MatMul:3``."""
-    _scope_stack.append(scope)
+    scopes = _context.scopes
+    scopes.append(scope)
     try:
         yield
     finally:
-        _scope_stack.pop()
+        scopes.pop()
 
 
 def _scoped(name):
-    return "/".join([*_scope_stack, name])
+    return "/".join([*_context.scopes, name])

@@ -9,19 +9,18 @@ How: for a result of dimension ``m``, the backward pass is seeded with ``m`` ide
 per sample, so row ``(b, i)`` of a node's gradient is row ``i`` of sample ``b``'s
 Jacobian. The forward pass runs once on the batch as it is: kernels read a node's value at
 row ``i * B // (B * m)``, that is, sample ``i // m``. For a parameter, which has no batch
-axis, the pass runs in the graph's per-sample mode: operators keep each sample's
-contribution instead of summing them (``Operator.unbroadcast``; MatMul's weight gradient
-becomes a batch of outer products).
+axis, the pass follows a per-sample plan: operators keep each sample's contribution
+instead of summing them (a per-sample plan: operators' ``vjp`` rather than
+``vjp_summed``; MatMul's weight gradient becomes a batch of outer products).
 
 Memory grows as (samples per pass) x ``m`` rows for every node on the path, and the
 result as ``B x m x n``. When that is too much, pass ``chunk_size``: the batch is then
 processed that many samples at a time, with the same result.
 """
 
-import contextlib
-
 import numpy as np
 
+from . import engines
 from .engines.vjp import backward
 
 
@@ -36,10 +35,11 @@ def jacobian(result, wrt, chunk_size=None):
     """
     nodes, single = _as_list(wrt)
     graph = result.graph
-    tape, plan, batch = _prepare(result, nodes, chunk_size, "jacobian")
+    tape, batch = _prepare(result, nodes, chunk_size, "jacobian")
     size = result.dimension()
     if batch is None:  # nothing batched: one VJP per row of the result
         tape.forward()
+        plan = graph.plan(result, nodes)
         rows = []
         for i in range(size):
             seed = np.zeros((1, size), graph.dtype)
@@ -49,14 +49,10 @@ def jacobian(result, wrt, chunk_size=None):
         jacobians = [np.stack([row[k] for row in rows]) for k in range(len(nodes))]
         return jacobians[0] if single else jacobians
     jacobians = [np.empty((batch, size, node.dimension()), graph.dtype) for node in nodes]
-    chunk = chunk_size or batch
-    identity = np.eye(size, dtype=graph.dtype)
-    with _per_sample(graph, plan, nodes):
-        for start, stop in _passes(tape, batch, chunk):
-            tape.forward()
-            backward(plan, result, np.tile(identity, (stop - start, 1)))
-            for array, node in zip(jacobians, nodes):
-                array[start:stop] = node.grad.reshape(stop - start, size, -1)
+    for start, stop in _passes(tape, batch, chunk_size or batch):
+        gradients = engines.per_sample(result, nodes, size)
+        for array, gradient in zip(jacobians, gradients):
+            array[start:stop] = gradient.reshape(stop - start, size, -1)
     tape.forward()  # leave the values of the batch the caller set
     return jacobians[0] if single else jacobians
 
@@ -74,24 +70,19 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """
     nodes, single = _as_list(params)
     graph = loss.graph
-    tape, plan, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
+    tape, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
     if batch is None:
         raise ValueError(f"per_sample_gradients: {loss.name} has no batch axis (it depends on "
                          "no input), so it has no samples")
     chunk = chunk_size or batch
     if not copy and chunk >= batch:
-        with _per_sample(graph, plan, nodes):
-            tape.forward()
-            backward(plan, loss)
-        gradients = [node.grad.reshape(batch, *node.dim) for node in nodes]
+        gradients = engines.per_sample(loss, nodes, None)
+        gradients = [gradient.reshape(batch, *node.dim) for gradient, node in zip(gradients, nodes)]
         return gradients[0] if single else gradients
     gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
-    with _per_sample(graph, plan, nodes):
-        for start, stop in _passes(tape, batch, chunk):
-            tape.forward()
-            backward(plan, loss)
-            for array, node in zip(gradients, nodes):
-                array[start:stop] = node.grad.reshape(stop - start, *node.dim)
+    for start, stop in _passes(tape, batch, chunk):
+        for array, gradient, node in zip(gradients, engines.per_sample(loss, nodes, None), nodes):
+            array[start:stop] = gradient.reshape(stop - start, *node.dim)
     tape.forward()
     return gradients[0] if single else gradients
 
@@ -123,22 +114,7 @@ def _prepare(result, nodes, chunk_size, caller):
     missing = [node.name for node in nodes if node not in tape.nodes]
     if missing:
         raise ValueError(f"{caller}: {result.name} does not depend on {', '.join(missing)}")
-    return tape, graph.plan(result, nodes), tape.batch_size()
-
-
-@contextlib.contextmanager
-def _per_sample(graph, plan, nodes):
-    """Per-sample mode for a pass whose sources include nodes without a batch axis."""
-    if all(node.batched for node in nodes):
-        yield
-        return
-    for node, _ in plan.steps:
-        if not node.batched:
-            sources = ", ".join(n.name for n in nodes if not n.batched)
-            raise ValueError(f"per-sample derivatives with respect to {sources} would pass "
-                             f"through {node.name}, which has no batch axis: not supported")
-    graph.per_sample = True
-    try:
-        yield
-    finally:
-        graph.per_sample = False
+    batch = tape.batch_size()
+    if batch is not None:
+        graph.plan(result, nodes, per_sample=True)  # says so when a path has no batch axis
+    return tape, batch

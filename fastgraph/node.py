@@ -5,9 +5,19 @@ depends on an input is *batched*: its value carries a leading batch axis, ``(B, 
 A node that depends only on parameters has no batch axis: its value is ``(rows, cols)``.
 
 Internally a value lives in ``node.flat``, a C-contiguous ``(B, rows * cols)`` matrix
-(``(1, rows * cols)`` for an unbatched node), and ``node.value`` is a view of it in the
-article's shape. For the column vectors of a network, ``flat`` is the ``(B, features)``
+(``(1, rows * cols)`` for an unbatched node) that the next computation overwrites: the
+engine, the operators and the trainers read ``flat`` (and ``_value``, its view in the
+article's shape). For the column vectors of a network, ``flat`` is the ``(B, features)``
 matrix that a single BLAS GEMM multiplies; a kernel never needs a copy to see it.
+
+What a user reads is ``node.value``: a snapshot, copied on the first access after each
+computation and never overwritten afterwards, so values collected step by step stay what
+they were. Its type follows the article's single-sample rule: when the inputs were last set
+with one sample in its own shape (``x.set_value(np.asmatrix(features).T)``), every value is
+a ``(rows, cols)`` ``np.matrix`` (``value[0, 0]`` a scalar, ``.A``, ``.A1``, ``.T``, ``*``
+as in the article); when they were set with a batch ``(B, rows, cols)``, values are batched
+arrays ``(B, rows, cols)``. Underneath both are the same batched computation (one sample is
+a batch of one).
 
 Gradients follow the same layout: during a backward pass ``node.grad`` holds the
 vector-Jacobian product of the target with respect to this node, shaped like ``node.flat``.
@@ -55,9 +65,10 @@ class Node:
         self.jacobi = None
         self.grad = None
         self.grad_owned = False
-        self.state = EMPTY
         self.flat = None
         self._value = None
+        self._snapshot = None
+        self._snapshot_pass = 0
         self._buffers = {}
         # The parent whose batch size this node's value takes (None: no batch axis).
         self._batch_source = next((parent for parent in parents if parent.batched), None)
@@ -75,13 +86,50 @@ class Node:
 
     # -- values -----------------------------------------------------------------------------
     @property
-    def value(self):
-        """``(B, rows, cols)`` for a batched node, ``(rows, cols)`` otherwise.
+    def state(self):
+        """COMPUTED (0), OUTDATED or EMPTY (see ``fastgraph.graph``; kept in the graph's
+        ``states`` array, which compiled passes read and write)."""
+        return self.graph.states[self.index]
 
-        None before the node is computed and after an input it depends on is set, as in the
-        article. After an optimizer update it still holds the value computed before it.
+    @state.setter
+    def state(self, state):
+        self.graph.states[self.index] = state
+
+    @property
+    def value(self):
+        """A snapshot of this node's value that the next computation will not overwrite.
+
+        ``(B, rows, cols)`` for a batched node, ``(rows, cols)`` otherwise; a ``(rows, cols)``
+        ``np.matrix`` when the inputs hold one sample given in its own shape (the article's
+        programs). None before the node is computed and after an input it depends on is set,
+        as in the article. After an optimizer update it still holds the value computed
+        before it. Made on the first access after each computation and kept until the node
+        is computed again (a parameter's, which optimizers update in place, at each access).
         """
-        return None if self.state == EMPTY else self._value
+        if self.state == EMPTY:
+            return None
+        computed = self.graph.computed[self.index]  # which pass wrote the buffer last
+        if self._snapshot is None or self._snapshot_pass != computed:
+            snapshot = self._take_snapshot()
+            if self.parents or not self.trainable:  # optimizers write parameters in place
+                self._snapshot, self._snapshot_pass = snapshot, computed
+            return snapshot
+        return self._snapshot
+
+    trainable = False
+
+    def _take_snapshot(self):
+        flat = self.flat
+        if self.single_sample():
+            return flat.reshape(self.dim).copy().view(np.matrix)
+        shape = (flat.shape[0], *self.dim) if self.batched else self.dim
+        return flat.reshape(shape).copy()
+
+    def single_sample(self):
+        """True when values read as the article's matrices: the inputs were last set with one
+        sample in its own shape (and this node holds one sample)."""
+        return getattr(self.graph, "single_sample", False) and (
+            not self.batched or self.flat.shape[0] == 1)
 
     @property
     def batch_size(self):
@@ -102,14 +150,13 @@ class Node:
 
     def reset_value(self):
         """Mark this node and everything downstream as not computed (a leaf keeps its value)."""
-        if self.parents or self.flat is None:
-            self.state = EMPTY
-        for node in self.graph.descendants(self):
-            node.state = EMPTY
+        self.graph.invalidate([self], EMPTY, itself=bool(self.parents or self.flat is None))
 
     def forward(self):
         """Compute this node's value, and any ancestor's that is not up to date first."""
-        self.graph.tape(self).forward()
+        from .engines import forward
+
+        forward(self)
 
     def backward(self, result, engine="vjp"):
         """The article's ``backward``: fill ``self.jacobi`` with the Jacobian of ``result``.
@@ -124,8 +171,20 @@ class Node:
 
         if engine not in ("vjp", "jacobian"):
             raise ValueError(f"unknown engine {engine!r}: choose one of 'vjp', 'jacobian'")
-        self.jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
+        jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
+        if result.single_sample():  # the article's (m, n) matrix for its one sample
+            jacobi = np.array(jacobi.reshape(jacobi.shape[-2:])).view(np.matrix)
+        self.jacobi = jacobi
         return self.jacobi
+
+    def clear_jacobi(self):
+        self.jacobi = None
+
+    def get_parents(self):
+        return self.parents
+
+    def get_children(self):
+        return self.children
 
     def get_jacobi(self, parent):
         """Dense Jacobian of this node with respect to ``parent``, for the one sample held."""
@@ -136,7 +195,7 @@ class Node:
 
     def sample(self):
         """This node's value for the single sample the graph holds, as a (rows, cols) matrix."""
-        value = self.value
+        value = None if self.state == EMPTY else self._value  # live: for the engines
         if value is None:
             raise ValueError(f"{self.name} has no value: run forward() first")
         if not self.batched:
@@ -161,9 +220,12 @@ class Node:
         array = self._buffers.get(key)
         if array is None or array.shape != shape:
             array = self._buffers[key] = np.empty(shape, self.graph.dtype)
+            self.graph.layout += 1
         return array
 
     def _hold(self, flat):
+        if flat is not self.flat:
+            self.graph.layout += 1
         self.flat = flat
         shape = (flat.shape[0], *self.dim) if self.batched else self.dim
         self._value = flat.reshape(shape)
@@ -179,9 +241,10 @@ class Variable(Node):
 
     A parameter's ``set_value`` takes exactly ``dim`` and writes into its existing array, so
     optimizers keep their references. An input's ``set_value`` takes ``(B, rows, cols)``,
-    ``(B, rows)`` when ``cols == 1``, or exactly ``dim`` (one sample, B = 1). An array that
-    already has the graph's dtype and is C-contiguous is used without a copy: do not modify
-    it in place until the graph has been computed from it.
+    ``(B, rows)`` when ``cols == 1``, or exactly ``dim`` (one sample, B = 1, and from then on
+    the graph's values read as the article's ``np.matrix``). The array is copied into a
+    buffer the input owns (kept between calls, reallocated only when the batch size
+    changes), so the caller may refill its own array at once.
     """
 
     def __init__(self, dim, init=False, trainable=True, graph=None, name=None):
@@ -209,8 +272,10 @@ class Variable(Node):
             self._set_parameter(array)
         else:
             self._set_input(array)
-        for node in self.graph.descendants(self):
-            node.state = EMPTY
+        graph = self.graph
+        graph.invalidate([self], EMPTY)
+        graph.passes += 1
+        graph.mark_computed(self)
 
     def _set_parameter(self, array):
         if array.shape != self.dim:
@@ -220,16 +285,16 @@ class Variable(Node):
         if self.flat is None:
             self._hold(np.empty((1, self.dimension()), self.graph.dtype))
         np.copyto(self._value, array, casting="unsafe")
-        self.state = COMPUTED
 
     def _set_input(self, array):
         rows, cols = self.dim
-        if array.shape == self.dim:
-            batch = 1
+        single = array.shape == self.dim
+        if single:
+            batch, shape = 1, self.dim
         elif array.ndim == 3 and array.shape[1:] == self.dim:
-            batch = array.shape[0]
+            batch, shape = array.shape[0], array.shape
         elif array.ndim == 2 and cols == 1 and array.shape[1] == rows:
-            batch = array.shape[0]
+            batch, shape = array.shape[0], array.shape
         else:
             accepted = f"(B, {rows}, {cols})" + (f", (B, {rows})" if cols == 1 else "")
             raise ValueError(
@@ -238,8 +303,14 @@ class Variable(Node):
             )
         if batch == 0:
             raise ValueError(f"{self.name}: the batch is empty")
-        self._hold(np.ascontiguousarray(array, dtype=self.graph.dtype).reshape(batch, rows * cols))
-        self.state = COMPUTED
+        flat = self.flat
+        if flat is None or flat.shape[0] != batch:
+            flat = np.empty((batch, rows * cols), self.graph.dtype)
+            self._hold(flat)
+        if np.may_share_memory(flat, array):  # Tape.feeding gives a buffer its own rows back
+            array = np.array(array)
+        np.copyto(flat.reshape(shape), array, casting="unsafe")
+        self.graph.single_sample = single
 
 
 def _check_dim(dim):

@@ -1,18 +1,18 @@
 """Optimizers, in the article's shape: ``one_step()`` accumulates, ``update()`` applies.
 
 ``one_step()`` runs forward and backward over whatever batch the inputs hold and adds the
-gradient of the summed loss to a running sum; ``get_gradient(node)`` is that sum divided by
+gradient of the summed loss to a running sum that the optimizer owns (the engine writes
+into it: the first step after an update copies, later ones add); ``get_gradient(node)`` is that sum divided by
 the samples counted; ``update()`` applies the rule to every trainable variable the target
 depends on, in one fused Numba kernel per parameter, and clears the sums. Feeding a batch
 of B samples to one ``one_step()`` gives exactly what B article-style calls give.
 """
 
-import numbers
-
 import numpy as np
 
+from . import checks
 from .engines import get_engine
-from .graph import COMPUTED, OUTDATED
+from .graph import OUTDATED
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 
@@ -24,11 +24,9 @@ class Optimizer:
         self._gradients = get_engine(engine)
         if not isinstance(target, Node) or target.graph is not graph:
             raise ValueError(f"the target must be a node of the optimizer's graph, got {target!r}")
-        if not isinstance(learning_rate, numbers.Real) or not learning_rate > 0:
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
         self.graph = graph
         self.target = target
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = learning_rate  # checked by the property
         self.engine = engine
         tape = graph.tape(target)
         self.params = tuple(node for node in tape.nodes
@@ -46,9 +44,19 @@ class Optimizer:
         self._weights = tuple(param.flat for param in self.params)
         self._sums = self.zeros()
         self._coefficients = np.empty(8, graph.dtype)  # refilled at every update
-        self._held = None  # the engine's own gradient arrays, while they are the whole sum
         self.samples = 0
         self.steps = 0
+
+    @property
+    def learning_rate(self):
+        """The learning rate: a positive finite number, checked whenever it is set (a rate of
+        0, infinity or NaN could only leave the parameters as they are or make them NaN)."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self._learning_rate = checks.positive_number("learning_rate", value,
+                                                     self.graph.dtype)
 
     def zeros(self):
         """A tuple of zero arrays, one per parameter shaped like its ``flat``: sums, state."""
@@ -61,30 +69,8 @@ class Optimizer:
 
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
-        gradients, samples = self._gradients(self.target, self.params)
-        if self.samples == 0:
-            # The usual case, one batch per update: read the engine's arrays in place (no
-            # copy, less memory traffic); the graph calls release_gradients() before a later
-            # backward pass overwrites them.
-            self._held = tuple(gradients)
-            if not all(gradient.flags.c_contiguous for gradient in self._held):  # kernels' type
-                self._held = tuple(np.ascontiguousarray(gradient) for gradient in self._held)
-            self.graph.hold_gradients(self)
-        else:
-            self.release_gradients()  # no-op when a backward pass already asked for it
-            for total, gradient in zip(self._sums, gradients):
-                np.add(total, gradient, out=total)
-        self.samples += samples
-
-    def release_gradients(self):
-        """Copy held gradient arrays into the optimizer's own sums."""
-        if self._held is not None:
-            for total, gradient in zip(self._sums, self._held):
-                np.copyto(total, gradient)
-            self._held = None
-
-    def _gradient_sums(self):
-        return self._sums if self._held is None else self._held
+        self.samples += self._gradients(self.target, self.params, self._sums,
+                                        self.samples == 0)
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
@@ -92,21 +78,16 @@ class Optimizer:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         if self.samples == 0:
             raise RuntimeError("no gradient accumulated: call one_step() first")
-        return (self._gradient_sums()[self._index[node]] / self.samples).reshape(node.dim)
+        return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
 
     def update(self):
         """Apply the mean of the accumulated gradients, then start a new accumulation."""
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        self.apply(self._weights, self._gradient_sums(), 1.0 / self.samples)
+        self.apply(self._weights, self._sums, 1.0 / self.samples)
         self.samples = 0
-        if self._held is not None:
-            self._held = None
-            self.graph.drop_gradients(self)
-        for node in self.graph.downstream(self.params):
-            if node.state == COMPUTED:
-                node.state = OUTDATED
+        self.graph.invalidate(self.params, OUTDATED)
 
     def apply(self, weights, gradients, scale):
         """Update every parameter in place from its gradient sum times ``scale``."""
@@ -139,7 +120,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, graph, target, learning_rate=0.01, eps=1e-10, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
-        self.eps = float(eps)
+        self.eps = checks.positive_number("eps", eps, graph.dtype)
         self.square_sum = self.zeros()
 
     def apply(self, weights, gradients, scale):
@@ -153,7 +134,7 @@ class RMSProp(Optimizer):
     def __init__(self, graph, target, learning_rate=0.01, beta=0.99, eps=1e-8, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
         self.beta = _fraction("beta", beta)
-        self.eps = float(eps)
+        self.eps = checks.positive_number("eps", eps, graph.dtype)
         self.square_avg = self.zeros()
 
     def apply(self, weights, gradients, scale):
@@ -169,7 +150,7 @@ class Adam(Optimizer):
         super().__init__(graph, target, learning_rate, engine)
         self.beta_1 = _fraction("beta_1", beta_1)
         self.beta_2 = _fraction("beta_2", beta_2)
-        self.eps = float(eps)
+        self.eps = checks.positive_number("eps", eps, graph.dtype)
         self.m = self.zeros()
         self.v = self.zeros()
 
@@ -181,6 +162,4 @@ class Adam(Optimizer):
 
 
 def _fraction(name, value):
-    if not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
+    return checks.fraction(name, value)

@@ -92,7 +92,7 @@ def test_unknown_activation_and_engine():
         ValueError, match="fc: x has shape \\(784, 1\\), expected a column of \\(100, 1\\)"
     ):
         fg.layer.fc(x, 100, 10, "ReLU")
-    with pytest.raises(ValueError, match="unknown engine 'fast': choose one of 'vjp', 'jacobian'"):
+    with pytest.raises(ValueError, match="unknown engine 'fast': choose one of 'vjp', 'python', 'jacobian'"):
         fg.optimizer.Adam(graph, loss, 0.001, engine="fast")
 
 

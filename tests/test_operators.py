@@ -46,6 +46,16 @@ def _matvec_dims(rng):
     return ((m, k), (k, 1))
 
 
+def _conv_dims(rng):
+    image = tuple(int(v) for v in rng.integers(3, 6, size=2))
+    return (image, tuple(int(v) for v in rng.integers(1, 4, size=2)))
+
+
+def distinct(rng, shape):
+    """Values without ties, so a max pooling's arg max stays put under finite differences."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
+
+
 def _pair(rng):
     shape = (int(rng.integers(1, 5)), int(rng.integers(1, 3)))
     return (shape, shape)
@@ -62,6 +72,17 @@ OPERATORS = {
     "Reshape": (lambda a: fg.ops.Reshape(a, shape=(3, 2)), _dims((2, 3)), None),
     "Reshape-column": (lambda a: fg.ops.Reshape(a, shape=(6, 1)), _dims((3, 2)), None),
     "Concat": (fg.ops.Concat, _dims((3, 1), (2, 2)), None),
+    "Convolve": (fg.ops.Convolve, _conv_dims, None),
+    "MaxPooling": (lambda a: fg.ops.MaxPooling(a, size=(3, 2), stride=(2, 2)), _dims((5, 4)),
+                   (distinct,)),
+    "Conv2D": (lambda x, w, b: fg.ops.Conv2D(x, w, b, image_shape=(4, 5), kernel_size=3,
+                                             stride=(1, 2), padding=1),
+               _dims((20, 2), (3, 18), (3, 1)), None),
+    "MaxPool2D": (lambda a: fg.ops.MaxPool2D(a, (5, 4), 2, padding=1), _dims((20, 2)),
+                  (distinct,)),
+    "AvgPool2D": (lambda a: fg.ops.AvgPool2D(a, (5, 4), 3, stride=2, padding=1),
+                  _dims((20, 2)), None),
+    "ScalarMap": (lambda s: fg.ops.ScalarMap(s, (2, 3)), _dims((1, 1)), None),
     "Logistic": (fg.ops.Logistic, _square, None),
     "ReLU": (fg.ops.ReLU, _square, None),
     "LeakyReLU": (lambda a: fg.ops.LeakyReLU(a, slope=0.2), _square, None),
@@ -79,10 +100,16 @@ OPERATORS = {
 }
 
 
+# Slots that take parameters only (no batch axis): Conv2D's weights and bias.
+PARAMETER_SLOTS = {"Conv2D": (1, 2)}
+
+
 def cases():
     for name, (_make, dims, _generators) in OPERATORS.items():
         arity = len(dims(np.random.default_rng(0)))
         for batched in itertools.product([True, False], repeat=arity):
+            if any(batched[slot] for slot in PARAMETER_SLOTS.get(name, ())):
+                continue
             yield pytest.param(
                 name, batched, id=f"{name}-{''.join('B' if b else 'P' for b in batched)}"
             )
@@ -122,6 +149,9 @@ def set_all(parents, values):
 
 @pytest.mark.parametrize("name, batched", list(cases()))
 def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
+    """Per sample, ``vjp`` row b == upstream_b @ dense Jacobian_b; for a parent shared by the
+    batch, ``vjp_summed`` == the sum of those rows; and the gradient of the parent's value
+    == central differences."""
     for _ in range(3):  # three random shapes and values per case
         op, parents, values = build(name, batched, rng)
         op.forward()
@@ -129,15 +159,17 @@ def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
         for slot, parent in enumerate(parents):
             set_all(parents, values)
             op.forward()
-            vjp = op.vjp(slot, upstream).copy()
+            per_sample = op.vjp(slot, upstream).copy()
+            assert per_sample.shape == (op.flat.shape[0], parent.dimension())
+            summed = op.batched and not parent.batched
+            vjp = op.vjp_summed(slot, upstream).copy() if summed else per_sample
             assert vjp.shape == parent.flat.shape
 
-            dense = np.zeros(parent.flat.shape)
+            dense = np.zeros(per_sample.shape)
             for b in range(BATCH if op.batched else 1):
                 set_sample(parents, values, b)
                 op.forward()
-                contribution = upstream[b] @ op.get_jacobi(parent)
-                dense[b if parent.batched else 0] += contribution
+                dense[b] = upstream[b] @ op.get_jacobi(parent)
 
             set_all(parents, values)
             numeric = np.zeros(vjp.shape)
@@ -151,12 +183,13 @@ def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
                     sides.append(objective(op, upstream))
                 numeric[index] = (sides[0] - sides[1]) / (2 * EPS)
 
-            np.testing.assert_allclose(
-                vjp, dense, rtol=1e-10, atol=1e-12, err_msg=f"{name} slot {slot}"
-            )
-            np.testing.assert_allclose(
-                vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=f"{name} slot {slot}"
-            )
+            message = f"{name} slot {slot}"
+            np.testing.assert_allclose(per_sample, dense, rtol=1e-10, atol=1e-12,
+                                       err_msg=message)
+            if summed:
+                np.testing.assert_allclose(vjp, dense.sum(axis=0, keepdims=True), rtol=1e-10,
+                                           atol=1e-12, err_msg=message)
+            np.testing.assert_allclose(vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=message)
 
 
 def test_every_public_operator_is_checked():

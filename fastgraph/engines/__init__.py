@@ -1,17 +1,41 @@
-"""The two ways to differentiate a graph, behind one interface.
+"""The ways to differentiate a graph, behind one interface.
 
-``gradients(target, params)`` returns, for each parameter, the gradient of the sum of
-``target`` over the batch (shaped like ``param.flat``), and the number of samples.
+``gradients(target, params, sums, first)`` runs forward and backward over the batch the
+inputs hold and copies (``first``) or adds each parameter's gradient of the sum of
+``target`` over the batch into ``sums`` (arrays shaped like ``param.flat``); it returns the
+number of samples.
 
-- ``vjp``: the tape runs forward once over the whole batch, then the operators' batched
-  vector-Jacobian products run in reverse. This is fastgraph.
+- ``vjp`` (the default): batched vector-Jacobian products, run by the compiled executor
+  (``compiled``): the walker's kernel calls recorded once and replayed in compiled code.
+- ``python``: the same batched VJPs walked node by node in Python (``vjp``): the readable
+  reference of the compiled executor. ``FASTGRAPH_EXECUTOR=python`` makes ``vjp`` use it
+  everywhere (forward passes and per-sample derivatives too).
 - ``jacobian``: the article's algorithm, one sample at a time with dense Jacobians. It is
-  the reference that tests hold the fast engine against, and the benchmarks' baseline.
+  the reference that tests hold the fast engines against, and the benchmarks' baseline.
 """
 
-from . import jacobian, vjp
+import os
 
-ENGINES = {"vjp": vjp.gradients, "jacobian": jacobian.gradients}
+from ..kernels import blas
+from . import compiled, jacobian, vjp
+
+EXECUTORS = {"compiled": compiled, "python": vjp}
+
+
+def _executor():
+    """The module that runs ``vjp`` passes: compiled, unless the walker is asked for (or the
+    BLAS is NumPy's own ``matmul``, which compiled code cannot call)."""
+    name = os.environ.get("FASTGRAPH_EXECUTOR", "compiled").strip().lower() or "compiled"
+    if name not in EXECUTORS:
+        raise ValueError(f"FASTGRAPH_EXECUTOR={name!r}: choose compiled or python")
+    return vjp if blas.BACKEND == "numpy" else EXECUTORS[name]
+
+
+def _fast_gradients(target, params, sums, first):
+    return _executor().gradients(target, params, sums, first)
+
+
+ENGINES = {"vjp": _fast_gradients, "python": vjp.gradients, "jacobian": jacobian.gradients}
 
 
 def get_engine(name):
@@ -21,3 +45,17 @@ def get_engine(name):
     except (KeyError, TypeError):
         choices = ", ".join(repr(key) for key in ENGINES)
         raise ValueError(f"unknown engine {name!r}: choose one of {choices}") from None
+
+
+def forward(node):
+    """Compute ``node`` and whatever it needs that is not up to date."""
+    if _executor() is vjp:
+        node.graph.tape(node).forward()
+    else:
+        compiled.forward(node)
+
+
+def per_sample(result, nodes, seeds, engine="vjp"):
+    """Gradients of per-sample passes (see ``compiled.per_sample``)."""
+    module = vjp if engine == "python" else _executor()
+    return module.per_sample(result, nodes, seeds)

@@ -17,7 +17,7 @@ def dense_backward(plan, result):
         node.jacobi = None
     result.jacobi = np.eye(result.dimension(), dtype=result.graph.dtype)
     for node, slots in plan.steps:
-        for slot, parent in slots:
+        for slot, parent, _ in slots:
             term = node.jacobi @ node.dense_jacobian(slot)
             parent.jacobi = term if parent.jacobi is None else parent.jacobi + term
 
@@ -30,18 +30,20 @@ def one_sample_at_a_time(tape):
             yield b
 
 
-def gradients(target, params):
+def gradients(target, params, sums, first):
     graph = target.graph
     tape = graph.tape(target)
     plan = graph.plan(target, params)
-    sums = [np.zeros((1, param.dimension()), graph.dtype) for param in params]
+    if first:
+        for total in sums:
+            total.fill(0)
     for _ in one_sample_at_a_time(tape):
         tape.forward()
         dense_backward(plan, target)
         for total, param in zip(sums, params):
             total += param.jacobi.sum(axis=0)  # d sum(result) = ones @ jacobi
     tape.forward()
-    return sums, tape.batch_size() or 1
+    return tape.batch_size() or 1
 
 
 def jacobian(result, wrt):

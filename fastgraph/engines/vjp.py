@@ -1,6 +1,9 @@
-"""The fast engine: forward along the tape, then batched VJPs in reverse along the plan."""
+"""The readable engine: forward along the tape, then batched VJPs in reverse along the plan,
+one node at a time in Python. The compiled engine records exactly these calls and replays
+them (``fastgraph.engines.compiled``); this one stays as the reference that it is held to.
+"""
 
-import numpy as np
+from ..kernels.elementwise import add_into, add_rows, copy_rows, fill, identity_rows
 
 
 def backward(plan, target, seed=None):
@@ -13,31 +16,55 @@ def backward(plan, target, seed=None):
     upstream itself, so nothing is copied); a second one is added into a buffer the parent
     owns. Contributions are never modified in place, so sharing them is safe.
     """
-    target.graph.release_gradients()
     for node in plan.nodes:
         node.grad = None
         node.grad_owned = False
     if seed is None:
         seed = target.buffer("seed", target.flat.shape)
-        seed.fill(1)
+        fill(seed, 1.0)
     target.grad = seed
     for node, slots in plan.steps:
         upstream = node.grad
-        for slot, parent in slots:
-            contribution = node.vjp(slot, upstream)
+        for slot, parent, summed in slots:
+            contribution = (node.vjp_summed if summed else node.vjp)(slot, upstream)
             if parent.grad is None:
                 parent.grad = contribution
             elif parent.grad_owned:
-                np.add(parent.grad, contribution, out=parent.grad)
+                add_into(parent.grad, contribution)
             else:
                 total = parent.buffer("grad", contribution.shape)
-                np.add(parent.grad, contribution, out=total)
+                add_rows(parent.grad, contribution, total)
                 parent.grad = total
                 parent.grad_owned = True
 
 
-def gradients(target, params):
+def accumulate(params, sums, first):
+    """Copy (``first``) or add each parameter's gradient into its running sum."""
+    for param, total in zip(params, sums):
+        if first:
+            copy_rows(param.grad, total)
+        else:
+            add_into(total, param.grad)
+
+
+def gradients(target, params, sums, first):
+    """Forward, backward, and each parameter's gradient into ``sums``; the batch size."""
     graph = target.graph
     batch_size = graph.tape(target).forward()
     backward(graph.plan(target, params), target)
-    return [param.grad for param in params], batch_size or 1
+    accumulate(params, sums, first)
+    return batch_size or 1
+
+
+def per_sample(result, nodes, seeds):
+    """One backward pass per sample from ``result`` to ``nodes``, seeded with ``seeds``
+    identity rows per sample (None: ones); the gradient arrays of ``nodes``."""
+    graph = result.graph
+    tape = graph.tape(result)
+    tape.forward()
+    seed = None
+    if seeds is not None:
+        seed = result.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
+        identity_rows(seed)
+    backward(graph.plan(result, nodes, per_sample=True), result, seed)
+    return [node.grad for node in nodes]

@@ -6,22 +6,56 @@ Batched arrays are ``(B, n)`` matrices. An operand with fewer rows than the outp
 at row ``i * rows // out_rows``: one row stands for the whole batch (a parameter beside a
 batch of samples), and B rows for B * m (the per-sample passes of ``fastgraph.jacobians``,
 whose upstream holds m rows per sample).
+
+A kernel decorated here is a :class:`Kernel`: called from Python it runs the compiled code,
+and while a program is being recorded (``fastgraph.kernels.program``) it also writes the call
+down, so that the compiled tape can replay it without Python. Called from another kernel it
+is the plain Numba function (its ``_numba_type_`` tells Numba so).
 """
 
-from numba import njit
+from numba import njit, types
+
+#: Set by ``program.recording()``: receives ``(kernel, args)`` for every kernel call.
+_recorder = None
+
+
+class Kernel:
+    """A compiled kernel that a program recorder can see being called."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.py_func = dispatcher.py_func
+        self.__name__ = dispatcher.__name__
+        self.__doc__ = dispatcher.__doc__
+        self.__module__ = dispatcher.__module__
+        self._numba_type_ = types.Dispatcher(dispatcher)
+
+    def __call__(self, *args):
+        if _recorder is not None and _recorder(self, args):
+            return None
+        return self.dispatcher(*args)
+
+    def __repr__(self):
+        return f"<kernel {self.__module__}.{self.__name__}>"
+
+
+def _kernel_decorator(**options):
+    compile_ = njit(**options)
+    return lambda function: Kernel(compile_(function))
+
 
 #: How every kernel is compiled. ``error_model="numpy"`` drops the zero-division checks that
 #: Python semantics would add to every float division (they stop LLVM from vectorising a
 #: loop: Adam ran 6x slower with them); cache=True keeps the machine code between runs.
-kernel = njit(cache=True, error_model="numpy", nogil=True)
+kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True)
 
 #: For work bound by memory rather than arithmetic (optimizer updates, gathering a batch,
 #: per-sample outer products): ``prange`` loops run on every core, which together move more
 #: bytes than one (Adam on 100x784 took 76 us instead of 105 in a training step), and LLVM
 #: may reassociate and contract into FMAs. NaN and infinity keep their meaning, so a
 #: diverging run still shows NaN.
-parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True,
-                       fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+parallel_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True, parallel=True,
+                                    fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
 #: A per-element function that the update kernels call from their loops, inlined into them.
 inline = njit(inline="always", error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn",

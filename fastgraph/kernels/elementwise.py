@@ -101,7 +101,7 @@ def relu(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             v = x[i, j]
-            out[i, j] = v if v > 0 else 0
+            out[i, j] = 0 if v <= 0 else v  # NaN fails every comparison: NaN stays NaN
 
 
 @kernel
@@ -109,7 +109,8 @@ def relu_vjp(x, upstream, out):
     for i in range(out.shape[0]):
         r = i * x.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
-            out[i, j] = upstream[i, j] if x[r, j] > 0 else 0
+            v = x[r, j]
+            out[i, j] = upstream[i, j] if v > 0 else (0 if v <= 0 else v)  # NaN x: NaN
 
 
 @kernel
@@ -126,7 +127,8 @@ def leaky_relu_vjp(x, slope, upstream, out):
         r = i * x.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             u = upstream[i, j]
-            out[i, j] = u if x[r, j] > 0 else slope * u
+            v = x[r, j]
+            out[i, j] = u if v > 0 else (slope * u if v <= 0 else v)  # NaN x: NaN
 
 
 @kernel
@@ -168,4 +170,63 @@ def tanh_vjp(y, upstream, out):
 def step(x, out):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            out[i, j] = 1 if x[i, j] >= 0 else 0
+            v = x[i, j]
+            out[i, j] = 1 if v >= 0 else (0 if v < 0 else v)  # NaN x: NaN
+
+
+# -- moving numbers: what operators would otherwise do with NumPy between kernels ----------
+
+
+@kernel
+def fill(out, value):
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = value
+
+
+@kernel
+def copy_columns(a, out, start):
+    """out[i, start:start + n] = a[i, :]: one parent's block of a concatenation."""
+    for i in range(out.shape[0]):
+        ia = i * a.shape[0] // out.shape[0]
+        for j in range(a.shape[1]):
+            out[i, start + j] = a[ia, j]
+
+
+@kernel
+def take_columns(a, start, out):
+    """out[i, :] = a[i, start:start + n]: the VJP of ``copy_columns``."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = a[i, start + j]
+
+
+@kernel
+def matmul_rows(a, b, out, m, k, n, transpose_a, transpose_b):
+    """out[i] = A_i @ B_i for the small matrices that rows hold, row-major.
+
+    A_i is (m, k), stored as such or (``transpose_a``) as its (k, m) transpose; B_i is
+    (k, n), or stored (n, k) with ``transpose_b``. The general case of ``MatMul`` (a batch of
+    matrices times a batch of matrices) and its VJPs; the network cases are GEMMs.
+    """
+    for i in range(out.shape[0]):
+        ia = i * a.shape[0] // out.shape[0]
+        ib = i * b.shape[0] // out.shape[0]
+        for p in range(m):
+            for q in range(n):
+                total = 0.0
+                for s in range(k):
+                    x = a[ia, s * m + p] if transpose_a else a[ia, p * k + s]
+                    y = b[ib, q * k + s] if transpose_b else b[ib, s * n + q]
+                    total += x * y
+                out[i, p * n + q] = total
+
+
+@kernel
+def identity_rows(out):
+    """Row i is the (i mod n)-th unit vector: n identity seeds per sample, stacked."""
+    n = out.shape[1]
+    for i in range(out.shape[0]):
+        for j in range(n):
+            out[i, j] = 0
+        out[i, i % n] = 1

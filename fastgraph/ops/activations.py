@@ -95,7 +95,7 @@ class Step(Activation):
 
     def vjp(self, slot, upstream):
         out = self.vjp_buffer(upstream)
-        out.fill(0)
+        kernels.fill(out, 0.0)
         return out
 
     def dense_jacobian(self, slot):

@@ -1,4 +1,4 @@
-"""Arithmetic: sums, products, reshapes. Matrix products go to BLAS through NumPy."""
+"""Arithmetic: sums, products, reshapes. Matrix products go to BLAS (``kernels.blas``)."""
 
 import numpy as np
 
@@ -6,11 +6,14 @@ from ..kernels.blas import gemm
 from ..kernels.elementwise import (
     add_into,
     add_rows,
+    copy_columns,
     copy_rows,
     dot_rows,
+    matmul_rows,
     multiply_rows,
     outer_rows,
     scale_rows,
+    take_columns,
 )
 from .base import Operator
 
@@ -32,7 +35,7 @@ class Add(Operator):
             add_into(out, parent.flat)
 
     def vjp(self, slot, upstream):
-        return self.unbroadcast(slot, upstream)
+        return upstream
 
     def dense_jacobian(self, slot):
         return self.identity()
@@ -44,7 +47,7 @@ class MatMul(Operator):
     The network case, a parameter ``W (m, k)`` times a batch of column vectors, is one GEMM
     on the ``(B, k)`` batch: ``flat = x.flat @ W.T``. A batch of matrices times a parameter
     is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
-    transposes as flags, no copies. Other cases use NumPy's batched matmul.
+    transposes as flags, no copies. Other cases multiply the small matrices row by row.
     """
 
     arity = 2
@@ -58,7 +61,6 @@ class MatMul(Operator):
             )
         self._vectors = not a.batched and b.batched and b.dim[1] == 1
         self._stacked = a.batched and not b.batched
-        self._weight_gradient = None  # (matrix, flat) views of one array, made once
         return (a.dim[0], b.dim[1])
 
     def compute(self):
@@ -69,50 +71,36 @@ class MatMul(Operator):
         elif self._stacked:
             gemm(a._value.reshape(-1, a.dim[1]), b._value, out.reshape(-1, self.dim[1]), 0.0)
         else:
-            np.matmul(a._value, b._value, out=self._value)
+            matmul_rows(a.flat, b.flat, out, self.dim[0], a.dim[1], self.dim[1], False, False)
 
     def vjp(self, slot, upstream):
-        if self._vectors:
-            return self._vectors_vjp(slot, upstream)
         a, b = self.parents
-        rows, cols = self.dim
-        if self._stacked and not (slot == 1 and self.graph.per_sample):
-            stacked = upstream.reshape(-1, cols)
-            if slot == 0:
-                out = self.buffer(0, (stacked.shape[0], a.dim[1]))
-                gemm(stacked, b._value.T, out, 0.0)
-                return out.reshape(upstream.shape[0], -1)
-            out = self.buffer(1, b.dim)
-            gemm(self.rows_of(a, upstream).reshape(-1, a.dim[1]).T, stacked, out, 0.0)
-            return out.reshape(1, -1)
-        upstream = upstream.reshape((-1, rows, cols) if self.batched else (rows, cols))
-        if slot == 0:
-            per_sample = np.matmul(upstream, np.swapaxes(self.rows_of(b, upstream), -1, -2))
-        else:
-            per_sample = np.matmul(np.swapaxes(self.rows_of(a, upstream), -1, -2), upstream)
-        flat = np.ascontiguousarray(per_sample).reshape(-1, self.parents[slot].dimension())
-        return self.unbroadcast(slot, flat)
+        (m, n), k = self.dim, a.dim[1]
+        out = self.buffer(slot, (upstream.shape[0], self.parents[slot].dimension()))
+        if self._vectors and slot == 0:  # each sample's outer product upstream_b x_b^T
+            outer_rows(upstream, b.flat, out)
+        elif self._vectors:  # upstream @ W for the batch of columns
+            gemm(upstream, a._value, out, 0.0)
+        elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
+            gemm(upstream.reshape(-1, n), b._value.T, out.reshape(-1, k), 0.0)
+        elif slot == 0:  # dA = U B^T
+            matmul_rows(upstream, b.flat, out, m, n, k, False, True)
+        else:  # dB = A^T U
+            matmul_rows(a.flat, upstream, out, k, m, n, True, False)
+        return out
 
-    def _vectors_vjp(self, slot, upstream):
-        """W @ x for a batch of columns x: each VJP is one GEMM on the (B, k) batch."""
-        weights, x = self.parents
-        if slot == 1:  # upstream @ W
-            out = self.buffer(1, (upstream.shape[0], x.dim[0]))
-            gemm(upstream, weights._value, out, 0.0)
-            return out
-        if self.graph.per_sample:  # each sample's outer product
-            out = self.buffer("per sample", (upstream.shape[0], weights.dimension()))
-            outer_rows(upstream, x.flat, out)
-            return out
-        if self._weight_gradient is None:  # the sum over the batch of outer products
-            matrix = np.empty(weights.dim, self.graph.dtype)
-            self._weight_gradient = (matrix, matrix.reshape(1, -1))
-        matrix, flat = self._weight_gradient
-        columns = x.flat
-        if upstream.shape[0] != columns.shape[0]:
-            columns = self.rows_of(x, upstream).reshape(upstream.shape[0], -1)
-        gemm(upstream.T, columns, matrix, 0.0)
-        return flat
+    def vjp_summed(self, slot, upstream):
+        """The weight gradient summed over the batch as one GEMM (the other slots: rows)."""
+        a, b = self.parents
+        if slot == 0 and self._vectors:  # upstream^T @ x: (m, B) by (B, k)
+            out = self.buffer("summed", a.dim)
+            gemm(upstream.T, b.flat, out, 0.0)
+        elif slot == 1 and self._stacked:  # the stacked a^T @ the stacked upstream
+            out = self.buffer("summed", b.dim)
+            gemm(a._value.reshape(-1, a.dim[1]).T, upstream.reshape(-1, self.dim[1]), out, 0.0)
+        else:
+            return super().vjp_summed(slot, upstream)
+        return out.reshape(1, -1)
 
     def dense_jacobian(self, slot):
         a, b = self.parents
@@ -138,7 +126,7 @@ class Dot(Operator):
         other = self.parents[1 - slot]
         out = self.buffer(slot, (upstream.shape[0], other.dimension()))
         scale_rows(other.flat, upstream, out)
-        return self.unbroadcast(slot, out)
+        return out
 
     def dense_jacobian(self, slot):
         return self.parents[1 - slot].sample().reshape(1, -1).copy()
@@ -159,7 +147,7 @@ class Multiply(Operator):
     def vjp(self, slot, upstream):
         out = self.buffer(slot, upstream.shape)
         multiply_rows(upstream, self.parents[1 - slot].flat, out)
-        return self.unbroadcast(slot, out)
+        return out
 
     def dense_jacobian(self, slot):
         return np.diag(self.parents[1 - slot].sample().ravel())
@@ -190,7 +178,7 @@ class ScalarMultiply(Operator):
         else:
             out = self.buffer(1, upstream.shape)
             scale_rows(upstream, scalar.flat, out)
-        return self.unbroadcast(slot, out)
+        return out
 
     def dense_jacobian(self, slot):
         scalar, operand = self.parents
@@ -240,13 +228,13 @@ class Concat(Operator):
     def compute(self):
         out = self.output()
         for parent, segment in zip(self.parents, self._segments):
-            np.copyto(out[:, segment], parent.flat)
+            copy_columns(parent.flat, out, segment.start)
 
     def vjp(self, slot, upstream):
         segment = self._segments[slot]
         out = self.buffer(slot, (upstream.shape[0], segment.stop - segment.start))
-        np.copyto(out, upstream[:, segment])
-        return self.unbroadcast(slot, out)
+        take_columns(upstream, segment.start, out)
+        return out
 
     def dense_jacobian(self, slot):
         return self.identity()[:, self._segments[slot]].copy()

@@ -7,7 +7,21 @@ from ..node import Node
 
 
 class Operator(Node):
-    """A node computed from parents. ``arity`` fixes how many (None: one or more)."""
+    """A node computed from parents. ``arity`` fixes how many (None: one or more).
+
+    Beside ``compute`` and ``dense_jacobian``, an operator gives its parents' VJPs twice:
+
+    - ``vjp(slot, upstream)``: per sample, one row for each row of ``upstream``. For a
+      parent without a batch axis beside batched samples, row b is sample b's contribution
+      (what per-sample gradients are made of).
+    - ``vjp_summed(slot, upstream)``: the sum of those rows, ``(1, parent.dimension())``:
+      the gradient of a parameter shared by the batch. By default it sums ``vjp``'s rows;
+      an operator overrides it where the sum is cheaper made directly (MatMul's weight
+      gradient is one GEMM over the batch, not B outer products).
+
+    Which one a pass calls is a fact of its plan (see ``fastgraph.graph.Plan``), not of
+    the operator.
+    """
 
     arity = None
 
@@ -18,33 +32,11 @@ class Operator(Node):
         if not parents:
             raise TypeError(f"{kind} takes at least one parent node")
         super().__init__(*parents, graph=graph, name=name)
-        # Slots whose parent has no batch axis while this node has one: their VJP sums.
-        self._summed = [self.batched and not parent.batched for parent in self.parents]
 
-    def unbroadcast(self, slot, gradient):
-        """``gradient`` per sample, summed over the batch when the parent has no batch axis.
-
-        A parent without a batch axis was broadcast over the batch in the forward pass, so
-        its vector-Jacobian product is the sum of the per-sample ones. During a per-sample
-        pass (``graph.per_sample``) the per-sample ones are what is wanted: no sum.
-        """
-        if not self._summed[slot] or self.graph.per_sample:
-            return gradient
-        total = self.buffer(("batch sum", slot), (1, gradient.shape[1]))
-        sum_rows(gradient, total)
+    def vjp_summed(self, slot, upstream):
+        total = self.buffer(("summed", slot), (1, self.parents[slot].dimension()))
+        sum_rows(self.vjp(slot, upstream), total)
         return total
-
-    def rows_of(self, node, upstream):
-        """``node``'s value with one sample per row of ``upstream``.
-
-        In the per-sample passes of ``fastgraph.jacobians`` the upstream holds ``m`` rows per
-        sample; a kernel reads the forward values at row ``i * rows // out_rows`` itself,
-        but a NumPy product needs them repeated.
-        """
-        value = node._value
-        if node.batched and upstream.shape[0] != node.flat.shape[0]:
-            value = np.repeat(value, upstream.shape[0] // node.flat.shape[0], axis=0)
-        return value
 
     def same_dims(self):
         """The common per-sample shape of the parents, or a ValueError naming them."""

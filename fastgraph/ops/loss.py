@@ -41,7 +41,7 @@ class CrossEntropyWithSoftMax(Operator):
             kernels.cross_entropy_vjp_logits(probs, labels.flat, upstream, out)
         else:
             kernels.cross_entropy_vjp_labels(logits.flat, lse, upstream, out)
-        return self.unbroadcast(slot, out)
+        return out
 
     def dense_jacobian(self, slot):
         logits, labels = self.parents
@@ -102,7 +102,7 @@ class MeanSquaredError(Operator):
         out = self.buffer(slot, (upstream.shape[0], prediction.dimension()))
         sign = 1.0 if slot == 0 else -1.0
         kernels.mean_squared_error_vjp(prediction.flat, target.flat, sign, upstream, out)
-        return self.unbroadcast(slot, out)
+        return out
 
     def dense_jacobian(self, slot):
         prediction, target = self.parents

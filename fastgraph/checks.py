@@ -1,0 +1,60 @@
+"""Checks of the numbers a user passes in, each raising ValueError that names the option.
+
+Every numeric option is checked once, where it enters (a constructor, a property setter, the
+command line), so a value that can only give NaN or nothing (a learning rate of 0, inf or
+NaN, an epsilon of 0, a batch of 0 samples) is refused before any work is done.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def positive_integer(name, value):
+    """``value`` as an int >= 1 (an integral float such as 64.0 is accepted)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value != int(value)):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+    return int(value)
+
+
+def positive_number(name, value, dtype=None):
+    """``value`` as a finite float > 0; with ``dtype``, also finite and > 0 in that dtype
+    (1e-50 is 0 in float32, 1e39 is infinity)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        finite = "" if value <= 0 else " (it must be finite)"  # NaN and inf get the note
+        raise ValueError(f"{name} must be a positive number, got {value!r}{finite}")
+    if dtype is not None:
+        rounded = np.dtype(dtype).type(value)
+        if not (np.isfinite(rounded) and rounded > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}, which is "
+                             f"{rounded} in {np.dtype(dtype).name}")
+    return float(value)
+
+
+def fraction(name, value, low_open=False, high_closed=False):
+    """``value`` as a float in [0, 1) (``(0, ...`` with ``low_open``, ``..., 1]`` with
+    ``high_closed``)."""
+    interval = f"{'(' if low_open else '['}0, 1{']' if high_closed else ')'}"
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+          and (0 < value if low_open else 0 <= value)
+          and (value <= 1 if high_closed else value < 1))
+    if not ok:
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def first_non_finite(array):
+    """The index (a tuple) of the first NaN or infinite element of ``array``, or None."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))

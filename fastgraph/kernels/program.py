@@ -1,0 +1,245 @@
+"""Programs: recorded kernel calls, replayed by one compiled loop with no Python between them.
+
+A program is what the compiled tape runs. It is made by *recording*: the Python walker runs
+a pass once (forward along the tape, backward along a plan) while every :class:`Kernel` call
+is written down with its arguments. Since every array an operator passes to a kernel is a
+buffer that lives as long as the graph's shapes do, the calls can be replayed as they are:
+
+- ``code``: one row per call, ``(adapter address, offset into ints)``;
+- ``ints``: four numbers per argument: an array's ``(address, rows, cols, 0)``, an
+  integer's value, or a float's index into ``reals``;
+- ``reals``: the float arguments, in the graph's dtype.
+
+An *adapter* is a small C-callable function per kernel and argument layout, generated here
+from the kinds of the recorded arguments (``C`` a C-contiguous matrix, ``F`` a transposed
+one, ``f`` a float, ``i`` an integer): it rebuilds the arrays from the addresses and calls
+the kernel. Adapters are compiled on first use and cached on disk like every kernel, so the
+replay loop (:func:`execute`) is compiled once per library version and nothing is compiled
+per graph. Adding an operator or a kernel changes nothing here.
+"""
+
+import sys
+import warnings
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba.extending import intrinsic, overload
+
+from . import Kernel
+
+warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
+_package = sys.modules[__package__]
+
+INTS_PER_ARGUMENT = 4
+
+
+# -- what runs: the replay loop and the pieces adapters are made of --------------------------
+@intrinsic
+def _pointer(typingctx, address, like):
+    """The integer ``address`` as a pointer of the type ``like`` has."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(like))
+
+    return like(types.int64, like), codegen
+
+
+@intrinsic
+def _call(typingctx, function, ints, reals):
+    """Call the adapter at address ``function`` with the addresses of its ints and reals."""
+
+    def codegen(context, builder, signature, args):
+        pointer = ir.IntType(8).as_pointer()
+        adapter = ir.FunctionType(ir.IntType(64), [pointer, pointer])
+        target = builder.inttoptr(args[0], adapter.as_pointer())
+        return builder.call(target, [builder.inttoptr(args[1], pointer),
+                                     builder.inttoptr(args[2], pointer)])
+
+    return types.int64(types.int64, types.int64, types.int64), codegen
+
+
+@njit(inline="always")
+def _matrix(ints, k, reals):
+    return carray(_pointer(ints[k], reals), (ints[k + 1], ints[k + 2]))
+
+
+@njit(inline="always")
+def _transposed(ints, k, reals):
+    return carray(_pointer(ints[k], reals), (ints[k + 2], ints[k + 1])).T
+
+
+@njit(inline="always")
+def _real(ints, k, reals):
+    return reals[ints[k]]
+
+
+@njit(inline="always")
+def _integer(ints, k, reals):
+    return ints[k]
+
+
+def _status(result):
+    """-1 for a kernel that returns nothing, else what it returned (a row it rejects)."""
+
+
+@overload(_status, inline="always")
+def _status_overload(result):
+    if isinstance(result, types.NoneType):
+        return lambda result: np.int64(-1)
+    return lambda result: np.int64(result)
+
+
+@njit(cache=True, nogil=True)
+def execute(code, ints, reals, start, stop):
+    """Run calls ``start`` to ``stop``; -1, or the index of the call that returned a status."""
+    base, real_base = ints.ctypes.data, reals.ctypes.data
+    for pc in range(start, stop):
+        if _call(code[pc, 0], base + code[pc, 1] * 8, real_base) >= 0:
+            return pc
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def execute_stale(code, ints, reals, steps, states, computed, stamp):
+    """The forward pass of a tape: for each node in order (``steps``: its index in the graph
+    and the range of its calls), run its calls if its state is not 0 (computed), then mark
+    it computed by pass ``stamp``. -1, or the index of a call that returned a status."""
+    base, real_base = ints.ctypes.data, reals.ctypes.data
+    for s in range(steps.shape[0]):
+        node = steps[s, 0]
+        if states[node] != 0:
+            for pc in range(steps[s, 1], steps[s, 2]):
+                if _call(code[pc, 0], base + code[pc, 1] * 8, real_base) >= 0:
+                    return pc
+            states[node] = 0
+            computed[node] = stamp
+    return -1
+
+
+# -- adapters ---------------------------------------------------------------------------------
+_READERS = {"C": "_matrix", "F": "_transposed", "f": "_real", "i": "_integer"}
+_HELPERS = {"_matrix": _matrix, "_transposed": _transposed, "_real": _real,
+            "_integer": _integer, "_status": _status}
+_adapters = {}
+
+
+def adapter(kernel, kinds, dtype):
+    """The address of the C-callable adapter of ``kernel`` for arguments of ``kinds``."""
+    key = (kernel, kinds, dtype)
+    found = _adapters.get(key)
+    if found is None:
+        found = _adapters[key] = _compile_adapter(kernel, kinds, dtype).address
+    return found
+
+
+def _compile_adapter(kernel, kinds, dtype):
+    # The adapter's source names the kernel's module file as its own, so Numba caches its
+    # machine code beside the kernel's (and drops it when that file changes).
+    name = f"_adapter_{kernel.__name__}_{kinds}"
+    arguments = ", ".join(f"{_READERS[kind]}(ints, {INTS_PER_ARGUMENT * i}, reals)"
+                          for i, kind in enumerate(kinds))
+    source = f"def {name}(ints, reals):\n    return _status(kernel({arguments}))\n"
+    module = sys.modules[kernel.py_func.__module__]
+    namespace = {"__name__": module.__name__, "kernel": kernel, **_HELPERS}
+    exec(compile(source, module.__file__, "exec"), namespace)
+    real = types.float32 if dtype == np.float32 else types.float64
+    signature = types.int64(types.CPointer(types.int64), types.CPointer(real))
+    return cfunc(signature, cache=True)(namespace[name])
+
+
+# -- recording --------------------------------------------------------------------------------
+class NotRecordable(Exception):
+    """A pass did numeric work that a program cannot replay (said why)."""
+
+
+class Recording:
+    """The calls of one pass, as they are made: ``with recording(dtype) as calls: ...``.
+
+    ``owner`` names what the calls that follow belong to (a node, for errors). While
+    ``replay_only`` is true, calls are written down but not run (calls whose effect the
+    recording pass must not have, like adding a gradient into an optimizer's sums).
+    """
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.calls = []  # (kernel, kinds, ints) per call
+        self.reals = []
+        self.arrays = []  # keeps every recorded array alive as long as the program
+        self.owners = []
+        self.owner = None
+        self.replay_only = False
+
+    def __call__(self, kernel, args):
+        """Write the call down; True when it must not run now."""
+        kinds, ints = [], []
+        for arg in args:
+            kind, numbers = self._encode(kernel, arg)
+            kinds.append(kind)
+            ints.extend(numbers)
+        self.calls.append((kernel, "".join(kinds), ints))
+        self.owners.append(self.owner)
+        return self.replay_only
+
+    def _encode(self, kernel, arg):
+        if isinstance(arg, np.ndarray):
+            if arg.ndim != 2 or arg.dtype != self.dtype:
+                raise NotRecordable(f"{kernel.__name__} was given a {arg.ndim}-D {arg.dtype} "
+                                    f"array; programs take {self.dtype} matrices")
+            self.arrays.append(arg)
+            rows, cols = arg.shape
+            if arg.flags.c_contiguous:
+                return "C", (arg.ctypes.data, rows, cols, 0)
+            if arg.flags.f_contiguous:
+                return "F", (arg.ctypes.data, rows, cols, 0)
+            raise NotRecordable(f"{kernel.__name__} was given a strided view")
+        if isinstance(arg, (bool, int, np.integer)):
+            return "i", (int(arg), 0, 0, 0)
+        if isinstance(arg, (float, np.floating)):
+            self.reals.append(float(arg))
+            return "f", (len(self.reals) - 1, 0, 0, 0)
+        raise NotRecordable(f"{kernel.__name__} was given a {type(arg).__name__}")
+
+
+class recording:
+    """Context manager: while it is open, every kernel call is recorded in ``Recording``."""
+
+    def __init__(self, dtype):
+        self.calls = Recording(dtype)
+
+    def __enter__(self):
+        if _package._recorder is not None:
+            raise RuntimeError("a program is already being recorded")
+        _package._recorder = self.calls  # the hook that every Kernel call looks at
+        return self.calls
+
+    def __exit__(self, *exc):
+        _package._recorder = None
+
+
+class Program:
+    """Recorded calls, encoded for :func:`execute`. ``arrays`` keeps the buffers alive."""
+
+    def __init__(self, calls):
+        dtype = calls.dtype
+        self.dtype = dtype
+        self.owners = calls.owners
+        self.arrays = calls.arrays
+        self.code = np.empty((len(calls.calls), 2), np.int64)
+        ints = []
+        for pc, (kernel, kinds, numbers) in enumerate(calls.calls):
+            if not isinstance(kernel, Kernel):
+                raise NotRecordable(f"{kernel!r} is not a compiled kernel")
+            self.code[pc] = adapter(kernel, kinds, dtype), len(ints)
+            ints.extend(numbers)
+        self.ints = np.array(ints or [0], np.int64)
+        self.reals = np.array(calls.reals or [0.0], dtype)
+
+    def __len__(self):
+        return len(self.code)
+
+    def run(self, start=0, stop=None):
+        """Run the calls in ``[start, stop)``; the index of a call that returned a status, or -1."""
+        return execute(self.code, self.ints, self.reals, start,
+                       len(self.code) if stop is None else stop)
