@@ -15,7 +15,7 @@ from . import optimizer as optimizers
 from .datasets import mnist
 from .datasets.mnist import DatasetError
 from .layer import ACTIVATIONS
-from .models import mlp
+from .models import lenet5, mlp
 from .saver import ModelFileError
 from .trainer import SimpleTrainer
 
@@ -44,6 +44,9 @@ def _parser():
 
     train = commands.add_parser("train", help="train a network on a dataset")
     train.add_argument("dataset", choices=["mnist"])
+    train.add_argument("--model", choices=["mlp", "lenet5"], default="mlp",
+                       help="mlp: the article's fully connected network (--hidden, "
+                            "--activation); lenet5: a convolutional network (default mlp)")
     train.add_argument("--hidden", type=_sizes, default=(100, 20),
                        help="hidden layer sizes, comma-separated (default 100,20)")
     train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a], default="ReLU")
@@ -101,14 +104,19 @@ def _train(args):
     x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     dtype = np.dtype(args.dtype)
-    model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
+    if args.model == "lenet5":
+        model = lenet5(10, dtype=dtype, seed=args.seed)
+        described = "LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, 400-120-84-10, ReLU)"
+    else:
+        model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
+        described = f"{'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
     rule, default_lr = OPTIMIZERS[args.optimizer]
     optimizer = rule(model.graph, model.loss, args.lr or default_lr, engine=args.engine)
     trainer = SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
                             batch_size=args.batch_size, seed=args.seed,
                             progress=not args.no_progress, lr_decay=args.lr_decay,
                             scale=1 / 255)
-    print(f"training {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation}) on "
+    print(f"training {described} on "
           f"{len(x_train):,} MNIST images: {args.optimizer}, batch {args.batch_size}, "
           f"{args.dtype}, engine {args.engine}", flush=True)
     history = trainer.train(x_train, y_train, x_test, y_test, epochs=args.epochs)

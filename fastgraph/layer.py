@@ -3,7 +3,8 @@
 import numpy as np
 
 from .node import Variable
-from .ops import Add, Logistic, MatMul, ReLU, Tanh
+from .ops import (Add, Conv2D, Convolve, Logistic, MatMul, MaxPool2D, MaxPooling, ReLU,
+                  ScalarMap, Tanh)
 
 ACTIVATIONS = {"ReLU": ReLU, "Logistic": Logistic, "Tanh": Tanh, None: None}
 
@@ -33,3 +34,97 @@ def fc(input, input_size, size, activation):
     bias.set_value(np.zeros(bias.dim))
     affine = Add(MatMul(weights, input), bias)
     return affine if activation is None else ACTIVATIONS[activation](affine)
+
+
+# -- convolutional layers -------------------------------------------------------------------
+
+
+def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
+    """The article's convolution layer: ``kernels`` output maps, each
+    ``activation(sum over the input maps of Convolve(map, its kernel) + a scalar bias)``.
+
+    ``feature_maps``: nodes of shape ``input_shape``; ``kernel_shape``: ``(kh, kw)``.
+    ``activation``: ``"ReLU"``, ``"Logistic"``, anything else none (as in the article).
+    Kernels are He-normal for the ``len(feature_maps) * kh * kw`` inputs of each output,
+    from the graph's generator; the biases start at 0. Returns the list of output maps.
+    """
+    input_shape, kernel_shape = tuple(input_shape), tuple(kernel_shape)
+    for fm in feature_maps:
+        if fm.dim != input_shape:
+            raise ValueError(f"conv: {fm.name} has shape {fm.dim}, expected {input_shape}")
+    graph = feature_maps[0].graph
+    scale = np.sqrt(2.0 / (len(feature_maps) * kernel_shape[0] * kernel_shape[1]))
+    outputs = []
+    for _ in range(kernels):
+        channels = []
+        for fm in feature_maps:
+            kernel = Variable(kernel_shape, trainable=True, graph=graph)
+            kernel.set_value(graph.rng.normal(0.0, scale, kernel_shape))
+            channels.append(Convolve(fm, kernel))
+        bias = Variable((1, 1), trainable=True, graph=graph)
+        bias.set_value(np.zeros((1, 1)))
+        affine = Add(Add(*channels), ScalarMap(bias, input_shape))
+        kind = {"ReLU": ReLU, "Logistic": Logistic}.get(activation)
+        outputs.append(affine if kind is None else kind(affine))
+    return outputs
+
+
+def pooling(feature_maps, kernel_shape, stride):
+    """The article's pooling layer: a ``MaxPooling`` of each map."""
+    return [MaxPooling(fm, size=kernel_shape, stride=stride) for fm in feature_maps]
+
+
+def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding=0,
+           activation=None, bias=True):
+    """A multi-channel convolution ``activation(Conv2D(input) + bias)``.
+
+    ``input`` is ``(H * W, C)`` per sample (a one-channel image may be MNIST's ``(784, 1)``
+    column); ``image_shape`` ``(H, W)`` defaults to the ``output_image`` of the layer that
+    made ``input``. Weights are He-normal for the ``kh * kw * C`` inputs of each output,
+    biases 0. The returned node carries ``output_image``, so the next layer finds it.
+    """
+    image_shape = _image_shape(input, image_shape, "conv2d")
+    _check_activation(activation)
+    graph = input.graph
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    fan_in = kh * kw * input.dim[1]
+    weights = Variable((out_channels, fan_in), trainable=True, graph=graph)
+    weights.set_value(graph.rng.normal(0.0, np.sqrt(2.0 / fan_in), weights.dim))
+    parents = [input, weights]
+    if bias:
+        offsets = Variable((out_channels, 1), trainable=True, graph=graph)
+        offsets.set_value(np.zeros(offsets.dim))
+        parents.append(offsets)
+    node = Conv2D(*parents, image_shape=image_shape, kernel_size=(kh, kw), stride=stride,
+                  padding=padding)
+    return _activate(node, activation)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, image_shape=None):
+    """``MaxPool2D`` of every channel; ``stride`` defaults to ``kernel_size``, ``image_shape``
+    to the ``output_image`` of the layer that made ``input``."""
+    image_shape = _image_shape(input, image_shape, "max_pool2d")
+    return MaxPool2D(input, image_shape, kernel_size, stride, padding)
+
+
+def _image_shape(input, image_shape, caller):
+    if image_shape is None:
+        image_shape = getattr(input, "output_image", None)
+    if image_shape is None:
+        raise ValueError(f"{caller}: give image_shape=(H, W) for {input.name}, which no "
+                         "convolution or pooling layer made")
+    return tuple(image_shape)
+
+
+def _check_activation(activation):
+    if activation not in ACTIVATIONS:
+        choices = ", ".join(repr(key) for key in ACTIVATIONS)
+        raise ValueError(f"unknown activation {activation!r}: choose one of {choices}")
+
+
+def _activate(node, activation):
+    if activation is None:
+        return node
+    out = ACTIVATIONS[activation](node)
+    out.output_image = node.output_image
+    return out

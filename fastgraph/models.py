@@ -1,4 +1,4 @@
-"""Ready-made graphs: the article's multilayer perceptron."""
+"""Ready-made graphs: the article's multilayer perceptron and LeNet-5."""
 
 from dataclasses import dataclass
 
@@ -36,6 +36,29 @@ def mlp(input_size=784, hidden=(100, 20), classes=10, activation="ReLU", dtype=n
         for width in hidden:
             node, size = layer.fc(node, size, width, activation), width
         logits = layer.fc(node, size, classes, None)
+        predict = ops.SoftMax(logits, name="predict")
+        loss = ops.loss.CrossEntropyWithSoftMax(logits, one_hot, name="loss")
+    return Classifier(graph, x, one_hot, logits, predict, loss)
+
+
+def lenet5(classes=10, dtype=np.float32, seed=None):
+    """LeNet-5 on 28x28 one-channel images given as MNIST's ``(784, 1)`` columns.
+
+    conv 6@5x5 pad 2, ReLU, max-pool 2 -> conv 16@5x5, ReLU, max-pool 2 -> fc 400-120 ReLU
+    -> 120-84 ReLU -> 84-classes, softmax. Nodes named as in :func:`mlp`.
+    """
+    graph = Graph(dtype=dtype, seed=seed)
+    with graph:
+        x = Variable(dim=(784, 1), init=False, trainable=False, name="x")
+        one_hot = Variable(dim=(classes, 1), init=False, trainable=False, name="one_hot")
+        node = layer.conv2d(x, 6, 5, image_shape=(28, 28), padding=2, activation="ReLU")
+        node = layer.max_pool2d(node, 2)
+        node = layer.conv2d(node, 16, 5, activation="ReLU")
+        node = layer.max_pool2d(node, 2)
+        node = ops.Reshape(node, (400, 1))  # pixels-major (5 * 5, 16): free, same numbers
+        node = layer.fc(node, 400, 120, "ReLU")
+        node = layer.fc(node, 120, 84, "ReLU")
+        logits = layer.fc(node, 84, classes, None)
         predict = ops.SoftMax(logits, name="predict")
         loss = ops.loss.CrossEntropyWithSoftMax(logits, one_hot, name="loss")
     return Classifier(graph, x, one_hot, logits, predict, loss)

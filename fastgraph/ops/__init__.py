@@ -3,8 +3,10 @@
 from . import loss
 from .activations import LeakyReLU, Logistic, ReLU, SoftMax, Step, Tanh
 from .arithmetic import Add, Concat, Dot, MatMul, Multiply, Reshape, ScalarMultiply
+from .convolution import AvgPool2D, Conv2D, Convolve, MaxPool2D, MaxPooling, ScalarMap
 
 __all__ = [
     "Add", "Concat", "Dot", "MatMul", "Multiply", "Reshape", "ScalarMultiply",
     "LeakyReLU", "Logistic", "ReLU", "SoftMax", "Step", "Tanh", "loss",
+    "AvgPool2D", "Conv2D", "Convolve", "MaxPool2D", "MaxPooling", "ScalarMap",
 ]

@@ -1,0 +1,300 @@
+"""Convolution and pooling kernels on images stored pixels-major: ``(H * W, C)`` per sample.
+
+A batch is a ``(B, H * W * C)`` matrix whose sample ``b`` holds pixel ``(y, x)``, channel
+``c`` at column ``(y * W + x) * C + c``. Every kernel takes the geometry as integers::
+
+    H, W, C      input height, width, channels
+    kh, kw       window (kernel) height and width
+    sh, sw       strides
+    ph, pw       rows and columns of zero padding before the first pixel
+    Ho, Wo       output height and width
+
+so output pixel ``(oy, ox)`` reads input rows ``oy * sh - ph + ky`` for ``ky < kh``, and
+columns likewise; positions outside the image are zeros (convolution) or skipped (pooling,
+whose windows are clipped at the borders).
+
+Convolution weights are ``(Cout, kh * kw * C)``: row ``co`` holds the kernel of output
+channel ``co`` in the order (ky, kx, c), the order of a patch of the image, so that
+``im2col`` rows times the weights' transpose is the convolution.
+
+Two ways to compute a convolution live here, and both are measured in
+``benchmarks/test_convolution.py``: ``im2col`` + one GEMM for the batch (then ``col2im``
+for the input gradient), and direct loops (``conv_direct``, ``conv_input_vjp_direct``,
+``conv_weight_vjp_direct``). The operators use whichever was faster (see
+``fastgraph/ops/convolution.py``); the direct ones also serve the article's one-channel
+``Convolve`` and every per-sample pass, whose weight gradients are one per row.
+
+Operands follow the row rule of every kernel: an operand with fewer rows than the output
+is read at row ``i * rows // out_rows``.
+"""
+
+import numpy as np
+from numba import prange
+
+from . import kernel, parallel_kernel
+
+# -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
+
+
+@parallel_kernel
+def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
+    """``cols[(b * Ho + oy) * Wo + ox, (ky * kw + kx) * C + c]`` = the input under the window.
+
+    ``x`` is ``(B, H * W * C)``, ``cols`` is ``(B * Ho * Wo, kh * kw * C)``; padding is 0.
+    """
+    batch = x.shape[0]
+    for row in prange(batch * Ho):
+        b = row // Ho
+        oy = row % Ho
+        for ox in range(Wo):
+            r = row * Wo + ox
+            for ky in range(kh):
+                iy = oy * sh - ph + ky
+                for kx in range(kw):
+                    ix = ox * sw - pw + kx
+                    base = (ky * kw + kx) * C
+                    if 0 <= iy < H and 0 <= ix < W:
+                        source = (iy * W + ix) * C
+                        for c in range(C):
+                            cols[r, base + c] = x[b, source + c]
+                    else:
+                        for c in range(C):
+                            cols[r, base + c] = 0.0
+
+
+@parallel_kernel
+def col2im(cols, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """The adjoint of ``im2col``: ``out[b]`` = the sum of sample b's patch rows put back.
+
+    ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``. Samples are
+    independent, so each core takes whole samples and nothing is written twice at once.
+    """
+    for b in prange(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[b, j] = 0.0
+        for oy in range(Ho):
+            for ox in range(Wo):
+                r = (b * Ho + oy) * Wo + ox
+                for ky in range(kh):
+                    iy = oy * sh - ph + ky
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(kw):
+                        ix = ox * sw - pw + kx
+                        if ix < 0 or ix >= W:
+                            continue
+                        base = (ky * kw + kx) * C
+                        target = (iy * W + ix) * C
+                        for c in range(C):
+                            out[b, target + c] += cols[r, base + c]
+
+
+@kernel
+def fill_rows(row, out):
+    """Every row of ``out`` = ``row[0]`` (a bias before a GEMM that adds into ``out``)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = row[0, j]
+
+
+@kernel
+def sum_pixels(upstream, C, out):
+    """``out[i * R' // R, c]`` += the sum over pixels of ``upstream[i, (p, c)]``.
+
+    The bias gradient of a convolution: ``out`` with one row per upstream row gives each
+    sample's, ``out`` with one row the batch's sum.
+    """
+    for i in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            out[i, c] = 0.0
+    pixels = upstream.shape[1] // C
+    for i in range(upstream.shape[0]):
+        o = i * out.shape[0] // upstream.shape[0]
+        for p in range(pixels):
+            for c in range(C):
+                out[o, c] += upstream[i, p * C + c]
+
+
+# -- direct loops ---------------------------------------------------------------------------
+
+
+@parallel_kernel
+def conv_direct(x, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """``out[i, (oy, ox, co)]`` = sum over (ky, kx, c) of the input under the window times
+    ``weights[co, (ky, kx, c)]``. ``weights`` is ``(1 or rows, Cout * kh * kw * C)``."""
+    Cout = out.shape[1] // (Ho * Wo)
+    size = kh * kw * C
+    for i in prange(out.shape[0]):
+        ix_ = i * x.shape[0] // out.shape[0]
+        iw = i * weights.shape[0] // out.shape[0]
+        for oy in range(Ho):
+            for ox in range(Wo):
+                o = (oy * Wo + ox) * Cout
+                for co in range(Cout):
+                    total = 0.0
+                    for ky in range(kh):
+                        iy = oy * sh - ph + ky
+                        if iy < 0 or iy >= H:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * sw - pw + kx
+                            if ix < 0 or ix >= W:
+                                continue
+                            source = (iy * W + ix) * C
+                            k = co * size + (ky * kw + kx) * C
+                            for c in range(C):
+                                total += x[ix_, source + c] * weights[iw, k + c]
+                    out[i, o + co] = total
+
+
+@parallel_kernel
+def conv_input_vjp_direct(upstream, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """The input gradient: ``out[i]`` (``(H * W * C)``) = upstream row i through the
+    transposed convolution."""
+    Cout = upstream.shape[1] // (Ho * Wo)
+    size = kh * kw * C
+    for i in prange(out.shape[0]):
+        iw = i * weights.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0
+        for oy in range(Ho):
+            for ox in range(Wo):
+                o = (oy * Wo + ox) * Cout
+                for ky in range(kh):
+                    iy = oy * sh - ph + ky
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(kw):
+                        ix = ox * sw - pw + kx
+                        if ix < 0 or ix >= W:
+                            continue
+                        target = (iy * W + ix) * C
+                        for co in range(Cout):
+                            u = upstream[i, o + co]
+                            k = co * size + (ky * kw + kx) * C
+                            for c in range(C):
+                                out[i, target + c] += u * weights[iw, k + c]
+
+
+@parallel_kernel
+def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """Per-row weight gradients: ``out[i, (co, ky, kx, c)]`` = sum over output pixels of
+    ``upstream[i, (oy, ox, co)]`` times the input under the window (x read by the row rule).
+    With one output row, the sum over every upstream row."""
+    Cout = upstream.shape[1] // (Ho * Wo)
+    size = kh * kw * C
+    rows = upstream.shape[0]
+    groups = out.shape[0]
+    for g in prange(groups):
+        for j in range(out.shape[1]):
+            out[g, j] = 0.0
+        for i in range(g * rows // groups, (g + 1) * rows // groups):
+            ix_ = i * x.shape[0] // rows
+            for oy in range(Ho):
+                for ox in range(Wo):
+                    o = (oy * Wo + ox) * Cout
+                    for ky in range(kh):
+                        iy = oy * sh - ph + ky
+                        if iy < 0 or iy >= H:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * sw - pw + kx
+                            if ix < 0 or ix >= W:
+                                continue
+                            source = (iy * W + ix) * C
+                            for co in range(Cout):
+                                u = upstream[i, o + co]
+                                k = co * size + (ky * kw + kx) * C
+                                for c in range(C):
+                                    out[g, k + c] += u * x[ix_, source + c]
+
+
+# -- pooling: windows clipped at the borders ------------------------------------------------
+
+
+@parallel_kernel
+def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """The largest input in each window, per channel (pixels outside the image skipped)."""
+    for i in prange(out.shape[0]):
+        for oy in range(Ho):
+            top = max(oy * sh - ph, 0)
+            bottom = min(oy * sh - ph + kh, H)
+            for ox in range(Wo):
+                left = max(ox * sw - pw, 0)
+                right = min(ox * sw - pw + kw, W)
+                o = (oy * Wo + ox) * C
+                for c in range(C):
+                    best = -np.inf
+                    for iy in range(top, bottom):
+                        for ix in range(left, right):
+                            v = x[i, (iy * W + ix) * C + c]
+                            if v > best:
+                                best = v
+                    out[i, o + c] = best
+
+
+@parallel_kernel
+def max_pool_vjp(x, upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """Each window's upstream to the first of its largest inputs (row-major in the window),
+    as ``numpy.argmax`` picks it; the arg max is found again from ``x`` (row rule)."""
+    for i in prange(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0
+        for oy in range(Ho):
+            top = max(oy * sh - ph, 0)
+            bottom = min(oy * sh - ph + kh, H)
+            for ox in range(Wo):
+                left = max(ox * sw - pw, 0)
+                right = min(ox * sw - pw + kw, W)
+                o = (oy * Wo + ox) * C
+                for c in range(C):
+                    best = -np.inf
+                    where = (top * W + left) * C + c
+                    for iy in range(top, bottom):
+                        for ix in range(left, right):
+                            j = (iy * W + ix) * C + c
+                            if x[r, j] > best:
+                                best = x[r, j]
+                                where = j
+                    out[i, where] += upstream[i, o + c]
+
+
+@parallel_kernel
+def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    """The mean of each window over kh * kw positions (padding counts as zeros)."""
+    scale = 1.0 / (kh * kw)
+    for i in prange(out.shape[0]):
+        for oy in range(Ho):
+            top = max(oy * sh - ph, 0)
+            bottom = min(oy * sh - ph + kh, H)
+            for ox in range(Wo):
+                left = max(ox * sw - pw, 0)
+                right = min(ox * sw - pw + kw, W)
+                o = (oy * Wo + ox) * C
+                for c in range(C):
+                    total = 0.0
+                    for iy in range(top, bottom):
+                        for ix in range(left, right):
+                            total += x[i, (iy * W + ix) * C + c]
+                    out[i, o + c] = total * scale
+
+
+@parallel_kernel
+def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
+    scale = 1.0 / (kh * kw)
+    for i in prange(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0
+        for oy in range(Ho):
+            top = max(oy * sh - ph, 0)
+            bottom = min(oy * sh - ph + kh, H)
+            for ox in range(Wo):
+                left = max(ox * sw - pw, 0)
+                right = min(ox * sw - pw + kw, W)
+                o = (oy * Wo + ox) * C
+                for c in range(C):
+                    u = upstream[i, o + c] * scale
+                    for iy in range(top, bottom):
+                        for ix in range(left, right):
+                            out[i, (iy * W + ix) * C + c] += u

@@ -1,0 +1,448 @@
+"""Convolution and pooling: forward against plain-NumPy references, the article's (MatrixSlow's)
+semantics, VJPs against dense Jacobians and finite differences, per-sample derivatives,
+layers, errors, and model files."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph import layer, ops, saver
+
+# -- references: slow loops, written from the definitions -----------------------------------
+
+
+def reference_convolve(image, kernel):
+    """The article's Convolve: pad kh // 2 (kw // 2) zeros on every side, slide, same size."""
+    H, W = image.shape
+    kh, kw = kernel.shape
+    padded = np.zeros((H + 2 * (kh // 2), W + 2 * (kw // 2)))
+    padded[kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = image
+    out = np.zeros((H, W))
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = (padded[i : i + kh, j : j + kw] * kernel).sum()
+    return out
+
+
+def reference_max_pooling(image, size, stride):
+    """The article's MaxPooling: windows centred on every stride-th pixel, clipped."""
+    H, W = image.shape
+    half_h, half_w = size[0] // 2, size[1] // 2
+    rows = []
+    for i in range(0, H, stride[0]):
+        row = []
+        for j in range(0, W, stride[1]):
+            window = image[max(0, i - half_h) : min(H, i + half_h + 1),
+                           max(0, j - half_w) : min(W, j + half_w + 1)]
+            row.append(window.max())
+        rows.append(row)
+    return np.array(rows)
+
+
+def reference_conv2d(image, weights, bias, stride, padding):
+    """image (H, W, C), weights (Cout, kh, kw, C) -> (Ho, Wo, Cout)."""
+    H, W, C = image.shape
+    Cout, kh, kw, _ = weights.shape
+    (sh, sw), (ph, pw) = stride, padding
+    padded = np.zeros((H + 2 * ph, W + 2 * pw, C))
+    padded[ph : ph + H, pw : pw + W] = image
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = np.zeros((Ho, Wo, Cout))
+    for oy in range(Ho):
+        for ox in range(Wo):
+            patch = padded[oy * sh : oy * sh + kh, ox * sw : ox * sw + kw]
+            for co in range(Cout):
+                out[oy, ox, co] = (patch * weights[co]).sum() + bias[co]
+    return out
+
+
+def reference_pool2d(image, kernel, stride, padding, how):
+    """image (H, W, C) -> (Ho, Wo, C); max skips the padding, mean counts it as zeros."""
+    H, W, C = image.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = np.zeros((Ho, Wo, C))
+    for oy in range(Ho):
+        for ox in range(Wo):
+            top, left = oy * sh - ph, ox * sw - pw
+            window = image[max(top, 0) : top + kh, max(left, 0) : left + kw]
+            out[oy, ox] = window.max(axis=(0, 1)) if how == "max" else window.sum(
+                axis=(0, 1)) / (kh * kw)
+    return out
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def variable(graph, dim, value, batched):
+    node = fg.Variable(dim, trainable=not batched, graph=graph)
+    node.set_value(value)
+    return node
+
+
+def check_derivatives(op, parents, rng, eps=1e-6):
+    """Every slot: per-row VJP summed as the parent needs == dense Jacobians == finite
+    differences of sum(upstream * output); vjp_summed == the sum of vjp's rows."""
+    op.forward()
+    upstream = rng.normal(size=op.flat.shape)
+    values = [parent.value.copy() for parent in parents]
+    batch = op.flat.shape[0]
+
+    def restore():
+        for node, value in zip(parents, values):
+            node.set_value(value)
+
+    for slot, parent in enumerate(parents):
+        restore()
+        op.forward()
+        per_row = op.vjp(slot, upstream).copy()
+        assert per_row.shape == (batch, parent.dimension())
+        vjp = per_row if parent.batched else per_row.sum(axis=0, keepdims=True)
+        if not parent.batched and hasattr(op, "vjp_summed"):
+            np.testing.assert_allclose(op.vjp_summed(slot, upstream), vjp, rtol=1e-10,
+                                       atol=1e-12)
+        dense = np.zeros_like(vjp)
+        for b in range(batch):
+            for node, value in zip(parents, values):
+                node.set_value(value[b : b + 1] if node.batched else value)
+            op.forward()
+            dense[b if parent.batched else 0] += upstream[b] @ op.get_jacobi(parent)
+        restore()
+        numeric = np.zeros_like(vjp)
+        for index in np.ndindex(*vjp.shape):
+            sides = []
+            for step in (eps, -eps):
+                restore()
+                moved = parent.flat.copy()
+                moved[index] += step
+                parent.set_value(moved.reshape(parent.value.shape))
+                op.forward()
+                sides.append(float((op.flat * upstream).sum()))
+            numeric[index] = (sides[0] - sides[1]) / (2 * eps)
+        restore()
+        np.testing.assert_allclose(vjp, dense, rtol=1e-10, atol=1e-12, err_msg=f"slot {slot}")
+        np.testing.assert_allclose(vjp, numeric, rtol=1e-5, atol=1e-7, err_msg=f"slot {slot}")
+
+
+def distinct(rng, shape):
+    """Values with no ties (so a max pooling's arg max is stable under small moves)."""
+    return rng.permutation(np.prod(shape)).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
+
+
+# -- the article's operators ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image, kernel", [((5, 7), (3, 3)), ((6, 5), (5, 3)), ((4, 6), (2, 4)),
+                                           ((3, 3), (5, 5)), ((6, 6), (1, 1))])
+def test_convolve_is_the_articles_same_size_convolution(image, kernel, rng):
+    graph = fg.Graph(dtype=np.float64)
+    x = rng.normal(size=(3, *image))
+    k = rng.normal(size=kernel)
+    op = ops.Convolve(variable(graph, image, x, True), variable(graph, kernel, k, False))
+    op.forward()
+    assert op.dim == image
+    for b in range(3):
+        np.testing.assert_allclose(op.value[b], reference_convolve(x[b], k), rtol=1e-12,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("image, size, stride", [
+    ((6, 6), (2, 2), (2, 2)), ((7, 5), (3, 3), (2, 2)), ((5, 8), (3, 2), (2, 3)),
+    ((9, 9), (5, 5), (3, 3)), ((4, 4), (1, 1), (1, 1)), ((7, 7), (4, 4), (1, 2)),
+])
+def test_max_pooling_is_the_articles(image, size, stride, rng):
+    graph = fg.Graph(dtype=np.float64)
+    x = rng.normal(size=(2, *image))
+    op = ops.MaxPooling(variable(graph, image, x, True), size=size, stride=stride)
+    op.forward()
+    assert op.dim == (math.ceil(image[0] / stride[0]), math.ceil(image[1] / stride[1]))
+    for b in range(2):
+        np.testing.assert_array_equal(op.value[b], reference_max_pooling(x[b], size, stride))
+
+
+def test_max_pooling_gradient_goes_to_the_first_largest_pixel():
+    graph = fg.Graph(dtype=np.float64)
+    x = variable(graph, (2, 2), np.ones((1, 2, 2)), True)
+    op = ops.MaxPooling(x, size=(3, 3), stride=(2, 2))  # one window holding all four
+    op.forward()
+    np.testing.assert_array_equal(op.vjp(0, np.array([[5.0]])), [[5, 0, 0, 0]])
+    np.testing.assert_array_equal(op.get_jacobi(x), [[1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("batched", [(True, False), (True, True), (False, True)])
+@pytest.mark.parametrize("image, kernel", [((4, 5), (3, 3)), ((5, 4), (2, 3))])
+def test_convolve_derivatives(image, kernel, batched, rng):
+    graph = fg.Graph(dtype=np.float64)
+    parents = [variable(graph, dim, rng.normal(size=(2, *dim) if b else dim), b)
+               for dim, b in zip((image, kernel), batched)]
+    check_derivatives(ops.Convolve(*parents), parents, rng)
+
+
+@pytest.mark.parametrize("image, size, stride",
+                         [((5, 6), (3, 3), (2, 2)), ((4, 5), (2, 4), (1, 3))])
+def test_max_pooling_derivatives(image, size, stride, rng):
+    graph = fg.Graph(dtype=np.float64)
+    x = variable(graph, image, distinct(rng, (3, *image)), True)
+    check_derivatives(ops.MaxPooling(x, size=size, stride=stride), [x], rng)
+
+
+def test_concat_flattens_maps_row_major_as_the_article_does(rng):
+    """MatrixSlow concatenates ``p.value.flatten()`` of each parent: row by row."""
+    graph = fg.Graph(dtype=np.float64)
+    a, b = rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 3, 2))
+    op = ops.Concat(variable(graph, (2, 3), a, True), variable(graph, (3, 2), b, True))
+    op.forward()
+    for s in range(2):
+        expected = np.concatenate([a[s].flatten(), b[s].flatten()])[:, None]
+        np.testing.assert_array_equal(op.value[s], expected)
+
+
+def test_article_layers_build_the_articles_subgraphs(rng):
+    graph = fg.Graph(dtype=np.float64, seed=1)
+    with graph:
+        maps = [fg.Variable((6, 6), trainable=False) for _ in range(2)]
+        images = rng.normal(size=(2, 3, 6, 6))
+        for node, value in zip(maps, images):
+            node.set_value(value)
+        convolved = layer.conv(maps, (6, 6), 3, (3, 3), "ReLU")
+        pooled = layer.pooling(convolved, (3, 3), (2, 2))
+    assert len(convolved) == 3 and len(pooled) == 3
+    assert all(node.dim == (3, 3) for node in pooled)
+    for out, pool in zip(convolved, pooled):
+        pool.forward()
+        # out = ReLU(sum over input maps of Convolve + scalar bias)
+        affine = out.parents[0]
+        channels, bias = affine.parents
+        kernels = [conv.parents[1].value for conv in channels.parents]
+        scalar = bias.parents[0].value[0, 0]
+        for s in range(3):
+            expected = sum(reference_convolve(images[m, s], kernels[m]) for m in range(2))
+            expected = np.maximum(expected + scalar, 0)
+            np.testing.assert_allclose(out.value[s], expected, rtol=1e-12, atol=1e-12)
+            np.testing.assert_array_equal(pool.value[s], reference_max_pooling(
+                out.value[s], (3, 3), (2, 2)))
+
+
+@pytest.mark.parametrize("activation, kind", [("ReLU", ops.ReLU), ("Logistic", ops.Logistic),
+                                              (None, ops.Add), ("anything", ops.Add)])
+def test_article_conv_activation_strings(activation, kind):
+    graph = fg.Graph(seed=0)
+    with graph:
+        x = fg.Variable((4, 4), trainable=False)
+        (out,) = layer.conv([x], (4, 4), 1, (3, 3), activation)
+    assert type(out) is kind
+
+
+# -- the multi-channel operators ------------------------------------------------------------
+
+
+CONV_CASES = [  # image, channels, out channels, kernel, stride, padding
+    ((6, 6), 1, 2, (3, 3), (1, 1), (0, 0)),
+    ((7, 5), 2, 3, (3, 2), (2, 1), (1, 0)),
+    ((5, 6), 3, 2, (5, 5), (1, 2), (2, 2)),
+    ((8, 8), 2, 1, (2, 2), (2, 2), (0, 1)),
+]
+
+
+@pytest.mark.parametrize("image, C, Cout, kernel, stride, padding", CONV_CASES)
+def test_conv2d_forward_matches_the_reference(image, C, Cout, kernel, stride, padding, rng):
+    graph = fg.Graph(dtype=np.float64)
+    H, W = image
+    x = rng.normal(size=(3, H, W, C))
+    w = rng.normal(size=(Cout, *kernel, C))
+    b = rng.normal(size=Cout)
+    op = ops.Conv2D(variable(graph, (H * W, C), x.reshape(3, H * W, C), True),
+                    variable(graph, (Cout, w[0].size), w.reshape(Cout, -1), False),
+                    variable(graph, (Cout, 1), b[:, None], False),
+                    image_shape=image, kernel_size=kernel, stride=stride, padding=padding)
+    op.forward()
+    Ho, Wo = op.output_image
+    assert op.dim == (Ho * Wo, Cout)
+    for s in range(3):
+        expected = reference_conv2d(x[s], w, b, stride, padding)
+        np.testing.assert_allclose(op.value[s], expected.reshape(Ho * Wo, Cout), rtol=1e-10,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("image, C, Cout, kernel, stride, padding", CONV_CASES[1:3])
+def test_conv2d_derivatives(image, C, Cout, kernel, stride, padding, rng):
+    graph = fg.Graph(dtype=np.float64)
+    H, W = image
+    parents = [variable(graph, (H * W, C), rng.normal(size=(2, H * W, C)), True),
+               variable(graph, (Cout, kernel[0] * kernel[1] * C),
+                        rng.normal(size=(Cout, kernel[0] * kernel[1] * C)), False),
+               variable(graph, (Cout, 1), rng.normal(size=(Cout, 1)), False)]
+    op = ops.Conv2D(*parents, image_shape=image, kernel_size=kernel, stride=stride,
+                    padding=padding)
+    check_derivatives(op, parents, rng)
+
+
+def test_conv2d_without_bias(rng):
+    graph = fg.Graph(dtype=np.float64)
+    x = rng.normal(size=(2, 5, 5, 2))
+    w = rng.normal(size=(3, 3, 3, 2))
+    parents = [variable(graph, (25, 2), x.reshape(2, 25, 2), True),
+               variable(graph, (3, 18), w.reshape(3, 18), False)]
+    op = ops.Conv2D(*parents, image_shape=(5, 5), kernel_size=3, padding=1)
+    op.forward()
+    np.testing.assert_allclose(op.value[1], reference_conv2d(x[1], w, np.zeros(3), (1, 1),
+                                                             (1, 1)).reshape(25, 3))
+    check_derivatives(op, parents, rng)
+
+
+POOL_CASES = [  # image, channels, kernel, stride, padding
+    ((6, 6), 2, (2, 2), (2, 2), (0, 0)),
+    ((7, 5), 3, (3, 3), (2, 2), (1, 1)),
+    ((5, 8), 1, (2, 3), (1, 2), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("how", ["max", "mean"])
+@pytest.mark.parametrize("image, C, kernel, stride, padding", POOL_CASES)
+def test_pool2d_forward_and_derivatives(image, C, kernel, stride, padding, how, rng):
+    graph = fg.Graph(dtype=np.float64)
+    H, W = image
+    x = distinct(rng, (2, H, W, C))
+    node = variable(graph, (H * W, C), x.reshape(2, H * W, C), True)
+    kind = ops.MaxPool2D if how == "max" else ops.AvgPool2D
+    op = kind(node, image, kernel, stride, padding)
+    op.forward()
+    Ho, Wo = op.output_image
+    for s in range(2):
+        expected = reference_pool2d(x[s], kernel, stride, padding, how)
+        np.testing.assert_allclose(op.value[s], expected.reshape(Ho * Wo, C), rtol=1e-12)
+    check_derivatives(op, [node], rng)
+
+
+def test_max_pool2d_stride_defaults_to_the_kernel():
+    graph = fg.Graph()
+    x = fg.Variable((28 * 28, 6), trainable=False, graph=graph)
+    op = ops.MaxPool2D(x, (28, 28), 2)
+    assert op.stride == (2, 2) and op.output_image == (14, 14) and op.dim == (196, 6)
+
+
+# -- per-sample derivatives through every new operator -------------------------------------
+
+
+def small_cnn(dtype=np.float64, seed=0):
+    graph = fg.Graph(dtype=dtype, seed=seed)
+    with graph:
+        x = fg.Variable((8 * 8, 1), trainable=False, name="x")
+        one_hot = fg.Variable((3, 1), trainable=False, name="one_hot")
+        h = layer.conv2d(x, 4, 3, image_shape=(8, 8), padding=1, activation="ReLU")
+        h = layer.max_pool2d(h, 2)
+        h = ops.AvgPool2D(h, h.output_image, 2)
+        logits = layer.fc(ops.Reshape(h, (16, 1)), 16, 3, None)
+        loss = ops.loss.CrossEntropyWithSoftMax(logits, one_hot)
+    return graph, x, one_hot, logits, loss
+
+
+def test_per_sample_jacobians_and_gradients_through_the_new_operators(rng):
+    graph, x, one_hot, logits, loss = small_cnn()
+    images = distinct(rng, (3, 64, 1))
+    x.set_value(images)
+    one_hot.set_value(np.eye(3)[[0, 2, 1]][:, :, None])
+    jacobian = fg.jacobian(logits, x)
+    expected = np.stack([_dense_jacobian(logits, x, images, b) for b in range(3)])
+    np.testing.assert_allclose(jacobian, expected, rtol=1e-9, atol=1e-12)
+
+    x.set_value(images)
+    conv = [node for node in graph.nodes if isinstance(node, ops.Conv2D)][0]
+    weights, bias = conv.parents[1:]
+    per_sample = fg.per_sample_gradients(loss, [weights, bias])
+    for b in range(3):
+        x.set_value(images[b : b + 1])
+        one_hot.set_value(np.eye(3)[[[0, 2, 1][b]]][:, :, None])
+        for gradient, node in zip(per_sample, (weights, bias)):
+            reference = fg.jacobian(loss, node)  # (1, 1, n) for the one sample
+            np.testing.assert_allclose(gradient[b].ravel(), reference.ravel(), rtol=1e-9,
+                                       atol=1e-12)
+
+
+def _dense_jacobian(result, wrt, images, b):
+    wrt.set_value(images[b : b + 1])
+    return wrt.backward(result, engine="jacobian")[0]
+
+
+# -- layers and errors ----------------------------------------------------------------------
+
+
+def test_conv2d_layer_shapes_and_chaining():
+    graph = fg.Graph(seed=0)
+    with graph:
+        x = fg.Variable((784, 1), trainable=False)
+        h = layer.conv2d(x, 6, 5, image_shape=(28, 28), padding=2, activation="ReLU")
+        assert h.dim == (784, 6) and h.output_image == (28, 28)
+        h = layer.max_pool2d(h, 2)
+        assert h.dim == (196, 6) and h.output_image == (14, 14)
+        h = layer.conv2d(h, 16, 5, activation="ReLU")
+        assert h.dim == (100, 16) and h.output_image == (10, 10)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda g: ops.Conv2D(fg.Variable((30, 1), graph=g), fg.Variable((2, 9), graph=g),
+                          image_shape=(5, 5), kernel_size=3),
+     "Conv2D: Variable:0 has shape (30, 1), expected (H * W, channels) = (25, channels) for "
+     "images of 5x5"),
+    (lambda g: ops.Conv2D(fg.Variable((25, 2), trainable=False, graph=g),
+                          fg.Variable((4, 9), graph=g), image_shape=(5, 5), kernel_size=3),
+     "Conv2D: weights Variable:1 have shape (4, 9), expected (out channels, 18) for 3x3 "
+     "kernels on 2 channel(s)"),
+    (lambda g: ops.Conv2D(fg.Variable((25, 1), trainable=False, graph=g),
+                          fg.Variable((4, 9), graph=g), fg.Variable((1, 4), graph=g),
+                          image_shape=(5, 5), kernel_size=3),
+     "Conv2D: bias Variable:2 has shape (1, 4), expected (4, 1)"),
+    (lambda g: ops.Conv2D(fg.Variable((25, 1), trainable=False, graph=g),
+                          fg.Variable((4, 9), trainable=False, graph=g), image_shape=(5, 5),
+                          kernel_size=3),
+     "Conv2D: Variable:1 must be a parameter (no batch axis)"),
+    (lambda g: ops.Conv2D(fg.Variable((4, 1), trainable=False, graph=g),
+                          fg.Variable((1, 9), graph=g), image_shape=(2, 2), kernel_size=3),
+     "Conv2D: a 3x3 window with stride (1, 1) and padding (0, 0) does not fit an image of 2x2"),
+    (lambda g: ops.Conv2D(fg.Variable((4, 1), trainable=False, graph=g),
+                          fg.Variable((1, 9), graph=g), image_shape=(2, 2), kernel_size="3"),
+     "Conv2D: kernel_size must be an int or a pair of ints, got '3'"),
+    (lambda g: ops.MaxPool2D(fg.Variable((10, 1), trainable=False, graph=g), (3, 3), 2),
+     "MaxPool2D: Variable:0 has shape (10, 1), expected (H * W, channels) = (9, channels) for "
+     "images of 3x3"),
+    (lambda g: ops.MaxPool2D(fg.Variable((9, 1), trainable=False, graph=g), (3, 3), 2,
+                             padding=2),
+     "MaxPool2D: padding must be between 0 and half the kernel size, got (2, 2) for (2, 2)"),
+    (lambda g: ops.MaxPooling(fg.Variable((4, 4), trainable=False, graph=g), size=(0, 2),
+                              stride=(1, 1)),
+     "MaxPooling: size and stride must be positive, got size (0, 2), stride (1, 1)"),
+])
+def test_wrong_shapes_raise_clear_errors(make, message):
+    graph = fg.Graph()
+    with pytest.raises(ValueError) as error:
+        make(graph)
+    assert str(error.value) == message
+
+
+# -- model files ----------------------------------------------------------------------------
+
+
+def test_saved_cnn_loads_with_identical_outputs(tmp_path, rng):
+    graph, x, one_hot, logits, loss = small_cnn(dtype=np.float32, seed=3)
+    with graph:
+        m = fg.Variable((8, 8), trainable=False, name="map")
+        article = ops.MaxPooling(ops.Convolve(m, fg.Variable((3, 3), init=True)), (3, 3), (2, 2),
+                                 name="article")
+    images = rng.normal(size=(4, 64, 1)).astype(np.float32)
+    x.set_value(images)
+    m.set_value(images.reshape(4, 8, 8))
+    logits.forward()
+    article.forward()
+    path = tmp_path / "cnn.fgz"
+    saver.save(path, graph)
+    loaded, _ = saver.load(path)
+    kinds = {type(node).__name__ for node in loaded.nodes}
+    assert {"Conv2D", "MaxPool2D", "AvgPool2D", "Convolve", "MaxPooling"} <= kinds
+    loaded.get_node("x").set_value(images)
+    loaded.get_node("map").set_value(images.reshape(4, 8, 8))
+    for node in (logits, article):
+        twin = loaded.get_node(node.name)
+        twin.forward()
+        np.testing.assert_array_equal(twin.value, node.value)
