@@ -2,10 +2,11 @@
 
 ``one_step()`` runs forward and backward over whatever batch the inputs hold and adds the
 gradient of the summed loss to a running sum that the optimizer owns (the engine writes
-into it: the first step after an update copies, later ones add); ``get_gradient(node)`` is that sum divided by
-the samples counted; ``update()`` applies the rule to every trainable variable the target
-depends on, in one fused Numba kernel per parameter, and clears the sums. Feeding a batch
-of B samples to one ``one_step()`` gives exactly what B article-style calls give.
+into it: the first step after an update writes it, later ones add to it);
+``get_gradient(node)`` is that sum divided by the samples counted; ``update()`` applies the
+rule to every trainable variable the target depends on, in one fused Numba kernel call, and
+starts a new sum. Feeding a batch of B samples to one ``one_step()`` gives exactly what B
+article-style calls give.
 """
 
 import numpy as np

@@ -30,7 +30,6 @@ class Pass:
     def __init__(self, tape, plan=None, seeds=None, params=(), sums=None):
         graph = tape.target.graph
         self.graph = graph
-        self.layout = graph.layout
         self.inputs = tape.inputs
         with recording(graph.dtype) as calls:
             steps = []
@@ -58,7 +57,23 @@ class Pass:
                 self.copy_stop = len(calls.calls)
                 vjp.accumulate(params, sums, first=False)
         self.program = Program(calls)
+        self.layout = graph.layout  # the buffers the recording saw (it may have made some)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
+        self.direct = None
+        if sums is not None:
+            self.direct = self._direct(params, sums)
+
+    def _direct(self, params, sums):
+        """The backward calls with every parameter's gradient buffer moved onto its sum, so
+        that the first step after an update writes the sums without a copy (None when two
+        parameters share a gradient buffer, or a buffer is not the sum's size)."""
+        buffers = [_owner(param.grad) for param in params]
+        if len({id(buffer) for buffer in buffers}) < len(buffers) or any(
+                buffer.nbytes != total.nbytes for buffer, total in zip(buffers, sums)):
+            return None
+        self.program.arrays.extend(sums)
+        return self.program.relocated(list(zip(buffers, sums)), self.forward_stop,
+                                      self.backward_stop)
 
     def valid(self):
         return self.layout == self.graph.layout and all(
@@ -73,6 +88,9 @@ class Pass:
         if failed >= 0:
             self._explain(failed)
         stop = self.backward_stop
+        if first and self.direct is not None:  # the gradients land in the sums themselves
+            execute(program.code, self.direct, program.reals, self.forward_stop, stop)
+            return
         if stop > self.forward_stop:
             execute(program.code, program.ints, program.reals, self.forward_stop, stop)
         if len(program) > stop:
@@ -89,6 +107,13 @@ class Pass:
         raise RuntimeError(f"{node.name}: a kernel reported an error that compute() did not")
 
 
+def _owner(array):
+    """The array that owns ``array``'s memory."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
 def _pass(graph, key, build):
     """The cached pass under ``key``, rebuilt when the graph's layout changed."""
     found = graph.cached(key, build)
@@ -102,7 +127,7 @@ def gradients(target, params, sums, first):
     graph = target.graph
     tape = graph.tape(target)
     batch_size = tape.batch_size()
-    key = ("training pass", target, tuple(params), tuple(map(id, sums)), batch_size)
+    key = ("training pass", target, id(sums), batch_size)  # sums: the optimizer's own tuple
     training = _pass(graph, key, lambda: Pass(tape, graph.plan(target, params), params=params,
                                               sums=sums))
     training.run(first)
@@ -145,7 +170,7 @@ def _stale_ancestors(node, limit):
     states = node.graph.states
     if not states[node.index]:
         return []
-    order, seen, stack = [], {node}, [(node, False)]
+    order, done, stack = [], set(), [(node, False)]
     while stack:
         current, parents_done = stack.pop()
         if parents_done:
@@ -153,13 +178,14 @@ def _stale_ancestors(node, limit):
             if len(order) > limit:
                 return None
             continue
+        if current in done:
+            continue
+        done.add(current)
+        if not current.parents:  # an input that was never set: the tape says which
+            node.graph.tape(node).batch_size()
         stack.append((current, True))
-        for parent in current.parents:
-            if parent not in seen and states[parent.index]:
-                if not parent.parents:  # an input that was never set: the tape says so
-                    node.graph.tape(node).batch_size()
-                seen.add(parent)
-                stack.append((parent, False))
+        stack.extend((parent, False) for parent in current.parents
+                     if states[parent.index] and parent not in done)
     return order
 
 

@@ -173,33 +173,37 @@ class Recording:
 
     def __call__(self, kernel, args):
         """Write the call down; True when it must not run now."""
-        kinds, ints = [], []
+        kinds, ints = "", []
         for arg in args:
-            kind, numbers = self._encode(kernel, arg)
-            kinds.append(kind)
-            ints.extend(numbers)
-        self.calls.append((kernel, "".join(kinds), ints))
+            if type(arg) is np.ndarray:
+                if arg.ndim != 2 or arg.dtype != self.dtype:
+                    raise NotRecordable(f"{kernel.__name__} was given a {arg.ndim}-D "
+                                        f"{arg.dtype} array; programs take {self.dtype} matrices")
+                if arg.flags.c_contiguous:
+                    kinds += "C"
+                elif arg.flags.f_contiguous:
+                    kinds += "F"
+                else:
+                    raise NotRecordable(f"{kernel.__name__} was given a strided view")
+                self.arrays.append(arg)
+                ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
+            elif isinstance(arg, (bool, int, np.integer)):
+                kinds += "i"
+                ints += (int(arg), 0, 0, 0)
+            elif isinstance(arg, (float, np.floating)):
+                kinds += "f"
+                self.reals.append(float(arg))
+                ints += (len(self.reals) - 1, 0, 0, 0)
+            else:
+                raise NotRecordable(f"{kernel.__name__} was given a {type(arg).__name__}")
+        self.calls.append((kernel, kinds, ints))
         self.owners.append(self.owner)
         return self.replay_only
 
-    def _encode(self, kernel, arg):
-        if isinstance(arg, np.ndarray):
-            if arg.ndim != 2 or arg.dtype != self.dtype:
-                raise NotRecordable(f"{kernel.__name__} was given a {arg.ndim}-D {arg.dtype} "
-                                    f"array; programs take {self.dtype} matrices")
-            self.arrays.append(arg)
-            rows, cols = arg.shape
-            if arg.flags.c_contiguous:
-                return "C", (arg.ctypes.data, rows, cols, 0)
-            if arg.flags.f_contiguous:
-                return "F", (arg.ctypes.data, rows, cols, 0)
-            raise NotRecordable(f"{kernel.__name__} was given a strided view")
-        if isinstance(arg, (bool, int, np.integer)):
-            return "i", (int(arg), 0, 0, 0)
-        if isinstance(arg, (float, np.floating)):
-            self.reals.append(float(arg))
-            return "f", (len(self.reals) - 1, 0, 0, 0)
-        raise NotRecordable(f"{kernel.__name__} was given a {type(arg).__name__}")
+
+@njit(cache=True)
+def _address(array):
+    return array.ctypes.data  # NumPy's own .ctypes costs ten times more from Python
 
 
 class recording:
@@ -227,14 +231,36 @@ class Program:
         self.owners = calls.owners
         self.arrays = calls.arrays
         self.code = np.empty((len(calls.calls), 2), np.int64)
-        ints = []
-        for pc, (kernel, kinds, numbers) in enumerate(calls.calls):
-            if not isinstance(kernel, Kernel):
-                raise NotRecordable(f"{kernel!r} is not a compiled kernel")
-            self.code[pc] = adapter(kernel, kinds, dtype), len(ints)
+        ints, addresses, starts, found = [], [], [], {}
+        for kernel, kinds, numbers in calls.calls:
+            key = (kernel, kinds)
+            if key not in found:
+                if not isinstance(kernel, Kernel):
+                    raise NotRecordable(f"{kernel!r} is not a compiled kernel")
+                slots = [INTS_PER_ARGUMENT * i for i, kind in enumerate(kinds) if kind in "CF"]
+                found[key] = adapter(kernel, kinds, dtype), slots
+            address, slots = found[key]
+            starts.append((address, len(ints)))
+            addresses.extend(len(ints) + slot for slot in slots)
             ints.extend(numbers)
+        if starts:
+            self.code[:] = starts
         self.ints = np.array(ints or [0], np.int64)
+        self.addresses = np.array(addresses, np.int64)  # where ints hold array addresses
         self.reals = np.array(calls.reals or [0.0], dtype)
+
+    def relocated(self, moves, start, stop):
+        """A copy of ``ints`` in which calls ``start`` to ``stop`` use other memory: for each
+        ``(old, new)`` pair of arrays of one size, what the calls read or wrote anywhere in
+        ``old``'s buffer they now read or write at the same place of ``new``."""
+        ints = self.ints.copy()
+        first, last = self.code[start, 1], (self.code[stop, 1] if stop < len(self) else len(ints))
+        slots = self.addresses[(self.addresses >= first) & (self.addresses < last)]
+        for old, new in moves:
+            low = old.ctypes.data
+            inside = slots[(ints[slots] >= low) & (ints[slots] < low + old.nbytes)]
+            ints[inside] += new.ctypes.data - low
+        return ints
 
     def __len__(self):
         return len(self.code)
