@@ -4,7 +4,10 @@ The Jacobian of the logits with respect to the input, for a whole batch at once
 (``fg.jacobian``), gives for each image the gradient of its predicted class's score with
 respect to its 784 pixels. Trains a model first, or loads one saved by
 ``fastgraph train mnist --save``.
-    python examples/saliency.py [--model model.fgz] [--out saliency.png] [--quick]
+The network may be convolutional (``--network lenet5``): the Jacobian passes back through
+its convolutions and poolings like through any other operator.
+    python examples/saliency.py [--model model.fgz | --network lenet5] [--out saliency.png]
+                                [--quick]
 """
 import argparse
 
@@ -16,6 +19,8 @@ from fastgraph.datasets import mnist
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", help="a model saved by 'fastgraph train mnist --save'")
 parser.add_argument("--out", default="saliency.png")
+parser.add_argument("--network", choices=["mlp", "lenet5"], default="mlp",
+                    help="the network to train when no --model is given")
 parser.add_argument("--quick", action="store_true", help="a small model, for CI")
 args = parser.parse_args()
 
@@ -25,7 +30,7 @@ if args.model:
     x, predict = graph.get_node(meta["input"]), graph.get_node(meta["output"])
     logits = predict.parents[0]
 else:
-    model = fg.models.mlp(seed=0)
+    model = fg.models.lenet5(seed=0) if args.network == "lenet5" else fg.models.mlp(seed=0)
     optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.002)
     trainer = fg.trainer.SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
                                        progress=False, scale=1 / 255, seed=0)

@@ -3,13 +3,21 @@
 Labels may be integer class indices ``(N,)`` or one-hot rows ``(N, classes)``; one-hot rows
 are checked (exactly one 1 per row, zeros elsewhere). Predictions may be class indices or
 scores ``(N, classes)`` (or the article's ``(N, classes, 1)``), whose argmax is taken.
+A metric never turns a mistake into a number: a label outside the classes (negative, or
+not below the number of score columns or ``classes``), a NaN score, or no samples at all
+raise ValueError naming the row.
 """
 
 import numpy as np
 
+from .checks import positive_integer
 
-def class_labels(labels, name="labels"):
-    """Integer labels from integer or one-hot labels; ValueError for anything else."""
+
+def class_labels(labels, name="labels", classes=None):
+    """Integer labels from integer or one-hot labels; ValueError for anything else.
+
+    With ``classes``, every label must lie in ``[0, classes)``; negative labels never pass.
+    """
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[2] == 1:
         labels = labels[:, :, 0]
@@ -19,39 +27,67 @@ def class_labels(labels, name="labels"):
         if not valid.all():
             bad = int(np.flatnonzero(~valid)[0])
             raise ValueError(f"{name} are not one-hot: row {bad} is {labels[bad].tolist()}")
+        if classes is not None and labels.shape[1] != classes:
+            raise ValueError(f"{name} are one-hot rows of {labels.shape[1]} classes, "
+                             f"expected {classes}")
         return hot.argmax(axis=1)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(f"{name} must be integer classes (N,) or one-hot rows (N, classes), "
                          f"got shape {labels.shape} and dtype {labels.dtype}")
+    outside = labels < 0 if classes is None else (labels < 0) | (labels >= classes)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
+        expected = "a class index (>= 0)" if classes is None else f"in [0, {classes})"
+        raise ValueError(f"{name}: row {bad} is {labels[bad]}, expected {expected}")
     return labels
 
 
-def predicted_classes(predictions):
-    """Class indices from indices or from per-class scores (argmax)."""
+def predicted_classes(predictions, classes=None):
+    """Class indices from indices or from per-class scores (argmax); NaN scores raise."""
     predictions = np.asarray(predictions)
     if predictions.ndim == 3 and predictions.shape[2] == 1:
         predictions = predictions[:, :, 0]
     if predictions.ndim == 2:
+        if predictions.dtype.kind not in "biuf":
+            raise ValueError(f"scores must be numbers, got dtype {predictions.dtype}")
+        if classes is not None and predictions.shape[1] != classes:
+            raise ValueError(f"scores have {predictions.shape[1]} columns, expected one per "
+                             f"class ({classes})")
+        if predictions.dtype.kind == "f":
+            nan = np.isnan(predictions).any(axis=1)
+            if nan.any():
+                bad = int(np.flatnonzero(nan)[0])
+                raise ValueError(f"the scores of row {bad} hold NaN: no class can be predicted "
+                                 f"({predictions[bad].tolist()})")
         return predictions.argmax(axis=1)
-    return class_labels(predictions, "predictions")
+    return class_labels(predictions, "predictions", classes)
 
 
-def _pair(labels, predictions):
-    truth, predicted = class_labels(labels), predicted_classes(predictions)
+def _pair(labels, predictions, classes=None):
+    predictions = np.asarray(predictions)
+    if classes is None and predictions.ndim >= 2:  # scores: one column per class
+        classes = predictions.shape[1]
+    truth = class_labels(labels, "labels", classes)
+    predicted = predicted_classes(predictions, classes)
     if truth.shape != predicted.shape:
         raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
+    if len(truth) == 0:
+        raise ValueError("no labels and predictions: a metric of nothing is undefined")
     return truth, predicted
 
 
 def accuracy(labels, predictions):
     truth, predicted = _pair(labels, predictions)
-    return float((truth == predicted).mean()) if len(truth) else float("nan")
+    return float((truth == predicted).mean())
 
 
 def confusion_matrix(labels, predictions, classes=None):
-    """``matrix[true, predicted]`` counts."""
-    truth, predicted = _pair(labels, predictions)
-    classes = classes or int(max(truth.max(initial=-1), predicted.max(initial=-1)) + 1)
+    """``matrix[true, predicted]`` counts; with ``classes``, labels and predictions must lie
+    in ``[0, classes)``."""
+    if classes is not None:
+        classes = positive_integer("classes", classes)
+    truth, predicted = _pair(labels, predictions, classes)
+    classes = classes or int(max(truth.max(), predicted.max()) + 1)
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return matrix
@@ -85,6 +121,9 @@ def roc_auc(labels, scores):
         raise ValueError(f"{labels.size} labels but {scores.size} scores")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("roc_auc needs binary labels (0 or 1)")
+    if np.isnan(scores).any():
+        bad = int(np.flatnonzero(np.isnan(scores))[0])
+        raise ValueError(f"roc_auc: score {bad} is NaN, which ranks against nothing")
     positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
     if positives == 0 or negatives == 0:
         raise ValueError("roc_auc needs at least one positive and one negative label")

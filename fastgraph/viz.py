@@ -14,7 +14,7 @@ def to_dot(graph):
     lines = ["digraph fastgraph {", '  rankdir="BT";', '  node [fontname="Helvetica"];']
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     for node, ident in ids.items():
-        label = f"{node.name}\\n{node.dim[0]}x{node.dim[1]}"
+        label = f"{_quoted(node.name)}\\n{node.dim[0]}x{node.dim[1]}"
         if isinstance(node, Variable):
             style = ('shape=box, style=filled, fillcolor="#cfe2f3"' if node.trainable
                      else 'shape=box, style=filled, fillcolor="#d9ead3"')
@@ -25,6 +25,38 @@ def to_dot(graph):
         lines.extend(f"  {ids[parent]} -> {ident};" for parent in node.parents)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text):
+    """``text`` safe inside a DOT string: a name with a quote would end the label."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+GRAPH_SUFFIXES = (".dot", ".svg", ".png")
+
+
+def _prefix(option):
+    return f"{option} " if option else ""
+
+
+def check_graph_path(path, option=None):
+    """ValueError unless ``path`` names a format :func:`write_graph` writes."""
+    if Path(path).suffix not in GRAPH_SUFFIXES:
+        raise ValueError(f"{_prefix(option)}{path}: the graph can be written as .dot, .svg "
+                         "or .png")
+
+
+def check_plot_path(path, option=None):
+    """ValueError unless matplotlib is installed and writes the format ``path`` names."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError(f"{_prefix(option)}{path}: plotting needs matplotlib: "
+                         "pip install 'fastgraph[plot]'") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if Path(path).suffix.lstrip(".").lower() not in formats:
+        raise ValueError(f"{_prefix(option)}{path}: the curves can be written as "
+                         f"{', '.join('.' + name for name in sorted(formats))}")
 
 
 def write_graph(graph, path):
@@ -38,16 +70,18 @@ def write_graph(graph, path):
     if path.suffix == ".dot":
         path.write_text(source)
         return path, None
-    if path.suffix not in (".svg", ".png"):
-        raise ValueError(f"{path}: the graph can be written as .dot, .svg or .png")
+    check_graph_path(path)
     dot = shutil.which("dot")
     if dot is None:
         fallback = path.with_suffix(".dot")
         fallback.write_text(source)
         return fallback, (f"Graphviz 'dot' is not installed, so {path.name} was not rendered; "
                           f"wrote the DOT source to {fallback} instead")
-    subprocess.run([dot, f"-T{path.suffix[1:]}", "-o", str(path)], input=source.encode(),
-                   check=True)
+    done = subprocess.run([dot, f"-T{path.suffix[1:]}", "-o", str(path)],
+                          input=source.encode(), capture_output=True)
+    if done.returncode != 0:
+        raise OSError(f"{path}: Graphviz 'dot' failed: "
+                      f"{done.stderr.decode(errors='replace').strip()[:300]}")
     return path, None
 
 

@@ -446,3 +446,46 @@ def test_saved_cnn_loads_with_identical_outputs(tmp_path, rng):
         twin = loaded.get_node(node.name)
         twin.forward()
         np.testing.assert_array_equal(twin.value, node.value)
+
+
+# -- the command line: LeNet-5 trained on a few hundred images ------------------------------
+
+
+def test_cli_trains_saves_evaluates_and_predicts_lenet5(mnist_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    model, plot, dot = tmp_path / "lenet.fgz", tmp_path / "curves.png", tmp_path / "graph.dot"
+    command = [sys.executable, "-m", "fastgraph.cli"]
+    result = subprocess.run(
+        [*command, "train", "mnist", "--data", str(mnist_dir), "--model", "lenet5",
+         "--train-samples", "640", "--test-samples", "300", "--epochs", "1", "--no-progress",
+         "--save", str(model), "--plot", str(plot), "--graph", str(dot)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("training LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, "
+                                    "400-120-84-10, ReLU) on 640 MNIST images")
+    accuracy = float(next(line for line in result.stdout.splitlines()
+                          if line.startswith("test accuracy:")).split()[-1])
+    assert 0.5 < accuracy <= 1.0  # one epoch of 10 batches: far above chance (0.1)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Conv2D" in dot.read_text() and "MaxPool2D" in dot.read_text()
+    graph, meta = saver.load(model)
+    assert sum(isinstance(node, ops.Conv2D) for node in graph.nodes) == 2
+
+    evaluated = subprocess.run([*command, "evaluate", str(model), "--data", str(mnist_dir)],
+                               capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.startswith("test accuracy: ")
+
+    from fastgraph.datasets import mnist
+
+    _, _, x_test, y_test = mnist.load(mnist_dir, download=False)
+    image = tmp_path / "digit.png"
+    Image.fromarray(x_test[0]).save(image)
+    predicted = subprocess.run([*command, "predict", str(model), str(image)],
+                               capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith(f"{image}: ")

@@ -15,6 +15,8 @@ def test_there_are_examples():
         "mnist_mlp.py",
         "logistic_regression.py",
         "spirals.py",
+        "cnn_article.py",
+        "lenet5.py",
     }
 
 
@@ -30,3 +32,15 @@ def test_example_runs(example, mnist_dir, tmp_path, monkeypatch):
     )
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout
+
+
+def test_saliency_runs_on_the_cnn(mnist_dir, tmp_path, monkeypatch):
+    """Per-sample Jacobians through Conv2D and MaxPool2D, in the example that draws them."""
+    monkeypatch.setenv("FASTGRAPH_DATA", str(mnist_dir))
+    example = Path(__file__).parent.parent / "examples" / "saliency.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--quick", "--network", "lenet5"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and (tmp_path / "saliency.png").exists()

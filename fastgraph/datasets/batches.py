@@ -1,7 +1,10 @@
 """Shuffled mini-batches, gathered into buffers that are reused from batch to batch."""
 
+import numbers
+
 import numpy as np
 
+from .. import checks
 from ..kernels.data import gather_batch
 
 
@@ -22,16 +25,23 @@ class Batches:
                  shuffle=True, seed=None):
         features = np.asarray(features)
         labels = np.asarray(labels)
+        batch_size = checks.positive_integer("batch_size", batch_size)
+        classes = checks.positive_integer("classes", classes)
+        if features.ndim == 0 or len(features) == 0:
+            raise ValueError("Batches: the dataset is empty (no samples in features)")
+        if features.dtype.kind not in "biuf":
+            raise ValueError(f"Batches: features must be numbers, got dtype {features.dtype}")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be integer classes of shape (N,), got {labels.dtype} "
                              f"{labels.shape}")
         if len(features) != len(labels):
             raise ValueError(f"{len(features)} samples but {len(labels)} labels")
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        if labels.min() < 0 or labels.max() >= classes:
+            bad = int(np.flatnonzero((labels < 0) | (labels >= classes))[0])
             raise ValueError(f"labels must lie in [0, {classes}), found {labels.min()} to "
-                             f"{labels.max()}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+                             f"{labels.max()} (label {bad} is {labels[bad]})")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not np.isfinite(scale):
+            raise ValueError(f"scale must be a finite number, got {scale!r}")
         # A copy that NumPy allocates: it asks the kernel for huge pages on large arrays, and
         # gathering random rows from 4 KB pages costs a page walk per row (2x slower here).
         self.features = np.array(features.reshape(len(features), -1), order="C", copy=True)
@@ -53,6 +63,16 @@ class Batches:
 
     def iterate(self, order):
         """The batches of the samples at the indices ``order``, in that order."""
+        order = np.asarray(order)
+        # The gathering kernel does not check bounds: an index outside the data would read
+        # other memory, so the order is checked here (once per pass, not per batch).
+        if order.ndim != 1 or (order.size and not np.issubdtype(order.dtype, np.integer)):
+            raise ValueError(f"order must be a vector of integer sample indices, got "
+                             f"{order.dtype} {order.shape}")
+        if order.size and (order.min() < 0 or order.max() >= len(self.labels)):
+            bad = int(np.flatnonzero((order < 0) | (order >= len(self.labels)))[0])
+            raise ValueError(f"order[{bad}] is {order[bad]}: sample indices lie in "
+                             f"[0, {len(self.labels)})")
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             x, y = self._x[: len(rows)], self._y[: len(rows)]

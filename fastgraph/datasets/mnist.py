@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import urllib.error
 import urllib.request
@@ -37,6 +39,9 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 _IDX_TYPES = {0x08: np.uint8}
+#: The most bytes an IDX file may decompress to (MNIST's largest is 47 MB): a small gzip
+#: file that inflates to gigabytes is refused instead of filling the memory.
+MAX_IDX_BYTES = 2**30
 
 
 class DatasetError(Exception):
@@ -120,10 +125,19 @@ def read_idx(path, md5=None):
     path = Path(path)
     try:
         raw = path.read_bytes()
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        data = _gunzip(raw, path) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise DatasetError(f"{path}: cannot read ({error})") from error
     return parse_idx(data, path, md5)
+
+
+def _gunzip(raw, source):
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        data = stream.read(MAX_IDX_BYTES + 1)
+    if len(data) > MAX_IDX_BYTES:
+        raise DatasetError(f"{source}: decompresses to more than {MAX_IDX_BYTES} bytes: "
+                           "not an MNIST file")
+    return data
 
 
 def parse_idx(data, source="<bytes>", md5=None):
@@ -134,7 +148,7 @@ def parse_idx(data, source="<bytes>", md5=None):
     if ndim == 0 or len(data) < header:
         raise DatasetError(f"{source}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python ints: np.prod could overflow and wrap
     if len(data) != expected:
         raise DatasetError(
             f"{source}: the header announces shape {shape} ({expected} bytes) but the file "
@@ -159,7 +173,7 @@ def fetch(mirrors=None, timeout=30, searched=()):
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     payload = response.read()
-                parse_idx(gzip.decompress(payload), url, md5)
+                parse_idx(_gunzip(payload, url), url, md5)
             except (OSError, EOFError, urllib.error.URLError, DatasetError) as error:
                 failures.append(f"  - {url}: {error}")
                 continue

@@ -48,7 +48,7 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
     """Per-sample -sum(labels * log softmax(logits)); keeps probs and lse for the VJPs.
 
     Returns -1, or the index of the first sample whose labels are not a distribution
-    (a negative entry, or a sum away from 1), which the caller reports.
+    (an entry that is negative or NaN, or a sum away from 1), which the caller reports.
     """
     for i in range(loss.shape[0]):
         il = i * logits.shape[0] // loss.shape[0]
@@ -59,11 +59,11 @@ def cross_entropy_with_softmax(logits, labels, probs, lse, loss):
         label_sum = 0.0
         for j in range(logits.shape[1]):
             y = labels[iy, j]
-            if y < 0:
+            if not y >= 0:  # negative, or NaN (which fails every comparison)
                 return i
             label_sum += y
             total -= y * (logits[il, j] - row_lse)
-        if abs(label_sum - 1.0) > 1e-3:
+        if not abs(label_sum - 1.0) <= 1e-3:
             return i
         loss[i, 0] = total
     return -1
@@ -127,7 +127,8 @@ def perception_loss_vjp(x, upstream, out):
     for i in range(out.shape[0]):
         r = i * x.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
-            out[i, j] = 0 if x[r, j] >= 0 else -upstream[i, j]
+            v = x[r, j]
+            out[i, j] = 0 if v >= 0 else (-upstream[i, j] if v < 0 else v)  # NaN x: NaN
 
 
 @kernel
