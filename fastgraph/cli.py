@@ -10,15 +10,14 @@ import sys
 
 import numpy as np
 
-from . import checks, metrics, saver, viz
+from . import distributed, metrics, saver, viz
 from . import optimizer as optimizers
 from .datasets import mnist
 from .datasets.mnist import DatasetError
-from .files import check_writable
 from .layer import ACTIVATIONS
-from .models import mlp
+from .models import lenet5, mlp
 from .saver import ModelFileError
-from .trainer import SimpleTrainer, TrainingDiverged
+from .trainer import SimpleTrainer
 
 OPTIMIZERS = {
     "adam": (optimizers.Adam, 0.002),
@@ -29,13 +28,16 @@ OPTIMIZERS = {
 }
 
 
+ERRORS = (DatasetError, ModelFileError, ValueError, OSError)  # a user's mistake: no traceback
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --processes runs again
     try:
         return args.run(args)
-    except (DatasetError, ModelFileError, ValueError, OSError, TrainingDiverged,
-            MemoryError) as error:
+    except (*ERRORS, distributed.MPIUnavailable) as error:
         print(f"fastgraph: error: {error}", file=sys.stderr)
         return 2
 
@@ -46,20 +48,22 @@ def _parser():
 
     train = commands.add_parser("train", help="train a network on a dataset")
     train.add_argument("dataset", choices=["mnist"])
+    train.add_argument("--model", choices=["mlp", "lenet5"], default="mlp",
+                       help="mlp: the article's fully connected network (--hidden, "
+                            "--activation); lenet5: a convolutional network (default mlp)")
     train.add_argument("--hidden", type=_sizes, default=(100, 20),
                        help="hidden layer sizes, comma-separated (default 100,20)")
     train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a], default="ReLU")
     train.add_argument("--batch-size", type=_positive, default=64)
     train.add_argument("--epochs", type=_positive, default=15)
     train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
-    train.add_argument("--lr", type=_positive_number,
-                       help="learning rate (default: the optimizer's)")
-    train.add_argument("--lr-decay", type=_decay, default=0.8,
+    train.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    train.add_argument("--lr-decay", type=float, default=0.8,
                        help="multiply the learning rate by this after each epoch (default 0.8)")
     train.add_argument("--engine", choices=["vjp", "jacobian"], default="vjp",
                        help="jacobian: the article's per-sample engine (slow; a reference)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data", help="directory of the MNIST files (else $FASTGRAPH_DATA, "
                                       "the cache, or a download)")
     train.add_argument("--save", metavar="MODEL.fgz", help="save the trained model")
@@ -68,6 +72,9 @@ def _parser():
     train.add_argument("--train-samples", type=_positive, help="use only the first N")
     train.add_argument("--test-samples", type=_positive, help="test on only the first N")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--processes", type=_positive, default=1,
+                       help="data-parallel training in N MPI processes, started with mpiexec "
+                            "(needs fastgraph[mpi]); `mpiexec -n N fastgraph train` does the same")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on MNIST's test set")
@@ -93,62 +100,60 @@ def _sizes(text):
 
 
 def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _number(text, check):
-    try:
-        return check(float(text))
-    except ValueError as error:  # float("x"), or the check's own message
-        message = str(error).split(", got")[0].replace("value must", "expected")
-        if message.startswith("could not convert"):
-            message = "expected a number"
-        raise argparse.ArgumentTypeError(f"{message}, got {text!r}") from None
-
-
-def _positive_number(text):
-    return _number(text, lambda value: checks.positive_number("value", value))
-
-
-def _decay(text):
-    return _number(text, lambda value: checks.fraction("value", value, low_open=True,
-                                                       high_closed=True))
 
 
 def _train(args):
-    _check_outputs(args)
-    x_train, y_train, x_test, y_test = mnist.load(args.data)
+    size = distributed.launched_size()
+    if size == 1 and args.processes > 1:
+        return distributed.launch(args.processes,
+                                  [sys.executable, "-m", "fastgraph.cli", *args.argv])
+    if size == 1:
+        return _train_process(args)
+    if args.processes not in (1, size):
+        raise ValueError(f"--processes {args.processes} under an MPI launcher that started "
+                         f"{size} processes: give one or the other")
+    comm = distributed.communicator()
+    with distributed.abort_on_error(comm, expected=ERRORS):
+        return _train_process(args, comm)
+
+
+def _train_process(args, comm=None):
+    """Train in this process; with ``comm``, as one rank of a data-parallel job in which
+    rank 0 alone prints, evaluates and writes files."""
+    rank = 0 if comm is None else comm.Get_rank()
+    x_train, y_train, x_test, y_test = _load_mnist(args.data, comm)
     x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     dtype = np.dtype(args.dtype)
-    model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
+    if args.model == "lenet5":
+        model = lenet5(10, dtype=dtype, seed=args.seed)
+        described = "LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, 400-120-84-10, ReLU)"
+    else:
+        model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
+        described = f"{'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
     rule, default_lr = OPTIMIZERS[args.optimizer]
-    learning_rate = default_lr if args.lr is None else args.lr  # --lr 0 is refused, not 0
-    optimizer = rule(model.graph, model.loss, learning_rate, engine=args.engine)
-    trainer = SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
+    optimizer = rule(model.graph, model.loss, args.lr or default_lr, engine=args.engine)
+    trainer_class = SimpleTrainer
+    if comm is not None:
+        optimizer = distributed.DataParallel(optimizer, comm)
+        distributed.share_cores(comm)
+        trainer_class = distributed.DistributedTrainer
+    trainer = trainer_class(model.x, model.one_hot, model.predict, optimizer,
                             batch_size=args.batch_size, seed=args.seed,
                             progress=not args.no_progress, lr_decay=args.lr_decay,
                             scale=1 / 255)
-    print(f"training {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation}) on "
-          f"{len(x_train):,} MNIST images: {args.optimizer}, batch {args.batch_size}, "
-          f"{args.dtype}, engine {args.engine}", flush=True)
+    if rank == 0:
+        processes = "" if comm is None else f", {comm.Get_size()} processes"
+        print(f"training {described} on "
+              f"{len(x_train):,} MNIST images: {args.optimizer}, batch {args.batch_size}, "
+              f"{args.dtype}, engine {args.engine}{processes}", flush=True)
     history = trainer.train(x_train, y_train, x_test, y_test, epochs=args.epochs)
+    if rank != 0:
+        return 130 if trainer.interrupted else 0
     accuracy = metrics.accuracy(y_test, trainer.scores(x_test))
     print(f"test accuracy: {accuracy:.4f}")
     if args.save:
@@ -164,48 +169,20 @@ def _train(args):
     return 130 if trainer.interrupted else 0
 
 
-def _check_outputs(args):
-    """Refuse, before any training, files that could not be written after it."""
-    for option, path in (("--save", args.save), ("--plot", args.plot), ("--graph", args.graph)):
-        if path is not None:
-            check_writable(path, option)
-    if args.plot is not None:
-        viz.check_plot_path(args.plot, "--plot")
-    if args.graph is not None:
-        viz.check_graph_path(args.graph, "--graph")
+def _load_mnist(path, comm):
+    if comm is not None:  # rank 0 alone downloads the files when they are missing
+        if comm.Get_rank() == 0 and mnist.find(path) is None:
+            mnist.load(path)
+        comm.Barrier()
+    return mnist.load(path)
 
 
-def _load_model(path, classes=10):
-    """The input and output nodes a saved MNIST model names, checked, and its meta."""
+def _load_model(path):
     graph, meta = saver.load(path)
-    names = {key: meta.get(key) for key in ("input", "output")}
-    for key, name in names.items():
-        if not isinstance(name, str):
-            raise ModelFileError(f"{path}: the model's meta does not name its {key} node "
-                                 f"(meta[{key!r}] is {name!r})")
     try:
-        x, predict = (graph.get_node(name) for name in names.values())
-    except KeyError as error:
-        raise ModelFileError(f"{path}: the model names a node it does not hold "
-                             f"({error.args[0]})") from None
-    shape = meta.get("image_shape", [28, 28])
-    if (not isinstance(shape, list) or len(shape) != 2
-            or not all(isinstance(size, int) and size > 0 for size in shape)):
-        raise ModelFileError(f"{path}: meta['image_shape'] is {shape!r}, expected [rows, cols]")
-    if not x.is_input or x.dimension() != shape[0] * shape[1]:
-        raise ModelFileError(f"{path}: the input node {x.name} {x.dim} does not take "
-                             f"{shape[0]}x{shape[1]} images")
-    if predict.dimension() != classes:
-        raise ModelFileError(f"{path}: the output node {predict.name} gives "
-                             f"{predict.dimension()} numbers per image, expected one per digit "
-                             f"({classes})")
-    for node in graph.nodes:
-        where = None if node.parents or node.is_input else checks.first_non_finite(node.flat)
-        if where is not None:
-            raise ModelFileError(f"{path}: parameter {node.name} holds {node.flat[where]}: the "
-                                 "model diverged or the file is damaged, so its predictions "
-                                 "would mean nothing")
-    return x, predict, {**meta, "image_shape": tuple(shape)}
+        return graph.get_node(meta["input"]), graph.get_node(meta["output"]), meta
+    except (KeyError, TypeError) as error:
+        raise ModelFileError(f"{path}: the model does not name its input and output") from error
 
 
 def _scores(x, predict, features):
@@ -234,7 +211,8 @@ def _evaluate(args):
 
 def _predict(args):
     x, predict, meta = _load_model(args.model)
-    images = np.stack([_read_image(path, meta["image_shape"]) for path in args.images])
+    images = np.stack([_read_image(path, tuple(meta.get("image_shape", (28, 28))))
+                       for path in args.images])
     scores = _scores(x, predict, mnist.features(images, x.graph.dtype))
     for path, row in zip(args.images, scores):
         digit = int(row.argmax())
@@ -249,33 +227,13 @@ def _read_image(path, shape):
         raise ValueError("reading images needs Pillow: pip install 'fastgraph[plot]'") from error
     try:
         with Image.open(path) as image:
-            pixels = _grey(image, path)
+            pixels = np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
     if pixels.shape != shape:
         raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
                          f"{pixels.shape[1]}x{pixels.shape[0]} (width x height)")
     return pixels
-
-
-def _grey(image, path):
-    """The image as 0-255 grey levels (uint8). ``convert("L")`` clips 16-bit and float
-    images (it would make them black and white), so those are scaled here."""
-    if image.mode.startswith("I;16"):  # 16-bit grey: 0..65535
-        return np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
-    if image.mode in ("I", "F"):  # 32-bit integers or floats: the range decides
-        values = np.asarray(image, dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise ValueError(f"{path}: the image holds NaN or infinite pixels")
-        low, high = values.min(), values.max()
-        ranges = [(1.0, "0-1")] if image.mode == "F" else []
-        ranges += [(255.0, "0-255"), (65535.0, "0-65535")]
-        for top, _ in ranges:
-            if low >= 0 and high <= top:
-                return np.round(values * (255 / top)).astype(np.uint8)
-        raise ValueError(f"{path}: {image.mode} pixels from {low:g} to {high:g} are not grey "
-                         f"levels ({', '.join(name for _, name in ranges)} expected)")
-    return np.asarray(image.convert("L"))
 
 
 if __name__ == "__main__":

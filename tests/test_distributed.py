@@ -1,0 +1,204 @@
+"""Data-parallel training over MPI: two processes on loopback train the one-process model.
+
+The MPI runs are subprocesses (mpiexec, with timeouts); this process never starts MPI. The
+tests that need MPI skip, saying why, when mpi4py or mpiexec is missing (``fastgraph[mpi]``,
+which the ``dev`` extra installs).
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph import distributed
+from fastgraph.cli import main
+from fastgraph.datasets import Batches
+from fastgraph.models import mlp
+from tests.mpi_worker import RULES, train_model
+from tests.test_cli import train_command
+
+WORKER = str(Path(__file__).with_name("mpi_worker.py"))
+
+
+@pytest.fixture(scope="module")
+def mpi():
+    try:
+        distributed.mpiexec_command(2, [])
+    except distributed.MPIUnavailable as error:
+        pytest.skip(str(error))
+
+
+def run_mpi(processes, program, timeout=60):
+    argv, env = distributed.mpiexec_command(processes, program)
+    began = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    return result, time.monotonic() - began
+
+
+def params_of(path):
+    graph, meta = fg.saver.load(path)
+    return [node.value for node in graph.nodes if getattr(node, "trainable", False)], meta
+
+
+# -- sharding (no MPI) --------------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("count", [197, 65, 3])
+def test_shards_split_each_global_batch_and_cover_the_epoch(size, count):
+    features = np.arange(count, dtype=np.float32)[:, None]  # a sample's feature: its index
+    labels = np.zeros(count, np.int64)
+    whole = Batches(features, labels, 64, classes=2, seed=5)
+    shards = [distributed.ShardedBatches(features, labels, 64, rank, size, classes=2, seed=5)
+              for rank in range(size)]
+    for _ in range(2):  # a new shuffle each epoch, the same on every rank
+        globals_ = [x[:, 0].copy() for x, _ in whole]
+        shares = [[x[:, 0].copy() for x, _ in shard] for shard in shards]
+        assert all(len(share) == len(globals_) == len(whole) for share in shares)
+        for step, batch in enumerate(globals_):
+            parts = [share[step] for share in shares]
+            np.testing.assert_array_equal(np.concatenate(parts), batch)
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+            if len(batch) < size:
+                assert min(map(len, parts)) == 0
+        covered = np.concatenate([part for share in shares for part in share])
+        assert sorted(covered.tolist()) == list(range(count))
+
+
+def test_sharded_batches_check_the_rank():
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
+        distributed.ShardedBatches(np.zeros((4, 1)), np.zeros(4, np.int64), 2, 2, 2)
+
+
+# -- two ranks against one process ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(mpi, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mpi")
+    result, _ = run_mpi(2, [sys.executable, WORKER, "train", str(folder)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_two_ranks_train_the_one_process_model(trained, rule):
+    ranks = [np.load(trained / f"{rule}-rank{rank}.npz") for rank in (0, 1)]
+    ranks = [[archive[name] for name in archive.files] for archive in ranks]
+    for mine, other in zip(*ranks):  # rank 1 began elsewhere: broadcast, then same updates
+        np.testing.assert_array_equal(mine, other)
+    reference, history = train_model(rule)
+    initial = mlp(12, (16,), 4, seed=11)
+    for mine, expected in zip(ranks[0], reference):
+        np.testing.assert_allclose(mine, expected, rtol=2e-5, atol=2e-6)
+    start = [param.value for param in fg.optimizer.Adam(initial.graph, initial.loss).params]
+    assert max(np.abs(a - b).max() for a, b in zip(reference, start)) > 1e-3  # it trained
+    combined = json.loads((trained / f"{rule}-history.json").read_text())
+    assert [record["samples"] for record in combined] == [197, 197, 65]
+    for record, single in zip(combined, history):
+        assert record["loss"] == pytest.approx(single["loss"], rel=1e-5)
+        assert record["train_accuracy"] == pytest.approx(single["train_accuracy"], abs=1e-9)
+
+
+# -- faults ---------------------------------------------------------------------------------
+def test_a_rank_that_raises_stops_every_rank(mpi):
+    result, seconds = run_mpi(2, [sys.executable, WORKER, "raise"], timeout=60)
+    assert result.returncode != 0
+    assert ("fastgraph: rank 1 of 2 failed: RuntimeError: simulated failure on rank 1; "
+            "stopping every rank") in result.stderr
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+def test_a_killed_rank_stops_every_rank(mpi):
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, WORKER, "--launch", "2", "kill"],
+                            capture_output=True, text=True, timeout=60)
+    seconds = time.monotonic() - began
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Killed (signal 9)" in output, output
+    assert "fastgraph: error: the 2-process MPI job failed (mpiexec exited with status" in output
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+# -- the command line -------------------------------------------------------------------------
+CLI_OPTIONS = ("--train-samples", 1000, "--test-samples", 200, "--epochs", 2, "--hidden", 16,
+               "--seed", 4, "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def cli_runs(mpi, mnist_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-mpi")
+    under_mpiexec, _ = run_mpi(2, train_command(mnist_dir, *CLI_OPTIONS, "--save",
+                                                folder / "mpiexec.fgz"), timeout=120)
+    launched = subprocess.run(
+        train_command(mnist_dir, *CLI_OPTIONS, "--processes", 2, "--save",
+                      folder / "processes.fgz"),
+        capture_output=True, text=True, timeout=120)
+    return folder, under_mpiexec, launched
+
+
+def test_cli_under_mpiexec_prints_and_saves_on_rank_0_only(cli_runs):
+    folder, result, _ = cli_runs
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("training 784-16-10 (ReLU) on 1,000 MNIST images: adam, batch 64, "
+                        "float32, engine vjp, 2 processes")
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "epoch 1/2", "epoch 2/2", "test accuracy", "saved the model to " + str(folder /
+                                                                        "mpiexec.fgz")]
+    _, meta = params_of(folder / "mpiexec.fgz")
+    assert [record["samples"] for record in meta["history"]] == [1000, 1000]
+    assert sorted(path.name for path in folder.iterdir()) == ["mpiexec.fgz", "processes.fgz"]
+
+
+def test_cli_processes_starts_mpiexec_and_matches_one_process(cli_runs, mnist_dir, tmp_path,
+                                                               capsys):
+    folder, _, result = cli_runs
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("training 784-16-10") == 1 and "2 processes" in result.stdout
+    launched, _ = params_of(folder / "processes.fgz")
+    for mine, other in zip(launched, params_of(folder / "mpiexec.fgz")[0]):
+        np.testing.assert_array_equal(mine, other)
+    assert main(["train", "mnist", "--data", str(mnist_dir), *map(str, CLI_OPTIONS),
+                 "--save", str(tmp_path / "one.fgz")]) == 0
+    capsys.readouterr()
+    for mine, single in zip(launched, params_of(tmp_path / "one.fgz")[0]):
+        np.testing.assert_allclose(mine, single, rtol=1e-4, atol=1e-5)
+
+
+def test_ctrl_c_on_the_launcher_stops_every_rank_and_saves(mpi, mnist_dir, tmp_path):
+    model = tmp_path / "model.fgz"
+    process = subprocess.Popen(
+        train_command(mnist_dir, "--processes", 2, "--epochs", 1000, "--train-samples", 3000,
+                      "--test-samples", 100, "--hidden", 16, "--no-progress", "--save", model),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("training")
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "interrupted: stopped after" in out and "test accuracy:" in out
+    _, meta = params_of(model)
+    assert 1 <= len(meta["history"]) < 1000
+    assert "the 2-process MPI job failed" not in err
+
+
+def test_processes_without_mpi_says_what_to_install(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mpi4py").mkdir()  # an mpi4py that cannot be imported, as when it is missing
+    (tmp_path / "mpi4py" / "__init__.py").write_text("raise ImportError('No module named mpi4py')")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert main(["train", "mnist", "--processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgraph: error: data-parallel training needs MPI: "
+                          "pip install 'fastgraph[mpi]'")
+    assert "No module named mpi4py" in err
+
+
+def test_processes_must_agree_with_the_mpi_launcher(monkeypatch, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["train", "mnist", "--processes", "3"]) == 2
+    assert ("--processes 3 under an MPI launcher that started 2 processes"
+            in capsys.readouterr().err)
