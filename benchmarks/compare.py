@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-NETWORKS = {"784-100-20-10": ((100, 20), 64), "784-256-128-10": ((256, 128), 128)}
+NETWORKS = {"784-100-20-10": ((100, 20), 64), "784-256-128-10": ((256, 128), 128),
+            "lenet5": ("lenet5", 64)}
 LEARNING_RATE = 0.001
 JACOBIAN_SAMPLES = 256
 
@@ -248,6 +249,151 @@ class Jax:
 FRAMEWORKS = {cls.name: cls for cls in (Fastgraph, HandNumpy, Torch, Jax)}
 
 
+# -- LeNet-5: conv 6@5x5 pad 2, ReLU, max-pool 2, conv 16@5x5, ReLU, max-pool 2, 400-120-84-10 --
+def lenet5_init(rng):
+    """He-normal weights in PyTorch's layouts (convolutions (out, in, kh, kw), the first dense
+    layer reading the (16, 5, 5) maps channel by channel), zero biases."""
+    shapes = [(6, 1, 5, 5), (16, 6, 5, 5), (120, 400), (84, 120), (10, 84)]
+    return [(rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape).astype(np.float32),
+             np.zeros(shape[0], np.float32)) for shape in shapes]
+
+
+class FastgraphLeNet(Fastgraph):
+    """fastgraph's LeNet-5 (``models.lenet5``): images pixels-major, ``(H * W, C)``."""
+
+    def __init__(self, hidden, batch, data, init):
+        import fastgraph as fg
+
+        self.batch = batch
+        self.images, self.labels = data[5], data[4]
+        self.model = fg.models.lenet5(seed=0)
+        weights = [node for node in self.model.graph.nodes
+                   if isinstance(node, fg.Variable) and node.trainable]
+        for (w, b), (w_node, b_node) in zip(init, zip(weights[::2], weights[1::2])):
+            if w.ndim == 4:  # (out, in, kh, kw) -> (out, kh * kw * in): patches are (ky, kx, c)
+                w = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            elif w.shape[1] == 400:  # columns (c, y, x) -> (y, x, c), the pixels-major flatten
+                w = w.reshape(-1, 16, 5, 5).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            w_node.set_value(w)
+            b_node.set_value(b.reshape(-1, 1))
+        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE)
+        self.Batches = fg.datasets.Batches
+
+
+    def predict(self, features):  # 1,000 at a time: the patch matrices grow with the batch
+        return np.concatenate([super(FastgraphLeNet, self).predict(features[i : i + 1000])
+                               for i in range(0, len(features), 1000)])
+
+
+class FastgraphLeNetJacobian(FastgraphLeNet):
+    name = "fastgraph jacobian"
+
+    def __init__(self, hidden, batch, data, init):
+        import fastgraph as fg
+
+        super().__init__(hidden, batch, data, init)
+        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE,
+                                           engine="jacobian")
+
+
+class TorchLeNet(Torch):
+    """``nn.Conv2d`` and ``nn.MaxPool2d`` (oneDNN on CPU), NCHW."""
+
+    def __init__(self, hidden, batch, data, init):
+        import torch
+        from torch import nn
+
+        self.torch = torch
+        self.batch = batch
+        self.features = torch.from_numpy(data[0]).reshape(-1, 1, 28, 28)
+        self.targets = torch.from_numpy(data[4])
+        self.model = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+        layers = [m for m in self.model if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with torch.no_grad():
+            for module, (w, b) in zip(layers, init):
+                module.weight.copy_(torch.from_numpy(w))
+                module.bias.copy_(torch.from_numpy(b))
+        self.loss = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
+
+    def predict(self, features):
+        return super().predict(features.reshape(-1, 1, 28, 28))
+
+
+class JaxLeNet(Jax):
+    """``lax.conv_general_dilated`` and ``lax.reduce_window``, NCHW; the whole step jitted."""
+
+    def __init__(self, hidden, batch, data, init):
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+
+        self.jax, self.jnp = jax, jnp
+        self.batch = batch
+        self.features = jnp.asarray(data[0]).reshape(-1, 1, 28, 28)
+        self.labels = jnp.asarray(data[1])
+        self.params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init]
+
+        def zeros():
+            return jax.tree_util.tree_map(jnp.zeros_like, self.params)
+
+        self.state = (zeros(), zeros(), jnp.zeros((), jnp.float32))
+
+        def conv(x, w, b, padding):
+            y = lax.conv_general_dilated(x, w, (1, 1), [(padding, padding)] * 2,
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            return jax.nn.relu(y + b[None, :, None, None])
+
+        def pool(x):
+            return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+        def forward(params, x):
+            (w1, b1), (w2, b2), *dense = params
+            x = pool(conv(x, w1, b1, 2))
+            x = pool(conv(x, w2, b2, 0)).reshape(x.shape[0], -1)
+            for w, b in dense[:-1]:
+                x = jax.nn.relu(x @ w.T + b)
+            w, b = dense[-1]
+            return x @ w.T + b
+
+        def loss(params, x, y):
+            return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(forward(params, x)), axis=1))
+
+        def step(params, state, xs, ys, order, start):
+            rows = jax.lax.dynamic_slice_in_dim(order, start, batch)
+            x, y = xs[rows], ys[rows]
+            grads = jax.grad(loss)(params, x, y)
+            m, v, t = state
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+            step_size = LEARNING_RATE / (1 - 0.9**t)
+            root = jnp.sqrt(1 - 0.999**t)
+            params = jax.tree_util.tree_map(
+                lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / root + 1e-8), params, m, v)
+            return params, (m, v, t)
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.forward = jax.jit(forward)
+
+    def predict(self, features):
+        return super().predict(features.reshape(-1, 1, 28, 28))
+
+
+LENET5_FRAMEWORKS = {"fastgraph": FastgraphLeNet, "pytorch": TorchLeNet, "jax": JaxLeNet}
+
+
+def frameworks_for(network):
+    """The runner classes and the initial weights' maker for ``network``."""
+    if network == "lenet5":
+        return LENET5_FRAMEWORKS, lambda rng, hidden: lenet5_init(rng)
+    return FRAMEWORKS, he_init
+
+
 # -- per-sample derivatives --------------------------------------------------------------------
 def _best_ms(call, number=20, repeat=5):
     call()
@@ -335,8 +481,10 @@ def available(name):
 
 def compare(network, epochs, data, names, rng_seed=0):
     hidden, batch = NETWORKS[network]
-    init = he_init(np.random.default_rng(rng_seed), hidden)
-    runners = {name: FRAMEWORKS[name](hidden, batch, data, init) for name in names}
+    frameworks, initial = frameworks_for(network)
+    init = initial(np.random.default_rng(rng_seed), hidden)
+    runners = {name: frameworks[name](hidden, batch, data, init) for name in names
+               if name in frameworks}
     warm = np.random.default_rng(99).permutation(len(data[0]))
     for runner in runners.values():  # compile, fill caches
         runner.epoch(warm, limit=20 * batch) if runner.name == "fastgraph" else None
@@ -357,20 +505,23 @@ def compare(network, epochs, data, names, rng_seed=0):
         accuracy = float((runner.predict(data[2]) == data[3]).mean())
         results[name] = {"seconds_per_epoch": seconds, "samples_per_second": 60000 / seconds,
                          "test_accuracy": accuracy, "epoch_seconds": times[name]}
-    results["fastgraph jacobian"] = jacobian_throughput(hidden, batch, data, init)
+    results["fastgraph jacobian"] = jacobian_throughput(hidden, batch, data, init, network)
     return results
 
 
-def jacobian_throughput(hidden, batch, data, init):
-    runner = FastgraphJacobian(hidden, min(batch, 64), data, init)
+def jacobian_throughput(hidden, batch, data, init, network=None):
+    kind, samples = FastgraphJacobian, JACOBIAN_SAMPLES
+    if network == "lenet5":  # dense Jacobians of convolutions: thousands of rows each
+        kind, samples = FastgraphLeNetJacobian, 64
+    runner = kind(hidden, min(batch, 64), data, init)
     order = np.arange(len(data[4]))
     runner.epoch(order, limit=8)
     began = time.perf_counter()
-    runner.epoch(order, limit=JACOBIAN_SAMPLES)
+    runner.epoch(order, limit=samples)
     seconds = time.perf_counter() - began
-    rate = JACOBIAN_SAMPLES / seconds
+    rate = samples / seconds
     return {"seconds_per_epoch": 60000 / rate, "samples_per_second": rate,
-            "test_accuracy": None, "note": f"{JACOBIAN_SAMPLES} samples"}
+            "test_accuracy": None, "note": f"{samples} samples"}
 
 
 def peak_memory(name, network):
@@ -386,7 +537,8 @@ def peak_memory(name, network):
 def worker(name, network):
     data = load_data()
     hidden, batch = NETWORKS[network]
-    runner = FRAMEWORKS[name](hidden, batch, data, he_init(np.random.default_rng(0), hidden))
+    frameworks, initial = frameworks_for(network)
+    runner = frameworks[name](hidden, batch, data, initial(np.random.default_rng(0), hidden))
     runner.epoch(np.random.default_rng(0).permutation(len(data[0])))
     print(json.dumps({"peak_mb": peak_resident_mb()}))
 
@@ -505,9 +657,12 @@ def main(argv=None):
     report = {"date": date.today().isoformat(), "machine": machine(), "epochs": args.epochs,
               "networks": {}}
     for network in networks:
-        present = [name for name in names if available(name)]
+        frameworks, _ = frameworks_for(network)
+        present = [name for name in names if available(name) and name in frameworks]
         results = compare(network, args.epochs, data, present)
         for name in names:
+            if name not in frameworks:
+                continue
             if name not in present:
                 results[name] = {"skipped": "not installed (pip install -e '.[bench]')"}
             elif not args.no_memory:
