@@ -10,14 +10,15 @@ import sys
 
 import numpy as np
 
-from . import distributed, metrics, saver, viz
+from . import checks, distributed, metrics, saver, viz
 from . import optimizer as optimizers
 from .datasets import mnist
 from .datasets.mnist import DatasetError
+from .files import check_writable
 from .layer import ACTIVATIONS
 from .models import lenet5, mlp
 from .saver import ModelFileError
-from .trainer import SimpleTrainer
+from .trainer import SimpleTrainer, TrainingDiverged
 
 OPTIMIZERS = {
     "adam": (optimizers.Adam, 0.002),
@@ -28,7 +29,8 @@ OPTIMIZERS = {
 }
 
 
-ERRORS = (DatasetError, ModelFileError, ValueError, OSError)  # a user's mistake: no traceback
+# A user's mistake, or a run that diverged: one line and status 2, no traceback.
+ERRORS = (DatasetError, ModelFileError, ValueError, OSError, TrainingDiverged, MemoryError)
 
 
 def main(argv=None):
@@ -57,13 +59,14 @@ def _parser():
     train.add_argument("--batch-size", type=_positive, default=64)
     train.add_argument("--epochs", type=_positive, default=15)
     train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
-    train.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
-    train.add_argument("--lr-decay", type=float, default=0.8,
+    train.add_argument("--lr", type=_positive_number,
+                       help="learning rate (default: the optimizer's)")
+    train.add_argument("--lr-decay", type=_decay, default=0.8,
                        help="multiply the learning rate by this after each epoch (default 0.8)")
     train.add_argument("--engine", choices=["vjp", "jacobian"], default="vjp",
                        help="jacobian: the article's per-sample engine (slow; a reference)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--data", help="directory of the MNIST files (else $FASTGRAPH_DATA, "
                                       "the cache, or a download)")
     train.add_argument("--save", metavar="MODEL.fgz", help="save the trained model")
@@ -100,13 +103,46 @@ def _sizes(text):
 
 
 def _positive(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _number(text, check):
+    try:
+        return check(float(text))
+    except ValueError as error:  # float("x"), or the check's own message
+        message = str(error).split(", got")[0].replace("value must", "expected")
+        if message.startswith("could not convert"):
+            message = "expected a number"
+        raise argparse.ArgumentTypeError(f"{message}, got {text!r}") from None
+
+
+def _positive_number(text):
+    return _number(text, lambda value: checks.positive_number("value", value))
+
+
+def _decay(text):
+    return _number(text, lambda value: checks.fraction("value", value, low_open=True,
+                                                       high_closed=True))
+
+
 def _train(args):
+    _check_outputs(args)
     size = distributed.launched_size()
     if size == 1 and args.processes > 1:
         return distributed.launch(args.processes,
@@ -136,7 +172,8 @@ def _train_process(args, comm=None):
         model = mlp(784, args.hidden, 10, args.activation, dtype=dtype, seed=args.seed)
         described = f"{'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
     rule, default_lr = OPTIMIZERS[args.optimizer]
-    optimizer = rule(model.graph, model.loss, args.lr or default_lr, engine=args.engine)
+    learning_rate = default_lr if args.lr is None else args.lr  # --lr 0 is refused, not 0
+    optimizer = rule(model.graph, model.loss, learning_rate, engine=args.engine)
     trainer_class = SimpleTrainer
     if comm is not None:
         optimizer = distributed.DataParallel(optimizer, comm)
@@ -145,8 +182,7 @@ def _train_process(args, comm=None):
     trainer = trainer_class(model.x, model.one_hot, model.predict, optimizer,
                             batch_size=args.batch_size, seed=args.seed,
                             progress=not args.no_progress, lr_decay=args.lr_decay,
-                            scale=1 / 255,
-                            eval_batch_size=1000 if args.model == "lenet5" else 10_000)
+                            scale=1 / 255)
     if rank == 0:
         processes = "" if comm is None else f", {comm.Get_size()} processes"
         print(f"training {described} on "
@@ -178,23 +214,54 @@ def _load_mnist(path, comm):
     return mnist.load(path)
 
 
-def _load_model(path):
+def _check_outputs(args):
+    """Refuse, before any training, files that could not be written after it."""
+    for option, path in (("--save", args.save), ("--plot", args.plot), ("--graph", args.graph)):
+        if path is not None:
+            check_writable(path, option)
+    if args.plot is not None:
+        viz.check_plot_path(args.plot, "--plot")
+    if args.graph is not None:
+        viz.check_graph_path(args.graph, "--graph")
+
+
+def _load_model(path, classes=10):
+    """The input and output nodes a saved MNIST model names, checked, and its meta."""
     graph, meta = saver.load(path)
+    names = {key: meta.get(key) for key in ("input", "output")}
+    for key, name in names.items():
+        if not isinstance(name, str):
+            raise ModelFileError(f"{path}: the model's meta does not name its {key} node "
+                                 f"(meta[{key!r}] is {name!r})")
     try:
-        return graph.get_node(meta["input"]), graph.get_node(meta["output"]), meta
-    except (KeyError, TypeError) as error:
-        raise ModelFileError(f"{path}: the model does not name its input and output") from error
+        x, predict = (graph.get_node(name) for name in names.values())
+    except KeyError as error:
+        raise ModelFileError(f"{path}: the model names a node it does not hold "
+                             f"({error.args[0]})") from None
+    shape = meta.get("image_shape", [28, 28])
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(size, int) and size > 0 for size in shape)):
+        raise ModelFileError(f"{path}: meta['image_shape'] is {shape!r}, expected [rows, cols]")
+    if not x.is_input or x.dimension() != shape[0] * shape[1]:
+        raise ModelFileError(f"{path}: the input node {x.name} {x.dim} does not take "
+                             f"{shape[0]}x{shape[1]} images")
+    if predict.dimension() != classes:
+        raise ModelFileError(f"{path}: the output node {predict.name} gives "
+                             f"{predict.dimension()} numbers per image, expected one per digit "
+                             f"({classes})")
+    for node in graph.nodes:
+        where = None if node.parents or node.is_input else checks.first_non_finite(node.flat)
+        if where is not None:
+            raise ModelFileError(f"{path}: parameter {node.name} holds {node.flat[where]}: the "
+                                 "model diverged or the file is damaged, so its predictions "
+                                 "would mean nothing")
+    return x, predict, {**meta, "image_shape": tuple(shape)}
 
 
-def _scores(x, predict, features, chunk=1000):
-    """The output for ``features``, 1,000 images at a time: a convolution's patch matrix
-    holds every pixel 25 times (LeNet-5's first layer: 78 MB for 1,000 images)."""
-    scores = []
-    for start in range(0, len(features), chunk):
-        x.set_value(features[start : start + chunk])
-        predict.forward()
-        scores.append(predict.flat.copy())
-    return np.concatenate(scores)
+def _scores(x, predict, features):
+    x.set_value(features)
+    predict.forward()
+    return predict.flat.copy()
 
 
 def _evaluate(args):
@@ -217,8 +284,7 @@ def _evaluate(args):
 
 def _predict(args):
     x, predict, meta = _load_model(args.model)
-    images = np.stack([_read_image(path, tuple(meta.get("image_shape", (28, 28))))
-                       for path in args.images])
+    images = np.stack([_read_image(path, meta["image_shape"]) for path in args.images])
     scores = _scores(x, predict, mnist.features(images, x.graph.dtype))
     for path, row in zip(args.images, scores):
         digit = int(row.argmax())
@@ -233,13 +299,33 @@ def _read_image(path, shape):
         raise ValueError("reading images needs Pillow: pip install 'fastgraph[plot]'") from error
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"))
+            pixels = _grey(image, path)
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
     if pixels.shape != shape:
         raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
                          f"{pixels.shape[1]}x{pixels.shape[0]} (width x height)")
     return pixels
+
+
+def _grey(image, path):
+    """The image as 0-255 grey levels (uint8). ``convert("L")`` clips 16-bit and float
+    images (it would make them black and white), so those are scaled here."""
+    if image.mode.startswith("I;16"):  # 16-bit grey: 0..65535
+        return np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
+    if image.mode in ("I", "F"):  # 32-bit integers or floats: the range decides
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{path}: the image holds NaN or infinite pixels")
+        low, high = values.min(), values.max()
+        ranges = [(1.0, "0-1")] if image.mode == "F" else []
+        ranges += [(255.0, "0-255"), (65535.0, "0-65535")]
+        for top, _ in ranges:
+            if low >= 0 and high <= top:
+                return np.round(values * (255 / top)).astype(np.uint8)
+        raise ValueError(f"{path}: {image.mode} pixels from {low:g} to {high:g} are not grey "
+                         f"levels ({', '.join(name for _, name in ranges)} expected)")
+    return np.asarray(image.convert("L"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A trainer in the article's spirit: shuffled mini-batches, one_step/update, an evaluation
 each epoch, and a history. The command line uses it; so can a user."""
 
+import math
 import signal
 import threading
 import time
@@ -8,8 +9,12 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import checks, metrics
 from .datasets import Batches
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or a parameter became NaN or infinite: training stopped there."""
 
 
 class SimpleTrainer:
@@ -22,15 +27,18 @@ class SimpleTrainer:
     one-hot rows. ``log`` receives one line per epoch. ``lr_decay`` multiplies the
     optimizer's learning rate after each epoch.
     Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
+
+    A batch whose loss is NaN or infinite, or an epoch that ends with a non-finite
+    parameter, stops training with :class:`TrainingDiverged` (naming the epoch and batch):
+    nothing a diverged model computes afterwards means anything.
     """
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
                  eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
-        self.lr_decay = lr_decay
+        batch_size = checks.positive_integer("batch_size", batch_size)
+        eval_batch_size = checks.positive_integer("eval_batch_size", eval_batch_size)
+        self.lr_decay = checks.fraction("lr_decay", lr_decay, low_open=True, high_closed=True)
+        scale = checks.positive_number("scale", scale)
         self.x, self.labels, self.predict = x, labels, predict
         self.optimizer = optimizer
         self.loss = optimizer.target
@@ -45,11 +53,17 @@ class SimpleTrainer:
 
     def train(self, features, labels, test_features=None, test_labels=None, epochs=1):
         """Run ``epochs`` epochs; returns the history, one dict per epoch."""
+        epochs = checks.positive_integer("epochs", epochs)
+        features = self._check_features(features, labels, "training")
         batches = self.batches(features, metrics.class_labels(labels, "training labels"))
-        test_truth = None if test_labels is None else metrics.class_labels(test_labels)
+        test_truth = None
+        if test_features is not None or test_labels is not None:
+            test_features = self._check_features(test_features, test_labels, "test")
+            test_truth = metrics.class_labels(test_labels, "test labels")
         with _stop_on_interrupt(self):
             for epoch in range(1, epochs + 1):
                 record = self._epoch(batches, epoch, epochs)
+                self._check_parameters(epoch)
                 if test_features is not None:
                     record["test_accuracy"] = metrics.accuracy(
                         test_truth, self.scores(test_features))
@@ -73,13 +87,19 @@ class SimpleTrainer:
         began = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not self.progress)
-        for x, one_hot in bar:
+        for number, (x, one_hot) in enumerate(bar, 1):
             if len(x):  # a data-parallel process may have no share of a small last batch
                 self.x.set_value(x)
                 self.labels.set_value(one_hot)
                 self.optimizer.one_step()
                 self.predict.forward()
-                loss_sum += float(self.loss.flat.sum())
+                batch_loss = float(self.loss.flat.sum())
+                if not math.isfinite(batch_loss):  # checked before update(): nothing applied
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"training stopped: the loss of batch {number} of epoch {epoch} is "
+                        f"{batch_loss} ({self._diverged_hint()})")
+                loss_sum += batch_loss
                 hits += int((self.predict.flat.argmax(axis=1) == one_hot.argmax(axis=1)).sum())
                 seen += len(x)
             self.optimizer.update()
@@ -91,8 +111,45 @@ class SimpleTrainer:
                 "train_accuracy": hits / max(seen, 1),
                 "samples": seen, "seconds": seconds, "samples_per_second": seen / seconds}
 
+    def _diverged_hint(self):
+        return (f"the model diverged: try a learning rate below "
+                f"{self.optimizer.learning_rate:g}, or the data hold NaN or infinity")
+
+    def _check_parameters(self, epoch):
+        for param in self.optimizer.params:
+            where = checks.first_non_finite(param.flat)
+            if where is not None:
+                raise TrainingDiverged(
+                    f"training stopped: parameter {param.name} holds {param.flat[where]} after "
+                    f"epoch {epoch} ({self._diverged_hint()})")
+
+    def _check_features(self, features, labels, split):
+        """``features`` as an array of N samples of the input's size, finite; N labels."""
+        if features is None or labels is None:
+            raise ValueError(f"{split} features and labels go together: got only one of them")
+        features = np.asarray(features)
+        if features.dtype.kind not in "biuf":
+            raise ValueError(f"{split} features must be numbers, got dtype {features.dtype}")
+        if features.ndim == 0 or len(features) == 0:
+            raise ValueError(f"{split} features are empty: no samples to "
+                             f"{'train on' if split == 'training' else 'test on'}")
+        if len(features) != len(labels):
+            raise ValueError(f"{len(features)} {split} samples but {len(labels)} {split} labels")
+        per_sample = features.size // len(features)
+        if per_sample != self.x.dimension():
+            raise ValueError(f"{split} features have {per_sample} numbers per sample, but "
+                             f"{self.x.name} takes {self.x.dimension()} {self.x.dim}")
+        where = checks.first_non_finite(features)
+        if where is not None:
+            raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}): "
+                             "training needs finite numbers")
+        return features
+
     def scores(self, features):
         """The ``predict`` node's output for ``features``, as ``(N, classes)`` rows."""
+        features = np.asarray(features)
+        if features.ndim == 0 or len(features) == 0:
+            raise ValueError("scores: the features are empty (no samples)")
         chunks = []
         dtype = self.x.graph.dtype
         for start in range(0, len(features), self.eval_batch_size):
