@@ -27,6 +27,10 @@ class SimpleTrainer:
     one-hot rows. ``log`` receives one line per epoch. ``lr_decay`` multiplies the
     optimizer's learning rate after each epoch.
     Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
+
+    A batch whose loss is NaN or infinite, or an epoch that ends with a non-finite
+    parameter, stops training with :class:`TrainingDiverged` (naming the epoch and batch):
+    nothing a diverged model computes afterwards means anything.
     """
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
