@@ -4,7 +4,20 @@
 innermost ``with Graph():`` block, or a module-wide graph outside any block.
 """
 
-from . import datasets, layer, metrics, models, ops, optimizer, profiler, saver, trainer, viz
+from . import (
+    core,
+    datasets,
+    layer,
+    metrics,
+    model,
+    models,
+    ops,
+    optimizer,
+    profiler,
+    saver,
+    trainer,
+    viz,
+)
 from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
 from .jacobians import jacobian, per_sample_gradients
 from .node import Node, Variable
@@ -12,8 +25,9 @@ from .node import Node, Variable
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "Variable", "datasets", "get_default_graph", "get_node_from_graph",
-    "jacobian", "layer", "metrics", "models", "name_scope", "ops", "optimizer",
+    "Graph", "Node", "Variable", "core", "datasets", "get_default_graph",
+    "get_node_from_graph", "jacobian", "layer", "metrics", "model", "models", "name_scope",
+    "ops", "optimizer",
     "per_sample_gradients", "profiler", "saver", "trainer", "viz",
 ]
 

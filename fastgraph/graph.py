@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels.elementwise import raise_states
+
 # A node's state. Forward computes every node whose state is not COMPUTED (which is 0).
 COMPUTED = 0
 OUTDATED = 1  # a parameter it depends on changed: the old value stays readable until then
@@ -55,6 +57,7 @@ class Graph:
         self._names = {}
         self._version = 0
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
+        self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -105,11 +108,22 @@ class Graph:
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with
         ``itself``) to at least ``state``: EMPTY after an input changed, OUTDATED after a
         parameter did (a value that was EMPTY stays EMPTY)."""
-        key = ("downstream", tuple(nodes), itself)
-        indices = self.cached(key, lambda: _indices(self.downstream(nodes, itself)))
-        states = self.states[indices]
-        np.maximum(states, state, out=states)
-        self.states[indices] = states
+        if len(nodes) == 1 and not itself:  # an input set: its node keeps the indices
+            node = nodes[0]
+            found = node.downstream
+            if found is None or found[0] != self._version:
+                found = node.downstream = (self._version, _indices(self.downstream(nodes)))
+            indices = found[1]
+        else:  # an optimizer's parameters, a re-wired or reset node: a few sets, kept
+            key = (tuple(nodes), itself)
+            found = self._downstream.get(key)
+            if found is None or found[0] != self._version:
+                if len(self._downstream) > CACHE_SIZE:
+                    self._downstream.clear()
+                found = self._downstream[key] = (self._version,
+                                                 _indices(self.downstream(nodes, itself)))
+            indices = found[1]
+        raise_states(self.states, indices, state)
 
     def mark_computed(self, node):
         """Record that ``node`` was just computed (its value snapshot, if any, is stale)."""
@@ -241,6 +255,8 @@ class Tape:
         """Let a pass give the inputs other rows: yields ``feed(rows)``, where ``rows`` maps
         an input's ``(B, features)`` batch to the rows to use; restores the batch after."""
         saved = [(node, node.flat) for node in self.inputs]
+        graph = self.target.graph
+        single = getattr(graph, "single_sample", False)  # how values read (node.value)
 
         def feed(rows):
             for node, flat in saved:
@@ -251,6 +267,7 @@ class Tape:
         finally:
             for node, flat in saved:
                 node.set_value(flat.reshape(-1, *node.dim))
+            graph.single_sample = single
 
     def forward(self):
         """Compute every node on the tape that is not up to date, parents first (the

@@ -3,8 +3,18 @@
 import numpy as np
 
 from .node import Variable
-from .ops import (Add, Conv2D, Convolve, Logistic, MatMul, MaxPool2D, MaxPooling, ReLU,
-                  ScalarMap, Tanh)
+from .ops import (
+    Add,
+    Conv2D,
+    Convolve,
+    Logistic,
+    MatMul,
+    MaxPool2D,
+    MaxPooling,
+    ReLU,
+    ScalarMap,
+    Tanh,
+)
 
 ACTIVATIONS = {"ReLU": ReLU, "Logistic": Logistic, "Tanh": Tanh, None: None}
 
@@ -14,11 +24,13 @@ def fc(input, input_size, size, activation):
 
     ``W`` is ``(size, input_size)``, drawn as He-normal for ReLU and Glorot-uniform
     otherwise, from the graph's generator; ``b`` is ``(size, 1)`` zeros. ``activation`` is
-    ``"ReLU"``, ``"Logistic"``, ``"Tanh"`` or None (the affine map alone).
+    ``"ReLU"``, ``"Logistic"`` or ``"Tanh"``; anything else (None, the article's ``"None"``)
+    means the affine map alone, as in the article, except a near miss such as ``"relu"``,
+    which raises rather than silently dropping the activation.
     """
-    if activation not in ACTIVATIONS:
-        choices = ", ".join(repr(key) for key in ACTIVATIONS)
-        raise ValueError(f"unknown activation {activation!r}: choose one of {choices}")
+    kind = fc_activation(activation)
+    if getattr(input, "dim", None) is None and hasattr(input, "adopt_dim"):
+        input.adopt_dim((input_size, 1))  # a Welding point without a parent yet
     if input.dim != (input_size, 1):
         raise ValueError(
             f"fc: {input.name} has shape {input.dim}, expected a column of ({input_size}, 1)"
@@ -33,7 +45,19 @@ def fc(input, input_size, size, activation):
     bias = Variable((size, 1), trainable=True, graph=graph)
     bias.set_value(np.zeros(bias.dim))
     affine = Add(MatMul(weights, input), bias)
-    return affine if activation is None else ACTIVATIONS[activation](affine)
+    return affine if kind is None else kind(affine)
+
+
+def fc_activation(activation):
+    """The operator class for an activation name; None for no activation (see ``fc``)."""
+    if activation in ACTIVATIONS:
+        return ACTIVATIONS[activation]
+    near = isinstance(activation, str) and activation.lower() in {
+        key.lower() for key in ACTIVATIONS if key}
+    if near or not isinstance(activation, (str, type(None))):
+        choices = ", ".join(repr(key) for key in ACTIVATIONS)
+        raise ValueError(f"unknown activation {activation!r}: choose one of {choices}")
+    return None
 
 
 # -- convolutional layers -------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Optimizer:
         self._index = {param: i for i, param in enumerate(self.params)}
         self._weights = tuple(param.flat for param in self.params)
         self._sums = self.zeros()
+        self._structure = graph._version  # see _follow_graph
         self._coefficients = np.empty(8, graph.dtype)  # refilled at every update
         self.samples = 0
         self.steps = 0
@@ -68,8 +69,31 @@ class Optimizer:
         self._coefficients[: len(values)] = values
         return self._coefficients
 
+    #: The names of the per-parameter tuples of arrays a rule keeps (besides the sums).
+    state_names = ()
+
+    def _follow_graph(self):
+        """After a node was re-wired (the article's ``Welding``), the target may depend on
+        other parameters, as the article's optimizer, which takes every trainable variable
+        of the graph, sees them: take the new ones in with zero sums and state."""
+        self._structure = self.graph._version
+        params = tuple(node for node in self.graph.tape(self.target).nodes
+                       if isinstance(node, Variable) and node.trainable)
+        if params == self.params:
+            return
+        old = self._index
+        for name in ("_sums", *self.state_names):
+            arrays = getattr(self, name)
+            setattr(self, name, tuple(arrays[old[param]] if param in old
+                                      else np.zeros_like(param.flat) for param in params))
+        self.params = params
+        self._index = {param: i for i, param in enumerate(params)}
+        self._weights = tuple(param.flat for param in params)
+
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
+        if self._structure != self.graph._version:
+            self._follow_graph()
         self.samples += self._gradients(self.target, self.params, self._sums,
                                         self.samples == 0)
 
@@ -106,6 +130,8 @@ class GradientDescent(Optimizer):
 class Momentum(Optimizer):
     """Heavy-ball momentum as ``torch.optim.SGD(momentum=...)``: v = mu v + g; w -= lr v."""
 
+    state_names = ("velocity",)
+
     def __init__(self, graph, target, learning_rate=0.01, momentum=0.9, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
         self.momentum = _fraction("momentum", momentum)
@@ -118,6 +144,8 @@ class Momentum(Optimizer):
 
 class AdaGrad(Optimizer):
     """s += g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.Adagrad``."""
+
+    state_names = ("square_sum",)
 
     def __init__(self, graph, target, learning_rate=0.01, eps=1e-10, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -132,6 +160,8 @@ class AdaGrad(Optimizer):
 class RMSProp(Optimizer):
     """s = beta s + (1 - beta) g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.RMSprop``."""
 
+    state_names = ("square_avg",)
+
     def __init__(self, graph, target, learning_rate=0.01, beta=0.99, eps=1e-8, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
         self.beta = _fraction("beta", beta)
@@ -145,6 +175,8 @@ class RMSProp(Optimizer):
 
 class Adam(Optimizer):
     """Adam with bias correction, eps outside the square root, as ``torch.optim.Adam``."""
+
+    state_names = ("m", "v")
 
     def __init__(self, graph, target, learning_rate=0.001, beta_1=0.9, beta_2=0.999, eps=1e-8,
                  engine="vjp"):

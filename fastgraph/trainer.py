@@ -10,7 +10,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checks, metrics
+from .article_trainer import ArticleSimpleTrainer, Saver, Trainer, article_batch
 from .datasets import Batches
+
+__all__ = ["ArticleSimpleTrainer", "Saver", "SimpleTrainer", "Trainer", "TrainingDiverged",
+           "article_batch"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -32,6 +36,13 @@ class SimpleTrainer:
     parameter, stops training with :class:`TrainingDiverged` (naming the epoch and batch):
     nothing a diverged model computes afterwards means anything.
     """
+
+    def __new__(cls, *args, **kwargs):
+        # The article's SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, ...)
+        # passes a list of input nodes first; that form is fastgraph.article_trainer's.
+        if cls is SimpleTrainer and args and isinstance(args[0], (list, tuple)):
+            return ArticleSimpleTrainer(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
                  eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):

@@ -107,18 +107,22 @@ def test_one_sample_input_and_shapes(rng):
         y = fg.ops.SoftMax(x)
         x.set_value(np.arange(3.0).reshape(3, 1))  # exactly dim: one sample
         y.forward()
-        assert y.value.shape == (1, 3, 1) and y.shape() == (3, 1) and y.dimension() == 3
+        assert y.value.shape == (3, 1) and y.shape() == (3, 1) and y.dimension() == 3
+        assert isinstance(y.value, np.matrix)  # the article's single-sample values
         assert y.value.dtype == np.float32
         x.set_value(np.arange(6).reshape(2, 3))  # (B, rows) with cols == 1; ints convert
         y.forward()
         np.testing.assert_allclose(y.value.sum(axis=(1, 2)), [1, 1], rtol=1e-6)
 
 
-def test_input_array_is_used_without_copy_when_it_can_be():
+def test_input_copies_into_a_buffer_it_keeps():
     with fg.Graph():
         x = fg.Variable((3, 1), trainable=False)
         batch = np.ones((4, 3), np.float32)
         x.set_value(batch)
-        assert np.shares_memory(x.value, batch)
+        buffer = x.flat
+        assert not np.shares_memory(buffer, batch)
+        batch[:] = 7  # the caller refills its array at once: the input keeps what it was given
+        np.testing.assert_array_equal(x.flat, 1)
         x.set_value(batch.astype(np.float64))
-        assert x.value.dtype == np.float32
+        assert x.flat is buffer and x.value.dtype == np.float32  # same batch size: same buffer

@@ -1,0 +1,40 @@
+"""The article's ``model`` package: ready-made graphs in the default graph.
+
+Both take the number of input features and of classes and return ``(x, logits)``: the
+input ``Variable`` (a column ``(input_size, 1)``, named under the ``Input`` scope) and the
+logits, to which the caller attaches a ``SoftMax`` or a loss, as in the article.
+``fastgraph.models.mlp`` is the same network with its loss, in a graph of its own.
+"""
+
+from .graph import name_scope
+from .layer import fc
+from .node import Variable
+from .ops import Add, MatMul
+
+__all__ = ["logistic_regression", "multilayer_perception"]
+
+
+def logistic_regression(input_size, classes):
+    """Multi-class logistic regression: ``logits = W x + b``, parameters from N(0, 0.001)."""
+    with name_scope("Input"):
+        x = Variable((input_size, 1), init=False, trainable=False)
+    with name_scope("Parameter"):
+        w = Variable((classes, input_size), init=True, trainable=True)
+        b = Variable((classes, 1), init=True, trainable=True)
+    with name_scope("Logits"):
+        logits = Add(MatMul(w, x), b)
+    return x, logits
+
+
+def multilayer_perception(input_size, classes, hidden_layers, activation):
+    """``fc`` layers of the sizes in ``hidden_layers`` with ``activation``, then ``classes``
+    logits with no activation."""
+    with name_scope("Input"):
+        x = Variable((input_size, 1), init=False, trainable=False)
+    output, size = x, input_size
+    with name_scope("Hidden"):
+        for width in hidden_layers:
+            output, size = fc(output, size, width, activation), width
+    with name_scope("Logits"):
+        logits = fc(output, size, classes, None)
+    return x, logits

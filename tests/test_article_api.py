@@ -1,0 +1,401 @@
+"""The article's API: module layout, single-sample values, Welding, Transpose, metric nodes,
+the article's trainer and saver. Programs in the article's style, written for these tests."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastgraph as ms
+from fastgraph.trainer import ArticleSimpleTrainer, SimpleTrainer
+
+# np.asmatrix and np.matrix are the article's types; NumPy warns about the class itself.
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+
+
+def column(values):
+    return np.asmatrix(np.asarray(values, dtype=float)).T
+
+
+# -- the layout ------------------------------------------------------------------------------
+def test_article_module_layout_is_the_one_implementation():
+    assert ms.core.Variable is ms.Variable and ms.core.Node is ms.Node
+    assert ms.core.Graph is ms.Graph and ms.core.name_scope is ms.name_scope
+    assert ms.core.get_node_from_graph is ms.get_node_from_graph
+    with ms.Graph() as graph:
+        assert ms.core.default_graph is graph and ms.default_graph is graph
+    assert ms.ops.CrossEntropyWithSoftMax is ms.ops.loss.CrossEntropyWithSoftMax
+    assert ms.ops.LogLoss is ms.ops.loss.LogLoss
+    for name in ("Accuracy", "Precision", "Recall", "ROC", "ROC_AUC", "F1Score"):
+        assert issubclass(getattr(ms.ops.metrics, name), ms.ops.metrics.Metrics)
+    assert callable(ms.model.logistic_regression) and callable(ms.model.multilayer_perception)
+    with pytest.raises(AttributeError, match="fastgraph.core' has no attribute 'nothing'"):
+        ms.core.nothing  # noqa: B018
+
+
+# -- single-sample values ---------------------------------------------------------------------
+def test_one_sample_in_its_own_shape_gives_the_articles_matrices():
+    with ms.Graph(dtype=np.float64):
+        x = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+        w = ms.core.Variable(dim=(1, 3), init=True, trainable=True)
+        b = ms.core.Variable(dim=(1, 1), init=True, trainable=True)
+        output = ms.ops.Add(ms.ops.MatMul(w, x), b)
+        predict = ms.ops.Logistic(output)
+    x.set_value(column([1.0, 2.0, 3.0]))
+    predict.forward()
+    value = predict.value
+    assert isinstance(value, np.matrix) and value.shape == (1, 1)
+    expected = 1 / (1 + np.exp(-(w.value @ np.array([[1.0], [2.0], [3.0]]) + b.value)))
+    assert isinstance(value[0, 0], float) and value[0, 0] == pytest.approx(expected[0, 0])
+    assert isinstance(x.value, np.matrix) and x.value.A1.tolist() == [1.0, 2.0, 3.0]
+    assert (x.value.T * x.value)[0, 0] == 14.0  # * is the matrix product, as in the article
+    predict.backward(predict)
+    w.backward(predict)
+    assert isinstance(w.jacobi, np.matrix) and w.jacobi.shape == (1, 3)
+    slope = expected[0, 0] * (1 - expected[0, 0])
+    np.testing.assert_allclose(w.jacobi.A1, slope * np.array([1.0, 2.0, 3.0]), rtol=1e-12)
+
+
+def test_a_batch_keeps_batched_arrays_and_agrees_with_one_sample_at_a_time(rng):
+    with ms.Graph(dtype=np.float64, seed=0):
+        x = ms.core.Variable(dim=(4, 1), init=False, trainable=False)
+        logits = ms.layer.fc(x, 4, 3, "ReLU")
+        predict = ms.ops.SoftMax(logits)
+    batch = rng.normal(size=(5, 4))
+    x.set_value(batch)
+    predict.forward()
+    batched = predict.value
+    assert type(batched) is np.ndarray and batched.shape == (5, 3, 1)
+    for i in range(5):
+        x.set_value(column(batch[i]))
+        predict.forward()
+        np.testing.assert_allclose(predict.value.A.ravel(), batched[i, :, 0], rtol=1e-12)
+
+
+def test_collected_values_stay_what_they_were(rng):
+    # the article's loop: pred.append(predict.value...) sample after sample, and batches
+    with ms.Graph(dtype=np.float64, seed=1):
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        predict = ms.ops.SoftMax(ms.layer.fc(x, 2, 2, None))
+    samples = rng.normal(size=(6, 2))
+    held = []
+    for sample in samples:
+        x.set_value(column(sample))
+        predict.forward()
+        held.append(predict.value)
+    batches = []
+    for start in (0, 3):
+        x.set_value(samples[start:start + 3])
+        predict.forward()
+        batches.append(predict.value)
+    np.testing.assert_allclose(np.concatenate(batches)[:, :, 0],
+                               np.array([v.A1 for v in held]), rtol=1e-12)
+    assert len({v[0, 0] for v in held}) == 6  # not six copies of the last one
+
+
+def test_feeding_a_value_back_as_the_next_input_reads_a_snapshot():
+    with ms.Graph(dtype=np.float64):
+        state = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        doubled = ms.ops.ScalarMultiply(_constant((1, 1), 2.0), state)
+    state.set_value(column([1.0, 3.0]))
+    for _ in range(4):
+        doubled.forward()
+        state.set_value(doubled.value)
+    assert state.value.A1.tolist() == [16.0, 48.0]
+
+
+def _constant(dim, number):
+    node = ms.core.Variable(dim=dim, init=False, trainable=False)
+    node.set_value(np.full(dim, number))
+    return node
+
+
+def test_refilling_the_callers_array_before_one_step_does_not_mix_batches(rng):
+    def gradient(refill):
+        with ms.Graph(dtype=np.float64, seed=3) as graph:
+            x = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+            label = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+            logits = ms.layer.fc(x, 3, 2, None)
+            loss = ms.ops.loss.CrossEntropyWithSoftMax(logits, label)
+            optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1)
+        features = rng_features.copy()
+        x.set_value(features)
+        label.set_value(np.eye(2)[[0, 1, 0, 1]])
+        if refill:
+            features[:] = 100.0  # the caller prepares its next batch at once
+        optimizer.one_step()
+        return optimizer.get_gradient(optimizer.params[0])
+
+    rng_features = rng.normal(size=(4, 3))
+    np.testing.assert_array_equal(gradient(refill=True), gradient(refill=False))
+
+
+def test_values_are_none_until_computed_and_after_an_input_changes():
+    with ms.Graph():
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        y = ms.ops.ReLU(x)
+    assert x.value is None and y.value is None
+    x.set_value(column([1.0, -1.0]))
+    assert y.value is None
+    y.forward()
+    first = y.value
+    assert first is y.value  # one snapshot per computation
+    x.set_value(column([2.0, -2.0]))
+    assert y.value is None and first.A1.tolist() == [1.0, 0.0]
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+def test_graph_and_node_housekeeping():
+    with ms.Graph(dtype=np.float64) as graph:
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False, name="x")
+        w = ms.core.Variable(dim=(1, 2), init=True, trainable=True)
+        y = ms.ops.MatMul(w, x)
+    assert graph.node_count() == 3
+    assert y.get_parents() == [w, x] and x.get_children() == [y] and w.get_children() == [y]
+    assert ms.core.get_node_from_graph("x", graph=graph) is x
+    x.set_value(column([1.0, 2.0]))
+    y.forward()
+    w.backward(y)
+    assert w.jacobi is not None
+    w.clear_jacobi()
+    assert w.jacobi is None
+    w.backward(y)
+    graph.clear_jacobi()
+    assert w.jacobi is None
+    graph.reset_value()
+    assert y.value is None and x.value is not None
+
+
+def test_fc_activation_strings_follow_the_article():
+    with ms.Graph():
+        x = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+        assert type(ms.layer.fc(x, 3, 2, "ReLU")) is ms.ops.ReLU
+        assert type(ms.layer.fc(x, 3, 2, "Logistic")) is ms.ops.Logistic
+        assert type(ms.layer.fc(x, 3, 2, "None")) is ms.ops.Add
+        assert type(ms.layer.fc(x, 3, 2, None)) is ms.ops.Add
+        assert type(ms.layer.fc(x, 3, 2, "Linear")) is ms.ops.Add
+        with pytest.raises(ValueError, match="unknown activation 'logistic'"):
+            ms.layer.fc(x, 3, 2, "logistic")
+
+
+# -- Transpose and Welding -----------------------------------------------------------------
+def test_transpose_against_numpy_and_its_three_derivatives(rng):
+    with ms.Graph(dtype=np.float64) as graph:
+        x = ms.core.Variable(dim=(2, 3), init=False, trainable=False)
+        h = ms.core.Variable(dim=(3, 2), init=True, trainable=True)
+        y = ms.ops.MatMul(ms.ops.Transpose(x), ms.ops.Transpose(h))
+    batch = rng.normal(size=(4, 2, 3))
+    x.set_value(batch)
+    y.forward()
+    np.testing.assert_allclose(y.value, np.swapaxes(batch, 1, 2) @ h.value.T, rtol=1e-12)
+    gradients = []
+    for engine in ("vjp", "jacobian"):  # batched VJPs against the article's dense Jacobians
+        optimizer = ms.optimizer.GradientDescent(graph, y, 0.1, engine=engine)
+        optimizer.one_step()
+        gradients.append(optimizer.get_gradient(h))
+    np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-12)
+    per_sample = ms.jacobian(y, x)  # through the batched Transpose(x), per sample
+    np.testing.assert_allclose(per_sample, x.backward(y, engine="jacobian"), rtol=1e-12)
+    analytic = gradients[0] * 4
+    numeric = np.zeros(h.dim)
+    base = h.value
+    for index in np.ndindex(*h.dim):
+        for sign in (1, -1):
+            shifted = base.copy()
+            shifted[index] += sign * 1e-6
+            h.set_value(shifted)
+            y.forward()
+            numeric[index] += sign * y.value.sum() / 2e-6
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_welding_follows_a_new_parent_in_forward_backward_and_the_optimizer(rng):
+    with ms.Graph(dtype=np.float64, seed=4) as graph:
+        inputs = [ms.core.Variable(dim=(2, 1), init=False, trainable=False) for _ in range(3)]
+        u = ms.core.Variable(dim=(2, 2), init=True, trainable=True)
+        steps, last = [], None
+        for node in inputs:
+            h = ms.ops.MatMul(u, node)
+            last = h if last is None else ms.ops.Add(h, last)
+            steps.append(last)
+        weld = ms.ops.Welding()
+        out = ms.layer.fc(weld, 2, 1, None)
+        optimizer = ms.optimizer.GradientDescent(graph, out, 0.1)
+    assert u not in optimizer.params  # nothing welded yet
+    values = rng.normal(size=(3, 2))
+    for node, value in zip(inputs, values):
+        node.set_value(column(value))
+    for j in (2, 0, 1):
+        weld.weld(steps[j])
+        optimizer.one_step()
+        expected = np.asarray(u.value) @ values[: j + 1].sum(axis=0)
+        np.testing.assert_allclose(weld.value.A1, expected, rtol=1e-12)
+        w = optimizer.params[optimizer.params.index(u) + 1 :]  # fc's weights come after u
+        assert u in optimizer.params and w
+        optimizer.update()
+    with pytest.raises(ValueError, match="cannot weld .* of shape \\(1, 1\\)"):
+        weld.weld(out)
+
+
+def test_an_unwelded_point_says_so():
+    with ms.Graph():
+        weld = ms.ops.Welding(dim=(2, 1))
+        out = ms.ops.ReLU(weld)
+    with pytest.raises(ValueError, match="has no parent: call .*weld\\(node\\) first"):
+        out.forward()
+
+
+# -- metric nodes -------------------------------------------------------------------------------
+def test_metric_nodes_accumulate_over_forward_calls_and_reset():
+    with ms.Graph(dtype=np.float64):
+        score = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        label = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        nodes = [cls(score, label) for cls in (
+            ms.ops.metrics.Accuracy, ms.ops.metrics.Precision, ms.ops.metrics.Recall,
+            ms.ops.metrics.F1Score, ms.ops.metrics.ROC_AUC, ms.ops.metrics.ROC)]
+    scores = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1]
+    labels = [1, -1, 1, 1, -1, -1]
+    for s, y in zip(scores, labels):  # one sample at a time, as the article feeds them
+        score.set_value(np.asmatrix(s))
+        label.set_value(np.asmatrix(y))
+        for node in nodes:
+            node.forward()
+    accuracy, precision, recall, f1, auc, roc = nodes
+    # predicted positive: 0.9, 0.8, 0.6; truly positive: 0.9, 0.3, 0.6
+    assert accuracy.value == pytest.approx(4 / 6)
+    assert precision.value == pytest.approx(2 / 3) and recall.value == pytest.approx(2 / 3)
+    assert f1.value == pytest.approx(2 / 3)
+    assert auc.value == pytest.approx(7 / 9)
+    assert accuracy.value_str() == "Accuracy: 0.6667 " and roc.value_str() == ""
+    fpr, tpr = roc.value
+    assert (fpr[49], tpr[49]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))  # threshold 0.5
+    accuracy.reset()
+    assert accuracy.value is None and accuracy.value_str() == "Accuracy: n/a "
+    score.set_value(np.array(scores).reshape(6, 1, 1))  # a batch counts every sample
+    label.set_value(np.array(labels).reshape(6, 1, 1))
+    accuracy.forward()
+    assert accuracy.value == pytest.approx(4 / 6)
+
+
+def test_multiclass_accuracy_and_bad_labels():
+    with ms.Graph():
+        scores = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+        one_hot = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+        accuracy = ms.ops.metrics.Accuracy(scores, one_hot)
+        precision = ms.ops.metrics.Precision(scores, one_hot)
+    scores.set_value(np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]]))
+    one_hot.set_value(np.array([[0, 1, 0], [0, 0, 1]]))
+    accuracy.forward()
+    assert accuracy.value == 0.5
+    precision.forward()
+    with pytest.raises(ValueError, match="about a binary output of one row"):
+        precision.value  # noqa: B018
+    one_hot.set_value(np.array([[0, 1, 1], [0, 0, 1]]))
+    with pytest.raises(ValueError, match="not one-hot: row 0"):
+        accuracy.forward()
+
+
+# -- the article's trainer and saver ----------------------------------------------------------
+def _article_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(200, 4))
+    labels = np.where(features[:, 0] + features[:, 1] > 0, 1, -1)
+    return features, labels
+
+
+def _article_graph(seed=0):
+    graph = ms.Graph(dtype=np.float64, seed=seed)
+    with graph:
+        x = ms.core.Variable(dim=(4, 1), init=False, trainable=False, name="x")
+        label = ms.core.Variable(dim=(1, 1), init=False, trainable=False, name="label")
+        output = ms.layer.fc(x, 4, 1, None)
+        predict = ms.ops.Logistic(output, name="predict")
+        loss = ms.ops.loss.LogLoss(ms.ops.Multiply(label, output))
+        optimizer = ms.optimizer.Adam(graph, loss, 0.05)
+    return graph, x, label, output, predict, loss, optimizer
+
+
+def test_article_trainer_equals_the_articles_single_sample_loop(capsys):
+    features, labels = _article_problem()
+    graph, x, label, output, _, loss, optimizer = _article_graph()
+    accuracy = ms.ops.metrics.Accuracy(output, label)
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=2, batch_size=16,
+                            eval_on_train=True, metrics_ops=[accuracy])
+    assert isinstance(trainer, ArticleSimpleTrainer)
+    trainer.train_and_eval({"x": features}, labels, {"x": features}, labels)
+    batched = [p.value.copy() for p in optimizer.params]
+    printed = capsys.readouterr().out
+    assert "[INIT] Variable weights init finished" in printed
+    assert "Epoch [2] evaluation metrics Accuracy: " in printed
+    assert accuracy.value > 0.8
+
+    # the same training, one sample per one_step(), as the article's own loop
+    graph, x, label, _, _, loss, optimizer = _article_graph()
+    for _ in range(2):
+        for i in range(len(features)):
+            x.set_value(np.asmatrix(features[i]).T)
+            label.set_value(np.asmatrix(labels[i]))
+            optimizer.one_step()
+            if (i + 1) % 16 == 0:
+                optimizer.update()
+    for mine, theirs in zip(batched, optimizer.params):
+        np.testing.assert_allclose(mine, theirs.value, rtol=1e-9, atol=1e-12)
+
+
+def test_article_trainer_explains_bad_data():
+    features, labels = _article_problem()
+    _, x, label, _, _, loss, optimizer = _article_graph()
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1)
+    with pytest.raises(ValueError, match=r"has arrays for \['y'\]; the trainer's inputs are"):
+        trainer.train({"y": features}, labels)
+    with pytest.raises(ValueError, match="disagree on the number of samples"):
+        trainer.train({"x": features}, labels[:10])
+    with pytest.raises(TypeError, match="must be a dict"):
+        trainer.train(features, labels)
+
+
+def test_article_saver_round_trip(tmp_path, capsys):
+    features, labels = _article_problem()
+    graph, x, label, output, predict, loss, optimizer = _article_graph()
+    ms.ops.metrics.Accuracy(output, label)  # not saved, as in the article
+    SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=8).train(
+        {"x": features}, labels)
+    x.set_value(features)
+    predict.forward()
+    expected = predict.value
+    saver = ms.trainer.Saver(str(tmp_path / "epoches10"))
+    saver.save(graph=graph, meta={"note": "test"}, service_signature={"inputs": "x"},
+               model_file_name="my_model.json", weights_file_name="my_weights.npz")
+    model = json.loads((tmp_path / "epoches10" / "my_model.json").read_text())
+    assert model["meta"]["note"] == "test" and model["service"] == {"inputs": "x"}
+    assert {n["node_type"] for n in model["graph"]} >= {"Variable", "MatMul", "Logistic"}
+    assert "Accuracy" not in {n["node_type"] for n in model["graph"]}
+    with ms.Graph(dtype=np.float64) as restored:
+        meta, service = ms.trainer.Saver(str(tmp_path / "epoches10")).load(
+            model_file_name="my_model.json", weights_file_name="my_weights.npz")
+        assert meta["note"] == "test" and service == {"inputs": "x"}
+        x2 = ms.get_node_from_graph("x")
+        predict2 = ms.get_node_from_graph("predict")
+    assert restored.node_count() == graph.node_count() - 1
+    x2.set_value(features)
+    predict2.forward()
+    np.testing.assert_array_equal(predict2.value, expected)
+    assert "Load and restore model from" in capsys.readouterr().out
+
+
+def test_article_saver_refuses_a_pickle(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"graph": []}))
+    np.save(tmp_path / "weights.npz", np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ms.saver.ModelFileError, match="not a model saved by Saver"):
+        ms.trainer.Saver(str(tmp_path)).load()
+
+
+def test_article_models():
+    with ms.Graph(seed=0):
+        x, logits = ms.model.multilayer_perception(4, 3, [8, 5], "ReLU")
+        assert x.dim == (4, 1) and logits.dim == (3, 1) and x.name.startswith("Input/")
+        x2, logits2 = ms.model.logistic_regression(4, 3)
+        assert logits2.dim == (3, 1) and logits2.name.startswith("Logits/")
+        x.set_value(np.ones((2, 4)))
+        logits.forward()
+        assert logits.value.shape == (2, 3, 1)
