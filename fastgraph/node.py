@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import COMPUTED, EMPTY, get_default_graph
+from .graph import EMPTY, get_default_graph
 
 
 class Node:
@@ -70,6 +70,7 @@ class Node:
         self._snapshot = None
         self._snapshot_pass = 0
         self._buffers = {}
+        self.downstream = None  # (graph version, indices of the nodes that depend on this)
         # The parent whose batch size this node's value takes (None: no batch axis).
         self._batch_source = next((parent for parent in parents if parent.batched), None)
         self.name = graph.add_node(self, name)
