@@ -30,7 +30,8 @@ def positive_number(name, value, dtype=None):
         finite = "" if value <= 0 else " (it must be finite)"  # NaN and inf get the note
         raise ValueError(f"{name} must be a positive number, got {value!r}{finite}")
     if dtype is not None:
-        rounded = np.dtype(dtype).type(value)
+        with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: said below
+            rounded = np.dtype(dtype).type(value)
         if not (np.isfinite(rounded) and rounded > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}, which is "
                              f"{rounded} in {np.dtype(dtype).name}")

@@ -122,23 +122,21 @@ def _seed(text):
     return value
 
 
-def _number(text, check):
+def _number(text, check, expected):
     try:
         return check(float(text))
-    except ValueError as error:  # float("x"), or the check's own message
-        message = str(error).split(", got")[0].replace("value must", "expected")
-        if message.startswith("could not convert"):
-            message = "expected a number"
-        raise argparse.ArgumentTypeError(f"{message}, got {text!r}") from None
+    except ValueError:  # not a number, or not one the option takes
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
 
 def _positive_number(text):
-    return _number(text, lambda value: checks.positive_number("value", value))
+    return _number(text, lambda value: checks.positive_number("value", value),
+                   "a positive number")
 
 
 def _decay(text):
     return _number(text, lambda value: checks.fraction("value", value, low_open=True,
-                                                       high_closed=True))
+                                                       high_closed=True), "a number in (0, 1]")
 
 
 def _train(args):

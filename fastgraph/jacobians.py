@@ -22,6 +22,7 @@ import numpy as np
 
 from . import engines
 from .engines.vjp import backward
+from .node import Node
 
 
 def jacobian(result, wrt, chunk_size=None):
@@ -34,8 +35,8 @@ def jacobian(result, wrt, chunk_size=None):
     ``(result.dimension(), node.dimension())``. ``chunk_size``: samples per pass.
     """
     nodes, single = _as_list(wrt)
-    graph = result.graph
     tape, batch = _prepare(result, nodes, chunk_size, "jacobian")
+    graph = result.graph
     size = result.dimension()
     if batch is None:  # nothing batched: one VJP per row of the result
         tape.forward()
@@ -69,8 +70,8 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     ``chunk_size`` below the batch, the result is always assembled in new arrays.
     """
     nodes, single = _as_list(params)
-    graph = loss.graph
     tape, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
+    graph = loss.graph
     if batch is None:
         raise ValueError(f"per_sample_gradients: {loss.name} has no batch axis (it depends on "
                          "no input), so it has no samples")
@@ -104,6 +105,15 @@ def _as_list(nodes):
 
 
 def _prepare(result, nodes, chunk_size, caller):
+    what = "loss" if caller == "per_sample_gradients" else "result"
+    if not isinstance(result, Node):
+        raise TypeError(f"{caller}: the {what} must be a node, got {type(result).__name__}")
+    for node in nodes:
+        if not isinstance(node, Node):
+            raise TypeError(f"{caller}: derivatives are taken with respect to nodes, got "
+                            f"{type(node).__name__} ({node!r:.60})")
+    if not nodes:
+        raise ValueError(f"{caller}: no nodes to take derivatives with respect to")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"{caller}: chunk_size must be a positive integer, got {chunk_size!r}")
     graph = result.graph
@@ -117,4 +127,6 @@ def _prepare(result, nodes, chunk_size, caller):
     batch = tape.batch_size()
     if batch is not None:
         graph.plan(result, nodes, per_sample=True)  # says so when a path has no batch axis
+        if chunk_size is not None and chunk_size < batch:
+            tape.forward()  # an error (bad labels) names a sample of the batch, not of a chunk
     return tape, batch

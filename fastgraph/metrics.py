@@ -73,20 +73,21 @@ def _pair(labels, predictions, classes=None):
         raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
     if len(truth) == 0:
         raise ValueError("no labels and predictions: a metric of nothing is undefined")
-    return truth, predicted
+    return truth, predicted, classes
 
 
 def accuracy(labels, predictions):
-    truth, predicted = _pair(labels, predictions)
+    truth, predicted, _ = _pair(labels, predictions)
     return float((truth == predicted).mean())
 
 
 def confusion_matrix(labels, predictions, classes=None):
-    """``matrix[true, predicted]`` counts; with ``classes``, labels and predictions must lie
-    in ``[0, classes)``."""
+    """``matrix[true, predicted]`` counts, ``classes x classes``: ``classes`` given, or one per
+    score column, or the largest class seen plus one. Labels and predictions must lie in
+    ``[0, classes)``."""
     if classes is not None:
         classes = positive_integer("classes", classes)
-    truth, predicted = _pair(labels, predictions, classes)
+    truth, predicted, classes = _pair(labels, predictions, classes)
     classes = classes or int(max(truth.max(), predicted.max()) + 1)
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (truth, predicted), 1)

@@ -10,6 +10,7 @@ are written to a temporary name and renamed, so a crash never leaves half a mode
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def load(path):
         raise ModelFileError(f"{path}: not a readable fastgraph model file (no such file)") \
             from error
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
-            RuntimeError) as error:
+            RuntimeError, zlib.error) as error:
         raise ModelFileError(f"{path}: not a readable fastgraph model file ({error})") from error
     try:
         graph = Graph(dtype=header["dtype"])
@@ -102,7 +103,7 @@ def load(path):
                    if isinstance(node, Variable) and node.trainable and node.flat is None]
         if missing:
             raise ValueError(f"no values for the parameters {', '.join(missing)}")
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
             RecursionError) as error:
         raise ModelFileError(f"{path}: the model does not rebuild ({error!s})") from error
     return graph, header["meta"]
@@ -179,7 +180,7 @@ def _parameter_shapes(header, path):
             if spec["type"] == "Variable" and spec["config"].get("trainable", True):
                 rows, cols = (int(size) for size in spec["config"]["dim"])
                 shapes[spec["name"]] = (rows, cols)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
             raise ModelFileError(f"{path}: the model does not rebuild (a node is described "
                                  f"as {str(spec)[:200]})") from error
     return shapes

@@ -1,0 +1,144 @@
+"""Errors a user can act on: the command line answers a mistake with one line and status 2
+(never a traceback), finds an unwritable output before training, and library errors name
+the argument, node or sample, not NumPy's internals."""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.cli import main
+from fastgraph.datasets import Batches
+from fastgraph.trainer import SimpleTrainer
+
+
+def save_model(path, model, **meta):
+    fg.saver.save(path, model.graph, {"input": "x", "output": "predict", **meta})
+    return path
+
+
+def run(argv, capsys):
+    """``main(argv)``'s status and its stderr; a traceback fails the test by itself."""
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.err, captured.out
+
+
+def test_a_model_with_20_classes(tmp_path, capsys):
+    path = save_model(tmp_path / "wide.fgz", fg.models.mlp(784, (8,), 20, seed=1))
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    status, err, _ = run(["predict", path, image], capsys)
+    assert (status, err) == (2, f"fastgraph: error: {path}: the output node predict gives 20 "
+                                "numbers per image, expected one per digit (10)\n")
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"input": "predict"}, "the input node predict (10, 1) does not take 28x28 images"),
+    ({"input": "nothing"}, "the model names a node it does not hold (no node named 'nothing' "
+                           "in this graph)"),
+    ({"output": 7}, "the model's meta does not name its output node (meta['output'] is 7)"),
+    ({"image_shape": [28]}, "meta['image_shape'] is [28], expected [rows, cols]"),
+])
+def test_a_model_whose_meta_names_the_wrong_nodes(tmp_path, capsys, meta, message):
+    path = save_model(tmp_path / "model.fgz", fg.models.mlp(784, (8,), 10, seed=1), **meta)
+    status, err, _ = run(["predict", path, path], capsys)
+    assert (status, err) == (2, f"fastgraph: error: {path}: {message}\n")
+
+
+def test_random_bytes_are_not_a_model_and_nobody_mentions_pickle(tmp_path, capsys):
+    path = tmp_path / "model.fgz"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    status, err, _ = run(["predict", path, path], capsys)
+    assert (status, err) == (2, f"fastgraph: error: {path}: not a readable fastgraph model file "
+                                "(File is not a zip file)\n")
+
+
+@pytest.mark.parametrize("option, name, message", [
+    ("--save", "file/model.fgz", "{folder}/file is not a directory"),
+    ("--save", "", "is a directory, expected a file name"),
+    ("--plot", "curves.xyz", "the curves can be written as"),
+    ("--graph", "graph.pdf", "the graph can be written as .dot, .svg or .png"),
+])
+def test_an_output_that_cannot_be_written_is_found_before_training(tmp_path, capsys, mnist_dir,
+                                                                    option, name, message):
+    (tmp_path / "file").write_text("a file, not a folder")
+    target = tmp_path / name
+    status, err, out = run(["train", "mnist", "--data", mnist_dir, "--epochs", 1,
+                            "--train-samples", 64, "--test-samples", 64, "--no-progress",
+                            option, target], capsys)
+    assert status == 2 and out == ""  # nothing trained
+    assert err.startswith(f"fastgraph: error: {option} {target}: ")
+    assert message.format(folder=tmp_path) in err and err.count("\n") == 1
+
+
+def test_a_bad_number_on_the_command_line_names_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "mnist", "--batch-size", "abc"])
+    assert exit_.value.code == 2
+    expected = "argument --batch-size: expected a positive integer, got 'abc'"
+    assert expected in capsys.readouterr().err
+
+
+def trainer():
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    return SimpleTrainer(model.x, model.one_hot, model.predict, optimizer, progress=False,
+                         log=lambda line: None)
+
+
+def test_the_trainer_explains_empty_and_mismatched_data():
+    with pytest.raises(ValueError, match="training features are empty: no samples to train on"):
+        trainer().train(np.zeros((0, 4)), np.zeros(0, int))
+    with pytest.raises(ValueError, match=r"training features have 3 numbers per sample, but x "
+                                         r"takes 4 \(4, 1\)"):
+        trainer().train(np.zeros((5, 3)), np.zeros(5, int))
+    with pytest.raises(ValueError, match="scores: the features are empty"):
+        trainer().scores(np.zeros((0, 4)))
+
+
+def test_batches_explain_empty_data_and_bad_orders():
+    with pytest.raises(ValueError, match=r"Batches: the dataset is empty \(no samples"):
+        Batches(np.zeros((0, 4)), np.zeros(0, int), 8)
+    batches = Batches(np.zeros((5, 4)), np.arange(5), 2)
+    with pytest.raises(ValueError, match=r"order\[1\] is 5: sample indices lie in \[0, 5\)"):
+        next(batches.iterate(np.array([0, 5])))  # the kernel would read past the data
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda loss, x: fg.jacobian(1, x), "jacobian: the result must be a node, got int"),
+    (lambda loss, x: fg.jacobian(loss, "x"),
+     "jacobian: derivatives are taken with respect to nodes, got str"),
+    (lambda loss, x: fg.jacobian(loss, [x, None]),
+     "jacobian: derivatives are taken with respect to nodes, got NoneType"),
+    (lambda loss, x: fg.per_sample_gradients(np.zeros(3), x),
+     "per_sample_gradients: the loss must be a node, got ndarray"),
+])
+def test_jacobian_given_something_else_than_a_node(call, message):
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    with pytest.raises(TypeError, match=message):
+        call(model.loss, model.x)
+
+
+def test_a_bad_label_is_named_by_its_sample_in_the_batch_also_in_chunks():
+    model = fg.models.mlp(3, (4,), 3, dtype=np.float64, seed=0)
+    labels = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    labels[4] = [0.5, 0.2, 0.1]
+    model.x.set_value(np.zeros((6, 3)))
+    model.one_hot.set_value(labels)
+    params = [node for node in model.graph.nodes if isinstance(node, fg.Variable)
+              and node.trainable]
+    for call in (lambda: fg.jacobian(model.loss, model.x, chunk_size=2),
+                 lambda: fg.per_sample_gradients(model.loss, params, chunk_size=4)):
+        with pytest.raises(ValueError, match="loss: the labels of sample 4 in one_hot"):
+            call()
+
+
+def test_a_graph_description_nested_too_deep_is_a_model_file_error(tmp_path):
+    path = tmp_path / "deep.fgz"
+    text = "[" * 100_000 + "]" * 100_000
+    with open(path, "wb") as stream:
+        np.savez(stream, __graph__=np.frombuffer(text.encode(), np.uint8))
+    with pytest.raises(fg.saver.ModelFileError, match="no valid graph description"):
+        fg.saver.load(path)
