@@ -26,50 +26,62 @@ for the input gradient), and direct loops (``conv_direct``, ``conv_input_vjp_dir
 
 Operands follow the row rule of every kernel: an operand with fewer rows than the output
 is read at row ``i * rows // out_rows``.
+
+These kernels run on one core (``kernel``, not ``parallel_kernel``): the GEMMs between them
+are large enough for MKL to use every core, and MKL's OpenMP threads keep spinning for a
+while after each product, so Numba's own threads (another OpenMP runtime) would fight them
+for the cores. Measured on a LeNet-5 training step (2 cores): with these loops parallel,
+40-110 ms of CPU time per step; on one core, 14-25 ms.
 """
 
 import numpy as np
-from numba import prange
 
-from . import kernel, parallel_kernel
+from . import kernel
 
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
 
 
-@parallel_kernel
+@kernel
 def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
     """``cols[(b * Ho + oy) * Wo + ox, (ky * kw + kx) * C + c]`` = the input under the window.
 
     ``x`` is ``(B, H * W * C)``, ``cols`` is ``(B * Ho * Wo, kh * kw * C)``; padding is 0.
+    For one window row ``ky`` the ``kw * C`` numbers are consecutive in both arrays (pixels
+    are rows, channels columns), so each is one contiguous copy between two zero fills.
     """
     batch = x.shape[0]
-    for row in prange(batch * Ho):
+    span = kw * C
+    for row in range(batch * Ho):
         b = row // Ho
         oy = row % Ho
         for ox in range(Wo):
             r = row * Wo + ox
+            left = ox * sw - pw
+            first = max(0, -left)  # the window's first and last columns inside the image
+            last = min(kw, W - left)
             for ky in range(kh):
                 iy = oy * sh - ph + ky
-                for kx in range(kw):
-                    ix = ox * sw - pw + kx
-                    base = (ky * kw + kx) * C
-                    if 0 <= iy < H and 0 <= ix < W:
-                        source = (iy * W + ix) * C
-                        for c in range(C):
-                            cols[r, base + c] = x[b, source + c]
-                    else:
-                        for c in range(C):
-                            cols[r, base + c] = 0.0
+                base = ky * span
+                if iy < 0 or iy >= H or first >= last:
+                    for j in range(span):
+                        cols[r, base + j] = 0.0
+                    continue
+                for j in range(first * C):
+                    cols[r, base + j] = 0.0
+                source = (iy * W + left) * C
+                for j in range(first * C, last * C):
+                    cols[r, base + j] = x[b, source + j]
+                for j in range(last * C, span):
+                    cols[r, base + j] = 0.0
 
 
-@parallel_kernel
+@kernel
 def col2im(cols, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The adjoint of ``im2col``: ``out[b]`` = the sum of sample b's patch rows put back.
 
-    ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``. Samples are
-    independent, so each core takes whole samples and nothing is written twice at once.
+    ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``.
     """
-    for b in prange(out.shape[0]):
+    for b in range(out.shape[0]):
         for j in range(out.shape[1]):
             out[b, j] = 0.0
         for oy in range(Ho):
@@ -118,13 +130,13 @@ def sum_pixels(upstream, C, out):
 # -- direct loops ---------------------------------------------------------------------------
 
 
-@parallel_kernel
+@kernel
 def conv_direct(x, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """``out[i, (oy, ox, co)]`` = sum over (ky, kx, c) of the input under the window times
     ``weights[co, (ky, kx, c)]``. ``weights`` is ``(1 or rows, Cout * kh * kw * C)``."""
     Cout = out.shape[1] // (Ho * Wo)
     size = kh * kw * C
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         ix_ = i * x.shape[0] // out.shape[0]
         iw = i * weights.shape[0] // out.shape[0]
         for oy in range(Ho):
@@ -147,13 +159,13 @@ def conv_direct(x, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     out[i, o + co] = total
 
 
-@parallel_kernel
+@kernel
 def conv_input_vjp_direct(upstream, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The input gradient: ``out[i]`` (``(H * W * C)``) = upstream row i through the
     transposed convolution."""
     Cout = upstream.shape[1] // (Ho * Wo)
     size = kh * kw * C
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         iw = i * weights.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = 0.0
@@ -176,7 +188,7 @@ def conv_input_vjp_direct(upstream, weights, H, W, C, kh, kw, sh, sw, ph, pw, Ho
                                 out[i, target + c] += u * weights[iw, k + c]
 
 
-@parallel_kernel
+@kernel
 def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """Per-row weight gradients: ``out[i, (co, ky, kx, c)]`` = sum over output pixels of
     ``upstream[i, (oy, ox, co)]`` times the input under the window (x read by the row rule).
@@ -185,7 +197,7 @@ def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo,
     size = kh * kw * C
     rows = upstream.shape[0]
     groups = out.shape[0]
-    for g in prange(groups):
+    for g in range(groups):
         for j in range(out.shape[1]):
             out[g, j] = 0.0
         for i in range(g * rows // groups, (g + 1) * rows // groups):
@@ -212,10 +224,10 @@ def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo,
 # -- pooling: windows clipped at the borders ------------------------------------------------
 
 
-@parallel_kernel
+@kernel
 def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The largest input in each window, per channel (pixels outside the image skipped)."""
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
             bottom = min(oy * sh - ph + kh, H)
@@ -233,11 +245,11 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     out[i, o + c] = best
 
 
-@parallel_kernel
+@kernel
 def max_pool_vjp(x, upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """Each window's upstream to the first of its largest inputs (row-major in the window),
     as ``numpy.argmax`` picks it; the arg max is found again from ``x`` (row rule)."""
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         r = i * x.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = 0.0
@@ -260,11 +272,11 @@ def max_pool_vjp(x, upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     out[i, where] += upstream[i, o + c]
 
 
-@parallel_kernel
+@kernel
 def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The mean of each window over kh * kw positions (padding counts as zeros)."""
     scale = 1.0 / (kh * kw)
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
             bottom = min(oy * sh - ph + kh, H)
@@ -280,10 +292,10 @@ def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     out[i, o + c] = total * scale
 
 
-@parallel_kernel
+@kernel
 def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     scale = 1.0 / (kh * kw)
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         for j in range(out.shape[1]):
             out[i, j] = 0.0
         for oy in range(Ho):

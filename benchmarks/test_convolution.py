@@ -1,0 +1,108 @@
+"""Convolutions: im2col + one GEMM against direct loops, and the article's per-channel CNN.
+
+The kernel comparison decided how ``Conv2D`` computes (see ``fastgraph/ops/convolution.py``):
+LeNet-5's two convolutions, batch 64, float32, each pass both ways. The article's CNN
+(``examples/cnn_article.py``'s network) is timed as a training step three ways: the batched
+VJP engine on a batch of 32, the same on a batch of 1 (the article's one sample per step),
+and the article's dense-Jacobian engine on one sample; ``extra_info`` holds samples/s.
+"""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.kernels import convolution as kernels
+from fastgraph.kernels.blas import gemm
+
+# name: (H, W, C, Cout, kernel, padding)
+LAYERS = {"conv1 1->6 28x28": (28, 28, 1, 6, 5, 2), "conv2 6->16 14x14": (14, 14, 6, 16, 5, 0)}
+BATCH = 64
+
+
+def _setup(layer):
+    H, W, C, Cout, k, p = LAYERS[layer]
+    Ho, Wo = H + 2 * p - k + 1, W + 2 * p - k + 1
+    geometry = (H, W, C, k, k, 1, 1, p, p, Ho, Wo)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x": rng.random((BATCH, H * W * C), np.float32),
+        "weights": rng.normal(size=(Cout, k * k * C)).astype(np.float32),
+        "upstream": rng.normal(size=(BATCH, Ho * Wo * Cout)).astype(np.float32),
+        "out": np.empty((BATCH, Ho * Wo * Cout), np.float32),
+        "cols": np.empty((BATCH * Ho * Wo, k * k * C), np.float32),
+        "dx": np.empty((BATCH, H * W * C), np.float32),
+        "dw": np.empty((Cout, k * k * C), np.float32),
+    }
+    arrays["dcols"] = np.empty_like(arrays["cols"])
+    kernels.im2col(arrays["x"], *geometry, arrays["cols"])
+    return geometry, Cout, arrays
+
+
+def _passes(geometry, Cout, a):
+    return {
+        ("forward", "im2col+gemm"): lambda: (
+            kernels.im2col(a["x"], *geometry, a["cols"]),
+            gemm(a["cols"], a["weights"].T, a["out"].reshape(-1, Cout), 0.0)),
+        ("forward", "direct"): lambda: kernels.conv_direct(
+            a["x"], a["weights"].reshape(1, -1), *geometry, a["out"]),
+        ("weight gradient", "im2col+gemm"): lambda: gemm(
+            a["upstream"].reshape(-1, Cout).T, a["cols"], a["dw"], 0.0),
+        ("weight gradient", "direct"): lambda: kernels.conv_weight_vjp_direct(
+            a["upstream"], a["x"], *geometry, a["dw"].reshape(1, -1)),
+        ("input gradient", "im2col+gemm"): lambda: (
+            gemm(a["upstream"].reshape(-1, Cout), a["weights"], a["dcols"], 0.0),
+            kernels.col2im(a["dcols"], *geometry, a["dx"])),
+        ("input gradient", "direct"): lambda: kernels.conv_input_vjp_direct(
+            a["upstream"], a["weights"].reshape(1, -1), *geometry, a["dx"]),
+    }
+
+
+@pytest.mark.parametrize("method", ["im2col+gemm", "direct"])
+@pytest.mark.parametrize("which", ["forward", "weight gradient", "input gradient"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_convolution_kernels(benchmark, layer, which, method):
+    """The weight gradient's im2col+gemm reuses the forward's patches, as Conv2D does."""
+    geometry, Cout, arrays = _setup(layer)
+    call = _passes(geometry, Cout, arrays)[(which, method)]
+    benchmark.group = f"{layer}, batch {BATCH}: {which}"
+    benchmark(call)
+    assert np.isfinite(arrays["out"]).all() or which != "forward"
+
+
+def article_cnn(seed=0):
+    """The article's chapter-8 network from per-channel operators (examples/cnn_article.py)."""
+    graph = fg.Graph(seed=seed)
+    with graph:
+        x = fg.Variable(dim=(28, 28), init=False, trainable=False)
+        one_hot = fg.Variable(dim=(10, 1), init=False, trainable=False)
+        maps = fg.layer.pooling(fg.layer.conv([x], (28, 28), 3, (5, 5), "ReLU"), (3, 3), (2, 2))
+        maps = fg.layer.pooling(fg.layer.conv(maps, (14, 14), 3, (3, 3), "ReLU"), (3, 3), (2, 2))
+        hidden = fg.layer.fc(fg.ops.Concat(*maps), 147, 120, "ReLU")
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(fg.layer.fc(hidden, 120, 10, None), one_hot)
+    return graph, x, one_hot, loss
+
+
+@pytest.mark.parametrize("engine, batch", [("vjp", 32), ("vjp", 1), ("jacobian", 1)])
+def test_article_cnn_training_step(benchmark, engine, batch, mnist_arrays):
+    features, labels = mnist_arrays
+    graph, x, one_hot, loss = article_cnn()
+    optimizer = fg.optimizer.Adam(graph, loss, 0.005, engine=engine)
+    state = {"start": 0}
+
+    def step():
+        start = state["start"]
+        state["start"] = (start + batch) % (len(features) - batch)
+        x.set_value(features[start : start + batch].reshape(-1, 28, 28))
+        one_hot.set_value(labels[start : start + batch])
+        optimizer.one_step()
+        optimizer.update()
+
+    benchmark.group = "the article's CNN: one training step"
+    benchmark.extra_info["batch"] = batch
+    if engine == "jacobian":
+        benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+    else:
+        benchmark(step)
+    if benchmark.stats:  # None under --benchmark-disable
+        benchmark.extra_info["samples_per_second"] = batch / benchmark.stats.stats.median
+    assert np.isfinite(loss.value).all()
