@@ -108,22 +108,24 @@ class Graph:
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with
         ``itself``) to at least ``state``: EMPTY after an input changed, OUTDATED after a
         parameter did (a value that was EMPTY stays EMPTY)."""
-        if len(nodes) == 1 and not itself:  # an input set: its node keeps the indices
+        raise_states(self.states, self.downstream_indices(*nodes, itself=itself), state)
+
+    def downstream_indices(self, *nodes, itself=False):
+        """The indices of the nodes that depend on ``nodes`` (kept until the graph changes)."""
+        if len(nodes) == 1 and not itself:  # an input set: its node keeps them
             node = nodes[0]
             found = node.downstream
             if found is None or found[0] != self._version:
                 found = node.downstream = (self._version, _indices(self.downstream(nodes)))
-            indices = found[1]
-        else:  # an optimizer's parameters, a re-wired or reset node: a few sets, kept
-            key = (tuple(nodes), itself)
-            found = self._downstream.get(key)
-            if found is None or found[0] != self._version:
-                if len(self._downstream) > CACHE_SIZE:
-                    self._downstream.clear()
-                found = self._downstream[key] = (self._version,
-                                                 _indices(self.downstream(nodes, itself)))
-            indices = found[1]
-        raise_states(self.states, indices, state)
+            return found[1]
+        key = (nodes, itself)  # an optimizer's parameters, a re-wired or reset node
+        found = self._downstream.get(key)
+        if found is None or found[0] != self._version:
+            if len(self._downstream) > CACHE_SIZE:
+                self._downstream.clear()
+            found = self._downstream[key] = (self._version,
+                                             _indices(self.downstream(nodes, itself)))
+        return found[1]
 
     def mark_computed(self, node):
         """Record that ``node`` was just computed (its value snapshot, if any, is stale)."""
@@ -254,7 +256,7 @@ class Tape:
     def feeding(self):
         """Let a pass give the inputs other rows: yields ``feed(rows)``, where ``rows`` maps
         an input's ``(B, features)`` batch to the rows to use; restores the batch after."""
-        saved = [(node, node.flat) for node in self.inputs]
+        saved = [(node, node.flat.copy()) for node in self.inputs]  # set_value copies into flat
         graph = self.target.graph
         single = getattr(graph, "single_sample", False)  # how values read (node.value)
 

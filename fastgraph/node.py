@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import EMPTY, get_default_graph
+from .kernels.elementwise import feed_input
 
 
 class Node:
@@ -269,14 +270,14 @@ class Variable(Node):
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
+        graph = self.graph
+        graph.passes += 1
         if self.trainable:
             self._set_parameter(array)
+            graph.invalidate([self], EMPTY)
+            graph.mark_computed(self)
         else:
             self._set_input(array)
-        graph = self.graph
-        graph.invalidate([self], EMPTY)
-        graph.passes += 1
-        graph.mark_computed(self)
 
     def _set_parameter(self, array):
         if array.shape != self.dim:
@@ -291,11 +292,10 @@ class Variable(Node):
         rows, cols = self.dim
         single = array.shape == self.dim
         if single:
-            batch, shape = 1, self.dim
-        elif array.ndim == 3 and array.shape[1:] == self.dim:
-            batch, shape = array.shape[0], array.shape
-        elif array.ndim == 2 and cols == 1 and array.shape[1] == rows:
-            batch, shape = array.shape[0], array.shape
+            batch = 1
+        elif (array.ndim == 3 and array.shape[1:] == self.dim) or (
+                array.ndim == 2 and cols == 1 and array.shape[1] == rows):
+            batch = array.shape[0]
         else:
             accepted = f"(B, {rows}, {cols})" + (f", (B, {rows})" if cols == 1 else "")
             raise ValueError(
@@ -308,10 +308,13 @@ class Variable(Node):
         if flat is None or flat.shape[0] != batch:
             flat = np.empty((batch, rows * cols), self.graph.dtype)
             self._hold(flat)
-        if np.may_share_memory(flat, array):  # Tape.feeding gives a buffer its own rows back
-            array = np.array(array)
-        np.copyto(flat.reshape(shape), array, casting="unsafe")
-        self.graph.single_sample = single
+        graph = self.graph
+        # One kernel call copies the batch (any numeric dtype, cast), marks this input
+        # computed and everything downstream EMPTY: this is the article's per-sample loop.
+        feed_input(array.reshape(batch, rows * cols), flat, graph.states,
+                   graph.downstream_indices(self), EMPTY, graph.computed, self.index,
+                   graph.passes)
+        graph.single_sample = single
 
 
 def _check_dim(dim):

@@ -1,16 +1,25 @@
 """Where a training step's time goes: per phase and per node kind.
 
 ``profile_steps(optimizer, feed, steps)`` runs ``steps`` training steps (``feed(step)`` sets
-the inputs, then ``one_step()`` and ``update()``) with a timer around every node's
-``compute`` (forward) and ``vjp`` (backward), every parameter's update kernel and the feed.
-What the timers do not cover is the engine's own Python work: walking the tape, checking
-inputs, accumulating gradients (reported as "engine and Python overhead"). The timers cost
-a fraction of a microsecond each, so totals are a little above an untimed run.
+the inputs, gathering the batch if it likes, then ``one_step()`` and ``update()``) and
+times the feed, every node's kernels in the forward and backward passes, the gradient
+sums and the optimizer's update. With the compiled executor, the kernels are timed inside
+compiled code by the processor's cycle counter (a few cycles a call), converted to seconds
+against the wall clock of the same run; with the Python walker (``FASTGRAPH_EXECUTOR=
+python``), by a timer around every node's ``compute`` and ``vjp``. What no timer covers is
+the engine's own Python work and the loop's ("engine and Python overhead"), so the rows add
+up to the wall time of the steps.
 """
 
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engines import compiled
+from .kernels.program import NO_CYCLES, cycle_counter
+from .ops.base import Operator
 
 
 @dataclass
@@ -58,38 +67,75 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
         feed(step)
         optimizer.one_step()
         optimizer.update()
+    passes = compiled.passes(optimizer.graph)
+    if not passes:
+        return _profile_walker(optimizer, feed, steps, warmup)
     entries = defaultdict(lambda: [0, 0.0])
-    patched = []
-
-    def timed(owner, method, key):
-        original = getattr(owner, method)
-        entry = entries[key]
-
-        def wrapper(*args):
-            began = time.perf_counter()
-            result = original(*args)
-            entry[1] += time.perf_counter() - began
-            entry[0] += 1
-            return result
-
-        setattr(owner, method, wrapper)
-        patched.append((owner, method))
-
-    for node in optimizer.graph.tape(optimizer.target).nodes:
-        if node.parents:
-            timed(node, "compute", ("forward", type(node).__name__))
-            timed(node, "vjp", ("backward", type(node).__name__))
-    timed(optimizer, "apply", ("update", type(optimizer).__name__))
+    for compiled_pass in passes:
+        compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
+    restore = _timed(optimizer, "apply", entries[("update", type(optimizer).__name__)])
     feed_entry = entries[("feed", "set_value")]
+    cycles_began = cycle_counter()
     began = time.perf_counter()
-    for step in range(warmup, warmup + steps):
+    try:
+        _loop(optimizer, feed, range(warmup, warmup + steps), feed_entry)
+    finally:
+        seconds = time.perf_counter() - began
+        cycles = cycle_counter() - cycles_began
+        restore()
+    for compiled_pass in passes:
+        counts, compiled_pass.cycles = compiled_pass.cycles, NO_CYCLES
+        for pc, phase in enumerate(compiled_pass.phases()):
+            if counts[pc]:
+                owner = compiled_pass.program.owners[pc]
+                entry = entries[(phase, "gradient sums" if owner is None
+                                 else type(owner).__name__)]
+                entry[0] += steps
+                entry[1] += counts[pc] / cycles * seconds
+    return Profile(steps, seconds, dict(entries))
+
+
+def _loop(optimizer, feed, steps, feed_entry):
+    for step in steps:
         feed_began = time.perf_counter()
         feed(step)
         feed_entry[1] += time.perf_counter() - feed_began
         feed_entry[0] += 1
         optimizer.one_step()
         optimizer.update()
-    seconds = time.perf_counter() - began
-    for owner, method in patched:
-        delattr(owner, method)
+
+
+def _timed(owner, method, entry):
+    """Time every call of ``owner.method`` into ``entry``; returns what undoes it."""
+    original = getattr(owner, method)
+
+    def wrapper(*args):
+        began = time.perf_counter()
+        result = original(*args)
+        entry[1] += time.perf_counter() - began
+        entry[0] += 1
+        return result
+
+    setattr(owner, method, wrapper)
+    return lambda: delattr(owner, method)
+
+
+def _profile_walker(optimizer, feed, steps, warmup):
+    entries = defaultdict(lambda: [0, 0.0])
+    restores = []
+    for node in optimizer.graph.tape(optimizer.target).nodes:
+        if node.parents:
+            kind = type(node).__name__
+            restores.append(_timed(node, "compute", entries[("forward", kind)]))
+            restores.append(_timed(node, "vjp", entries[("backward", kind)]))
+            if type(node).vjp_summed is not Operator.vjp_summed:  # else it calls vjp: timed
+                restores.append(_timed(node, "vjp_summed", entries[("backward", kind)]))
+    restores.append(_timed(optimizer, "apply", entries[("update", type(optimizer).__name__)]))
+    began = time.perf_counter()
+    try:
+        _loop(optimizer, feed, range(warmup, warmup + steps), entries[("feed", "set_value")])
+    finally:
+        seconds = time.perf_counter() - began
+        for restore in restores:
+            restore()
     return Profile(steps, seconds, dict(entries))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..graph import EMPTY
 from ..kernels.elementwise import identity_rows
-from ..kernels.program import Program, execute, execute_stale, recording
+from ..kernels.program import NO_CYCLES, Program, execute, execute_stale, recording
 from . import vjp
 
 
@@ -48,15 +48,18 @@ class Pass:
                 if seeds is not None:
                     seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
                     identity_rows(seed)
-                vjp.backward(plan, tape.target, seed)
+                vjp.backward(plan, tape.target, seed, visit=lambda node: setattr(
+                    calls, "owner", node))
                 self.results = [source.grad for source in plan.sources]
             self.backward_stop = len(calls.calls)
             if sums is not None:  # recorded, not run: the caller's run() does it once
+                calls.owner = None
                 calls.replay_only = True
                 vjp.accumulate(params, sums, first=True)
                 self.copy_stop = len(calls.calls)
                 vjp.accumulate(params, sums, first=False)
         self.program = Program(calls)
+        self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
         self.direct = None
@@ -80,22 +83,28 @@ class Pass:
             node.flat is not None for node in self.inputs)
 
     def run(self, first=True):
-        """Forward (what is not up to date), backward, accumulation; the batch size."""
-        graph, program = self.graph, self.program
+        """Forward (what is not up to date), backward, accumulation."""
+        graph, program, cycles = self.graph, self.program, self.cycles
+        code, ints, reals = program.code, program.ints, program.reals
         graph.passes += 1
-        failed = execute_stale(program.code, program.ints, program.reals, self.steps,
-                               graph.states, graph.computed, graph.passes)
+        failed = execute_stale(code, ints, reals, self.steps, graph.states, graph.computed,
+                               graph.passes, cycles)
         if failed >= 0:
             self._explain(failed)
         stop = self.backward_stop
         if first and self.direct is not None:  # the gradients land in the sums themselves
-            execute(program.code, self.direct, program.reals, self.forward_stop, stop)
+            execute(code, self.direct, reals, self.forward_stop, stop, cycles)
             return
-        if stop > self.forward_stop:
-            execute(program.code, program.ints, program.reals, self.forward_stop, stop)
+        execute(code, ints, reals, self.forward_stop, stop, cycles)
         if len(program) > stop:
             start, stop = (stop, self.copy_stop) if first else (self.copy_stop, len(program))
-            execute(program.code, program.ints, program.reals, start, stop)
+            execute(code, ints, reals, start, stop, cycles)
+
+    def phases(self):
+        """Each call's phase: forward, backward, or (adding up gradients) sums."""
+        return (["forward"] * self.forward_stop
+                + ["backward"] * (self.backward_stop - self.forward_stop)
+                + ["sums"] * (len(self.program) - self.backward_stop))
 
     def _explain(self, call):
         """A kernel refused its input (labels that are not a distribution, say): the node's
@@ -121,6 +130,11 @@ def _pass(graph, key, build):
         graph.forget(key)
         found = graph.cached(key, build)
     return found
+
+
+def passes(graph):
+    """The compiled passes a graph holds now (the profiler times their calls)."""
+    return [value for _, value in graph._cache.values() if isinstance(value, Pass)]
 
 
 def gradients(target, params, sums, first):

@@ -6,7 +6,7 @@ them (``fastgraph.engines.compiled``); this one stays as the reference that it i
 from ..kernels.elementwise import add_into, add_rows, copy_rows, fill, identity_rows
 
 
-def backward(plan, target, seed=None):
+def backward(plan, target, seed=None, visit=None):
     """Set ``node.grad`` on every node of ``plan``: the VJP of sum(target) over the batch.
 
     ``seed``, shaped like ``target.flat`` (or with more rows, for the per-sample passes of
@@ -15,6 +15,7 @@ def backward(plan, target, seed=None):
     A parent's first contribution is kept as it comes (often the child's own buffer or the
     upstream itself, so nothing is copied); a second one is added into a buffer the parent
     owns. Contributions are never modified in place, so sharing them is safe.
+    ``visit(node)``, if given, is told each node before its VJPs run (for the recorder).
     """
     for node in plan.nodes:
         node.grad = None
@@ -24,6 +25,8 @@ def backward(plan, target, seed=None):
         fill(seed, 1.0)
     target.grad = seed
     for node, slots in plan.steps:
+        if visit is not None:
+            visit(node)
         upstream = node.grad
         for slot, parent, summed in slots:
             contribution = (node.vjp_summed if summed else node.vjp)(slot, upstream)

@@ -230,3 +230,25 @@ def identity_rows(out):
         for j in range(n):
             out[i, j] = 0
         out[i, i % n] = 1
+
+
+@kernel
+def raise_states(states, indices, state):
+    """states[i] = max(states[i], state) for i in indices: invalidating what depends on a
+    changed input or parameter (``Graph.invalidate``), in one call."""
+    for k in range(indices.shape[0]):
+        i = indices[k]
+        if states[i] < state:
+            states[i] = state
+
+
+@kernel
+def feed_input(source, flat, states, downstream, state, computed, index, stamp):
+    """An input's ``set_value`` in one call: ``flat[:] = source`` (cast to its dtype), the
+    input marked computed by pass ``stamp``, what depends on it raised to ``state``."""
+    for i in range(flat.shape[0]):
+        for j in range(flat.shape[1]):
+            flat[i, j] = source[i, j]
+    states[index] = 0
+    computed[index] = stamp
+    raise_states(states, downstream, state)

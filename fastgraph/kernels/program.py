@@ -91,27 +91,55 @@ def _status_overload(result):
     return lambda result: np.int64(result)
 
 
+@intrinsic
+def _cycles(typingctx):
+    """The processor's cycle counter (``llvm.readcyclecounter``): a few cycles to read."""
+
+    def codegen(context, builder, signature, args):
+        counter = builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(
+            ir.IntType(64), []))
+        return builder.call(counter, [])
+
+    return types.int64(), codegen
+
+
+@njit(cache=True)
+def cycle_counter():
+    return _cycles()
+
+
+@njit(inline="always")
+def _run(code, ints, reals, pc, cycles):
+    """Call ``pc``; with a non-empty ``cycles``, add the cycles it took to ``cycles[pc]``."""
+    address = ints.ctypes.data + code[pc, 1] * 8
+    if cycles.shape[0] == 0:
+        return _call(code[pc, 0], address, reals.ctypes.data)
+    began = _cycles()
+    status = _call(code[pc, 0], address, reals.ctypes.data)
+    cycles[pc] += _cycles() - began
+    return status
+
+
 @njit(cache=True, nogil=True)
-def execute(code, ints, reals, start, stop):
-    """Run calls ``start`` to ``stop``; -1, or the index of the call that returned a status."""
-    base, real_base = ints.ctypes.data, reals.ctypes.data
+def execute(code, ints, reals, start, stop, cycles):
+    """Run calls ``start`` to ``stop``; -1, or the index of the call that returned a status.
+    ``cycles``: empty, or one counter per call (the profiler's)."""
     for pc in range(start, stop):
-        if _call(code[pc, 0], base + code[pc, 1] * 8, real_base) >= 0:
+        if _run(code, ints, reals, pc, cycles) >= 0:
             return pc
     return -1
 
 
 @njit(cache=True, nogil=True)
-def execute_stale(code, ints, reals, steps, states, computed, stamp):
+def execute_stale(code, ints, reals, steps, states, computed, stamp, cycles):
     """The forward pass of a tape: for each node in order (``steps``: its index in the graph
     and the range of its calls), run its calls if its state is not 0 (computed), then mark
     it computed by pass ``stamp``. -1, or the index of a call that returned a status."""
-    base, real_base = ints.ctypes.data, reals.ctypes.data
     for s in range(steps.shape[0]):
         node = steps[s, 0]
         if states[node] != 0:
             for pc in range(steps[s, 1], steps[s, 2]):
-                if _call(code[pc, 0], base + code[pc, 1] * 8, real_base) >= 0:
+                if _run(code, ints, reals, pc, cycles) >= 0:
                     return pc
             states[node] = 0
             computed[node] = stamp
@@ -268,4 +296,8 @@ class Program:
     def run(self, start=0, stop=None):
         """Run the calls in ``[start, stop)``; the index of a call that returned a status, or -1."""
         return execute(self.code, self.ints, self.reals, start,
-                       len(self.code) if stop is None else stop)
+                       len(self.code) if stop is None else stop, NO_CYCLES)
+
+
+#: ``cycles`` for a run that is not profiled.
+NO_CYCLES = np.zeros(0, np.int64)
