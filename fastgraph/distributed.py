@@ -336,6 +336,11 @@ def launch(processes, program):
     A failed job ends with a line on stderr that says so.
     """
     argv, env = mpiexec_command(processes, program)
+    cores = len(os.sched_getaffinity(0))
+    if processes > cores:
+        print(f"fastgraph: note: {processes} processes on {cores} cores: MPI processes wait "
+              "for each other by polling, so more processes than cores run slowly",
+              file=sys.stderr, flush=True)
     job = subprocess.Popen(argv, env=env, start_new_session=True)
     forward = {sig: signal.signal(sig, lambda signum, frame: job.send_signal(signum))
                for sig in (signal.SIGINT, signal.SIGTERM)}
