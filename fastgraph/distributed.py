@@ -99,7 +99,9 @@ def abort_on_error(comm, expected=()):
         yield
     except expected as error:
         abort(comm, str(error), 2)
-    except (Exception, KeyboardInterrupt) as error:
+    except KeyboardInterrupt:
+        abort(comm, "interrupted", 130)
+    except Exception as error:
         traceback.print_exc()
         abort(comm, f"{type(error).__name__}: {error}")
 
@@ -328,6 +330,13 @@ def _mpi_importable():
         raise MPIUnavailable(f"{INSTALL_HINT} ({reason})")
 
 
+def _end_with_parent():
+    # In mpiexec before it starts: if the launcher dies without passing a signal on (it was
+    # killed), mpiexec gets SIGTERM and ends every rank instead of running on orphaned.
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def launch(processes, program):
     """Run ``program`` (an argv list) in ``processes`` MPI processes; return the exit status.
 
@@ -341,7 +350,8 @@ def launch(processes, program):
         print(f"fastgraph: note: {processes} processes on {cores} cores: MPI processes wait "
               "for each other by polling, so more processes than cores run slowly",
               file=sys.stderr, flush=True)
-    job = subprocess.Popen(argv, env=env, start_new_session=True)
+    job = subprocess.Popen(argv, env=env, start_new_session=True,
+                           preexec_fn=_end_with_parent if sys.platform == "linux" else None)
     forward = {sig: signal.signal(sig, lambda signum, frame: job.send_signal(signum))
                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

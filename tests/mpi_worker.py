@@ -2,6 +2,7 @@
 
     python tests/mpi_worker.py train OUT_DIR     each rank writes OUT_DIR/rank<r>.npz
     python tests/mpi_worker.py kill|raise        rank 1 dies of SIGKILL / raises at update 3
+    python tests/mpi_worker.py hang OUT_DIR      each rank writes OUT_DIR/<r>.pid, then waits
     python tests/mpi_worker.py --launch N MODE   the same through fastgraph.distributed.launch
 
 The test runs ``train_model`` in its own process too, as the single-process reference.
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -87,6 +89,13 @@ def main(argv):
             if comm.Get_rank() == 0:
                 with open(os.path.join(argv[1], f"{rule}-history.json"), "w") as stream:
                     json.dump(history, stream)
+    elif argv[0] == "hang":  # in all-reduces, as a long training would be
+        with open(os.path.join(argv[1], f"{comm.Get_rank()}.pid"), "w") as stream:
+            stream.write(str(os.getpid()))
+        deadline = time.monotonic() + 120  # ends by itself should nothing end it
+        while time.monotonic() < deadline:
+            comm.allreduce(1)
+            time.sleep(0.01)
     else:
         train_model("Adam", comm, fault=argv[0])
     return 0

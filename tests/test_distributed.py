@@ -34,11 +34,25 @@ def mpi():
         pytest.skip(str(error))
 
 
+def run(argv, timeout=60, env=None):
+    """``subprocess.run`` whose timeout ends the MPI job too: SIGTERM makes mpiexec (or the
+    launcher, which passes it on) end every rank, where SIGKILL would leave them running."""
+    began = time.monotonic()
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            out, err = process.communicate(timeout=30)
+            pytest.fail(f"{' '.join(map(str, argv))} still ran after {timeout} s:\n{out}{err}")
+    return subprocess.CompletedProcess(argv, process.returncode, out, err), \
+        time.monotonic() - began
+
+
 def run_mpi(processes, program, timeout=60):
     argv, env = distributed.mpiexec_command(processes, program)
-    began = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
-    return result, time.monotonic() - began
+    return run(argv, timeout, env)
 
 
 def params_of(path):
@@ -112,15 +126,40 @@ def test_a_rank_that_raises_stops_every_rank(mpi):
 
 
 def test_a_killed_rank_stops_every_rank(mpi):
-    began = time.monotonic()
-    result = subprocess.run([sys.executable, WORKER, "--launch", "2", "kill"],
-                            capture_output=True, text=True, timeout=60)
-    seconds = time.monotonic() - began
+    result, seconds = run([sys.executable, WORKER, "--launch", "2", "kill"])
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Killed (signal 9)" in output, output
     assert "fastgraph: error: the 2-process MPI job failed (mpiexec exited with status" in output
     assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+def running(pid):
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has ended
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the launcher's guard uses Linux's prctl")
+def test_a_killed_launcher_takes_the_ranks_with_it(mpi, tmp_path):
+    launcher = subprocess.Popen([sys.executable, WORKER, "--launch", "2", "hang", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(path.read_text()) for path in tmp_path.glob("*.pid")]
+        assert len(pids) == 2 and all(map(running, pids))
+        launcher.kill()  # SIGKILL: it cannot pass anything on
+        deadline = time.monotonic() + 15
+        while any(map(running, pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, pids)), "ranks still run after their launcher was killed"
+    finally:
+        launcher.kill()
+        launcher.wait()
 
 
 # -- the command line -------------------------------------------------------------------------
@@ -133,10 +172,8 @@ def cli_runs(mpi, mnist_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli-mpi")
     under_mpiexec, _ = run_mpi(2, train_command(mnist_dir, *CLI_OPTIONS, "--save",
                                                 folder / "mpiexec.fgz"), timeout=120)
-    launched = subprocess.run(
-        train_command(mnist_dir, *CLI_OPTIONS, "--processes", 2, "--save",
-                      folder / "processes.fgz"),
-        capture_output=True, text=True, timeout=120)
+    launched, _ = run(train_command(mnist_dir, *CLI_OPTIONS, "--processes", 2, "--save",
+                                    folder / "processes.fgz"), timeout=120)
     return folder, under_mpiexec, launched
 
 
@@ -175,10 +212,15 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_and_saves(mpi, mnist_dir, tmp_p
         train_command(mnist_dir, "--processes", 2, "--epochs", 1000, "--train-samples", 3000,
                       "--test-samples", 100, "--hidden", 16, "--no-progress", "--save", model),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout.readline().startswith("training")
-    time.sleep(1)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
+    try:
+        assert process.stdout.readline().startswith("training")
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert "interrupted: stopped after" in out and "test accuracy:" in out
     _, meta = params_of(model)
