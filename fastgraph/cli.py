@@ -7,6 +7,7 @@
 
 import argparse
 import sys
+import warnings
 
 import numpy as np
 
@@ -302,14 +303,15 @@ def _read_image(path, shape):
     except ImportError as error:
         raise ValueError("reading images needs Pillow: pip install 'fastgraph[plot]'") from error
     try:
-        with Image.open(path) as image:
-            pixels = _grey(image, path)
-    except (UnidentifiedImageError, OSError) as error:
+        with warnings.catch_warnings():  # a huge image is refused below, by its size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.size != (shape[1], shape[0]):  # before decoding a single pixel
+                    raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
+                                     f"{image.size[0]}x{image.size[1]} (width x height)")
+                return _grey(image, path)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
         raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
-    if pixels.shape != shape:
-        raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
-                         f"{pixels.shape[1]}x{pixels.shape[0]} (width x height)")
-    return pixels
 
 
 def _grey(image, path):

@@ -48,7 +48,12 @@ def save(path, graph, meta=None):
                       "config": node.config()})
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
               "nodes": nodes, "meta": meta or {}}
-    arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    try:
+        text = json.dumps(header)
+    except (TypeError, ValueError) as error:  # checked before anything is written
+        raise ValueError(f"{path}: cannot save the graph: its meta must be plain JSON "
+                         f"(dicts, lists, strings, numbers): {error}") from None
+    arrays = {"__graph__": np.frombuffer(text.encode(), np.uint8)}
     for node in graph.nodes:
         if isinstance(node, Variable) and node.trainable:
             if node.flat is None:  # the file could not be loaded: refuse before writing
