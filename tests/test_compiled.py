@@ -351,3 +351,22 @@ def test_small_stale_sets_are_computed_without_a_pass(rng):
     assert len(graph._cache) == passes
     np.testing.assert_allclose(probabilities.flat.sum(axis=1), 1)
     assert compiled._stale_ancestors(probabilities, 16) == []
+
+
+def test_later_steps_add_each_gradient_in_place(rng):
+    """After the first step, every parameter of the network is added into its sum by the
+    kernel that makes its gradient (beta = 1): no separate pass of additions."""
+    graph, x, one_hot, _, cost = _network()
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    features, labels = _batch(rng, 1)
+    x.set_value(features)
+    one_hot.set_value(labels)
+    optimizer.one_step()
+    optimizer.one_step()
+    (training,) = compiled.passes(graph)
+    code, _, _ = training.variants[False]
+    assert len(code) == training.backward_stop - training.forward_stop
+    once = _gradients("python", cost, list(optimizer.params))  # the walker, same sample
+    for param, gradient in zip(optimizer.params, once):
+        np.testing.assert_allclose(optimizer.get_gradient(param), gradient.reshape(param.dim),
+                                   rtol=1e-12, atol=1e-14)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..graph import EMPTY
 from ..kernels.elementwise import identity_rows
-from ..kernels.program import NO_CYCLES, Program, execute, execute_stale, recording
+from ..kernels.program import INTS_PER_ARGUMENT, NO_CYCLES, Program, execute_pass, recording
 from . import vjp
 
 
@@ -58,47 +58,69 @@ class Pass:
                 vjp.accumulate(params, sums, first=True)
                 self.copy_stop = len(calls.calls)
                 vjp.accumulate(params, sums, first=False)
-        self.program = Program(calls)
+        program = self.program = Program(calls)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
-        self.direct = None
+        self.forward = program.rows((0, self.forward_stop))
+        backward = (self.forward_stop, self.backward_stop)
+        # What runs after the forward, as (code rows, ints, reals): one variant for a pass
+        # without sums, two for a training pass (see _first and _adding).
+        self.variants = {"only": (program.rows(backward), program.ints, program.reals)}
         if sums is not None:
-            self.direct = self._direct(params, sums)
+            program.arrays.extend(sums)
+            buffers = [_owner(param.grad) for param in params]
+            unique = len({id(buffer) for buffer in buffers}) == len(buffers)
+            self.variants = {True: self._first(buffers, sums, unique),
+                             False: self._adding(buffers, sums, unique)}
 
-    def _direct(self, params, sums):
-        """The backward calls with every parameter's gradient buffer moved onto its sum, so
-        that the first step after an update writes the sums without a copy (None when two
-        parameters share a gradient buffer, or a buffer is not the sum's size)."""
-        buffers = [_owner(param.grad) for param in params]
-        if len({id(buffer) for buffer in buffers}) < len(buffers) or any(
-                buffer.nbytes != total.nbytes for buffer, total in zip(buffers, sums)):
-            return None
-        self.program.arrays.extend(sums)
-        return self.program.relocated(list(zip(buffers, sums)), self.forward_stop,
-                                      self.backward_stop)
+    def _first(self, buffers, sums, unique):
+        """The first step after an update: every parameter's gradient buffer moved onto its
+        sum, so the backward writes the sums without a copy (or, when two parameters share
+        a buffer or a size differs, the backward and then a copy into each sum)."""
+        program, backward = self.program, (self.forward_stop, self.backward_stop)
+        if unique and all(buffer.nbytes == total.nbytes for buffer, total in zip(buffers, sums)):
+            ints = program.relocated(list(zip(buffers, sums)), *backward)
+            return program.rows(backward), ints, program.reals
+        return program.rows(backward, (self.backward_stop, self.copy_stop)), program.ints, \
+            program.reals
+
+    def _adding(self, buffers, sums, unique):
+        """A later step: a parameter whose gradient one kernel call writes, and that takes a
+        ``beta``, has that call add into its sum (``beta`` = 1); the others are added after
+        the backward. Adding a one-sample weight gradient in place saves a pass over it."""
+        program, (start, stop) = self.program, (self.forward_stop, self.backward_stop)
+        moves, betas, added = [], [], []
+        for k, (buffer, total) in enumerate(zip(buffers, sums)):
+            call = _accumulating_call(program, buffer, start, stop)
+            if unique and call is not None and buffer.nbytes == total.nbytes:
+                moves.append((buffer, total))
+                betas.append(call)
+            else:
+                add = self.copy_stop + k
+                added.append((add, add + 1))
+        ints = program.relocated(moves, start, stop)
+        reals = program.reals.copy()
+        for call in betas:  # beta is the last argument; its ints hold its index in reals
+            kinds = program.kernels[call][1]
+            reals[ints[program.code[call, 1] + INTS_PER_ARGUMENT * (len(kinds) - 1)]] = 1.0
+        return program.rows((start, stop), *added), ints, reals
 
     def valid(self):
         return self.layout == self.graph.layout and all(
             node.flat is not None for node in self.inputs)
 
     def run(self, first=True):
-        """Forward (what is not up to date), backward, accumulation."""
-        graph, program, cycles = self.graph, self.program, self.cycles
-        code, ints, reals = program.code, program.ints, program.reals
+        """Forward (what is not up to date), backward, and the gradients into the sums
+        (written directly on the ``first`` step after an update, else added)."""
+        graph, program = self.graph, self.program
         graph.passes += 1
-        failed = execute_stale(code, ints, reals, self.steps, graph.states, graph.computed,
-                               graph.passes, cycles)
+        code, ints, reals = self.variants.get(first) or self.variants["only"]
+        failed = execute_pass(self.forward, program.ints, program.reals, self.steps,
+                              graph.states, graph.computed, graph.passes, code, ints, reals,
+                              self.cycles)
         if failed >= 0:
             self._explain(failed)
-        stop = self.backward_stop
-        if first and self.direct is not None:  # the gradients land in the sums themselves
-            execute(code, self.direct, reals, self.forward_stop, stop, cycles)
-            return
-        execute(code, ints, reals, self.forward_stop, stop, cycles)
-        if len(program) > stop:
-            start, stop = (stop, self.copy_stop) if first else (self.copy_stop, len(program))
-            execute(code, ints, reals, start, stop, cycles)
 
     def phases(self):
         """Each call's phase: forward, backward, or (adding up gradients) sums."""
@@ -114,6 +136,21 @@ class Pass:
         graph.invalidate([node], EMPTY, itself=True)
         node.compute()
         raise RuntimeError(f"{node.name}: a kernel reported an error that compute() did not")
+
+
+def _accumulating_call(program, buffer, start, stop):
+    """The one call in ``[start, stop)`` that touches ``buffer``, when it writes it as its
+    ``out`` argument followed by ``beta`` (so it can add into it instead); else None."""
+    touching = program.touching(buffer, start, stop)
+    if len(touching) != 1:
+        return None
+    (call, arguments), = touching.items()
+    kernel, kinds = program.kernels[call]
+    code = kernel.py_func.__code__
+    names = code.co_varnames[:code.co_argcount]
+    if names[-1:] == ("beta",) and kinds[-1] == "f" and arguments == [len(names) - 2]:
+        return call
+    return None
 
 
 def _owner(array):
@@ -137,14 +174,26 @@ def passes(graph):
     return [value for _, value in graph._cache.values() if isinstance(value, Pass)]
 
 
+# id(sums) -> (graph version, layout, pass, batch size, sums): each optimizer's last pass
+_last = {}
+
+
 def gradients(target, params, sums, first):
     graph = target.graph
+    last = _last.get(id(sums))  # the usual case: nothing changed since the last step
+    if (last is not None and last[4] is sums and last[0] == graph._version
+            and last[1] == graph.layout):
+        last[2].run(first)
+        return last[3]
     tape = graph.tape(target)
     batch_size = tape.batch_size()
     key = ("training pass", target, id(sums), batch_size)  # sums: the optimizer's own tuple
     training = _pass(graph, key, lambda: Pass(tape, graph.plan(target, params), params=params,
                                               sums=sums))
     training.run(first)
+    if len(_last) >= 16:  # optimizers that are gone: forget the oldest
+        del _last[next(iter(_last))]
+    _last[id(sums)] = (graph._version, graph.layout, training, batch_size or 1, sums)
     return batch_size or 1
 
 

@@ -84,10 +84,12 @@ def outer_rows(a, b, out):
 
 
 @kernel
-def sum_rows(a, out):
-    """out[0, :] = the sum of a's rows: the VJP of broadcasting a parameter over a batch."""
-    for j in range(out.shape[1]):
-        out[0, j] = 0.0
+def sum_rows(a, out, beta):
+    """out[0, :] = the sum of a's rows (+ out, with ``beta`` 1): the VJP of broadcasting a
+    parameter over a batch. ``beta`` is 0 or 1; with 1 the sum accumulates into ``out``."""
+    if beta == 0:
+        for j in range(out.shape[1]):
+            out[0, j] = 0.0
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             out[0, j] += a[i, j]
@@ -252,3 +254,19 @@ def feed_input(source, flat, states, downstream, state, computed, index, stamp):
     states[index] = 0
     computed[index] = stamp
     raise_states(states, downstream, state)
+
+
+@kernel
+def outer(a, b, out, beta):
+    """out = a^T b (+ out, with ``beta`` 1) for one-row a (1, m) and b (1, n): a weight's
+    gradient from one sample, on one core (starting threads costs more than these few
+    hundred kilobytes). ``beta`` is 0 or 1."""
+    n = b.shape[1]
+    for i in range(a.shape[1]):
+        u = a[0, i]
+        if beta == 0:
+            for j in range(n):
+                out[i, j] = u * b[0, j]
+        else:
+            for j in range(n):
+                out[i, j] += u * b[0, j]

@@ -110,21 +110,22 @@ def cycle_counter():
 
 @njit(inline="always")
 def _run(code, ints, reals, pc, cycles):
-    """Call ``pc``; with a non-empty ``cycles``, add the cycles it took to ``cycles[pc]``."""
+    """Call row ``pc`` of ``code``; with a non-empty ``cycles``, add the cycles it took to
+    the counter of the recorded call it replays (``code[pc, 2]``)."""
     address = ints.ctypes.data + code[pc, 1] * 8
     if cycles.shape[0] == 0:
         return _call(code[pc, 0], address, reals.ctypes.data)
     began = _cycles()
     status = _call(code[pc, 0], address, reals.ctypes.data)
-    cycles[pc] += _cycles() - began
+    cycles[code[pc, 2]] += _cycles() - began
     return status
 
 
 @njit(cache=True, nogil=True)
-def execute(code, ints, reals, start, stop, cycles):
-    """Run calls ``start`` to ``stop``; -1, or the index of the call that returned a status.
-    ``cycles``: empty, or one counter per call (the profiler's)."""
-    for pc in range(start, stop):
+def execute(code, ints, reals, cycles):
+    """Run every row of ``code``; -1, or the row of a call that returned a status.
+    ``cycles``: empty, or one counter per recorded call (the profiler's)."""
+    for pc in range(code.shape[0]):
         if _run(code, ints, reals, pc, cycles) >= 0:
             return pc
     return -1
@@ -133,8 +134,8 @@ def execute(code, ints, reals, start, stop, cycles):
 @njit(cache=True, nogil=True)
 def execute_stale(code, ints, reals, steps, states, computed, stamp, cycles):
     """The forward pass of a tape: for each node in order (``steps``: its index in the graph
-    and the range of its calls), run its calls if its state is not 0 (computed), then mark
-    it computed by pass ``stamp``. -1, or the index of a call that returned a status."""
+    and the range of its rows), run its calls if its state is not 0 (computed), then mark
+    it computed by pass ``stamp``. -1, or the row of a call that returned a status."""
     for s in range(steps.shape[0]):
         node = steps[s, 0]
         if states[node] != 0:
@@ -143,6 +144,19 @@ def execute_stale(code, ints, reals, steps, states, computed, stamp, cycles):
                     return pc
             states[node] = 0
             computed[node] = stamp
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def execute_pass(code, ints, reals, steps, states, computed, stamp, backward, backward_ints,
+                 backward_reals, cycles):
+    """A whole compiled pass in one call: the forward (see ``execute_stale``), then every
+    row of ``backward`` with its own ints and reals. -1, or the row of the forward call
+    that returned a status."""
+    failed = execute_stale(code, ints, reals, steps, states, computed, stamp, cycles)
+    if failed >= 0:
+        return failed
+    execute(backward, backward_ints, backward_reals, cycles)
     return -1
 
 
@@ -251,16 +265,18 @@ class recording:
 
 
 class Program:
-    """Recorded calls, encoded for :func:`execute`. ``arrays`` keeps the buffers alive."""
+    """Recorded calls, encoded for the executors: ``code`` rows are ``(adapter address,
+    offset into ints, index of the call)``. ``arrays`` keeps the recorded buffers alive."""
 
     def __init__(self, calls):
         dtype = calls.dtype
         self.dtype = dtype
         self.owners = calls.owners
         self.arrays = calls.arrays
-        self.code = np.empty((len(calls.calls), 2), np.int64)
-        ints, addresses, starts, found = [], [], [], {}
-        for kernel, kinds, numbers in calls.calls:
+        self.kernels = []  # per call: (kernel, kinds)
+        self.code = np.empty((len(calls.calls), 3), np.int64)
+        ints, addresses, rows, found = [], [], [], {}
+        for index, (kernel, kinds, numbers) in enumerate(calls.calls):
             key = (kernel, kinds)
             if key not in found:
                 if not isinstance(kernel, Kernel):
@@ -268,21 +284,44 @@ class Program:
                 slots = [INTS_PER_ARGUMENT * i for i, kind in enumerate(kinds) if kind in "CF"]
                 found[key] = adapter(kernel, kinds, dtype), slots
             address, slots = found[key]
-            starts.append((address, len(ints)))
+            rows.append((address, len(ints), index))
             addresses.extend(len(ints) + slot for slot in slots)
             ints.extend(numbers)
-        if starts:
-            self.code[:] = starts
+            self.kernels.append(key)
+        if rows:
+            self.code[:] = rows
         self.ints = np.array(ints or [0], np.int64)
         self.addresses = np.array(addresses, np.int64)  # where ints hold array addresses
         self.reals = np.array(calls.reals or [0.0], dtype)
 
-    def relocated(self, moves, start, stop):
+    def __len__(self):
+        return len(self.code)
+
+    def rows(self, *ranges):
+        """The code rows of the calls in ``ranges`` (``(start, stop)`` pairs), in order."""
+        return np.ascontiguousarray(np.concatenate(
+            [self.code[start:stop] for start, stop in ranges] or [self.code[:0]]))
+
+    def touching(self, array, start, stop):
+        """The calls in ``[start, stop)`` that pass an array within ``array``'s memory, with
+        the positions of those arguments: ``{call: [argument, ...]}``."""
+        low, high = array.ctypes.data, array.ctypes.data + array.nbytes
+        found = {}
+        for call in range(start, stop):
+            offset = self.code[call, 1]
+            kernel, kinds = self.kernels[call]
+            for i, kind in enumerate(kinds):
+                if kind in "CF" and low <= self.ints[offset + INTS_PER_ARGUMENT * i] < high:
+                    found.setdefault(call, []).append(i)
+        return found
+
+    def relocated(self, moves, start, stop, ints=None):
         """A copy of ``ints`` in which calls ``start`` to ``stop`` use other memory: for each
         ``(old, new)`` pair of arrays of one size, what the calls read or wrote anywhere in
         ``old``'s buffer they now read or write at the same place of ``new``."""
-        ints = self.ints.copy()
-        first, last = self.code[start, 1], (self.code[stop, 1] if stop < len(self) else len(ints))
+        ints = (self.ints if ints is None else ints).copy()
+        first = self.code[start, 1] if start < len(self) else len(ints)
+        last = self.code[stop, 1] if stop < len(self) else len(ints)
         slots = self.addresses[(self.addresses >= first) & (self.addresses < last)]
         for old, new in moves:
             low = old.ctypes.data
@@ -290,13 +329,10 @@ class Program:
             ints[inside] += new.ctypes.data - low
         return ints
 
-    def __len__(self):
-        return len(self.code)
-
     def run(self, start=0, stop=None):
-        """Run the calls in ``[start, stop)``; the index of a call that returned a status, or -1."""
-        return execute(self.code, self.ints, self.reals, start,
-                       len(self.code) if stop is None else stop, NO_CYCLES)
+        """Run the calls in ``[start, stop)``; the row of a call that returned a status, or -1."""
+        return execute(self.rows((start, len(self) if stop is None else stop)), self.ints,
+                       self.reals, NO_CYCLES)
 
 
 #: ``cycles`` for a run that is not profiled.

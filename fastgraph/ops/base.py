@@ -35,7 +35,7 @@ class Operator(Node):
 
     def vjp_summed(self, slot, upstream):
         total = self.buffer(("summed", slot), (1, self.parents[slot].dimension()))
-        sum_rows(self.vjp(slot, upstream), total)
+        sum_rows(self.vjp(slot, upstream), total, 0.0)
         return total
 
     def same_dims(self):
