@@ -245,6 +245,9 @@ def _load_model(path, classes=10):
     if not x.is_input or x.dimension() != shape[0] * shape[1]:
         raise ModelFileError(f"{path}: the input node {x.name} {x.dim} does not take "
                              f"{shape[0]}x{shape[1]} images")
+    if x not in graph.tape(predict).inputs:
+        raise ModelFileError(f"{path}: the output node {predict.name} does not depend on the "
+                             f"input node {x.name}")
     if predict.dimension() != classes:
         raise ModelFileError(f"{path}: the output node {predict.name} gives "
                              f"{predict.dimension()} numbers per image, expected one per digit "

@@ -4,6 +4,8 @@ the argument, node or sample, not NumPy's internals."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastgraph as fg
 from fastgraph.cli import main
@@ -142,3 +144,72 @@ def test_a_graph_description_nested_too_deep_is_a_model_file_error(tmp_path):
         np.savez(stream, __graph__=np.frombuffer(text.encode(), np.uint8))
     with pytest.raises(fg.saver.ModelFileError, match="no valid graph description"):
         fg.saver.load(path)
+
+
+@pytest.fixture(scope="module")
+def model_and_image(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("fuzz-cli")
+    model = folder / "model.fgz"
+    save_model(model, fg.models.mlp(784, (8,), 10, seed=3))
+    image = folder / "digit.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(image)
+    return model.read_bytes(), image, folder
+
+
+def edited_header(payload, edit):
+    """The model file ``payload`` with its JSON description changed by ``edit(header)``."""
+    import io
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        arrays = {info.filename.removesuffix(".npy"):
+                  np.lib.format.read_array(archive.open(info)) for info in archive.infolist()}
+    header = json.loads(arrays["__graph__"].tobytes())
+    edit(header)
+    arrays["__graph__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+META_EDITS = [
+    lambda h: h["meta"].update(input=h["nodes"][2]["name"]),  # a parameter
+    lambda h: h["meta"].update(output=h["nodes"][-3]["name"]),  # the last bias: 10 numbers
+    lambda h: h["meta"].update(output="one_hot"),
+    lambda h: h["meta"].update(image_shape=[28, 28.5]),
+    lambda h: h["meta"].update(image_shape="28x28"),
+    lambda h: h.update(meta=[]),
+    lambda h: h.update(nodes=h["nodes"][:-1]),
+    lambda h: h.update(dtype="int8"),
+    lambda h: h["nodes"][2]["config"].update(dim=[1e400, 1]),
+    lambda h: h["nodes"][2]["config"].update(extra=1),
+    lambda h: h["nodes"][4].update(parents=["nowhere"]),
+]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_predict_on_damaged_models_answers_in_one_line(data, model_and_image, capsys):
+    """Model files with random bytes changed, or a description edited into nonsense:
+    ``predict`` prints digits (status 0) or one line on stderr (status 2), never a traceback."""
+    payload, image, folder = model_and_image
+    if data.draw(st.booleans()):
+        damaged = bytearray(payload)
+        for _ in range(data.draw(st.integers(1, 3))):
+            damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+        damaged = bytes(damaged)
+    else:
+        damaged = edited_header(payload, data.draw(st.sampled_from(META_EDITS)))
+    path = folder / "damaged.fgz"
+    path.write_bytes(damaged)
+    status = main(["predict", str(path), str(image)])
+    captured = capsys.readouterr()
+    if status == 0:
+        assert captured.out.startswith(f"{image}: ") and captured.err == ""
+    else:
+        assert status == 2 and captured.err.count("\n") == 1
+        assert captured.err.startswith(f"fastgraph: error: {path}: ")
