@@ -64,3 +64,14 @@ def test_meta_that_json_cannot_hold_is_refused_before_writing(tmp_path):
                                          "plain JSON"):
         fg.saver.save(path, model.graph, {"loss": np.float32(0.5)})
     assert not path.exists()
+
+
+def test_integer_dtypes_for_scaled_pixels_are_refused():
+    """Pixels scaled to [0, 1] in an integer dtype would all round to 0 (or 1): silently."""
+    with pytest.raises(ValueError, match="Batches: dtype must be a float type, got int32"):
+        fg.datasets.Batches(np.zeros((3, 4), np.uint8), np.zeros(3, int), 2, scale=1 / 255,
+                            dtype=np.int32)
+    with pytest.raises(ValueError, match="features: dtype must be a float type, got int64"):
+        mnist.features(np.zeros((2, 28, 28), np.uint8), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"labels must be a vector of integers in \[0, 10\)"):
+        mnist.one_hot(np.array([0.5, 1.0]))

@@ -50,6 +50,8 @@ class Batches:
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":  # an integer batch would round the scaled pixels to 0
+            raise ValueError(f"Batches: dtype must be a float type, got {self.dtype}")
         self.scale = self.dtype.type(scale)
         self._x = np.empty((self.batch_size, self.features.shape[1]), self.dtype)
         self._y = np.empty((self.batch_size, classes), self.dtype)

@@ -73,13 +73,16 @@ def load(path=None, *, download=True, mirrors=None, timeout=30):
 
 def features(images, dtype=np.float32):
     """Images as ``(N, 784)`` rows of floats in [0, 1]."""
+    if np.dtype(dtype).kind != "f":  # integers would round every pixel but white to 0
+        raise ValueError(f"features: dtype must be a float type, got {np.dtype(dtype)}")
     return (np.asarray(images).reshape(len(images), -1) / np.float32(255)).astype(dtype)
 
 
 def one_hot(labels, classes=10, dtype=np.float32):
     """Integer labels as ``(N, classes)`` one-hot rows."""
     labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size and (labels.min() < 0 or labels.max() >= classes):
+    if (labels.ndim != 1 or labels.size and not np.issubdtype(labels.dtype, np.integer)
+            or labels.size and (labels.min() < 0 or labels.max() >= classes)):
         raise ValueError(f"labels must be a vector of integers in [0, {classes})")
     return np.eye(classes, dtype=dtype)[labels]
 
