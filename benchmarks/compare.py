@@ -645,6 +645,8 @@ def main(argv=None):
     parser.add_argument("--chart", default="benchmarks/results/compare.png")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--no-cold-start", action="store_true")
+    parser.add_argument("--no-recurrent", action="store_true",
+                        help="skip the recurrent network (benchmarks.recurrent)")
     parser.add_argument("--profile", action="store_true",
                         help="also break one fastgraph training step down by phase and node")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -669,6 +671,12 @@ def main(argv=None):
                 results[name]["peak_mb"] = peak_memory(name, network)
         report["networks"][network] = results
         print(table({**report, "networks": {network: results}}), flush=True)
+    if not args.no_recurrent:
+        from benchmarks import recurrent
+
+        report["recurrent"] = recurrent.compare(
+            names=[name for name in ("fastgraph", "jax", "pytorch") if name in names])
+        print(recurrent.describe(report["recurrent"]), flush=True)
     report["derivatives"] = derivatives(data, [name for name in names if available(name)])
     if not args.no_cold_start:
         report["cold_start"] = {"warm_cache": cold_start(False), "empty_cache": cold_start(True)}
@@ -698,8 +706,13 @@ def profile_report(data, network="784-100-20-10"):
         runner.model.x.set_value(features)
         runner.model.one_hot.set_value(labels)
 
-    return f"profile of {network}, batch {batch}:\n" + profile_steps(
-        runner.optimizer, feed, steps=900).table()
+    profile = profile_steps(runner.optimizer, feed, steps=900)
+    began = time.perf_counter()  # the same loop untimed: what the phases must add up to
+    runner.epoch(np.random.default_rng(1).permutation(60000))
+    untimed = (time.perf_counter() - began) / -(-60000 // batch) * 1e6
+    return (f"profile of {network}, batch {batch}:\n{profile.table()}\n"
+            f"an untimed epoch of the same loop: {untimed:,.1f} us a step; the profile's "
+            f"steps are {profile.step_seconds * 1e6 / untimed:.2f}x that")
 
 
 def machine():

@@ -43,7 +43,7 @@ class Pass:
             self.forward_stop = len(calls.calls)
             self.results = []
             if plan is not None:
-                calls.owner = None
+                calls.owner = tape.target  # its seed: the first call of the backward
                 seed = None
                 if seeds is not None:
                     seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
