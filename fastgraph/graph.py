@@ -143,6 +143,42 @@ class Graph:
             if node.parents:
                 node.state = EMPTY
 
+    def draw(self, ax=None):
+        """The article's picture of the graph (matplotlib): each node in the column of its
+        depth, labelled with its kind and shape, red as deep as the norm of its ``jacobi``
+        (grey without one). Returns the axes; ``fastgraph.viz.write_graph`` makes DOT."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            ax = plt.figure(figsize=(12, 8)).add_subplot(111)
+        depth = {}
+        for node in self.nodes:  # parents are always added before their children
+            depth[node] = 1 + max((depth[parent] for parent in node.parents), default=-1)
+        rows = {}
+        where = {}
+        for node in self.nodes:
+            rows[depth[node]] = rows.get(depth[node], -1) + 1
+            where[node] = (depth[node], -rows[depth[node]])
+        for node in self.nodes:
+            for parent in node.parents:
+                (x0, y0), (x1, y1) = where[parent], where[node]
+                ax.plot([x0, x1], [y0, y1], color="#014b66", linewidth=1, zorder=1)
+        norms = [None if node.jacobi is None else float(np.linalg.norm(node.jacobi))
+                 for node in self.nodes]
+        top = max((norm for norm in norms if norm is not None), default=0.0) or 1.0
+        colours = ["#999999" if norm is None else plt.cm.Reds(0.2 + 0.8 * norm / top)
+                   for norm in norms]
+        xs, ys = zip(*(where[node] for node in self.nodes)) if self.nodes else ((), ())
+        ax.scatter(xs, ys, s=900, c=colours, edgecolors="#666666", zorder=2)
+        for node, norm in zip(self.nodes, norms):
+            label = f"{type(node).__name__}\n{node.dim[0]}x{node.dim[1]}" if node.dim else \
+                type(node).__name__
+            if norm is not None:
+                label += f"\n[{norm:.3f}]"
+            ax.annotate(label, where[node], ha="center", va="center", fontsize=6, zorder=3)
+        ax.axis("off")
+        return ax
+
     # -- tapes, plans and what else is cached per graph structure ----------------------------
     def cached(self, key, build):
         """``build()``, kept under ``key`` until the graph changes (LRU, CACHE_SIZE entries)."""

@@ -399,3 +399,20 @@ def test_article_models():
         x.set_value(np.ones((2, 4)))
         logits.forward()
         assert logits.value.shape == (2, 3, 1)
+
+
+def test_graph_draw_places_every_node(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with ms.Graph(dtype=np.float64) as graph:
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        w = ms.core.Variable(dim=(1, 2), init=True, trainable=True)
+        y = ms.ops.MatMul(w, x)
+    x.set_value(column([1.0, 2.0]))
+    y.forward()
+    w.backward(y)
+    ax = graph.draw()
+    assert len(ax.texts) == graph.node_count() and "[2.236]" in ax.texts[1].get_text()
+    ax.figure.savefig(tmp_path / "graph.png")
+    assert (tmp_path / "graph.png").stat().st_size > 0
