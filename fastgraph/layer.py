@@ -5,6 +5,7 @@ import numpy as np
 from .node import Variable
 from .ops import (
     Add,
+    AddScalar,
     Conv2D,
     Convolve,
     Logistic,
@@ -12,7 +13,6 @@ from .ops import (
     MaxPool2D,
     MaxPooling,
     ReLU,
-    ScalarMap,
     Tanh,
 )
 
@@ -87,7 +87,7 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
             channels.append(Convolve(fm, kernel))
         bias = Variable((1, 1), trainable=True, graph=graph)
         bias.set_value(np.zeros((1, 1)))
-        affine = Add(Add(*channels), ScalarMap(bias, input_shape))
+        affine = AddScalar(Add(*channels), bias)
         kind = {"ReLU": ReLU, "Logistic": Logistic}.get(activation)
         outputs.append(affine if kind is None else kind(affine))
     return outputs

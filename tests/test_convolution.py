@@ -216,7 +216,7 @@ def test_article_layers_build_the_articles_subgraphs(rng):
         affine = out.parents[0]
         channels, bias = affine.parents
         kernels = [conv.parents[1].value for conv in channels.parents]
-        scalar = bias.parents[0].value[0, 0]
+        scalar = bias.value[0, 0]
         for s in range(3):
             expected = sum(reference_convolve(images[m, s], kernels[m]) for m in range(2))
             expected = np.maximum(expected + scalar, 0)
@@ -226,7 +226,7 @@ def test_article_layers_build_the_articles_subgraphs(rng):
 
 
 @pytest.mark.parametrize("activation, kind", [("ReLU", ops.ReLU), ("Logistic", ops.Logistic),
-                                              (None, ops.Add), ("anything", ops.Add)])
+                                              (None, ops.AddScalar), ("anything", ops.AddScalar)])
 def test_article_conv_activation_strings(activation, kind):
     graph = fg.Graph(seed=0)
     with graph:
@@ -359,6 +359,35 @@ def test_per_sample_jacobians_and_gradients_through_the_new_operators(rng):
             reference = fg.jacobian(loss, node)  # (1, 1, n) for the one sample
             np.testing.assert_allclose(gradient[b].ravel(), reference.ravel(), rtol=1e-9,
                                        atol=1e-12)
+
+
+def test_per_sample_derivatives_through_the_articles_operators(rng):
+    """The article's layers (Convolve, AddScalar, MaxPooling, Concat): fg.jacobian and
+    fg.per_sample_gradients against the dense engine, one sample at a time."""
+    graph = fg.Graph(dtype=np.float64, seed=2)
+    with graph:
+        x = fg.Variable((6, 6), trainable=False, name="x")
+        one_hot = fg.Variable((3, 1), trainable=False, name="one_hot")
+        maps = layer.pooling(layer.conv([x], (6, 6), 2, (3, 3), "ReLU"), (3, 3), (2, 2))
+        logits = layer.fc(ops.Concat(*maps), 18, 3, None)
+        loss = ops.loss.CrossEntropyWithSoftMax(logits, one_hot)
+    images = distinct(rng, (3, 6, 6))
+    labels = np.eye(3)[[1, 0, 2]][:, :, None]
+    kernel = next(node for node in graph.nodes if isinstance(node, ops.Convolve)).parents[1]
+    bias = next(node for node in graph.nodes if isinstance(node, ops.AddScalar)).parents[1]
+    x.set_value(images)
+    one_hot.set_value(labels)
+    jacobian = fg.jacobian(logits, x)
+    gradients = fg.per_sample_gradients(loss, [kernel, bias])
+    for b in range(3):
+        x.set_value(images[b : b + 1])
+        one_hot.set_value(labels[b : b + 1])
+        np.testing.assert_allclose(jacobian[b], x.backward(logits, engine="jacobian")[0],
+                                   rtol=1e-9, atol=1e-12)
+        for gradient, node in zip(gradients, (kernel, bias)):
+            dense = node.backward(loss, engine="jacobian")
+            np.testing.assert_allclose(gradient[b].ravel(), np.asarray(dense).ravel(),
+                                       rtol=1e-9, atol=1e-12)
 
 
 def _dense_jacobian(result, wrt, images, b):

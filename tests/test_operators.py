@@ -82,7 +82,7 @@ OPERATORS = {
                   (distinct,)),
     "AvgPool2D": (lambda a: fg.ops.AvgPool2D(a, (5, 4), 3, stride=2, padding=1),
                   _dims((20, 2)), None),
-    "ScalarMap": (lambda s: fg.ops.ScalarMap(s, (2, 3)), _dims((1, 1)), None),
+    "AddScalar": (fg.ops.AddScalar, lambda rng: ((int(rng.integers(1, 4)), 2), (1, 1)), None),
     "Logistic": (fg.ops.Logistic, _square, None),
     "ReLU": (fg.ops.ReLU, _square, None),
     "LeakyReLU": (lambda a: fg.ops.LeakyReLU(a, slope=0.2), _square, None),

@@ -110,6 +110,16 @@ def fill_rows(row, out):
 
 
 @kernel
+def add_scalar_rows(a, scalar, out):
+    """``out[i, j] = a[i, j] + scalar[i, 0]`` (both read by the row rule)."""
+    for i in range(out.shape[0]):
+        ia = i * a.shape[0] // out.shape[0]
+        s = scalar[i * scalar.shape[0] // out.shape[0], 0]
+        for j in range(out.shape[1]):
+            out[i, j] = a[ia, j] + s
+
+
+@kernel
 def sum_pixels(upstream, C, out):
     """``out[i * R' // R, c]`` += the sum over pixels of ``upstream[i, (p, c)]``.
 

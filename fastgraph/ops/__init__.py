@@ -5,14 +5,14 @@
 from . import loss, metrics
 from .activations import LeakyReLU, Logistic, ReLU, SoftMax, Step, Tanh
 from .arithmetic import Add, Concat, Dot, MatMul, Multiply, Reshape, ScalarMultiply
-from .convolution import AvgPool2D, Conv2D, Convolve, MaxPool2D, MaxPooling, ScalarMap
+from .convolution import AddScalar, AvgPool2D, Conv2D, Convolve, MaxPool2D, MaxPooling
 from .loss import CrossEntropyWithSoftMax, LogLoss, MeanSquaredError, PerceptionLoss
 from .movement import Transpose, Welding
 
 __all__ = [
     "Add", "Concat", "Dot", "MatMul", "Multiply", "Reshape", "ScalarMultiply",
     "LeakyReLU", "Logistic", "ReLU", "SoftMax", "Step", "Tanh", "loss",
-    "AvgPool2D", "Conv2D", "Convolve", "MaxPool2D", "MaxPooling", "ScalarMap",
+    "AddScalar", "AvgPool2D", "Conv2D", "Convolve", "MaxPool2D", "MaxPooling",
     "CrossEntropyWithSoftMax", "LogLoss", "MeanSquaredError", "PerceptionLoss", "metrics",
     "Transpose", "Welding",
 ]

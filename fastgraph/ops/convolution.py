@@ -41,6 +41,7 @@ import numpy as np
 
 from ..kernels.blas import gemm
 from ..kernels.convolution import (
+    add_scalar_rows,
     avg_pool,
     avg_pool_vjp,
     col2im,
@@ -53,7 +54,6 @@ from ..kernels.convolution import (
     max_pool_vjp,
     sum_pixels,
 )
-from ..kernels.elementwise import copy_rows
 from .base import Operator
 
 
@@ -149,40 +149,36 @@ class Convolve(_Windows):
         return _conv_jacobian(self, slot, feature_map.sample(), kernel.sample().reshape(1, -1))
 
 
-class ScalarMap(Operator):
-    """A ``shape`` map every element of which is the ``(1, 1)`` node ``scalar``: the bias of
-    the article's convolution layer. The article builds it as ``ScalarMultiply(b, ones)``
-    with ``ones`` a constant input; here an input has the batch's rows, so the ones are
-    built in."""
+class AddScalar(Operator):
+    """``feature_map + scalar`` in every element, for a ``(1, 1)`` node ``scalar``: the bias of
+    the article's convolution layer. The article adds ``ScalarMultiply(b, ones)`` with
+    ``ones`` a constant input; here inputs carry the batch's rows, and a node computed from
+    the bias alone would have no batch axis, which per-sample gradients cannot pass through.
+    So the map and the scalar meet in one batched node."""
 
-    arity = 1
-
-    def __init__(self, scalar, shape, graph=None, name=None):
-        self._shape = _pair(shape, "shape", "ScalarMap")
-        super().__init__(scalar, graph=graph, name=name)
+    arity = 2
 
     def infer_dim(self):
-        (scalar,) = self.parents
+        feature_map, scalar = self.parents
         if scalar.dim != (1, 1):
-            raise ValueError(f"ScalarMap needs a 1x1 scalar, got {scalar.name} of shape "
+            raise ValueError(f"AddScalar needs a 1x1 scalar second, got {scalar.name} of shape "
                              f"{scalar.dim}")
-        if min(self._shape) < 1:
-            raise ValueError(f"ScalarMap: shape must be positive, got {self._shape}")
-        return self._shape
-
-    def config(self):
-        return {"shape": list(self._shape)}
+        return feature_map.dim
 
     def compute(self):
-        out = self.output()
-        copy_rows(self.parents[0].flat, out.reshape(-1, 1))
+        feature_map, scalar = self.parents
+        add_scalar_rows(feature_map.flat, scalar.flat, self.output())
 
     def vjp(self, slot, upstream):
-        out = self.buffer(0, (upstream.shape[0], 1))
+        if slot == 0:
+            return upstream
+        out = self.buffer(1, (upstream.shape[0], 1))
         sum_pixels(upstream, 1, out)
         return out
 
     def dense_jacobian(self, slot):
+        if slot == 0:
+            return self.identity()
         return np.ones((self.dimension(), 1), self.graph.dtype)
 
 
