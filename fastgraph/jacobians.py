@@ -54,7 +54,6 @@ def jacobian(result, wrt, chunk_size=None):
         gradients = engines.per_sample(result, nodes, size)
         for array, gradient in zip(jacobians, gradients):
             array[start:stop] = gradient.reshape(stop - start, size, -1)
-    tape.forward()  # leave the values of the batch the caller set
     return jacobians[0] if single else jacobians
 
 
@@ -84,18 +83,21 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     for start, stop in _passes(tape, batch, chunk):
         for array, gradient, node in zip(gradients, engines.per_sample(loss, nodes, None), nodes):
             array[start:stop] = gradient.reshape(stop - start, *node.dim)
-    tape.forward()
     return gradients[0] if single else gradients
 
 
 def _passes(tape, batch, chunk):
-    """``(start, stop)`` of each pass over the batch; the inputs hold that slice meanwhile."""
+    """``(start, stop)`` of each pass over the batch; the inputs hold that slice meanwhile,
+    and the batch the caller set (and its values) again after the last."""
+    if chunk >= batch:  # one pass over the batch as it is: nothing to feed or restore
+        yield 0, batch
+        return
     with tape.feeding() as feed:
         for start in range(0, batch, chunk):
             stop = min(start + chunk, batch)
-            if chunk < batch:
-                feed(lambda flat, start=start, stop=stop: flat[start:stop])
+            feed(lambda flat, start=start, stop=stop: flat[start:stop])
             yield start, stop
+    engines.forward(tape.target)
 
 
 def _as_list(nodes):

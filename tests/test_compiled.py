@@ -370,3 +370,20 @@ def test_later_steps_add_each_gradient_in_place(rng):
     for param, gradient in zip(optimizer.params, once):
         np.testing.assert_allclose(optimizer.get_gradient(param), gradient.reshape(param.dim),
                                    rtol=1e-12, atol=1e-14)
+
+
+def test_kernels_called_by_another_thread_are_not_recorded():
+    import threading
+
+    from fastgraph.kernels import program
+    from fastgraph.kernels.elementwise import fill
+
+    other = np.zeros((2, 2))
+    with program.recording(np.float64) as calls:
+        mine = np.zeros((1, 3))
+        fill(mine, 1.0)
+        thread = threading.Thread(target=fill, args=(other, 2.0))
+        thread.start()
+        thread.join()
+    assert [kernel.__name__ for kernel, _, _ in calls.calls] == ["fill"]
+    assert calls.arrays == [mine] and (other == 2).all() and (mine == 1).all()

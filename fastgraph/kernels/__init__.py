@@ -13,10 +13,13 @@ down, so that the compiled tape can replay it without Python. Called from anothe
 is the plain Numba function (its ``_numba_type_`` tells Numba so).
 """
 
+import threading
+
 from numba import njit, types
 
-#: Set by ``program.recording()``: receives ``(kernel, args)`` for every kernel call.
-_recorder = None
+#: ``recording.recorder``, set by ``program.recording()`` in the thread that records a
+#: pass, receives ``(kernel, args)`` for every kernel call made in that thread.
+recording = threading.local()
 
 
 class Kernel:
@@ -31,7 +34,8 @@ class Kernel:
         self._numba_type_ = types.Dispatcher(dispatcher)
 
     def __call__(self, *args):
-        if _recorder is not None and _recorder(self, args):
+        recorder = getattr(recording, "recorder", None)
+        if recorder is not None and recorder(self, args):
             return None
         return self.dispatcher(*args)
 

@@ -259,13 +259,13 @@ class recording:
         self.calls = Recording(dtype)
 
     def __enter__(self):
-        if _package._recorder is not None:
-            raise RuntimeError("a program is already being recorded")
-        _package._recorder = self.calls  # the hook that every Kernel call looks at
+        if getattr(_package.recording, "recorder", None) is not None:
+            raise RuntimeError("a program is already being recorded in this thread")
+        _package.recording.recorder = self.calls  # what every Kernel call looks at
         return self.calls
 
     def __exit__(self, *exc):
-        _package._recorder = None
+        _package.recording.recorder = None
 
 
 class Program:
