@@ -33,7 +33,7 @@ _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: How many tapes, plans and compiled programs a graph keeps (least recently used go first):
 #: enough for every target a training loop uses, bounded for a loop over many targets.
-CACHE_SIZE = 64
+CACHE_SIZE = 256
 
 
 class Graph:
@@ -55,7 +55,11 @@ class Graph:
         self.passes = 1  # counts passes that compute values (see mark_computed)
         self.layout = 0  # counts reallocated buffers: compiled passes recorded the old ones
         self._names = {}
-        self._version = 0
+        # What cached tapes, plans and passes are valid for: the nodes added so far, and the
+        # parents of every re-wired node. A wiring seen before finds its passes again (the
+        # article's RNN welds its output to one of a few dozen time steps, sample by sample).
+        self._wiring = {}  # node index -> parent indices, for re-wired nodes
+        self._version = (0, ())
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
 
@@ -74,7 +78,7 @@ class Graph:
             self.computed = np.concatenate([self.computed, np.zeros_like(self.computed)])
         self.states[node.index] = EMPTY
         self.nodes.append(node)
-        self._version += 1
+        self._version = (len(self.nodes), self._version[1])
         return name
 
     def node_count(self):
@@ -100,7 +104,8 @@ class Graph:
             parent.children.append(node)
         node.batched = any(parent.batched for parent in node.parents)
         node.dim = node.infer_dim()
-        self._version += 1
+        self._wiring[node.index] = tuple(parent.index for parent in node.parents)
+        self._version = (len(self.nodes), tuple(sorted(self._wiring.items())))
         self.invalidate([node], EMPTY, itself=True)
 
     # -- states --------------------------------------------------------------------------
@@ -118,14 +123,13 @@ class Graph:
             if found is None or found[0] != self._version:
                 found = node.downstream = (self._version, _indices(self.downstream(nodes)))
             return found[1]
-        key = (nodes, itself)  # an optimizer's parameters, a re-wired or reset node
+        key = (nodes, itself, self._version)  # an optimizer's parameters, a re-wired node
         found = self._downstream.get(key)
-        if found is None or found[0] != self._version:
+        if found is None:
             if len(self._downstream) > CACHE_SIZE:
                 self._downstream.clear()
-            found = self._downstream[key] = (self._version,
-                                             _indices(self.downstream(nodes, itself)))
-        return found[1]
+            found = self._downstream[key] = _indices(self.downstream(nodes, itself))
+        return found
 
     def mark_computed(self, node):
         """Record that ``node`` was just computed (its value snapshot, if any, is stale)."""
@@ -181,19 +185,20 @@ class Graph:
 
     # -- tapes, plans and what else is cached per graph structure ----------------------------
     def cached(self, key, build):
-        """``build()``, kept under ``key`` until the graph changes (LRU, CACHE_SIZE entries)."""
+        """``build()``, kept under ``key`` for the graph's present structure (least recently
+        used first out, past CACHE_SIZE entries)."""
+        key = (key, self._version)
         found = self._cache.get(key)
-        if found is not None and found[0] == self._version:
+        if found is not None:
             self._cache.move_to_end(key)
-            return found[1]
-        value = build()
-        self._cache[key] = (self._version, value)
+            return found
+        value = self._cache[key] = build()
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return value
 
     def forget(self, key):
-        self._cache.pop(key, None)
+        self._cache.pop((key, self._version), None)
 
     def tape(self, target):
         """The :class:`Tape` of ``target`` (cached until the graph changes)."""

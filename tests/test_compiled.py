@@ -387,3 +387,27 @@ def test_kernels_called_by_another_thread_are_not_recorded():
         thread.join()
     assert [kernel.__name__ for kernel, _, _ in calls.calls] == ["fill"]
     assert calls.arrays == [mine] and (other == 2).all() and (mine == 1).all()
+
+
+def test_a_wiring_seen_before_reuses_its_pass(rng):
+    """Re-wiring back and forth (the article's RNN welds to one of a few time steps, sample
+    after sample) records one pass per wiring, and each gives the walker's numbers."""
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        w = fg.Variable((2, 2), name="w")
+        w.set_value(rng.normal(size=(2, 2)))
+        steps = [x]
+        for _ in range(3):
+            steps.append(fg.ops.Tanh(fg.ops.MatMul(w, steps[-1])))
+        point = fg.ops.Add(steps[1])
+        target = fg.ops.Dot(point, point)
+    optimizer = fg.optimizer.GradientDescent(graph, target, 0.1)
+    x.set_value(rng.normal(size=(3, 2, 1)))
+    for step in [1, 3, 1, 2, 3, 1]:
+        graph.rewire(point, [steps[step]])
+        optimizer.samples = 0
+        optimizer.one_step()
+        expected = _gradients("python", target, [w])[0]
+        np.testing.assert_allclose(optimizer.get_gradient(w), expected.reshape(2, 2) / 3,
+                                   rtol=1e-12)
+    assert len(compiled.passes(graph)) == 3

@@ -171,7 +171,7 @@ def _pass(graph, key, build):
 
 def passes(graph):
     """The compiled passes a graph holds now (the profiler times their calls)."""
-    return [value for _, value in graph._cache.values() if isinstance(value, Pass)]
+    return [value for value in graph._cache.values() if isinstance(value, Pass)]
 
 
 # id(sums) -> (graph version, layout, pass, batch size, sums): each optimizer's last pass
