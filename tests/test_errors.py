@@ -92,7 +92,8 @@ def test_unknown_activation_and_engine():
         ValueError, match="fc: x has shape \\(784, 1\\), expected a column of \\(100, 1\\)"
     ):
         fg.layer.fc(x, 100, 10, "ReLU")
-    with pytest.raises(ValueError, match="unknown engine 'fast': choose one of 'vjp', 'python', 'jacobian'"):
+    with pytest.raises(ValueError,
+                       match="unknown engine 'fast': choose one of 'vjp', 'python', 'jacobian'"):
         fg.optimizer.Adam(graph, loss, 0.001, engine="fast")
 
 
@@ -171,3 +172,25 @@ def test_softmax_and_cross_entropy_stay_finite_for_huge_logits():
     assert np.isfinite(probabilities.value).all()
     np.testing.assert_allclose(loss.value.ravel(), [2e4, 2e4 + np.log(2)], rtol=1e-6)
     assert np.isfinite(optimizer.get_gradient(w)).all()
+
+
+def test_leaky_relu_slope_must_be_a_finite_number():
+    with fg.Graph():
+        x = fg.Variable((2, 1), trainable=False)
+        for slope in (float("nan"), float("inf"), "abc", True):
+            with pytest.raises(ValueError, match="LeakyReLU: slope must be a finite number"):
+                fg.ops.LeakyReLU(x, slope=slope)
+
+
+@pytest.mark.parametrize("op", [fg.ops.ReLU, fg.ops.Step, fg.ops.LeakyReLU,
+                                fg.ops.loss.PerceptionLoss])
+def test_nan_inputs_give_nan_derivatives_on_every_path(op):
+    """A NaN input has NaN derivatives: in the VJP kernels and the article's dense engine."""
+    with fg.Graph(dtype=np.float64):
+        x = fg.Variable((3, 1), trainable=False)
+        node = op(x)
+    x.set_value(np.array([[[1.0], [np.nan], [-1.0]]]))
+    jacobian = fg.jacobian(node, x)[0]
+    dense = x.backward(node, engine="jacobian")[0]
+    for result in (jacobian, dense):
+        assert np.isnan(result[1, 1]) and not np.isnan(result[0, 0])

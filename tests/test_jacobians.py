@@ -115,7 +115,7 @@ def test_clear_errors():
         fg.jacobian(logits, stray)
     with pytest.raises(ValueError, match="does not depend on one_hot"):
         fg.jacobian(predict, one_hot)
-    with fg.Graph(dtype=np.float64) as other:
+    with fg.Graph(dtype=np.float64):
         w = fg.Variable((2, 2), name="W")
         w.set_value(np.eye(2))
         constant = fg.ops.Tanh(w, name="squashed")

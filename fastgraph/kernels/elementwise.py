@@ -270,3 +270,14 @@ def outer(a, b, out, beta):
         else:
             for j in range(n):
                 out[i, j] += u * b[0, j]
+
+
+@kernel
+def step_vjp(x, upstream, out):
+    """The step's VJP: zero, times the upstream (so NaN or infinity upstream stays NaN), and
+    NaN where x is NaN."""
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            v = x[r, j]
+            out[i, j] = 0.0 * upstream[i, j] if v == v else v

@@ -1,5 +1,8 @@
 """Activations: element-wise functions of one parent, and the softmax of each sample."""
 
+import math
+import numbers
+
 import numpy as np
 
 from ..kernels import elementwise as kernels
@@ -31,13 +34,16 @@ class ReLU(Activation):
         return out
 
     def dense_jacobian(self, slot):
-        return np.diag((self.parents[0].sample().ravel() > 0).astype(self.graph.dtype))
+        return np.diag(_nan_where_nan(self.parents[0].sample().ravel(), lambda x: x > 0))
 
 
 class LeakyReLU(Activation):
     """x for x > 0, ``slope * x`` otherwise (slope 0.01 by default, as in PyTorch)."""
 
     def __init__(self, parent, slope=0.01, graph=None, name=None):
+        if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not math.isfinite(
+                slope):
+            raise ValueError(f"LeakyReLU: slope must be a finite number, got {slope!r}")
         self.slope = float(slope)
         super().__init__(parent, graph=graph, name=name)
 
@@ -54,7 +60,7 @@ class LeakyReLU(Activation):
 
     def dense_jacobian(self, slot):
         x = self.parents[0].sample().ravel()
-        return np.diag(np.where(x > 0, 1.0, self.slope).astype(self.graph.dtype))
+        return np.diag(_nan_where_nan(x, lambda x: np.where(x > 0, 1.0, self.slope)))
 
 
 class Logistic(Activation):
@@ -95,11 +101,11 @@ class Step(Activation):
 
     def vjp(self, slot, upstream):
         out = self.vjp_buffer(upstream)
-        kernels.fill(out, 0.0)
+        kernels.step_vjp(self.parents[0].flat, upstream, out)
         return out
 
     def dense_jacobian(self, slot):
-        return np.zeros((self.dimension(), self.dimension()), self.graph.dtype)
+        return np.diag(_nan_where_nan(self.parents[0].sample().ravel(), np.zeros_like))
 
 
 class SoftMax(Activation):
@@ -116,3 +122,8 @@ class SoftMax(Activation):
     def dense_jacobian(self, slot):
         y = self.sample().ravel()
         return np.diag(y) - np.outer(y, y)
+
+
+def _nan_where_nan(x, derivative):
+    """``derivative(x)`` as the graph's floats, NaN where ``x`` is NaN (NaN in, NaN out)."""
+    return np.where(np.isnan(x), np.nan, derivative(x)).astype(x.dtype)

@@ -81,7 +81,8 @@ class PerceptionLoss(Activation):
 
     def dense_jacobian(self, slot):
         x = self.parents[0].sample().ravel()
-        return np.diag(np.where(x >= 0, 0.0, -1.0).astype(self.graph.dtype))
+        return np.diag(np.where(np.isnan(x), np.nan, np.where(x >= 0, 0.0, -1.0)).astype(
+            self.graph.dtype))
 
 
 class MeanSquaredError(Operator):
