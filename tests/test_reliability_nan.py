@@ -265,3 +265,14 @@ def test_predict_refuses_a_model_with_nan_weights(nan_model, tmp_path, capsys):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
     assert main(["predict", str(path), str(image)]) == 2
     assert f"parameter {name} holds nan" in capsys.readouterr().err
+
+
+def test_the_command_line_reports_a_diverged_run_in_one_line(mnist_dir, tmp_path, capsys):
+    model = tmp_path / "model.fgz"
+    status = main(["train", "mnist", "--data", str(mnist_dir), "--optimizer", "sgd", "--lr",
+                   "1e30", "--epochs", "2", "--train-samples", "640", "--test-samples", "64",
+                   "--no-progress", "--save", str(model)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("fastgraph: error: training stopped: the loss of batch ")
+    assert "try a learning rate below 1e+30" in err and not model.exists()
