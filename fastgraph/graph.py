@@ -403,6 +403,8 @@ def get_node_from_graph(name, graph=None):
 @contextlib.contextmanager
 def name_scope(scope):
     """Prefix the names of nodes built inside the block: ``hidden/MatMul:3``."""
+    if not isinstance(scope, str) or not scope:
+        raise ValueError(f"name_scope takes a non-empty string, got {scope!r}")
     scopes = _context.scopes
     scopes.append(scope)
     try:

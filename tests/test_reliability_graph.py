@@ -3,6 +3,8 @@ does not change where later nodes go), and each thread has its own default graph
 
 import threading
 
+import pytest
+
 import fastgraph as fg
 
 
@@ -57,3 +59,10 @@ def test_threads_building_at_the_same_time_each_fill_their_own_graph():
     assert errors == []
     assert [[node.name for node in graph.nodes] for graph in graphs] == [["scope0/v"],
                                                                          ["scope1/v"]]
+
+
+def test_a_name_scope_must_be_a_string():
+    for scope in (3, "", None):
+        with pytest.raises(ValueError, match="name_scope takes a non-empty string"):
+            with fg.name_scope(scope):
+                pass

@@ -140,3 +140,9 @@ def test_generated_option_values_are_accepted_exactly_when_they_make_sense(optio
     assert valid(text), f"{option}={text!r} was accepted"
     value = getattr(args, option.lstrip("-").replace("-", "_"))
     assert math.isfinite(value)
+
+
+@pytest.mark.parametrize("seed", [-1, "a", 1.5, True])
+def test_batches_seed_is_checked_by_name(seed):
+    with pytest.raises(ValueError, match="seed must be None or a non-negative integer"):
+        Batches(np.zeros((3, 2)), np.zeros(3, int), 2, seed=seed)

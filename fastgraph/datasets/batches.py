@@ -48,6 +48,9 @@ class Batches:
         self.labels = labels.astype(np.int64)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":  # an integer batch would round the scaled pixels to 0
