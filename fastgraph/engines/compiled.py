@@ -14,11 +14,20 @@ Nothing here knows an operator: operators run their own ``compute`` and ``vjp`` 
 their kernels are replayed.
 """
 
+import warnings
+
 import numpy as np
 
 from ..graph import EMPTY
 from ..kernels.elementwise import identity_rows
-from ..kernels.program import INTS_PER_ARGUMENT, NO_CYCLES, Program, execute_pass, recording
+from ..kernels.program import (
+    INTS_PER_ARGUMENT,
+    NO_CYCLES,
+    NotRecordable,
+    Program,
+    execute_pass,
+    recording,
+)
 from . import vjp
 
 
@@ -39,6 +48,7 @@ class Pass:
                     start = len(calls.calls)
                     node.compute()
                     graph.mark_computed(node)
+                    _check_recorded(node, calls, start)
                     steps.append((node.index, start, len(calls.calls)))
             self.forward_stop = len(calls.calls)
             self.results = []
@@ -138,6 +148,21 @@ class Pass:
         raise RuntimeError(f"{node.name}: a kernel reported an error that compute() did not")
 
 
+def _check_recorded(node, calls, start):
+    """A node's value must come from its kernels (or be a parent's memory, as a reshape's
+    is): an operator that computed it with NumPy could not be replayed."""
+    flat = node.flat
+    low, high = flat.ctypes.data, flat.ctypes.data + flat.nbytes
+    for _, kinds, ints in calls.calls[start:]:
+        for i, kind in enumerate(kinds):
+            if kind in "CF" and low <= ints[INTS_PER_ARGUMENT * i] < high:
+                return
+    if any(np.shares_memory(flat, parent.flat) for parent in node.parents):
+        return
+    raise NotRecordable(f"{node.name} ({type(node).__name__}) computed its value without "
+                        "a fastgraph kernel")
+
+
 def _accumulating_call(program, buffer, start, stop):
     """The one call in ``[start, stop)`` that touches ``buffer``, when it writes it as its
     ``out`` argument followed by ``beta`` (so it can add into it instead); else None."""
@@ -161,12 +186,27 @@ def _owner(array):
 
 
 def _pass(graph, key, build):
-    """The cached pass under ``key``, rebuilt when the graph's layout changed."""
-    found = graph.cached(key, build)
-    if not found.valid():
+    """The cached pass under ``key``, rebuilt when the graph's layout changed; None when the
+    graph holds an operator whose work cannot be replayed (the walker then runs it)."""
+    found = graph.cached(key, lambda: _recorded(build))
+    if found is not UNRECORDABLE and not found.valid():
         graph.forget(key)
-        found = graph.cached(key, build)
-    return found
+        found = graph.cached(key, lambda: _recorded(build))
+    return None if found is UNRECORDABLE else found
+
+
+#: What the cache keeps for a pass that could not be recorded (so it is said once).
+UNRECORDABLE = object()
+
+
+def _recorded(build):
+    try:
+        return build()
+    except NotRecordable as reason:
+        warnings.warn(f"fastgraph: running this graph in Python, not compiled: {reason}. "
+                      "Operators that do their numeric work in fastgraph kernels (see "
+                      "fastgraph.kernels) are compiled.", stacklevel=5)
+        return UNRECORDABLE
 
 
 def passes(graph):
@@ -190,6 +230,8 @@ def gradients(target, params, sums, first):
     key = ("training pass", target, id(sums), batch_size)  # sums: the optimizer's own tuple
     training = _pass(graph, key, lambda: Pass(tape, graph.plan(target, params), params=params,
                                               sums=sums))
+    if training is None:
+        return vjp.gradients(target, params, sums, first)
     training.run(first)
     if len(_last) >= 16:  # optimizers that are gone: forget the oldest
         del _last[next(iter(_last))]
@@ -210,7 +252,11 @@ def forward(node):
         return
     tape = graph.tape(node)
     batch_size = tape.batch_size()
-    _pass(graph, ("forward pass", node, batch_size), lambda: Pass(tape)).run()
+    compiled = _pass(graph, ("forward pass", node, batch_size), lambda: Pass(tape))
+    if compiled is None:
+        tape.forward()
+    else:
+        compiled.run()
 
 
 def per_sample(result, nodes, seeds):
@@ -223,6 +269,8 @@ def per_sample(result, nodes, seeds):
     key = ("per-sample pass", result, tuple(nodes), seeds, batch_size)
     compiled = _pass(graph, key, lambda: Pass(tape, graph.plan(result, nodes, per_sample=True),
                                               seeds=seeds))
+    if compiled is None:
+        return vjp.per_sample(result, nodes, seeds)
     compiled.run()
     return compiled.results
 

@@ -188,11 +188,9 @@ def _compile_adapter(kernel, kinds, dtype):
     exec(compile(source, module.__file__, "exec"), namespace)
     real = types.float32 if dtype == np.float32 else types.float64
     signature = types.int64(types.CPointer(types.int64), types.CPointer(real))
-    try:  # an adapter is a few loads and one call: optimising it (and the kernel LLVM would
-        # inline into it again) took 40% of its compile time and gained nothing measurable
-        return cfunc(signature, cache=True, _dbg_optnone=True)(namespace[name])
-    except (KeyError, TypeError):  # a Numba without that option
-        return cfunc(signature, cache=True)(namespace[name])
+    # (Compiling adapters without LLVM's optimisation took 40% less time, but left a runtime
+    # address in the module, so Numba refused to cache them: every process compiled again.)
+    return cfunc(signature, cache=True)(namespace[name])
 
 
 # -- recording --------------------------------------------------------------------------------
