@@ -118,6 +118,32 @@ def load(path):
 MAX_GRAPH_BYTES = 64 * 2**20
 
 
+def read_npz(path, max_bytes=2**30):
+    """The arrays of an ``.npz`` file as ``{name: array}``, read safely: every entry must be a
+    ``.npy`` array (no pickle), and the sizes the zip declares must add up to at most
+    ``max_bytes`` before anything is inflated; ModelFileError naming ``path`` otherwise.
+    For other formats built on ``.npz`` (the article's ``Saver``): one reader for all."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ModelFileError(f"{path}: unexpected entry {info.filename!r} (an .npz "
+                                         "file holds .npy arrays only)")
+            total = sum(info.file_size for info in infos)
+            if total > max_bytes:
+                raise ModelFileError(f"{path}: the arrays announce {total} bytes, more than "
+                                     f"the {max_bytes} allowed")
+            return {info.filename.removesuffix(".npy"):
+                    _read_array(archive, info, info.file_size, path) for info in infos}
+    except FileNotFoundError as error:
+        raise ModelFileError(f"{path}: no such file") from error
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
+            RuntimeError, zlib.error) as error:
+        raise ModelFileError(f"{path}: not a readable .npz file ({error})") from error
+
+
 def _entries(archive, path):
     """``{"__graph__" or parameter name: ZipInfo}``; ModelFileError for any other entry."""
     entries = {}

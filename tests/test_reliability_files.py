@@ -174,3 +174,20 @@ def test_any_bytes_give_a_model_file_error_naming_the_file(data, valid_model_byt
     except ModelFileError as error:
         assert str(error).startswith(f"{path}: ")
         assert "allow_pickle" not in str(error)
+
+
+def test_read_npz_reads_plain_arrays_and_nothing_else(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, w=np.arange(6.0).reshape(2, 3), b=np.zeros(2, np.float32))
+    arrays = fg.saver.read_npz(path)
+    assert sorted(arrays) == ["b", "w"] and arrays["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(ModelFileError, match="announce .* bytes, more than the 100 allowed"):
+        fg.saver.read_npz(path, max_bytes=100)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ModelFileError, match="unexpected entry 'notes.txt'"):
+        fg.saver.read_npz(path)
+    random = tmp_path / "random.npz"
+    random.write_bytes(np.random.default_rng(1).bytes(500))
+    with pytest.raises(ModelFileError, match=r"not a readable .npz file \(File is not a zip"):
+        fg.saver.read_npz(random)
