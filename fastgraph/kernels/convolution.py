@@ -20,9 +20,10 @@ channel ``co`` in the order (ky, kx, c), the order of a patch of the image, so t
 Two ways to compute a convolution live here, and both are measured in
 ``benchmarks/test_convolution.py``: ``im2col`` + one GEMM for the batch (then ``col2im``
 for the input gradient), and direct loops (``conv_direct``, ``conv_input_vjp_direct``,
-``conv_weight_vjp_direct``). The operators use whichever was faster (see
-``fastgraph/ops/convolution.py``); the direct ones also serve the article's one-channel
-``Convolve`` and every per-sample pass, whose weight gradients are one per row.
+``conv_weight_vjp_direct``). ``Conv2D`` uses im2col + GEMM, which was faster in every
+pass (figures in ``fastgraph/ops/convolution.py``); ``conv_weight_vjp_direct`` also gives
+its per-sample weight gradients, one per upstream row. The article's one-channel
+``Convolve`` has loops of its own (``convolve``...), along image rows.
 
 Operands follow the row rule of every kernel: an operand with fewer rows than the output
 is read at row ``i * rows // out_rows``.
@@ -229,6 +230,80 @@ def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo,
                                 k = co * size + (ky * kw + kx) * C
                                 for c in range(C):
                                     out[g, k + c] += u * x[ix_, source + c]
+
+
+# -- the article's one-channel Convolve: same-size output, rows as vectors --------------------
+# For one kernel tap (ky, kx), an output row and the input row it reads are two shifted
+# slices of the same length: the innermost loops run along them, contiguous, and vectorise.
+
+
+@kernel
+def convolve(x, weights, H, W, kh, kw, out):
+    """``out[i, (oy, ox)]`` = sum over taps of ``x[(oy + ky - kh // 2, ox + kx - kw // 2)]``
+    times ``weights[ky * kw + kx]``, zero outside the image. ``x`` and ``weights`` are read
+    by the row rule (a kernel may have a batch axis)."""
+    for i in range(out.shape[0]):
+        r = i * x.shape[0] // out.shape[0]
+        k = i * weights.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0
+        for oy in range(H):
+            for ky in range(kh):
+                iy = oy + ky - kh // 2
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(kw):
+                    shift = kx - kw // 2
+                    w = weights[k, ky * kw + kx]
+                    source, target = iy * W + shift, oy * W
+                    for ox in range(max(0, -shift), min(W, W - shift)):
+                        out[i, target + ox] += w * x[r, source + ox]
+
+
+@kernel
+def convolve_input_vjp(upstream, weights, H, W, kh, kw, out):
+    """The feature map's gradient: each upstream row spread back through the taps."""
+    for i in range(out.shape[0]):
+        k = i * weights.shape[0] // out.shape[0]
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0
+        for oy in range(H):
+            for ky in range(kh):
+                iy = oy + ky - kh // 2
+                if iy < 0 or iy >= H:
+                    continue
+                for kx in range(kw):
+                    shift = kx - kw // 2
+                    w = weights[k, ky * kw + kx]
+                    target, source = iy * W + shift, oy * W
+                    for ox in range(max(0, -shift), min(W, W - shift)):
+                        out[i, target + ox] += w * upstream[i, source + ox]
+
+
+@kernel
+def convolve_kernel_vjp(upstream, x, H, W, kh, kw, out):
+    """The kernel's gradient: ``out[g, tap]`` = sum over the upstream rows of group g (one
+    row each, or all of them for a one-row ``out``) of upstream times the input under the
+    tap (``x`` read by the row rule)."""
+    rows = upstream.shape[0]
+    groups = out.shape[0]
+    for g in range(groups):
+        for j in range(out.shape[1]):
+            out[g, j] = 0.0
+        for i in range(g * rows // groups, (g + 1) * rows // groups):
+            r = i * x.shape[0] // rows
+            for oy in range(H):
+                for ky in range(kh):
+                    iy = oy + ky - kh // 2
+                    if iy < 0 or iy >= H:
+                        continue
+                    for kx in range(kw):
+                        shift = kx - kw // 2
+                        source, target = iy * W + shift, oy * W
+                        total = 0.0
+                        for ox in range(max(0, -shift), min(W, W - shift)):
+                            total += upstream[i, target + ox] * x[r, source + ox]
+                        out[g, ky * kw + kx] += total
 
 
 # -- pooling: windows clipped at the borders ------------------------------------------------

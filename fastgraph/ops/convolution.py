@@ -23,13 +23,15 @@ pixels)`` and every pass needs a transposing copy. A one-channel image ``(784, 1
 column, is already in this layout, and ``Reshape`` to a column before the dense layers is
 free.
 
-Measured on LeNet-5's layers (batch 64, float32, MKL, 2 cores; ``benchmarks/
-test_convolution.py``), im2col + GEMM against direct Numba loops (``kernels.convolution``):
-forward 1.5 against 3.1 ms (6@5x5 on 28x28) and 0.56 against 7.8 ms (16@5x5 on 14x14);
-weight gradient 0.33 against 12 ms and 0.27 against 12; input gradient 2.1 against 6.8
-and 0.64 against 6.5. So Conv2D uses im2col + GEMM; the direct loops serve the
-one-channel ``Convolve`` (whose kernel may have a batch axis) and the per-sample weight
-gradients, one per upstream row.
+Measured on LeNet-5's layers (batch 64, float32, MKL, 2 cores; ``pytest benchmarks/
+test_convolution.py --benchmark-only``), im2col + GEMM against direct Numba loops
+(``kernels.convolution``), best of 30, on a lightly loaded machine: forward 1.5 against
+3.1 ms (6@5x5 on 28x28) and 0.56 against 7.8 ms (16@5x5 on 14x14); weight gradient 0.33
+against 12 ms and 0.27 against 12; input gradient 2.1 against 6.8 and 0.64 against 6.5.
+On a machine loaded 6x over its cores the ratios held or grew (forward 19x and 13x, weight
+gradient 67x and 79x, input gradient 3x and 23x). So Conv2D uses im2col + GEMM, and direct
+loops only for its per-sample weight gradients (one per upstream row). The one-channel
+``Convolve`` (whose kernel may have a batch axis) has loops of its own, along image rows.
 
 VJP protocol: ``vjp(slot, upstream)`` is always per upstream row; ``vjp_summed`` gives the
 sum over rows for a parameter when one GEMM over the batch is cheaper than the rows.
@@ -45,9 +47,10 @@ from ..kernels.convolution import (
     avg_pool,
     avg_pool_vjp,
     col2im,
-    conv_direct,
-    conv_input_vjp_direct,
     conv_weight_vjp_direct,
+    convolve,
+    convolve_input_vjp,
+    convolve_kernel_vjp,
     fill_rows,
     im2col,
     max_pool,
@@ -126,22 +129,23 @@ class Convolve(_Windows):
 
     def compute(self):
         feature_map, kernel = self.parents
-        conv_direct(feature_map.flat, kernel.flat, *self.geometry, self.output())
+        convolve(feature_map.flat, kernel.flat, *self.dim, *kernel.dim, self.output())
 
     def vjp(self, slot, upstream):
         feature_map, kernel = self.parents
         out = self.buffer(slot, (upstream.shape[0], self.parents[slot].dimension()))
         if slot == 0:
-            conv_input_vjp_direct(upstream, kernel.flat, *self.geometry, out)
+            convolve_input_vjp(upstream, kernel.flat, *self.dim, *kernel.dim, out)
         else:
-            conv_weight_vjp_direct(upstream, feature_map.flat, *self.geometry, out)
+            convolve_kernel_vjp(upstream, feature_map.flat, *self.dim, *kernel.dim, out)
         return out
 
     def vjp_summed(self, slot, upstream):
         if slot == 0:
             return super().vjp_summed(slot, upstream)
-        out = self.buffer("summed", (1, self.parents[1].dimension()))
-        conv_weight_vjp_direct(upstream, self.parents[0].flat, *self.geometry, out)
+        feature_map, kernel = self.parents
+        out = self.buffer("summed", (1, kernel.dimension()))
+        convolve_kernel_vjp(upstream, feature_map.flat, *self.dim, *kernel.dim, out)
         return out
 
     def dense_jacobian(self, slot):
@@ -186,7 +190,8 @@ class MaxPooling(_Windows):
     """The article's max pooling of an ``(H, W)`` map: windows of ``size`` centred on every
     ``stride``-th pixel (``2 * (h // 2) + 1`` rows, as the article centres them), clipped
     at the borders; the output is ``ceil(H / sh) x ceil(W / sw)``. The gradient goes to the
-    first largest pixel of each window, in row-major order."""
+    first largest pixel of each window, in row-major order. (MatrixSlow records that pixel
+    at ``row * H + column``, right for square maps only; here it is ``row * W + column``.)"""
 
     arity = 1
 
