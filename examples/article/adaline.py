@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
-    features, labels = fruit(rng, 100 if args.quick else 400)
+    features, labels = fruit(rng, 50 if args.quick else 400)
 
     with ms.Graph(seed=7) as graph:
         x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
@@ -40,7 +40,7 @@ def main():
         loss = ms.ops.loss.PerceptionLoss(ms.ops.MatMul(label, output))
 
     learning_rate = 0.01
-    for epoch in range(3 if args.quick else 10):
+    for epoch in range(2 if args.quick else 10):
         for sample, target in zip(features, labels):
             x.set_value(np.asmatrix(sample).T)
             label.set_value(np.asmatrix(target))

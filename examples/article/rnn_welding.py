@@ -32,8 +32,8 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(11)
     longest, width, state = 24, 3, 8
-    train, train_labels = sequences(rng, 200 if args.quick else 800, longest, width)
-    test, test_labels = sequences(rng, 100 if args.quick else 400, longest, width)
+    train, train_labels = sequences(rng, 96 if args.quick else 800, longest, width)
+    test, test_labels = sequences(rng, 50 if args.quick else 400, longest, width)
 
     with ms.Graph(seed=11) as graph:
         inputs = [ms.core.Variable(dim=(width, 1), init=False, trainable=False)

@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--dir", default=None, help="where to save (default: a temp folder)")
     args = parser.parse_args()
     rng = np.random.default_rng(5)
-    features, classes = blobs(rng, 600 if args.quick else 3000)
+    features, classes = blobs(rng, 300 if args.quick else 3000)
     one_hot = np.eye(3)[classes]
 
     with ms.Graph(seed=5) as graph:
