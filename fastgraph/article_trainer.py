@@ -11,8 +11,8 @@ first update, as in the article. Metric nodes (``ops.metrics``) are fed batch by
 
 ``Saver(root_dir).save(...)`` writes the article's two files, the graph as JSON and the
 parameters as ``.npz``; ``load(...)`` restores them into a graph, creating the nodes it
-lacks. The node types and their options are those of ``fastgraph.saver``; nothing is
-pickled, and the arrays are read with ``allow_pickle=False``.
+lacks. The node types and their options are those of ``fastgraph.saver``, and the weights
+are read by its ``read_npz`` (``.npy`` entries only, sizes bounded, nothing unpickled).
 """
 
 import datetime
@@ -20,7 +20,6 @@ import io
 import json
 import os
 import time
-import zipfile
 
 import numpy as np
 
@@ -206,11 +205,10 @@ class Saver:
             with open(model_path) as file:
                 model = json.load(file)
             specs = model["graph"]
-            with np.load(weights_path, allow_pickle=False) as archive:
-                weights = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise model_files.ModelFileError(
-                f"{model_path}, {weights_path}: not a model saved by Saver ({error})") from error
+                f"{model_path}: not a model saved by Saver ({error})") from error
+        weights = model_files.read_npz(weights_path)  # .npy entries only, sizes bounded
         try:
             for spec in specs:
                 try:

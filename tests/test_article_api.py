@@ -385,8 +385,11 @@ def test_article_saver_round_trip(tmp_path, capsys):
 
 def test_article_saver_refuses_a_pickle(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"graph": []}))
-    np.save(tmp_path / "weights.npz", np.array([object()], dtype=object), allow_pickle=True)
-    with pytest.raises(ms.saver.ModelFileError, match="not a model saved by Saver"):
+    np.savez(tmp_path / "weights.npz", w=np.array([object()], dtype=object))
+    with pytest.raises(ms.saver.ModelFileError, match="weights.npz"):
+        ms.trainer.Saver(str(tmp_path)).load()
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ms.saver.ModelFileError, match="model.json: not a model saved by Saver"):
         ms.trainer.Saver(str(tmp_path)).load()
 
 
