@@ -55,8 +55,9 @@ for epoch in range(1 if args.quick else 2):
     seconds = time.perf_counter() - began
     hits = 0
     for start in range(0, tests, 1000):  # 1,000 test images at a time: ~20 maps each
-        x.set_value(mnist.features(x_test[start : min(start + 1000, tests)]).reshape(-1, 28, 28))
+        stop = min(start + 1000, tests)
+        x.set_value(mnist.features(x_test[start:stop]).reshape(-1, 28, 28))
         predict.forward()
-        hits += (predict.value[:, :, 0].argmax(axis=1) == y_test[start : start + 1000]).sum()
+        hits += (predict.value[:, :, 0].argmax(axis=1) == y_test[start:stop]).sum()
     accuracy = hits / tests
     print(f"epoch {epoch + 1}: test accuracy {accuracy:.3f}, {len(X) / seconds:,.0f} samples/s")
