@@ -450,3 +450,27 @@ def test_an_operator_without_kernels_runs_on_the_walker_with_a_warning(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
         optimizer.one_step()
+
+
+def test_a_weight_shared_by_many_nodes_gathers_its_gradient_in_place(rng):
+    """An RNN's weights get one contribution per time step: after the first two, each is
+    added by the kernel that makes it (no separate additions), with the walker's numbers."""
+    with fg.Graph(dtype=np.float64) as graph:
+        inputs = [fg.Variable((3, 1), trainable=False) for _ in range(6)]
+        u = fg.Variable((3, 3))
+        u.set_value(rng.normal(size=(3, 3)) * 0.5)
+        state = inputs[0]
+        for x in inputs[1:]:
+            state = fg.ops.Tanh(fg.ops.Add(fg.ops.MatMul(u, state), x))
+        target = fg.ops.Dot(state, state)
+    for x in inputs:
+        x.set_value(rng.normal(size=(4, 3, 1)))
+    optimizer = fg.optimizer.GradientDescent(graph, target, 0.1)
+    optimizer.one_step()
+    (training,) = compiled.passes(graph)
+    backward = training.program.kernels[training.forward_stop:training.backward_stop]
+    names = [kernel.__name__ for kernel, _ in backward]
+    assert names.count("add_into") == 0 and names.count("add_rows") == 1  # the first two
+    expected = _gradients("python", target, [u])[0]
+    np.testing.assert_allclose(optimizer.get_gradient(u), expected.reshape(3, 3) / 4,
+                               rtol=1e-12)

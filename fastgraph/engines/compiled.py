@@ -19,13 +19,14 @@ import warnings
 import numpy as np
 
 from ..graph import EMPTY
-from ..kernels.elementwise import identity_rows
+from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
     INTS_PER_ARGUMENT,
     NO_CYCLES,
     NotRecordable,
     Program,
     execute_pass,
+    fuse_additions,
     recording,
 )
 from . import vjp
@@ -61,6 +62,7 @@ class Pass:
                 vjp.backward(plan, tape.target, seed, visit=lambda node: setattr(
                     calls, "owner", node))
                 self.results = [source.grad for source in plan.sources]
+                fuse_additions(calls, self.forward_stop, len(calls.calls), add_into)
             self.backward_stop = len(calls.calls)
             if sums is not None:  # recorded, not run: the caller's run() does it once
                 calls.owner = None
