@@ -51,6 +51,10 @@ def _conv_dims(rng):
     return (image, tuple(int(v) for v in rng.integers(1, 4, size=2)))
 
 
+def _matmul_dims_first(rng):
+    return _matmul_dims(rng)[:1]
+
+
 def distinct(rng, shape):
     """Values without ties, so a max pooling's arg max stays put under finite differences."""
     return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + rng.uniform(0, 0.01, shape)
@@ -82,6 +86,8 @@ OPERATORS = {
                   (distinct,)),
     "AvgPool2D": (lambda a: fg.ops.AvgPool2D(a, (5, 4), 3, stride=2, padding=1),
                   _dims((20, 2)), None),
+    "Transpose": (fg.ops.Transpose, _matmul_dims_first, None),
+    "Welding": (fg.ops.Welding, _square, None),
     "AddScalar": (fg.ops.AddScalar, lambda rng: ((int(rng.integers(1, 4)), 2), (1, 1)), None),
     "Logistic": (fg.ops.Logistic, _square, None),
     "ReLU": (fg.ops.ReLU, _square, None),
@@ -102,13 +108,16 @@ OPERATORS = {
 
 # Slots that take parameters only (no batch axis): Conv2D's weights and bias.
 PARAMETER_SLOTS = {"Conv2D": (1, 2)}
+# Slots that take batched nodes only: the article welds the steps of a sequence.
+BATCHED_SLOTS = {"Welding": (0,)}
 
 
 def cases():
     for name, (_make, dims, _generators) in OPERATORS.items():
         arity = len(dims(np.random.default_rng(0)))
         for batched in itertools.product([True, False], repeat=arity):
-            if any(batched[slot] for slot in PARAMETER_SLOTS.get(name, ())):
+            if any(batched[slot] for slot in PARAMETER_SLOTS.get(name, ())) or not all(
+                    batched[slot] for slot in BATCHED_SLOTS.get(name, ())):
                 continue
             yield pytest.param(
                 name, batched, id=f"{name}-{''.join('B' if b else 'P' for b in batched)}"
@@ -193,7 +202,7 @@ def test_vjp_equals_dense_jacobian_and_finite_differences(name, batched, rng):
 
 
 def test_every_public_operator_is_checked():
-    public = set(fg.ops.__all__) - {"loss"} | {
+    public = set(fg.ops.__all__) - {"loss", "metrics"} | {
         "CrossEntropyWithSoftMax",
         "LogLoss",
         "PerceptionLoss",
