@@ -153,6 +153,7 @@ class DataParallel:
         self.comm = communicator() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._mpi = _mpi()
+        self._params = optimizer.params
         sizes = [param.flat.size for param in optimizer.params]
         self._ends = np.cumsum(sizes).tolist()
         self._count = self._ends[-1]
@@ -201,6 +202,11 @@ class DataParallel:
 
     def update(self):
         """Sum every rank's gradients and samples, then apply the rule to the total."""
+        if self.optimizer.params != self._params:
+            raise RuntimeError(
+                "the optimizer's parameters changed after DataParallel wrapped it (a node was "
+                "re-wired): wrap it once the graph is final, so that every rank starts from "
+                "rank 0's values of all of them")
         local = self.optimizer.samples
         buffer, count = self._buffer, self._count
         sums = gradient_sums(self.optimizer)
