@@ -302,10 +302,6 @@ def _writes_with_beta(kernel, kinds):
     return names[-1:] == ("beta",) and kinds[-1:] == "f" and kinds[-2:-1] == "C"
 
 
-def _out_address(kinds, ints):
-    return ints[INTS_PER_ARGUMENT * (len(kinds) - 2)]
-
-
 class recording:
     """Context manager: while it is open, every kernel call is recorded in ``Recording``."""
 
@@ -373,11 +369,11 @@ class Program:
                     found.setdefault(call, []).append(i)
         return found
 
-    def relocated(self, moves, start, stop, ints=None):
+    def relocated(self, moves, start, stop):
         """A copy of ``ints`` in which calls ``start`` to ``stop`` use other memory: for each
         ``(old, new)`` pair of arrays of one size, what the calls read or wrote anywhere in
         ``old``'s buffer they now read or write at the same place of ``new``."""
-        ints = (self.ints if ints is None else ints).copy()
+        ints = self.ints.copy()
         first = self.code[start, 1] if start < len(self) else len(ints)
         last = self.code[stop, 1] if stop < len(self) else len(ints)
         slots = self.addresses[(self.addresses >= first) & (self.addresses < last)]
@@ -386,11 +382,6 @@ class Program:
             inside = slots[(ints[slots] >= low) & (ints[slots] < low + old.nbytes)]
             ints[inside] += new.ctypes.data - low
         return ints
-
-    def run(self, start=0, stop=None):
-        """Run the calls in ``[start, stop)``; the row of a call that returned a status, or -1."""
-        return execute(self.rows((start, len(self) if stop is None else stop)), self.ints,
-                       self.reals, NO_CYCLES)
 
 
 #: ``cycles`` for a run that is not profiled.
