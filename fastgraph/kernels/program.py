@@ -5,7 +5,7 @@ a pass once (forward along the tape, backward along a plan) while every :class:`
 is written down with its arguments. Since every array an operator passes to a kernel is a
 buffer that lives as long as the graph's shapes do, the calls can be replayed as they are:
 
-- ``code``: one row per call, ``(adapter address, offset into ints)``;
+- ``code``: one row per call, ``(adapter address, offset into ints, index of the call)``;
 - ``ints``: four numbers per argument: an array's ``(address, rows, cols, 0)``, an
   integer's value, or a float's index into ``reals``;
 - ``reals``: the float arguments, in the graph's dtype.
@@ -19,17 +19,14 @@ per graph. Adding an operator or a kernel changes nothing here.
 """
 
 import sys
-import warnings
 
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, types
-from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.extending import intrinsic, overload
 
 from . import Kernel
 
-warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 _package = sys.modules[__package__]
 
 INTS_PER_ARGUMENT = 4
