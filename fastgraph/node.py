@@ -309,11 +309,14 @@ class Variable(Node):
             flat = np.empty((batch, rows * cols), self.graph.dtype)
             self._hold(flat)
         graph = self.graph
+        downstream = self.downstream  # (graph version, indices), kept by the graph
+        if downstream is None or downstream[0] != graph._version:
+            graph.downstream_indices(self)
+            downstream = self.downstream
         # One kernel call copies the batch (any numeric dtype, cast), marks this input
         # computed and everything downstream EMPTY: this is the article's per-sample loop.
-        feed_input(array.reshape(batch, rows * cols), flat, graph.states,
-                   graph.downstream_indices(self), EMPTY, graph.computed, self.index,
-                   graph.passes)
+        feed_input(array.reshape(batch, rows * cols), flat, graph.states, downstream[1], EMPTY,
+                   graph.computed, self.index, graph.passes)
         graph.single_sample = single
 
 
