@@ -64,12 +64,28 @@ def _scalar_multiply(pool, rng, draw):
     return fg.ops.ScalarMultiply(draw(scalars), draw(pool))
 
 
+def _convolve(pool, rng, draw):
+    maps = [node for node in pool if node.dim == (2, 2)]
+    return fg.ops.Convolve(draw(maps), draw(maps)) if maps else None
+
+
+def _max_pooling(pool, rng, draw):
+    maps = [node for node in pool if node.dim == (2, 2)]
+    return fg.ops.MaxPooling(draw(maps), size=(2, 2), stride=(1, 1)) if maps else None
+
+
+def _add_scalar(pool, rng, draw):
+    scalars = [node for node in pool if node.dim == (1, 1)]
+    return fg.ops.AddScalar(draw(pool), draw(scalars)) if scalars else None
+
+
 MAKERS = [
     _unary(fg.ops.ReLU), _unary(lambda n: fg.ops.LeakyReLU(n, slope=0.1)),
     _unary(fg.ops.Logistic), _unary(fg.ops.Tanh), _unary(fg.ops.SoftMax), _unary(fg.ops.Step),
     _unary(loss.LogLoss), _unary(loss.PerceptionLoss),
     _same_shape(fg.ops.Add), _same_shape(fg.ops.Multiply), _same_shape(fg.ops.Dot),
     _same_shape(loss.MeanSquaredError), _matmul, _reshape, _concat, _scalar_multiply,
+    _unary(fg.ops.Transpose), _convolve, _max_pooling, _add_scalar,
 ]
 
 
