@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def abort(comm, message, status=1):
     print(f"fastgraph: rank {comm.Get_rank()} of {comm.Get_size()} failed: {message}; "
           "stopping every rank", file=sys.stderr, flush=True)
     sys.stdout.flush()
+    # mpiexec relays each rank's output asynchronously; an abort at once could take the
+    # message down with the job (seen in about one run in ten). A moment lets it through.
+    time.sleep(0.25)
     comm.Abort(status)
 
 
@@ -127,12 +131,9 @@ def share_cores(comm):
     return threads
 
 
-def gradient_sums(optimizer):
-    """The optimizer's gradient sums, one array per parameter, written in place here.
-
-    The one place that knows where an optimizer keeps them.
-    """
-    return optimizer._sums
+def gradient_buffer(optimizer):
+    """The optimizer's gradient sums, contiguous, with two spare elements at the end."""
+    return optimizer.gradient_buffer
 
 
 class DataParallel:
@@ -157,8 +158,9 @@ class DataParallel:
         sizes = [param.flat.size for param in optimizer.params]
         self._ends = np.cumsum(sizes).tolist()
         self._count = self._ends[-1]
+        # For broadcasting parameters; the update all-reduces the optimizer's own buffer:
         # [gradient sums of every parameter..., samples, stop requests]
-        self._buffer = np.empty(self._count + 2, optimizer.graph.dtype)
+        self._buffer = np.empty(self._count, optimizer.graph.dtype)
         self._stop_requested = False
         self.stopping = False
         self.broadcast_parameters()
@@ -208,22 +210,17 @@ class DataParallel:
                 "re-wired): wrap it once the graph is final, so that every rank starts from "
                 "rank 0's values of all of them")
         local = self.optimizer.samples
-        buffer, count = self._buffer, self._count
-        sums = gradient_sums(self.optimizer)
-        if local:
-            np.concatenate([total.ravel() for total in sums], out=buffer[:count])
-        else:  # the optimizer's sums are stale: this rank adds nothing
+        buffer, count = gradient_buffer(self.optimizer), self._count
+        if not local:  # the optimizer's sums are stale: this rank adds nothing
             buffer[:count] = 0
         buffer[count] = local
         buffer[count + 1] = self._stop_requested
-        self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+        self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)  # sums in place
         samples = int(round(float(buffer[count])))
         self.stopping = bool(buffer[count + 1] > 0)
         if samples == 0:
             raise RuntimeError("update() needs a gradient: no rank called one_step() since "
                                "the last update")
-        for total, piece in zip(sums, self._pieces()):
-            np.copyto(total, piece.reshape(total.shape))
         self.optimizer.samples = samples
         self.optimizer.update()
 

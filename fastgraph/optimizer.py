@@ -17,6 +17,9 @@ from .graph import OUTDATED
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 
+#: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers.
+SPARE = 2
+
 
 class Optimizer:
     """Base class: ``(graph, target, learning_rate, engine="vjp")``."""
@@ -43,7 +46,7 @@ class Optimizer:
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
         self._weights = tuple(param.flat for param in self.params)
-        self._sums = self.zeros()
+        self._sums = self._contiguous_sums()
         self._structure = graph._version  # see _follow_graph
         self._coefficients = np.empty(8, graph.dtype)  # refilled at every update
         self.samples = 0
@@ -59,6 +62,28 @@ class Optimizer:
     def learning_rate(self, value):
         self._learning_rate = checks.positive_number("learning_rate", value,
                                                      self.graph.dtype)
+
+    def _contiguous_sums(self, previous=None):
+        """The gradient sums: one array per parameter, all views of ``gradient_buffer`` (with
+        what ``previous``, a map from parameter to array, held for those it names)."""
+        sizes = [param.flat.size for param in self.params]
+        self.gradient_buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
+        ends = np.cumsum(sizes)
+        sums = tuple(self.gradient_buffer[end - size:end].reshape(1, size)
+                     for size, end in zip(sizes, ends))
+        for param, total in zip(self.params, sums):
+            if previous and param in previous:
+                np.copyto(total, previous[param])
+        return sums
+
+    @property
+    def gradient_sums(self):
+        """The gradient sums accumulated since the last update, one ``(1, n)`` array per
+        parameter, all views of the contiguous ``gradient_buffer`` (whose last ``SPARE``
+        elements are free for a caller that ships the sums with a few more numbers, as
+        ``fastgraph.distributed`` does with the sample count). Written in place by the
+        engines; ``update()`` reads them."""
+        return self._sums
 
     def zeros(self):
         """A tuple of zero arrays, one per parameter shaped like its ``flat``: sums, state."""
@@ -82,11 +107,13 @@ class Optimizer:
         if params == self.params:
             return
         old = self._index
-        for name in ("_sums", *self.state_names):
+        for name in self.state_names:
             arrays = getattr(self, name)
             setattr(self, name, tuple(arrays[old[param]] if param in old
                                       else np.zeros_like(param.flat) for param in params))
+        previous = {param: self._sums[i] for param, i in old.items()}
         self.params = params
+        self._sums = self._contiguous_sums(previous)
         self._index = {param: i for i, param in enumerate(params)}
         self._weights = tuple(param.flat for param in params)
 
