@@ -117,12 +117,14 @@ class Graph:
 
     def downstream_indices(self, *nodes, itself=False):
         """The indices of the nodes that depend on ``nodes`` (kept until the graph changes)."""
-        if len(nodes) == 1 and not itself:  # an input set: its node keeps them
+        if len(nodes) == 1 and not itself:  # an input set: its node keeps them, per wiring
             node = nodes[0]
-            found = node.downstream
-            if found is None or found[0] != self._version:
-                found = node.downstream = (self._version, _indices(self.downstream(nodes)))
-            return found[1]
+            found = node.downstream.get(self._version)
+            if found is None:
+                if len(node.downstream) >= CACHE_SIZE:
+                    node.downstream.clear()
+                found = node.downstream[self._version] = _indices(self.downstream(nodes))
+            return found
         key = (nodes, itself, self._version)  # an optimizer's parameters, a re-wired node
         found = self._downstream.get(key)
         if found is None:

@@ -71,7 +71,7 @@ class Node:
         self._snapshot = None
         self._snapshot_pass = 0
         self._buffers = {}
-        self.downstream = None  # (graph version, indices of the nodes that depend on this)
+        self.downstream = {}  # graph version -> indices of the nodes that depend on this
         # The parent whose batch size this node's value takes (None: no batch axis).
         self._batch_source = next((parent for parent in parents if parent.batched), None)
         self.name = graph.add_node(self, name)
@@ -309,13 +309,12 @@ class Variable(Node):
             flat = np.empty((batch, rows * cols), self.graph.dtype)
             self._hold(flat)
         graph = self.graph
-        downstream = self.downstream  # (graph version, indices), kept by the graph
-        if downstream is None or downstream[0] != graph._version:
-            graph.downstream_indices(self)
-            downstream = self.downstream
+        downstream = self.downstream.get(graph._version)  # kept by the graph, per wiring
+        if downstream is None:
+            downstream = graph.downstream_indices(self)
         # One kernel call copies the batch (any numeric dtype, cast), marks this input
         # computed and everything downstream EMPTY: this is the article's per-sample loop.
-        feed_input(array.reshape(batch, rows * cols), flat, graph.states, downstream[1], EMPTY,
+        feed_input(array.reshape(batch, rows * cols), flat, graph.states, downstream, EMPTY,
                    graph.computed, self.index, graph.passes)
         graph.single_sample = single
 

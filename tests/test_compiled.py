@@ -490,3 +490,26 @@ def test_a_weight_shared_by_many_nodes_gathers_its_gradient_in_place(rng):
     expected = _gradients("python", target, [u])[0]
     np.testing.assert_allclose(optimizer.get_gradient(u), expected.reshape(3, 3) / 4,
                                rtol=1e-12)
+
+
+def test_setting_inputs_after_welding_back_reuses_what_depends_on_them(rng, monkeypatch):
+    """Each input keeps what depends on it per wiring: welding back and forth does not walk
+    the graph again at every set_value."""
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((2, 1), trainable=False)
+        steps = [fg.ops.Tanh(x)]
+        steps.append(fg.ops.Tanh(steps[-1]))
+        point = fg.ops.Add(steps[0])
+    x.set_value(np.ones((1, 2, 1)))
+    for step in (1, 0):
+        graph.rewire(point, [steps[step]])
+        x.set_value(np.ones((1, 2, 1)))
+    walks = []
+    monkeypatch.setattr(graph, "downstream", lambda *args: walks.append(args) or [])
+    for step in (1, 0, 1, 0):
+        graph.rewire(point, [steps[step]])
+        point.forward()
+        assert point.state == 0
+        x.set_value(np.ones((1, 2, 1)))
+        assert point.state == 2  # emptied: the indices kept for this wiring include it
+    assert not [args for args in walks if args[0] == (x,)]
