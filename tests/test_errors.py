@@ -194,3 +194,22 @@ def test_nan_inputs_give_nan_derivatives_on_every_path(op):
     dense = x.backward(node, engine="jacobian")[0]
     for result in (jacobian, dense):
         assert np.isnan(result[1, 1]) and not np.isnan(result[0, 0])
+
+
+@pytest.mark.parametrize("pool", [
+    lambda x: fg.ops.MaxPool2D(x, (2, 2), 2),
+    lambda x: fg.ops.MaxPooling(x, size=(2, 2), stride=(2, 2)),
+])
+def test_max_pooling_keeps_nan(pool):
+    """A window holding NaN pools to NaN (not to the largest of the others), and its
+    gradient goes to the NaN's place, as numpy.argmax picks it."""
+    shape = (4, 1) if pool.__code__.co_names[-1] == "MaxPool2D" else (2, 2)
+    with fg.Graph(dtype=np.float64):
+        x = fg.Variable(shape, trainable=False)
+        node = pool(x)
+    values = np.array([[[5.0], [np.nan], [7.0], [1.0]]]).reshape(1, *shape)
+    x.set_value(values)
+    node.forward()
+    assert np.isnan(node.flat).all()
+    jacobian = fg.jacobian(node, x)[0]
+    assert jacobian[0, 1] == 1 and jacobian[0, [0, 2, 3]].sum() == 0

@@ -325,7 +325,7 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     for iy in range(top, bottom):
                         for ix in range(left, right):
                             v = x[i, (iy * W + ix) * C + c]
-                            if v > best:
+                            if v > best or v != v:  # a NaN wins, and stays: NaN in, NaN out
                                 best = v
                     out[i, o + c] = best
 
@@ -351,8 +351,8 @@ def max_pool_vjp(x, upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     for iy in range(top, bottom):
                         for ix in range(left, right):
                             j = (iy * W + ix) * C + c
-                            if x[r, j] > best:
-                                best = x[r, j]
+                            if (x[r, j] > best or x[r, j] != x[r, j]) and best == best:
+                                best = x[r, j]  # the first NaN, as numpy.argmax picks it
                                 where = j
                     out[i, where] += upstream[i, o + c]
 
