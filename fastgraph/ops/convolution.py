@@ -186,7 +186,25 @@ class AddScalar(Operator):
         return np.ones((self.dimension(), 1), self.graph.dtype)
 
 
-class MaxPooling(_Windows):
+class _MaxWindows(_Windows):
+    """The largest input of each window: what the article's and the multi-channel max
+    poolings share once their windows are set."""
+
+    arity = 1
+
+    def compute(self):
+        max_pool(self.parents[0].flat, *self.geometry, self.output())
+
+    def vjp(self, slot, upstream):
+        out = self.buffer(0, (upstream.shape[0], self.parents[0].dimension()))
+        max_pool_vjp(self.parents[0].flat, upstream, *self.geometry, out)
+        return out
+
+    def dense_jacobian(self, slot):
+        return _max_pool_jacobian(self)
+
+
+class MaxPooling(_MaxWindows):
     """The article's max pooling of an ``(H, W)`` map: windows of ``size`` centred on every
     ``stride``-th pixel (``2 * (h // 2) + 1`` rows, as the article centres them), clipped
     at the borders; the output is ``ceil(H / sh) x ceil(W / sw)``. The gradient goes to the
@@ -215,16 +233,6 @@ class MaxPooling(_Windows):
     def config(self):
         return {"size": list(self.size), "stride": list(self.stride)}
 
-    def compute(self):
-        max_pool(self.parents[0].flat, *self.geometry, self.output())
-
-    def vjp(self, slot, upstream):
-        out = self.buffer(0, (upstream.shape[0], self.parents[0].dimension()))
-        max_pool_vjp(self.parents[0].flat, upstream, *self.geometry, out)
-        return out
-
-    def dense_jacobian(self, slot):
-        return _max_pool_jacobian(self)
 
 
 # -- the multi-channel path -----------------------------------------------------------------
@@ -334,7 +342,7 @@ class Conv2D(_Windows):
         return _conv_jacobian(self, slot, x.sample(), weights.sample())
 
 
-class MaxPool2D(_Windows):
+class MaxPool2D(_MaxWindows):
     """The largest value of each ``kernel_size`` window of every channel, moved by
     ``stride`` (default: the kernel size), over an image with ``padding`` on every side
     (windows clipped at the borders). Input ``(H * W, C)`` per sample for ``image_shape``
@@ -373,16 +381,6 @@ class MaxPool2D(_Windows):
         return {"image_shape": list(self.image_shape), "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride), "padding": list(self.padding)}
 
-    def compute(self):
-        max_pool(self.parents[0].flat, *self.geometry, self.output())
-
-    def vjp(self, slot, upstream):
-        out = self.buffer(0, (upstream.shape[0], self.parents[0].dimension()))
-        max_pool_vjp(self.parents[0].flat, upstream, *self.geometry, out)
-        return out
-
-    def dense_jacobian(self, slot):
-        return _max_pool_jacobian(self)
 
 
 class AvgPool2D(MaxPool2D):
