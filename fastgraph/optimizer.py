@@ -102,8 +102,9 @@ class Optimizer:
         other parameters, as the article's optimizer, which takes every trainable variable
         of the graph, sees them: take the new ones in with zero sums and state."""
         self._structure = self.graph._version
-        params = tuple(node for node in self.graph.tape(self.target).nodes
-                       if isinstance(node, Variable) and node.trainable)
+        params = self.graph.cached(("parameters", self.target), lambda: tuple(
+            node for node in self.graph.tape(self.target).nodes
+            if isinstance(node, Variable) and node.trainable))
         if params == self.params:
             return
         old = self._index

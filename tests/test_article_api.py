@@ -130,6 +130,43 @@ def test_refilling_the_callers_array_before_one_step_does_not_mix_batches(rng):
     np.testing.assert_array_equal(gradient(refill=True), gradient(refill=False))
 
 
+def test_setting_one_sample_again_and_again_is_what_a_first_setting_is(rng):
+    # An input that holds one sample takes the next one on a short path: same copy, same
+    # casts, same invalidation, same errors as the general one.
+    def build():
+        with ms.Graph(dtype=np.float64, seed=1):
+            x = ms.core.Variable(dim=(3, 2), init=False, trainable=False)
+            y = ms.ops.ReLU(ms.ops.Add(x, ms.core.Variable(dim=(3, 2), init=True)))
+        return x, y
+
+    x, y = build()
+    samples = [np.asmatrix(rng.normal(size=(3, 2))), rng.normal(size=(3, 2)),
+               np.arange(6).reshape(3, 2), rng.normal(size=(2, 3)).T,  # ints; not contiguous
+               np.array([[True, False], [False, True], [True, True]])]
+    for sample in samples:
+        mine = np.array(sample, copy=True)
+        x.set_value(mine)
+        assert y.value is None  # what depends on x is emptied
+        mine[...] = 100  # the caller may refill its array at once
+        y.forward()
+        fresh_x, fresh_y = build()
+        fresh_x.set_value(np.asarray(sample))  # a first setting takes the general path
+        fresh_y.forward()
+        assert isinstance(y.value, np.matrix) and isinstance(x.value, np.matrix)
+        np.testing.assert_array_equal(x.value, np.asarray(sample, dtype=float))
+        np.testing.assert_array_equal(y.value, fresh_y.value)
+    x.set_value(rng.normal(size=(4, 3, 2)))  # a batch, then one sample again
+    y.forward()
+    assert y.value.shape == (4, 3, 2) and not isinstance(y.value, np.matrix)
+    x.set_value(np.asmatrix(samples[0]))
+    y.forward()
+    assert isinstance(y.value, np.matrix) and y.value.shape == (3, 2)
+    with pytest.raises(TypeError, match="expected a numeric array, got dtype <U1"):
+        x.set_value(np.full((3, 2), "a"))
+    with pytest.raises(ValueError, match=r"or one sample of shape \(3, 2\), got \(2, 3\)"):
+        x.set_value(np.zeros((2, 3)))
+
+
 def test_values_are_none_until_computed_and_after_an_input_changes():
     with ms.Graph():
         x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
@@ -235,6 +272,83 @@ def test_welding_follows_a_new_parent_in_forward_backward_and_the_optimizer(rng)
         optimizer.update()
     with pytest.raises(ValueError, match="cannot weld .* of shape \\(1, 1\\)"):
         weld.weld(out)
+
+
+def _welded_rnn(dtype, steps=6):
+    with ms.Graph(dtype=dtype, seed=5) as graph:
+        inputs = [ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+                  for _ in range(steps)]
+        u = ms.core.Variable(dim=(4, 3), init=True, trainable=True)
+        w = ms.core.Variable(dim=(4, 4), init=True, trainable=True)
+        hiddens, last = [], None
+        for x in inputs:
+            h = ms.ops.MatMul(u, x)
+            if last is not None:
+                h = ms.ops.Add(ms.ops.MatMul(w, last), h)
+            last = ms.ops.ReLU(h)
+            hiddens.append(last)
+        end = ms.ops.Welding()
+        label = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        loss = ms.ops.loss.CrossEntropyWithSoftMax(ms.layer.fc(end, 4, 2, "None"), label)
+    for param in (u, w):  # N(0, 0.001) is too small to tell a wrong gradient from none
+        param.set_value(graph.rng.normal(0.0, 0.5, param.dim))
+    return graph, inputs, hiddens, end, label, loss
+
+
+@pytest.mark.parametrize("engine", ["vjp", "jacobian"])
+def test_welding_back_and_forth_agrees_with_the_walker_at_every_step(rng, engine):
+    # The compiled passes are kept per wiring and found again when a weld comes back to a
+    # step: each sample's gradients and each update must be the walker's (engine="python").
+    steps = 6
+    sequences = rng.normal(size=(40, steps, 3))
+    welds = [5, 2, 5, 3, 3, 0, 5, 2, 4, 1] * 4
+    runs = []
+    for name in (engine, "python"):
+        graph, inputs, hiddens, end, label, loss = _welded_rnn(np.float64, steps)
+        optimizer = ms.optimizer.Adam(graph, loss, 0.05, engine=name)
+        seen = []
+        for i, (sequence, j) in enumerate(zip(sequences, welds)):
+            for x, step in zip(inputs, sequence):
+                x.set_value(np.asmatrix(step).T)
+            end.weld(hiddens[j])
+            label.set_value(np.asmatrix(np.eye(2)[i % 2]).T)
+            optimizer.one_step()
+            seen.append(loss.value[0, 0])
+            seen.extend(optimizer.get_gradient(param).ravel() for param in optimizer.params)
+            if i % 3 == 2:
+                optimizer.update()
+        seen.extend(param.value.ravel() for param in optimizer.params)
+        runs.append(seen)
+    for mine, walker in zip(*runs):
+        np.testing.assert_allclose(mine, walker, rtol=1e-9, atol=1e-12)
+
+
+def test_a_re_welded_graph_computes_what_a_graph_welded_once_does(rng):
+    graph, inputs, hiddens, end, label, loss = _welded_rnn(np.float32)
+    optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1)
+    sequence = rng.normal(size=(6, 3))
+    for j in [4, 1, 5, 1, 4, 0, 4]:
+        for x, step in zip(inputs, sequence):
+            x.set_value(np.asmatrix(step).T)
+        end.weld(hiddens[j])
+        label.set_value(np.asmatrix([[1.0], [0.0]]))
+        optimizer.one_step()
+        fresh_graph, fresh_inputs, fresh_hiddens, fresh_end, fresh_label, fresh_loss = \
+            _welded_rnn(np.float32)
+        for x, step in zip(fresh_inputs, sequence):
+            x.set_value(np.asmatrix(step).T)
+        fresh_end.weld(fresh_hiddens[j])  # its first and only wiring
+        fresh_label.set_value(np.asmatrix([[1.0], [0.0]]))
+        reference = ms.optimizer.GradientDescent(fresh_graph, fresh_loss, 0.1)
+        assert [p.name for p in reference.params] == [p.name for p in optimizer.params]
+        for param, fresh_param in zip(optimizer.params, reference.params):
+            fresh_param.set_value(param.value)
+        reference.one_step()
+        assert loss.value[0, 0] == fresh_loss.value[0, 0]
+        for param, fresh_param in zip(optimizer.params, reference.params):
+            np.testing.assert_array_equal(optimizer.get_gradient(param),
+                                          reference.get_gradient(fresh_param))
+        optimizer.update()
 
 
 def test_an_unwelded_point_says_so():

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from ..graph import EMPTY
+from ..graph import CACHE_SIZE, EMPTY
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
     INTS_PER_ARGUMENT,
@@ -216,17 +216,20 @@ def passes(graph):
     return [value for value in graph._cache.values() if isinstance(value, Pass)]
 
 
-# id(sums) -> (graph version, layout, pass, batch size, sums): each optimizer's last pass
+# id(sums) -> (sums, layout, {graph version: (pass, batch size)}): each optimizer's passes
+# for the buffers it last saw, one per wiring (the article's RNN welds its output to
+# another time step every sample and comes back to each).
 _last = {}
 
 
 def gradients(target, params, sums, first):
     graph = target.graph
-    last = _last.get(id(sums))  # the usual case: nothing changed since the last step
-    if (last is not None and last[4] is sums and last[0] == graph._version
-            and last[1] == graph.layout):
-        last[2].run(first)
-        return last[3]
+    last = _last.get(id(sums))  # the usual case: this wiring and these buffers seen before
+    if last is not None and last[0] is sums and last[1] == graph.layout:
+        found = last[2].get(graph._version)
+        if found is not None:
+            found[0].run(first)
+            return found[1]
     tape = graph.tape(target)
     batch_size = tape.batch_size()
     key = ("training pass", target, id(sums), batch_size)  # sums: the optimizer's own tuple
@@ -235,9 +238,13 @@ def gradients(target, params, sums, first):
     if training is None:
         return vjp.gradients(target, params, sums, first)
     training.run(first)
-    if len(_last) >= 16:  # optimizers that are gone: forget the oldest
-        del _last[next(iter(_last))]
-    _last[id(sums)] = (graph._version, graph.layout, training, batch_size or 1, sums)
+    if last is None or last[0] is not sums or last[1] != graph.layout:
+        if len(_last) >= 16:  # optimizers that are gone: forget the oldest
+            del _last[next(iter(_last))]
+        last = _last[id(sums)] = (sums, graph.layout, {})
+    if len(last[2]) >= CACHE_SIZE:
+        last[2].clear()
+    last[2][graph._version] = (training, batch_size or 1)
     return batch_size or 1
 
 
