@@ -5,25 +5,31 @@ a pass once (forward along the tape, backward along a plan) while every :class:`
 is written down with its arguments. Since every array an operator passes to a kernel is a
 buffer that lives as long as the graph's shapes do, the calls can be replayed as they are:
 
-- ``code``: one row per call, ``(adapter address, offset into ints, index of the call)``;
+- ``code``: one row per call, ``(adapter address, offset into ints, index of the call,
+  address of the kernel's machine code)``;
 - ``ints``: four numbers per argument: an array's ``(address, rows, cols, 0)``, an
   integer's value, or a float's index into ``reals``;
-- ``reals``: the float arguments, in the graph's dtype.
+- ``reals``: the float arguments, as float64 (each keeps the value it was recorded with).
 
-An *adapter* is a small C-callable function per kernel and argument layout, generated here
-from the kinds of the recorded arguments (``C`` a C-contiguous matrix, ``F`` a transposed
-one, ``f`` a float, ``i`` an integer): it rebuilds the arrays from the addresses and calls
-the kernel. Adapters are compiled on first use and cached on disk like every kernel, so the
-replay loop (:func:`execute`) is compiled once per library version and nothing is compiled
-per graph. Adding an operator or a kernel changes nothing here.
+The replay calls each kernel's own machine code, the very function Numba compiled when the
+walker called the kernel from Python (so no kernel is compiled twice), through an *adapter*:
+a small C-callable function per argument layout and dtype, shared by every kernel called
+with that layout. It rebuilds the arguments from ``ints`` and ``reals`` by their kinds
+(``C`` a C-contiguous matrix, ``F`` a transposed one, ``f`` a float, ``g`` a float32 scalar,
+``i`` an integer, ``b`` a bool) and calls the address it is given with Numba's calling
+convention. Adapters are compiled on first use and cached on disk like every kernel; the
+replay loops (:func:`execute_pass`) are compiled once per library version. Nothing is
+compiled per graph, and adding an operator or a kernel changes nothing here.
 """
 
 import sys
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, types
-from numba.extending import intrinsic, overload
+from numba import cfunc, njit, types
+from numba.core import cgutils
+from numba.core.callconv import excinfo_t
+from numba.extending import intrinsic
 
 from . import Kernel
 
@@ -34,58 +40,18 @@ INTS_PER_ARGUMENT = 4
 
 # -- what runs: the replay loop and the pieces adapters are made of --------------------------
 @intrinsic
-def _pointer(typingctx, address, like):
-    """The integer ``address`` as a pointer of the type ``like`` has."""
+def _call(typingctx, adapter, kernel, ints, reals):
+    """Call the adapter at address ``adapter`` with the address of the ``kernel``'s code
+    and those of its ints and reals."""
 
     def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(like))
+        word, pointer = ir.IntType(64), ir.IntType(8).as_pointer()
+        function = ir.FunctionType(word, [word, pointer, pointer])
+        target = builder.inttoptr(args[0], function.as_pointer())
+        return builder.call(target, [args[1], builder.inttoptr(args[2], pointer),
+                                     builder.inttoptr(args[3], pointer)])
 
-    return like(types.int64, like), codegen
-
-
-@intrinsic
-def _call(typingctx, function, ints, reals):
-    """Call the adapter at address ``function`` with the addresses of its ints and reals."""
-
-    def codegen(context, builder, signature, args):
-        pointer = ir.IntType(8).as_pointer()
-        adapter = ir.FunctionType(ir.IntType(64), [pointer, pointer])
-        target = builder.inttoptr(args[0], adapter.as_pointer())
-        return builder.call(target, [builder.inttoptr(args[1], pointer),
-                                     builder.inttoptr(args[2], pointer)])
-
-    return types.int64(types.int64, types.int64, types.int64), codegen
-
-
-@njit(inline="always")
-def _matrix(ints, k, reals):
-    return carray(_pointer(ints[k], reals), (ints[k + 1], ints[k + 2]))
-
-
-@njit(inline="always")
-def _transposed(ints, k, reals):
-    return carray(_pointer(ints[k], reals), (ints[k + 2], ints[k + 1])).T
-
-
-@njit(inline="always")
-def _real(ints, k, reals):
-    return reals[ints[k]]
-
-
-@njit(inline="always")
-def _integer(ints, k, reals):
-    return ints[k]
-
-
-def _status(result):
-    """-1 for a kernel that returns nothing, else what it returned (a row it rejects)."""
-
-
-@overload(_status, inline="always")
-def _status_overload(result):
-    if isinstance(result, types.NoneType):
-        return lambda result: np.int64(-1)
-    return lambda result: np.int64(result)
+    return types.int64(types.int64, types.int64, types.int64, types.int64), codegen
 
 
 @intrinsic
@@ -111,9 +77,9 @@ def _run(code, ints, reals, pc, cycles):
     the counter of the recorded call it replays (``code[pc, 2]``)."""
     address = ints.ctypes.data + code[pc, 1] * 8
     if cycles.shape[0] == 0:
-        return _call(code[pc, 0], address, reals.ctypes.data)
+        return _call(code[pc, 0], code[pc, 3], address, reals.ctypes.data)
     began = _cycles()
-    status = _call(code[pc, 0], address, reals.ctypes.data)
+    status = _call(code[pc, 0], code[pc, 3], address, reals.ctypes.data)
     cycles[code[pc, 2]] += _cycles() - began
     return status
 
@@ -158,36 +124,121 @@ def execute_pass(code, ints, reals, steps, states, computed, stamp, backward, ba
 
 
 # -- adapters ---------------------------------------------------------------------------------
-_READERS = {"C": "_matrix", "F": "_transposed", "f": "_real", "i": "_integer"}
-_HELPERS = {"_matrix": _matrix, "_transposed": _transposed, "_real": _real,
-            "_integer": _integer, "_status": _status}
+_TYPES = {"f": types.float64, "g": types.float32, "i": types.int64, "b": types.boolean}
 _adapters = {}
 
 
-def adapter(kernel, kinds, dtype):
-    """The address of the C-callable adapter of ``kernel`` for arguments of ``kinds``."""
-    key = (kernel, kinds, dtype)
+def signature(kinds, dtype):
+    """The Numba argument types of a kernel called with arguments of ``kinds``."""
+    element = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    return tuple(types.Array(element, 2, kind) if kind in "CF" else _TYPES[kind]
+                 for kind in kinds)
+
+
+def machine_code(kernel, kinds, dtype):
+    """``(address, result type)`` of ``kernel``'s code for arguments of ``kinds``: the
+    function the walker's calls ran (compiled now if none has run it yet)."""
+    argument_types = signature(kinds, dtype)
+    dispatcher = kernel.dispatcher
+    if argument_types not in dispatcher.overloads:
+        dispatcher.compile(argument_types)
+    compiled = dispatcher.overloads[argument_types]
+    result = compiled.signature.return_type
+    if not isinstance(result, (types.NoneType, types.Integer)):
+        raise NotRecordable(f"{kernel.__name__} returns {result}; a kernel in a program "
+                            "returns nothing or an integer status")
+    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), result
+
+
+def adapter(kinds, dtype, result):
+    """The address of the C-callable adapter for arguments of ``kinds`` (matrices of
+    ``dtype``) and a kernel that returns ``result`` (a Numba type: none or an integer)."""
+    key = (kinds, np.dtype(dtype).name, str(result))
     found = _adapters.get(key)
     if found is None:
-        found = _adapters[key] = _compile_adapter(kernel, kinds, dtype).address
+        found = _adapters[key] = _compile_adapter(*key).address
     return found
 
 
-def _compile_adapter(kernel, kinds, dtype):
-    # The adapter's source names the kernel's module file as its own, so Numba caches its
-    # machine code beside the kernel's (and drops it when that file changes).
-    name = f"_adapter_{kernel.__name__}_{kinds}"
-    arguments = ", ".join(f"{_READERS[kind]}(ints, {INTS_PER_ARGUMENT * i}, reals)"
-                          for i, kind in enumerate(kinds))
-    source = f"def {name}(ints, reals):\n    return _status(kernel({arguments}))\n"
-    module = sys.modules[kernel.py_func.__module__]
-    namespace = {"__name__": module.__name__, "kernel": kernel, **_HELPERS}
-    exec(compile(source, module.__file__, "exec"), namespace)
-    real = types.float32 if dtype == np.float32 else types.float64
-    signature = types.int64(types.CPointer(types.int64), types.CPointer(real))
-    # (Compiling adapters without LLVM's optimisation took 40% less time, but left a runtime
-    # address in the module, so Numba refused to cache them: every process compiled again.)
-    return cfunc(signature, cache=True)(namespace[name])
+def adapter_name(kinds, dtype, result):
+    """The name an adapter is compiled and cached under: everything its code depends on."""
+    return f"_adapter_{dtype}_{kinds or 'none'}_returns_{result}"
+
+
+def _compile_adapter(kinds, dtype, result):
+    # Numba caches the adapter under its name (which says everything its code depends on)
+    # beside this module's kernels, and drops it when this file changes.
+    name = adapter_name(kinds, dtype, result)
+    source = f"def {name}(kernel, ints, reals):\n    return invoke(kernel, ints, reals)\n"
+    result = types.none if result == "none" else getattr(types, result)
+    namespace = {"__name__": __name__, "invoke": _invoker(kinds, signature(kinds, dtype), result)}
+    exec(compile(source, __file__, "exec"), namespace)
+    arguments = (types.int64, types.CPointer(types.int64), types.CPointer(types.float64))
+    return cfunc(types.int64(*arguments), cache=True)(namespace[name])
+
+
+def _invoker(kinds, argument_types, result):
+    """An intrinsic ``invoke(kernel, ints, reals)``: call the Numba-compiled function at
+    address ``kernel`` with arguments of ``argument_types`` read from ``ints`` and ``reals``
+    by their ``kinds``. It returns -1 when the function returns nothing (``result`` none),
+    what it returned, or 0 when it raised (the executor then has Python explain)."""
+
+    def codegen(context, builder, signature, args):
+        kernel, ints, reals = args
+        word = ir.IntType(64)
+
+        def integer(k):
+            return builder.load(builder.gep(ints, [ir.Constant(word, k)]))
+
+        values = []
+        for i, (kind, argument_type) in enumerate(zip(kinds, argument_types)):
+            k = INTS_PER_ARGUMENT * i
+            if kind in "CF":
+                values.append(_matrix(context, builder, argument_type, integer(k),
+                                      integer(k + 1), integer(k + 2)))
+            elif kind in "fg":
+                real = builder.load(builder.gep(reals, [integer(k)]))
+                values.append(real if kind == "f" else builder.fptrunc(real, ir.FloatType()))
+            elif kind == "i":
+                values.append(integer(k))
+            else:
+                values.append(builder.icmp_signed("!=", integer(k), ir.Constant(word, 0)))
+        convention = context.call_conv
+        function = convention.get_function_type(result, argument_types)
+        target = builder.inttoptr(kernel, function.as_pointer())
+        value_type = convention.get_return_type(result).pointee
+        value = cgutils.alloca_once(builder, value_type)
+        builder.store(cgutils.get_null_value(value_type), value)
+        exception = cgutils.alloca_once(builder, ir.PointerType(excinfo_t))
+        packed = convention._get_arg_packer(argument_types).as_arguments(builder, values)
+        code = builder.call(target, [value, exception, *packed])
+        if isinstance(result, types.NoneType):
+            status = ir.Constant(word, -1)
+        else:
+            status = context.cast(builder, builder.load(value), result, types.int64)
+        return builder.select(builder.icmp_signed("==", code, ir.Constant(code.type, 0)),
+                              status, ir.Constant(word, 0))
+
+    def invoke(typingctx, kernel, ints, reals):
+        return types.int64(kernel, ints, reals), codegen
+
+    return intrinsic(invoke)
+
+
+def _matrix(context, builder, array_type, address, rows, cols):
+    """A Numba array of ``array_type`` (2-D, C or F) over the memory at ``address``."""
+    array = context.make_array(array_type)(context, builder)
+    size = context.get_abi_sizeof(context.get_data_type(array_type.dtype))
+    itemsize = ir.Constant(address.type, size)
+    if array_type.layout == "C":
+        strides = [builder.mul(cols, itemsize), itemsize]
+    else:
+        strides = [itemsize, builder.mul(rows, itemsize)]
+    data = builder.inttoptr(address, context.get_data_type(array_type.dtype).as_pointer())
+    context.populate_array(array, data=data, shape=cgutils.pack_array(builder, [rows, cols]),
+                           strides=cgutils.pack_array(builder, strides), itemsize=itemsize,
+                           meminfo=None)
+    return array._getvalue()
 
 
 # -- recording --------------------------------------------------------------------------------
@@ -216,30 +267,43 @@ class Recording:
         """Write the call down; True when it must not run now."""
         kinds, ints = "", []
         for arg in args:
-            if type(arg) is np.ndarray:
+            kind = _SCALAR_KINDS.get(type(arg))
+            if kind is None and type(arg) is np.ndarray:
                 if arg.ndim != 2 or arg.dtype != self.dtype:
                     raise NotRecordable(f"{kernel.__name__} was given a {arg.ndim}-D "
                                         f"{arg.dtype} array; programs take {self.dtype} matrices")
                 if arg.flags.c_contiguous:
                     kinds += "C"
+                    ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
                 elif arg.flags.f_contiguous:
                     kinds += "F"
+                    ints += (_address(arg.T), arg.shape[0], arg.shape[1], 0)
                 else:
                     raise NotRecordable(f"{kernel.__name__} was given a strided view")
                 self.arrays.append(arg)
-                ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
-            elif isinstance(arg, (bool, int, np.integer)):
-                kinds += "i"
-                ints += (int(arg), 0, 0, 0)
-            elif isinstance(arg, (float, np.floating)):
-                kinds += "f"
+                continue
+            if kind is None:  # another NumPy integer or float: replayed as the usual one
+                if isinstance(arg, np.integer):
+                    kind = "i"
+                elif isinstance(arg, np.floating):
+                    kind = "f"
+                else:
+                    raise NotRecordable(f"{kernel.__name__} was given a {type(arg).__name__}")
+            if kind in "fg":
                 self.reals.append(float(arg))
                 ints += (len(self.reals) - 1, 0, 0, 0)
             else:
-                raise NotRecordable(f"{kernel.__name__} was given a {type(arg).__name__}")
+                ints += (int(arg), 0, 0, 0)
+            kinds += kind
         self.calls.append((kernel, kinds, ints))
         self.owners.append(self.owner)
         return self.replay_only
+
+
+#: The kind of a scalar argument, by its exact type: what Numba compiles the kernel for when
+#: it is called from Python with it (a float32 scalar and a Python float are two kernels).
+_SCALAR_KINDS = {float: "f", np.float64: "f", np.float32: "g", int: "i", np.int64: "i",
+                 bool: "b", np.bool_: "b"}
 
 
 @njit(cache=True)
@@ -317,41 +381,52 @@ class recording:
 
 class Program:
     """Recorded calls, encoded for the executors: ``code`` rows are ``(adapter address,
-    offset into ints, index of the call)``. ``arrays`` keeps the recorded buffers alive."""
+    offset into ints, index of the call, kernel address)``. ``arrays`` keeps the recorded
+    buffers alive. Adapters and kernel addresses are looked up (compiled, the first time)
+    only for the rows that :meth:`rows` hands out: calls that no variant of a pass runs
+    cost nothing."""
 
     def __init__(self, calls):
-        dtype = calls.dtype
-        self.dtype = dtype
+        self.dtype = calls.dtype
         self.owners = calls.owners
         self.arrays = calls.arrays
         self.kernels = []  # per call: (kernel, kinds)
-        self.code = np.empty((len(calls.calls), 3), np.int64)
-        ints, addresses, rows, found = [], [], [], {}
+        self.code = np.zeros((len(calls.calls), 4), np.int64)
+        ints, addresses = [], []
         for index, (kernel, kinds, numbers) in enumerate(calls.calls):
-            key = (kernel, kinds)
-            if key not in found:
-                if not isinstance(kernel, Kernel):
-                    raise NotRecordable(f"{kernel!r} is not a compiled kernel")
-                slots = [INTS_PER_ARGUMENT * i for i, kind in enumerate(kinds) if kind in "CF"]
-                found[key] = adapter(kernel, kinds, dtype), slots
-            address, slots = found[key]
-            rows.append((address, len(ints), index))
-            addresses.extend(len(ints) + slot for slot in slots)
+            if not isinstance(kernel, Kernel):
+                raise NotRecordable(f"{kernel!r} is not a compiled kernel")
+            self.code[index, 1:3] = len(ints), index
+            addresses.extend(len(ints) + INTS_PER_ARGUMENT * i
+                             for i, kind in enumerate(kinds) if kind in "CF")
             ints.extend(numbers)
-            self.kernels.append(key)
-        if rows:
-            self.code[:] = rows
+            self.kernels.append((kernel, kinds))
         self.ints = np.array(ints or [0], np.int64)
         self.addresses = np.array(addresses, np.int64)  # where ints hold array addresses
-        self.reals = np.array(calls.reals or [0.0], dtype)
+        self.reals = np.array(calls.reals or [0.0], np.float64)
 
     def __len__(self):
         return len(self.code)
 
     def rows(self, *ranges):
         """The code rows of the calls in ``ranges`` (``(start, stop)`` pairs), in order."""
+        for start, stop in ranges:
+            self._resolve(start, stop)
         return np.ascontiguousarray(np.concatenate(
             [self.code[start:stop] for start, stop in ranges] or [self.code[:0]]))
+
+    def _resolve(self, start, stop):
+        """Fill in the adapter and kernel addresses of the calls in ``[start, stop)``."""
+        found = {}
+        for call in range(start, stop):
+            if self.code[call, 0]:
+                continue
+            key = self.kernels[call]
+            if key not in found:
+                kernel, kinds = key
+                code, result = machine_code(kernel, kinds, self.dtype)
+                found[key] = adapter(kinds, self.dtype, result), code
+            self.code[call, 0], self.code[call, 3] = found[key]
 
     def touching(self, array, start, stop):
         """The calls in ``[start, stop)`` that pass an array within ``array``'s memory, with

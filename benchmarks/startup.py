@@ -1,0 +1,91 @@
+"""Start-up: ``import fastgraph``, build a model and one training step, in fresh processes.
+
+    python -m benchmarks.startup [--model mlp|lenet5] [--runs 3] [--compiles]
+
+Each run is a new Python process. With an empty cache (``NUMBA_CACHE_DIR`` pointed at a new
+temporary directory) every kernel, adapter and replay loop is compiled; with a warm one
+(the same directory again, after a run that filled it) they are loaded from disk. Prints
+the wall and CPU seconds of each run and the load average before and after: the machine is
+shared, so compare figures taken at similar loads, and CPU seconds when the load moves.
+``--compiles`` also lists what the first empty-cache run compiled and how long each took.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+#: What a run does: the step of ``benchmarks.compare``'s cold start (Adam, batch 64).
+STEP = """
+import time
+wall, cpu = time.perf_counter(), time.process_time()
+compiles = []
+if {compiles}:
+    from numba.core import event
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            self.began = getattr(self, "began", []) + [time.perf_counter()]
+
+        def on_end(self, ev):
+            began = self.began.pop()
+            if not self.began:  # what a compile of its own callees included
+                name = getattr(ev.data["dispatcher"], "__qualname__", "?")
+                compiles.append((name, time.perf_counter() - began))
+
+    event.register("numba:compile", Listener())
+import numpy as np
+import fastgraph as fg
+imported = time.perf_counter() - wall
+model = fg.models.{model}(seed=0)
+optimizer = fg.optimizer.Adam(model.graph, model.loss)
+model.x.set_value(np.zeros((64, 784), np.float32))
+model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+optimizer.one_step()
+optimizer.update()
+print(json.dumps({{"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+                  "import": imported, "compiles": compiles}}))
+"""
+
+
+def run(model, cache, compiles=False):
+    """One fresh process with ``NUMBA_CACHE_DIR=cache``: its figures as a dict."""
+    code = "import json\n" + STEP.format(model=model, compiles=compiles)
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load():
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mlp", "lenet5"], default="mlp")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compiles", action="store_true",
+                        help="list what the first empty-cache run compiled")
+    args = parser.parse_args(argv)
+    print(f"{args.model}: import fastgraph, build, one_step() + update(), batch 64, Adam")
+    with tempfile.TemporaryDirectory(prefix="fastgraph-startup-") as root:
+        for label, warm in (("empty cache", False), ("warm cache", True)):
+            for index in range(args.runs):
+                cache = os.path.join(root, "warm" if warm else f"empty-{index}")
+                if warm and index == 0:
+                    run(args.model, cache)  # fills it
+                before = load()
+                figures = run(args.model, cache, args.compiles and not warm and index == 0)
+                print(f"{label:<11} run {index + 1}: {figures['wall']:5.2f} s wall, "
+                      f"{figures['cpu']:5.2f} s CPU (import {figures['import']:.2f} s); "
+                      f"load {before} -> {load()}", flush=True)
+                for name, seconds in sorted(figures["compiles"], key=lambda c: -c[1]):
+                    print(f"    {seconds:6.3f} s  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

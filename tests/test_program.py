@@ -1,0 +1,143 @@
+"""Programs (``fastgraph.kernels.program``): recorded calls replayed through shared adapters.
+
+A replayed call runs the kernel's own machine code through an adapter chosen by the kinds
+of its arguments, the graph's dtype and what the kernel returns. These tests hold replays
+against the same calls made from Python for every kind of argument, check that an adapter
+is never shared by two of those keys, and that a replay compiles no kernel a second time.
+"""
+
+import numpy as np
+import pytest
+
+from fastgraph.kernels import kernel, program
+
+# -- small kernels, one per kind of argument ---------------------------------------------------
+
+
+@kernel
+def _scaled_sum(a, b, out, scale, flag, count):
+    """out = a * scale + b * count, negated with ``flag``: every kind of argument."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            value = a[i, j] * scale + b[i, j] * count
+            out[i, j] = -value if flag else value
+
+
+@kernel
+def _first_negative_row(a):
+    """The first row with a negative entry, or -1: a kernel that returns a status."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if a[i, j] < 0:
+                return i
+    return -1
+
+
+@kernel
+def _divide_rows(a, out, rows):
+    """out = a / rows; raises when ``rows`` is 0: a kernel that fails."""
+    if rows == 0:
+        raise ValueError("no rows")
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = a[i, j] / rows
+
+
+def _replay(calls, start=0, stop=None):
+    compiled = program.Program(calls)
+    code = compiled.rows((start, len(compiled) if stop is None else stop))
+    return program.execute_pass(code[:0], compiled.ints, compiled.reals,
+                                np.zeros((0, 3), np.int64), np.zeros(0, np.int8),
+                                np.zeros(0, np.int64), 0, code, compiled.ints, compiled.reals,
+                                program.NO_CYCLES), compiled
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [0.3, np.float32(0.3), np.float64(0.3)])
+@pytest.mark.parametrize("flag", [True, False, np.bool_(True)])
+def test_every_kind_of_argument_replays_as_the_python_call(rng, dtype, scale, flag):
+    a = rng.normal(size=(3, 4)).astype(dtype)
+    b_storage = rng.normal(size=(4, 3)).astype(dtype)
+    b = b_storage.T  # F-contiguous
+    expected = np.zeros((3, 4), dtype)
+    _scaled_sum(a, b, expected, scale, flag, 3)
+    out = np.zeros((3, 4), dtype)
+    with program.recording(dtype) as calls:
+        calls.replay_only = True
+        _scaled_sum(a, b, out, scale, flag, np.int64(3))
+    assert calls.calls[0][1] == "CFC" + program._SCALAR_KINDS[type(scale)] + "bi"
+    assert not out.any()  # recorded, not run
+    status, _ = _replay(calls)
+    assert status == -1
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_an_adapter_is_never_shared_by_two_keys():
+    """The cached adapter's name holds everything its code depends on."""
+    keys = [("CCf", "float32", "none"), ("CCf", "float64", "none"), ("CFf", "float32", "none"),
+            ("CCg", "float32", "none"), ("CCf", "float32", "int64"), ("CCfi", "float32", "none"),
+            ("CCb", "float32", "none"), ("CCi", "float32", "none"), ("", "float32", "none")]
+    names = {program.adapter_name(*key) for key in keys}
+    assert len(names) == len(keys)
+    addresses = {program.adapter(kinds, dtype, result) for kinds, dtype, result in keys}
+    assert len(addresses) == len(keys)
+    assert program.adapter("CCf", np.float32, "none") == program.adapter("CCf", "float32", "none")
+
+
+def test_a_replay_compiles_no_kernel_twice(rng):
+    """The replay calls the code the Python call compiled: no second specialization."""
+    a = rng.normal(size=(2, 3)).astype(np.float32)
+    out = np.zeros((2, 3), np.float32)
+    with program.recording(np.float32) as calls:
+        _scaled_sum(a, a, out, 0.5, False, 2)
+    overloads = len(_scaled_sum.dispatcher.overloads)
+    status, compiled = _replay(calls)
+    assert status == -1 and len(_scaled_sum.dispatcher.overloads) == overloads
+    code, _ = program.machine_code(_scaled_sum, "CCCfbi", np.float32)
+    assert compiled.code[0, 3] == code
+
+
+def test_calls_no_variant_runs_are_not_compiled(rng):
+    """Only the rows handed out are compiled: a call recorded but never replayed costs
+    nothing (an accumulation a pass does not need)."""
+    a = rng.normal(size=(2, 2))
+    with program.recording(np.float64) as calls:
+        _first_negative_row(a)
+        calls.replay_only = True
+        _scaled_sum(a, a, a.copy(), np.float32(1.0), True, 1)  # a signature never called
+    key = program.signature("CCCgbi", np.float64)
+    assert key not in _scaled_sum.dispatcher.overloads
+    compiled = program.Program(calls)
+    compiled.rows((0, 1))
+    assert key not in _scaled_sum.dispatcher.overloads
+    assert compiled.code[1, 0] == 0
+    compiled.rows((1, 2))
+    assert key in _scaled_sum.dispatcher.overloads and compiled.code[1, 0] != 0
+
+
+def test_a_kernel_status_and_a_raised_error_stop_the_replay_at_their_row(rng):
+    a = np.abs(rng.normal(size=(3, 2)))
+    out = np.zeros((3, 2))
+    with program.recording(np.float64) as calls:
+        calls.replay_only = True
+        _first_negative_row(a)
+        _divide_rows(a, out, 0)
+        _divide_rows(a, out, 2)
+    compiled = program.Program(calls)
+    code = compiled.rows((0, 3))
+    assert program.execute(code, compiled.ints, compiled.reals, program.NO_CYCLES) == 1
+    assert not out.any()  # stopped before the last call
+    a[2, 1] = -1.0
+    assert program.execute(code, compiled.ints, compiled.reals, program.NO_CYCLES) == 0
+
+
+def test_a_kernel_returning_something_else_is_not_recordable():
+    @kernel
+    def _half(a):
+        return a[0, 0] / 2
+
+    a = np.ones((1, 1))
+    with program.recording(np.float64) as calls:
+        _half(a)
+    with pytest.raises(program.NotRecordable, match="_half returns float64"):
+        program.Program(calls).rows((0, 1))
