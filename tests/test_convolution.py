@@ -279,6 +279,81 @@ def test_conv2d_derivatives(image, C, Cout, kernel, stride, padding, rng):
     check_derivatives(op, parents, rng)
 
 
+SHIFTED_CASES = [  # image, channels, out channels, kernel, padding, batch: stride 1
+    ((7, 5), 1, 3, (3, 3), (1, 1), 3),
+    ((6, 9), 2, 2, (5, 3), (2, 0), 1),
+    ((5, 5), 1, 1, (5, 5), (0, 0), 2),
+    ((4, 6), 3, 2, (2, 3), (1, 2), 2),
+]
+
+
+@pytest.mark.parametrize("image, C, Cout, kernel, padding, batch", SHIFTED_CASES)
+def test_conv2d_shifted_runs_and_im2col_agree_with_the_reference(image, C, Cout, kernel,
+                                                                 padding, batch, rng,
+                                                                 monkeypatch):
+    """Stride 1 with few patch numbers goes by shifted runs; forcing im2col + GEMM instead
+    must give the same output and the same batch weight gradient, both the reference's."""
+    from fastgraph.ops import convolution
+
+    H, W = image
+    x = rng.normal(size=(batch, H, W, C))
+    w = rng.normal(size=(Cout, *kernel, C))
+    b = rng.normal(size=Cout)
+    upstream = None
+    results = {}
+    for shifted in (True, False):
+        monkeypatch.setattr(convolution, "SHIFTED_UP_TO", 1000 if shifted else 0)
+        graph = fg.Graph(dtype=np.float64)
+        parents = [variable(graph, (H * W, C), x.reshape(batch, H * W, C), True),
+                   variable(graph, (Cout, w[0].size), w.reshape(Cout, -1), False),
+                   variable(graph, (Cout, 1), b[:, None], False)]
+        op = ops.Conv2D(*parents, image_shape=image, kernel_size=kernel, padding=padding)
+        assert op._shifted is shifted
+        op.forward()
+        Ho, Wo = op.output_image
+        for s in range(batch):
+            expected = reference_conv2d(x[s], w, b, (1, 1), padding).reshape(Ho * Wo, Cout)
+            np.testing.assert_allclose(op.value[s], expected, rtol=1e-10, atol=1e-12)
+        if upstream is None:
+            upstream = rng.normal(size=op.flat.shape)
+        per_row = op.vjp(1, upstream).sum(axis=0, keepdims=True)
+        summed = op.vjp_summed(1, upstream).copy()
+        np.testing.assert_allclose(summed, per_row, rtol=1e-10, atol=1e-12)
+        twice = op.vjp_summed(1, np.repeat(upstream, 2, axis=0))  # not the forward's batch
+        np.testing.assert_allclose(twice, 2 * per_row, rtol=1e-10, atol=1e-12)
+        results[shifted] = op.value.copy(), summed
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_shifted_runs_derivatives(rng):
+    graph = fg.Graph(dtype=np.float64)
+    parents = [variable(graph, (30, 2), rng.normal(size=(2, 30, 2)), True),
+               variable(graph, (3, 12), rng.normal(size=(3, 12)), False),
+               variable(graph, (3, 1), rng.normal(size=(3, 1)), False)]
+    op = ops.Conv2D(*parents, image_shape=(5, 6), kernel_size=(2, 3), padding=(1, 2))
+    assert op._shifted
+    check_derivatives(op, parents, rng)
+
+
+def test_conv2d_shifted_runs_in_float32_match_float64(rng):
+    """LeNet's first layer's shape, batch 5: the float32 kernels against float64."""
+    x = rng.random((5, 784, 1))
+    w = rng.normal(0, 0.3, size=(6, 25))
+    b = rng.normal(size=(6, 1))
+    upstream = rng.normal(size=(5, 784 * 6))
+    out = {}
+    for dtype in (np.float32, np.float64):
+        graph = fg.Graph(dtype=dtype)
+        parents = [variable(graph, (784, 1), x, True), variable(graph, (6, 25), w, False),
+                   variable(graph, (6, 1), b, False)]
+        op = ops.Conv2D(*parents, image_shape=(28, 28), kernel_size=5, padding=2)
+        op.forward()
+        out[dtype] = op.value.copy(), op.vjp_summed(1, upstream.astype(dtype)).copy()
+    np.testing.assert_allclose(out[np.float32][0], out[np.float64][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[np.float32][1], out[np.float64][1], rtol=1e-4, atol=1e-3)
+
+
 def test_conv2d_without_bias(rng):
     graph = fg.Graph(dtype=np.float64)
     x = rng.normal(size=(2, 5, 5, 2))

@@ -47,7 +47,9 @@ from ..kernels.convolution import (
     avg_pool,
     avg_pool_vjp,
     col2im,
+    conv_shifted,
     conv_weight_vjp_direct,
+    conv_weight_vjp_shifted,
     convolve,
     convolve_input_vjp,
     convolve_kernel_vjp,
@@ -55,9 +57,17 @@ from ..kernels.convolution import (
     im2col,
     max_pool,
     max_pool_vjp,
+    pad_channels,
     sum_pixels,
 )
 from .base import Operator
+
+#: Conv2D computes by shifted runs (``kernels.convolution.conv_shifted``) when the stride
+#: is 1 and a patch has at most this many numbers, by im2col + GEMM otherwise. Measured
+#: (batch 64, 28x28 and 14x14, one core): 25 numbers (1 channel 5x5) 0.76 against 3.6 ms
+#: forward, weight gradient 1.1 against 0.5 + the im2col; 75 (3 channels) 2.1 against 5.4
+#: ms forward, weight gradient equal; 150 (LeNet's second layer) 2.1 against 0.8 ms.
+SHIFTED_UP_TO = 100
 
 
 def _pair(value, what, kind):
@@ -193,11 +203,13 @@ class _MaxWindows(_Windows):
     arity = 1
 
     def compute(self):
-        max_pool(self.parents[0].flat, *self.geometry, self.output())
+        out = self.output()
+        argmax = self.buffer("argmax", out.shape)  # where each maximum was, for the VJP
+        max_pool(self.parents[0].flat, *self.geometry, out, argmax)
 
     def vjp(self, slot, upstream):
         out = self.buffer(0, (upstream.shape[0], self.parents[0].dimension()))
-        max_pool_vjp(self.parents[0].flat, upstream, *self.geometry, out)
+        max_pool_vjp(self._buffers["argmax"], upstream, out)
         return out
 
     def dense_jacobian(self, slot):
@@ -285,6 +297,9 @@ class Conv2D(_Windows):
         self._set_geometry(H, W, C, kh, kw, sh, sw, ph, pw, (H + 2 * ph - kh) // sh + 1,
                            (W + 2 * pw - kw) // sw + 1)
         self._patches = kh * kw * C  # columns of im2col
+        # Few patch columns (LeNet's first layer: 25): im2col would copy the image kh * kw
+        # times for a GEMM with a short inner dimension; shifted runs read it in place.
+        self._shifted = (sh, sw) == (1, 1) and self._patches <= SHIFTED_UP_TO
         return (self.output_image[0] * self.output_image[1], Cout)
 
     def config(self):
@@ -294,8 +309,28 @@ class Conv2D(_Windows):
     def _weights(self):
         return self.parents[1].flat.reshape(self.dim[1], self._patches)
 
+    def _padded(self, rows):
+        """Scratch of ``pad_channels`` for ``rows`` samples (one spare row per channel)."""
+        H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
+        return self.buffer("padded", (rows, C * (H + 2 * ph + 1) * (W + 2 * pw)))
+
+    def _wide(self, rows):
+        """Scratch of the shifted kernels: each output channel's runs of Ho * Wp numbers."""
+        H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
+        return self.buffer("wide", (rows, self.dim[1] * Ho * (W + 2 * pw)))
+
     def compute(self):
         x = self.parents[0]
+        if self._shifted:
+            H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
+            rows = x.flat.shape[0]
+            padded = self._padded(rows)
+            pad_channels(x.flat, H, W, C, ph, pw, padded)
+            biased = len(self.parents) == 3
+            bias = self.parents[2].flat if biased else self._weights()
+            conv_shifted(padded, self._weights(), bias, int(biased), C, kh, kw, W + 2 * pw, Ho,
+                         Wo, self._wide(rows), self.output())
+            return
         out = self.output().reshape(-1, self.dim[1])  # (B * Ho * Wo, Cout)
         cols = self.buffer("cols", (out.shape[0], self._patches))
         im2col(x.flat, *self.geometry, cols)
@@ -327,6 +362,17 @@ class Conv2D(_Windows):
         if slot == 2:
             sum_pixels(upstream, self.dim[1], out)
             return out
+        if self._shifted:
+            padded = self._buffers.get("padded")
+            if padded is None or padded.shape[0] != upstream.shape[0]:  # not the forward's
+                conv_weight_vjp_direct(upstream, self.parents[0].flat, *self.geometry, out)
+                return out
+            H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
+            rows = upstream.shape[0]
+            partial = self.buffer("partial", (rows, self.parents[1].dimension()))
+            conv_weight_vjp_shifted(upstream, padded, C, kh, kw, W + 2 * pw, Ho, Wo,
+                                    self._wide(rows), partial, out)
+            return out
         stacked = upstream.reshape(-1, self.dim[1])
         cols = self._buffers.get("cols")
         if cols is None or cols.shape[0] != stacked.shape[0]:  # not the forward's batch
@@ -349,7 +395,6 @@ class MaxPool2D(_MaxWindows):
     ``(H, W)``; output ``(Ho * Wo, C)``, ``Ho = (H + 2 * ph - kh) // sh + 1``."""
 
     arity = 1
-    _pool = staticmethod(max_pool)
 
     def __init__(self, x, image_shape, kernel_size, stride=None, padding=0, graph=None,
                  name=None):
