@@ -31,6 +31,10 @@ EMPTY = 2  # never computed, or an input changed: ``value`` is None, as in the a
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: Whose rules the optimizers of a graph follow by default: torch.optim's, or the article's
+#: (the forms of RMSProp and Adam in its MatrixSlow; see ``fastgraph.optimizer``).
+CONVENTIONS = ("torch", "article")
+
 #: How many tapes, plans and compiled programs a graph keeps (least recently used go first):
 #: enough for every target a training loop uses, bounded for a loop over many targets.
 CACHE_SIZE = 256
@@ -42,12 +46,20 @@ class Graph:
     ``with Graph() as g:`` makes ``g`` the default graph inside the block, so nodes built
     there without ``graph=`` land in it. ``dtype`` is float32 by default; float64 is for
     checks that need the precision. ``seed`` seeds the generator that initialises weights.
+    ``conventions``: the rules the graph's optimizers follow unless told otherwise, "torch"
+    (``torch.optim``'s) or "article" (the article's RMSProp and Adam). A ``Graph()`` follows
+    torch's; the module-level default graph, in which the article's programs build (they
+    make no graph of their own), follows the article's.
     """
 
-    def __init__(self, dtype=np.float32, seed=None):
+    def __init__(self, dtype=np.float32, seed=None, conventions="torch"):
         self.dtype = np.dtype(dtype)
         if self.dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"Graph dtype must be float32 or float64, got {self.dtype}")
+        if conventions not in CONVENTIONS:
+            raise ValueError(f"Graph conventions must be one of "
+                             f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
+        self.conventions = conventions
         self.nodes = []
         self.rng = np.random.default_rng(seed)
         self.states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
@@ -387,7 +399,8 @@ class _Context(threading.local):
 
 
 _context = _Context()
-_module_graph = Graph()  # the default graph outside any ``with`` block, in every thread
+# The default graph outside any ``with`` block, in every thread: the article's default_graph
+_module_graph = Graph(conventions="article")
 
 
 def get_default_graph():

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import checks
 from .engines import get_engine
-from .graph import OUTDATED
+from .graph import CONVENTIONS, OUTDATED
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 
@@ -48,7 +48,7 @@ class Optimizer:
         self._weights = tuple(param.flat for param in self.params)
         self._sums = self._contiguous_sums()
         self._structure = graph._version  # see _follow_graph
-        self._coefficients = np.empty(8, graph.dtype)  # refilled at every update
+        self._coefficients = np.empty(9, graph.dtype)  # refilled at every update
         self.samples = 0
         self.steps = 0
 
@@ -186,40 +186,125 @@ class AdaGrad(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """s = beta s + (1 - beta) g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.RMSprop``."""
+    """s = beta s + (1 - beta) g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.RMSprop``
+    (beta 0.99, eps 1e-8 unless given).
+
+    ``conventions="article"`` gives the article's RMSProp instead: a parameter's s starts at
+    its first g^2, w -= lr g / sqrt(s + eps), beta 0.9 and eps 1e-10 unless given. None
+    takes the graph's ``conventions`` (see ``fastgraph.Graph``): torch's for a ``Graph()``,
+    the article's for the module-level default graph, where the article's programs build.
+    """
 
     state_names = ("square_avg",)
+    DEFAULTS = {"torch": {"beta": 0.99, "eps": 1e-8}, "article": {"beta": 0.9, "eps": 1e-10}}
 
-    def __init__(self, graph, target, learning_rate=0.01, beta=0.99, eps=1e-8, engine="vjp"):
+    def __init__(self, graph, target, learning_rate=0.01, beta=None, eps=None, engine="vjp",
+                 conventions=None):
         super().__init__(graph, target, learning_rate, engine)
-        self.beta = _fraction("beta", beta)
-        self.eps = checks.positive_number("eps", eps, graph.dtype)
+        self.conventions = _conventions(graph, conventions)
+        defaults = self.DEFAULTS[self.conventions]
+        self.beta = _fraction("beta", defaults["beta"] if beta is None else beta)
+        self.eps = checks.positive_number("eps", defaults["eps"] if eps is None else eps,
+                                          graph.dtype)
         self.square_avg = self.zeros()
+        self._started = set()  # parameters updated at least once (see _first_updates)
 
     def apply(self, weights, gradients, scale):
-        kernels.rmsprop(weights, gradients, self.square_avg, self.coefficients(
-            scale, self.learning_rate, self.beta, 1.0 - self.beta, self.eps))
+        article = self.conventions == "article"
+        outside, inside = (0.0, self.eps) if article else (self.eps, 0.0)
+        for first, pick in _first_updates(self, article):
+            beta = 0.0 if first else self.beta  # first: s = g^2
+            kernels.rmsprop(pick(weights), pick(gradients), pick(self.square_avg),
+                            self.coefficients(scale, self.learning_rate, beta, 1.0 - beta,
+                                              outside, inside))
+
+
+class _ByConventions:
+    """A default that the optimizer's conventions decide (None would be an error)."""
+
+    def __repr__(self):
+        return "<by conventions>"
+
+
+_BY_CONVENTIONS = _ByConventions()
 
 
 class Adam(Optimizer):
-    """Adam with bias correction, eps outside the square root, as ``torch.optim.Adam``."""
+    """Adam with bias correction, eps outside the square root, as ``torch.optim.Adam``
+    (learning rate 0.001, beta_1 0.9, beta_2 0.999, eps 1e-8 unless given).
+
+    ``conventions="article"`` gives the article's Adam instead: a parameter's m and v start
+    at its first g and g^2, no bias correction, w -= lr m / sqrt(v + eps), learning rate
+    0.01, beta_1 0.9, beta_2 0.99 and eps 1e-10 unless given. None takes the graph's
+    ``conventions``, as for ``RMSProp``.
+    """
 
     state_names = ("m", "v")
+    DEFAULTS = {"torch": {"learning_rate": 0.001, "beta_2": 0.999, "eps": 1e-8},
+                "article": {"learning_rate": 0.01, "beta_2": 0.99, "eps": 1e-10}}
 
-    def __init__(self, graph, target, learning_rate=0.001, beta_1=0.9, beta_2=0.999, eps=1e-8,
-                 engine="vjp"):
-        super().__init__(graph, target, learning_rate, engine)
+    def __init__(self, graph, target, learning_rate=_BY_CONVENTIONS, beta_1=0.9, beta_2=None,
+                 eps=None, engine="vjp", conventions=None):
+        conventions = _conventions(graph, conventions)
+        defaults = self.DEFAULTS[conventions]
+        super().__init__(graph, target, defaults["learning_rate"]
+                         if learning_rate is _BY_CONVENTIONS else learning_rate, engine)
+        self.conventions = conventions
         self.beta_1 = _fraction("beta_1", beta_1)
-        self.beta_2 = _fraction("beta_2", beta_2)
-        self.eps = checks.positive_number("eps", eps, graph.dtype)
+        self.beta_2 = _fraction("beta_2", defaults["beta_2"] if beta_2 is None else beta_2)
+        self.eps = checks.positive_number("eps", defaults["eps"] if eps is None else eps,
+                                          graph.dtype)
         self.m = self.zeros()
         self.v = self.zeros()
+        self._started = set()  # parameters updated at least once (see _first_updates)
 
     def apply(self, weights, gradients, scale):
+        if self.conventions == "article":
+            for first, pick in _first_updates(self, True):
+                beta_1, beta_2 = (0.0, 0.0) if first else (self.beta_1, self.beta_2)
+                kernels.adam(pick(weights), pick(gradients), pick(self.m), pick(self.v),
+                             self.coefficients(scale, self.learning_rate, beta_1, 1.0 - beta_1,
+                                               beta_2, 1.0 - beta_2, 1.0, 0.0, self.eps))
+            return
         t = self.steps
         kernels.adam(weights, gradients, self.m, self.v, self.coefficients(
             scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1, 1.0 - self.beta_1,
-            self.beta_2, 1.0 - self.beta_2, 1.0 / np.sqrt(1.0 - self.beta_2**t), self.eps))
+            self.beta_2, 1.0 - self.beta_2, 1.0 / np.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
+
+
+def _conventions(graph, conventions):
+    if conventions is None:
+        return getattr(graph, "conventions", "torch")  # not a Graph: the base class says so
+    if conventions not in CONVENTIONS:
+        raise ValueError(f"conventions must be one of {', '.join(map(repr, CONVENTIONS))}, "
+                         f"got {conventions!r}")
+    return conventions
+
+
+def _first_updates(optimizer, article):
+    """The article's rules start a parameter's state at its first gradient (it may join
+    later, when a re-wired node brings it). Returns ``(first, pick)`` pairs: the parameters
+    updated for the first time and the others, ``pick(arrays)`` taking their entries of a
+    per-parameter tuple. Under torch's rules: everything, never first (state starts at 0)."""
+    if not article:
+        return [(False, _every)]
+    params = optimizer.params
+    fresh = [i for i, param in enumerate(params) if param not in optimizer._started]
+    optimizer._started.update(params)
+    if not fresh:
+        return [(False, _every)]
+    if len(fresh) == len(params):
+        return [(True, _every)]
+    rest = sorted(set(range(len(params))) - set(fresh))
+    return [(True, _taking(fresh)), (False, _taking(rest))]
+
+
+def _every(arrays):
+    return arrays
+
+
+def _taking(indices):
+    return lambda arrays: tuple(arrays[i] for i in indices)
 
 
 def _fraction(name, value):

@@ -409,6 +409,86 @@ def test_multiclass_accuracy_and_bad_labels():
         accuracy.forward()
 
 
+# -- the article's optimizer rules ----------------------------------------------------------------
+def articles_rule(name, options):
+    """The article's RMSProp and Adam (MatrixSlow's optimizer.py), on plain arrays: a
+    parameter's state starts at its first gradient; eps inside the square root."""
+    lr, eps, state = options["learning_rate"], options["eps"], {}
+
+    def step(key, w, g):
+        if name == "RMSProp":
+            s = g * g if key not in state else \
+                options["beta"] * state[key] + (1 - options["beta"]) * g * g
+            state[key] = s
+            return w - lr * g / np.sqrt(s + eps)
+        b1, b2 = options["beta_1"], options["beta_2"]
+        m, v = (g, g * g) if key not in state else \
+            (b1 * state[key][0] + (1 - b1) * g, b2 * state[key][1] + (1 - b2) * g * g)
+        state[key] = (m, v)
+        return w - lr * m / np.sqrt(v + eps)
+
+    return step
+
+
+@pytest.mark.parametrize("name", ["RMSProp", "Adam"])
+def test_article_conventions_follow_the_articles_formulas(rng, name):
+    # Updates 1-2 welded to the first step (u and the fc layer's parameters), then a weld to
+    # the last step brings w in: its state starts at its own first gradient, the others go on.
+    graph, inputs, hiddens, end, label, loss = _welded_rnn(np.float64)
+    end.weld(hiddens[0])
+    optimizer = getattr(ms.optimizer, name)(graph, loss, 0.05, conventions="article")
+    options = {"learning_rate": 0.05, "beta": 0.9, "beta_1": 0.9, "beta_2": 0.99, "eps": 1e-10}
+    assert optimizer.conventions == "article"
+    assert [getattr(optimizer, key) for key in ("beta", "beta_2") if hasattr(optimizer, key)] \
+        in ([0.9], [0.99])
+    reference, weights, counts = articles_rule(name, options), {}, []
+    for i in range(6):
+        for x, step in zip(inputs, rng.normal(size=(6, 3))):
+            x.set_value(np.asmatrix(step).T)
+        end.weld(hiddens[0] if i < 2 else hiddens[5])
+        label.set_value(np.asmatrix(np.eye(2)[i % 2]).T)
+        optimizer.one_step()
+        optimizer.one_step()  # two samples to a mean
+        expected = {}
+        for param in optimizer.params:
+            w = weights.get(param.name, np.asarray(param.value))
+            expected[param.name] = reference(param.name, w, optimizer.get_gradient(param))
+        optimizer.update()
+        counts.append(len(optimizer.params))
+        for param in optimizer.params:
+            np.testing.assert_allclose(param.value, expected[param.name], rtol=1e-12,
+                                       atol=1e-15)
+            weights[param.name] = np.asarray(param.value)
+    assert counts == [3, 3, 4, 4, 4, 4]
+
+
+def test_which_conventions_an_optimizer_follows():
+    assert ms.graph._module_graph.conventions == "article"  # where the article's programs build
+    with ms.Graph() as graph:
+        assert ms.default_graph.conventions == "torch"
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        loss = ms.ops.ReLU(ms.layer.fc(x, 2, 1, None))
+    adam, rms = ms.optimizer.Adam(graph, loss), ms.optimizer.RMSProp(graph, loss)
+    assert (adam.conventions, adam.learning_rate, adam.beta_2, adam.eps) == \
+        ("torch", np.float32(0.001), 0.999, np.float32(1e-8))
+    assert (rms.conventions, rms.beta, rms.eps) == ("torch", 0.99, np.float32(1e-8))
+    adam = ms.optimizer.Adam(graph, loss, conventions="article")
+    assert (adam.learning_rate, adam.beta_2, adam.eps) == \
+        (np.float32(0.01), 0.99, np.float32(1e-10))
+    assert ms.optimizer.RMSProp(graph, loss, beta=0.5, conventions="article").beta == 0.5
+    with ms.Graph(conventions="article") as graph:
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        loss = ms.ops.ReLU(ms.layer.fc(x, 2, 1, None))
+    assert ms.optimizer.RMSProp(graph, loss).beta == 0.9
+    assert ms.optimizer.Adam(graph, loss, conventions="torch").beta_2 == 0.999
+    with pytest.raises(ValueError, match="conventions must be one of 'torch', 'article', "
+                                         "got 'pytorch'"):
+        ms.optimizer.Adam(graph, loss, conventions="pytorch")
+    with pytest.raises(ValueError, match="Graph conventions must be one of 'torch', 'article', "
+                                         "got None"):
+        ms.Graph(conventions=None)
+
+
 # -- the article's trainer and saver ----------------------------------------------------------
 def _article_problem(seed=0):
     rng = np.random.default_rng(seed)

@@ -8,7 +8,8 @@ starting the threads (about 2 us) would cost more than the update. ``c`` holds t
 scalars, in the parameters' dtype, so a float32 model updates in float32 arithmetic
 (promoting to float64 would make the division and square root several times slower);
 ``c[0]`` is 1 / samples, which turns the gradient sums into means on the fly. The rules
-and their defaults follow the formulas that PyTorch's ``torch.optim`` documents.
+and their defaults follow the formulas that PyTorch's ``torch.optim`` documents; RMSProp and
+Adam also take an eps inside the square root, for the article's form of the rules.
 """
 
 import numpy as np
@@ -77,11 +78,12 @@ def adagrad(weights, gradients, square_sums, c):
 
 @inline
 def _rmsprop(w, gradient, square_avg, j, c):
-    # c = (1 / samples, learning rate, beta, 1 - beta, eps)
+    # c = (1 / samples, learning rate, beta, 1 - beta, eps, eps inside the square root):
+    # torch's eps is added to sqrt(s) (c[5] = 0), the article's inside it (c[4] = 0)
     g = gradient[0, j] * c[0]
     s = c[2] * square_avg[0, j] + c[3] * g * g
     square_avg[0, j] = s
-    w[0, j] -= c[1] * g / (np.sqrt(s) + c[4])
+    w[0, j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
 
 
 @parallel_kernel
@@ -99,13 +101,14 @@ def rmsprop(weights, gradients, square_avgs, c):
 @inline
 def _adam(w, gradient, m, v, j, c):
     # c = (1 / samples, step size = lr / (1 - beta_1^t), beta_1, 1 - beta_1, beta_2,
-    #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps)
+    #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps, eps inside the square root): torch's
+    #      eps is added after the square root (c[8] = 0), the article's inside it (c[7] = 0)
     g = gradient[0, j] * c[0]
     mi = c[2] * m[0, j] + c[3] * g
     vi = c[4] * v[0, j] + c[5] * g * g
     m[0, j] = mi
     v[0, j] = vi
-    w[0, j] -= c[1] * mi / (np.sqrt(vi) * c[6] + c[7])
+    w[0, j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
 
 
 @parallel_kernel
