@@ -43,13 +43,15 @@ def _divide_rows(a, out, rows):
             out[i, j] = a[i, j] / rows
 
 
-def _replay(calls, start=0, stop=None):
+def _replay(calls):
+    """Run every recorded call as the forward pass of one node: -1 or the failing row."""
     compiled = program.Program(calls)
-    code = compiled.rows((start, len(compiled) if stop is None else stop))
-    return program.execute_pass(code[:0], compiled.ints, compiled.reals,
-                                np.zeros((0, 3), np.int64), np.zeros(0, np.int8),
-                                np.zeros(0, np.int64), 0, code, compiled.ints, compiled.reals,
-                                program.NO_CYCLES), compiled
+    code = compiled.rows((0, len(compiled)))
+    steps = np.array([[0, 0, len(compiled)]], np.int64)
+    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
+                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                  compiled.ints, compiled.reals, program.NO_CYCLES)
+    return status, compiled
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -73,15 +75,41 @@ def test_every_kind_of_argument_replays_as_the_python_call(rng, dtype, scale, fl
 
 
 def test_an_adapter_is_never_shared_by_two_keys():
-    """The cached adapter's name holds everything its code depends on."""
-    keys = [("CCf", "float32", "none"), ("CCf", "float64", "none"), ("CFf", "float32", "none"),
-            ("CCg", "float32", "none"), ("CCf", "float32", "int64"), ("CCfi", "float32", "none"),
-            ("CCb", "float32", "none"), ("CCi", "float32", "none"), ("", "float32", "none")]
+    """The cached adapter's name holds everything its code depends on; C and F matrices
+    share one (passed alike, with their strides)."""
+    keys = [("CCf", "float32", "none"), ("CCf", "float64", "none"), ("CCg", "float32", "none"),
+            ("CCf", "float32", "int64"), ("CCfi", "float32", "none"), ("CCb", "float32", "none"),
+            ("CCi", "float32", "none"), ("CC", "float32", "none"), ("", "float32", "none")]
     names = {program.adapter_name(*key) for key in keys}
     assert len(names) == len(keys)
     addresses = {program.adapter(kinds, dtype, result) for kinds, dtype, result in keys}
     assert len(addresses) == len(keys)
     assert program.adapter("CCf", np.float32, "none") == program.adapter("CCf", "float32", "none")
+    assert program.adapter("FCf", "float32", "none") == program.adapter("CCf", "float32", "none")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_adapter_replays_every_transposition(rng, dtype):
+    def product(a, b, out):  # a kernel whose argument layouts differ call by call
+        _scaled_sum(a, b, out, 1.0, False, 1)
+
+    def c():
+        return rng.normal(size=(2, 3)).astype(dtype)
+
+    def f():
+        return rng.normal(size=(3, 2)).astype(dtype).T
+
+    operands = [(c(), f()), (f(), c()), (f(), f())]
+    outs = [np.zeros((2, 3), dtype) for _ in operands]
+    with program.recording(dtype) as calls:
+        calls.replay_only = True
+        for (a, b), out in zip(operands, outs):
+            product(a, b, out)
+    assert [kinds for _, kinds, _ in calls.calls] == ["CFCfbi", "FCCfbi", "FFCfbi"]
+    assert _replay(calls)[0] == -1
+    assert len(set(_replay(calls)[1].code[:, 0])) == 1
+    for (a, b), out in zip(operands, outs):
+        np.testing.assert_allclose(out, a + b, rtol=1e-6)
 
 
 def test_a_replay_compiles_no_kernel_twice(rng):
@@ -123,12 +151,10 @@ def test_a_kernel_status_and_a_raised_error_stop_the_replay_at_their_row(rng):
         _first_negative_row(a)
         _divide_rows(a, out, 0)
         _divide_rows(a, out, 2)
-    compiled = program.Program(calls)
-    code = compiled.rows((0, 3))
-    assert program.execute(code, compiled.ints, compiled.reals, program.NO_CYCLES) == 1
+    assert _replay(calls)[0] == 1
     assert not out.any()  # stopped before the last call
     a[2, 1] = -1.0
-    assert program.execute(code, compiled.ints, compiled.reals, program.NO_CYCLES) == 0
+    assert _replay(calls)[0] == 0
 
 
 def test_a_kernel_returning_something_else_is_not_recordable():

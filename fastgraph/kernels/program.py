@@ -7,19 +7,21 @@ buffer that lives as long as the graph's shapes do, the calls can be replayed as
 
 - ``code``: one row per call, ``(adapter address, offset into ints, index of the call,
   address of the kernel's machine code)``;
-- ``ints``: four numbers per argument: an array's ``(address, rows, cols, 0)``, an
-  integer's value, or a float's index into ``reals``;
+- ``ints``: four numbers per argument: an array's ``(address, rows, cols, transposed)``
+  (1 for an F-contiguous one), an integer's value, or a float's index into ``reals``;
 - ``reals``: the float arguments, as float64 (each keeps the value it was recorded with).
 
 The replay calls each kernel's own machine code, the very function Numba compiled when the
-walker called the kernel from Python (so no kernel is compiled twice), through an *adapter*:
-a small C-callable function per argument layout and dtype, shared by every kernel called
-with that layout. It rebuilds the arguments from ``ints`` and ``reals`` by their kinds
-(``C`` a C-contiguous matrix, ``F`` a transposed one, ``f`` a float, ``g`` a float32 scalar,
-``i`` an integer, ``b`` a bool) and calls the address it is given with Numba's calling
-convention. Adapters are compiled on first use and cached on disk like every kernel; the
-replay loops (:func:`execute_pass`) are compiled once per library version. Nothing is
-compiled per graph, and adding an operator or a kernel changes nothing here.
+walker called the kernel from Python (so no kernel is compiled twice), through an *adapter*
+shared by every kernel called with the same kinds of arguments: ``C`` a C-contiguous
+matrix, ``F`` a transposed one, ``f`` a float, ``g`` a float32 scalar, ``i`` an integer,
+``b`` a bool. An adapter is a small C-callable function that rebuilds the arguments from
+``ints`` and ``reals`` and calls the kernel's code with Numba's calling convention. C and
+F matrices share one (compiled code receives a matrix the same way whatever its layout,
+with strides, which the adapter sets from the transposed flag): one adapter serves a
+product of any transpositions. Adapters are compiled on first use and cached on disk like
+every kernel; the replay loop (:func:`execute_pass`) is compiled once per library version.
+Nothing is compiled per graph, and adding an operator or a kernel changes nothing here.
 """
 
 import sys
@@ -71,55 +73,35 @@ def cycle_counter():
     return _cycles()
 
 
-@njit(inline="always")
-def _run(code, ints, reals, pc, cycles):
-    """Call row ``pc`` of ``code``; with a non-empty ``cycles``, add the cycles it took to
-    the counter of the recorded call it replays (``code[pc, 2]``)."""
-    address = ints.ctypes.data + code[pc, 1] * 8
-    if cycles.shape[0] == 0:
-        return _call(code[pc, 0], code[pc, 3], address, reals.ctypes.data)
-    began = _cycles()
-    status = _call(code[pc, 0], code[pc, 3], address, reals.ctypes.data)
-    cycles[code[pc, 2]] += _cycles() - began
-    return status
-
-
 @njit(cache=True, nogil=True)
-def execute(code, ints, reals, cycles):
-    """Run every row of ``code``; -1, or the row of a call that returned a status.
-    ``cycles``: empty, or one counter per recorded call (the profiler's)."""
-    for pc in range(code.shape[0]):
-        if _run(code, ints, reals, pc, cycles) >= 0:
-            return pc
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def execute_stale(code, ints, reals, steps, states, computed, stamp, cycles):
-    """The forward pass of a tape: for each node in order (``steps``: its index in the graph
-    and the range of its rows), run its calls if its state is not 0 (computed), then mark
-    it computed by pass ``stamp``. -1, or the row of a call that returned a status."""
+def execute_pass(code, ints, reals, steps, states, computed, stamp, backward, backward_ints,
+                 backward_reals, cycles):
+    """A whole compiled pass in one call. The forward: for each node in order (``steps``: its
+    index in the graph and the range of its rows of ``code``), run its calls if its state is
+    not 0 (computed), then mark it computed by pass ``stamp``. Then every row of
+    ``backward`` with its own ints and reals. -1, or the row of the forward call that
+    returned a status. ``cycles``: empty, or one counter per recorded call (``code[pc, 2]``)
+    to which each call adds the cycles it took (the profiler's)."""
+    timed = cycles.shape[0] != 0  # (one loop body per pass, not a helper: half the compiling)
+    address, real = ints.ctypes.data, reals.ctypes.data
     for s in range(steps.shape[0]):
         node = steps[s, 0]
         if states[node] != 0:
             for pc in range(steps[s, 1], steps[s, 2]):
-                if _run(code, ints, reals, pc, cycles) >= 0:
+                began = _cycles() if timed else 0
+                status = _call(code[pc, 0], code[pc, 3], address + code[pc, 1] * 8, real)
+                if timed:
+                    cycles[code[pc, 2]] += _cycles() - began
+                if status >= 0:
                     return pc
             states[node] = 0
             computed[node] = stamp
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def execute_pass(code, ints, reals, steps, states, computed, stamp, backward, backward_ints,
-                 backward_reals, cycles):
-    """A whole compiled pass in one call: the forward (see ``execute_stale``), then every
-    row of ``backward`` with its own ints and reals. -1, or the row of the forward call
-    that returned a status."""
-    failed = execute_stale(code, ints, reals, steps, states, computed, stamp, cycles)
-    if failed >= 0:
-        return failed
-    execute(backward, backward_ints, backward_reals, cycles)
+    address, real = backward_ints.ctypes.data, backward_reals.ctypes.data
+    for pc in range(backward.shape[0]):
+        began = _cycles() if timed else 0
+        _call(backward[pc, 0], backward[pc, 3], address + backward[pc, 1] * 8, real)
+        if timed:
+            cycles[backward[pc, 2]] += _cycles() - began
     return -1
 
 
@@ -153,7 +135,7 @@ def machine_code(kernel, kinds, dtype):
 def adapter(kinds, dtype, result):
     """The address of the C-callable adapter for arguments of ``kinds`` (matrices of
     ``dtype``) and a kernel that returns ``result`` (a Numba type: none or an integer)."""
-    key = (kinds, np.dtype(dtype).name, str(result))
+    key = (kinds.replace("F", "C"), np.dtype(dtype).name, str(result))
     found = _adapters.get(key)
     if found is None:
         found = _adapters[key] = _compile_adapter(*key).address
@@ -193,9 +175,9 @@ def _invoker(kinds, argument_types, result):
         values = []
         for i, (kind, argument_type) in enumerate(zip(kinds, argument_types)):
             k = INTS_PER_ARGUMENT * i
-            if kind in "CF":
-                values.append(_matrix(context, builder, argument_type, integer(k),
-                                      integer(k + 1), integer(k + 2)))
+            if kind == "C":
+                values.append(_matrix(context, builder, argument_type, *map(integer, range(
+                    k, k + INTS_PER_ARGUMENT))))
             elif kind in "fg":
                 real = builder.load(builder.gep(reals, [integer(k)]))
                 values.append(real if kind == "f" else builder.fptrunc(real, ir.FloatType()))
@@ -225,15 +207,15 @@ def _invoker(kinds, argument_types, result):
     return intrinsic(invoke)
 
 
-def _matrix(context, builder, array_type, address, rows, cols):
-    """A Numba array of ``array_type`` (2-D, C or F) over the memory at ``address``."""
+def _matrix(context, builder, array_type, address, rows, cols, transposed):
+    """A Numba array of ``array_type`` over the memory at ``address``: C-contiguous, or
+    F-contiguous when ``transposed`` is not 0."""
     array = context.make_array(array_type)(context, builder)
     size = context.get_abi_sizeof(context.get_data_type(array_type.dtype))
     itemsize = ir.Constant(address.type, size)
-    if array_type.layout == "C":
-        strides = [builder.mul(cols, itemsize), itemsize]
-    else:
-        strides = [itemsize, builder.mul(rows, itemsize)]
+    flip = builder.icmp_signed("!=", transposed, ir.Constant(transposed.type, 0))
+    strides = [builder.select(flip, itemsize, builder.mul(cols, itemsize)),
+               builder.select(flip, builder.mul(rows, itemsize), itemsize)]
     data = builder.inttoptr(address, context.get_data_type(array_type.dtype).as_pointer())
     context.populate_array(array, data=data, shape=cgutils.pack_array(builder, [rows, cols]),
                            strides=cgutils.pack_array(builder, strides), itemsize=itemsize,
@@ -277,7 +259,7 @@ class Recording:
                     ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
                 elif arg.flags.f_contiguous:
                     kinds += "F"
-                    ints += (_address(arg.T), arg.shape[0], arg.shape[1], 0)
+                    ints += (_address(arg.T), arg.shape[0], arg.shape[1], 1)
                 else:
                     raise NotRecordable(f"{kernel.__name__} was given a strided view")
                 self.arrays.append(arg)
