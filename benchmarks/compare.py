@@ -706,13 +706,28 @@ def profile_report(data, network="784-100-20-10"):
         runner.model.x.set_value(features)
         runner.model.one_hot.set_value(labels)
 
-    profile = profile_steps(runner.optimizer, feed, steps=900)
-    began = time.perf_counter()  # the same loop untimed: what the phases must add up to
-    runner.epoch(np.random.default_rng(1).permutation(60000))
-    untimed = (time.perf_counter() - began) / -(-60000 // batch) * 1e6
-    return (f"profile of {network}, batch {batch}:\n{profile.table()}\n"
-            f"an untimed epoch of the same loop: {untimed:,.1f} us a step; the profile's "
-            f"steps are {profile.step_seconds * 1e6 / untimed:.2f}x that")
+    def untimed(steps, first):  # the same loop, no timer: what the phases must add up to
+        optimizer, began = runner.optimizer, time.perf_counter()
+        for step in range(first, first + steps):
+            feed(step)
+            optimizer.one_step()
+            optimizer.update()
+        return (time.perf_counter() - began) / steps * 1e6
+
+    # Alternated, 5 rounds of 300 steps each, so that a change in the machine's load
+    # falls on both alike; the medians are compared.
+    profiles, plain = [], []
+    for round_ in range(5):
+        profiles.append(profile_steps(runner.optimizer, feed, steps=300, warmup=20))
+        plain.append(untimed(300, 320 * round_))
+    profiled = [profile.step_seconds * 1e6 for profile in profiles]
+    middle = profiles[int(np.argsort(profiled)[2])]
+    return (f"profile of {network}, batch {batch} (the median of 5 rounds):\n"
+            f"{middle.table()}\n"
+            f"the same loop untimed, alternating with the profiled rounds: "
+            f"{np.median(plain):,.1f} us a step; the profile's steps are "
+            f"{np.median(profiled) / np.median(plain):.2f}x that (rounds: "
+            + ", ".join(f"{p:,.0f}/{u:,.0f}" for p, u in zip(profiled, plain)) + " us)")
 
 
 def machine():
