@@ -31,8 +31,8 @@ EMPTY = 2  # never computed, or an input changed: ``value`` is None, as in the a
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-#: Whose rules the optimizers of a graph follow by default: torch.optim's, or the article's
-#: (the forms of RMSProp and Adam in its MatrixSlow; see ``fastgraph.optimizer``).
+#: Whose rules a graph follows where fastgraph's and the article's differ: torch.optim's
+#: RMSProp and Adam and a plain ReLU in layers, or the article's (see ``Graph``).
 CONVENTIONS = ("torch", "article")
 
 #: How many tapes, plans and compiled programs a graph keeps (least recently used go first):
@@ -46,10 +46,11 @@ class Graph:
     ``with Graph() as g:`` makes ``g`` the default graph inside the block, so nodes built
     there without ``graph=`` land in it. ``dtype`` is float32 by default; float64 is for
     checks that need the precision. ``seed`` seeds the generator that initialises weights.
-    ``conventions``: the rules the graph's optimizers follow unless told otherwise, "torch"
-    (``torch.optim``'s) or "article" (the article's RMSProp and Adam). A ``Graph()`` follows
-    torch's; the module-level default graph, in which the article's programs build (they
-    make no graph of their own), follows the article's.
+    ``conventions``: where fastgraph's rules differ from the article's, which this graph
+    follows: "torch" (``torch.optim``'s RMSProp and Adam, a plain ReLU in ``layer.fc`` and
+    ``layer.conv``) or "article" (the article's RMSProp and Adam, its leaky ReLU in those
+    layers). A ``Graph()`` follows torch's; the module-level default graph, in which the
+    article's programs build (they make no graph of their own), follows the article's.
     """
 
     def __init__(self, dtype=np.float32, seed=None, conventions="torch"):

@@ -8,6 +8,7 @@ from .ops import (
     AddScalar,
     Conv2D,
     Convolve,
+    LeakyReLU,
     Logistic,
     MatMul,
     MaxPool2D,
@@ -18,6 +19,18 @@ from .ops import (
 
 ACTIVATIONS = {"ReLU": ReLU, "Logistic": Logistic, "Tanh": Tanh, None: None}
 
+#: The article's ReLU lets 0.1 of a negative input through (its ``ops.ReLU``).
+ARTICLE_RELU_SLOPE = 0.1
+
+
+def _activation_node(kind, node):
+    """``kind(node)``; "ReLU" on a graph that follows the article's conventions (see
+    ``fastgraph.Graph``) is the article's, leaky: its programs' deep layers (chapter 10's
+    CNN under RMSProp) die without it."""
+    if kind is ReLU and node.graph.conventions == "article":
+        return LeakyReLU(node, ARTICLE_RELU_SLOPE)
+    return kind(node)
+
 
 def fc(input, input_size, size, activation):
     """A fully connected layer: ``activation(W @ input + b)``.
@@ -26,7 +39,8 @@ def fc(input, input_size, size, activation):
     otherwise, from the graph's generator; ``b`` is ``(size, 1)`` zeros. ``activation`` is
     ``"ReLU"``, ``"Logistic"`` or ``"Tanh"``; anything else (None, the article's ``"None"``)
     means the affine map alone, as in the article, except a near miss such as ``"relu"``,
-    which raises rather than silently dropping the activation.
+    which raises rather than silently dropping the activation. On a graph that follows the
+    article's conventions, ``"ReLU"`` is the article's leaky one (slope 0.1).
     """
     kind = fc_activation(activation)
     if getattr(input, "dim", None) is None and hasattr(input, "adopt_dim"):
@@ -45,7 +59,7 @@ def fc(input, input_size, size, activation):
     bias = Variable((size, 1), trainable=True, graph=graph)
     bias.set_value(np.zeros(bias.dim))
     affine = Add(MatMul(weights, input), bias)
-    return affine if kind is None else kind(affine)
+    return affine if kind is None else _activation_node(kind, affine)
 
 
 def fc_activation(activation):
@@ -68,7 +82,8 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     ``activation(sum over the input maps of Convolve(map, its kernel) + a scalar bias)``.
 
     ``feature_maps``: nodes of shape ``input_shape``; ``kernel_shape``: ``(kh, kw)``.
-    ``activation``: ``"ReLU"``, ``"Logistic"``, anything else none (as in the article).
+    ``activation``: ``"ReLU"``, ``"Logistic"``, anything else none (as in the article;
+    ``"ReLU"`` is leaky on a graph that follows the article's conventions, as in ``fc``).
     Kernels are He-normal for the ``len(feature_maps) * kh * kw`` inputs of each output,
     from the graph's generator; the biases start at 0. Returns the list of output maps.
     """
@@ -89,7 +104,7 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
         bias.set_value(np.zeros((1, 1)))
         affine = AddScalar(Add(*channels), bias)
         kind = {"ReLU": ReLU, "Logistic": Logistic}.get(activation)
-        outputs.append(affine if kind is None else kind(affine))
+        outputs.append(affine if kind is None else _activation_node(kind, affine))
     return outputs
 
 

@@ -489,6 +489,32 @@ def test_which_conventions_an_optimizer_follows():
         ms.Graph(conventions=None)
 
 
+def test_layers_relu_is_the_articles_leaky_one_under_the_articles_conventions():
+    for conventions, slope in (("torch", 0.0), ("article", 0.1)):
+        with ms.Graph(dtype=np.float64, conventions=conventions) as graph:
+            x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+            hidden = ms.layer.fc(x, 2, 2, "ReLU")
+            image = ms.core.Variable(dim=(3, 3), init=False, trainable=False)
+            (maps,) = ms.layer.conv([image], (3, 3), 1, (1, 1), "ReLU")
+        # Identity weights and zero biases: the affine maps pass their inputs on.
+        weights, bias = hidden.parents[0].parents[0].parents[0], hidden.parents[0].parents[1]
+        kernel, scalar = maps.parents[0].parents[0].parents[0].parents[1], \
+            maps.parents[0].parents[1]
+        for param, value in ((weights, np.eye(2)), (bias, np.zeros((2, 1))),
+                             (kernel, np.ones((1, 1))), (scalar, np.zeros((1, 1)))):
+            assert param.trainable and param.graph is graph
+            param.set_value(value)
+        x.set_value(column([1.0, -2.0]))
+        image.set_value(np.linspace(-1, 1, 9).reshape(3, 3))
+        assert type(hidden).__name__ == ("LeakyReLU" if slope else "ReLU") == \
+            type(maps).__name__
+        for node, given in ((hidden, np.array([[1.0], [-2.0]])),
+                            (maps, np.linspace(-1, 1, 9).reshape(3, 3))):
+            node.forward()
+            np.testing.assert_allclose(node.value, np.where(given > 0, given, slope * given),
+                                       rtol=1e-12)
+
+
 # -- the article's trainer and saver ----------------------------------------------------------
 def _article_problem(seed=0):
     rng = np.random.default_rng(seed)
