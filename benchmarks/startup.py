@@ -55,7 +55,9 @@ def run(model, cache, compiles=False):
     code = "import json\n" + STEP.format(model=model, compiles=compiles)
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, check=True)
+                            text=True)
+    if result.returncode:
+        raise SystemExit(f"the {model} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
