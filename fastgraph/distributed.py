@@ -121,13 +121,10 @@ def share_cores(comm):
     local = comm.Split_type(_mpi().COMM_TYPE_SHARED)
     threads = max(1, len(os.sched_getaffinity(0)) // local.Get_size())
     local.Free()
-    import numba
+    from .threads import threads as kernel_threads
 
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    from .kernels import blas
-
-    if blas.BACKEND == "mkl":
-        ctypes.CDLL(blas.LIBRARY).MKL_Set_Num_Threads(ctypes.c_int(threads))
+    kernel_threads.limit(threads)
+    kernel_threads.use(threads)
     return threads
 
 

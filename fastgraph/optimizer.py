@@ -16,6 +16,7 @@ from .engines import get_engine
 from .graph import CONVENTIONS, OUTDATED
 from .kernels import optimizers as kernels
 from .node import Node, Variable
+from .threads import Chooser
 
 #: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers.
 SPARE = 2
@@ -51,6 +52,7 @@ class Optimizer:
         self._coefficients = np.empty(9, graph.dtype)  # refilled at every update
         self.samples = 0
         self.steps = 0
+        self.threads = Chooser()  # the thread count of the steps, by their times
 
     @property
     def learning_rate(self):
@@ -122,8 +124,10 @@ class Optimizer:
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
         if self._structure != self.graph._version:
             self._follow_graph()
+        started = self.threads.begin()
         self.samples += self._gradients(self.target, self.params, self._sums,
                                         self.samples == 0)
+        self.threads.end(started, complete=False)
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
@@ -138,7 +142,9 @@ class Optimizer:
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
+        started = self.threads.begin()
         self.apply(self._weights, self._sums, 1.0 / self.samples)
+        self.threads.end(started, complete=True)
         self.samples = 0
         self.graph.invalidate(self.params, OUTDATED)
 

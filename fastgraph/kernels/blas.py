@@ -45,14 +45,32 @@ def _load(path, symbol):
     return path
 
 
+MKL_THREADING_GNU = 3  # mkl_service.h: INTEL, SEQUENTIAL, PGI, GNU, TBB
+
+
 def _find_mkl():
     candidates = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
     for path in candidates:
         try:
-            return _load(path, "cblas_sgemm")
+            found = _load(path, "cblas_sgemm")
         except BlasUnavailable:
             continue
+        _share_threads(ctypes.CDLL(found))
+        return found
     raise BlasUnavailable("MKL not found (pip install mkl)")
+
+
+def _share_threads(mkl):
+    """Let MKL run on GNU OpenMP, the runtime of Numba's threads, before its first call: one
+    pool of threads in the process instead of Intel's and GNU's spinning side by side (see
+    ``fastgraph.threads``). A layer the user chose (``MKL_THREADING_LAYER``) is kept."""
+    if os.environ.get("MKL_THREADING_LAYER"):
+        return
+    try:
+        ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        return  # no GNU OpenMP here: MKL keeps its own threads
+    mkl.MKL_Set_Threading_Layer(ctypes.c_int(MKL_THREADING_GNU))
 
 
 def _find_openblas():

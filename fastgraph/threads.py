@@ -1,0 +1,143 @@
+"""How many threads a training step runs on: chosen by measuring, because cores are shared.
+
+A step's GEMMs (MKL) and its memory-bound kernels (Numba's ``prange`` loops) can use every
+core. On an idle machine two threads are faster (the 784-256-128-10 step in about 1.0 ms
+against 1.5 on one core, here); when another process wants a core, a parallel region waits
+at its end for a partner thread that the operating system has descheduled, and the same
+step took 2-70 ms on average, with single steps of hundreds of milliseconds, while one
+thread kept to 1.6 ms. Neither count is right on a shared machine, so by default
+(``FASTGRAPH_THREADS=auto``) every optimizer times its own steps and keeps the count that is
+faster now:
+
+- it starts on every core, then tries one thread for a few steps, and keeps the faster;
+- it tries the other count again after 64 steps, then after twice as many each time the
+  other count loses, and at once when the steps of the current count get much slower;
+- a trial that runs far slower than the current count is ended after two steps.
+
+Both counts compute the same numbers except where a product is split along its inner
+dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
+run that must repeat bit for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads,
+always. Before MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of Numba's own
+threads, so the process has one pool of threads rather than two spinning side by side
+(unless ``MKL_THREADING_LAYER`` is set).
+"""
+
+import ctypes
+import os
+from time import perf_counter
+
+import numba
+
+_TRIAL_STEPS = 8  # steps a count is timed over: their median is its time
+_FIRST_INTERVAL = 64  # steps before the other count is tried again (doubled when it loses)
+_LONGEST_INTERVAL = 4096
+_WIN = 0.95  # the other count is taken when its median is below this share of the current's
+_WORSE = 1.5  # the current count's median this much above its last: the load changed, retry
+_ABORT = 3.0  # a trial step this much slower than the current median ends the trial
+
+
+def _requested():
+    text = os.environ.get("FASTGRAPH_THREADS", "auto").strip().lower() or "auto"
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"FASTGRAPH_THREADS={text!r}: give 'auto' or a positive number of "
+                         "threads")
+    return int(text)
+
+
+class _Threads:
+    """The process's thread count for kernels: MKL's and Numba's, set together."""
+
+    def __init__(self):
+        self.fixed = _requested()
+        self.most = min(self.fixed or len(os.sched_getaffinity(0)),
+                        numba.config.NUMBA_NUM_THREADS)
+        self.current = None
+        self._mkl = None
+
+    def limit(self, most):
+        """Use at most ``most`` threads (``fastgraph.distributed``: cores / ranks a node)."""
+        self.most = max(1, min(int(most), numba.config.NUMBA_NUM_THREADS))
+        self.current = None
+
+    def use(self, count):
+        """Run the kernels that follow on ``count`` threads (at most ``most``)."""
+        count = min(count, self.most)
+        if count == self.current:
+            return
+        if self._mkl is None:
+            from .kernels import blas
+
+            self._mkl = (ctypes.CDLL(blas.LIBRARY).MKL_Set_Num_Threads
+                         if blas.BACKEND == "mkl" else False)
+        if self._mkl:
+            self._mkl(ctypes.c_int(count))
+        numba.set_num_threads(count)
+        self.current = count
+
+
+threads = _Threads()
+
+
+class Chooser:
+    """One optimizer's choice of thread count, from the times of its own steps.
+
+    ``begin()`` before ``one_step()`` or ``update()`` runs, ``end(started, complete)`` after;
+    a step is everything up to an ``update()`` (``complete``), so the article's
+    one-sample ``one_step()`` calls count together with the update that closes them.
+    """
+
+    def __init__(self, clock=perf_counter):
+        self.clock = clock
+        self.fixed = threads.fixed is not None or threads.most == 1
+        self.counts = (threads.most, 1)
+        self.home = 0  # index into counts of the count in use between trials
+        self.trying = 0  # the count being timed now
+        self.medians = [None, None]
+        self.times = []
+        self.step = 0.0
+        self.interval = _FIRST_INTERVAL // 2  # doubled by a losing first trial
+        self.until_trial = 0  # steps until the other count is tried: the first at once
+
+    def begin(self):
+        threads.use(self.counts[self.trying])
+        return self.clock()
+
+    def end(self, started, complete):
+        self.step += self.clock() - started
+        if not complete or self.fixed:
+            return
+        seconds, self.step = self.step, 0.0
+        if threads.most != self.counts[0]:  # limit() was called: start over
+            self.__init__(self.clock)
+            return
+        self.times.append(seconds)
+        home = self.medians[self.home]
+        if (self.trying != self.home and home is not None and len(self.times) >= 2
+                and min(self.times) > _ABORT * home):
+            self._decide(min(self.times))
+        elif len(self.times) == _TRIAL_STEPS:
+            self._decide(sorted(self.times)[_TRIAL_STEPS // 2])
+
+    def _decide(self, median):
+        self.times = []
+        if self.trying == self.home:
+            last, self.medians[self.home] = self.medians[self.home], median
+            self.until_trial -= _TRIAL_STEPS
+            if self.until_trial <= 0 or (last is not None and median > _WORSE * last):
+                self.trying = 1 - self.home
+            return
+        self.medians[self.trying] = median
+        if median < _WIN * self.medians[self.home]:
+            self.home = self.trying
+            self.interval = _FIRST_INTERVAL
+        else:
+            self.interval = min(2 * self.interval, _LONGEST_INTERVAL)
+        self.trying = self.home
+        self.until_trial = self.interval
+
+    @property
+    def count(self):
+        """The thread count the steps use now."""
+        return min(self.counts[self.trying], threads.most)
