@@ -326,6 +326,33 @@ def test_conv2d_shifted_runs_and_im2col_agree_with_the_reference(image, C, Cout,
     np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-10, atol=1e-12)
 
 
+def test_conv2d_input_gradient_in_chunks_equals_one_pass(rng, monkeypatch):
+    """Chunks of 2 samples over a batch of 5 (the last chunk short) put back the same input
+    gradient as one GEMM over the batch, and the same as the dense Jacobians."""
+    from fastgraph.ops import convolution
+
+    x = rng.normal(size=(5, 30, 2))
+    w = rng.normal(size=(3, 18))
+    upstream = rng.normal(size=(5, 5 * 3 * 3))  # 5x3 output pixels, 3 channels
+    results = []
+    for chunk in (2, 1000):
+        monkeypatch.setattr(convolution, "INPUT_CHUNK", chunk)
+        graph = fg.Graph(dtype=np.float64)
+        parents = [variable(graph, (30, 2), x, True), variable(graph, (3, 18), w, False)]
+        op = ops.Conv2D(*parents, image_shape=(5, 6), kernel_size=3, stride=(1, 2), padding=1)
+        assert not op._shifted and op.dim == (15, 3)
+        op.forward()
+        results.append(op.vjp(0, upstream).copy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
+    graph = fg.Graph(dtype=np.float64)
+    for b in range(5):
+        parents = [variable(graph, (30, 2), x[b:b + 1], True), variable(graph, (3, 18), w, False)]
+        op = ops.Conv2D(*parents, image_shape=(5, 6), kernel_size=3, stride=(1, 2), padding=1)
+        op.forward()
+        np.testing.assert_allclose(results[0][b], upstream[b] @ op.get_jacobi(parents[0]),
+                                   rtol=1e-10, atol=1e-12)
+
+
 def test_conv2d_shifted_runs_derivatives(rng):
     graph = fg.Graph(dtype=np.float64)
     parents = [variable(graph, (30, 2), rng.normal(size=(2, 30, 2)), True),

@@ -17,22 +17,25 @@ Convolution weights are ``(Cout, kh * kw * C)``: row ``co`` holds the kernel of 
 channel ``co`` in the order (ky, kx, c), the order of a patch of the image, so that
 ``im2col`` rows times the weights' transpose is the convolution.
 
-Two ways to compute a convolution live here, and both are measured in
+Three ways to compute a convolution live here, measured in
 ``benchmarks/test_convolution.py``: ``im2col`` + one GEMM for the batch (then ``col2im``
-for the input gradient), and direct loops (``conv_direct``, ``conv_input_vjp_direct``,
-``conv_weight_vjp_direct``). ``Conv2D`` uses im2col + GEMM, which was faster in every
-pass (figures in ``fastgraph/ops/convolution.py``); ``conv_weight_vjp_direct`` also gives
-its per-sample weight gradients, one per upstream row. The article's one-channel
-``Convolve`` has loops of its own (``convolve``...), along image rows.
+for the input gradient), shifted runs (``conv_shifted``, ``conv_weight_vjp_shifted``: stride
+1, few channels, no patch matrix), and direct loops (``conv_direct``,
+``conv_input_vjp_direct``, ``conv_weight_vjp_direct``). ``Conv2D`` takes shifted runs for
+stride 1 with small patches (LeNet's first layer) and im2col + GEMM otherwise (figures in
+``fastgraph/ops/convolution.py``); ``conv_weight_vjp_direct`` gives its per-sample weight
+gradients, one per upstream row. The article's one-channel ``Convolve`` has loops of its
+own (``convolve``...), along image rows.
 
 Operands follow the row rule of every kernel: an operand with fewer rows than the output
 is read at row ``i * rows // out_rows``.
 
-These kernels run on one core (``kernel``, not ``parallel_kernel``): the GEMMs between them
-are large enough for MKL to use every core, and MKL's OpenMP threads keep spinning for a
-while after each product, so Numba's own threads (another OpenMP runtime) would fight them
-for the cores. Measured on a LeNet-5 training step (2 cores): with these loops parallel,
-40-110 ms of CPU time per step; on one core, 14-25 ms.
+The kernels that touch a whole batch are ``parallel_kernel``s whose ``prange`` runs over
+samples (each writes only its own rows), so they use as many threads as the process gives
+Numba (``fastgraph.threads`` picks one or every core by timing steps: on a loaded 2-core
+machine a parallel region can wait for a descheduled thread, and a LeNet-5 step took 50-200
+ms on two threads against 16 on one). Their fastmath only contracts multiply-adds and lets
+``conv_weight_vjp_shifted``'s dot products vectorise; comparisons keep NaN's meaning.
 """
 
 import numpy as np
@@ -43,7 +46,7 @@ from . import kernel, parallel_kernel
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
 
 
-@kernel
+@parallel_kernel
 def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
     """``cols[(b * Ho + oy) * Wo + ox, (ky * kw + kx) * C + c]`` = the input under the window.
 
@@ -54,7 +57,7 @@ def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
     around (that made it 2-4x faster than indexing ``x[b, ...]`` per number).
     """
     span = kw * C
-    for b in range(x.shape[0]):
+    for b in prange(x.shape[0]):
         for oy in range(Ho):
             first_row = (b * Ho + oy) * Wo
             for ky in range(kh):
@@ -81,14 +84,14 @@ def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
                             window[kx * C + c] = row[ix * C + c] if inside else 0.0
 
 
-@kernel
+@parallel_kernel
 def col2im(cols, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The adjoint of ``im2col``: ``out[b]`` = the sum of sample b's patch rows put back.
 
     ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``.
     """
     span = kw * C
-    for b in range(out.shape[0]):
+    for b in prange(out.shape[0]):
         for j in range(out.shape[1]):
             out[b, j] = 0.0
         for oy in range(Ho):
@@ -253,14 +256,14 @@ def conv_weight_vjp_direct(upstream, x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo,
 # dimension is only kh * kw; these loops read the image where it is.
 
 
-@kernel
+@parallel_kernel
 def pad_channels(x, H, W, C, ph, pw, padded):
     """``padded[b]``: sample b's channels one after another, each ``(H + 2 ph) x (W + 2 pw)``
     with zeros around, and ``padded.shape[1] // C - (H + 2 ph) * (W + 2 pw)`` zeros after
     it (room for the last tap's run)."""
     Wp = W + 2 * pw
     size = padded.shape[1] // C
-    for b in range(x.shape[0]):
+    for b in prange(x.shape[0]):
         for j in range(padded.shape[1]):
             padded[b, j] = 0.0
         for c in range(C):
@@ -271,7 +274,7 @@ def pad_channels(x, H, W, C, ph, pw, padded):
                     row[ix] = x[b, (iy * W + ix) * C + c]
 
 
-@kernel
+@parallel_kernel
 def conv_shifted(padded, weights, bias, biased, C, kh, kw, Wp, Ho, Wo, wide, out):
     """The convolution, stride 1, of ``pad_channels``'s images: ``out[b, (oy, ox, co)]``
     (pixels-major) = ``bias[0, co]`` (if ``biased``) + sum over (ky, kx, c) of
@@ -280,7 +283,7 @@ def conv_shifted(padded, weights, bias, biased, C, kh, kw, Wp, Ho, Wo, wide, out
     Cout = weights.shape[0]
     size = padded.shape[1] // C
     run = Ho * Wp
-    for b in range(padded.shape[0]):
+    for b in prange(padded.shape[0]):
         for co in range(Cout):
             total = wide[b, co * run:(co + 1) * run]
             start = bias[0, co] if biased else 0.0
@@ -310,7 +313,8 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
     ``partial`` ``(B, Cout * kh * kw * C)``, each sample's gradient.
 
     Each tap's sum is a dot product of two runs: a ``parallel_kernel`` for its fastmath
-    (reassociated sums vectorise; in IEEE order they ran 3x slower), samples in parallel."""
+    (reassociated sums vectorise; in IEEE order, or with 8 partial sums, 2.7-3x slower),
+    samples in parallel."""
     taps = kh * kw * C
     Cout = out.shape[1] // taps
     size = padded.shape[1] // C
@@ -418,7 +422,7 @@ def convolve_kernel_vjp(upstream, x, H, W, kh, kw, out):
 # -- pooling: windows clipped at the borders ------------------------------------------------
 
 
-@kernel
+@parallel_kernel
 def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
     """The largest input in each window, per channel (pixels outside the image skipped),
     and in ``argmax`` (same shape) where it is: the column of x of the first largest, in
@@ -428,7 +432,7 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
 
     The channel loop is innermost: for one window pixel the C channels are consecutive.
     """
-    for i in range(out.shape[0]):
+    for i in prange(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
             bottom = min(oy * sh - ph + kh, H)
@@ -452,11 +456,11 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
                             where[c] = p + c if take else where[c]
 
 
-@kernel
+@parallel_kernel
 def max_pool_vjp(argmax, upstream, out):
     """Each window's upstream to the input its forward chose: ``out[i, argmax[r, k]] +=
     upstream[i, k]``, ``argmax`` read by the row rule."""
-    for i in range(out.shape[0]):
+    for i in prange(out.shape[0]):
         r = i * argmax.shape[0] // out.shape[0]
         for j in range(out.shape[1]):
             out[i, j] = 0.0
@@ -464,11 +468,11 @@ def max_pool_vjp(argmax, upstream, out):
             out[i, int(argmax[r, k])] += upstream[i, k]
 
 
-@kernel
+@parallel_kernel
 def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The mean of each window over kh * kw positions (padding counts as zeros)."""
     scale = 1.0 / (kh * kw)
-    for i in range(out.shape[0]):
+    for i in prange(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
             bottom = min(oy * sh - ph + kh, H)
@@ -484,10 +488,10 @@ def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     out[i, o + c] = total * scale
 
 
-@kernel
+@parallel_kernel
 def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     scale = 1.0 / (kh * kw)
-    for i in range(out.shape[0]):
+    for i in prange(out.shape[0]):
         for j in range(out.shape[1]):
             out[i, j] = 0.0
         for oy in range(Ho):

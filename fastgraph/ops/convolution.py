@@ -23,15 +23,22 @@ pixels)`` and every pass needs a transposing copy. A one-channel image ``(784, 1
 column, is already in this layout, and ``Reshape`` to a column before the dense layers is
 free.
 
-Measured on LeNet-5's layers (batch 64, float32, MKL, 2 cores; ``pytest benchmarks/
-test_convolution.py --benchmark-only``), im2col + GEMM against direct Numba loops
-(``kernels.convolution``), best of 30, on a lightly loaded machine: forward 1.5 against
-3.1 ms (6@5x5 on 28x28) and 0.56 against 7.8 ms (16@5x5 on 14x14); weight gradient 0.33
-against 12 ms and 0.27 against 12; input gradient 2.1 against 6.8 and 0.64 against 6.5.
-On a machine loaded 6x over its cores the ratios held or grew (forward 19x and 13x, weight
-gradient 67x and 79x, input gradient 3x and 23x). So Conv2D uses im2col + GEMM, and direct
-loops only for its per-sample weight gradients (one per upstream row). The one-channel
-``Convolve`` (whose kernel may have a batch axis) has loops of its own, along image rows.
+How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
+
+- im2col + GEMM against direct Numba loops (``kernels.convolution``, 2 cores): forward 1.5 against
+  3.1 ms (6@5x5 on 28x28) and 0.56 against 7.8 ms (16@5x5 on 14x14); weight gradient 0.33
+  against 12 ms and 0.27 against 12; input gradient 2.1 against 6.8 and 0.64 against 6.5
+  (the direct loops stay for per-sample weight gradients, one per upstream row);
+- on one input channel, im2col copies the image 25 times for a GEMM whose inner dimension is
+  25: there shifted runs (stride 1: each kernel tap one multiply-add along the padded image
+  stored flat) beat it on one core, forward 0.76 against 3.6 ms, weight gradient 1.0 against
+  0.5 ms plus the 1.4 ms im2col it needs; on 150 patch numbers (the second layer) im2col +
+  GEMM wins, 0.8 against 2.1 ms forward. ``SHIFTED_UP_TO`` draws the line;
+- the input gradient in chunks of ``INPUT_CHUNK`` samples, so each GEMM's patch gradients
+  are put back by ``col2im`` while they are in the cache.
+
+The one-channel ``Convolve`` (whose kernel may have a batch axis) has loops of its own,
+along image rows.
 
 VJP protocol: ``vjp(slot, upstream)`` is always per upstream row; ``vjp_summed`` gives the
 sum over rows for a parameter when one GEMM over the batch is cheaper than the rows.
@@ -68,6 +75,12 @@ from .base import Operator
 #: forward, weight gradient 1.1 against 0.5 + the im2col; 75 (3 channels) 2.1 against 5.4
 #: ms forward, weight gradient equal; 150 (LeNet's second layer) 2.1 against 0.8 ms.
 SHIFTED_UP_TO = 100
+
+#: Samples per GEMM + col2im in Conv2D's input gradient. Measured on LeNet's second layer
+#: (batch 64): chunks of 2-8 samples 0.84 ms, 16 1.3 ms, the whole batch at once 1.0 ms
+#: alone and 1.9-2.2 ms inside a training step. (Chunking the forward's im2col as well, and
+#: making the patches again for the weight gradient, measured no faster in a step.)
+INPUT_CHUNK = 8
 
 
 def _pair(value, what, kind):
@@ -343,10 +356,18 @@ class Conv2D(_Windows):
     def vjp(self, slot, upstream):
         rows = upstream.shape[0]
         if slot == 0:  # upstream @ weights, the patches' gradients put back
-            dcols = self.buffer("dcols", (rows * self.dim[0], self._patches))
-            gemm(upstream.reshape(-1, self.dim[1]), self._weights(), dcols, 0.0)
+            # INPUT_CHUNK rows at a time: their patch gradients stay in the cache between
+            # the GEMM that makes them and col2im that reads them (none of it is kept).
+            chunk = min(rows, INPUT_CHUNK)
+            pixels = self.dim[0]
+            dcols = self.buffer("dcols", (chunk * pixels, self._patches))
+            stacked = upstream.reshape(-1, self.dim[1])
             out = self.buffer(0, (rows, self.parents[0].dimension()))
-            col2im(dcols, *self.geometry, out)
+            for start in range(0, rows, chunk):
+                stop = min(start + chunk, rows)
+                part = dcols[:(stop - start) * pixels]
+                gemm(stacked[start * pixels:stop * pixels], self._weights(), part, 0.0)
+                col2im(part, *self.geometry, out[start:stop])
             return out
         out = self.buffer(slot, (rows, self.parents[slot].dimension()))
         if slot == 1:  # one weight gradient per row: a GEMM each, so direct loops
