@@ -129,7 +129,10 @@ def machine_code(kernel, kinds, dtype):
     if not isinstance(result, (types.NoneType, types.Integer)):
         raise NotRecordable(f"{kernel.__name__} returns {result}; a kernel in a program "
                             "returns nothing or an integer status")
-    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name), result
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:  # (Numba says 0 for a symbol it did not keep: never call that)
+        raise NotRecordable(f"Numba kept no callable code of {kernel.__name__} for {kinds}")
+    return address, result
 
 
 def adapter(kinds, dtype, result):
