@@ -1,7 +1,9 @@
-"""Convolutions: im2col + one GEMM against direct loops, and the article's per-channel CNN.
+"""Convolutions: im2col + GEMM, shifted runs and direct loops; LeNet-5 and the article's CNN.
 
 The kernel comparison decided how ``Conv2D`` computes (see ``fastgraph/ops/convolution.py``):
-LeNet-5's two convolutions, batch 64, float32, each pass both ways. The article's CNN
+LeNet-5's two convolutions, batch 64, float32, each pass every way it can be made (shifted
+runs: stride 1, forward and weight gradient). A LeNet-5 training step is timed whole. The
+article's CNN
 (``examples/cnn_article.py``'s network) is timed as a training step three ways: the batched
 VJP engine on a batch of 32, the same on a batch of 1 (the article's one sample per step),
 and the article's dense-Jacobian engine on one sample; ``extra_info`` holds samples/s.
@@ -35,7 +37,34 @@ def _setup(layer):
     }
     arrays["dcols"] = np.empty_like(arrays["cols"])
     kernels.im2col(arrays["x"], *geometry, arrays["cols"])
+    Wp = W + 2 * p
+    arrays["padded"] = np.empty((BATCH, C * (H + 2 * p + 1) * Wp), np.float32)
+    arrays["wide"] = np.empty((BATCH, Cout * Ho * Wp), np.float32)
+    arrays["partial"] = np.empty((BATCH, Cout * k * k * C), np.float32)
+    arrays["bias"] = np.zeros((1, Cout), np.float32)
+    kernels.pad_channels(arrays["x"], H, W, C, p, p, arrays["padded"])
     return geometry, Cout, arrays
+
+
+def _input_gradient_in_chunks(geometry, Cout, a, chunk=8):
+    """As Conv2D makes it: GEMM and col2im ``chunk`` samples at a time."""
+    pixels = geometry[-2] * geometry[-1]
+    stacked = a["upstream"].reshape(-1, Cout)
+    for start in range(0, BATCH, chunk):
+        part = a["dcols"][: chunk * pixels]
+        gemm(stacked[start * pixels : (start + chunk) * pixels], a["weights"], part, 0.0)
+        kernels.col2im(part, *geometry, a["dx"][start : start + chunk])
+
+
+def _shifted(geometry, Cout, a, weight_gradient):
+    H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = geometry
+    if weight_gradient:
+        kernels.conv_weight_vjp_shifted(a["upstream"], a["padded"], C, kh, kw, W + 2 * pw, Ho,
+                                        Wo, a["wide"], a["partial"], a["dw"].reshape(1, -1))
+        return
+    kernels.pad_channels(a["x"], H, W, C, ph, pw, a["padded"])
+    kernels.conv_shifted(a["padded"], a["weights"], a["bias"], 1, C, kh, kw, W + 2 * pw, Ho, Wo,
+                         a["wide"], a["out"])
 
 
 def _passes(geometry, Cout, a):
@@ -43,22 +72,31 @@ def _passes(geometry, Cout, a):
         ("forward", "im2col+gemm"): lambda: (
             kernels.im2col(a["x"], *geometry, a["cols"]),
             gemm(a["cols"], a["weights"].T, a["out"].reshape(-1, Cout), 0.0)),
+        ("forward", "shifted"): lambda: _shifted(geometry, Cout, a, False),
         ("forward", "direct"): lambda: kernels.conv_direct(
             a["x"], a["weights"].reshape(1, -1), *geometry, a["out"]),
         ("weight gradient", "im2col+gemm"): lambda: gemm(
             a["upstream"].reshape(-1, Cout).T, a["cols"], a["dw"], 0.0),
+        ("weight gradient", "shifted"): lambda: _shifted(geometry, Cout, a, True),
         ("weight gradient", "direct"): lambda: kernels.conv_weight_vjp_direct(
             a["upstream"], a["x"], *geometry, a["dw"].reshape(1, -1)),
         ("input gradient", "im2col+gemm"): lambda: (
             gemm(a["upstream"].reshape(-1, Cout), a["weights"], a["dcols"], 0.0),
             kernels.col2im(a["dcols"], *geometry, a["dx"])),
+        ("input gradient", "im2col+gemm in chunks"): lambda: _input_gradient_in_chunks(
+            geometry, Cout, a),
         ("input gradient", "direct"): lambda: kernels.conv_input_vjp_direct(
             a["upstream"], a["weights"].reshape(1, -1), *geometry, a["dx"]),
     }
 
 
-@pytest.mark.parametrize("method", ["im2col+gemm", "direct"])
-@pytest.mark.parametrize("which", ["forward", "weight gradient", "input gradient"])
+PASSES = [("forward", "im2col+gemm"), ("forward", "shifted"), ("forward", "direct"),
+          ("weight gradient", "im2col+gemm"), ("weight gradient", "shifted"),
+          ("weight gradient", "direct"), ("input gradient", "im2col+gemm"),
+          ("input gradient", "im2col+gemm in chunks"), ("input gradient", "direct")]
+
+
+@pytest.mark.parametrize("which, method", PASSES)
 @pytest.mark.parametrize("layer", list(LAYERS))
 def test_convolution_kernels(benchmark, layer, which, method):
     """The weight gradient's im2col+gemm reuses the forward's patches, as Conv2D does."""
@@ -67,6 +105,26 @@ def test_convolution_kernels(benchmark, layer, which, method):
     benchmark.group = f"{layer}, batch {BATCH}: {which}"
     benchmark(call)
     assert np.isfinite(arrays["out"]).all() or which != "forward"
+
+
+def test_lenet5_training_step(benchmark):
+    """``models.lenet5``, batch 64, Adam: one step (forward, backward, update), as
+    ``benchmarks/compare.py`` trains it, on random images."""
+    model = fg.models.lenet5(seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.001)
+    rng = np.random.default_rng(0)
+    images = rng.random((BATCH, 784, 1), np.float32)
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)][:, :, None]
+
+    def step():
+        model.x.set_value(images)
+        model.one_hot.set_value(labels)
+        optimizer.one_step()
+        optimizer.update()
+
+    benchmark.group = "LeNet-5: one training step, batch 64"
+    benchmark(step)
+    assert np.isfinite(model.loss.value).all()
 
 
 def article_cnn(seed=0):
