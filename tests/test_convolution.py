@@ -321,6 +321,10 @@ def test_conv2d_shifted_runs_and_im2col_agree_with_the_reference(image, C, Cout,
         np.testing.assert_allclose(summed, per_row, rtol=1e-10, atol=1e-12)
         twice = op.vjp_summed(1, np.repeat(upstream, 2, axis=0))  # not the forward's batch
         np.testing.assert_allclose(twice, 2 * per_row, rtol=1e-10, atol=1e-12)
+        pixel_sums = upstream.reshape(batch, Ho * Wo, Cout).sum(axis=1)  # the bias gradient
+        np.testing.assert_allclose(op.vjp(2, upstream), pixel_sums, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(op.vjp_summed(2, upstream), pixel_sums.sum(0, keepdims=True),
+                                   rtol=1e-10, atol=1e-12)
         results[shifted] = op.value.copy(), summed
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-10, atol=1e-12)
