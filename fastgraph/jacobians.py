@@ -23,8 +23,10 @@ import numpy as np
 from . import engines
 from .engines.vjp import backward
 from .node import Node
+from .threads import chosen
 
 
+@chosen
 def jacobian(result, wrt, chunk_size=None):
     """Per-sample Jacobians of ``result`` with respect to ``wrt`` on the current values.
 
@@ -57,6 +59,7 @@ def jacobian(result, wrt, chunk_size=None):
     return jacobians[0] if single else jacobians
 
 
+@chosen
 def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
 

@@ -124,10 +124,8 @@ class Optimizer:
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
         if self._structure != self.graph._version:
             self._follow_graph()
-        started = self.threads.begin()
         self.samples += self._gradients(self.target, self.params, self._sums,
                                         self.samples == 0)
-        self.threads.end(started, complete=False)
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
@@ -142,9 +140,8 @@ class Optimizer:
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        started = self.threads.begin()
         self.apply(self._weights, self._sums, 1.0 / self.samples)
-        self.threads.end(started, complete=True)
+        self.threads.tick()
         self.samples = 0
         self.graph.invalidate(self.params, OUTDATED)
 

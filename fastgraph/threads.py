@@ -9,10 +9,11 @@ thread kept to 1.6 ms. Neither count is right on a shared machine, so by default
 (``FASTGRAPH_THREADS=auto``) every optimizer times its own steps and keeps the count that is
 faster now:
 
-- it starts on every core, then tries one thread for a few steps, and keeps the faster;
+- it starts on one thread (never much slower than it should be), then tries every core
+  for a few steps, and keeps the faster;
 - it tries the other count again after 64 steps, then after twice as many each time the
-  other count loses, and at once when the steps of the current count get much slower;
-- a trial that runs far slower than the current count is ended after two steps.
+  other count loses (up to 4,096), and at once when steps on every core get much slower;
+- a trial step far slower than the current count's steps ends the trial.
 
 Both counts compute the same numbers except where a product is split along its inner
 dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
@@ -23,6 +24,7 @@ threads, so the process has one pool of threads rather than two spinning side by
 """
 
 import ctypes
+import functools
 import os
 from time import perf_counter
 
@@ -81,42 +83,53 @@ threads = _Threads()
 
 
 class Chooser:
-    """One optimizer's choice of thread count, from the times of its own steps.
+    """A choice of thread count, from the times of the steps it makes.
 
-    ``begin()`` before ``one_step()`` or ``update()`` runs, ``end(started, complete)`` after;
-    a step is everything up to an ``update()`` (``complete``), so the article's
-    one-sample ``one_step()`` calls count together with the update that closes them.
+    An optimizer calls ``tick()`` at the end of every ``update()``: a step is the time from
+    one update to the next, the article's one-sample ``one_step()`` calls, the feeding and
+    the loop's own Python included (one clock read a step). ``begin()`` and
+    ``end(started)`` time a call instead (see :func:`chosen`).
     """
 
     def __init__(self, clock=perf_counter):
         self.clock = clock
         self.fixed = threads.fixed is not None or threads.most == 1
-        self.counts = (threads.most, 1)
+        self.counts = (threads.fixed or 1, threads.most)
         self.home = 0  # index into counts of the count in use between trials
         self.trying = 0  # the count being timed now
         self.medians = [None, None]
         self.times = []
-        self.step = 0.0
+        self.last = None  # the clock at the last tick
         self.interval = _FIRST_INTERVAL // 2  # doubled by a losing first trial
         self.until_trial = 0  # steps until the other count is tried: the first at once
+        threads.use(self.counts[0])
+
+    def tick(self):
+        """A step ended: time it, and set the count of the next."""
+        now = self.clock()
+        if self.last is not None:
+            self.record(now - self.last)
+        self.last = now
+        threads.use(self.counts[self.trying])
 
     def begin(self):
         threads.use(self.counts[self.trying])
         return self.clock()
 
-    def end(self, started, complete):
-        self.step += self.clock() - started
-        if not complete or self.fixed:
+    def end(self, started):
+        self.record(self.clock() - started)
+
+    def record(self, seconds):
+        """One step took ``seconds`` on the current count."""
+        if self.fixed:
             return
-        seconds, self.step = self.step, 0.0
-        if threads.most != self.counts[0]:  # limit() was called: start over
+        if threads.most != self.counts[1]:  # limit() was called: start over
             self.__init__(self.clock)
             return
         self.times.append(seconds)
         home = self.medians[self.home]
-        if (self.trying != self.home and home is not None and len(self.times) >= 2
-                and min(self.times) > _ABORT * home):
-            self._decide(min(self.times))
+        if self.trying != self.home and seconds > _ABORT * home:
+            self._decide(seconds)  # far slower already: no need for the other steps
         elif len(self.times) == _TRIAL_STEPS:
             self._decide(sorted(self.times)[_TRIAL_STEPS // 2])
 
@@ -125,7 +138,9 @@ class Chooser:
         if self.trying == self.home:
             last, self.medians[self.home] = self.medians[self.home], median
             self.until_trial -= _TRIAL_STEPS
-            if self.until_trial <= 0 or (last is not None and median > _WORSE * last):
+            # Many threads slow down most when the load changes: check them at once then.
+            slower = self.home == 1 and median > _WORSE * last
+            if self.until_trial <= 0 or slower:
                 self.trying = 1 - self.home
             return
         self.medians[self.trying] = median
@@ -141,3 +156,22 @@ class Chooser:
     def count(self):
         """The thread count the steps use now."""
         return min(self.counts[self.trying], threads.most)
+
+
+def chosen(function):
+    """``function`` run on the thread count that its own calls have measured faster (one
+    :class:`Chooser` for all its calls, made at the first): for entry points that run whole
+    passes outside an optimizer, such as ``fastgraph.jacobian``."""
+    choosers = []
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        if not choosers:
+            choosers.append(Chooser())
+        started = choosers[0].begin()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            choosers[0].end(started)
+
+    return run

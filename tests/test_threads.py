@@ -19,10 +19,9 @@ class FakeClock:
         return self.now
 
     def step(self):
-        started = self.chooser.begin()
         count = self.chooser.count
         self.now += self.cost(count)
-        self.chooser.end(started, complete=True)
+        self.chooser.tick()
         return count
 
 
@@ -32,31 +31,31 @@ def run(cost, steps, monkeypatch, most=2):
     monkeypatch.setattr(threads, "use", lambda count: None)
     clock = FakeClock(cost)
     clock.chooser = Chooser(clock)
+    clock.chooser.tick()  # the first update: the clock starts
     return [clock.step() for _ in range(steps)], clock.chooser
 
 
-def test_starts_on_every_core_then_keeps_the_faster_count(monkeypatch):
-    counts, chooser = run(lambda n: 1.0 if n == 2 else 1.6, 200, monkeypatch)
-    assert counts[:8] == [2] * 8 and counts[8:16] == [1] * 8  # one trial of one thread
-    assert counts[16:80] == [2] * 64  # one thread lost: the next trial comes 64 steps later
-    assert chooser.medians == pytest.approx([1.0, 1.6])
-    counts, _ = run(lambda n: 3.0 if n == 2 else 1.0, 40, monkeypatch)
-    assert counts[16:] == [1] * 24  # one thread won and stays
+def test_starts_on_one_thread_then_keeps_the_faster_count(monkeypatch):
+    counts, chooser = run(lambda n: 1.0 if n == 2 else 1.6, 100, monkeypatch)
+    assert counts[:8] == [1] * 8 and counts[8:16] == [2] * 8  # one trial of two threads
+    assert counts[16:80] == [2] * 64  # they won: one thread is tried again 64 steps later
+    assert counts[80:88] == [1] * 8 and counts[88:] == [2] * 12
+    assert chooser.medians == pytest.approx([1.6, 1.0])
+    counts, _ = run(lambda n: 2.0 if n == 2 else 1.0, 60, monkeypatch)
+    assert counts[16:] == [1] * 44  # one thread won and stays
 
 
 def test_a_trial_that_loses_comes_back_after_twice_the_steps(monkeypatch):
-    counts, chooser = run(lambda n: 1.0 if n == 2 else 1.2, 400, monkeypatch)
-    trials = [i for i in range(1, len(counts)) if counts[i] == 1 and counts[i - 1] == 2]
+    counts, chooser = run(lambda n: 1.2 if n == 2 else 1.0, 400, monkeypatch)
+    trials = [i for i in range(1, len(counts)) if counts[i] == 2 and counts[i - 1] == 1]
     assert trials[:3] == [8, 16 + 64, 16 + 64 + 8 + 128]
     assert chooser.interval == 256
 
 
-def test_a_far_slower_trial_ends_after_two_steps(monkeypatch):
-    counts, _ = run(lambda n: 1.0 if n == 1 else 10.0, 30, monkeypatch)
-    # two threads first (8 steps, the only measure of them), then one thread wins for good
-    assert counts[:8] == [2] * 8 and counts[8:] == [1] * 22
-    counts, _ = run(lambda n: 1.0 if n == 2 else 10.0, 30, monkeypatch)
-    assert counts[8:10] == [1, 1] and counts[10:] == [2] * 20  # the trial ended early
+def test_a_far_slower_trial_ends_after_one_step(monkeypatch):
+    counts, _ = run(lambda n: 1.0 if n == 1 else 10.0, 80, monkeypatch)
+    assert counts[:8] == [1] * 8 and counts[8] == 2 and counts[9:73] == [1] * 64
+    assert counts[73] == 2 and counts[74:] == [1] * 6
 
 
 def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
@@ -68,7 +67,7 @@ def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
     clock = FakeClock(lambda n: 5.0 if n == 2 else 1.5)
     clock.chooser, chooser.clock = chooser, clock
     seen = [clock.step() for _ in range(24)]
-    assert seen[:8] == [2] * 8 and seen[8:] == [1] * 16  # not 64 steps later
+    assert seen[:16] == [2] * 8 + [1] * 8 and seen[16:] == [1] * 8  # not 64 steps later
 
 
 def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
@@ -78,6 +77,7 @@ def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
     monkeypatch.setattr(threads, "most", 2)
     clock = FakeClock(lambda n: 1.0 if n == 1 else 5.0)
     clock.chooser = Chooser(clock)
+    clock.chooser.tick()
     assert {clock.step() for _ in range(100)} == {2}
 
 
@@ -130,3 +130,18 @@ def test_training_gives_the_same_numbers_on_one_thread_and_on_every_core():
             np.testing.assert_array_equal(a, b)
     finally:
         threads.use(threads.most)
+
+
+def test_an_optimizer_times_its_steps_from_update_to_update(monkeypatch):
+    monkeypatch.setattr(threads, "most", 2)
+    monkeypatch.setattr(threads, "fixed", None)
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    optimizer = fg.optimizer.GradientDescent(model.graph, model.loss, 0.1)
+    model.x.set_value(np.ones((5, 4), np.float32))
+    model.one_hot.set_value(np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 1]])
+    for _ in range(6):
+        optimizer.one_step()
+        optimizer.update()
+    assert len(optimizer.threads.times) == 5  # the first update starts the clock
+    assert all(seconds > 0 for seconds in optimizer.threads.times)
+    assert threads.current == 1  # a trial of two threads starts after 8 steps
