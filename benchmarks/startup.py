@@ -1,6 +1,6 @@
 """Start-up: ``import fastgraph``, build a model and one training step, in fresh processes.
 
-    python -m benchmarks.startup [--model mlp|lenet5] [--runs 3] [--compiles]
+    python -m benchmarks.startup [--model mlp|lenet5|recurrent] [--runs 3] [--compiles]
 
 Each run is a new Python process. With an empty cache (``NUMBA_CACHE_DIR`` pointed at a new
 temporary directory) every kernel, adapter and replay loop is compiled; with a warm one
@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 
-#: What a run does: the step of ``benchmarks.compare``'s cold start (Adam, batch 64).
+#: What a run does (for the MLP, the step of ``benchmarks.compare``'s cold start: Adam,
+#: batch 64), timed from before ``import numpy``.
 STEP = """
 import time
 wall, cpu = time.perf_counter(), time.process_time()
@@ -40,20 +41,34 @@ if {compiles}:
 import numpy as np
 import fastgraph as fg
 imported = time.perf_counter() - wall
-model = fg.models.{model}(seed=0)
-optimizer = fg.optimizer.Adam(model.graph, model.loss)
-model.x.set_value(np.zeros((64, 784), np.float32))
-model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
-optimizer.one_step()
-optimizer.update()
+{body}
 print(json.dumps({{"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
                   "import": imported, "compiles": compiles}}))
 """
 
 
+#: Build and one step: a classifier of ``fastgraph.models`` on 64 images...
+CLASSIFIER = """
+model = fg.models.{name}(seed=0)
+optimizer = fg.optimizer.Adam(model.graph, model.loss)
+model.x.set_value(np.zeros((64, 784), np.float32))
+model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+optimizer.one_step()
+optimizer.update()
+"""
+#: ... or the recurrent net of ``benchmarks.recurrent`` (583 nodes, batch 16).
+RECURRENT = """
+from benchmarks import recurrent
+network = recurrent.Fastgraph(recurrent.initial(np.random.default_rng(0)))
+network.step(*recurrent.data(np.random.default_rng(0)))
+"""
+BODIES = {"mlp": CLASSIFIER.format(name="mlp"), "lenet5": CLASSIFIER.format(name="lenet5"),
+          "recurrent": RECURRENT}
+
+
 def run(model, cache, compiles=False):
     """One fresh process with ``NUMBA_CACHE_DIR=cache``: its figures as a dict."""
-    code = "import json\n" + STEP.format(model=model, compiles=compiles)
+    code = "import json\n" + STEP.format(body=BODIES[model], compiles=compiles)
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True)
@@ -68,12 +83,14 @@ def load():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["mlp", "lenet5"], default="mlp")
+    parser.add_argument("--model", choices=sorted(BODIES), default="mlp",
+                        help="mlp (784-100-20-10), lenet5, or recurrent (benchmarks.recurrent's "
+                             "583-node net, batch 16)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compiles", action="store_true",
                         help="list what the first empty-cache run compiled")
     args = parser.parse_args(argv)
-    print(f"{args.model}: import fastgraph, build, one_step() + update(), batch 64, Adam")
+    print(f"{args.model}: import fastgraph, build, one_step() + update(), Adam")
     with tempfile.TemporaryDirectory(prefix="fastgraph-startup-") as root:
         for label, warm in (("empty cache", False), ("warm cache", True)):
             for index in range(args.runs):
