@@ -6,7 +6,8 @@ The network (MatrixSlow's chapter-7 program, with the issue's single output laye
 steps of ``h_t = ReLU(U x_t + W h_{t-1} + b)`` with inputs of 16 and a state of 12, then a
 fully connected layer 12-2 and softmax cross-entropy; Adam (lr 0.005); batch 16; float32.
 fastgraph runs it the article's way, as a graph of 583 small nodes with one input node per
-time step (each step's batch set by ``set_value``); JAX as its users write it, ``lax.scan``
+time step (the 96 steps' batches set by one ``fg.set_values`` call, which is what 96
+``set_value`` calls do, without 96 trips through Python); JAX as its users write it, ``lax.scan``
 over time inside one jitted step (forward, backward and Adam); PyTorch as its users write
 it, ``nn.RNN(nonlinearity="relu")`` + ``nn.Linear`` + ``torch.optim.Adam``.
 
@@ -49,6 +50,7 @@ class Fastgraph:
     def __init__(self, init):
         import fastgraph as fg
 
+        self.fg = fg
         u, w, b, v, c = init
         with fg.Graph() as graph:
             self.inputs = [fg.Variable((INPUTS, 1), trainable=False) for _ in range(SEQUENCE)]
@@ -72,8 +74,7 @@ class Fastgraph:
         self.optimizer = fg.optimizer.Adam(graph, self.loss, LEARNING_RATE)
 
     def step(self, x, y):
-        for t, node in enumerate(self.inputs):
-            node.set_value(x[:, t])
+        self.fg.set_values(self.inputs, x.swapaxes(0, 1))  # input t gets x[:, t]
         self.label.set_value(y)
         self.optimizer.one_step()
         self.optimizer.update()

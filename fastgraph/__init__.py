@@ -18,6 +18,7 @@ from . import (
     trainer,
     viz,
 )
+from .feed import set_values
 from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
 from .jacobians import jacobian, per_sample_gradients
 from .node import Node, Variable
@@ -28,7 +29,7 @@ __all__ = [
     "Graph", "Node", "Variable", "core", "datasets", "get_default_graph",
     "get_node_from_graph", "jacobian", "layer", "metrics", "model", "models", "name_scope",
     "ops", "optimizer",
-    "per_sample_gradients", "profiler", "saver", "trainer", "viz",
+    "per_sample_gradients", "profiler", "saver", "set_values", "trainer", "viz",
 ]
 
 

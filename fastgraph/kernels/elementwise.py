@@ -257,6 +257,21 @@ def feed_input(source, flat, states, downstream, state, computed, index, stamp):
 
 
 @kernel
+def feed_inputs(source, block, states, inputs, downstream, state, computed, stamp):
+    """Many inputs' ``set_value`` in one call: ``block[t] = source[t]`` for every input t
+    (their batches are ``block[t]``), the inputs marked computed by pass ``stamp``, what
+    depends on any of them raised to ``state``."""
+    for t in range(block.shape[0]):
+        for i in range(block.shape[1]):
+            for j in range(block.shape[2]):
+                block[t, i, j] = source[t, i, j]
+    for index in inputs:
+        states[index] = 0
+        computed[index] = stamp
+    raise_states(states, downstream, state)
+
+
+@kernel
 def outer(a, b, out, beta):
     """out = a^T b (+ out, with ``beta`` 1) for one-row a (1, m) and b (1, n): a weight's
     gradient from one sample, on one core (starting threads costs more than these few

@@ -1,0 +1,114 @@
+"""fg.set_values: many inputs set in one call, as their set_value calls one by one would."""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+
+
+def recurrent(steps=6, width=3, state=4, seed=0):
+    rng = np.random.default_rng(seed)
+    with fg.Graph() as graph:
+        inputs = [fg.Variable((width, 1), trainable=False) for _ in range(steps)]
+        u, w = fg.Variable((state, width)), fg.Variable((state, state))
+        u.set_value(rng.normal(size=(state, width)))
+        w.set_value(rng.normal(size=(state, state)) * 0.3)
+        h = None
+        for x in inputs:
+            a = fg.ops.MatMul(u, x)
+            h = fg.ops.ReLU(a if h is None else fg.ops.Add(a, fg.ops.MatMul(w, h)))
+        label = fg.Variable((state, 1), trainable=False)
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(h, label)
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    return inputs, label, loss, optimizer
+
+
+def train(feed, rounds=4, batch=5, steps=6, width=3):
+    inputs, label, loss, optimizer = recurrent(steps, width)
+    rng = np.random.default_rng(1)
+    losses = []
+    for _ in range(rounds):
+        x = rng.normal(size=(batch, steps, width)).astype(np.float32)
+        feed(inputs, x)
+        label.set_value(np.eye(4, dtype=np.float32)[rng.integers(0, 4, batch)])
+        optimizer.one_step()
+        optimizer.update()
+        losses.append(loss.value.copy())
+    return losses, [p.value.copy() for p in optimizer.params], inputs
+
+
+def one_by_one(inputs, x):
+    for t, node in enumerate(inputs):
+        node.set_value(x[:, t])
+
+
+def test_set_values_trains_exactly_as_set_value_one_by_one():
+    expected, params, _ = train(one_by_one)
+    got, got_params, inputs = train(lambda inputs, x: fg.set_values(inputs, x.swapaxes(0, 1)))
+    for a, b in zip(expected + params, got + got_params):
+        np.testing.assert_array_equal(a, b)
+    assert inputs[2].value.shape == (5, 3, 1)
+
+
+def test_the_inputs_share_one_block_and_later_calls_move_nothing():
+    inputs, label, loss, optimizer = recurrent()
+    x = np.arange(5 * 6 * 3, dtype=np.float32).reshape(6, 5, 3)
+    fg.set_values(inputs, x)
+    layout = inputs[0].graph.layout
+    base = inputs[0].flat.base
+    assert all(node.flat.base is base for node in inputs)
+    fg.set_values(inputs, x + 1)
+    assert inputs[0].graph.layout == layout
+    np.testing.assert_array_equal(inputs[4].value[:, :, 0], x[4] + 1)
+
+
+def test_marks_the_inputs_set_and_what_depends_on_them_stale():
+    inputs, label, loss, optimizer = recurrent()
+    label.set_value(np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]])
+    fg.set_values(inputs, np.ones((6, 5, 3), np.float32))
+    loss.forward()
+    first = loss.value.copy()
+    fg.set_values(inputs, np.zeros((6, 5, 3), np.float32))
+    assert loss.value is None  # stale, as after set_value, until computed again
+    loss.forward()
+    assert not np.array_equal(loss.value, first)
+
+
+def test_an_input_reallocated_by_set_value_is_laid_out_again():
+    inputs, label, loss, optimizer = recurrent()
+    fg.set_values(inputs, np.ones((6, 5, 3), np.float32))
+    inputs[3].set_value(np.ones((2, 3, 1), np.float32))  # another batch size: its own array
+    fg.set_values(inputs, np.full((6, 5, 3), 2, np.float32))
+    assert all(node.flat.base is inputs[0].flat.base for node in inputs)
+    np.testing.assert_array_equal(inputs[3].value, np.full((5, 3, 1), 2))
+    fg.set_values(inputs, np.full((6, 7, 3), 3, np.float32))  # a new batch size for all
+    assert inputs[5].value.shape == (7, 3, 1)
+
+
+def test_single_samples_take_the_articles_path():
+    inputs, label, loss, optimizer = recurrent()
+    fg.set_values(inputs, [np.asmatrix(np.ones((3, 1))) * t for t in range(6)])
+    assert inputs[2].value.shape == (3, 1) and inputs[2].value[1, 0] == 2
+
+
+def test_errors_name_what_is_wrong():
+    inputs, label, loss, optimizer = recurrent()
+    with pytest.raises(ValueError, match="no inputs"):
+        fg.set_values([], np.ones((0, 5, 3)))
+    with pytest.raises(ValueError, match="is not an input"):
+        fg.set_values([inputs[0], optimizer.params[0]], np.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match="must share a shape"):
+        fg.set_values([inputs[0], label], np.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match="appears twice"):
+        fg.set_values([inputs[0], inputs[0]], np.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"6 inputs but values of shape \(5, 5, 3\)"):
+        fg.set_values(inputs, np.ones((5, 5, 3)))
+    with pytest.raises(TypeError, match="numeric"):
+        fg.set_values(inputs, np.array([["a"]] * 6))
+    other, *_ = recurrent()
+    with pytest.raises(ValueError, match="another graph"):
+        fg.set_values([inputs[0], other[1]], np.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"expected a batch of shape"):
+        fg.set_values(inputs, np.ones((6, 5, 4)))  # handed to set_value, which explains
