@@ -167,3 +167,73 @@ def test_a_kernel_returning_something_else_is_not_recordable():
         _half(a)
     with pytest.raises(program.NotRecordable, match="_half returns float64"):
         program.Program(calls).rows((0, 1))
+
+
+CACHED_REPLAY = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from fastgraph.kernels import program
+import replayed
+
+rng = np.random.default_rng(0)
+errors = []
+for dtype in (np.float32, np.float64):
+    for scale in (0.5, np.float32(0.5)):
+        a, b = rng.normal(size=(3, 2)).astype(dtype), rng.normal(size=(2, 3)).astype(dtype).T
+        out = np.zeros((3, 2), dtype)
+        with program.recording(dtype) as calls:
+            calls.replay_only = True
+            replayed.scaled(a, b, out, scale)
+            replayed.first_negative(np.abs(a))
+        compiled = program.Program(calls)
+        code = compiled.rows((0, 2))
+        steps = np.array([[0, 0, 2]], np.int64)
+        status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
+                                      np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                      compiled.ints, compiled.reals, program.NO_CYCLES)
+        if status != -1 or not np.allclose(out, a * dtype(0.5) + b, rtol=1e-6):
+            errors.append((np.dtype(dtype).name, type(scale).__name__, int(status)))
+hits = {"-".join(key): found.cache_hits for key, found in program._adapters.items()}
+print(json.dumps({"errors": errors, "hits": hits}))
+"""
+
+KERNELS = """
+from fastgraph.kernels import kernel
+
+
+@kernel
+def scaled(a, b, out, s):
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = a[i, j] * s + b[i, j]
+
+
+@kernel
+def first_negative(a):
+    for i in range(a.shape[0]):
+        if a[i, 0] < 0:
+            return i
+    return -1
+"""
+
+
+def test_adapters_cached_on_disk_serve_a_new_process_under_their_own_keys(tmp_path):
+    """A second process loads every adapter from the disk cache (none compiled), each
+    under the key it was made for (float32 and float64, float and float32 scalars, a
+    status), and replays the same numbers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "replayed.py").write_text(KERNELS)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [json.loads(subprocess.run(
+        [sys.executable, "-c", CACHED_REPLAY, str(tmp_path)], env=env, capture_output=True,
+        text=True, check=True).stdout) for _ in range(2)]
+    assert runs[0]["errors"] == runs[1]["errors"] == []
+    assert sorted(runs[0]["hits"]) == sorted(runs[1]["hits"]) == sorted(
+        f"{kinds}-{dtype}-{result}" for dtype in ("float32", "float64")
+        for kinds, result in (("CCCf", "none"), ("CCCg", "none"), ("C", "int64")))
+    assert set(runs[0]["hits"].values()) == {0} and set(runs[1]["hits"].values()) == {1}

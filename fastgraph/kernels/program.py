@@ -107,7 +107,7 @@ def execute_pass(code, ints, reals, steps, states, computed, stamp, backward, ba
 
 # -- adapters ---------------------------------------------------------------------------------
 _TYPES = {"f": types.float64, "g": types.float32, "i": types.int64, "b": types.boolean}
-_adapters = {}
+_adapters = {}  # (kinds, dtype name, result) -> the compiled adapter (a CFunc)
 
 
 def signature(kinds, dtype):
@@ -141,8 +141,8 @@ def adapter(kinds, dtype, result):
     key = (kinds.replace("F", "C"), np.dtype(dtype).name, str(result))
     found = _adapters.get(key)
     if found is None:
-        found = _adapters[key] = _compile_adapter(*key).address
-    return found
+        found = _adapters[key] = _compile_adapter(*key)
+    return found.address
 
 
 def adapter_name(kinds, dtype, result):
