@@ -270,9 +270,9 @@ class Variable(Node):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
 
     def set_value(self, value):
+        array = np.asarray(value)
         sample = self._sample
-        if (sample is not None and isinstance(value, np.ndarray) and value.shape == self._dim
-                and value.dtype.kind in "fiub"):
+        if sample is not None and array.shape == self._dim and array.dtype.kind in "biuf":
             # The article's per-sample loop sets every input once a sample, often dozens of
             # them (the RNN's steps): a sample in its own shape, into an input that holds
             # one already, is one kernel call and nothing else to decide.
@@ -283,11 +283,10 @@ class Variable(Node):
                 downstream = graph.downstream_indices(self)
             # Called directly, not through the kernel's recorder hook: setting an input is
             # never part of a recorded pass.
-            _feed_input(np.asarray(value), sample, graph.states, downstream, EMPTY,
-                        graph.computed, self.index, graph.passes)
+            _feed_input(array, sample, graph.states, downstream, EMPTY, graph.computed,
+                        self.index, graph.passes)
             graph.single_sample = True
             return
-        array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
         graph = self.graph

@@ -155,6 +155,9 @@ def test_setting_one_sample_again_and_again_is_what_a_first_setting_is(rng):
         assert isinstance(y.value, np.matrix) and isinstance(x.value, np.matrix)
         np.testing.assert_array_equal(x.value, np.asarray(sample, dtype=float))
         np.testing.assert_array_equal(y.value, fresh_y.value)
+    x.set_value([[1, -2], [3, -4], [5, -6]])  # a nested list, as np.asarray reads it
+    y.forward()
+    np.testing.assert_array_equal(x.value, [[1, -2], [3, -4], [5, -6]])
     x.set_value(rng.normal(size=(4, 3, 2)))  # a batch, then one sample again
     y.forward()
     assert y.value.shape == (4, 3, 2) and not isinstance(y.value, np.matrix)
