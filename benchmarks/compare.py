@@ -73,21 +73,25 @@ class Fastgraph:
         self.Batches = fg.datasets.Batches
 
     def epoch(self, order, limit=None):
-        order = order[:limit]
-        batches = self.Batches(self.images[order], self.labels[order], self.batch,
-                               scale=1 / 255, shuffle=False) if limit else self.batches(order)
         x, one_hot, optimizer = self.model.x, self.model.one_hot, self.optimizer
-        for features, labels in batches:  # gathered into reused buffers: no copies after
-            x.set_value(features)
-            one_hot.set_value(labels)
+        if limit:
+            order = order[:limit]
+            feed = self.Batches(self.images[order], self.labels[order], self.batch,
+                                scale=1 / 255, shuffle=False).feed(x, one_hot)
+        else:
+            feed = self.dataset().feed(x, one_hot, order)
+        for _ in feed:  # each batch gathered straight into x and one_hot
             optimizer.one_step()
             optimizer.update()
 
-    def batches(self, order):
-        """The epoch's batches, in the order every framework follows."""
+    def dataset(self):
         if not hasattr(self, "_batches"):
             self._batches = self.Batches(self.images, self.labels, self.batch, scale=1 / 255)
-        return self._batches.iterate(order)
+        return self._batches
+
+    def batches(self, order):
+        """The epoch's batches, in the order every framework follows."""
+        return self.dataset().iterate(order)
 
     def predict(self, features):
         self.model.x.set_value(features)

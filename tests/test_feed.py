@@ -112,3 +112,72 @@ def test_errors_name_what_is_wrong():
         fg.set_values([inputs[0], other[1]], np.ones((2, 5, 3)))
     with pytest.raises(ValueError, match=r"expected a batch of shape"):
         fg.set_values(inputs, np.ones((6, 5, 4)))  # handed to set_value, which explains
+
+
+# -- Batches.feed: batches gathered straight into the input nodes ---------------------------
+def mnist_like(count=70, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, 6, 6)).astype(np.uint8), rng.integers(0, 4, count)
+
+
+def fit(feed_by_nodes, epochs=2):
+    features, labels = mnist_like()
+    model = fg.models.mlp(36, (8,), 4, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    batches = fg.datasets.Batches(features, labels, 16, classes=4, scale=1 / 255)
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(len(labels))
+        if feed_by_nodes:
+            sizes = list(batches.feed(model.x, model.one_hot, order))
+            for _ in batches.feed(model.x, model.one_hot, order):
+                optimizer.one_step()
+                optimizer.update()
+        else:
+            sizes = [len(x) for x, _ in batches.iterate(order)]
+            for x, y in batches.iterate(order):
+                model.x.set_value(x)
+                model.one_hot.set_value(y)
+                optimizer.one_step()
+                optimizer.update()
+    return sizes, [p.value.copy() for p in optimizer.params], model
+
+
+def test_batches_feed_trains_exactly_as_set_value_does():
+    sizes, expected, _ = fit(False)
+    got_sizes, got, model = fit(True)
+    assert got_sizes == sizes == [16, 16, 16, 16, 6]  # the last batch is smaller
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batches_feed_fills_the_nodes_and_marks_what_depends_on_them():
+    features, labels = mnist_like()
+    model = fg.models.mlp(36, (8,), 4, seed=0)
+    batches = fg.datasets.Batches(features, labels, 16, classes=4, scale=1 / 255)
+    order = np.arange(32)[::-1]
+    feed = batches.feed(model.x, model.one_hot, order)
+    next(feed)  # the first lays the nodes out through set_value
+    model.loss.forward()
+    assert model.loss.value is not None
+    next(feed)  # the second is the one kernel call
+    assert model.loss.value is None
+    np.testing.assert_allclose(model.x.value.reshape(16, 36),
+                               features[order[16:32]].reshape(16, 36) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(model.one_hot.value.reshape(16, 4),
+                                  np.eye(4)[labels[order[16:32]]])
+
+
+def test_batches_feed_refuses_what_is_not_its_inputs():
+    features, labels = mnist_like()
+    model = fg.models.mlp(36, (8,), 4, seed=0)
+    other = fg.models.mlp(36, (8,), 4, seed=0)
+    batches = fg.datasets.Batches(features, labels, 16, classes=4)
+    weight = next(node for node in model.graph.nodes if getattr(node, "trainable", False))
+    with pytest.raises(ValueError, match="is not an input"):
+        next(batches.feed(weight, model.one_hot))
+    with pytest.raises(ValueError, match="different graphs"):
+        next(batches.feed(model.x, other.one_hot))
+    with pytest.raises(ValueError, match="holds 4 values a sample, the batches 36 features"):
+        next(batches.feed(model.one_hot, model.x))
+    with pytest.raises(ValueError, match=r"order\[0\] is 99"):
+        next(batches.feed(model.x, model.one_hot, [99]))

@@ -5,7 +5,8 @@ import numbers
 import numpy as np
 
 from .. import checks
-from ..kernels.data import gather_batch
+from ..graph import EMPTY
+from ..kernels.data import gather_batch, gather_inputs
 
 
 class Batches:
@@ -17,8 +18,9 @@ class Batches:
     A new order is drawn for every pass when ``shuffle`` is true.
 
     The arrays yielded are views of two buffers that the next batch overwrites: give them
-    to ``set_value`` (which keeps them without a copy) and compute before asking for the
-    next batch, or copy them.
+    to ``set_value`` (which copies them) and compute before asking for the next batch, or
+    copy them. ``feed(x, one_hot)`` gathers each batch straight into the two input nodes
+    instead (no copy, one kernel call a batch).
     """
 
     def __init__(self, features, labels, batch_size, classes=10, scale=1.0, dtype=np.float32,
@@ -68,6 +70,14 @@ class Batches:
 
     def iterate(self, order):
         """The batches of the samples at the indices ``order``, in that order."""
+        order = self._checked(order)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            x, y = self._x[: len(rows)], self._y[: len(rows)]
+            gather_batch(self.features, self.labels, rows, self.scale, x, y)
+            yield x, y
+
+    def _checked(self, order):
         order = np.asarray(order)
         # The gathering kernel does not check bounds: an index outside the data would read
         # other memory, so the order is checked here (once per pass, not per batch).
@@ -78,8 +88,44 @@ class Batches:
             bad = int(np.flatnonzero((order < 0) | (order >= len(self.labels)))[0])
             raise ValueError(f"order[{bad}] is {order[bad]}: sample indices lie in "
                              f"[0, {len(self.labels)})")
+        return order
+
+    def feed(self, x, one_hot, order=None):
+        """Iterate over the batches (of a new order when ``shuffle``, of the indices
+        ``order`` if given), each gathered straight into the input nodes ``x`` and
+        ``one_hot``, as ``x.set_value(features); one_hot.set_value(labels)`` would leave
+        them; yields each batch's size."""
+        graph = x.graph
+        for node, width, what in ((x, self.features.shape[1], "features"),
+                                  (one_hot, self._y.shape[1], "classes")):
+            if getattr(node, "trainable", True) or not hasattr(node, "set_value"):
+                raise ValueError(f"Batches.feed: {getattr(node, 'name', node)!r} is not an "
+                                 "input (a Variable with trainable=False)")
+            if node.graph is not graph:
+                raise ValueError(f"Batches.feed: {x.name} and {one_hot.name} belong to "
+                                 "different graphs")
+            if node.dimension() != width:
+                raise ValueError(f"Batches.feed: {node.name} holds {node.dimension()} values "
+                                 f"a sample, the batches {width} {what}")
+        if order is None:
+            count = len(self.labels)
+            order = self.rng.permutation(count) if self.shuffle else np.arange(count)
+        order = self._checked(order)
+        inputs = np.array([x.index, one_hot.index], np.int64)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            x, y = self._x[: len(rows)], self._y[: len(rows)]
-            gather_batch(self.features, self.labels, rows, self.scale, x, y)
-            yield x, y
+            size = len(rows)
+            if (x.flat is None or one_hot.flat is None or x.flat.shape[0] != size
+                    or one_hot.flat.shape[0] != size):
+                features, labels = self._x[:size], self._y[:size]
+                gather_batch(self.features, self.labels, rows, self.scale, features, labels)
+                x.set_value(features)  # lays out the nodes' batches of this size
+                one_hot.set_value(labels)
+            else:
+                graph.passes += 1
+                gather_inputs(self.features, self.labels, rows, self.scale, x.flat,
+                              one_hot.flat, graph.states, inputs,
+                              graph.downstream_indices(x, one_hot), EMPTY, graph.computed,
+                              graph.passes)
+                graph.single_sample = False
+            yield size

@@ -3,6 +3,7 @@
 from numba import prange
 
 from . import parallel_kernel
+from .elementwise import raise_states
 
 
 @parallel_kernel
@@ -19,3 +20,22 @@ def gather_batch(features, labels, rows, scale, out_x, out_y):
         for j in range(out_y.shape[1]):
             out_y[b, j] = 0
         out_y[b, labels[row]] = 1
+
+
+@parallel_kernel
+def gather_inputs(features, labels, rows, scale, out_x, out_y, states, inputs, downstream,
+                  state, computed, stamp):
+    """``gather_batch`` straight into two input nodes' batches, then what their
+    ``set_value`` does besides: the inputs marked computed by pass ``stamp``, what depends
+    on them raised to ``state``."""
+    for b in prange(rows.shape[0]):
+        row = rows[b]
+        for j in range(features.shape[1]):
+            out_x[b, j] = features[row, j] * scale
+        for j in range(out_y.shape[1]):
+            out_y[b, j] = 0
+        out_y[b, labels[row]] = 1
+    for index in inputs:
+        states[index] = 0
+        computed[index] = stamp
+    raise_states(states, downstream, state)
