@@ -22,13 +22,21 @@ from . import compiled, jacobian, vjp
 EXECUTORS = {"compiled": compiled, "python": vjp}
 
 
+_chosen = {}  # the setting as read from the environment -> its module
+
+
 def _executor():
     """The module that runs ``vjp`` passes: compiled, unless the walker is asked for (or the
-    BLAS is NumPy's own ``matmul``, which compiled code cannot call)."""
-    name = os.environ.get("FASTGRAPH_EXECUTOR", "compiled").strip().lower() or "compiled"
-    if name not in EXECUTORS:
-        raise ValueError(f"FASTGRAPH_EXECUTOR={name!r}: choose compiled or python")
-    return vjp if blas.BACKEND == "numpy" else EXECUTORS[name]
+    BLAS is NumPy's own ``matmul``, which compiled code cannot call). Read at every call (a
+    test or a program may change the setting), decided once per value."""
+    setting = os.environ.get("FASTGRAPH_EXECUTOR")
+    found = _chosen.get(setting)
+    if found is None:
+        name = (setting or "compiled").strip().lower() or "compiled"
+        if name not in EXECUTORS:
+            raise ValueError(f"FASTGRAPH_EXECUTOR={name!r}: choose compiled or python")
+        found = _chosen[setting] = vjp if blas.BACKEND == "numpy" else EXECUTORS[name]
+    return found
 
 
 def _fast_gradients(target, params, sums, first):
