@@ -1,6 +1,7 @@
 """The fast engine against the article's engine, on the article's network and real MNIST."""
 
 import numpy as np
+import pytest
 
 import fastgraph as fg
 from fastgraph.datasets import mnist as dataset
@@ -76,3 +77,16 @@ def test_backward_fills_the_articles_jacobi(rng):
         np.testing.assert_allclose(jacobi[b], (s * (1 - s))[:, None] * w.value, rtol=1e-12)
     graph.clear_jacobi()
     assert x.jacobi is None
+
+
+def test_an_unknown_executor_is_named(monkeypatch):
+    from fastgraph import engines
+
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", "fast")
+    with pytest.raises(ValueError, match="FASTGRAPH_EXECUTOR='fast': choose compiled or python"):
+        engines._executor()
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", " Python ")
+    assert engines._executor() is engines.vjp
+    monkeypatch.delenv("FASTGRAPH_EXECUTOR")
+    assert engines._executor() is (engines.vjp if engines.blas.BACKEND == "numpy"
+                                   else engines.compiled)
