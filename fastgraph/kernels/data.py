@@ -2,8 +2,17 @@
 
 from numba import prange
 
-from . import parallel_kernel
+from . import inline, parallel_kernel
 from .elementwise import raise_states
+
+
+@inline
+def _gather(features, labels, row, scale, out_x, out_y, b):
+    for j in range(features.shape[1]):
+        out_x[b, j] = features[row, j] * scale
+    for j in range(out_y.shape[1]):
+        out_y[b, j] = 0
+    out_y[b, labels[row]] = 1
 
 
 @parallel_kernel
@@ -14,12 +23,7 @@ def gather_batch(features, labels, rows, scale, out_x, out_y):
     float32 rows would; the buffers are reused, so nothing is allocated per batch.
     """
     for b in prange(rows.shape[0]):  # rows from all over memory: two cores wait better
-        row = rows[b]
-        for j in range(features.shape[1]):
-            out_x[b, j] = features[row, j] * scale
-        for j in range(out_y.shape[1]):
-            out_y[b, j] = 0
-        out_y[b, labels[row]] = 1
+        _gather(features, labels, rows[b], scale, out_x, out_y, b)
 
 
 @parallel_kernel
@@ -29,12 +33,7 @@ def gather_inputs(features, labels, rows, scale, out_x, out_y, states, inputs, d
     ``set_value`` does besides: the inputs marked computed by pass ``stamp``, what depends
     on them raised to ``state``."""
     for b in prange(rows.shape[0]):
-        row = rows[b]
-        for j in range(features.shape[1]):
-            out_x[b, j] = features[row, j] * scale
-        for j in range(out_y.shape[1]):
-            out_y[b, j] = 0
-        out_y[b, labels[row]] = 1
+        _gather(features, labels, rows[b], scale, out_x, out_y, b)
     for index in inputs:
         states[index] = 0
         computed[index] = stamp
