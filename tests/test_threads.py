@@ -88,9 +88,10 @@ def test_a_bad_fastgraph_threads_is_named(monkeypatch, text):
         threads_module._requested()
 
 
-def test_use_sets_mkl_and_numba_together():
+def test_use_sets_mkl_and_numba_together(monkeypatch):
     from fastgraph.kernels import blas
 
+    monkeypatch.setattr(threads, "most", min(2, numba.config.NUMBA_NUM_THREADS))
     before = threads.current
     try:
         threads.use(1)
@@ -108,9 +109,11 @@ def test_use_sets_mkl_and_numba_together():
         threads.use(before or threads.most)
 
 
-def test_training_gives_the_same_numbers_on_one_thread_and_on_every_core():
+def test_training_gives_the_same_numbers_on_one_thread_and_on_every_core(monkeypatch):
     """The MLP's products are split along rows and columns only: the counts agree bit for
     bit, so a chooser that switches does not change a run."""
+    monkeypatch.setattr(threads, "most", min(2, numba.config.NUMBA_NUM_THREADS))
+
     def train(count):
         threads.use(count)
         model = fg.models.mlp(784, (100, 20), 10, seed=3)
