@@ -303,7 +303,7 @@ def conv_shifted(padded, weights, bias, biased, C, kh, kw, Wp, Ho, Wo, wide, out
     for b in prange(padded.shape[0]):
         for co in range(Cout):
             total = wide[b, co * run:(co + 1) * run]
-            start = bias[0, co] if biased else 0.0
+            start = bias[0, co] if biased else out.dtype.type(0)
             for j in range(run):
                 total[j] = start
             for ky in range(kh):
@@ -344,9 +344,10 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
     Cout = out.shape[1] // taps
     size = padded.shape[1] // C
     run = Ho * Wp
+    zero = out.dtype.type(0)  # sums in the graph's dtype: no float64 temporaries
     for b in prange(upstream.shape[0]):
-        for j in range(Cout * run):
-            wide[b, j] = 0.0
+        for j in range(Cout * run):  # all of it: faster than the Wp - Wo past each row
+            wide[b, j] = zero
         for oy in range(Ho):
             for ox in range(Wo):
                 o = (oy * Wo + ox) * Cout
@@ -359,7 +360,7 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
                     for c in range(C):
                         shift = c * size + ky * Wp + kx
                         source = padded[b, shift:shift + run]
-                        total = 0.0
+                        total = zero
                         for j in range(run):
                             total += grad[j] * source[j]
                         partial[b, co * taps + (ky * kw + kx) * C + c] = total
@@ -457,6 +458,7 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
 
     The channel loop is innermost: for one window pixel the C channels are consecutive.
     """
+    real = argmax.dtype.type  # positions converted once a pixel, not through float64
     for i in prange(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
@@ -474,11 +476,13 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
                     for ix in range(left, right):
                         p = (iy * W + ix) * C
                         pixel = x[i, p:p + C]
+                        first = real(p)
                         for c in range(C):
                             v = pixel[c]
-                            take = (v > best[c] or v != v) and best[c] == best[c]
-                            best[c] = v if take else best[c]
-                            where[c] = p + c if take else where[c]
+                            b = best[c]
+                            take = (v > b or v != v) and b == b
+                            best[c] = v if take else b
+                            where[c] = first + real(c) if take else where[c]
 
 
 @parallel_kernel
@@ -495,8 +499,9 @@ def max_pool_vjp(argmax, upstream, out):
 
 @parallel_kernel
 def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
-    """The mean of each window over kh * kw positions (padding counts as zeros)."""
-    scale = 1.0 / (kh * kw)
+    """The mean of each window over kh * kw positions (padding counts as zeros), summed in
+    the graph's dtype."""
+    scale = out.dtype.type(1.0 / (kh * kw))
     for i in prange(out.shape[0]):
         for oy in range(Ho):
             top = max(oy * sh - ph, 0)
@@ -506,7 +511,7 @@ def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                 right = min(ox * sw - pw + kw, W)
                 o = (oy * Wo + ox) * C
                 for c in range(C):
-                    total = 0.0
+                    total = out.dtype.type(0)
                     for iy in range(top, bottom):
                         for ix in range(left, right):
                             total += x[i, (iy * W + ix) * C + c]
@@ -515,7 +520,8 @@ def avg_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
 
 @parallel_kernel
 def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
-    scale = 1.0 / (kh * kw)
+    """Each window's upstream over kh * kw spread back to its positions."""
+    scale = out.dtype.type(1.0 / (kh * kw))
     for i in prange(out.shape[0]):
         for j in range(out.shape[1]):
             out[i, j] = 0.0
