@@ -121,8 +121,8 @@ def test_a_replay_compiles_no_kernel_twice(rng):
     overloads = len(_scaled_sum.dispatcher.overloads)
     status, compiled = _replay(calls)
     assert status == -1 and len(_scaled_sum.dispatcher.overloads) == overloads
-    code, _ = program.machine_code(_scaled_sum, "CCCfbi", np.float32)
-    assert compiled.code[0, 3] == code
+    code, _, library = program.machine_code(_scaled_sum, "CCCfbi", np.float32)
+    assert compiled.code[0, 3] == code and library in compiled.libraries
 
 
 def test_calls_no_variant_runs_are_not_compiled(rng):

@@ -118,8 +118,9 @@ def signature(kinds, dtype):
 
 
 def machine_code(kernel, kinds, dtype):
-    """``(address, result type)`` of ``kernel``'s code for arguments of ``kinds``: the
-    function the walker's calls ran (compiled now if none has run it yet)."""
+    """``(address, result type, library)`` of ``kernel``'s code for arguments of ``kinds``:
+    the function the walker's calls ran (compiled now if none has run it yet), and the
+    Numba library that holds it (what keeps the address valid)."""
     argument_types = signature(kinds, dtype)
     dispatcher = kernel.dispatcher
     if argument_types not in dispatcher.overloads:
@@ -132,7 +133,7 @@ def machine_code(kernel, kinds, dtype):
     address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
     if not address:  # (Numba says 0 for a symbol it did not keep: never call that)
         raise NotRecordable(f"Numba kept no callable code of {kernel.__name__} for {kinds}")
-    return address, result
+    return address, result, compiled.library
 
 
 def adapter(kinds, dtype, result):
@@ -376,6 +377,7 @@ class Program:
         self.owners = calls.owners
         self.arrays = calls.arrays
         self.kernels = []  # per call: (kernel, kinds)
+        self.libraries = set()  # the Numba libraries holding the kernels' code
         self.code = np.zeros((len(calls.calls), 4), np.int64)
         ints, addresses = [], []
         for index, (kernel, kinds, numbers) in enumerate(calls.calls):
@@ -409,7 +411,8 @@ class Program:
             key = self.kernels[call]
             if key not in found:
                 kernel, kinds = key
-                code, result = machine_code(kernel, kinds, self.dtype)
+                code, result, library = machine_code(kernel, kinds, self.dtype)
+                self.libraries.add(library)  # alive as long as the program, come what may
                 found[key] = adapter(kinds, self.dtype, result), code
             self.code[call, 0], self.code[call, 3] = found[key]
 
