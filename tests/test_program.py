@@ -157,6 +157,18 @@ def test_a_kernel_status_and_a_raised_error_stop_the_replay_at_their_row(rng):
     assert _replay(calls)[0] == 0
 
 
+def test_an_unaligned_or_strided_array_is_not_recordable():
+    storage = np.zeros(8 * 6 + 1, np.uint8)
+    unaligned = storage[1:].view(np.float64).reshape(2, 3)
+    assert not unaligned.flags.aligned
+    with pytest.raises(program.NotRecordable, match="_first_negative_row was given an unaligned"):
+        with program.recording(np.float64):
+            _first_negative_row(unaligned)
+    with pytest.raises(program.NotRecordable, match="_first_negative_row was given a strided"):
+        with program.recording(np.float64):
+            _first_negative_row(np.zeros((4, 4))[::2])
+
+
 def test_a_kernel_returning_something_else_is_not_recordable():
     @kernel
     def _half(a):

@@ -258,6 +258,8 @@ class Recording:
                 if arg.ndim != 2 or arg.dtype != self.dtype:
                     raise NotRecordable(f"{kernel.__name__} was given a {arg.ndim}-D "
                                         f"{arg.dtype} array; programs take {self.dtype} matrices")
+                if not arg.flags.aligned:  # (the replay passes what Numba compiles as aligned)
+                    raise NotRecordable(f"{kernel.__name__} was given an unaligned array")
                 if arg.flags.c_contiguous:
                     kinds += "C"
                     ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
