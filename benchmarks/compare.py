@@ -718,19 +718,25 @@ def profile_report(data, network="784-100-20-10"):
             optimizer.update()
         return (time.perf_counter() - began) / steps * 1e6
 
-    # Alternated, 15 rounds of 200 steps each, so that a change in the machine's load falls
-    # on both alike; the fastest round of each is compared (the load only adds time).
+    # 15 rounds of 200 profiled and 200 untimed steps, which comes first alternating, so
+    # that a change in the load (or a thread-count trial, fastgraph.threads) falls on both
+    # alike; each round's two step times give a ratio, and the median ratio is the figure.
+    untimed(600, 0)  # past the thread-count trials of the first steps
     profiles, plain = [], []
     for round_ in range(15):
+        if round_ % 2:
+            plain.append(untimed(200, 205 * round_))
         profiles.append(profile_steps(runner.optimizer, feed, steps=200, warmup=5))
-        plain.append(untimed(200, 205 * round_))
+        if not round_ % 2:
+            plain.append(untimed(200, 205 * round_))
     profiled = [profile.step_seconds * 1e6 for profile in profiles]
     fastest = profiles[int(np.argmin(profiled))]
+    ratio = np.median(np.array(profiled) / np.array(plain))
     return (f"profile of {network}, batch {batch} (the fastest of 15 rounds):\n"
             f"{fastest.table()}\n"
-            f"the same loop untimed, alternating with the profiled rounds: {min(plain):,.1f} us "
-            f"a step (fastest round); the profile's steps are {min(profiled) / min(plain):.2f}x "
-            f"that (rounds, profiled/untimed: "
+            f"the same loop untimed, in alternation: {min(plain):,.1f} us a step (fastest "
+            f"round); the profiled steps took {ratio:.2f}x the untimed ones (median of the "
+            f"rounds' ratios; rounds, profiled/untimed: "
             + ", ".join(f"{p:,.0f}/{u:,.0f}" for p, u in zip(profiled, plain)) + " us)")
 
 
