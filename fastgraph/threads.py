@@ -13,7 +13,10 @@ faster now:
   for a few steps, and keeps the faster;
 - it tries the other count again after 64 steps, then after twice as many each time the
   other count loses (up to 4,096), and at once when steps on every core get much slower;
-- a trial step far slower than the current count's steps ends the trial.
+- a trial step twice as slow as the current count's ends the trial, and after a lost
+  trial at least 20 times the time it lost passes before the next (a trial step on every
+  core can take 50 times a one-thread step when another process holds a core: trials then
+  cost a few percent, not a third of the time).
 
 Both counts compute the same numbers except where a product is split along its inner
 dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
@@ -32,10 +35,11 @@ import numba
 
 _TRIAL_STEPS = 8  # steps a count is timed over: their median is its time
 _FIRST_INTERVAL = 64  # steps before the other count is tried again (doubled when it loses)
-_LONGEST_INTERVAL = 4096
+_LONGEST_INTERVAL = 4096  # ... unless the lost time asks for longer (see _BUDGET)
 _WIN = 0.95  # the other count is taken when its median is below this share of the current's
 _WORSE = 1.5  # the current count's median this much above its last: the load changed, retry
-_ABORT = 3.0  # a trial step this much slower than the current median ends the trial
+_ABORT = 2.0  # a trial step this much slower than the current median ends the trial
+_BUDGET = 20  # after a lost trial, at least this many times the time it lost runs untried
 
 
 def _requested():
@@ -134,6 +138,7 @@ class Chooser:
             self._decide(sorted(self.times)[_TRIAL_STEPS // 2])
 
     def _decide(self, median):
+        lost = sum(self.times) - len(self.times) * (self.medians[self.home] or 0.0)
         self.times = []
         if self.trying == self.home:
             last, self.medians[self.home] = self.medians[self.home], median
@@ -147,8 +152,9 @@ class Chooser:
         if median < _WIN * self.medians[self.home]:
             self.home = self.trying
             self.interval = _FIRST_INTERVAL
-        else:
-            self.interval = min(2 * self.interval, _LONGEST_INTERVAL)
+        else:  # lost: wait longer, and long enough that trials cost a few percent at most
+            self.interval = max(min(2 * self.interval, _LONGEST_INTERVAL),
+                                int(_BUDGET * lost / self.medians[self.home]))
         self.trying = self.home
         self.until_trial = self.interval
 
