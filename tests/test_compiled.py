@@ -513,3 +513,26 @@ def test_setting_inputs_after_welding_back_reuses_what_depends_on_them(rng, monk
         x.set_value(np.ones((1, 2, 1)))
         assert point.state == 2  # emptied: the indices kept for this wiring include it
     assert not [args for args in walks if args[0] == (x,)]
+
+
+def test_a_float32_replay_gives_the_walkers_bits(rng):
+    """The replay passes each kernel the scalars the walker passed, with their types (a
+    LeakyReLU's slope of 0.1 stays float64 in a float32 graph, as it was), to the code the
+    walker ran: the same numbers to the last bit."""
+    with fg.Graph(dtype=np.float32) as graph:
+        x = fg.Variable((7, 1), trainable=False)
+        weights = [fg.Variable((7, 7)) for _ in range(3)]  # (no sums fused into a product)
+        node = x
+        for w in weights:
+            w.set_value(rng.normal(size=(7, 7)))
+            node = fg.ops.LeakyReLU(fg.ops.MatMul(w, node), slope=0.1)
+        target = fg.ops.Dot(node, node)
+    x.set_value(rng.normal(size=(16, 7, 1)))
+    got = _gradients("vjp", target, weights)
+    values = node.flat.copy()
+    assert compiled.passes(graph)
+    graph.invalidate([x], fg.graph.OUTDATED)
+    expected = _gradients("python", target, weights)
+    np.testing.assert_array_equal(node.flat, values)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
