@@ -40,7 +40,7 @@ _package = sys.modules[__package__]
 INTS_PER_ARGUMENT = 4
 
 
-# -- what runs: the replay loop and the pieces adapters are made of --------------------------
+# -- what runs: the replay loop -------------------------------------------------------------
 @intrinsic
 def _call(typingctx, adapter, kernel, ints, reals):
     """Call the adapter at address ``adapter`` with the address of the ``kernel``'s code
