@@ -75,6 +75,7 @@ class Graph:
         self._version = (0, ())
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
+        self._same_indices = {}  # an input's downstream indices, one array per content
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -136,7 +137,14 @@ class Graph:
             if found is None:
                 if len(node.downstream) >= CACHE_SIZE:
                     node.downstream.clear()
-                found = node.downstream[self._version] = _indices(self.downstream(nodes))
+                # Sorted and shared between wirings that give the same set: the article's
+                # RNN re-welds every sample, and each input has two sets, not one a wiring
+                # (80 inputs x 34 wirings of arrays pushed each other out of the caches).
+                found = np.sort(_indices(self.downstream(nodes)))
+                if len(self._same_indices) >= 16 * CACHE_SIZE:
+                    self._same_indices.clear()
+                found = self._same_indices.setdefault(found.tobytes(), found)
+                node.downstream[self._version] = found
             return found
         key = (nodes, itself, self._version)  # an optimizer's parameters, a re-wired node
         found = self._downstream.get(key)
