@@ -127,7 +127,10 @@ class Graph:
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with
         ``itself``) to at least ``state``: EMPTY after an input changed, OUTDATED after a
         parameter did (a value that was EMPTY stays EMPTY)."""
-        raise_states(self.states, self.downstream_indices(*nodes, itself=itself), state)
+        # The compiled function itself: invalidating is never part of a recorded pass, and
+        # the recorder's hook costs more than the call (a weld, an update, a set).
+        raise_states.dispatcher(self.states, self.downstream_indices(*nodes, itself=itself),
+                                state)
 
     def downstream_indices(self, *nodes, itself=False):
         """The indices of the nodes that depend on ``nodes`` (kept until the graph changes)."""
