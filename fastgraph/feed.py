@@ -32,8 +32,37 @@ def set_values(inputs, values):
     inputs = tuple(inputs)
     if not inputs:
         raise ValueError("set_values: no inputs given")
-    graph = inputs[0].graph
+    graph = getattr(inputs[0], "graph", None)
+    known = _blocks.get(graph) if graph is not None else None
+    if known is None or inputs not in known:  # checked once; a node's kind never changes
+        _check(inputs, graph)
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"set_values: expected numeric values, got dtype {array.dtype}")
+    if array.ndim == 0 or len(array) != len(inputs):
+        raise ValueError(f"set_values: {len(inputs)} inputs but values of shape "
+                         f"{array.shape} (the first axis runs over the inputs)")
     dim = inputs[0].dim
+    rows, cols = dim
+    if array.ndim == 4 and array.shape[2:] == dim:
+        batch = array.shape[1]
+    elif array.ndim == 3 and cols == 1 and array.shape[2] == rows:
+        batch = array.shape[1]
+    else:
+        batch = 0
+    if batch < 2:  # one sample (the article's matrices) or a shape set_value will explain
+        for node, value in zip(inputs, array):
+            node.set_value(value)
+        return
+    block, indices, downstream = _block(graph, inputs, batch)
+    graph.passes += 1
+    feed_inputs(array.reshape(len(inputs), batch, rows * cols), block, graph.states, indices,
+                downstream, EMPTY, graph.computed, graph.passes)
+    graph.single_sample = False
+
+
+def _check(inputs, graph):
+    dim = getattr(inputs[0], "dim", None)
     for node in inputs:
         if not isinstance(node, Variable) or node.trainable:
             raise ValueError(f"set_values: {getattr(node, 'name', node)!r} is not an input "
@@ -47,46 +76,29 @@ def set_values(inputs, values):
                              "shape")
     if len(set(inputs)) != len(inputs):
         raise ValueError("set_values: an input appears twice")
-    array = np.asarray(values)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"set_values: expected numeric values, got dtype {array.dtype}")
-    if array.ndim == 0 or len(array) != len(inputs):
-        raise ValueError(f"set_values: {len(inputs)} inputs but values of shape "
-                         f"{array.shape} (the first axis runs over the inputs)")
-    rows, cols = dim
-    if array.ndim == 4 and array.shape[2:] == dim:
-        batch = array.shape[1]
-    elif array.ndim == 3 and cols == 1 and array.shape[2] == rows:
-        batch = array.shape[1]
-    else:
-        batch = 0
-    if batch < 2:  # one sample (the article's matrices) or a shape set_value will explain
-        for node, value in zip(inputs, array):
-            node.set_value(value)
-        return
-    block, indices = _block(graph, inputs, batch)
-    graph.passes += 1
-    feed_inputs(array.reshape(len(inputs), batch, rows * cols), block, graph.states, indices,
-                graph.downstream_indices(*inputs), EMPTY, graph.computed, graph.passes)
-    graph.single_sample = False
 
 
 def _block(graph, inputs, batch):
-    """The ``(T, B, n)`` array whose rows are the inputs' batches, and their indices."""
+    """The ``(T, B, n)`` array whose rows are the inputs' batches, their indices, and the
+    indices of what depends on them (for the graph's wiring now)."""
     known = _blocks.setdefault(graph, {})
     found = known.get(inputs)
     if found is not None:
-        block, indices, layout = found
-        if block.shape[1] == batch and (layout == graph.layout or all(
-                node.flat is not None and node.flat.base is block for node in inputs)):
-            known[inputs] = block, indices, graph.layout
-            return block, indices
+        block, indices, layout, version, downstream = found
+        if block.shape[1] == batch and layout == graph.layout and version == graph._version:
+            return block, indices, downstream
+        if block.shape[1] == batch and all(node.flat is not None and node.flat.base is block
+                                           for node in inputs):
+            downstream = graph.downstream_indices(*inputs)
+            known[inputs] = block, indices, graph.layout, graph._version, downstream
+            return block, indices, downstream
     block = np.empty((len(inputs), batch, inputs[0].dimension()), graph.dtype)
     for node, rows in zip(inputs, block):
         node._hold(rows)
         node._sample = None
     indices = np.array([node.index for node in inputs], np.int64)
+    downstream = graph.downstream_indices(*inputs)
     if len(known) >= 16:
         known.clear()
-    known[inputs] = block, indices, graph.layout
-    return block, indices
+    known[inputs] = block, indices, graph.layout, graph._version, downstream
+    return block, indices, downstream

@@ -181,3 +181,16 @@ def test_batches_feed_refuses_what_is_not_its_inputs():
         next(batches.feed(model.one_hot, model.x))
     with pytest.raises(ValueError, match=r"order\[0\] is 99"):
         next(batches.feed(model.x, model.one_hot, [99]))
+
+
+def test_a_node_added_after_a_call_is_marked_stale_by_the_next():
+    inputs, label, loss, optimizer = recurrent()
+    fg.set_values(inputs, np.ones((6, 5, 3), np.float32))
+    with inputs[0].graph:
+        doubled = fg.ops.Add(inputs[2], inputs[2])  # depends on an input, added after
+    doubled.forward()
+    np.testing.assert_array_equal(doubled.value, np.full((5, 3, 1), 2))
+    fg.set_values(inputs, np.full((6, 5, 3), 3, np.float32))
+    assert doubled.value is None  # the new node is stale too
+    doubled.forward()
+    np.testing.assert_array_equal(doubled.value, np.full((5, 3, 1), 6))
