@@ -42,6 +42,7 @@ import numpy as np
 from numba import prange
 
 from . import kernel, parallel_kernel
+from .elementwise import sum_rows
 
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
 
@@ -364,11 +365,7 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
                         for j in range(run):
                             total += grad[j] * source[j]
                         partial[b, co * taps + (ky * kw + kx) * C + c] = total
-    for j in range(out.shape[1]):
-        out[0, j] = 0.0
-    for b in range(upstream.shape[0]):
-        for j in range(out.shape[1]):
-            out[0, j] += partial[b, j]
+    sum_rows(partial, out, 0)
 
 
 # -- the article's one-channel Convolve: same-size output, rows as vectors --------------------
