@@ -35,3 +35,12 @@ def test_table_lists_every_framework_with_ratios():
 def test_chart_is_a_png(tmp_path):
     compare.chart(report(), tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_fastgraph_the_ratios_are_to_the_first_framework_run():
+    run = report()
+    del run["networks"]["784-100-20-10"]["fastgraph"]
+    lines = compare.table(run).splitlines()
+    assert any("vs jax" in line for line in lines)
+    assert any(line.startswith("jax ") and "1.00x" in line for line in lines)
+    assert any(line.startswith("fastgraph jacobian") and "833.33x" in line for line in lines)
