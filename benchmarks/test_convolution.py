@@ -52,7 +52,8 @@ def _input_gradient_in_chunks(geometry, Cout, a, chunk=8):
     stacked = a["upstream"].reshape(-1, Cout)
     for start in range(0, BATCH, chunk):
         part = a["dcols"][: chunk * pixels]
-        gemm(stacked[start * pixels : (start + chunk) * pixels], a["weights"], part, 0.0)
+        gemm(stacked[start * pixels : (start + chunk) * pixels], False, a["weights"], False, part,
+             0.0)
         kernels.col2im(part, *geometry, a["dx"][start : start + chunk])
 
 
@@ -71,17 +72,17 @@ def _passes(geometry, Cout, a):
     return {
         ("forward", "im2col+gemm"): lambda: (
             kernels.im2col(a["x"], *geometry, a["cols"]),
-            gemm(a["cols"], a["weights"].T, a["out"].reshape(-1, Cout), 0.0)),
+            gemm(a["cols"], False, a["weights"], True, a["out"].reshape(-1, Cout), 0.0)),
         ("forward", "shifted"): lambda: _shifted(geometry, Cout, a, False),
         ("forward", "direct"): lambda: kernels.conv_direct(
             a["x"], a["weights"].reshape(1, -1), *geometry, a["out"]),
         ("weight gradient", "im2col+gemm"): lambda: gemm(
-            a["upstream"].reshape(-1, Cout).T, a["cols"], a["dw"], 0.0),
+            a["upstream"].reshape(-1, Cout), True, a["cols"], False, a["dw"], 0.0),
         ("weight gradient", "shifted"): lambda: _shifted(geometry, Cout, a, True),
         ("weight gradient", "direct"): lambda: kernels.conv_weight_vjp_direct(
             a["upstream"], a["x"], *geometry, a["dw"].reshape(1, -1)),
         ("input gradient", "im2col+gemm"): lambda: (
-            gemm(a["upstream"].reshape(-1, Cout), a["weights"], a["dcols"], 0.0),
+            gemm(a["upstream"].reshape(-1, Cout), False, a["weights"], False, a["dcols"], 0.0),
             kernels.col2im(a["dcols"], *geometry, a["dx"])),
         ("input gradient", "im2col+gemm in chunks"): lambda: _input_gradient_in_chunks(
             geometry, Cout, a),

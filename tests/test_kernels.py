@@ -22,10 +22,10 @@ for dtype in (np.float32, np.float64):
         out = rng.normal(size=(left.shape[0], 3)).astype(dtype)
         before = out.copy()
         scale = 1e-5 * np.abs(left).max() * np.abs(right).max() * left.shape[1]
-        blas.gemm(left, right, out, 0.0)
+        blas.gemm(left, False, right, False, out, 0.0)
         np.testing.assert_allclose(out, left @ right, rtol=1e-5, atol=scale)
         out[:] = before
-        blas.gemm(left, right, out, 1.0)
+        blas.gemm(left, False, right, False, out, 1.0)
         np.testing.assert_allclose(out, before + left @ right, rtol=1e-5, atol=scale)
 print(blas.BACKEND)
 """
@@ -63,8 +63,8 @@ def test_unknown_blas_backend_is_refused():
 
 def test_gemm_rejects_a_strided_operand():
     a = np.ones((4, 6))[:, ::2]
-    with pytest.raises(ValueError, match="neither C- nor F-contiguous"):
-        blas.gemm(a, np.ones((3, 2)), np.empty((4, 2)), 0.0)
+    with pytest.raises(ValueError, match="operand a is neither C- nor F-contiguous"):
+        blas.gemm(a, False, np.ones((3, 2)), False, np.empty((4, 2)), 0.0)
 
 
 def test_batches_cover_the_data_once_per_pass():

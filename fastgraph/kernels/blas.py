@@ -1,9 +1,11 @@
-"""Matrix products: ``gemm(a, b, out, beta)`` computes ``out = a @ b + beta * out``.
+"""Matrix products: ``gemm(a, ta, b, tb, out, beta)`` computes ``out = op(a) @ op(b) + beta *
+out``, ``op(x)`` being ``x.T`` when its flag ``ta``/``tb`` is true.
 
-The operands are 2-D; ``a`` and ``b`` may be transposed views (F-contiguous), which BLAS
-takes as they are, with no copy. The product is one CBLAS call made from Numba-compiled
-code: it costs the BLAS routine plus about half a microsecond, where ``np.matmul`` adds
-one or two, and ``beta=1`` accumulates in place.
+The operands are 2-D C-contiguous storage; the flags say which to transpose, so BLAS takes
+them as they are, with no copy, and one compiled kernel per dtype serves every product
+(compiling one per layout of the operands cost about 0.9 s more at start-up). The product
+is one CBLAS call made from Numba-compiled code: it costs the BLAS routine plus about half
+a microsecond, where ``np.matmul`` adds one or two, and ``beta=1`` accumulates in place.
 
 The backend is chosen once, at import, from the first that is found (``FASTGRAPH_BLAS`` set
 to ``mkl``, ``openblas`` or ``numpy`` forces one):
@@ -21,6 +23,7 @@ import glob
 import os
 import sys
 from pathlib import Path
+from types import FunctionType
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -84,31 +87,6 @@ def _find_openblas():
 
 
 # -- the kernels ----------------------------------------------------------------------------
-@kernel
-def _operand(a):
-    """(transpose flag, leading dimension) of a C- or F-contiguous 2-D operand."""
-    size = a.itemsize
-    rows, cols = a.shape
-    if (cols == 1 or a.strides[1] == size) and (rows == 1 or a.strides[0] >= cols * size):
-        return NO_TRANSPOSE, max(a.strides[0] // size, cols)
-    if (rows == 1 or a.strides[0] == size) and (cols == 1 or a.strides[1] >= rows * size):
-        return TRANSPOSE, max(a.strides[1] // size, rows)
-    raise ValueError("gemm: an operand is neither C- nor F-contiguous")
-
-
-@kernel
-def _arguments(a, b, out):
-    """The CBLAS arguments for out = a @ b, row-major: (ta, tb, m, n, k, lda, ldb, ldc)."""
-    if a.shape[1] != b.shape[0] or out.shape[0] != a.shape[0] or out.shape[1] != b.shape[1]:
-        raise ValueError("gemm: shapes do not match")
-    if out.shape[1] > 1 and out.strides[1] != out.itemsize:
-        raise ValueError("gemm: out must be C-contiguous")
-    ta, lda = _operand(a)
-    tb, ldb = _operand(b)
-    ldc = max(out.strides[0] // out.itemsize, out.shape[1])
-    return ta, tb, a.shape[0], b.shape[1], a.shape[1], lda, ldb, ldc
-
-
 def _cblas(name, index):
     """The CBLAS ``name`` routine with ``index`` for its dimension arguments."""
     ip = types.intp
@@ -123,29 +101,62 @@ _mkl_sgemm, _mkl_dgemm = _cblas("cblas_{kind}gemm", types.int32)
 _openblas_sgemm, _openblas_dgemm = _cblas("scipy_cblas_{kind}gemm64_", types.int64)
 
 
-@kernel
-def gemm_mkl(a, b, out, beta):
-    ta, tb, m, n, k, lda, ldb, ldc = _arguments(a, b, out)
-    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    if out.itemsize == 4:
-        _mkl_sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(1), pa, lda, pb, ldb, np.float32(beta),
-                   pc, ldc)
+def _gemm(a, ta, b, tb, out, beta):
+    """out = op(a) @ op(b) + beta * out, where op(x) is x.T when its flag is true, else x.
+
+    ``a`` and ``b``: 2-D, C-contiguous rows (a row slice of a wider matrix too); an
+    F-contiguous one (a ``.T`` view) is read as what it is, but makes a second compiled
+    specialization: the operators pass C-contiguous storage and flags, so that one
+    specialization per dtype serves every product. ``out``: C-contiguous rows. The CBLAS
+    arguments are worked out here, inline: a helper would be one more function to compile."""
+    size = out.itemsize
+    if a.itemsize != size or b.itemsize != size:
+        raise ValueError("gemm: a, b and out must have one dtype")
+    # An operand's rows are contiguous (C), or its columns are (F: the transpose of C
+    # storage, which BLAS reads with the other flag); lda is its storage's row length.
+    if a.shape[1] <= 1 or a.strides[1] == size:
+        lda, op_a = max(a.strides[0] // size, a.shape[1], 1), TRANSPOSE if ta else NO_TRANSPOSE
+    elif a.shape[0] <= 1 or a.strides[0] == size:
+        lda, op_a = max(a.strides[1] // size, a.shape[0], 1), NO_TRANSPOSE if ta else TRANSPOSE
     else:
-        _mkl_dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
-
-
-@kernel
-def gemm_openblas(a, b, out, beta):
-    ta, tb, m, n, k, lda, ldb, ldc = _arguments(a, b, out)
-    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    if out.itemsize == 4:
-        _openblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(1), pa, lda, pb, ldb,
-                        np.float32(beta), pc, ldc)
+        raise ValueError("gemm: operand a is neither C- nor F-contiguous (a strided view)")
+    if b.shape[1] <= 1 or b.strides[1] == size:
+        ldb, op_b = max(b.strides[0] // size, b.shape[1], 1), TRANSPOSE if tb else NO_TRANSPOSE
+    elif b.shape[0] <= 1 or b.strides[0] == size:
+        ldb, op_b = max(b.strides[1] // size, b.shape[0], 1), NO_TRANSPOSE if tb else TRANSPOSE
     else:
-        _openblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
+        raise ValueError("gemm: operand b is neither C- nor F-contiguous (a strided view)")
+    if out.shape[1] > 1 and out.strides[1] != size:
+        raise ValueError("gemm: out must have C-contiguous rows")
+    m, k = (a.shape[1], a.shape[0]) if ta else (a.shape[0], a.shape[1])
+    rows_b, n = (b.shape[1], b.shape[0]) if tb else (b.shape[0], b.shape[1])
+    if rows_b != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("gemm: shapes do not match")
+    ldc = max(out.strides[0] // size, n, 1)
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    if size == 4:  # (_sgemm and _dgemm: the backend's routines, see _gemm_kernel)
+        _sgemm(ROW_MAJOR, op_a, op_b, m, n, k, np.float32(1), pa, lda, pb, ldb,  # noqa: F821
+               np.float32(beta), pc, ldc)
+    else:
+        _dgemm(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)  # noqa: F821
 
 
-def gemm_numpy(a, b, out, beta):
+def _gemm_kernel(name, single, double):
+    """The kernel ``name``: ``_gemm`` calling the routines ``single`` and ``double``. One
+    text, a function per backend (its own globals), so that Numba's cache, which files code
+    under the function's name, never serves one library's code to another."""
+    function = FunctionType(_gemm.__code__, {**globals(), "_sgemm": single, "_dgemm": double},
+                            name)
+    function.__qualname__, function.__doc__ = name, _gemm.__doc__
+    return kernel(function)
+
+
+gemm_mkl = _gemm_kernel("gemm_mkl", _mkl_sgemm, _mkl_dgemm)
+gemm_openblas = _gemm_kernel("gemm_openblas", _openblas_sgemm, _openblas_dgemm)
+
+
+def gemm_numpy(a, ta, b, tb, out, beta):
+    a, b = (a.T if ta else a), (b.T if tb else b)
     if beta == 0:
         np.matmul(a, b, out=out)
     else:

@@ -68,9 +68,10 @@ class MatMul(Operator):
         a, b = self.parents
         out = self.output()
         if self._vectors:
-            gemm(b.flat, a._value.T, out, 0.0)
+            gemm(b.flat, False, a._value, True, out, 0.0)
         elif self._stacked:
-            gemm(a._value.reshape(-1, a.dim[1]), b._value, out.reshape(-1, self.dim[1]), 0.0)
+            gemm(a._value.reshape(-1, a.dim[1]), False, b._value, False,
+                 out.reshape(-1, self.dim[1]), 0.0)
         else:
             matmul_rows(a.flat, b.flat, out, self.dim[0], a.dim[1], self.dim[1], False, False)
 
@@ -81,9 +82,9 @@ class MatMul(Operator):
         if self._vectors and slot == 0:  # each sample's outer product upstream_b x_b^T
             outer_rows(upstream, b.flat, out)
         elif self._vectors:  # upstream @ W for the batch of columns
-            gemm(upstream, a._value, out, 0.0)
+            gemm(upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
-            gemm(upstream.reshape(-1, n), b._value.T, out.reshape(-1, k), 0.0)
+            gemm(upstream.reshape(-1, n), False, b._value, True, out.reshape(-1, k), 0.0)
         elif slot == 0:  # dA = U B^T
             matmul_rows(upstream, b.flat, out, m, n, k, False, True)
         else:  # dB = A^T U
@@ -98,10 +99,11 @@ class MatMul(Operator):
             if upstream.shape[0] == 1:  # one sample: MKL's k = 1 GEMM is 4x slower
                 outer(upstream, b.flat, out, 0.0)
             else:
-                gemm(upstream.T, b.flat, out, 0.0)
+                gemm(upstream, True, b.flat, False, out, 0.0)
         elif slot == 1 and self._stacked:  # the stacked a^T @ the stacked upstream
             out = self.buffer("summed", b.dim)
-            gemm(a._value.reshape(-1, a.dim[1]).T, upstream.reshape(-1, self.dim[1]), out, 0.0)
+            gemm(a._value.reshape(-1, a.dim[1]), True, upstream.reshape(-1, self.dim[1]), False,
+                 out, 0.0)
         else:
             return super().vjp_summed(slot, upstream)
         return out.reshape(1, -1)

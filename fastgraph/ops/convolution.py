@@ -349,9 +349,9 @@ class Conv2D(_Windows):
         im2col(x.flat, *self.geometry, cols)
         if len(self.parents) == 3:
             fill_rows(self.parents[2].flat, out)
-            gemm(cols, self._weights().T, out, 1.0)
+            gemm(cols, False, self._weights(), True, out, 1.0)
         else:
-            gemm(cols, self._weights().T, out, 0.0)
+            gemm(cols, False, self._weights(), True, out, 0.0)
 
     def vjp(self, slot, upstream):
         rows = upstream.shape[0]
@@ -366,7 +366,8 @@ class Conv2D(_Windows):
             for start in range(0, rows, chunk):
                 stop = min(start + chunk, rows)
                 part = dcols[:(stop - start) * pixels]
-                gemm(stacked[start * pixels:stop * pixels], self._weights(), part, 0.0)
+                gemm(stacked[start * pixels:stop * pixels], False, self._weights(), False, part,
+                     0.0)
                 col2im(part, *self.geometry, out[start:stop])
             return out
         out = self.buffer(slot, (rows, self.parents[slot].dimension()))
@@ -399,7 +400,7 @@ class Conv2D(_Windows):
         if cols is None or cols.shape[0] != stacked.shape[0]:  # not the forward's batch
             conv_weight_vjp_direct(upstream, self.parents[0].flat, *self.geometry, out)
             return out
-        gemm(stacked.T, cols, out.reshape(self.dim[1], self._patches), 0.0)
+        gemm(stacked, True, cols, False, out.reshape(self.dim[1], self._patches), 0.0)
         return out
 
     def dense_jacobian(self, slot):

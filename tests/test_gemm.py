@@ -1,0 +1,130 @@
+"""``blas.gemm(a, ta, b, tb, out, beta)``: C-contiguous storage and transpose flags.
+
+Every transposition, both dtypes and both betas against NumPy, in Python calls and in a
+compiled program's replay; operands BLAS cannot read are refused by name; and the products
+of a graph, whatever their transpositions, share one compiled specialization per dtype (the
+point of the flags: one compile at start-up instead of one per layout).
+"""
+
+import numpy as np
+import pytest
+
+from fastgraph.kernels import blas, program
+
+FLAGS = [(False, False), (False, True), (True, False), (True, True)]
+COMPILED = blas.BACKEND != "numpy"  # the numpy backend is plain Python: no specializations
+
+
+def _operands(rng, dtype, ta, tb, m=5, k=7, n=3):
+    """C-contiguous storage of op(a) (m, k) and op(b) (k, n) for the flags, and their ops."""
+    a = rng.normal(size=(k, m) if ta else (m, k)).astype(dtype)
+    b = rng.normal(size=(n, k) if tb else (k, n)).astype(dtype)
+    return a, b, (a.T if ta else a), (b.T if tb else b)
+
+
+def _tolerance(dtype):
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12,
+                                                                       "atol": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta, tb", FLAGS)
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_every_transposition_matches_numpy(rng, dtype, ta, tb, beta):
+    a, b, op_a, op_b = _operands(rng, dtype, ta, tb)
+    out = rng.normal(size=(5, 3)).astype(dtype)
+    expected = op_a.astype(np.float64) @ op_b + beta * out
+    a_before, b_before = a.copy(), b.copy()
+    blas.gemm(a, ta, b, tb, out, beta)
+    np.testing.assert_allclose(out, expected, **_tolerance(dtype))
+    np.testing.assert_array_equal(a, a_before)  # the operands are read, never written
+    np.testing.assert_array_equal(b, b_before)
+
+
+@pytest.mark.parametrize("ta, tb", FLAGS)
+def test_transposed_views_and_row_slices_are_read_as_what_they_are(rng, ta, tb):
+    """An F-contiguous operand (a ``.T`` view) is the transpose of its storage; a block of
+    columns of a wider matrix is read with that matrix's row length; so is ``out``."""
+    a, b, op_a, op_b = _operands(rng, np.float64, ta, tb)
+    wide_out = rng.normal(size=(5, 8))
+    out = wide_out[:, 2:5]
+    expected = op_a @ op_b
+    blas.gemm(np.asfortranarray(a), ta, b, tb, out, 0.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    wide = np.zeros((b.shape[0], b.shape[1] + 4))
+    wide[:, 1:1 + b.shape[1]] = b
+    out[:] = 0.0
+    blas.gemm(a, ta, wide[:, 1:1 + b.shape[1]], tb, out, 0.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    untouched = wide_out.copy()
+    blas.gemm(a, ta, b, tb, out, 1.0)
+    np.testing.assert_array_equal(wide_out[:, [0, 1, 5, 6, 7]], untouched[:, [0, 1, 5, 6, 7]])
+    np.testing.assert_allclose(out, 2 * expected, rtol=1e-12)
+
+
+def test_one_row_and_one_column_operands(rng):
+    """Vectors have a stride that says nothing (their other axis has one element)."""
+    row, column = rng.normal(size=(1, 6)), rng.normal(size=(6, 1))
+    out = np.zeros((1, 1))
+    blas.gemm(row, False, column, False, out, 0.0)
+    np.testing.assert_allclose(out, row @ column, rtol=1e-12)
+    outer = np.zeros((6, 6))
+    blas.gemm(row, True, column, True, outer, 0.0)
+    np.testing.assert_allclose(outer, row.T @ column.T, rtol=1e-12)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the numpy backend has no compiled checks")
+def test_operands_blas_cannot_read_are_refused_by_name():
+    strided = np.ones((4, 6))[:, ::2]  # (4, 3), neither C- nor F-contiguous
+    with pytest.raises(ValueError, match="gemm: operand a is neither C- nor F-contiguous"):
+        blas.gemm(strided, False, np.ones((3, 2)), False, np.empty((4, 2)), 0.0)
+    with pytest.raises(ValueError, match="gemm: operand b is neither C- nor F-contiguous"):
+        blas.gemm(np.ones((2, 4)), False, strided, False, np.empty((2, 3)), 0.0)
+    with pytest.raises(ValueError, match="gemm: out must have C-contiguous rows"):
+        blas.gemm(np.ones((4, 2)), False, np.ones((2, 4)), False, np.empty((4, 4)).T, 0.0)
+    with pytest.raises(ValueError, match="gemm: shapes do not match"):
+        blas.gemm(np.ones((4, 2)), True, np.ones((2, 4)), False, np.empty((4, 4)), 0.0)
+    with pytest.raises(ValueError, match="gemm: shapes do not match"):
+        blas.gemm(np.ones((4, 2)), False, np.ones((2, 4)), False, np.empty((4, 3)), 0.0)
+    with pytest.raises(ValueError, match="gemm: a, b and out must have one dtype"):
+        blas.gemm(np.ones((4, 2)), False, np.ones((2, 4), np.float32), False,
+                  np.empty((4, 4)), 0.0)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the numpy backend has no compiled specializations")
+def test_every_transposition_shares_one_specialization(rng):
+    for ta, tb in FLAGS:
+        a, b, _, _ = _operands(rng, np.float32, ta, tb)
+        blas.gemm(a, ta, b, tb, np.empty((5, 3), np.float32), 0.0)
+    float32 = [signature for signature in blas.gemm.dispatcher.overloads
+               if str(signature[0].dtype) == "float32"]
+    assert len(float32) == 1, float32
+    assert [str(argument) for argument in float32[0]] == [
+        "array(float32, 2d, C)", "bool", "array(float32, 2d, C)", "bool",
+        "array(float32, 2d, C)", "float64"]
+
+
+@pytest.mark.skipif(not COMPILED, reason="only compiled kernels are recorded")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_a_program_replays_every_transposition(rng, dtype, beta):
+    """The recorded calls (kinds C b C b C f) replay as the Python calls compute."""
+    cases = [(*_operands(rng, dtype, ta, tb), ta, tb) for ta, tb in FLAGS]
+    outs = [rng.normal(size=(5, 3)).astype(dtype) for _ in cases]
+    expected = [op_a.astype(np.float64) @ op_b + beta * out
+                for (_, _, op_a, op_b, _, _), out in zip(cases, outs)]
+    with program.recording(dtype) as calls:
+        calls.replay_only = True
+        for (a, b, _, _, ta, tb), out in zip(cases, outs):
+            blas.gemm(a, ta, b, tb, out, beta)
+    assert [kinds for _, kinds, _ in calls.calls] == ["CbCbCf"] * 4
+    compiled = program.Program(calls)
+    code = compiled.rows((0, len(compiled)))
+    assert len(set(code[:, 3])) == 1  # one kernel address for the four transpositions
+    steps = np.array([[0, 0, len(compiled)]], np.int64)
+    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
+                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                  compiled.ints, compiled.reals, program.NO_CYCLES)
+    assert status == -1
+    for out, wanted in zip(outs, expected):
+        np.testing.assert_allclose(out, wanted, **_tolerance(dtype))
