@@ -194,3 +194,24 @@ def test_a_node_added_after_a_call_is_marked_stale_by_the_next():
     assert doubled.value is None  # the new node is stale too
     doubled.forward()
     np.testing.assert_array_equal(doubled.value, np.full((5, 3, 1), 6))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_the_gather_kernel_matches_numpy_whatever_the_batch_and_row_width(dtype):
+    """The gather prefetches rows ahead of the one it converts (one hint per 64 bytes); the
+    values must be NumPy's for batches shorter and longer than the distance ahead, widths
+    around a cache line, repeated rows and the last row."""
+    from fastgraph.kernels.data import AHEAD, gather_batch
+
+    rng = np.random.default_rng(3)
+    for width in (1, 15, 63, 64, 65, 200):
+        features = (rng.random((50, width)) * 255).astype(dtype)
+        labels = rng.integers(0, 7, 50)
+        for size in (1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 3):
+            rows = rng.integers(0, 50, size)
+            rows[-1] = 49
+            out_x = np.full((size, width), np.nan, np.float32)
+            out_y = np.full((size, 7), np.nan, np.float32)
+            gather_batch(features, labels, rows, np.float32(0.5), out_x, out_y)
+            np.testing.assert_array_equal(out_x, features[rows].astype(np.float32) * 0.5)
+            np.testing.assert_array_equal(out_y, np.eye(7, dtype=np.float32)[labels[rows]])
