@@ -234,15 +234,10 @@ class ShardedBatches(Batches):
             raise ValueError(f"rank must be in [0, {size}), got {rank}")
         self.rank, self.size = rank, size
 
-    def iterate(self, order):
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            share = rows[self.rank * len(rows) // self.size : (self.rank + 1) * len(rows) //
-                         self.size]
-            if len(share):
-                yield from super().iterate(share)  # one batch: share is at most batch_size
-            else:
-                yield self._x[:0], self._y[:0]
+    def _batches(self, order):
+        for rows in super()._batches(order):
+            yield rows[self.rank * len(rows) // self.size : (self.rank + 1) * len(rows) //
+                       self.size]
 
 
 class DistributedTrainer(SimpleTrainer):

@@ -96,12 +96,12 @@ class SimpleTrainer:
     def _epoch(self, batches, epoch, epochs):
         loss_sum, hits, seen = 0.0, 0, 0
         began = time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+        # Each batch is gathered straight into the input nodes (no copy through set_value)
+        bar = tqdm(batches.feed(self.x, self.labels), total=len(batches),
+                   desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                    disable=not self.progress)
-        for number, (x, one_hot) in enumerate(bar, 1):
-            if len(x):  # a data-parallel process may have no share of a small last batch
-                self.x.set_value(x)
-                self.labels.set_value(one_hot)
+        for number, size in enumerate(bar, 1):
+            if size:  # a data-parallel process may have no share of a small last batch
                 self.optimizer.one_step()
                 self.predict.forward()
                 batch_loss = float(self.loss.flat.sum())
@@ -111,8 +111,9 @@ class SimpleTrainer:
                         f"training stopped: the loss of batch {number} of epoch {epoch} is "
                         f"{batch_loss} ({self._diverged_hint()})")
                 loss_sum += batch_loss
-                hits += int((self.predict.flat.argmax(axis=1) == one_hot.argmax(axis=1)).sum())
-                seen += len(x)
+                hits += int((self.predict.flat.argmax(axis=1)
+                             == self.labels.flat.argmax(axis=1)).sum())
+                seen += size
             self.optimizer.update()
             if self.interrupted:
                 break

@@ -215,3 +215,56 @@ def test_the_gather_kernel_matches_numpy_whatever_the_batch_and_row_width(dtype)
             gather_batch(features, labels, rows, np.float32(0.5), out_x, out_y)
             np.testing.assert_array_equal(out_x, features[rows].astype(np.float32) * 0.5)
             np.testing.assert_array_equal(out_y, np.eye(7, dtype=np.float32)[labels[rows]])
+
+
+def test_the_trainer_feeds_its_batches_as_set_value_would():
+    """SimpleTrainer gathers each batch straight into its input nodes (Batches.feed): the
+    parameters after an epoch, last partial batch included, are those of the loop that sets
+    every batch with set_value."""
+    rng = np.random.default_rng(5)
+    features = rng.integers(0, 256, (150, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, 150)
+    trained = []
+    for by_hand in (False, True):
+        model = fg.models.mlp(784, (16,), 10, seed=0)
+        optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+        if by_hand:
+            batches = fg.datasets.Batches(features, labels, 64, classes=10, scale=1 / 255,
+                                          seed=3)
+            for x, one_hot in batches:
+                model.x.set_value(x)
+                model.one_hot.set_value(one_hot)
+                optimizer.one_step()
+                optimizer.update()
+        else:
+            trainer = fg.trainer.SimpleTrainer(model.x, model.one_hot, model.predict, optimizer,
+                                               seed=3, progress=False, scale=1 / 255,
+                                               log=lambda line: None)
+            history = trainer.train(features, labels, epochs=1)
+            assert history[0]["samples"] == 150
+        trained.append([param.flat.copy() for param in optimizer.params])
+    for fed, by_hand in zip(*trained):
+        np.testing.assert_array_equal(fed, by_hand)
+
+
+def test_a_ranks_share_is_fed_as_iterated_and_an_empty_share_leaves_the_nodes():
+    from fastgraph.distributed import ShardedBatches
+
+    features = np.arange(7 * 3, dtype=np.uint8).reshape(7, 3)
+    labels = np.arange(7) % 2
+    with fg.Graph():
+        x = fg.Variable((3, 1), trainable=False)
+        one_hot = fg.Variable((2, 1), trainable=False)
+    for rank in (0, 1, 2):
+        order = np.arange(7)
+        batches = ShardedBatches(features, labels, 2, rank, 3, classes=2, shuffle=False)
+        expected = [(bx.copy(), by.copy()) for bx, by in batches.iterate(order)]
+        sizes = []
+        for size, (bx, by) in zip(batches.feed(x, one_hot, order), expected):
+            sizes.append(size)
+            if size:
+                np.testing.assert_array_equal(x.flat, bx)
+                np.testing.assert_array_equal(one_hot.flat, by)
+        # batches of 2 split 3 ways: rank 0 gets nothing of each pair, ranks 1, 2 one row each
+        assert sizes == [len(bx) for bx, _ in expected]
+        assert sizes == ([0, 0, 0, 0] if rank == 0 else [1, 1, 1, 1 if rank == 2 else 0])

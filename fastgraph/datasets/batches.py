@@ -71,11 +71,16 @@ class Batches:
     def iterate(self, order):
         """The batches of the samples at the indices ``order``, in that order."""
         order = self._checked(order)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self._batches(order):
             x, y = self._x[: len(rows)], self._y[: len(rows)]
             gather_batch(self.features, self.labels, rows, self.scale, x, y)
             yield x, y
+
+    def _batches(self, order):
+        """The indices of each batch of ``order`` (a data-parallel subclass takes its share
+        of each, which may be empty)."""
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
 
     def _checked(self, order):
         order = np.asarray(order)
@@ -94,7 +99,8 @@ class Batches:
         """Iterate over the batches (of a new order when ``shuffle``, of the indices
         ``order`` if given), each gathered straight into the input nodes ``x`` and
         ``one_hot``, as ``x.set_value(features); one_hot.set_value(labels)`` would leave
-        them; yields each batch's size."""
+        them; yields each batch's size (0 for a data-parallel rank's empty share of a batch,
+        the nodes left as they are)."""
         graph = x.graph
         for node, width, what in ((x, self.features.shape[1], "features"),
                                   (one_hot, self._y.shape[1], "classes")):
@@ -112,9 +118,11 @@ class Batches:
             order = self.rng.permutation(count) if self.shuffle else np.arange(count)
         order = self._checked(order)
         inputs = np.array([x.index, one_hot.index], np.int64)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self._batches(order):
             size = len(rows)
+            if not size:  # an empty share: the nodes keep what they hold
+                yield 0
+                continue
             if (x.flat is None or one_hot.flat is None or x.flat.shape[0] != size
                     or one_hot.flat.shape[0] != size):
                 features, labels = self._x[:size], self._y[:size]
