@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.elementwise import raise_states
+from .kernels.elementwise import raise_states, settle_fed
 
 # A node's state. Forward computes every node whose state is not COMPUTED (which is 0).
 COMPUTED = 0
@@ -63,9 +63,16 @@ class Graph:
         self.conventions = conventions
         self.nodes = []
         self.rng = np.random.default_rng(seed)
-        self.states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
-        self.computed = np.zeros(16, np.int64)  # node.index -> the pass that computed it
+        self._states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
+        self._computed = np.zeros(16, np.int64)  # node.index -> the pass that computed it
         self.passes = 1  # counts passes that compute values (see mark_computed)
+        # Inputs set on the short path (``Variable.set_value``: one sample into an input that
+        # holds one) are only marked here; ``settle()`` does the rest, once for them all.
+        self.unsettled = False
+        self._fed = np.zeros(16, np.int8)  # node.index -> 1: fed since the last settle()
+        self._seen = np.zeros(16, np.int64)  # settle()'s scratch: the nodes it reached
+        self._stack = np.empty(16, np.int64)
+        self._edges = {}  # graph version -> every node's children (see settle)
         self.layout = 0  # counts reallocated buffers: compiled passes recorded the old ones
         self._names = {}
         # What cached tapes, plans and passes are valid for: the nodes added so far, and the
@@ -80,6 +87,8 @@ class Graph:
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
         """Register ``node`` and return its unique name (``scope/Class:index`` by default)."""
+        if self.unsettled:  # before the edges change
+            self.settle()
         if name is None:
             name = f"{type(node).__name__}:{self.node_count()}"
         name = _scoped(name)
@@ -87,10 +96,13 @@ class Graph:
             raise ValueError(f"a node named {name!r} already exists in this graph")
         self._names[name] = node
         node.index = len(self.nodes)
-        if node.index == len(self.states):
-            self.states = np.concatenate([self.states, np.empty_like(self.states)])
-            self.computed = np.concatenate([self.computed, np.zeros_like(self.computed)])
-        self.states[node.index] = EMPTY
+        if node.index == len(self._states):
+            self._states = np.concatenate([self._states, np.empty_like(self._states)])
+            self._computed = np.concatenate([self._computed, np.zeros_like(self._computed)])
+            self._fed = np.concatenate([self._fed, np.zeros_like(self._fed)])
+            self._seen = np.concatenate([self._seen, np.zeros_like(self._seen)])
+            self._stack = np.empty_like(self._seen)
+        self._states[node.index] = EMPTY
         self.nodes.append(node)
         self._version = (len(self.nodes), self._version[1])
         return name
@@ -111,6 +123,8 @@ class Graph:
         for parent in parents:
             if parent.graph is not self:
                 raise ValueError(f"{parent.name} belongs to another graph than {node.name}")
+        if self.unsettled:  # the inputs fed so far, along the edges they were fed with
+            self.settle()
         for parent in node.parents:
             parent.children.remove(node)
         node.parents = list(parents)
@@ -123,6 +137,38 @@ class Graph:
         self.invalidate([node], EMPTY, itself=True)
 
     # -- states --------------------------------------------------------------------------
+    @property
+    def states(self):
+        """node.index -> COMPUTED, OUTDATED or EMPTY (an int8 array that compiled passes
+        read and write), with what the inputs fed on the short path owe done first."""
+        if self.unsettled:
+            self.settle()
+        return self._states
+
+    @property
+    def computed(self):
+        """node.index -> the pass that last computed (or set) the node's value."""
+        if self.unsettled:
+            self.settle()
+        return self._computed
+
+    def settle(self):
+        """Finish the settings of the inputs fed one sample each on the short path since
+        the last call (``Variable.set_value``): mark them set by a new pass and everything
+        downstream of any of them EMPTY, as each ``set_value`` would have, in one compiled
+        call that reaches each node once. Whatever reads or changes states does this first
+        (``states``, ``computed``, a new node, a re-wiring)."""
+        self.unsettled = False
+        self.passes += 1
+        edges = self._edges.get(self._version)
+        if edges is None:
+            if len(self._edges) >= CACHE_SIZE:
+                self._edges.clear()
+            edges = self._edges[self._version] = _children(self.nodes)
+        # The compiled function itself: settling is never part of a recorded pass.
+        settle_fed.dispatcher(self._fed, self._states, self._computed, self.passes, *edges,
+                              self._seen, self._stack, EMPTY)
+
     def invalidate(self, nodes, state, itself=False):
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with
         ``itself``) to at least ``state``: EMPTY after an input changed, OUTDATED after a
@@ -398,6 +444,16 @@ class Plan:
 
 def _indices(nodes):
     return np.fromiter((node.index for node in nodes), np.int64, len(nodes))
+
+
+def _children(nodes):
+    """Every node's children, as ``(first, children)``: node i's are
+    ``children[first[i]:first[i + 1]]`` (indices)."""
+    first = np.zeros(len(nodes) + 1, np.int64)
+    np.cumsum([len(node.children) for node in nodes], out=first[1:])
+    children = np.fromiter((child.index for node in nodes for child in node.children),
+                           np.int64, first[-1])
+    return first, children
 
 
 # -- the default graph and name scopes ------------------------------------------------------

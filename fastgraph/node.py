@@ -30,7 +30,8 @@ import numpy as np
 from .graph import EMPTY, get_default_graph
 from .kernels.elementwise import feed_input
 
-_feed_input = feed_input.dispatcher  # the compiled function (see Variable.set_value)
+#: The arrays ``Variable.set_value`` copies on its short path (one sample in its own shape).
+_ARRAYS = (np.ndarray, np.matrix)
 
 
 class Node:
@@ -219,16 +220,21 @@ class Node:
             self._hold(np.empty((rows, self.dimension()), self.graph.dtype))
         return self.flat
 
+    # A compiled pass holds the buffers its recording saw: ``graph.layout`` counts the buffers
+    # replaced, after which a pass may hold a stale one. A buffer made for the first time
+    # replaces none (the article's RNN, welded to a later step, computes nodes it never did):
+    # the passes recorded before never saw it and stay valid.
     def buffer(self, key, shape):
         """A scratch array kept between steps, reallocated only when ``shape`` changes."""
         array = self._buffers.get(key)
         if array is None or array.shape != shape:
+            if array is not None:
+                self.graph.layout += 1
             array = self._buffers[key] = np.empty(shape, self.graph.dtype)
-            self.graph.layout += 1
         return array
 
     def _hold(self, flat):
-        if flat is not self.flat:
+        if self.flat is not None and flat is not self.flat:
             self.graph.layout += 1
         self.flat = flat
         shape = (flat.shape[0], *self.dim) if self.batched else self.dim
@@ -270,25 +276,26 @@ class Variable(Node):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
 
     def set_value(self, value):
-        array = np.asarray(value)
         sample = self._sample
-        if sample is not None and array.shape == self._dim and array.dtype.kind in "biuf":
-            # The article's per-sample loop sets every input once a sample, often dozens of
-            # them (the RNN's steps): a sample in its own shape, into an input that holds
-            # one already, is one kernel call and nothing else to decide.
+        if sample is not None and value.__class__ in _ARRAYS and value.shape == self._dim \
+                and value.dtype.kind in "biuf":
+            # The short path. The article's per-sample loop sets every input once a sample,
+            # often dozens of them (the RNN's steps): a sample in its own shape (an array or
+            # np.matrix), into an input that holds one already, is copied (cast as the
+            # kernel of the general path casts) and the input noted as fed. What depends on
+            # it is marked EMPTY by the graph's next settle(), once for every input fed
+            # meanwhile; whatever reads or changes a state settles first.
+            sample[...] = value
             graph = self.graph
-            graph.passes += 1
-            downstream = self.downstream.get(graph._version)
-            if downstream is None:
-                downstream = graph.downstream_indices(self)
-            # Called directly, not through the kernel's recorder hook: setting an input is
-            # never part of a recorded pass.
-            _feed_input(array, sample, graph.states, downstream, EMPTY, graph.computed,
-                        self.index, graph.passes)
+            graph._fed[self.index] = 1
+            graph.unsettled = True
             graph.single_sample = True
             return
+        array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
+        if array.dtype == np.float16:  # NumPy casts it; the kernels do not take it
+            array = array.astype(self.graph.dtype)
         graph = self.graph
         graph.passes += 1
         if self.trainable:

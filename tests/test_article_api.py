@@ -362,6 +362,150 @@ def test_an_unwelded_point_says_so():
         out.forward()
 
 
+def _by_the_general_path(x, value):
+    x._sample = None  # an input without a sample in its shape takes the general path
+    x.set_value(value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_fed_on_the_short_path_leave_what_the_general_path_leaves(rng, dtype):
+    # Inputs that hold one sample are only noted as fed; the graph marks what depends on
+    # them later, once for them all (Graph.settle). Whatever a program can see in between
+    # (states, values, gradients, after welds, forwards, updates, resets) must be what the
+    # general path, which marks at once, gives, bit for bit.
+    graphs = [_welded_rnn(dtype) for _ in range(2)]
+    optimizers = [ms.optimizer.Adam(graph, loss, 0.05) for graph, *_, loss in graphs]
+    choices = ["feed", "feed some", "weld", "step", "update", "read", "forward", "reset",
+               "label"]
+    script = [(choices[k], rng.integers(6), rng.normal(size=(6, 3)), rng.random() < 0.4)
+              for k in rng.integers(len(choices), size=160)]
+    script[:3] = [("feed", 0, rng.normal(size=(6, 3)), False), ("label", 0, None, False),
+                  ("weld", 5, None, False)]
+    for what, j, sequence, look in script:
+        seen = []
+        for (graph, inputs, hiddens, end, label, loss), optimizer, short in zip(
+                graphs, optimizers, (True, False)):
+            put = (lambda x, v: x.set_value(v)) if short else _by_the_general_path
+            if what in ("feed", "feed some"):
+                for x, step in list(zip(inputs, sequence))[: j + 1 if what == "feed some" else 6]:
+                    put(x, np.asmatrix(step).T)
+            elif what == "label":
+                put(label, np.asmatrix(np.eye(2)[j % 2]).T)
+            elif what == "weld":
+                end.weld(hiddens[j])
+            elif what == "step":
+                optimizer.one_step()
+                seen.append([optimizer.get_gradient(param) for param in optimizer.params])
+            elif what == "update" and optimizer.samples:
+                optimizer.update()
+            elif what == "read":
+                seen.append([None if node.value is None else np.array(node.value)
+                             for node in (*hiddens, end, loss, *inputs)])
+            elif what == "forward":
+                hiddens[j].forward()
+            elif what == "reset":
+                (graph.reset_value if j < 2 else hiddens[j].reset_value)()
+            if look:
+                seen.append(graph.states[: graph.node_count()].copy())
+        if seen:
+            short, general = seen[: len(seen) // 2], seen[len(seen) // 2 :]
+            for mine, theirs in zip(short, general):
+                if isinstance(mine, np.ndarray):
+                    np.testing.assert_array_equal(mine, theirs)
+                    continue
+                for a, b in zip(mine, theirs):
+                    assert (a is None) == (b is None)
+                    if a is not None:
+                        np.testing.assert_array_equal(a, b)
+    for one, other in zip(*(optimizer.params for optimizer in optimizers)):
+        np.testing.assert_array_equal(one.value, other.value)
+
+
+def test_what_follows_a_short_path_setting_is_emptied_before_anything_reads_or_changes():
+    with ms.Graph(dtype=np.float64) as graph:
+        x = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        y = ms.ops.ReLU(x)
+        weld = ms.ops.Welding(y)
+        z = ms.ops.ReLU(weld)
+    x.set_value(column([1.0, -2.0]))
+    z.forward()
+    x.set_value(column([3.0, -4.0]))  # the short path: x holds one sample already
+    assert graph.unsettled
+    with graph:
+        late = ms.ops.ScalarMultiply(_constant((1, 1), 2.0), z)  # nodes built now
+    assert not graph.unsettled and y.value is None and z.value is None
+    assert late.value is None
+    late.forward()
+    assert late.value.A1.tolist() == [6.0, 0.0]
+    x.set_value(column([5.0, -6.0]))
+    weld.weld(x)  # re-wired while x's setting is pending: x's old and new followers
+    assert y.value is None and z.value is None and weld.value is None
+    z.forward()
+    assert z.value.A1.tolist() == [5.0, 0.0] and y.value is None
+    x.set_value(column([7.0, 8.0]))
+    assert x.value.A1.tolist() == [7.0, 8.0]  # the input's own snapshot is renewed
+    first = x.value
+    x.set_value(column([9.0, 10.0]))
+    assert first.A1.tolist() == [7.0, 8.0] and x.value.A1.tolist() == [9.0, 10.0]
+
+
+def test_a_held_sample_refuses_what_the_general_path_refuses():
+    with ms.Graph(dtype=np.float32):
+        x = ms.core.Variable(dim=(3, 1), init=False, trainable=False, name="x")
+        y = ms.ops.ReLU(x)
+    x.set_value(column([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"x: expected a batch of shape \(B, 3, 1\), "
+                                         r"\(B, 3\) or one sample of shape \(3, 1\), got \(2, 1\)"):
+        x.set_value(column([1.0, 2.0]))  # a column one short
+    with pytest.raises(TypeError, match="x: expected a numeric array, got dtype object"):
+        x.set_value(np.asmatrix(np.array([[1], [None], [3]], dtype=object)))
+    with pytest.raises(TypeError, match="x: expected a numeric array, got dtype complex128"):
+        x.set_value(np.ones((3, 1), complex))
+    half = np.array([[0.5], [-1.5], [2.25]], np.float16)
+    x.set_value(half)  # the short path casts it as the general path (below) does
+    y.forward()
+    held = y.value
+    fresh = ms.core.Variable(dim=(3, 1), init=False, trainable=False, graph=x.graph)
+    fresh.set_value(half)  # a first setting: the general path
+    np.testing.assert_array_equal(fresh.value, x.value)
+    assert held.A1.tolist() == [0.5, 0.0, 2.25]
+    x.set_value(np.ones((1, 3, 1)))  # a batch of one: batched arrays again
+    y.forward()
+    assert y.value.shape == (1, 3, 1) and not isinstance(y.value, np.matrix)
+
+
+def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(monkeypatch):
+    # Welding to a step never computed before makes that step's buffers; the passes of the
+    # earlier wirings do not hold them and are kept (the graph's layout counts buffers
+    # replaced, not buffers made). A buffer replaced still invalidates them.
+    from fastgraph.engines import compiled
+
+    recorded = []
+
+    class Counting(compiled.Pass):
+        def __init__(self, *args, **kwargs):
+            recorded.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "Pass", Counting)
+    graph, inputs, hiddens, end, label, loss = _welded_rnn(np.float32)
+    optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1)
+    for x in inputs:
+        x.set_value(column([0.1, 0.2, 0.3]))
+    label.set_value(column([1.0, 0.0]))
+    for j in (1, 4, 1, 5, 4, 1, 5):
+        end.weld(hiddens[j])
+        optimizer.one_step()
+        assert np.isfinite(optimizer.get_gradient(optimizer.params[0])).all()
+    assert len(recorded) == 3  # one pass a wiring
+    layout = graph.layout
+    loss.buffer("seed", (2, 1))  # a buffer replaced: the passes that hold it are stale
+    assert graph.layout == layout + 1
+    loss.buffer("something new", (2, 1))
+    assert graph.layout == layout + 1
+    optimizer.one_step()
+    assert len(recorded) == 4
+
 # -- metric nodes -------------------------------------------------------------------------------
 def test_metric_nodes_accumulate_over_forward_calls_and_reset():
     with ms.Graph(dtype=np.float64):

@@ -272,6 +272,35 @@ def feed_inputs(source, block, states, inputs, downstream, state, computed, stam
 
 
 @kernel
+def settle_fed(fed, states, computed, stamp, first, children, seen, stack, state):
+    """What the inputs fed one sample each since the last call (``fed[i]`` 1) still owe:
+    each marked computed by pass ``stamp``, and everything downstream of any of them raised
+    to ``state``, each node once. The graph's edges: node i's children are
+    ``children[first[i]:first[i + 1]]``; ``seen`` (one per node) remembers which nodes this
+    call reached by holding ``stamp``; ``stack`` has room for every node."""
+    top = 0
+    for i in range(first.shape[0] - 1):
+        if fed[i]:
+            fed[i] = 0
+            states[i] = 0
+            computed[i] = stamp
+            seen[i] = stamp
+            stack[top] = i
+            top += 1
+    while top > 0:
+        top -= 1
+        node = stack[top]
+        for k in range(first[node], first[node + 1]):
+            child = children[k]
+            if seen[child] != stamp:
+                seen[child] = stamp
+                if states[child] < state:
+                    states[child] = state
+                stack[top] = child
+                top += 1
+
+
+@kernel
 def outer(a, b, out, beta):
     """out = a^T b (+ out, with ``beta`` 1) for one-row a (1, m) and b (1, n): a weight's
     gradient from one sample, on one core (starting threads costs more than these few
