@@ -400,6 +400,7 @@ def test_conv2d_without_bias(rng):
 
 POOL_CASES = [  # image, channels, kernel, stride, padding
     ((6, 6), 2, (2, 2), (2, 2), (0, 0)),
+    ((7, 5), 3, (2, 2), (2, 2), (0, 0)),  # 2x2 on odd sides: the last row, column left out
     ((7, 5), 3, (3, 3), (2, 2), (1, 1)),
     ((5, 8), 1, (2, 3), (1, 2), (1, 0)),
 ]
@@ -427,6 +428,94 @@ def test_max_pool2d_stride_defaults_to_the_kernel():
     x = fg.Variable((28 * 28, 6), trainable=False, graph=graph)
     op = ops.MaxPool2D(x, (28, 28), 2)
     assert op.stride == (2, 2) and op.output_image == (14, 14) and op.dim == (196, 6)
+
+
+# -- the kernels themselves: im2col / col2im and the 2x2 max pooling ------------------------
+
+IM2COL_CASES = [  # H, W, C, kh, kw, sh, sw, ph, pw, batch
+    (14, 14, 6, 5, 5, 1, 1, 0, 0, 2),  # LeNet's second layer
+    (9, 7, 3, 3, 2, 2, 3, 1, 1, 1),
+    (5, 6, 2, 4, 4, 1, 1, 3, 3, 2),  # padding wider than some windows' image part
+    (3, 3, 1, 5, 5, 1, 1, 2, 2, 1),  # every window crosses a border
+    (4, 9, 2, 3, 5, 2, 1, 2, 2, 3),
+]
+
+
+def reference_im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo):
+    batch = x.shape[0]
+    padded = np.zeros((batch, H + 2 * ph, W + 2 * pw, C))
+    padded[:, ph : ph + H, pw : pw + W] = x.reshape(batch, H, W, C)
+    cols = np.empty((batch, Ho, Wo, kh, kw, C))
+    for oy in range(Ho):
+        for ox in range(Wo):
+            cols[:, oy, ox] = padded[:, oy * sh : oy * sh + kh, ox * sw : ox * sw + kw]
+    return cols.reshape(batch * Ho * Wo, kh * kw * C)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", IM2COL_CASES)
+def test_im2col_and_col2im_against_numpy(case, dtype, rng):
+    """im2col copies exactly the reference's patches (zeros in the padding); col2im puts
+    patch rows back as the reference's scatter-add does, and is im2col's adjoint."""
+    from fastgraph.kernels.convolution import col2im, im2col
+
+    H, W, C, kh, kw, sh, sw, ph, pw, batch = case
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    geometry = (H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo)
+    x = rng.normal(size=(batch, H * W * C)).astype(dtype)
+    cols = np.full((batch * Ho * Wo, kh * kw * C), 7.0, dtype)  # every number overwritten
+    im2col(x, *geometry, cols)
+    np.testing.assert_array_equal(cols, reference_im2col(x.astype(np.float64), *geometry))
+    patches = rng.normal(size=cols.shape).astype(dtype)
+    out = np.full(x.shape, 7.0, dtype)
+    col2im(patches, *geometry, out)
+    expected = np.zeros((batch, H + 2 * ph, W + 2 * pw, C))
+    spread = patches.astype(np.float64).reshape(batch, Ho, Wo, kh, kw, C)
+    for oy in range(Ho):
+        for ox in range(Wo):
+            expected[:, oy * sh : oy * sh + kh, ox * sw : ox * sw + kw] += spread[:, oy, ox]
+    expected = expected[:, ph : ph + H, pw : pw + W].reshape(batch, -1)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(float((patches * cols).sum()), float((out * x).sum()),
+                               rtol=tolerance * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H, W, C, batch", [(28, 28, 6, 2), (7, 9, 3, 1), (10, 10, 16, 3),
+                                            (2, 3, 1, 1)])
+def test_max_pool_2x2_matches_the_general_kernel(H, W, C, batch, dtype, rng):
+    """max_pool_2x2 gives max_pool's values and positions bit for bit: ties (the first in
+    row-major order), NaNs (the first wins), -inf everywhere, odd sides."""
+    from fastgraph.kernels.convolution import max_pool, max_pool_2x2
+
+    Ho, Wo = H // 2, W // 2
+    x = rng.normal(size=(batch + 3, H * W * C)).astype(dtype)
+    x[0, ::3] = 0.5  # ties
+    x[1, 1::5] = np.nan
+    x[1, ::4] = 0.5
+    x[2] = -np.inf
+    x[-1, ::2] = np.nan
+    x[-1, 1::2] = np.inf
+    shape = (x.shape[0], Ho * Wo * C)
+    expected, expected_where = np.empty(shape, dtype), np.empty(shape, dtype)
+    max_pool(x, H, W, C, 2, 2, 2, 2, 0, 0, Ho, Wo, expected, expected_where)
+    out, where = np.full(shape, 7.0, dtype), np.full(shape, 7.0, dtype)
+    max_pool_2x2(x, W, C, Ho, Wo, out, where)
+    np.testing.assert_array_equal(out, expected)  # NaN where NaN
+    np.testing.assert_array_equal(where, expected_where)
+    windows = x.astype(np.float64).reshape(-1, H, W, C)[:, :2 * Ho, :2 * Wo]
+    windows = windows.reshape(-1, Ho, 2, Wo, 2, C).max(axis=(2, 4))  # NumPy: NaN wins too
+    np.testing.assert_array_equal(out.astype(np.float64), windows.reshape(shape))
+
+
+def test_max_pool2d_takes_the_2x2_kernel_only_where_it_applies():
+    graph = fg.Graph()
+    x = fg.Variable((7 * 9, 3), trainable=False, graph=graph)
+    assert ops.MaxPool2D(x, (7, 9), 2)._two_by_two
+    assert not ops.MaxPool2D(x, (7, 9), 2, stride=1)._two_by_two
+    assert not ops.MaxPool2D(x, (7, 9), 2, padding=1)._two_by_two
+    assert not ops.MaxPool2D(x, (7, 9), 3)._two_by_two
 
 
 # -- per-sample derivatives through every new operator -------------------------------------

@@ -47,6 +47,33 @@ from .elementwise import sum_rows
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
 
 
+@kernel
+def _inside_columns(W, kw, sw, pw, Wo):
+    """``(first, stop)``: the output columns whose windows lie inside the image's columns."""
+    first = min((pw + sw - 1) // sw, Wo)
+    return first, max(min((W + pw - kw) // sw + 1, Wo), first)
+
+
+@kernel
+def _border_window(row, W, C, kw, left, window):
+    """One window row across the left or right border: the image's part, zeros outside."""
+    for kx in range(kw):
+        ix = left + kx
+        inside = ix >= 0 and ix < W
+        for c in range(C):
+            window[kx * C + c] = row[ix * C + c] if inside else 0.0
+
+
+@kernel
+def _border_add(window, W, C, kw, left, row):
+    """``_border_window``'s adjoint: a window row's image part added back into ``row``."""
+    for kx in range(kw):
+        ix = left + kx
+        if ix >= 0 and ix < W:
+            for c in range(C):
+                row[ix * C + c] += window[kx * C + c]
+
+
 @parallel_kernel
 def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
     """``cols[(b * Ho + oy) * Wo + ox, (ky * kw + kx) * C + c]`` = the input under the window.
@@ -55,9 +82,13 @@ def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
     For one window row ``ky`` the ``kw * C`` numbers are consecutive in both arrays (pixels
     are rows, channels columns): a window inside the image is one contiguous copy, taken
     from a view of the input row so that the loop has no index arithmetic left to vectorise
-    around (that made it 2-4x faster than indexing ``x[b, ...]`` per number).
+    around (that made it 2-4x faster than indexing ``x[b, ...]`` per number). The columns
+    whose windows cross the border are done apart, after a loop over the inside ones that
+    has no branch: with a border test per window the copy took 0.40 ms instead of 0.22
+    (LeNet's second layer, batch 64, one core).
     """
     span = kw * C
+    first, stop = _inside_columns(W, kw, sw, pw, Wo)
     for b in prange(x.shape[0]):
         for oy in range(Ho):
             first_row = (b * Ho + oy) * Wo
@@ -70,28 +101,29 @@ def im2col(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
                             cols[first_row + ox, base + j] = 0.0
                     continue
                 row = x[b, iy * W * C:(iy + 1) * W * C]
-                for ox in range(Wo):
-                    left = ox * sw - pw
+                for ox in range(first, stop):
+                    left = (ox * sw - pw) * C
                     window = cols[first_row + ox, base:base + span]
-                    if left >= 0 and left + kw <= W:
-                        source = row[left * C:left * C + span]
-                        for j in range(span):
-                            window[j] = source[j]
-                        continue
-                    for kx in range(kw):  # a window across the left or right border
-                        ix = left + kx
-                        inside = ix >= 0 and ix < W
-                        for c in range(C):
-                            window[kx * C + c] = row[ix * C + c] if inside else 0.0
+                    source = row[left:left + span]
+                    for j in range(span):
+                        window[j] = source[j]
+                for ox in range(first):
+                    _border_window(row, W, C, kw, ox * sw - pw,
+                                   cols[first_row + ox, base:base + span])
+                for ox in range(stop, Wo):
+                    _border_window(row, W, C, kw, ox * sw - pw,
+                                   cols[first_row + ox, base:base + span])
 
 
 @parallel_kernel
 def col2im(cols, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
     """The adjoint of ``im2col``: ``out[b]`` = the sum of sample b's patch rows put back.
 
-    ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``.
+    ``cols`` is ``(R * Ho * Wo, kh * kw * C)``, ``out`` is ``(R, H * W * C)``. The border
+    columns apart, as in ``im2col`` (0.37 -> 0.29 ms on LeNet's second layer).
     """
     span = kw * C
+    first, stop = _inside_columns(W, kw, sw, pw, Wo)
     for b in prange(out.shape[0]):
         for j in range(out.shape[1]):
             out[b, j] = 0.0
@@ -103,19 +135,18 @@ def col2im(cols, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
                     continue
                 base = ky * span
                 row = out[b, iy * W * C:(iy + 1) * W * C]
-                for ox in range(Wo):
-                    left = ox * sw - pw
+                for ox in range(first, stop):
+                    left = (ox * sw - pw) * C
                     window = cols[first_row + ox, base:base + span]
-                    if left >= 0 and left + kw <= W:
-                        target = row[left * C:left * C + span]
-                        for j in range(span):
-                            target[j] += window[j]
-                        continue
-                    for kx in range(kw):
-                        ix = left + kx
-                        if ix >= 0 and ix < W:
-                            for c in range(C):
-                                row[ix * C + c] += window[kx * C + c]
+                    target = row[left:left + span]
+                    for j in range(span):
+                        target[j] += window[j]
+                for ox in range(first):
+                    _border_add(cols[first_row + ox, base:base + span], W, C, kw, ox * sw - pw,
+                                row)
+                for ox in range(stop, Wo):
+                    _border_add(cols[first_row + ox, base:base + span], W, C, kw, ox * sw - pw,
+                                row)
 
 
 @kernel
@@ -535,6 +566,42 @@ def max_pool(x, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
                             take = (v > b or v != v) and b == b
                             best[c] = v if take else b
                             where[c] = first + real(c) if take else where[c]
+
+
+@parallel_kernel
+def max_pool_2x2(x, W, C, Ho, Wo, out, argmax):
+    """``max_pool`` for 2x2 windows with stride 2 and no padding (LeNet's): output pixel
+    (oy, ox) is the largest of input pixels (2 oy, 2 ox), (2 oy, 2 ox + 1), (2 oy + 1, 2 ox)
+    and (2 oy + 1, 2 ox + 1), compared in that order as ``max_pool`` does (the first
+    largest, the first NaN). No window is clipped (an odd last row or column is left out),
+    so the four reads are straight-line code: 0.36 ms against ``max_pool``'s 0.73 on
+    LeNet's first pooling (28x28x6, batch 64, one core)."""
+    real = argmax.dtype.type
+    for i in prange(out.shape[0]):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                top = (2 * oy * W + 2 * ox) * C  # window pixel (0, 0), channel 0
+                bottom = top + W * C
+                o = (oy * Wo + ox) * C
+                for c in range(C):
+                    # Written out: a loop over the three later pixels, or a helper returning
+                    # (best, where), was 1.5x slower; so were int64 positions.
+                    best = x[i, top + c]
+                    where = real(top + c)
+                    v = x[i, top + C + c]
+                    take = (v > best or v != v) and best == best
+                    best = v if take else best
+                    where = real(top + C + c) if take else where
+                    v = x[i, bottom + c]
+                    take = (v > best or v != v) and best == best
+                    best = v if take else best
+                    where = real(bottom + c) if take else where
+                    v = x[i, bottom + C + c]
+                    take = (v > best or v != v) and best == best
+                    best = v if take else best
+                    where = real(bottom + C + c) if take else where
+                    out[i, o + c] = best
+                    argmax[i, o + c] = where
 
 
 @parallel_kernel
