@@ -284,6 +284,8 @@ SHIFTED_CASES = [  # image, channels, out channels, kernel, padding, batch: stri
     ((6, 9), 2, 2, (5, 3), (2, 0), 1),
     ((5, 5), 1, 1, (5, 5), (0, 0), 2),
     ((4, 6), 3, 2, (2, 3), (1, 2), 2),
+    ((5, 7), 1, 2, (3, 4), (1, 2), 1),  # kernel rows of 4 taps: one pass each
+    ((6, 11), 2, 2, (2, 9), (1, 4), 2),  # 9 taps: two passes of 4, one tap alone
 ]
 
 

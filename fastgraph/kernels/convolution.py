@@ -41,7 +41,7 @@ ms on two threads against 16 on one). Their fastmath only contracts multiply-add
 import numpy as np
 from numba import prange
 
-from . import _kernel_decorator, kernel, parallel_kernel
+from . import _kernel_decorator, inline, kernel, parallel_kernel
 from .elementwise import sum_rows
 
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
@@ -354,11 +354,12 @@ def conv_shifted(padded, weights, bias, biased, C, kh, kw, Wp, Ho, Wo, wide, out
                         source = padded[b, row + kx:row + kx + run]
                         for j in range(run):
                             total[j] += w * source[j]
-        for oy in range(Ho):
-            for ox in range(Wo):
-                o = (oy * Wo + ox) * Cout
-                for co in range(Cout):
-                    out[b, o + co] = wide[b, co * run + oy * Wp + ox]
+        for oy in range(Ho):  # output row by output row: 0.09 ms, pixel by pixel 0.19
+            row = out[b, oy * Wo * Cout:(oy + 1) * Wo * Cout]
+            for co in range(Cout):
+                computed = wide[b, co * run + oy * Wp:co * run + oy * Wp + Wo]
+                for ox in range(Wo):
+                    row[ox * Cout + co] = computed[ox]
 
 
 @parallel_kernel
@@ -371,27 +372,45 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
 
     Each tap's sum is a dot product of two runs: a ``parallel_kernel`` for its fastmath
     (reassociated sums vectorise; in IEEE order, or with 8 partial sums, 2.7-3x slower),
-    samples in parallel."""
+    samples in parallel. Four taps of a kernel row share one pass over the upstream's run
+    (their runs are one number apart): 0.64 -> 0.49 ms on LeNet's first layer (batch 64,
+    one core), tap by tap; the upstream spread output row by output row, 0.70 -> 0.64."""
     taps = kh * kw * C
     Cout = out.shape[1] // taps
     size = padded.shape[1] // C
     run = Ho * Wp
+    fours = kw // 4 * 4
     zero = out.dtype.type(0)  # sums in the graph's dtype: no float64 temporaries
     for b in prange(upstream.shape[0]):
-        for j in range(Cout * run):  # all of it: faster than the Wp - Wo past each row
-            wide[b, j] = zero
         for oy in range(Ho):
-            for ox in range(Wo):
-                o = (oy * Wo + ox) * Cout
-                for co in range(Cout):
-                    wide[b, co * run + oy * Wp + ox] = upstream[b, o + co]
+            row = upstream[b, oy * Wo * Cout:(oy + 1) * Wo * Cout]
+            for co in range(Cout):
+                spread = wide[b, co * run + oy * Wp:co * run + (oy + 1) * Wp]
+                for ox in range(Wo):
+                    spread[ox] = row[ox * Cout + co]
+                for ox in range(Wo, Wp):
+                    spread[ox] = zero
         for co in range(Cout):
             grad = wide[b, co * run:(co + 1) * run]
             for ky in range(kh):
-                for kx in range(kw):
-                    for c in range(C):
-                        shift = c * size + ky * Wp + kx
-                        source = padded[b, shift:shift + run]
+                for c in range(C):
+                    start = c * size + ky * Wp
+                    for kx in range(0, fours, 4):
+                        source = padded[b, start + kx:start + kx + run + 3]
+                        t0 = t1 = t2 = t3 = zero
+                        for j in range(run):
+                            g = grad[j]
+                            t0 += g * source[j]
+                            t1 += g * source[j + 1]
+                            t2 += g * source[j + 2]
+                            t3 += g * source[j + 3]
+                        tap = co * taps + (ky * kw + kx) * C + c
+                        partial[b, tap] = t0
+                        partial[b, tap + C] = t1
+                        partial[b, tap + 2 * C] = t2
+                        partial[b, tap + 3 * C] = t3
+                    for kx in range(fours, kw):
+                        source = padded[b, start + kx:start + kx + run]
                         total = zero
                         for j in range(run):
                             total += grad[j] * source[j]
@@ -661,28 +680,53 @@ def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
 # -- the article's one-channel MaxPooling, one map a row -------------------------------------
 
 
+@inline
+def _first_largest(best, where, value, at):
+    """``(best, where)`` after one more window pixel ``value`` at ``at``: it wins when larger,
+    or a NaN over a number (so the first largest, and the first NaN, stay)."""
+    take = (value > best or value != value) and best == best
+    return (value if take else best), (at if take else where)
+
+
 @kernel
 def max_pool_map(x, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
     """``max_pool`` of one channel without threads (a parallel region costs ~2 us a call,
     more than the article's one-sample map takes): the same values, the same positions
-    (the first largest in row-major order, a NaN winning), in ``out`` and ``argmax``."""
+    (the first largest in row-major order, a NaN winning), in ``out`` and ``argmax``.
+
+    A 3x3 window inside the image (the article's pooling, all but the border windows) is
+    straight-line code: each row's three pixels in order, then the three rows, which picks
+    the same pixel as the scan in row-major order and takes 1.8 us instead of 3.0 on a
+    28x28 map (one sample, a loop a window before)."""
     real = argmax.dtype.type
+    three = kh == 3 and kw == 3
     for i in range(out.shape[0]):
+        row = x[i]
         for oy in range(Ho):
-            top = max(oy * sh - ph, 0)
-            bottom = min(oy * sh - ph + kh, H)
+            top = oy * sh - ph
             for ox in range(Wo):
-                left = max(ox * sw - pw, 0)
-                right = min(ox * sw - pw + kw, W)
-                best = x.dtype.type(-np.inf)
-                where = top * W + left
-                for iy in range(top, bottom):
-                    for ix in range(left, right):
-                        p = iy * W + ix
-                        v = x[i, p]
-                        take = (v > best or v != v) and best == best
-                        best = v if take else best
-                        where = p if take else where
+                left = ox * sw - pw
+                if three and top >= 0 and top + 3 <= H and left >= 0 and left + 3 <= W:
+                    p = top * W + left
+                    q = p + W
+                    r = q + W
+                    b0, w0 = _first_largest(row[p], p, row[p + 1], p + 1)
+                    b0, w0 = _first_largest(b0, w0, row[p + 2], p + 2)
+                    b1, w1 = _first_largest(row[q], q, row[q + 1], q + 1)
+                    b1, w1 = _first_largest(b1, w1, row[q + 2], q + 2)
+                    b2, w2 = _first_largest(row[r], r, row[r + 1], r + 1)
+                    b2, w2 = _first_largest(b2, w2, row[r + 2], r + 2)
+                    b0, w0 = _first_largest(b0, w0, b1, w1)
+                    best, where = _first_largest(b0, w0, b2, w2)
+                else:  # clipped at the borders, or another size
+                    first, bottom = max(top, 0), min(top + kh, H)
+                    start, right = max(left, 0), min(left + kw, W)
+                    best = x.dtype.type(-np.inf)
+                    where = first * W + start
+                    for iy in range(first, bottom):
+                        for ix in range(start, right):
+                            best, where = _first_largest(best, where, row[iy * W + ix],
+                                                         iy * W + ix)
                 out[i, oy * Wo + ox] = best
                 argmax[i, oy * Wo + ox] = real(where)
 
