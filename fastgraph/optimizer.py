@@ -7,6 +7,12 @@ into it: the first step after an update writes it, later ones add to it);
 rule to every trainable variable the target depends on, in one fused Numba kernel call, and
 starts a new sum. Feeding a batch of B samples to one ``one_step()`` gives exactly what B
 article-style calls give.
+
+The update's arrays are flat, so that its kernel is compiled once whatever the number of
+parameters: the gradient sums are one buffer (``gradient_buffer``), each state of a rule
+(Adam's ``m`` and ``v``, ...) is one 1-D array laid out like it, and the weights, which stay
+where their nodes keep them, are passed by address in a table with each parameter's start
+and size in those buffers (``fastgraph.kernels.optimizers``).
 """
 
 import numpy as np
@@ -46,8 +52,8 @@ class Optimizer:
                     f"{param.name} has no value: give it one (init=True or set_value) first"
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
-        self._weights = tuple(param.flat for param in self.params)
         self._sums = self._contiguous_sums()
+        self._parked = {}  # the states of parameters the target no longer depends on
         self._structure = graph._version  # see _follow_graph
         self._coefficients = np.empty(9, graph.dtype)  # refilled at every update
         self.samples = 0
@@ -67,15 +73,22 @@ class Optimizer:
 
     def _contiguous_sums(self, previous=None):
         """The gradient sums: one array per parameter, all views of ``gradient_buffer`` (with
-        what ``previous``, a map from parameter to array, held for those it names)."""
+        what ``previous``, a map from parameter to array, held for those it names). Also
+        lays out the update's table: a row per parameter, ``(address of its weights, start,
+        size)``; ``_weights`` keeps the arrays at those addresses alive."""
         sizes = [param.flat.size for param in self.params]
         self.gradient_buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
-        ends = np.cumsum(sizes)
-        sums = tuple(self.gradient_buffer[end - size:end].reshape(1, size)
-                     for size, end in zip(sizes, ends))
+        starts = np.cumsum([0, *sizes[:-1]])
+        sums = tuple(self.gradient_buffer[start:start + size].reshape(1, size)
+                     for start, size in zip(starts, sizes))
         for param, total in zip(self.params, sums):
             if previous and param in previous:
                 np.copyto(total, previous[param])
+        self._weights = tuple(param.flat for param in self.params)
+        self._starts = {param: (start, size)
+                        for param, start, size in zip(self.params, starts, sizes)}
+        self._table = np.array([(weights.ctypes.data, start, size) for weights, start, size
+                                in zip(self._weights, starts, sizes)], np.int64)
         return sums
 
     @property
@@ -88,37 +101,62 @@ class Optimizer:
         return self._sums
 
     def zeros(self):
-        """A tuple of zero arrays, one per parameter shaped like its ``flat``: sums, state."""
-        return tuple(np.zeros_like(param.flat) for param in self.params)
+        """A state of the rule: zeros, one number per parameter number, flat (each
+        parameter's numbers where its gradient sum is in ``gradient_buffer``)."""
+        return np.zeros(self.gradient_buffer.size - SPARE, self.graph.dtype)
+
+    def state(self, name, node):
+        """The part of the state ``name`` (one of ``state_names``) that belongs to parameter
+        ``node``, shaped like its value: a view, which the next update changes."""
+        if name not in self.state_names:
+            raise KeyError(f"{type(self).__name__} keeps no state {name!r}; its states: "
+                           f"{', '.join(self.state_names) or 'none'}")
+        if node not in self._index:
+            raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
+        start, size = self._starts[node]
+        return getattr(self, name)[start:start + size].reshape(node.dim)
 
     def coefficients(self, *values):
         """The scalars of an update as one array in the parameters' dtype (see the kernels)."""
         self._coefficients[: len(values)] = values
         return self._coefficients
 
-    #: The names of the per-parameter tuples of arrays a rule keeps (besides the sums).
+    #: The names of the flat arrays of state a rule keeps (besides the sums).
     state_names = ()
 
     def _follow_graph(self):
         """After a node was re-wired (the article's ``Welding``), the target may depend on
         other parameters, as the article's optimizer, which takes every trainable variable
-        of the graph, sees them: take the new ones in with zero sums and state."""
+        of the graph, sees them: take the new ones in with zero sums and state. A parameter
+        that leaves keeps its state for when it comes back (as the article's optimizer and
+        torch's, which keep state per parameter, do); its gradient sum goes."""
         self._structure = self.graph._version
         params = self.graph.cached(("parameters", self.target), lambda: tuple(
             node for node in self.graph.tape(self.target).nodes
             if isinstance(node, Variable) and node.trainable))
         if params == self.params:
             return
-        old = self._index
-        for name in self.state_names:
-            arrays = getattr(self, name)
-            setattr(self, name, tuple(arrays[old[param]] if param in old
-                                      else np.zeros_like(param.flat) for param in params))
+        old, old_starts = self._index, self._starts
         previous = {param: self._sums[i] for param, i in old.items()}
+        states = {name: getattr(self, name) for name in self.state_names}
+        for param, (start, size) in old_starts.items():
+            if param not in params and states:
+                self._parked[param] = {name: state[start:start + size].copy()
+                                       for name, state in states.items()}
         self.params = params
         self._sums = self._contiguous_sums(previous)
         self._index = {param: i for i, param in enumerate(params)}
-        self._weights = tuple(param.flat for param in params)
+        for name, before in states.items():  # each parameter's state moves to its new place
+            after = self.zeros()
+            for param, (start, size) in self._starts.items():
+                if param in old_starts:
+                    at = old_starts[param][0]
+                    after[start:start + size] = before[at:at + size]
+                elif param in self._parked:
+                    after[start:start + size] = self._parked[param][name]
+            setattr(self, name, after)
+        for param in params:
+            self._parked.pop(param, None)
 
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
@@ -140,13 +178,14 @@ class Optimizer:
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        self.apply(self._weights, self._sums, 1.0 / self.samples)
+        self.apply(self._table, self.gradient_buffer, 1.0 / self.samples)
         self.threads.tick()
         self.samples = 0
         self.graph.invalidate(self.params, OUTDATED)
 
-    def apply(self, weights, gradients, scale):
-        """Update every parameter in place from its gradient sum times ``scale``."""
+    def apply(self, table, gradients, scale):
+        """Update the parameters of ``table`` (rows of ``(address, start, size)``) in place
+        from their gradient sums in ``gradients`` (flat) times ``scale``."""
         raise NotImplementedError
 
 
@@ -154,8 +193,8 @@ class GradientDescent(Optimizer):
     def __init__(self, graph, target, learning_rate=0.01, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
 
-    def apply(self, weights, gradients, scale):
-        kernels.gradient_descent(weights, gradients, self.coefficients(scale, self.learning_rate))
+    def apply(self, table, gradients, scale):
+        kernels.gradient_descent(table, gradients, self.coefficients(scale, self.learning_rate))
 
 
 class Momentum(Optimizer):
@@ -168,8 +207,8 @@ class Momentum(Optimizer):
         self.momentum = _fraction("momentum", momentum)
         self.velocity = self.zeros()
 
-    def apply(self, weights, gradients, scale):
-        kernels.momentum(weights, gradients, self.velocity,
+    def apply(self, table, gradients, scale):
+        kernels.momentum(table, gradients, self.velocity,
                          self.coefficients(scale, self.learning_rate, self.momentum))
 
 
@@ -183,8 +222,8 @@ class AdaGrad(Optimizer):
         self.eps = checks.positive_number("eps", eps, graph.dtype)
         self.square_sum = self.zeros()
 
-    def apply(self, weights, gradients, scale):
-        kernels.adagrad(weights, gradients, self.square_sum,
+    def apply(self, table, gradients, scale):
+        kernels.adagrad(table, gradients, self.square_sum,
                         self.coefficients(scale, self.learning_rate, self.eps))
 
 
@@ -212,14 +251,13 @@ class RMSProp(Optimizer):
         self.square_avg = self.zeros()
         self._started = set()  # parameters updated at least once (see _first_updates)
 
-    def apply(self, weights, gradients, scale):
+    def apply(self, table, gradients, scale):
         article = self.conventions == "article"
         outside, inside = (0.0, self.eps) if article else (self.eps, 0.0)
-        for first, pick in _first_updates(self, article):
+        for first, rows in _first_updates(self, article, table):
             beta = 0.0 if first else self.beta  # first: s = g^2
-            kernels.rmsprop(pick(weights), pick(gradients), pick(self.square_avg),
-                            self.coefficients(scale, self.learning_rate, beta, 1.0 - beta,
-                                              outside, inside))
+            kernels.rmsprop(rows, gradients, self.square_avg, self.coefficients(
+                scale, self.learning_rate, beta, 1.0 - beta, outside, inside))
 
 
 class _ByConventions:
@@ -261,16 +299,16 @@ class Adam(Optimizer):
         self.v = self.zeros()
         self._started = set()  # parameters updated at least once (see _first_updates)
 
-    def apply(self, weights, gradients, scale):
+    def apply(self, table, gradients, scale):
         if self.conventions == "article":
-            for first, pick in _first_updates(self, True):
+            for first, rows in _first_updates(self, True, table):
                 beta_1, beta_2 = (0.0, 0.0) if first else (self.beta_1, self.beta_2)
-                kernels.adam(pick(weights), pick(gradients), pick(self.m), pick(self.v),
-                             self.coefficients(scale, self.learning_rate, beta_1, 1.0 - beta_1,
-                                               beta_2, 1.0 - beta_2, 1.0, 0.0, self.eps))
+                kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
+                    scale, self.learning_rate, beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, 1.0,
+                    0.0, self.eps))
             return
         t = self.steps
-        kernels.adam(weights, gradients, self.m, self.v, self.coefficients(
+        kernels.adam(table, gradients, self.m, self.v, self.coefficients(
             scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1, 1.0 - self.beta_1,
             self.beta_2, 1.0 - self.beta_2, 1.0 / np.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
 
@@ -284,30 +322,22 @@ def _conventions(graph, conventions):
     return conventions
 
 
-def _first_updates(optimizer, article):
+def _first_updates(optimizer, article, table):
     """The article's rules start a parameter's state at its first gradient (it may join
-    later, when a re-wired node brings it). Returns ``(first, pick)`` pairs: the parameters
-    updated for the first time and the others, ``pick(arrays)`` taking their entries of a
-    per-parameter tuple. Under torch's rules: everything, never first (state starts at 0)."""
+    later, when a re-wired node brings it). Returns ``(first, rows)`` pairs: the rows of the
+    update's ``table`` of the parameters updated for the first time, and those of the
+    others. Under torch's rules: every row, never first (state starts at 0)."""
     if not article:
-        return [(False, _every)]
+        return [(False, table)]
     params = optimizer.params
     fresh = [i for i, param in enumerate(params) if param not in optimizer._started]
     optimizer._started.update(params)
     if not fresh:
-        return [(False, _every)]
+        return [(False, table)]
     if len(fresh) == len(params):
-        return [(True, _every)]
+        return [(True, table)]
     rest = sorted(set(range(len(params))) - set(fresh))
-    return [(True, _taking(fresh)), (False, _taking(rest))]
-
-
-def _every(arrays):
-    return arrays
-
-
-def _taking(indices):
-    return lambda arrays: tuple(arrays[i] for i in indices)
+    return [(True, table[fresh]), (False, table[rest])]
 
 
 def _fraction(name, value):

@@ -128,3 +128,34 @@ def test_a_program_replays_every_transposition(rng, dtype, beta):
     assert status == -1
     for out, wanted in zip(outs, expected):
         np.testing.assert_allclose(out, wanted, **_tolerance(dtype))
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
+def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, monkeypatch):
+    """MKL splits products of a few rows (5-11) between threads in a way that changes their
+    last bits; gemm runs those on one thread (``SERIAL_ROWS``), so a training run gives the
+    same numbers whatever the thread count (``fastgraph.threads``)."""
+    import numba
+
+    from fastgraph.threads import threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only here")
+    monkeypatch.setattr(threads, "most", 2)
+    before = threads.current
+    differ = []
+    try:
+        for m in [*range(2, 17), 20, 64]:
+            for n, k in ((20, 64), (84, 25), (784, 64)):
+                for ta, tb in FLAGS[:3]:
+                    a, b, _, _ = _operands(rng, np.float32, ta, tb, m, k, n)
+                    outs = []
+                    for count in (1, 2):
+                        threads.use(count)
+                        outs.append(np.zeros((m, n), np.float32))
+                        blas.gemm(a, ta, b, tb, outs[-1], 0.0)
+                    if not np.array_equal(*outs):
+                        differ.append((m, n, k, ta, tb))
+    finally:
+        threads.use(before or 1)
+    assert not differ

@@ -1,101 +1,121 @@
 """Optimizer updates: one call updates every parameter, in one fused pass over each.
 
-The arguments are tuples of arrays: weights, gradient sums and state, one of each per
-parameter, as ``(1, n)`` flat views. Each rule is an element function, inlined into a loop
-that runs on every core (``prange``) for a large parameter, whose update is bound by memory
-traffic that one core does not saturate, and on one core for a small one, for which
-starting the threads (about 2 us) would cost more than the update. ``c`` holds the
-scalars, in the parameters' dtype, so a float32 model updates in float32 arithmetic
-(promoting to float64 would make the division and square root several times slower);
-``c[0]`` is 1 / samples, which turns the gradient sums into means on the fly. The rules
-and their defaults follow the formulas that PyTorch's ``torch.optim`` documents; RMSProp and
-Adam also take an eps inside the square root, for the article's form of the rules.
+The arguments are flat: ``table`` has a row per parameter, ``(address of its weights, start,
+size)``; the gradient sums and each state are one 1-D buffer for every parameter, the
+parameter's numbers at ``[start, start + size)`` (the gradient sums are the optimizer's
+``gradient_buffer``). The weights stay where the graph keeps them (their addresses, taken
+from arrays the optimizer holds). So a kernel has one signature per dtype, whatever the
+number of parameters: it is compiled once (the tuples of arrays it used to take were
+compiled again for every parameter count, 0.8 s each for Adam).
+
+Each rule is an element function, inlined into one loop over each parameter, on one thread
+(see ``update_kernel``). ``c`` holds the scalars, in the parameters' dtype, so a
+float32 model updates in float32 arithmetic (promoting to float64 would make the division
+and square root several times slower); ``c[0]`` is 1 / samples, which turns the gradient
+sums into means on the fly. The rules and their defaults follow the formulas that PyTorch's
+``torch.optim`` documents; RMSProp and Adam also take an eps inside the square root, for the
+article's form of the rules.
 """
 
 import numpy as np
-from numba import prange
+from numba import carray, types
+from numba.extending import intrinsic
 
-from . import inline, parallel_kernel
+from . import _kernel_decorator, inline
 
-PARALLEL_MIN = 16384  # elements from which a parameter is updated on every core
+#: How the updates are compiled: on one thread, with the element functions' floating-point
+#: options (the arithmetic of ``parallel_kernel``, without its parallel loops).
+update_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
+                                  fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: The columns of an optimizer's parameter table.
+ADDRESS, START, SIZE = 0, 1, 2
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """``address`` (an integer) as a pointer to numbers of ``like``'s dtype."""
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, like), codegen
+
+
+@inline
+def _weights(table, p, like):
+    """Parameter ``p``'s weights: the 1-D array at its address."""
+    return carray(_pointer(table[p, ADDRESS], like), table[p, SIZE])
 
 
 @inline
 def _gradient_descent(w, gradient, j, c):  # c = (1 / samples, learning rate)
-    w[0, j] -= c[1] * c[0] * gradient[0, j]
+    w[j] -= c[1] * c[0] * gradient[j]
 
 
-@parallel_kernel
-def gradient_descent(weights, gradients, c):
-    for p in range(len(weights)):
-        w, gradient = weights[p], gradients[p]
-        if w.shape[1] >= PARALLEL_MIN:
-            for j in prange(w.shape[1]):
-                _gradient_descent(w, gradient, j, c)
-        else:
-            for j in range(w.shape[1]):
-                _gradient_descent(w, gradient, j, c)
+@update_kernel
+def gradient_descent(table, gradients, c):
+    for p in range(table.shape[0]):
+        start, size = table[p, START], table[p, SIZE]
+        w, gradient = _weights(table, p, gradients), gradients[start:start + size]
+        for j in range(size):
+            _gradient_descent(w, gradient, j, c)
 
 
 @inline
 def _momentum(w, gradient, velocity, j, c):  # c = (1 / samples, learning rate, mu)
-    v = c[2] * velocity[0, j] + gradient[0, j] * c[0]
-    velocity[0, j] = v
-    w[0, j] -= c[1] * v
+    v = c[2] * velocity[j] + gradient[j] * c[0]
+    velocity[j] = v
+    w[j] -= c[1] * v
 
 
-@parallel_kernel
-def momentum(weights, gradients, velocities, c):
-    for p in range(len(weights)):
-        w, gradient, velocity = weights[p], gradients[p], velocities[p]
-        if w.shape[1] >= PARALLEL_MIN:
-            for j in prange(w.shape[1]):
-                _momentum(w, gradient, velocity, j, c)
-        else:
-            for j in range(w.shape[1]):
-                _momentum(w, gradient, velocity, j, c)
+@update_kernel
+def momentum(table, gradients, velocities, c):
+    for p in range(table.shape[0]):
+        start, size = table[p, START], table[p, SIZE]
+        w, gradient = _weights(table, p, gradients), gradients[start:start + size]
+        velocity = velocities[start:start + size]
+        for j in range(size):
+            _momentum(w, gradient, velocity, j, c)
 
 
 @inline
 def _adagrad(w, gradient, square_sum, j, c):  # c = (1 / samples, learning rate, eps)
-    g = gradient[0, j] * c[0]
-    s = square_sum[0, j] + g * g
-    square_sum[0, j] = s
-    w[0, j] -= c[1] * g / (np.sqrt(s) + c[2])
+    g = gradient[j] * c[0]
+    s = square_sum[j] + g * g
+    square_sum[j] = s
+    w[j] -= c[1] * g / (np.sqrt(s) + c[2])
 
 
-@parallel_kernel
-def adagrad(weights, gradients, square_sums, c):
-    for p in range(len(weights)):
-        w, gradient, square_sum = weights[p], gradients[p], square_sums[p]
-        if w.shape[1] >= PARALLEL_MIN:
-            for j in prange(w.shape[1]):
-                _adagrad(w, gradient, square_sum, j, c)
-        else:
-            for j in range(w.shape[1]):
-                _adagrad(w, gradient, square_sum, j, c)
+@update_kernel
+def adagrad(table, gradients, square_sums, c):
+    for p in range(table.shape[0]):
+        start, size = table[p, START], table[p, SIZE]
+        w, gradient = _weights(table, p, gradients), gradients[start:start + size]
+        square_sum = square_sums[start:start + size]
+        for j in range(size):
+            _adagrad(w, gradient, square_sum, j, c)
 
 
 @inline
 def _rmsprop(w, gradient, square_avg, j, c):
     # c = (1 / samples, learning rate, beta, 1 - beta, eps, eps inside the square root):
     # torch's eps is added to sqrt(s) (c[5] = 0), the article's inside it (c[4] = 0)
-    g = gradient[0, j] * c[0]
-    s = c[2] * square_avg[0, j] + c[3] * g * g
-    square_avg[0, j] = s
-    w[0, j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
+    g = gradient[j] * c[0]
+    s = c[2] * square_avg[j] + c[3] * g * g
+    square_avg[j] = s
+    w[j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
 
 
-@parallel_kernel
-def rmsprop(weights, gradients, square_avgs, c):
-    for p in range(len(weights)):
-        w, gradient, square_avg = weights[p], gradients[p], square_avgs[p]
-        if w.shape[1] >= PARALLEL_MIN:
-            for j in prange(w.shape[1]):
-                _rmsprop(w, gradient, square_avg, j, c)
-        else:
-            for j in range(w.shape[1]):
-                _rmsprop(w, gradient, square_avg, j, c)
+@update_kernel
+def rmsprop(table, gradients, square_avgs, c):
+    for p in range(table.shape[0]):
+        start, size = table[p, START], table[p, SIZE]
+        w, gradient = _weights(table, p, gradients), gradients[start:start + size]
+        square_avg = square_avgs[start:start + size]
+        for j in range(size):
+            _rmsprop(w, gradient, square_avg, j, c)
 
 
 @inline
@@ -103,22 +123,20 @@ def _adam(w, gradient, m, v, j, c):
     # c = (1 / samples, step size = lr / (1 - beta_1^t), beta_1, 1 - beta_1, beta_2,
     #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps, eps inside the square root): torch's
     #      eps is added after the square root (c[8] = 0), the article's inside it (c[7] = 0)
-    g = gradient[0, j] * c[0]
-    mi = c[2] * m[0, j] + c[3] * g
-    vi = c[4] * v[0, j] + c[5] * g * g
-    m[0, j] = mi
-    v[0, j] = vi
-    w[0, j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
+    g = gradient[j] * c[0]
+    mi = c[2] * m[j] + c[3] * g
+    vi = c[4] * v[j] + c[5] * g * g
+    m[j] = mi
+    v[j] = vi
+    w[j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
 
 
-@parallel_kernel
-def adam(weights, gradients, ms, vs, c):
+@update_kernel
+def adam(table, gradients, ms, vs, c):
     """m and v as torch.optim.Adam; w -= step m / (sqrt(v) / sqrt(1 - beta_2^t) + eps)."""
-    for p in range(len(weights)):
-        w, gradient, m, v = weights[p], gradients[p], ms[p], vs[p]
-        if w.shape[1] >= PARALLEL_MIN:
-            for j in prange(w.shape[1]):
-                _adam(w, gradient, m, v, j, c)
-        else:
-            for j in range(w.shape[1]):
-                _adam(w, gradient, m, v, j, c)
+    for p in range(table.shape[0]):
+        start, size = table[p, START], table[p, SIZE]
+        w, gradient = _weights(table, p, gradients), gradients[start:start + size]
+        m, v = ms[start:start + size], vs[start:start + size]
+        for j in range(size):
+            _adam(w, gradient, m, v, j, c)

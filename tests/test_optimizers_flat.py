@@ -1,0 +1,228 @@
+"""The optimizers' flat update: a table of weight addresses, flat gradient sums and states.
+
+Each rule's update is held against its formula written by hand with NumPy, per parameter,
+for all five rules and both conventions; parameters that join after the first update (a
+re-welded node) take their place in the flat buffers while the others keep their state;
+``set_value`` and a saved and loaded model are updated where their values are; and one
+compiled kernel serves graphs with any number of parameters.
+"""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.kernels import optimizers as kernels
+
+OPTIONS = {
+    "GradientDescent": {"learning_rate": 0.05},
+    "Momentum": {"learning_rate": 0.02, "momentum": 0.8},
+    "AdaGrad": {"learning_rate": 0.1, "eps": 1e-10},
+    "RMSProp": {"learning_rate": 0.01, "beta": 0.95, "eps": 1e-8},
+    "Adam": {"learning_rate": 0.05, "beta_1": 0.85, "beta_2": 0.99, "eps": 1e-8},
+}
+CASES = [(name, "torch") for name in OPTIONS] + [("RMSProp", "article"), ("Adam", "article")]
+
+
+class ByHand:
+    """One rule's update written out per parameter, with its state per parameter; ``t`` is
+    the optimizer's update count (torch's bias correction), ``first`` whether the article's
+    rule sees this parameter for the first time (its state starts at g, g^2)."""
+
+    def __init__(self, name, conventions, options):
+        self.name, self.article, self.options = name, conventions == "article", options
+        self.state = {}
+
+    def step(self, key, w, g, t):
+        o, first = self.options, key not in self.state
+        s = self.state.setdefault(key, {"a": np.zeros_like(w), "b": np.zeros_like(w)})
+        lr = o["learning_rate"]
+        if self.name == "GradientDescent":
+            return w - lr * g
+        if self.name == "Momentum":
+            s["a"] = o["momentum"] * s["a"] + g
+            return w - lr * s["a"]
+        if self.name == "AdaGrad":
+            s["a"] = s["a"] + g * g
+            return w - lr * g / (np.sqrt(s["a"]) + o["eps"])
+        if self.name == "RMSProp":
+            beta = 0.0 if self.article and first else o["beta"]
+            s["a"] = beta * s["a"] + (1 - beta) * g * g
+            if self.article:
+                return w - lr * g / np.sqrt(s["a"] + o["eps"])
+            return w - lr * g / (np.sqrt(s["a"]) + o["eps"])
+        b1, b2 = o["beta_1"], o["beta_2"]
+        if self.article and first:
+            b1 = b2 = 0.0
+        s["a"] = b1 * s["a"] + (1 - b1) * g
+        s["b"] = b2 * s["b"] + (1 - b2) * g * g
+        if self.article:
+            return w - lr * s["a"] / np.sqrt(s["b"] + o["eps"])
+        m_hat, v_hat = s["a"] / (1 - b1**t), s["b"] / (1 - b2**t)
+        return w - lr * m_hat / (np.sqrt(v_hat) + o["eps"])
+
+    def states(self, key):
+        """The optimizer's state names and this rule's arrays for them."""
+        names = {"Momentum": ("velocity",), "AdaGrad": ("square_sum",),
+                 "RMSProp": ("square_avg",), "Adam": ("m", "v")}.get(self.name, ())
+        return {name: self.state[key][slot] for name, slot in zip(names, "ab")}
+
+
+def _optimizer(name, conventions, graph, target):
+    extra = {"conventions": conventions} if name in ("RMSProp", "Adam") else {}
+    return getattr(fg.optimizer, name)(graph, target, **OPTIONS[name], **extra)
+
+
+def _network(rng, dtype=np.float64):
+    """Three layers, six parameters of different sizes (a bias of one number among them)."""
+    with fg.Graph(dtype=dtype) as graph:
+        x = fg.Variable((4, 1), trainable=False)
+        t = fg.Variable((1, 1), trainable=False)
+        node, params = x, []
+        for rows, cols in ((5, 4), (3, 5), (1, 3)):
+            w, b = fg.Variable((rows, cols)), fg.Variable((rows, 1))
+            w.set_value(rng.normal(size=(rows, cols)))
+            b.set_value(rng.normal(size=(rows, 1)))
+            params += [w, b]
+            node = fg.ops.Add(fg.ops.MatMul(w, node), b)
+            if rows > 1:
+                node = fg.ops.Tanh(node)
+        loss = fg.ops.loss.MeanSquaredError(node, t)
+    return graph, x, t, params, loss
+
+
+@pytest.mark.parametrize("name, conventions", CASES)
+def test_every_parameter_updates_as_its_formula_by_hand(rng, name, conventions):
+    graph, x, t, params, loss = _network(rng)
+    optimizer = _optimizer(name, conventions, graph, loss)
+    hand = ByHand(name, conventions, OPTIONS[name])
+    for step in range(1, 5):
+        x.set_value(rng.normal(size=(6, 4)))
+        t.set_value(rng.normal(size=(6, 1)))
+        optimizer.one_step()
+        expected = {}
+        for param in params:
+            gradient = optimizer.get_gradient(param)
+            expected[param] = hand.step(param, param.value.copy(), gradient, step)
+        optimizer.update()
+        for param in params:
+            np.testing.assert_allclose(param.value, expected[param], rtol=1e-12, atol=1e-14,
+                                       err_msg=f"{param.name} at update {step}")
+            for state, array in hand.states(param).items():
+                np.testing.assert_allclose(optimizer.state(state, param), array, rtol=1e-12,
+                                           atol=1e-14, err_msg=f"{state} of {param.name}")
+
+
+@pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),
+                                               ("Adam", "torch"), ("Adam", "article")])
+def test_a_parameter_that_joins_later_takes_its_place_and_the_others_keep_their_state(
+        rng, name, conventions):
+    """A welding point re-attached to a branch with a new parameter ``u`` (which comes
+    before ``b`` among the parameters): every buffer is laid out again, the old parameters'
+    sums and states move with them, u's state starts as its rule says; welded back, u keeps
+    its state."""
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((2, 1), trainable=False)
+        u = fg.Variable((2, 2))
+        u.set_value(rng.normal(size=(2, 2)))
+        branches = [fg.ops.Tanh(x), fg.ops.Tanh(fg.ops.MatMul(u, x))]
+        weld = fg.ops.Welding(branches[0])
+        w, b = fg.Variable((1, 2)), fg.Variable((1, 1))
+        w.set_value(rng.normal(size=(1, 2)))
+        b.set_value(rng.normal(size=(1, 1)))
+        target = fg.Variable((1, 1), trainable=False)
+        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, weld), b), target)
+        optimizer = _optimizer(name, conventions, graph, loss)
+    hand = ByHand(name, conventions, OPTIONS[name])
+    assert u not in optimizer.params
+    for step, branch in enumerate([0, 0, 1, 1, 0, 1], start=1):
+        weld.weld(branches[branch])
+        x.set_value(rng.normal(size=(3, 2)))
+        target.set_value(rng.normal(size=(3, 1)))
+        optimizer.one_step()
+        if branch:  # u before b: b's sums and state move to another place in the buffers
+            assert optimizer.params.index(u) < optimizer.params.index(b)
+        expected = {param: hand.step(param, param.value.copy(), optimizer.get_gradient(param),
+                                     step) for param in optimizer.params}
+        optimizer.update()
+        for param, value in expected.items():
+            np.testing.assert_allclose(param.value, value, rtol=1e-12, atol=1e-14,
+                                       err_msg=f"{param.name} at update {step}")
+            for state, array in hand.states(param).items():
+                np.testing.assert_allclose(optimizer.state(state, param), array, rtol=1e-12,
+                                           atol=1e-14, err_msg=f"{state} of {param.name}")
+
+
+def test_set_value_between_updates_is_what_the_next_update_changes(rng):
+    graph, x, t, params, loss = _network(rng)
+    optimizer = fg.optimizer.Momentum(graph, loss, learning_rate=0.1, momentum=0.5)
+    x.set_value(rng.normal(size=(6, 4)))
+    t.set_value(rng.normal(size=(6, 1)))
+    optimizer.one_step()
+    optimizer.update()
+    w = params[2]
+    new = rng.normal(size=w.dim)
+    w.set_value(new)  # in place: the address the update writes stays the parameter's
+    optimizer.one_step()
+    gradient = optimizer.get_gradient(w)
+    velocity = 0.5 * optimizer.state("velocity", w) + gradient
+    optimizer.update()
+    np.testing.assert_allclose(w.value, new - 0.1 * velocity, rtol=1e-12)
+
+
+def test_a_saved_model_trains_on_where_it_was_loaded(rng, tmp_path):
+    """The loaded graph's parameters are new arrays: a new optimizer updates those, and the
+    original graph trained alike gives the same numbers."""
+    model = fg.models.mlp(12, (5,), 3, dtype=np.float64, seed=1)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    features, labels = rng.random((8, 12)), np.eye(3)[rng.integers(0, 3, 8)]
+    for _ in range(3):
+        model.x.set_value(features)
+        model.one_hot.set_value(labels)
+        optimizer.one_step()
+        optimizer.update()
+    fg.saver.save(tmp_path / "model.npz", model.graph)
+    graph, _ = fg.saver.load(tmp_path / "model.npz")
+    by_name = {node.name: node for node in graph.nodes}
+    pairs = [(param, by_name[param.name]) for param in optimizer.params]
+    saved = []
+    for param, loaded in pairs:
+        np.testing.assert_array_equal(loaded.value, param.value)
+        saved.append(loaded.value)
+    runs = []
+    for x, one_hot, loss in ((model.x, model.one_hot, model.loss),
+                             (by_name["x"], by_name["one_hot"], by_name[model.loss.name])):
+        fresh = fg.optimizer.Adam(x.graph, loss, 0.01)
+        x.set_value(features)
+        one_hot.set_value(labels)
+        fresh.one_step()
+        fresh.update()
+        runs.append(fresh)
+    for (param, loaded), before in zip(pairs, saved):
+        assert not np.array_equal(loaded.value, before)  # the update changed the loaded ones
+        np.testing.assert_array_equal(loaded.value, param.value)
+    assert all(param.graph is graph for param in runs[1].params)
+
+
+def test_one_compiled_update_serves_any_number_of_parameters(rng):
+    """Graphs of two and of eight parameters: the float32 Adam kernel is compiled once."""
+    for hidden in ((), (6, 5, 4)):
+        model = fg.models.mlp(7, hidden, 3, seed=2)
+        optimizer = fg.optimizer.Adam(model.graph, model.loss)
+        assert len(optimizer.params) == 2 * (len(hidden) + 1)
+        model.x.set_value(rng.random((4, 7), np.float32))
+        model.one_hot.set_value(np.eye(3, dtype=np.float32)[[0, 1, 2, 0]])
+        optimizer.one_step()
+        optimizer.update()
+    float32 = [signature for signature in kernels.adam.dispatcher.overloads
+               if str(signature[1].dtype) == "float32"]
+    assert len(float32) == 1, float32
+
+
+def test_state_names_a_parameter_and_a_state_of_the_rule(rng):
+    graph, x, t, params, loss = _network(rng)
+    optimizer = fg.optimizer.Adam(graph, loss)
+    assert optimizer.state("m", params[0]).shape == params[0].dim
+    with pytest.raises(KeyError, match="Adam keeps no state 'velocity'; its states: m, v"):
+        optimizer.state("velocity", params[0])
+    with pytest.raises(KeyError, match="is not a parameter of this optimizer"):
+        optimizer.state("m", x)
