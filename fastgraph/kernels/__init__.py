@@ -61,6 +61,11 @@ kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True)
 parallel_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True, parallel=True,
                                     fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
+#: For sums along a row (dot products), which LLVM vectorises only when it may reassociate
+#: them: one thread, the floating-point freedoms of ``parallel_kernel``.
+reducing_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
+                                    fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
 #: A per-element function that the update kernels call from their loops, inlined into them.
 inline = njit(inline="always", error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn",
                                                                  "reassoc"})
