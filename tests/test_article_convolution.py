@@ -235,6 +235,22 @@ def test_max_pool_map_is_the_articles_pooling(image, size, stride, dtype, rng):
     np.testing.assert_array_equal(gradient, threaded)
 
 
+@pytest.mark.parametrize("image", [(28, 28), (9, 8)])
+def test_max_pool_map_with_nan_and_infinities_scattered(image, rng):
+    """NaN, +inf and -inf among ties, inside windows and on the borders: the first NaN of a
+    window, else its first largest."""
+    H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = article_pool_geometry(image, (3, 3), (2, 2))
+    x = rng.integers(-2, 3, (1, H * W)).astype(np.float32)
+    for value, count in ((np.nan, H), (np.inf, 3), (-np.inf, H)):
+        x[0, rng.choice(H * W, count, replace=False)] = value
+    out, where = np.empty((1, Ho * Wo), np.float32), np.empty((1, Ho * Wo), np.float32)
+    max_pool_map(x, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out, where)
+    values, at = loop_max_pool(x[0].reshape(H, W), kh, kw, sh, sw, ph, pw, Ho, Wo)
+    assert np.isnan(values).any()
+    np.testing.assert_array_equal(out[0], values.ravel())
+    np.testing.assert_array_equal(where[0], at.ravel())
+
+
 def test_max_pool_map_nan_wins_and_minus_infinity_stays():
     H, W = 4, 4
     x = np.array([[-np.inf] * 16])
