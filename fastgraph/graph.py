@@ -64,15 +64,16 @@ class Graph:
         self.nodes = []
         self.rng = np.random.default_rng(seed)
         self._states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
-        self._computed = np.zeros(16, np.int64)  # node.index -> the pass that computed it
+        # Per node, one row each (one array: settle() is one compiled call of few arguments):
+        # the pass that computed it, whether it is an input fed on the short path since the
+        # last settle() (``Variable.set_value``: one sample into an input that holds one),
+        # and settle()'s scratch (the nodes it reached, its stack).
+        self._table = np.zeros((4, 16), np.int64)
+        self._computed, self._fed = self._table[0], self._table[1]
         self.passes = 1  # counts passes that compute values (see mark_computed)
-        # Inputs set on the short path (``Variable.set_value``: one sample into an input that
-        # holds one) are only marked here; ``settle()`` does the rest, once for them all.
-        self.unsettled = False
-        self._fed = np.zeros(16, np.int8)  # node.index -> 1: fed since the last settle()
-        self._seen = np.zeros(16, np.int64)  # settle()'s scratch: the nodes it reached
-        self._stack = np.empty(16, np.int64)
+        self.unsettled = False  # an input was fed on the short path since the last settle()
         self._edges = {}  # graph version -> every node's children (see settle)
+        self._edges_now = (None, None, None)  # the version settle() last saw, and its edges
         self.layout = 0  # counts reallocated buffers: compiled passes recorded the old ones
         self._names = {}
         # What cached tapes, plans and passes are valid for: the nodes added so far, and the
@@ -98,10 +99,8 @@ class Graph:
         node.index = len(self.nodes)
         if node.index == len(self._states):
             self._states = np.concatenate([self._states, np.empty_like(self._states)])
-            self._computed = np.concatenate([self._computed, np.zeros_like(self._computed)])
-            self._fed = np.concatenate([self._fed, np.zeros_like(self._fed)])
-            self._seen = np.concatenate([self._seen, np.zeros_like(self._seen)])
-            self._stack = np.empty_like(self._seen)
+            self._table = np.concatenate([self._table, np.zeros_like(self._table)], axis=1)
+            self._computed, self._fed = self._table[0], self._table[1]
         self._states[node.index] = EMPTY
         self.nodes.append(node)
         self._version = (len(self.nodes), self._version[1])
@@ -160,14 +159,17 @@ class Graph:
         (``states``, ``computed``, a new node, a re-wiring)."""
         self.unsettled = False
         self.passes += 1
-        edges = self._edges.get(self._version)
-        if edges is None:
-            if len(self._edges) >= CACHE_SIZE:
-                self._edges.clear()
-            edges = self._edges[self._version] = _children(self.nodes)
+        version, first, children = self._edges_now
+        if version is not self._version:
+            edges = self._edges.get(self._version)
+            if edges is None:
+                if len(self._edges) >= CACHE_SIZE:
+                    self._edges.clear()
+                edges = self._edges[self._version] = _children(self.nodes)
+            self._edges_now = (self._version, *edges)
+            first, children = edges
         # The compiled function itself: settling is never part of a recorded pass.
-        settle_fed.dispatcher(self._fed, self._states, self._computed, self.passes, *edges,
-                              self._seen, self._stack, EMPTY)
+        settle_fed.dispatcher(self._table, self._states, first, children, self.passes, EMPTY)
 
     def invalidate(self, nodes, state, itself=False):
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with

@@ -272,12 +272,13 @@ def feed_inputs(source, block, states, inputs, downstream, state, computed, stam
 
 
 @kernel
-def settle_fed(fed, states, computed, stamp, first, children, seen, stack, state):
-    """What the inputs fed one sample each since the last call (``fed[i]`` 1) still owe:
-    each marked computed by pass ``stamp``, and everything downstream of any of them raised
-    to ``state``, each node once. The graph's edges: node i's children are
-    ``children[first[i]:first[i + 1]]``; ``seen`` (one per node) remembers which nodes this
-    call reached by holding ``stamp``; ``stack`` has room for every node."""
+def settle_fed(table, states, first, children, stamp, state):
+    """What the inputs fed one sample each since the last call still owe: each marked
+    computed by pass ``stamp``, and everything downstream of any of them raised to
+    ``state``, each node once. ``table``'s rows, one entry per node: the pass that computed
+    it, 1 for an input fed, and scratch (the nodes reached hold ``stamp``; a stack). The
+    graph's edges: node i's children are ``children[first[i]:first[i + 1]]``."""
+    computed, fed, seen, stack = table[0], table[1], table[2], table[3]
     top = 0
     for i in range(first.shape[0] - 1):
         if fed[i]:
