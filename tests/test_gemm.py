@@ -159,3 +159,47 @@ def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, monkeypatch
     finally:
         threads.use(before or 1)
     assert not differ
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_sample_products_match_numpy(dtype):
+    """matvec and vecmat, MatMul's products for a single sample: rows in blocks of four and
+    the rest, against NumPy."""
+    from fastgraph.kernels.blas import matvec, vecmat
+
+    rng = np.random.default_rng(7)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    for m, k in [(1, 1), (3, 5), (4, 4), (5, 7), (9, 1), (12, 16), (100, 784)]:
+        a = rng.normal(size=(m, k)).astype(dtype)
+        x, u = rng.normal(size=(1, k)).astype(dtype), rng.normal(size=(1, m)).astype(dtype)
+        out, back = np.full((1, m), np.nan, dtype), np.full((1, k), np.nan, dtype)
+        matvec(x, a, out)
+        vecmat(u, a, back)
+        np.testing.assert_allclose(out, x @ a.T, rtol=tolerance, atol=tolerance * k)
+        np.testing.assert_allclose(back, u @ a, rtol=tolerance, atol=tolerance * m)
+
+
+def test_a_single_sample_and_a_batch_give_one_matmul_result():
+    """One sample goes through matvec/vecmat, a batch through BLAS: the same value and the
+    same derivatives with respect to the input and the weight, to rounding."""
+    import fastgraph as fg
+
+    rng = np.random.default_rng(8)
+    with fg.Graph(dtype=np.float64):
+        w = fg.Variable((6, 9))
+        x = fg.Variable((9, 1), trainable=False)
+        y = fg.ops.MatMul(w, x)
+        loss = fg.ops.Dot(y, y)
+    w.set_value(rng.normal(size=(6, 9)))
+    samples = rng.normal(size=(3, 9, 1))
+    x.set_value(samples)
+    batch_w, batch_x = fg.jacobian(loss, [w, x])
+    batch_values = y.flat.copy()
+    for b in range(3):
+        x.set_value(samples[b])
+        one_w, one_x = fg.jacobian(loss, [w, x])
+        np.testing.assert_allclose(y.flat[0], batch_values[b], rtol=1e-12)
+        np.testing.assert_allclose(one_x[0], batch_x[b], rtol=1e-12)
+        np.testing.assert_allclose(one_w[0], batch_w[b], rtol=1e-12)
+        np.testing.assert_allclose(one_x[0, 0], 2 * (w.flat.reshape(6, 9).T @ y.flat[0]),
+                                   rtol=1e-12)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..kernels.blas import gemm
+from ..kernels.blas import gemm, matvec, vecmat
 from ..kernels.elementwise import (
     add_into,
     add_rows,
@@ -67,7 +67,9 @@ class MatMul(Operator):
     def compute(self):
         a, b = self.parents
         out = self.output()
-        if self._vectors:
+        if self._vectors and b.flat.shape[0] == 1:  # one sample: faster than BLAS's M = 1
+            matvec(b.flat, a._value, out)
+        elif self._vectors:
             gemm(b.flat, False, a._value, True, out, 0.0)
         elif self._stacked:
             gemm(a._value.reshape(-1, a.dim[1]), False, b._value, False,
@@ -81,6 +83,8 @@ class MatMul(Operator):
         out = self.buffer(slot, (upstream.shape[0], self.parents[slot].dimension()))
         if self._vectors and slot == 0:  # each sample's outer product upstream_b x_b^T
             outer_rows(upstream, b.flat, out)
+        elif self._vectors and upstream.shape[0] == 1:
+            vecmat(upstream, a._value, out)
         elif self._vectors:  # upstream @ W for the batch of columns
             gemm(upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
