@@ -41,7 +41,7 @@ ms on two threads against 16 on one). Their fastmath only contracts multiply-add
 import numpy as np
 from numba import prange
 
-from . import _kernel_decorator, inline, kernel, parallel_kernel
+from . import inline, kernel, parallel_kernel, reducing_kernel
 from .elementwise import sum_rows
 
 # -- im2col / col2im: patches of a batch as the rows of one matrix --------------------------
@@ -427,15 +427,10 @@ def conv_weight_vjp_shifted(upstream, padded, C, kh, kw, Wp, Ho, Wo, wide, parti
 # Wp - W numbers past each row are computed and thrown away). The feature map's gradient is
 # the same convolution of the upstream, padded on the other sides, with the kernel turned
 # by 180 degrees; the kernel's is a dot product of the upstream (spread to the wide layout,
-# zeros past each row) with the grid for every tap. Measured on the article's 28x28 map and
+# zeros past each row) with the grid for every tap. The loops along runs are
+# ``reducing_kernel``s called by the kernels: vectorised sums, no parallel region (it costs
+# ~2 us a call, more than one sample's map). Measured on the article's 28x28 map and
 # 5x5 kernel, one sample: 2.2, 2.2 and 1.9 us against 16.6, 16.4 and 17.8 us along rows.
-
-#: The loops that sum or multiply-add along runs, as inner functions of the kernels below:
-#: compiled with the fastmath of ``parallel_kernel`` (contracted multiply-adds, a dot
-#: product summed in vector lanes) but without threads, which cost ~2 us a call on one row.
-_run_loops = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
-                               fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-
 
 def convolve_grid_size(H, W, kh, kw):
     """Numbers in one map's zero grid for ``convolve_runs``: ``H + kh - 1`` rows of
@@ -443,7 +438,7 @@ def convolve_grid_size(H, W, kh, kw):
     return (H + kh - 1) * (W + kw - 1) + kw - 1
 
 
-@_run_loops
+@reducing_kernel
 def _dot(a, b, n):
     """``sum(a[:n] * b[:n])`` in vector lanes."""
     total = a.dtype.type(0)
@@ -452,7 +447,7 @@ def _dot(a, b, n):
     return total
 
 
-@_run_loops
+@reducing_kernel
 def _tap_runs(grid, weights, k, flip, kh, kw, Wp, run, total):
     """``total[j]`` (j < run) = sum over taps (ky, kx) of ``grid[j + ky * Wp + kx]`` times
     ``weights[k, ky * kw + kx]``, or times the kernel turned by 180 degrees (``flip``):
