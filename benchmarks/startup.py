@@ -1,6 +1,7 @@
 """Start-up: ``import fastgraph``, build a model and one training step, in fresh processes.
 
     python -m benchmarks.startup [--model mlp|lenet5|recurrent] [--runs 3] [--compiles]
+                                 [--against DIRECTORY]
 
 Each run is a new Python process. With an empty cache (``NUMBA_CACHE_DIR`` pointed at a new
 temporary directory) every kernel, adapter and replay loop is compiled; with a warm one
@@ -8,7 +9,10 @@ temporary directory) every kernel, adapter and replay loop is compiled; with a w
 the wall and CPU seconds of each run and the load average before and after: the machine is
 shared, so compare figures taken at similar loads, and CPU seconds when the load moves.
 ``--compiles`` also lists what the first empty-cache run compiled and the CPU seconds each
-took (of the compiling thread: the figure that moves least with the load).
+took (of the compiling thread: the figure that moves least with the load). ``--against``
+another checkout of fastgraph (say a ``git archive`` of an older commit in /tmp) runs it and
+this one alternately, run for run (which goes first alternating too), and sums up the
+ranges of each: a comparison that the load moves alike for both.
 """
 
 import argparse
@@ -66,12 +70,17 @@ BODIES = {"mlp": CLASSIFIER.format(name="mlp"), "lenet5": CLASSIFIER.format(name
           "recurrent": RECURRENT}
 
 
-def run(model, cache, compiles=False):
-    """One fresh process with ``NUMBA_CACHE_DIR=cache``: its figures as a dict."""
+#: The checkout this file belongs to.
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(model, cache, compiles=False, tree=HERE):
+    """One fresh process with ``NUMBA_CACHE_DIR=cache``, importing fastgraph from the
+    checkout ``tree``: its figures as a dict."""
     code = "import json\n" + STEP.format(body=BODIES[model], compiles=compiles)
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": tree}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True)
+                            text=True, cwd=tree)
     if result.returncode:
         raise SystemExit(f"the {model} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -89,21 +98,41 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compiles", action="store_true",
                         help="list what the first empty-cache run compiled")
+    parser.add_argument("--against", metavar="DIRECTORY",
+                        help="another checkout of fastgraph, run alternately with this one")
     args = parser.parse_args(argv)
     print(f"{args.model}: import fastgraph, build, one_step() + update(), Adam")
+    trees = {"": HERE}
+    if args.against:
+        against = os.path.abspath(args.against)
+        if not os.path.isfile(os.path.join(against, "fastgraph", "__init__.py")):
+            parser.error(f"--against {args.against}: no fastgraph package in that directory")
+        trees = {"this ": HERE, "other": against}
+    seen = {}  # (label, tree) -> [(wall, cpu), ...]
     with tempfile.TemporaryDirectory(prefix="fastgraph-startup-") as root:
         for label, warm in (("empty cache", False), ("warm cache", True)):
             for index in range(args.runs):
-                cache = os.path.join(root, "warm" if warm else f"empty-{index}")
-                if warm and index == 0:
-                    run(args.model, cache)  # fills it
-                before = load()
-                figures = run(args.model, cache, args.compiles and not warm and index == 0)
-                print(f"{label:<11} run {index + 1}: {figures['wall']:5.2f} s wall, "
-                      f"{figures['cpu']:5.2f} s CPU (import {figures['import']:.2f} s); "
-                      f"load {before} -> {load()}", flush=True)
-                for name, seconds in sorted(figures["compiles"], key=lambda c: -c[1]):
-                    print(f"    {seconds:6.3f} s CPU  {name}")
+                order = list(trees.items())
+                for name, tree in order if index % 2 == 0 else order[::-1]:
+                    cache = os.path.join(root, f"{name.strip()}-" + (
+                        "warm" if warm else f"empty-{index}"))
+                    if warm and index == 0:
+                        run(args.model, cache, tree=tree)  # fills it
+                    before = load()
+                    figures = run(args.model, cache, args.compiles and not warm and index == 0,
+                                  tree)
+                    seen.setdefault((label, name), []).append((figures["wall"], figures["cpu"]))
+                    print(f"{name}{' ' if name else ''}{label:<11} run {index + 1}: "
+                          f"{figures['wall']:5.2f} s wall, {figures['cpu']:5.2f} s CPU (import "
+                          f"{figures['import']:.2f} s); load {before} -> {load()}", flush=True)
+                    for compiled, seconds in sorted(figures["compiles"], key=lambda c: -c[1]):
+                        print(f"    {seconds:6.3f} s CPU  {compiled}")
+    if args.against:
+        print(f"this: {HERE}; other: {against}")
+        for (label, name), figures in seen.items():
+            walls, cpus = zip(*figures)
+            print(f"{name} {label:<11}: {min(walls):.2f}-{max(walls):.2f} s wall, "
+                  f"{min(cpus):.2f}-{max(cpus):.2f} s CPU over {len(figures)} runs")
     return 0
 
 
