@@ -678,8 +678,10 @@ def avg_pool_vjp(upstream, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, out):
 @inline
 def _first_largest(best, where, value, at):
     """``(best, where)`` after one more window pixel ``value`` at ``at``: it wins when larger,
-    or a NaN over a number (so the first largest, and the first NaN, stay)."""
-    take = (value > best or value != value) and best == best
+    or a NaN over a number (so the first largest, and the first NaN, stay). The test is
+    bitwise, not ``or``/``and``: short-circuits compiled to branches that a new sample's
+    values mispredict (28x28 map: 7.4 us a call on fresh data, 3.4 with selects)."""
+    take = ((value > best) | (value != value)) & (best == best)
     return (value if take else best), (at if take else where)
 
 
@@ -691,8 +693,7 @@ def max_pool_map(x, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
 
     A 3x3 window inside the image (the article's pooling, all but the border windows) is
     straight-line code: each row's three pixels in order, then the three rows, which picks
-    the same pixel as the scan in row-major order and takes 1.8 us instead of 3.0 on a
-    28x28 map (one sample, a loop a window before)."""
+    the same pixel as the scan in row-major order (a loop a window took 1.3x as long)."""
     real = argmax.dtype.type
     three = kh == 3 and kw == 3
     for i in range(out.shape[0]):
