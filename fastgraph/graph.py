@@ -126,12 +126,12 @@ class Graph:
             self.settle()
         for parent in node.parents:
             parent.children.remove(node)
-        node.parents = list(parents)
-        for parent in node.parents:
+        node.parents = parents = list(parents)
+        for parent in parents:
             parent.children.append(node)
-        node.batched = any(parent.batched for parent in node.parents)
+        node.batched = any([parent.batched for parent in parents])
         node.dim = node.infer_dim()
-        self._wiring[node.index] = tuple(parent.index for parent in node.parents)
+        self._wiring[node.index] = tuple([parent.index for parent in parents])
         self._version = (len(self.nodes), tuple(sorted(self._wiring.items())))
         self.invalidate([node], EMPTY, itself=True)
 

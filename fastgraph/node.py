@@ -30,8 +30,8 @@ import numpy as np
 from .graph import EMPTY, get_default_graph
 from .kernels.elementwise import feed_input
 
-#: The arrays ``Variable.set_value`` copies on its short path (one sample in its own shape).
-_ARRAYS = (np.ndarray, np.matrix)
+# The arrays ``Variable.set_value`` copies on its short path (one sample in its own shape).
+_MATRIX, _ARRAY = np.matrix, np.ndarray
 
 
 class Node:
@@ -277,8 +277,9 @@ class Variable(Node):
 
     def set_value(self, value):
         sample = self._sample
-        if sample is not None and value.__class__ in _ARRAYS and value.shape == self._dim \
-                and value.dtype.kind in "biuf":
+        kind = value.__class__
+        if (kind is _MATRIX or kind is _ARRAY) and sample is not None \
+                and value.shape == self._dim and value.dtype.kind in "biuf":
             # The short path. The article's per-sample loop sets every input once a sample,
             # often dozens of them (the RNN's steps): a sample in its own shape (an array or
             # np.matrix), into an input that holds one already, is copied (cast as the
