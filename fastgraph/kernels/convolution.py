@@ -478,19 +478,40 @@ def convolve_grid_size(H, W, kh, kw):
 
 
 @reducing_kernel
-def _dot(a, b, n):
-    """``sum(a[:n] * b[:n])`` in vector lanes."""
-    total = a.dtype.type(0)
-    for j in range(n):
-        total += a[j] * b[j]
-    return total
+def _tap_dots(spread, grid, kh, kw, Wp, run, out, g):
+    """``out[g, ky * kw + kx]`` += the dot product of ``spread[:run]`` with ``grid`` from
+    ``ky * Wp + kx``, for every tap; four taps of a kernel row in one pass over ``spread``
+    (their runs are one number apart), each sum in vector lanes."""
+    zero = out.dtype.type(0)
+    fours = kw // 4 * 4
+    for ky in range(kh):
+        for kx in range(0, fours, 4):
+            s = grid[ky * Wp + kx:]
+            t0 = t1 = t2 = t3 = zero
+            for j in range(run):
+                u = spread[j]
+                t0 += u * s[j]
+                t1 += u * s[j + 1]
+                t2 += u * s[j + 2]
+                t3 += u * s[j + 3]
+            t = ky * kw + kx
+            out[g, t] += t0
+            out[g, t + 1] += t1
+            out[g, t + 2] += t2
+            out[g, t + 3] += t3
+        for kx in range(fours, kw):
+            s = grid[ky * Wp + kx:]
+            total = zero
+            for j in range(run):
+                total += spread[j] * s[j]
+            out[g, ky * kw + kx] += total
 
 
 @reducing_kernel
 def _tap_runs(grid, weights, k, flip, kh, kw, Wp, run, total):
     """``total[j]`` (j < run) = sum over taps (ky, kx) of ``grid[j + ky * Wp + kx]`` times
     ``weights[k, ky * kw + kx]``, or times the kernel turned by 180 degrees (``flip``):
-    ``weights[k, (kh - 1 - ky) * kw + kw - 1 - kx]``. Up to four taps of a kernel row are
+    ``weights[k, (kh - 1 - ky) * kw + kw - 1 - kx]``. Up to five taps of a kernel row are
     added in one pass along the run (their runs are one number apart), so ``total`` is
     loaded and stored once for them."""
     last = kh * kw - 1
@@ -500,17 +521,23 @@ def _tap_runs(grid, weights, k, flip, kh, kw, Wp, run, total):
         kx = 0
         while kx < kw:
             t = ky * kw + kx
-            taps = min(kw - kx, 4)
+            taps = min(kw - kx, 5 if kw - kx == 5 else 4)
             w0 = weights[k, last - t] if flip else weights[k, t]
-            w1 = w2 = w3 = w0
+            w1 = w2 = w3 = w4 = w0
             if taps > 1:
                 w1 = weights[k, last - t - 1] if flip else weights[k, t + 1]
             if taps > 2:
                 w2 = weights[k, last - t - 2] if flip else weights[k, t + 2]
             if taps > 3:
                 w3 = weights[k, last - t - 3] if flip else weights[k, t + 3]
+            if taps > 4:
+                w4 = weights[k, last - t - 4] if flip else weights[k, t + 4]
             s = grid[ky * Wp + kx:]
-            if taps == 4:
+            if taps == 5:
+                for j in range(run):
+                    total[j] += (w0 * s[j] + w1 * s[j + 1] + w2 * s[j + 2] + w3 * s[j + 3]
+                                 + w4 * s[j + 4])
+            elif taps == 4:
                 for j in range(run):
                     total[j] += w0 * s[j] + w1 * s[j + 1] + w2 * s[j + 2] + w3 * s[j + 3]
             elif taps == 3:
@@ -523,6 +550,25 @@ def _tap_runs(grid, weights, k, flip, kh, kw, Wp, run, total):
                 for j in range(run):
                     total[j] += w0 * s[j]
             kx += taps
+
+
+@kernel
+def _pad_map(x, H, W, top, left, Wp, grid):
+    """``grid``: the ``(H, W)`` map ``x`` (a row) at rows ``top``.., columns ``left``.. of
+    zeros ``Wp`` wide, stored flat; zeros to its end. Rows are copied as slices (they
+    vectorise) and only the border is zeroed."""
+    zero = grid.dtype.type(0)
+    for j in range(top * Wp + left):
+        grid[j] = zero
+    for iy in range(H):
+        start = (iy + top) * Wp + left
+        target = grid[start:start + W]
+        source = x[iy * W:(iy + 1) * W]
+        for ix in range(W):
+            target[ix] = source[ix]
+        stop = start + Wp if iy < H - 1 else grid.shape[0]
+        for j in range(start + W, stop):
+            grid[j] = zero
 
 
 @kernel
@@ -540,19 +586,15 @@ def convolve_runs(x, weights, H, W, kh, kw, top, left, flip, grids, wide, out):
     run = H * Wp
     total = wide[0]
     for i in range(out.shape[0]):
-        r = i * x.shape[0] // out.shape[0]
-        k = i * weights.shape[0] // out.shape[0]
         grid = grids[i * grids.shape[0] // out.shape[0]]
-        for j in range(grid.shape[0]):
-            grid[j] = 0.0
-        for iy in range(H):
-            start = (iy + top) * Wp + left
-            for ix in range(W):
-                grid[start + ix] = x[r, iy * W + ix]
-        _tap_runs(grid, weights, k, flip, kh, kw, Wp, run, total)
+        _pad_map(x[i * x.shape[0] // out.shape[0]], H, W, top, left, Wp, grid)
+        _tap_runs(grid, weights, i * weights.shape[0] // out.shape[0], flip, kh, kw, Wp, run,
+                  total)
         for oy in range(H):
+            target = out[i, oy * W:(oy + 1) * W]
+            computed = total[oy * Wp:oy * Wp + W]
             for ox in range(W):
-                out[i, oy * W + ox] = total[oy * Wp + ox]
+                target[ox] = computed[ox]
 
 
 @kernel
@@ -570,15 +612,14 @@ def convolve_kernel_runs(upstream, grids, H, W, kh, kw, wide, out):
         for t in range(kh * kw):
             out[g, t] = 0.0
         for i in range(g * rows // groups, (g + 1) * rows // groups):
-            grid = grids[i * grids.shape[0] // rows]
             for oy in range(H):
+                target = spread[oy * Wp:(oy + 1) * Wp]
+                source = upstream[i, oy * W:(oy + 1) * W]
                 for ox in range(W):
-                    spread[oy * Wp + ox] = upstream[i, oy * W + ox]
+                    target[ox] = source[ox]
                 for ox in range(W, Wp):
-                    spread[oy * Wp + ox] = 0.0
-            for ky in range(kh):
-                for kx in range(kw):
-                    out[g, ky * kw + kx] += _dot(spread, grid[ky * Wp + kx:], run)
+                    target[ox] = 0.0
+            _tap_dots(spread, grids[i * grids.shape[0] // rows], kh, kw, Wp, run, out, g)
 
 
 # -- pooling: windows clipped at the borders ------------------------------------------------
