@@ -18,6 +18,7 @@ from fastgraph.kernels.convolution import (
     convolve_runs,
     max_pool,
     max_pool_map,
+    max_pool_map_rows,
     max_pool_map_vjp,
     max_pool_vjp,
 )
@@ -218,11 +219,20 @@ def test_max_pool_map_is_the_articles_pooling(image, size, stride, dtype, rng):
     values, at = loop_max_pool(x[0].reshape(H, W), kh, kw, sh, sw, ph, pw, Ho, Wo)
     np.testing.assert_array_equal(out[0], values.ravel())
     np.testing.assert_array_equal(where[0], at.ravel())
-    # the same numbers as the threaded kernel that batches use
+    # the same numbers as the multi-channel kernel
     shared = np.empty_like(out), np.empty_like(where)
     max_pool(x, H, W, 1, kh, kw, sh, sw, ph, pw, Ho, Wo, *shared)
     np.testing.assert_array_equal(out, shared[0])
     np.testing.assert_array_equal(where, shared[1])
+    # a batch on threads: each row as alone
+    batch = np.concatenate([x, rng.permutation(x[0])[None], -x])
+    rows = np.full((3, Ho * Wo), np.nan, dtype), np.full((3, Ho * Wo), np.nan, dtype)
+    max_pool_map_rows(batch, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, *rows)
+    for b in range(3):
+        alone = np.empty_like(out), np.empty_like(where)
+        max_pool_map(batch[b:b + 1], H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, *alone)
+        np.testing.assert_array_equal(rows[0][b], alone[0][0])
+        np.testing.assert_array_equal(rows[1][b], alone[1][0])
     # the gradient goes where the forward chose, summed where windows share a pixel
     upstream = rng.normal(size=(1, Ho * Wo)).astype(dtype)
     gradient = np.full((1, H * W), np.nan, dtype)
@@ -273,7 +283,7 @@ def test_max_pool_map_nan_wins_and_minus_infinity_stays():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pooling_one_sample_equals_its_row_of_a_batch(dtype, rng):
-    """One row takes the loops without threads, a batch the threaded kernels: same numbers."""
+    """One row takes the kernels without threads, a batch the threaded ones: same numbers."""
     graph = fg.Graph(dtype=dtype)
     with graph:
         x = fg.Variable((9, 7), trainable=False)
