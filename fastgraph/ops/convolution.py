@@ -37,8 +37,9 @@ How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
 - the input gradient in chunks of ``INPUT_CHUNK`` samples, so each GEMM's patch gradients
   are put back by ``col2im`` while they are in the cache.
 
-The one-channel ``Convolve`` (whose kernel may have a batch axis) has loops of its own,
-along image rows.
+The one-channel ``Convolve`` (whose kernel may have a batch axis) has kernels of its own,
+shifted runs over each map zero-padded and stored flat (``kernels.convolution.
+convolve_runs``), made for the article's programs, which feed one sample a step.
 
 VJP protocol: ``vjp(slot, upstream)`` is always per upstream row; ``vjp_summed`` gives the
 sum over rows for a parameter when one GEMM over the batch is cheaper than the rows.
