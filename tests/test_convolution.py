@@ -511,6 +511,23 @@ def test_max_pool_2x2_matches_the_general_kernel(H, W, C, batch, dtype, rng):
     np.testing.assert_array_equal(out.astype(np.float64), windows.reshape(shape))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, pixels, C", [(1, 5, 3), (3, 16, 6), (4, 100, 16), (2, 37, 1)])
+def test_sum_pixels_is_the_bias_gradient(batch, pixels, C, dtype, rng):
+    """Per row and summed over the batch, equal to NumPy's sums, for pixel counts below, at
+    and off multiples of 16 (the kernel adds 16 pixels at a time, then the rest)."""
+    from fastgraph.kernels.convolution import sum_pixels
+
+    upstream = rng.normal(size=(batch, pixels * C)).astype(dtype)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    expected = upstream.astype(np.float64).reshape(batch, pixels, C).sum(axis=1)
+    for rows in (batch, 1):
+        out = np.full((rows, C), 7.0, dtype)
+        sum_pixels(upstream, C, out)
+        wanted = expected if rows == batch else expected.sum(axis=0, keepdims=True)
+        np.testing.assert_allclose(out, wanted, rtol=tolerance, atol=tolerance)
+
+
 def test_max_pool2d_takes_the_2x2_kernel_only_where_it_applies():
     graph = fg.Graph()
     x = fg.Variable((7 * 9, 3), trainable=False, graph=graph)
