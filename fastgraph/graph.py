@@ -9,8 +9,11 @@ gradient has to flow and whether it arrives summed over the batch. The engines w
 same plans (``fastgraph.engines``), so none recurses and none knows an operator by name.
 
 Every node's state lives in one array of the graph (``Graph.states``), so that invalidating
-what depends on an input is one NumPy assignment and a compiled pass can read and set
-states without Python.
+what depends on an input is one compiled call and a compiled pass can read and set states
+without Python. An input given one sample into the one it holds (the article's per-sample
+loop, dozens of inputs a sample for a recurrent network) only notes that it was fed: the
+graph marks what depends on every input fed since in one call (``Graph.settle``) before
+anything reads or changes a state.
 """
 
 from __future__ import annotations
