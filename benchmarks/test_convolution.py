@@ -1,4 +1,5 @@
-"""Convolutions: im2col + GEMM, shifted runs and direct loops; LeNet-5 and the article's CNN.
+"""Convolutions: im2col + GEMM, shifted runs and direct loops; max pooling; LeNet-5 and the
+article's CNN.
 
 The kernel comparison decided how ``Conv2D`` computes (see ``fastgraph/ops/convolution.py``):
 LeNet-5's two convolutions, batch 64, float32, each pass every way it can be made (shifted
@@ -106,6 +107,29 @@ def test_convolution_kernels(benchmark, layer, which, method):
     benchmark.group = f"{layer}, batch {BATCH}: {which}"
     benchmark(call)
     assert np.isfinite(arrays["out"]).all() or which != "forward"
+
+
+# name: (H, W, C): LeNet-5's poolings, 2x2 windows, stride 2
+POOLS = {"pool1 28x28x6": (28, 28, 6), "pool2 10x10x16": (10, 10, 16)}
+
+
+@pytest.mark.parametrize("method", ["max_pool", "max_pool_2x2"])
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_max_pool_kernels(benchmark, pool, method):
+    """The general window loop against the 2x2 stride-2 kernel that MaxPool2D takes for
+    LeNet-5 (same values, same positions)."""
+    H, W, C = POOLS[pool]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, H * W * C)).astype(np.float32)
+    out = np.empty((BATCH, H // 2 * (W // 2) * C), np.float32)
+    where = np.empty_like(out)
+    if method == "max_pool":
+        arguments = (x, H, W, C, 2, 2, 2, 2, 0, 0, H // 2, W // 2, out, where)
+    else:
+        arguments = (x, W, C, H // 2, W // 2, out, where)
+    benchmark.group = f"{pool}, batch {BATCH}: max pooling forward"
+    benchmark(getattr(kernels, method), *arguments)
+    assert np.isfinite(out).all()
 
 
 def test_lenet5_training_step(benchmark):
