@@ -21,7 +21,9 @@ the output batch ``(B, Ho * Wo * Cout)`` with no transpose; the weight gradient
 one GEMM each as well. With channels as rows the GEMM's result comes out as ``(Cout, B *
 pixels)`` and every pass needs a transposing copy. A one-channel image ``(784, 1)``, MNIST's
 column, is already in this layout, and ``Reshape`` to a column before the dense layers is
-free.
+free. Pooling does not ask for the other layout either: LeNet's 2x2 max pooling of channels
+as rows (stride-2 reads along a row) took 0.39 ms against 0.35 for pixels as rows (28x28x6,
+batch 64, one core) and 0.15 against 0.09 on 10x10x16.
 
 How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
 
@@ -456,7 +458,11 @@ class MaxPool2D(_MaxWindows):
     """The largest value of each ``kernel_size`` window of every channel, moved by
     ``stride`` (default: the kernel size), over an image with ``padding`` on every side
     (windows clipped at the borders). Input ``(H * W, C)`` per sample for ``image_shape``
-    ``(H, W)``; output ``(Ho * Wo, C)``, ``Ho = (H + 2 * ph - kh) // sh + 1``."""
+    ``(H, W)``; output ``(Ho * Wo, C)``, ``Ho = (H + 2 * ph - kh) // sh + 1``.
+
+    2x2 windows with stride 2 and no padding (LeNet's) never clip, and go by
+    ``max_pool_2x2`` (four reads in straight-line code, the same choice of pixel as the
+    general loop): 0.36 against 0.91 ms on 28x28x6, batch 64, one core."""
 
     arity = 1
 
