@@ -21,6 +21,7 @@ from fastgraph.kernels.convolution import (
     max_pool_map_rows,
     max_pool_map_vjp,
     max_pool_vjp,
+    sum_map,
 )
 
 # -- references: loops over output pixels and taps -----------------------------------------
@@ -192,6 +193,19 @@ def test_convolve_runs_keeps_nan_and_infinity(rng):
     np.testing.assert_array_equal(np.isnan(out), nan)
     np.testing.assert_array_equal(np.isposinf(out), inf & ~nan)
     assert np.isfinite(out[~nan & ~inf]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, width", [(1, 784), (3, 196), (2, 7), (1, 1)])
+def test_sum_map_sums_each_row(rows, width, dtype, rng):
+    upstream = rng.normal(size=(rows, width)).astype(dtype)
+    out = np.full((rows, 1), np.nan, dtype)
+    sum_map(upstream, out)
+    np.testing.assert_allclose(out[:, 0], upstream.astype(np.float64).sum(axis=1),
+                               **tolerance(dtype))
+    upstream[0, width // 2] = np.nan
+    sum_map(upstream, out)
+    assert np.isnan(out[0, 0]) and np.isfinite(out[1:]).all()
 
 
 # -- the one-row max pooling ----------------------------------------------------------------

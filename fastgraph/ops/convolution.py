@@ -72,6 +72,7 @@ from ..kernels.convolution import (
     max_pool_map_vjp,
     max_pool_vjp,
     pad_channels,
+    sum_map,
     sum_pixels,
 )
 from .base import Operator
@@ -224,7 +225,7 @@ class AddScalar(Operator):
         if slot == 0:
             return upstream
         out = self.buffer(1, (upstream.shape[0], 1))
-        sum_pixels(upstream, 1, out)
+        sum_map(upstream, out)
         return out
 
     def dense_jacobian(self, slot):
