@@ -261,6 +261,7 @@ class Variable(Node):
         self._dim = _check_dim(dim)
         self.trainable = bool(trainable)
         self._sample = None  # an input holding one sample: flat seen in the sample's shape
+        self._numeric = None  # the dtype of the last value taken on the short path
         super().__init__(graph=graph, name=name)
         self.batched = self.is_input = not self.trainable
         if init:
@@ -279,13 +280,15 @@ class Variable(Node):
         sample = self._sample
         kind = value.__class__
         if (kind is _MATRIX or kind is _ARRAY) and sample is not None \
-                and value.shape == self._dim and value.dtype.kind in "biuf":
+                and value.shape == self._dim and (value.dtype is self._numeric
+                                                   or value.dtype.kind in "biuf"):
             # The short path. The article's per-sample loop sets every input once a sample,
             # often dozens of them (the RNN's steps): a sample in its own shape (an array or
             # np.matrix), into an input that holds one already, is copied (cast as the
             # kernel of the general path casts) and the input noted as fed. What depends on
             # it is marked EMPTY by the graph's next settle(), once for every input fed
             # meanwhile; whatever reads or changes a state settles first.
+            self._numeric = value.dtype  # a numeric dtype seen last: the next check is `is`
             sample[...] = value
             graph = self.graph
             graph._fed[self.index] = 1
