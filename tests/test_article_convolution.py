@@ -17,6 +17,7 @@ from fastgraph.kernels.convolution import (
     convolve_kernel_runs,
     convolve_runs,
     max_pool,
+    max_pool_halves,
     max_pool_map,
     max_pool_map_rows,
     max_pool_map_vjp,
@@ -211,6 +212,7 @@ def test_sum_map_sums_each_row(rows, width, dtype, rng):
 # -- the one-row max pooling ----------------------------------------------------------------
 
 POOLS = [((28, 28), (3, 3), (2, 2)), ((14, 14), (3, 3), (2, 2)), ((5, 7), (3, 3), (2, 2)),
+         ((9, 8), (2, 2), (2, 2)), ((1, 6), (3, 3), (2, 2)), ((2, 2), (3, 3), (2, 2)),
          ((6, 5), (2, 4), (3, 2)), ((7, 4), (5, 1), (1, 3)), ((3, 3), (7, 7), (2, 2)),
          ((9, 8), (3, 2), (4, 4))]
 
@@ -233,6 +235,12 @@ def test_max_pool_map_is_the_articles_pooling(image, size, stride, dtype, rng):
     values, at = loop_max_pool(x[0].reshape(H, W), kh, kw, sh, sw, ph, pw, Ho, Wo)
     np.testing.assert_array_equal(out[0], values.ravel())
     np.testing.assert_array_equal(where[0], at.ravel())
+    # the article's usual windows on an even width: every window row at once, same numbers
+    if (kh, kw, sh, sw, ph, pw) == (3, 3, 2, 2, 1, 1) and W % 2 == 0:
+        halves = np.full_like(out, np.nan), np.full_like(where, np.nan)
+        max_pool_halves(x, H, W, Ho, Wo, np.full((1, 2 * H * Wo), np.nan, dtype), *halves)
+        np.testing.assert_array_equal(halves[0], out)
+        np.testing.assert_array_equal(halves[1], where)
     # the same numbers as the multi-channel kernel
     shared = np.empty_like(out), np.empty_like(where)
     max_pool(x, H, W, 1, kh, kw, sh, sw, ph, pw, Ho, Wo, *shared)
@@ -273,6 +281,10 @@ def test_max_pool_map_with_nan_and_infinities_scattered(image, rng):
     assert np.isnan(values).any()
     np.testing.assert_array_equal(out[0], values.ravel())
     np.testing.assert_array_equal(where[0], at.ravel())
+    halves = np.empty_like(out), np.empty_like(where)
+    max_pool_halves(x, H, W, Ho, Wo, np.empty((1, 2 * H * Wo), np.float32), *halves)
+    np.testing.assert_array_equal(halves[0][0], values.ravel())
+    np.testing.assert_array_equal(halves[1][0], at.ravel())
 
 
 def test_max_pool_map_nan_wins_and_minus_infinity_stays():
@@ -296,13 +308,14 @@ def test_max_pool_map_nan_wins_and_minus_infinity_stays():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_max_pooling_one_sample_equals_its_row_of_a_batch(dtype, rng):
+@pytest.mark.parametrize("image", [(9, 7), (9, 8)])  # odd width: max_pool_map; even: halves
+def test_max_pooling_one_sample_equals_its_row_of_a_batch(image, dtype, rng):
     """One row takes the kernels without threads, a batch the threaded ones: same numbers."""
     graph = fg.Graph(dtype=dtype)
     with graph:
-        x = fg.Variable((9, 7), trainable=False)
+        x = fg.Variable(image, trainable=False)
         pooled = ops.MaxPooling(x, size=(3, 3), stride=(2, 2))
-    images = rng.integers(-4, 5, (4, 9, 7)).astype(dtype)
+    images = rng.integers(-4, 5, (4, *image)).astype(dtype)
     upstream = rng.normal(size=(4, pooled.dimension())).astype(dtype)
     x.set_value(images)
     pooled.forward()

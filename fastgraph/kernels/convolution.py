@@ -824,6 +824,43 @@ def max_pool_map(x, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
                 argmax[i, oy * Wo + ox] = real(where)
 
 
+@kernel
+def max_pool_halves(x, H, W, Ho, Wo, scratch, out, argmax):
+    """``max_pool_map`` of the article's usual pooling, 3x3 windows centred on every other
+    pixel (size 3 or 2, stride 2) of a map of even width ``W = 2 * Wo``: the same values and
+    positions, in loops that vectorise. A window row's three pixels are pixels 2k - 1, 2k
+    and 2k + 1 of the map stored flat (k = iy * Wo + ox), so one loop over k takes every
+    window row of the map at once; then each output row takes its two or three window rows
+    (rows clipped at the top and bottom), in order. ``scratch`` is a row of ``2 * H * Wo``.
+    28x28 -> 14x14: 1.0 us against 2.8 with a window at a time (fresh values each call)."""
+    real = argmax.dtype.type
+    n = H * Wo
+    best = scratch[0, :n]  # each window row's first largest and where it is
+    where = scratch[0, n:2 * n]
+    for i in range(out.shape[0]):
+        row = x[i]
+        for k in range(1, n):
+            b, w = _first_largest(row[2 * k - 1], real(2 * k - 1), row[2 * k], real(2 * k))
+            best[k], where[k] = _first_largest(b, w, row[2 * k + 1], real(2 * k + 1))
+        for iy in range(H):  # the first window of a map row starts at its first pixel
+            k = iy * Wo
+            best[k], where[k] = _first_largest(row[2 * k], real(2 * k), row[2 * k + 1],
+                                               real(2 * k + 1))
+        for oy in range(Ho):
+            first, last = max(2 * oy - 1, 0), min(2 * oy + 1, H - 1)
+            values = out[i, oy * Wo:(oy + 1) * Wo]
+            places = argmax[i, oy * Wo:(oy + 1) * Wo]
+            top, at = best[first * Wo:(first + 1) * Wo], where[first * Wo:(first + 1) * Wo]
+            for ox in range(Wo):
+                values[ox] = top[ox]
+                places[ox] = at[ox]
+            for r in range(first + 1, last + 1):
+                below, at = best[r * Wo:(r + 1) * Wo], where[r * Wo:(r + 1) * Wo]
+                for ox in range(Wo):
+                    values[ox], places[ox] = _first_largest(values[ox], places[ox], below[ox],
+                                                            at[ox])
+
+
 @parallel_kernel
 def max_pool_map_rows(x, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, out, argmax):
     """``max_pool_map`` of a batch, its rows on every thread: a batch of 64 28x28 maps in
