@@ -112,6 +112,33 @@ def test_every_parameter_updates_as_its_formula_by_hand(rng, name, conventions):
                                            atol=1e-14, err_msg=f"{state} of {param.name}")
 
 
+@pytest.mark.parametrize("name, conventions", CASES)
+def test_a_parameter_updated_on_every_core_updates_as_its_formula(rng, name, conventions):
+    """A weight matrix of more than ``PARALLEL_MIN`` numbers takes the kernels' parallel
+    loop (its weights were once left unchanged there, silently)."""
+    rows = 130
+    assert rows * rows >= kernels.PARALLEL_MIN
+    with fg.Graph(dtype=np.float64) as graph:
+        x, t = fg.Variable((rows, 1), trainable=False), fg.Variable((1, 1), trainable=False)
+        w, v = fg.Variable((rows, rows)), fg.Variable((1, rows))
+        w.set_value(rng.normal(0.0, 0.1, size=(rows, rows)))
+        v.set_value(rng.normal(size=(1, rows)))
+        hidden = fg.ops.Tanh(fg.ops.MatMul(w, x))
+        loss = fg.ops.loss.MeanSquaredError(fg.ops.MatMul(v, hidden), t)
+    optimizer = _optimizer(name, conventions, graph, loss)
+    hand = ByHand(name, conventions, OPTIONS[name])
+    for step in (1, 2):
+        x.set_value(rng.normal(size=(3, rows)))
+        t.set_value(rng.normal(size=(3, 1)))
+        optimizer.one_step()
+        expected = {param: hand.step(param, param.value.copy(), optimizer.get_gradient(param),
+                                     step) for param in (w, v)}
+        optimizer.update()
+        for param, value in expected.items():
+            np.testing.assert_allclose(param.value, value, rtol=1e-12, atol=1e-14,
+                                       err_msg=f"{param.name} at update {step}")
+
+
 @pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),
                                                ("Adam", "torch"), ("Adam", "article")])
 def test_a_parameter_that_joins_later_takes_its_place_and_the_others_keep_their_state(

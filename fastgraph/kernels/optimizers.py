@@ -6,27 +6,28 @@ parameter's numbers at ``[start, start + size)`` (the gradient sums are the opti
 ``gradient_buffer``). The weights stay where the graph keeps them (their addresses, taken
 from arrays the optimizer holds). So a kernel has one signature per dtype, whatever the
 number of parameters: it is compiled once (the tuples of arrays it used to take were
-compiled again for every parameter count, 0.8 s each for Adam).
+compiled again for every parameter count: 0.8 s of CPU each for Adam).
 
-Each rule is an element function, inlined into one loop over each parameter, on one thread
-(see ``update_kernel``). ``c`` holds the scalars, in the parameters' dtype, so a
-float32 model updates in float32 arithmetic (promoting to float64 would make the division
-and square root several times slower); ``c[0]`` is 1 / samples, which turns the gradient
-sums into means on the fly. The rules and their defaults follow the formulas that PyTorch's
-``torch.optim`` documents; RMSProp and Adam also take an eps inside the square root, for the
-article's form of the rules.
+Each rule is an element function, inlined into a loop that runs on every core (``prange``)
+for a large parameter, and on one core for a small one, for which starting the threads
+(about 2 us) would cost more than the update. On two threads the parallel loop also keeps
+the step fast for another reason: the GEMMs that made the gradient and read the weights ran
+on both cores, and an update on one core alone took the MLP's 2-thread step from 240-250 to
+about 280 us. ``c`` holds the scalars, in the parameters' dtype, so a float32 model updates
+in float32 arithmetic (promoting to float64 would make the division and square root several
+times slower); ``c[0]`` is 1 / samples, which turns the gradient sums into means on the fly.
+The rules and their defaults follow the formulas that PyTorch's ``torch.optim`` documents;
+RMSProp and Adam also take an eps inside the square root, for the article's form of the
+rules.
 """
 
 import numpy as np
-from numba import carray, types
+from numba import carray, prange, types
 from numba.extending import intrinsic
 
-from . import _kernel_decorator, inline
+from . import inline, parallel_kernel
 
-#: How the updates are compiled: on one thread, with the element functions' floating-point
-#: options (the arithmetic of ``parallel_kernel``, without its parallel loops).
-update_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
-                                  fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+PARALLEL_MIN = 16384  # elements from which a parameter is updated on every core
 
 #: The columns of an optimizer's parameter table.
 ADDRESS, START, SIZE = 0, 1, 2
@@ -50,17 +51,32 @@ def _weights(table, p, like):
 
 
 @inline
+def _written(w, size):
+    """A use of the weights after the loops that write them. Numba's parallel pass drops a
+    ``prange`` loop's writes to an array that is no argument's view and that nothing reads
+    afterwards (as it does for a scratch array): the weights made from an address are such
+    an array to it, and their update was lost without this."""
+    if w.shape[0] != size:
+        raise ValueError("optimizer update: a parameter changed size")
+
+
+@inline
 def _gradient_descent(w, gradient, j, c):  # c = (1 / samples, learning rate)
     w[j] -= c[1] * c[0] * gradient[j]
 
 
-@update_kernel
+@parallel_kernel
 def gradient_descent(table, gradients, c):
     for p in range(table.shape[0]):
         start, size = table[p, START], table[p, SIZE]
         w, gradient = _weights(table, p, gradients), gradients[start:start + size]
-        for j in range(size):
-            _gradient_descent(w, gradient, j, c)
+        if size >= PARALLEL_MIN:
+            for j in prange(size):
+                _gradient_descent(w, gradient, j, c)
+        else:
+            for j in range(size):
+                _gradient_descent(w, gradient, j, c)
+        _written(w, size)
 
 
 @inline
@@ -70,14 +86,19 @@ def _momentum(w, gradient, velocity, j, c):  # c = (1 / samples, learning rate, 
     w[j] -= c[1] * v
 
 
-@update_kernel
+@parallel_kernel
 def momentum(table, gradients, velocities, c):
     for p in range(table.shape[0]):
         start, size = table[p, START], table[p, SIZE]
         w, gradient = _weights(table, p, gradients), gradients[start:start + size]
         velocity = velocities[start:start + size]
-        for j in range(size):
-            _momentum(w, gradient, velocity, j, c)
+        if size >= PARALLEL_MIN:
+            for j in prange(size):
+                _momentum(w, gradient, velocity, j, c)
+        else:
+            for j in range(size):
+                _momentum(w, gradient, velocity, j, c)
+        _written(w, size)
 
 
 @inline
@@ -88,14 +109,19 @@ def _adagrad(w, gradient, square_sum, j, c):  # c = (1 / samples, learning rate,
     w[j] -= c[1] * g / (np.sqrt(s) + c[2])
 
 
-@update_kernel
+@parallel_kernel
 def adagrad(table, gradients, square_sums, c):
     for p in range(table.shape[0]):
         start, size = table[p, START], table[p, SIZE]
         w, gradient = _weights(table, p, gradients), gradients[start:start + size]
         square_sum = square_sums[start:start + size]
-        for j in range(size):
-            _adagrad(w, gradient, square_sum, j, c)
+        if size >= PARALLEL_MIN:
+            for j in prange(size):
+                _adagrad(w, gradient, square_sum, j, c)
+        else:
+            for j in range(size):
+                _adagrad(w, gradient, square_sum, j, c)
+        _written(w, size)
 
 
 @inline
@@ -108,14 +134,19 @@ def _rmsprop(w, gradient, square_avg, j, c):
     w[j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
 
 
-@update_kernel
+@parallel_kernel
 def rmsprop(table, gradients, square_avgs, c):
     for p in range(table.shape[0]):
         start, size = table[p, START], table[p, SIZE]
         w, gradient = _weights(table, p, gradients), gradients[start:start + size]
         square_avg = square_avgs[start:start + size]
-        for j in range(size):
-            _rmsprop(w, gradient, square_avg, j, c)
+        if size >= PARALLEL_MIN:
+            for j in prange(size):
+                _rmsprop(w, gradient, square_avg, j, c)
+        else:
+            for j in range(size):
+                _rmsprop(w, gradient, square_avg, j, c)
+        _written(w, size)
 
 
 @inline
@@ -131,12 +162,17 @@ def _adam(w, gradient, m, v, j, c):
     w[j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
 
 
-@update_kernel
+@parallel_kernel
 def adam(table, gradients, ms, vs, c):
     """m and v as torch.optim.Adam; w -= step m / (sqrt(v) / sqrt(1 - beta_2^t) + eps)."""
     for p in range(table.shape[0]):
         start, size = table[p, START], table[p, SIZE]
         w, gradient = _weights(table, p, gradients), gradients[start:start + size]
         m, v = ms[start:start + size], vs[start:start + size]
-        for j in range(size):
-            _adam(w, gradient, m, v, j, c)
+        if size >= PARALLEL_MIN:
+            for j in prange(size):
+                _adam(w, gradient, m, v, j, c)
+        else:
+            for j in range(size):
+                _adam(w, gradient, m, v, j, c)
+        _written(w, size)
