@@ -40,7 +40,7 @@ def _setup(layer):
     kernels.im2col(arrays["x"], *geometry, arrays["cols"])
     Wp = W + 2 * p
     arrays["padded"] = np.empty((BATCH, C * (H + 2 * p + 1) * Wp), np.float32)
-    arrays["wide"] = np.empty((BATCH, Cout * Ho * Wp), np.float32)
+    arrays["wide"] = np.empty((BATCH, (Cout + Cout % 2) * Ho * Wp), np.float32)  # even: paired
     arrays["partial"] = np.empty((BATCH, Cout * k * k * C), np.float32)
     arrays["bias"] = np.zeros((1, Cout), np.float32)
     kernels.pad_channels(arrays["x"], H, W, C, p, p, arrays["padded"])

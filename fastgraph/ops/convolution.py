@@ -382,9 +382,11 @@ class Conv2D(_Windows):
         return self.buffer("padded", (rows, C * (H + 2 * ph + 1) * (W + 2 * pw)))
 
     def _wide(self, rows):
-        """Scratch of the shifted kernels: each output channel's runs of Ho * Wp numbers."""
+        """Scratch of the shifted kernels: each output channel's runs of Ho * Wp numbers, and
+        a spare run for an odd channel count (``conv_shifted`` pairs the channels)."""
         H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
-        return self.buffer("wide", (rows, self.dim[1] * Ho * (W + 2 * pw)))
+        channels = self.dim[1] + self.dim[1] % 2
+        return self.buffer("wide", (rows, channels * Ho * (W + 2 * pw)))
 
     def compute(self):
         x = self.parents[0]
