@@ -33,7 +33,7 @@ How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
   (the direct loops stay for per-sample weight gradients, one per upstream row);
 - on one input channel, im2col copies the image 25 times for a GEMM whose inner dimension is
   25: there shifted runs (stride 1: each kernel tap one multiply-add along the padded image
-  stored flat) beat it on one core, forward 0.42 against 2.2 ms, weight gradient 0.42
+  stored flat) beat it on one core, forward 0.31 against 2.2 ms, weight gradient 0.32
   against 0.46 ms for the GEMM alone (plus the im2col it needs); on 150 patch numbers (the
   second layer) im2col + GEMM wins, forward 0.62 against 1.14 ms, weight gradient 0.43
   against 1.04 (``benchmarks/test_convolution.py``, this session's kernels). ``SHIFTED_UP_TO``
@@ -82,8 +82,8 @@ from .base import Operator
 
 #: Conv2D computes by shifted runs (``kernels.convolution.conv_shifted``) when the stride
 #: is 1 and a patch has at most this many numbers, by im2col + GEMM otherwise. Measured
-#: (batch 64, 28x28 and 14x14, one core): 25 numbers (1 channel 5x5) 0.42 against 2.2 ms
-#: forward, weight gradient 0.42 against 0.46 + the im2col; 75 (3 channels, earlier kernels)
+#: (batch 64, 28x28 and 14x14, one core): 25 numbers (1 channel 5x5) 0.31 against 2.2 ms
+#: forward, weight gradient 0.32 against 0.46 + the im2col; 75 (3 channels, earlier kernels)
 #: 2.1 against 5.4 ms forward, weight gradient equal; 150 (LeNet's second layer) 1.14
 #: against 0.62 ms forward, 1.04 against 0.43 weight gradient.
 SHIFTED_UP_TO = 100
