@@ -35,8 +35,8 @@ How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
   25: there shifted runs (stride 1: each kernel tap one multiply-add along the padded image
   stored flat) beat it on one core, forward 0.31 against 2.2 ms, weight gradient 0.32
   against 0.46 ms for the GEMM alone (plus the im2col it needs); on 150 patch numbers (the
-  second layer) im2col + GEMM wins, forward 0.62 against 1.14 ms, weight gradient 0.43
-  against 1.04 (``benchmarks/test_convolution.py``, this session's kernels). ``SHIFTED_UP_TO``
+  second layer) im2col + GEMM wins, forward 0.62 against 0.74 ms, weight gradient 0.44
+  against 0.85 (``benchmarks/test_convolution.py``, this session's kernels). ``SHIFTED_UP_TO``
   draws the line;
 - the input gradient in chunks of ``INPUT_CHUNK`` samples, so each GEMM's patch gradients
   are put back by ``col2im`` while they are in the cache.
@@ -84,8 +84,8 @@ from .base import Operator
 #: is 1 and a patch has at most this many numbers, by im2col + GEMM otherwise. Measured
 #: (batch 64, 28x28 and 14x14, one core): 25 numbers (1 channel 5x5) 0.31 against 2.2 ms
 #: forward, weight gradient 0.32 against 0.46 + the im2col; 75 (3 channels, earlier kernels)
-#: 2.1 against 5.4 ms forward, weight gradient equal; 150 (LeNet's second layer) 1.14
-#: against 0.62 ms forward, 1.04 against 0.43 weight gradient.
+#: 2.1 against 5.4 ms forward, weight gradient equal; 150 (LeNet's second layer) 0.74
+#: against 0.62 ms forward, 0.85 against 0.44 weight gradient.
 SHIFTED_UP_TO = 100
 
 #: Samples per GEMM + col2im in Conv2D's input gradient. Measured on LeNet's second layer
