@@ -88,7 +88,7 @@ class Optimizer:
         self._starts = {param: (start, size)
                         for param, start, size in zip(self.params, starts, sizes)}
         self._table = np.array([(weights.ctypes.data, start, size) for weights, start, size
-                                in zip(self._weights, starts, sizes)], np.int64)
+                                in zip(self._weights, starts, sizes)], np.int64).reshape(-1, 3)
         return sums
 
     @property
