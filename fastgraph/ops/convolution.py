@@ -34,10 +34,13 @@ How Conv2D computes, by measurement (LeNet-5's layers, batch 64, float32, MKL):
 - on one input channel, im2col copies the image 25 times for a GEMM whose inner dimension is
   25: there shifted runs (stride 1: each kernel tap one multiply-add along the padded image
   stored flat) beat it on one core, forward 0.31 against 2.2 ms, weight gradient 0.32
-  against 0.46 ms for the GEMM alone (plus the im2col it needs); on 150 patch numbers (the
-  second layer) im2col + GEMM wins, forward 0.62 against 0.74 ms, weight gradient 0.44
-  against 0.85 (``benchmarks/test_convolution.py``, this session's kernels). ``SHIFTED_UP_TO``
-  draws the line;
+  against 0.46 ms for the GEMM alone (plus the im2col it needs). On 150 patch numbers (the
+  second layer) im2col + GEMM wins alone, forward 0.62 against 0.74 ms, weight gradient 0.44
+  against 0.85 (``benchmarks/test_convolution.py``), but not inside a training step, where
+  its 3.8 MB patch matrix leaves the cache between the passes and the second core adds
+  little to the weight GEMM: a LeNet-5 step by shifted runs took 5.06-5.56 against
+  5.72-6.43 ms on one thread, 2.95-3.20 against 3.05-3.95 ms on two (in-process A/B,
+  load 1.8-2.1). ``SHIFTED_UP_TO`` draws the line;
 - the input gradient in chunks of ``INPUT_CHUNK`` samples, so each GEMM's patch gradients
   are put back by ``col2im`` while they are in the cache.
 
@@ -85,8 +88,9 @@ from .base import Operator
 #: (batch 64, 28x28 and 14x14, one core): 25 numbers (1 channel 5x5) 0.31 against 2.2 ms
 #: forward, weight gradient 0.32 against 0.46 + the im2col; 75 (3 channels, earlier kernels)
 #: 2.1 against 5.4 ms forward, weight gradient equal; 150 (LeNet's second layer) 0.74
-#: against 0.62 ms forward, 0.85 against 0.44 weight gradient.
-SHIFTED_UP_TO = 100
+#: against 0.62 ms forward, 0.85 against 0.44 weight gradient alone, but a whole training
+#: step faster by shifted runs (see the module's docstring).
+SHIFTED_UP_TO = 150
 
 #: Samples per GEMM + col2im in Conv2D's input gradient. Measured on LeNet's second layer
 #: (batch 64): chunks of 2-8 samples 0.84 ms, 16 1.3 ms, the whole batch at once 1.0 ms
@@ -364,7 +368,7 @@ class Conv2D(_Windows):
         self._set_geometry(H, W, C, kh, kw, sh, sw, ph, pw, (H + 2 * ph - kh) // sh + 1,
                            (W + 2 * pw - kw) // sw + 1)
         self._patches = kh * kw * C  # columns of im2col
-        # Few patch columns (LeNet's first layer: 25): im2col would copy the image kh * kw
+        # Few patch columns (LeNet's layers: 25 and 150): im2col would copy the image kh * kw
         # times for a GEMM with a short inner dimension; shifted runs read it in place.
         self._shifted = (sh, sw) == (1, 1) and self._patches <= SHIFTED_UP_TO
         return (self.output_image[0] * self.output_image[1], Cout)
