@@ -22,7 +22,7 @@ Three ways to compute a convolution live here, measured in
 for the input gradient), shifted runs (``conv_shifted``, ``conv_weight_vjp_shifted``: stride
 1, few channels, no patch matrix), and direct loops (``conv_direct``,
 ``conv_input_vjp_direct``, ``conv_weight_vjp_direct``). ``Conv2D`` takes shifted runs for
-stride 1 with small patches (LeNet's first layer) and im2col + GEMM otherwise (figures in
+stride 1 with small patches (both of LeNet's layers) and im2col + GEMM otherwise (figures in
 ``fastgraph/ops/convolution.py``); ``conv_weight_vjp_direct`` gives its per-sample weight
 gradients, one per upstream row. The article's one-channel ``Convolve`` has shifted runs
 of its own (``convolve_runs``, ``convolve_kernel_runs``), its ``MaxPooling`` loops
