@@ -286,6 +286,7 @@ SHIFTED_CASES = [  # image, channels, out channels, kernel, padding, batch: stri
     ((4, 6), 3, 2, (2, 3), (1, 2), 2),
     ((5, 7), 1, 2, (3, 4), (1, 2), 1),  # kernel rows of 4 taps: one pass each
     ((6, 11), 2, 2, (2, 9), (1, 4), 2),  # 9 taps: two passes of 4, one tap alone
+    ((4, 5), 2, 3, (2, 2), (2, 1), 2),  # padding as wide as the kernel
 ]
 
 
