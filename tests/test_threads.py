@@ -152,3 +152,29 @@ def test_an_optimizer_times_its_steps_from_update_to_update(monkeypatch):
     assert len(optimizer.threads.times) == 5  # the first update starts the clock
     assert all(seconds > 0 for seconds in optimizer.threads.times)
     assert threads.current == 1  # a trial of two threads starts after 8 steps
+
+
+def test_each_result_node_has_its_own_thread_chooser():
+    """fg.jacobian / fg.per_sample_gradients time each result node's calls apart (a LeNet's
+    Jacobians and an MLP's would mix times 20x apart); a keyword call finds the same
+    chooser; a node that is gone takes its chooser with it."""
+    import gc
+
+    rng = np.random.default_rng(0)
+    small = fg.models.mlp(6, (4,), 3, seed=0)
+    large = fg.models.mlp(8, (5,), 3, seed=1)
+    for model, width in ((small, 6), (large, 8)):
+        model.x.set_value(rng.random((2, width)).astype(np.float32))
+        model.one_hot.set_value(np.eye(3, dtype=np.float32)[[0, 2]])
+        fg.jacobian(model.logits, model.x)
+    choosers = fg.jacobian.choosers
+    assert small.logits in choosers and large.logits in choosers
+    assert choosers[small.logits] is not choosers[large.logits]
+    mine = choosers[small.logits]
+    fg.jacobian(result=small.logits, wrt=small.x)
+    assert choosers[small.logits] is mine and len(choosers) == 2
+    fg.per_sample_gradients(loss=large.loss, params=[large.x])
+    assert large.loss in fg.per_sample_gradients.choosers
+    del small, model, mine
+    gc.collect()
+    assert len(choosers) == 1
