@@ -2,28 +2,26 @@
 
 ``fastgraph.default_graph`` is the graph that nodes built without ``graph=`` join: the
 innermost ``with Graph():`` block, or a module-wide graph outside any block.
+
+What a training step needs is imported with the package; the modules around it (datasets,
+trainers, saving, plots, the profiler) are imported on first use (``fastgraph.trainer``),
+so that ``import fastgraph`` loads no downloader (urllib, http), progress bar (tqdm) or
+plotting library.
 """
 
-from . import (
-    core,
-    datasets,
-    layer,
-    metrics,
-    model,
-    models,
-    ops,
-    optimizer,
-    profiler,
-    saver,
-    trainer,
-    viz,
-)
+import importlib
+
+from . import core, layer, models, ops, optimizer
 from .feed import set_values
 from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
 from .jacobians import jacobian, per_sample_gradients
 from .node import Node, Variable
 
 __version__ = "0.1.0"
+
+#: Submodules imported when first named: ``fastgraph.datasets`` works as an attribute, and
+#: ``from fastgraph import trainer`` and ``import fastgraph.saver`` as always.
+_ON_FIRST_USE = ("datasets", "metrics", "model", "profiler", "saver", "trainer", "viz")
 
 __all__ = [
     "Graph", "Node", "Variable", "core", "datasets", "get_default_graph",
@@ -36,4 +34,10 @@ __all__ = [
 def __getattr__(name):
     if name == "default_graph":
         return get_default_graph()
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"{__name__}.{name}")  # which sets the attribute
     raise AttributeError(f"module 'fastgraph' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ON_FIRST_USE) | {"default_graph"})

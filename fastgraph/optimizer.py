@@ -19,6 +19,7 @@ import numpy as np
 
 from . import checks
 from .engines import get_engine
+from .engines.compiled import complete
 from .graph import CONVENTIONS, OUTDATED
 from .kernels import optimizers as kernels
 from .node import Node, Variable
@@ -77,9 +78,9 @@ class Optimizer:
         lays out the update's table: a row per parameter, ``(address of its weights, start,
         size)``; ``_weights`` keeps the arrays at those addresses alive."""
         sizes = [param.flat.size for param in self.params]
-        self.gradient_buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
+        self._buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
         starts = np.cumsum([0, *sizes[:-1]])
-        sums = tuple(self.gradient_buffer[start:start + size].reshape(1, size)
+        sums = tuple(self._buffer[start:start + size].reshape(1, size)
                      for start, size in zip(starts, sizes))
         for param, total in zip(self.params, sums):
             if previous and param in previous:
@@ -92,18 +93,29 @@ class Optimizer:
         return sums
 
     @property
+    def gradient_buffer(self):
+        """Every parameter's gradient sum in one flat array (``gradient_sums`` are its
+        views), then ``SPARE`` free elements."""
+        complete(self._sums)
+        return self._buffer
+
+    @property
     def gradient_sums(self):
         """The gradient sums accumulated since the last update, one ``(1, n)`` array per
         parameter, all views of the contiguous ``gradient_buffer`` (whose last ``SPARE``
         elements are free for a caller that ships the sums with a few more numbers, as
         ``fastgraph.distributed`` does with the sample count). Written in place by the
-        engines; ``update()`` reads them."""
+        engines; ``update()`` reads them. The compiled engine may keep the last few
+        one-sample weight gradients aside and add them with one product
+        (``kernels.blas.outer_staged``): reading the sums here (or ``gradient_buffer``,
+        ``get_gradient``, ``update``) adds them first."""
+        complete(self._sums)
         return self._sums
 
     def zeros(self):
         """A state of the rule: zeros, one number per parameter number, flat (each
         parameter's numbers where its gradient sum is in ``gradient_buffer``)."""
-        return np.zeros(self.gradient_buffer.size - SPARE, self.graph.dtype)
+        return np.zeros(self._buffer.size - SPARE, self.graph.dtype)
 
     def state(self, name, node):
         """The part of the state ``name`` (one of ``state_names``) that belongs to parameter
@@ -136,6 +148,7 @@ class Optimizer:
             if isinstance(node, Variable) and node.trainable))
         if params == self.params:
             return
+        complete(self._sums)
         old, old_starts = self._index, self._starts
         previous = {param: self._sums[i] for param, i in old.items()}
         states = {name: getattr(self, name) for name in self.state_names}
@@ -171,6 +184,7 @@ class Optimizer:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         if self.samples == 0:
             raise RuntimeError("no gradient accumulated: call one_step() first")
+        complete(self._sums)
         return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
 
     def update(self):
@@ -178,7 +192,8 @@ class Optimizer:
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         self.steps += 1
-        self.apply(self._table, self.gradient_buffer, 1.0 / self.samples)
+        complete(self._sums)
+        self.apply(self._table, self._buffer, 1.0 / self.samples)
         self.threads.tick()
         self.samples = 0
         self.graph.invalidate(self.params, OUTDATED)

@@ -7,7 +7,6 @@ import threading
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import checks, metrics
 from .article_trainer import ArticleSimpleTrainer, Saver, Trainer, article_batch
@@ -96,6 +95,8 @@ class SimpleTrainer:
     def _epoch(self, batches, epoch, epochs):
         loss_sum, hits, seen = 0.0, 0, 0
         began = time.perf_counter()
+        from tqdm.auto import tqdm  # here: importing fastgraph loads no progress bar
+
         # Each batch is gathered straight into the input nodes (no copy through set_value)
         bar = tqdm(batches.feed(self.x, self.labels), total=len(batches),
                    desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,

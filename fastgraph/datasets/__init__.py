@@ -1,6 +1,16 @@
-"""Datasets the examples and the trainer use."""
+"""Datasets the examples and the trainer use.
 
-from . import mnist
+``mnist`` is imported on first use (``fastgraph.datasets.mnist``), so that feeding batches
+does not load its downloader."""
+
+import importlib
+
 from .batches import Batches
 
 __all__ = ["Batches", "mnist"]
+
+
+def __getattr__(name):
+    if name == "mnist":
+        return importlib.import_module(f"{__name__}.mnist")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

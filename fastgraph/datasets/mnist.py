@@ -20,8 +20,6 @@ import hashlib
 import io
 import math
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +163,9 @@ def parse_idx(data, source="<bytes>", md5=None):
 # -- downloading ------------------------------------------------------------------------------
 def fetch(mirrors=None, timeout=30, searched=()):
     """Download the four files into the cache directory, verified; return the directory."""
+    import urllib.error  # here: reading MNIST, and importing fastgraph, need no http client
+    import urllib.request
+
     target = cache_dir()
     mirrors = list(mirrors or os.environ.get("FASTGRAPH_MNIST_MIRRORS", "").split() or MIRRORS)
     failures = []

@@ -25,8 +25,10 @@ from ..kernels.program import (
     NO_CYCLES,
     NotRecordable,
     Program,
+    adapter,
     execute_pass,
     fuse_additions,
+    machine_code,
     recording,
 )
 from . import vjp
@@ -71,6 +73,7 @@ class Pass:
                 self.copy_stop = len(calls.calls)
                 vjp.accumulate(params, sums, first=False)
         program = self.program = Program(calls)
+        self.sums, self.completion = sums, None  # (completion: see _deferred)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
@@ -116,7 +119,40 @@ class Pass:
         for call in betas:  # beta is the last argument; its ints hold its index in reals
             kinds = program.kernels[call][1]
             reals[ints[program.code[call, 1] + INTS_PER_ARGUMENT * (len(kinds) - 1)]] = 1.0
+        self.completion = self._deferred(betas, ints, reals)
         return program.rows((start, stop), *added), ints, reals
+
+    def _deferred(self, calls, ints, reals):
+        """Of ``calls``, which add into an optimizer's sums, those whose kernel can defer
+        the addition (it takes a ``defer`` argument and has a ``flush`` kernel, whose
+        arguments are some of its own, by name) are told to, in ``ints``. Returns what
+        completes the sums (the flushes: code rows, ints, reals), or None."""
+        program, rows, flush_ints = self.program, [], []
+        for call in calls:
+            kernel, kinds = program.kernels[call]
+            flush, names = getattr(kernel, "flush", None), _argument_names(kernel)
+            if flush is None or "defer" not in names:
+                continue
+            offset = program.code[call, 1]
+            ints[offset + INTS_PER_ARGUMENT * names.index("defer")] = 1
+            taken = [names.index(name) for name in _argument_names(flush)]
+            flush_kinds = "".join(kinds[i] for i in taken)
+            code, result, library = machine_code(flush, flush_kinds, program.dtype)
+            program.libraries.add(library)
+            rows.append((adapter(flush_kinds, program.dtype, result), len(flush_ints), call,
+                         code))
+            for i in taken:
+                at = offset + INTS_PER_ARGUMENT * i
+                flush_ints.extend(ints[at:at + INTS_PER_ARGUMENT])
+        if not rows:
+            return None
+        return np.array(rows, np.int64), np.array(flush_ints, np.int64), reals
+
+    def complete(self):
+        """Add what the deferring calls still keep into the sums."""
+        code, ints, reals = self.completion
+        execute_pass(_NO_CODE, ints, reals, _NO_STEPS, self.graph.states, self.graph.computed,
+                     self.graph.passes, code, ints, reals, NO_CYCLES)
 
     def valid(self):
         return self.layout == self.graph.layout and all(
@@ -128,6 +164,8 @@ class Pass:
         graph, program = self.graph, self.program
         graph.passes += 1
         code, ints, reals = self.variants.get(first) or self.variants["only"]
+        if first is False and self.completion is not None:
+            _deferring(self)
         failed = execute_pass(self.forward, program.ints, program.reals, self.steps,
                               graph.states, graph.computed, graph.passes, code, ints, reals,
                               self.cycles)
@@ -173,11 +211,42 @@ def _accumulating_call(program, buffer, start, stop):
         return None
     (call, arguments), = touching.items()
     kernel, kinds = program.kernels[call]
-    code = kernel.py_func.__code__
-    names = code.co_varnames[:code.co_argcount]
+    names = _argument_names(kernel)
     if names[-1:] == ("beta",) and kinds[-1] == "f" and arguments == [len(names) - 2]:
         return call
     return None
+
+
+def _argument_names(kernel):
+    code = kernel.py_func.__code__
+    return code.co_varnames[:code.co_argcount]
+
+
+#: A pass's empty forward, for running its completion alone.
+_NO_CODE, _NO_STEPS = np.zeros((0, 4), np.int64), np.zeros((0, 3), np.int64)
+
+#: The passes that have deferred additions into their sums since those were completed.
+_pending = {}
+
+
+def _deferring(compiled_pass):
+    """``compiled_pass`` is about to defer additions into its sums. The stages it keeps
+    them in belong to its nodes, which another optimizer's passes may share: theirs are
+    completed first."""
+    if compiled_pass in _pending:
+        return
+    for other in [other for other in _pending if other.sums is not compiled_pass.sums]:
+        del _pending[other]
+        other.complete()
+    _pending[compiled_pass] = None
+
+
+def complete(sums):
+    """Make ``sums`` (an optimizer's gradient sums) hold every addition that a pass
+    deferred: optimizers call this before they read their sums."""
+    for compiled_pass in [found for found in _pending if found.sums is sums]:
+        del _pending[compiled_pass]
+        compiled_pass.complete()
 
 
 def _owner(array):

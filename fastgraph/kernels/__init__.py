@@ -13,6 +13,9 @@ down, so that the compiled tape can replay it without Python. Called from anothe
 is the plain Numba function (its ``_numba_type_`` tells Numba so).
 """
 
+import functools
+import importlib.util
+import sys
 import threading
 
 from numba import njit, types
@@ -23,15 +26,28 @@ recording = threading.local()
 
 
 class Kernel:
-    """A compiled kernel that a program recorder can see being called."""
+    """A compiled kernel that a program recorder can see being called.
 
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.py_func = dispatcher.py_func
-        self.__name__ = dispatcher.__name__
-        self.__doc__ = dispatcher.__doc__
-        self.__module__ = dispatcher.__module__
-        self._numba_type_ = types.Dispatcher(dispatcher)
+    Its Numba dispatcher is made on first use: making one with ``cache=True`` costs about
+    0.4 ms (the cache's locator reads the source file), and of the 90-odd kernels a program
+    uses a few (the MNIST MLP's first step 13), so ``import fastgraph`` makes none."""
+
+    def __init__(self, function, options):
+        self.py_func = function
+        self._options = options
+        self.__name__ = function.__name__
+        self.__qualname__ = function.__qualname__
+        self.__doc__ = function.__doc__
+        self.__module__ = function.__module__
+
+    @functools.cached_property
+    def dispatcher(self):
+        _load_numba_registries()
+        return njit(**self._options)(self.py_func)
+
+    @functools.cached_property
+    def _numba_type_(self):
+        return types.Dispatcher(self.dispatcher)
 
     def __call__(self, *args):
         recorder = getattr(recording, "recorder", None)
@@ -44,8 +60,45 @@ class Kernel:
 
 
 def _kernel_decorator(**options):
-    compile_ = njit(**options)
-    return lambda function: Kernel(compile_(function))
+    return lambda function: Kernel(function, options)
+
+
+class _NoScipyLinalg:
+    """An import finder that refuses ``scipy.linalg`` to one caller only: the probe for a
+    BLAS that ``numba.np.arraymath`` makes on import (``_check_blas``)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.startswith("scipy.linalg"):
+            frame = sys._getframe(1)
+            while frame is not None:
+                if (frame.f_code.co_name == "_check_blas"
+                        and frame.f_globals.get("__name__") == "numba.np.arraymath"):
+                    raise ModuleNotFoundError(f"{name}: not needed by fastgraph's kernels")
+                frame = frame.f_back
+        return None
+
+
+@functools.cache
+def _load_numba_registries():
+    """Import ``numba.np.arraymath`` (which Numba imports before it compiles or loads its
+    first function) without the probe that imports ``scipy.linalg``.
+
+    Numba's probe imports ``scipy.linalg.cython_blas`` to learn whether ``np.dot`` may call
+    BLAS in compiled code: 0.13-0.18 s here (scipy.linalg's own imports), a fifth of a
+    warm-cache start of the MNIST MLP (import, build, first step). No kernel of fastgraph
+    uses Numba's ``np.dot`` (products go through ``kernels.blas``). The probe's answer is
+    then set to whether scipy is installed, as it would have been; Numba's linear algebra
+    imports ``scipy.linalg`` itself when a function that uses it is compiled, as it always
+    does. If scipy.linalg is imported already, the probe is cheap and runs as usual."""
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.meta_path.insert(0, _NoScipyLinalg)
+    try:
+        import numba.np.arraymath as arraymath
+    finally:
+        sys.meta_path.remove(_NoScipyLinalg)
+    arraymath._HAVE_BLAS = importlib.util.find_spec("scipy") is not None
 
 
 #: How every kernel is compiled. ``error_model="numpy"`` drops the zero-division checks that

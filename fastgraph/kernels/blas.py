@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, types
 
 from . import kernel, reducing_kernel
+from .elementwise import outer
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
 
@@ -246,3 +247,70 @@ def _choose(requested):
 
 
 BACKEND, LIBRARY, gemm = _choose(os.environ.get("FASTGRAPH_BLAS", "").strip().lower())
+
+
+# -- deferred one-sample weight gradients -----------------------------------------------------
+#: Samples whose outer products a deferred weight gradient keeps before adding them to the
+#: sum with one GEMM (``outer_staged``).
+STAGED_ROWS = 32
+
+
+def _outer_staged(a, b, stage_a, stage_b, staged, defer, out, beta):
+    """out = a^T b (+ out, with ``beta`` 1) for one-row a (1, m) and b (1, n), the weight
+    gradient of one sample; with ``defer`` 1 and ``beta`` 1 the addition may wait.
+
+    The article's programs feed one sample per step, and each step's weight gradient is an
+    outer product added into the optimizer's sum: a pass over the whole gradient per sample
+    (100x784: 7.9 us, bound by the cache). Deferred, the sample's two rows are copied into
+    ``stage_a``/``stage_b`` (``staged[0, 0]`` counts them) and every ``STAGED_ROWS`` samples
+    one GEMM adds them all (1.6 us a sample). Until :func:`flush_staged` runs, ``out`` lacks
+    the staged samples: the compiled executor defers only where ``out`` is an optimizer's
+    sum, which it flushes before anything reads the sums. With ``defer`` 0 (the walker and
+    every other use) or ``beta`` 0 (a write) the product is made at once and the stage is
+    left alone."""
+    if defer == 0 or beta == 0:
+        outer(a, b, out, beta)
+        return
+    count = int(staged[0, 0])
+    stage_a[count, :] = a[0, :]
+    stage_b[count, :] = b[0, :]
+    count += 1
+    if count == stage_a.shape[0]:
+        _product(stage_a, True, stage_b, False, out, 1.0)  # noqa: F821 (see _staged_kernels)
+        count = 0
+    staged[0, 0] = count
+
+
+def _flush_staged(stage_a, stage_b, staged, out):
+    """Add the samples that :func:`outer_staged` keeps into ``out`` (one GEMM), and empty
+    the stage."""
+    count = int(staged[0, 0])
+    if count > 0:
+        _product(stage_a[:count], True, stage_b[:count], False, out, 1.0)  # noqa: F821
+    staged[0, 0] = 0
+
+
+def _staged_kernels():
+    """``outer_staged`` and ``flush_staged`` calling this backend's ``gemm`` (compiled code
+    calls a kernel, not NumPy: with the ``numpy`` backend nothing defers, as there is no
+    compiled executor, and ``outer_staged`` is the immediate product)."""
+    if BACKEND == "numpy":
+        def immediate(a, b, stage_a, stage_b, staged, defer, out, beta):
+            outer(a, b, out, beta)
+
+        def nothing_staged(stage_a, stage_b, staged, out):
+            pass
+
+        return immediate, nothing_staged
+    names = {"_product": gemm, "outer": outer}
+    made = []
+    for function, name in ((_outer_staged, "outer_staged"), (_flush_staged, "flush_staged")):
+        compiled = FunctionType(function.__code__, {**globals(), **names}, f"{name}_{BACKEND}")
+        compiled.__qualname__, compiled.__doc__ = compiled.__name__, function.__doc__
+        made.append(kernel(compiled))
+    outer_staged, flush_staged = made
+    outer_staged.flush = flush_staged  # what the executor runs to empty the stage
+    return outer_staged, flush_staged
+
+
+outer_staged, flush_staged = _staged_kernels()

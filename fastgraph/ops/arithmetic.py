@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..kernels.blas import gemm, matvec, vecmat
+from ..kernels.blas import STAGED_ROWS, gemm, matvec, outer_staged, vecmat
 from ..kernels.elementwise import (
     add_into,
     add_rows,
@@ -40,6 +40,11 @@ class Add(Operator):
 
     def dense_jacobian(self, slot):
         return self.identity()
+
+
+#: The smallest weight (in numbers) whose one-sample gradient may be deferred: below it, the
+#: outer product costs less than copying the sample's rows aside.
+DEFERRED_FROM = 2048
 
 
 class MatMul(Operator):
@@ -100,7 +105,12 @@ class MatMul(Operator):
         a, b = self.parents
         if slot == 0 and self._vectors:  # upstream^T @ x: (m, B) by (B, k)
             out = self.buffer("summed", a.dim)
-            if upstream.shape[0] == 1:  # one sample: MKL's k = 1 GEMM is 4x slower
+            if upstream.shape[0] == 1 and out.size >= DEFERRED_FROM:  # one sample
+                m, k = a.dim  # its outer product, which the executor may defer (see
+                outer_staged(upstream, b.flat, self.buffer("staged upstream", (STAGED_ROWS, m)),
+                             self.buffer("staged input", (STAGED_ROWS, k)), self._staged(),
+                             0, out, 0.0)  # kernels.blas.outer_staged)
+            elif upstream.shape[0] == 1:  # MKL's k = 1 GEMM is 4x slower
                 outer(upstream, b.flat, out, 0.0)
             else:
                 gemm(upstream, True, b.flat, False, out, 0.0)
@@ -111,6 +121,15 @@ class MatMul(Operator):
         else:
             return super().vjp_summed(slot, upstream)
         return out.reshape(1, -1)
+
+    def _staged(self):
+        """How many samples ``outer_staged`` keeps for this node: state that lasts between
+        steps, so it starts at zero when the buffer is made (not a step's work)."""
+        fresh = "staged" not in self._buffers
+        staged = self.buffer("staged", (1, 1))
+        if fresh:
+            staged[0, 0] = 0
+        return staged
 
     def dense_jacobian(self, slot):
         a, b = self.parents
