@@ -83,7 +83,11 @@ class Graph:
         # parents of every re-wired node. A wiring seen before finds its passes again (the
         # article's RNN welds its output to one of a few dozen time steps, sample by sample).
         self._wiring = {}  # node index -> parent indices, for re-wired nodes
-        self._version = (0, ())
+        # The version: (nodes added, the wiring's number), the wirings numbered as first
+        # seen, so that the version is hashed and compared in constant time (it keys the
+        # caches every step looks in; the wiring itself has an entry per re-wired node).
+        self._wirings = {(): 0}
+        self._version = (0, 0)
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
         self._same_indices = {}  # an input's downstream indices, one array per content
@@ -135,7 +139,8 @@ class Graph:
         node.batched = any([parent.batched for parent in parents])
         node.dim = node.infer_dim()
         self._wiring[node.index] = tuple([parent.index for parent in parents])
-        self._version = (len(self.nodes), tuple(sorted(self._wiring.items())))
+        wiring = tuple(sorted(self._wiring.items()))
+        self._version = (len(self.nodes), self._wirings.setdefault(wiring, len(self._wirings)))
         self.invalidate([node], EMPTY, itself=True)
 
     # -- states --------------------------------------------------------------------------

@@ -29,15 +29,20 @@ _chosen = {}  # the setting as read from the environment -> its module
 # directly where CPython has it (it is what os.environ.get reads after encoding the key).
 _ENVIRON = getattr(os.environ, "_data", None)
 _KEY = "FASTGRAPH_EXECUTOR"
-if isinstance(_ENVIRON, dict):
+if isinstance(_ENVIRON, dict):  # its values encoded: the decoding waits for a new value
     _ENCODED_KEY = os.environ.encodekey(_KEY)
 
     def _setting():
-        value = _ENVIRON.get(_ENCODED_KEY)
+        return _ENVIRON.get(_ENCODED_KEY)
+
+    def _decoded(value):
         return None if value is None else os.environ.decodevalue(value)
 else:  # pragma: no cover - another Python's os.environ
     def _setting():
         return os.environ.get(_KEY)
+
+    def _decoded(value):
+        return value
 
 
 def _executor():
@@ -47,7 +52,7 @@ def _executor():
     setting = _setting()
     found = _chosen.get(setting)
     if found is None:
-        name = (setting or "compiled").strip().lower() or "compiled"
+        name = (_decoded(setting) or "compiled").strip().lower() or "compiled"
         if name not in EXECUTORS:
             raise ValueError(f"FASTGRAPH_EXECUTOR={name!r}: choose compiled or python")
         found = _chosen[setting] = vjp if blas.BACKEND == "numpy" else EXECUTORS[name]
