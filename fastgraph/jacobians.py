@@ -21,6 +21,7 @@ processed that many samples at a time, with the same result.
 import numpy as np
 
 from . import engines
+from .engines import compiled
 from .engines.vjp import backward
 from .node import Node
 from .threads import chosen
@@ -53,9 +54,7 @@ def jacobian(result, wrt, chunk_size=None):
         return jacobians[0] if single else jacobians
     jacobians = [np.empty((batch, size, node.dimension()), graph.dtype) for node in nodes]
     for start, stop in _passes(tape, batch, chunk_size or batch):
-        gradients = engines.per_sample(result, nodes, size)
-        for array, gradient in zip(jacobians, gradients):
-            array[start:stop] = gradient.reshape(stop - start, size, -1)
+        _per_sample(result, nodes, size, [array[start:stop] for array in jacobians])
     return jacobians[0] if single else jacobians
 
 
@@ -67,9 +66,12 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     over the batch is the ordinary batch gradient. ``params`` may be one node.
     ``chunk_size``: samples per pass. ``copy=False`` returns views of the engine's own
     buffers, valid until the next backward pass on the graph: a training loop that only
-    reads them (to clip and sum, as DP-SGD does) saves a copy as large as the result,
-    ``B`` times the parameters (for MNIST's network and B = 64, 20 MB). With a
-    ``chunk_size`` below the batch, the result is always assembled in new arrays.
+    reads them (to clip and sum, as DP-SGD does) saves new memory as large as the result,
+    ``B`` times the parameters (for MNIST's network and B = 64, 20 MB). A weight's
+    gradients are written straight into the new arrays, so what that costs is fresh memory:
+    on one core, copy=False took 0.9 ms a call, copy=True 1.0 when each result was dropped
+    before the next call and 2.7 when every result was kept. With a ``chunk_size`` below
+    the batch, the result is always assembled in new arrays.
     """
     nodes, single = _as_list(params)
     tape, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
@@ -84,9 +86,26 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
         return gradients[0] if single else gradients
     gradients = [np.empty((batch, *node.dim), graph.dtype) for node in nodes]
     for start, stop in _passes(tape, batch, chunk):
-        for array, gradient, node in zip(gradients, engines.per_sample(loss, nodes, None), nodes):
-            array[start:stop] = gradient.reshape(stop - start, *node.dim)
+        _per_sample(loss, nodes, None, [array[start:stop] for array in gradients])
     return gradients[0] if single else gradients
+
+
+def _per_sample(result, nodes, seeds, into):
+    """A per-sample pass whose gradients end in the arrays ``into`` (one per node: slices of
+    the arrays returned to the user, C-contiguous). The compiled engine has the call that
+    makes a gradient write it there when that one call alone touches it (an input's
+    gradient, a weight's, usually): no copy, which took 45 us of the MNIST network's 0.6 ms
+    Jacobian and 1.5 ms of its per-sample gradients' 2.7 (one thread). The others (a
+    gradient that a later call reads or adds to, a bias's; all of the walker's) are
+    copied."""
+    into = [array.reshape(len(array), -1) for array in into]  # matrices, as the engine's
+    if engines._executor() is compiled:
+        gradients = compiled.per_sample(result, nodes, seeds, into)
+    else:
+        gradients = engines.per_sample(result, nodes, seeds)
+    for array, gradient in zip(into, gradients):
+        if gradient is not array:
+            array[...] = gradient.reshape(array.shape)
 
 
 def _passes(tape, batch, chunk):

@@ -26,6 +26,7 @@ from ..kernels.program import (
     NotRecordable,
     Program,
     adapter,
+    address_of,
     execute_pass,
     fuse_additions,
     machine_code,
@@ -171,6 +172,39 @@ class Pass:
                               self.cycles)
         if failed >= 0:
             self._explain(failed)
+
+    #: Per result of a per-sample pass, where ints hold its address when ``run_into`` may
+    #: have its one writer write it elsewhere (``Program.sole_output``), else None.
+    outputs = None
+
+    def run_into(self, into):
+        """``run()`` of a per-sample pass, with each result that one call makes whole written
+        by that call straight into the array ``into`` gives in its place (C-contiguous, of
+        the result's size and dtype: what the caller returns), not into the engine's buffer.
+        Returns the results: ``into``'s arrays where they were written, else the buffers
+        (which the caller copies: a gradient summed from several parts, say)."""
+        graph, program = self.graph, self.program
+        if self.outputs is None:
+            owners = [id(_owner(result)) for result in self.results]  # one memory, one writer
+            self.outputs = [program.sole_output(result) if owners.count(owner) == 1 else None
+                            for result, owner in zip(self.results, owners)]
+            self.output_ints = program.ints.copy()
+        ints, results = self.output_ints, list(self.results)
+        for k, (slot, target) in enumerate(zip(self.outputs, into)):
+            if slot is None:
+                continue
+            if (target is not None and target.dtype == program.dtype and target.size
+                    == results[k].size and target.flags.c_contiguous):
+                ints[slot], results[k] = address_of(target), target
+            else:
+                ints[slot] = program.ints[slot]
+        graph.passes += 1
+        failed = execute_pass(self.forward, program.ints, program.reals, self.steps,
+                              graph.states, graph.computed, graph.passes,
+                              self.variants["only"][0], ints, program.reals, self.cycles)
+        if failed >= 0:
+            self._explain(failed)
+        return results
 
     def phases(self):
         """Each call's phase: forward, backward, or (adding up gradients) sums."""
@@ -337,10 +371,11 @@ def forward(node):
         compiled.run()
 
 
-def per_sample(result, nodes, seeds):
+def per_sample(result, nodes, seeds, into=None):
     """One backward pass per sample from ``result`` to ``nodes`` (the per-sample plan),
     seeded with ``seeds`` identity rows per sample (None: ones). Returns the gradient
-    arrays of ``nodes``: ``(B * seeds, n)``, or ``(B, n)`` without seeds."""
+    arrays of ``nodes``: ``(B * seeds, n)``, or ``(B, n)`` without seeds. With ``into``
+    (an array or None per node), those it could write there directly (``Pass.run_into``)."""
     graph = result.graph
     tape = graph.tape(result)
     batch_size = tape.batch_size()
@@ -349,6 +384,8 @@ def per_sample(result, nodes, seeds):
                                               seeds=seeds))
     if compiled is None:
         return vjp.per_sample(result, nodes, seeds)
+    if into is not None:
+        return compiled.run_into(into)
     compiled.run()
     return compiled.results
 

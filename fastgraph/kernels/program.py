@@ -262,10 +262,10 @@ class Recording:
                     raise NotRecordable(f"{kernel.__name__} was given an unaligned array")
                 if arg.flags.c_contiguous:
                     kinds += "C"
-                    ints += (_address(arg), arg.shape[0], arg.shape[1], 0)
+                    ints += (address_of(arg), arg.shape[0], arg.shape[1], 0)
                 elif arg.flags.f_contiguous:
                     kinds += "F"
-                    ints += (_address(arg.T), arg.shape[0], arg.shape[1], 1)
+                    ints += (address_of(arg.T), arg.shape[0], arg.shape[1], 1)
                 else:
                     raise NotRecordable(f"{kernel.__name__} was given a strided view")
                 self.arrays.append(arg)
@@ -295,8 +295,10 @@ _SCALAR_KINDS = {float: "f", np.float64: "f", np.float32: "g", int: "i", np.int6
 
 
 @njit(cache=True)
-def _address(array):
-    return array.ctypes.data  # NumPy's own .ctypes costs ten times more from Python
+def address_of(array):
+    """The address of ``array``'s memory (NumPy's own ``.ctypes`` costs ten times more from
+    Python)."""
+    return array.ctypes.data
 
 
 def fuse_additions(calls, start, stop, add):
@@ -430,6 +432,35 @@ class Program:
                 if kind in "CF" and low <= self.ints[offset + INTS_PER_ARGUMENT * i] < high:
                     found.setdefault(call, []).append(i)
         return found
+
+    def sole_output(self, array):
+        """Where ``ints`` holds ``array``'s address when one call makes ``array`` whole and no
+        other call of the program touches its memory, so that the call can as well write it
+        anywhere else (in an array its caller returns, say): that call passes exactly
+        ``array``'s memory as its ``out`` argument, and a ``beta`` it takes is 0 (it does not
+        read what was there). A call that only adds into its ``out`` would read the buffer
+        as the previous pass left it: no pass does that, since a node's gradient is made
+        before anything adds to it. The index into ``ints``, or None."""
+        owner = array
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        touching = self.touching(owner, 0, len(self))
+        if len(touching) != 1 or not array.flags.c_contiguous or array.dtype != self.dtype:
+            return None
+        (call, arguments), = touching.items()
+        kernel, kinds = self.kernels[call]
+        code = kernel.py_func.__code__
+        names = code.co_varnames[:code.co_argcount]
+        if len(arguments) != 1 or names[arguments[0]] != "out":
+            return None
+        slot = self.code[call, 1] + INTS_PER_ARGUMENT * arguments[0]
+        address, rows, cols = self.ints[slot:slot + 3]
+        if address != array.ctypes.data or rows * cols != array.size:
+            return None
+        if names[-1] == "beta" and kinds[-1] in "fg":
+            if self.reals[self.ints[self.code[call, 1] + INTS_PER_ARGUMENT * (len(kinds) - 1)]]:
+                return None
+        return int(slot)
 
     def relocated(self, moves, start, stop):
         """A copy of ``ints`` in which calls ``start`` to ``stop`` use other memory: for each
