@@ -694,15 +694,14 @@ def profile_report(data, network="784-100-20-10"):
     hidden, batch = NETWORKS[network]
     runner = Fastgraph(hidden, batch, data, he_init(np.random.default_rng(0), hidden))
     batches = iter(())
+    x, one_hot = runner.model.x, runner.model.one_hot
 
-    def feed(step):
+    def feed(step):  # as the timed epochs feed: each batch gathered straight into the inputs
         nonlocal batches
-        features, labels = next(batches, (None, None))
-        if features is None:
-            batches = runner.batches(np.random.default_rng(step).permutation(60000))
-            features, labels = next(batches)
-        runner.model.x.set_value(features)
-        runner.model.one_hot.set_value(labels)
+        if next(batches, None) is None:
+            batches = runner.dataset().feed(x, one_hot,
+                                            np.random.default_rng(step).permutation(60000))
+            next(batches)
 
     def untimed(steps, first):  # the same loop, no timer: what the phases must add up to
         optimizer, began = runner.optimizer, time.perf_counter()
