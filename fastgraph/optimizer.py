@@ -15,6 +15,8 @@ where their nodes keep them, are passed by address in a table with each paramete
 and size in those buffers (``fastgraph.kernels.optimizers``).
 """
 
+import math
+
 import numpy as np
 
 from . import checks
@@ -325,7 +327,7 @@ class Adam(Optimizer):
         t = self.steps
         kernels.adam(table, gradients, self.m, self.v, self.coefficients(
             scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1, 1.0 - self.beta_1,
-            self.beta_2, 1.0 - self.beta_2, 1.0 / np.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
+            self.beta_2, 1.0 - self.beta_2, 1.0 / math.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
 
 
 def _conventions(graph, conventions):
