@@ -119,6 +119,8 @@ parallel_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
 reducing_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
                                     fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
-#: A per-element function that the update kernels call from their loops, inlined into them.
+#: A function that kernels call, inlined into them (per element in the update kernels' loops,
+#: per row in softmax): compiled as part of each caller, under the caller's options (its own
+#: ``fastmath`` set here does not apply then), and never as a function of its own.
 inline = njit(inline="always", error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn",
                                                                  "reassoc"})

@@ -6,12 +6,14 @@ logits of +-1e4 give finite values and gradients.
 
 import numpy as np
 
-from . import kernel
+from . import inline, kernel
 
 
-@kernel
+@inline
 def _softmax_row(x, i, out, o):
-    """out[o, :] = softmax(x[i, :]); returns the row's log-sum-exp. One exp per element."""
+    """out[o, :] = softmax(x[i, :]); returns the row's log-sum-exp. One exp per element.
+    Inlined into its callers: compiled as a kernel of its own it was a second compilation
+    in the MLP's first step (about 0.1 s of CPU with an empty cache), for the same bits."""
     top = x[i, 0]
     for j in range(1, x.shape[1]):
         top = max(top, x[i, j])
