@@ -190,3 +190,31 @@ def test_per_sample_gradients_copied_or_not_have_the_same_bits(dtype, rng):
         np.testing.assert_array_equal(chunk_array, _walked(
             lambda: fg.per_sample_gradients(loss, params, chunk_size=4))[params.index(param)])
         assert np.abs(array).max() > 0
+
+
+def test_sole_output_is_one_whole_write_in_the_range_and_nothing_else():
+    from fastgraph.kernels import program
+    from fastgraph.kernels.elementwise import copy_rows, relu, sum_rows
+
+    x = np.random.default_rng(0).random((4, 6))
+    made, read, copied, summed, added = (np.empty(shape) for shape in [(4, 6)] * 3 + [(1, 6)] * 2)
+    wide = np.empty((8, 6))
+    with program.recording(np.float64) as calls:
+        relu(x, made)  # 0: made whole, touched by nothing else
+        relu(x, read)  # 1: made whole...
+        copy_rows(read, copied)  # 2: ...and read
+        sum_rows(x, summed, 0.0)  # 3: beta 0: made whole
+        sum_rows(x, added, 1.0)  # 4: beta 1: added into
+        relu(x, wide[:4])  # 5: half of a buffer
+    compiled = program.Program(calls)
+    for array, call, argument in [(made, 0, 1), (copied, 2, 1), (summed, 3, 1),
+                                  (wide[:4], 5, 1)]:
+        slot = compiled.sole_output(array, 0, 6)
+        assert slot == compiled.code[call, 1] + program.INTS_PER_ARGUMENT * argument
+        assert compiled.ints[slot] == array.ctypes.data
+    assert compiled.sole_output(made, 1, 6) is None  # its writer is outside the range
+    assert compiled.sole_output(read, 0, 6) is None  # a later call reads it
+    assert compiled.sole_output(x, 0, 6) is None  # read, never written
+    assert compiled.sole_output(added, 0, 6) is None  # beta 1 reads what was there
+    assert compiled.sole_output(wide, 0, 6) is None  # the call writes half of it
+    assert compiled.sole_output(np.empty((4, 6)), 0, 6) is None  # never passed

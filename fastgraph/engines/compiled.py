@@ -186,8 +186,9 @@ class Pass:
         graph, program = self.graph, self.program
         if self.outputs is None:
             owners = [id(_owner(result)) for result in self.results]  # one memory, one writer
-            self.outputs = [program.sole_output(result) if owners.count(owner) == 1 else None
-                            for result, owner in zip(self.results, owners)]
+            backward = (self.forward_stop, self.backward_stop)
+            self.outputs = [program.sole_output(result, *backward) if owners.count(owner) == 1
+                            else None for result, owner in zip(self.results, owners)]
         # Each call rewrites its own copy (under a microsecond): calls from two threads never
         # send one's output into the other's array.
         ints, results = program.ints.copy(), list(self.results)

@@ -433,14 +433,16 @@ class Program:
                     found.setdefault(call, []).append(i)
         return found
 
-    def sole_output(self, array):
-        """Where ``ints`` holds ``array``'s address when one call makes ``array`` whole and no
-        other call of the program touches its memory, so that the call can as well write it
-        anywhere else (in an array its caller returns, say): that call passes exactly
-        ``array``'s memory as its ``out`` argument, and a ``beta`` it takes is 0 (it does not
-        read what was there). A call that only adds into its ``out`` would read the buffer
-        as the previous pass left it: no pass does that, since a node's gradient is made
-        before anything adds to it. The index into ``ints``, or None."""
+    def sole_output(self, array, start, stop):
+        """Where ``ints`` holds ``array``'s address when one call, in ``[start, stop)``, makes
+        ``array`` whole and no other call of the program touches its memory, so that the call
+        can as well write it anywhere else (in an array its caller returns, say): that call
+        passes exactly ``array``'s memory as its ``out`` argument, and a ``beta`` it takes is
+        0 (it does not read what was there). (``[start, stop)``: calls that run every time;
+        a pass's forward skips what is up to date.) A call that only adds into its ``out``
+        would read the buffer as the previous pass left it: no pass does that, since a
+        node's gradient is made before anything adds to it. The index into ``ints``, or
+        None."""
         owner = array
         while isinstance(owner.base, np.ndarray):
             owner = owner.base
@@ -448,6 +450,8 @@ class Program:
         if len(touching) != 1 or not array.flags.c_contiguous or array.dtype != self.dtype:
             return None
         (call, arguments), = touching.items()
+        if not start <= call < stop:
+            return None
         kernel, kinds = self.kernels[call]
         code = kernel.py_func.__code__
         names = code.co_varnames[:code.co_argcount]
