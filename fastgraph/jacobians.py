@@ -21,7 +21,6 @@ processed that many samples at a time, with the same result.
 import numpy as np
 
 from . import engines
-from .engines import compiled
 from .engines.vjp import backward
 from .node import Node
 from .threads import chosen
@@ -99,10 +98,7 @@ def _per_sample(result, nodes, seeds, into):
     gradient that a later call reads or adds to, a bias's; all of the walker's) are
     copied."""
     into = [array.reshape(len(array), -1) for array in into]  # matrices, as the engine's
-    if engines._executor() is compiled:
-        gradients = compiled.per_sample(result, nodes, seeds, into)
-    else:
-        gradients = engines.per_sample(result, nodes, seeds)
+    gradients = engines.per_sample(result, nodes, seeds, into=into)
     for array, gradient in zip(into, gradients):
         if gradient is not array:
             array[...] = gradient.reshape(array.shape)

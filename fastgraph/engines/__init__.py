@@ -83,7 +83,10 @@ def forward(node):
         compiled.forward(node)
 
 
-def per_sample(result, nodes, seeds, engine="vjp"):
-    """Gradients of per-sample passes (see ``compiled.per_sample``)."""
+def per_sample(result, nodes, seeds, engine="vjp", into=None):
+    """Gradients of per-sample passes (see ``compiled.per_sample``). ``into``: arrays the
+    compiled engine may write the gradients in directly (it returns them where it did)."""
     module = vjp if engine == "python" else _executor()
+    if module is compiled:
+        return compiled.per_sample(result, nodes, seeds, into)
     return module.per_sample(result, nodes, seeds)
