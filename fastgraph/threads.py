@@ -16,7 +16,10 @@ faster now:
 - a trial step twice as slow as the current count's ends the trial, and after a lost
   trial at least 20 times the time it lost passes before the next (a trial step on every
   core can take 50 times a one-thread step when another process holds a core: trials then
-  cost a few percent, not a third of the time).
+  cost a few percent, not a third of the time);
+- a trial's first step is not judged: it wakes the other threads, which may have slept
+  since the last trial (1.5-63 ms for a first Jacobian on two threads under load, where
+  the next calls took 0.6 ms), and a trial ended by it came back only ~900 calls later.
 
 Both counts compute the same numbers except where a product is split along its inner
 dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
@@ -105,6 +108,7 @@ class Chooser:
         self.trying = 0  # the count being timed now
         self.medians = [None, None]
         self.times = []
+        self.waking = None  # the time of a trial's first step, kept apart (see _decide)
         self.last = None  # the clock at the last tick
         self.interval = _FIRST_INTERVAL // 2  # doubled by a losing first trial
         self.until_trial = 0  # steps until the other count is tried: the first at once
@@ -132,6 +136,9 @@ class Chooser:
         if threads.most != self.counts[1]:  # limit() was called: start over
             self.__init__(self.clock)
             return
+        if self.waking is False:  # a trial's first step: counted as lost, not judged
+            self.waking = seconds
+            return
         self.times.append(seconds)
         home = self.medians[self.home]
         if self.trying != self.home and seconds > _ABORT * home:
@@ -140,15 +147,16 @@ class Chooser:
             self._decide(sorted(self.times)[_TRIAL_STEPS // 2])
 
     def _decide(self, median):
-        lost = sum(self.times) - len(self.times) * (self.medians[self.home] or 0.0)
-        self.times = []
+        steps, waking = len(self.times) + (self.waking is not None), self.waking or 0.0
+        lost = sum(self.times) + waking - steps * (self.medians[self.home] or 0.0)
+        self.times, self.waking = [], None
         if self.trying == self.home:
             last, self.medians[self.home] = self.medians[self.home], median
             self.until_trial -= _TRIAL_STEPS
             # Many threads slow down most when the load changes: check them at once then.
             slower = self.home == 1 and median > _WORSE * last
             if self.until_trial <= 0 or slower:
-                self.trying = 1 - self.home
+                self.trying, self.waking = 1 - self.home, False
             return
         self.medians[self.trying] = median
         if median < _WIN * self.medians[self.home]:

@@ -37,41 +37,60 @@ def run(cost, steps, monkeypatch, most=2):
 
 def test_starts_on_one_thread_then_keeps_the_faster_count(monkeypatch):
     counts, chooser = run(lambda n: 1.0 if n == 2 else 1.6, 100, monkeypatch)
-    assert counts[:8] == [1] * 8 and counts[8:16] == [2] * 8  # one trial of two threads
-    assert counts[16:80] == [2] * 64  # they won: one thread is tried again 64 steps later
-    assert counts[80:88] == [1] * 8 and counts[88:] == [2] * 12
+    # one trial of two threads: a first step that wakes them, then eight judged
+    assert counts[:8] == [1] * 8 and counts[8:17] == [2] * 9
+    assert counts[17:81] == [2] * 64  # they won: one thread is tried again 64 steps later
+    assert counts[81:90] == [1] * 9 and counts[90:] == [2] * 10
     assert chooser.medians == pytest.approx([1.6, 1.0])
     counts, _ = run(lambda n: 2.0 if n == 2 else 1.0, 60, monkeypatch)
-    assert counts[16:] == [1] * 44  # one thread won and stays
+    assert counts[17:] == [1] * 43  # one thread won and stays
 
 
 def test_a_trial_that_loses_comes_back_after_twice_the_steps(monkeypatch):
     counts, chooser = run(lambda n: 1.2 if n == 2 else 1.0, 400, monkeypatch)
     trials = [i for i in range(1, len(counts)) if counts[i] == 2 and counts[i - 1] == 1]
-    assert trials[:3] == [8, 16 + 64, 16 + 64 + 8 + 128]
+    assert trials[:3] == [8, 17 + 64, 17 + 64 + 9 + 128]
     assert chooser.interval == 256
 
 
 def test_a_far_slower_trial_ends_after_one_step_and_waits_its_cost(monkeypatch):
     counts, _ = run(lambda n: 1.0 if n == 1 else 10.0, 2000, monkeypatch)
-    assert counts[:8] == [1] * 8 and counts[8] == 2 and counts[9] == 1
-    trials = [i for i in range(1, len(counts)) if counts[i] == 2]
-    # each trial step lost 9 one-thread steps: 20 x that runs untried after it
-    assert all(later - earlier >= 20 * 9 for earlier, later in zip(trials, trials[1:]))
-    lost = 9 * len(trials)
+    # the waking step, then one judged step ends the trial
+    assert counts[:8] == [1] * 8 and counts[8:10] == [2, 2] and counts[10] == 1
+    trials = [i for i in range(1, len(counts)) if counts[i] == 2 and counts[i - 1] == 1]
+    assert all(counts[i:i + 3] == [2, 2, 1] for i in trials)
+    # each trial lost 2 x 9 one-thread steps, its waking step's too: 20 x that runs untried
+    assert all(later - earlier >= 20 * 18 for earlier, later in zip(trials, trials[1:]))
+    lost = 18 * len(trials)
     assert lost / len(counts) <= 1 / 20 + 0.01
+
+
+def test_a_trials_first_step_is_not_judged(monkeypatch):
+    """Two threads that slept since the last trial take long to wake: the first step on
+    them is not held against them (it ended trials that two threads would have won)."""
+    state = {"last": 1, "steps": 0}
+
+    def cost(count):
+        woken = count != state["last"]
+        state["last"] = count
+        return 50.0 if woken and count == 2 else (1.0 if count == 2 else 1.6)
+
+    counts, chooser = run(cost, 40, monkeypatch)
+    assert counts[8:17] == [2] * 9 and counts[17:] == [2] * 23  # the trial ran and won
+    assert chooser.medians == pytest.approx([1.6, 1.0])
+    assert chooser.interval == 64
 
 
 def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
     load = {"busy": False}
-    counts, chooser = run(lambda n: (5.0 if load["busy"] else 1.0) if n == 2 else 1.5, 24,
+    counts, chooser = run(lambda n: (5.0 if load["busy"] else 1.0) if n == 2 else 1.5, 25,
                           monkeypatch)
-    assert counts[16:] == [2] * 8 and chooser.until_trial > 32  # two threads won
+    assert counts[17:] == [2] * 8 and chooser.until_trial > 32  # two threads won
     load["busy"] = True  # another process takes a core: two threads now wait for each other
     clock = FakeClock(lambda n: 5.0 if n == 2 else 1.5)
     clock.chooser, chooser.clock = chooser, clock
     seen = [clock.step() for _ in range(24)]
-    assert seen[:16] == [2] * 8 + [1] * 8 and seen[16:] == [1] * 8  # not 64 steps later
+    assert seen[:17] == [2] * 8 + [1] * 9 and seen[17:] == [1] * 7  # not 64 steps later
 
 
 def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
