@@ -7,11 +7,20 @@ re-welded node) take their place in the flat buffers while the others keep their
 compiled kernel serves graphs with any number of parameters.
 """
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
 import numpy as np
 import pytest
 
 import fastgraph as fg
 from fastgraph.kernels import optimizers as kernels
+from fastgraph.threads import threads
 
 OPTIONS = {
     "GradientDescent": {"learning_rate": 0.05},
@@ -112,10 +121,24 @@ def test_every_parameter_updates_as_its_formula_by_hand(rng, name, conventions):
                                            atol=1e-14, err_msg=f"{state} of {param.name}")
 
 
+@contextlib.contextmanager
+def on_threads(count, optimizer, monkeypatch):
+    """``optimizer``'s updates on ``count`` threads (the tests run on one)."""
+    monkeypatch.setattr(threads, "most", count)
+    optimizer.threads.fixed, optimizer.threads.counts = True, (count, count)
+    threads.use(count)
+    try:
+        yield
+    finally:
+        threads.use(1)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
 @pytest.mark.parametrize("name, conventions", CASES)
-def test_a_parameter_updated_on_every_core_updates_as_its_formula(rng, name, conventions):
+def test_a_parameter_updated_on_every_core_updates_as_its_formula(rng, monkeypatch, name,
+                                                                    conventions):
     """A weight matrix of more than ``PARALLEL_MIN`` numbers takes the kernels' parallel
-    loop (its weights were once left unchanged there, silently)."""
+    loop on two threads (its weights were once left unchanged there, silently)."""
     rows = 130
     assert rows * rows >= kernels.PARALLEL_MIN
     with fg.Graph(dtype=np.float64) as graph:
@@ -127,16 +150,112 @@ def test_a_parameter_updated_on_every_core_updates_as_its_formula(rng, name, con
         loss = fg.ops.loss.MeanSquaredError(fg.ops.MatMul(v, hidden), t)
     optimizer = _optimizer(name, conventions, graph, loss)
     hand = ByHand(name, conventions, OPTIONS[name])
-    for step in (1, 2):
-        x.set_value(rng.normal(size=(3, rows)))
-        t.set_value(rng.normal(size=(3, 1)))
-        optimizer.one_step()
-        expected = {param: hand.step(param, param.value.copy(), optimizer.get_gradient(param),
-                                     step) for param in (w, v)}
-        optimizer.update()
-        for param, value in expected.items():
-            np.testing.assert_allclose(param.value, value, rtol=1e-12, atol=1e-14,
-                                       err_msg=f"{param.name} at update {step}")
+    with on_threads(2, optimizer, monkeypatch):
+        for step in (1, 2):
+            x.set_value(rng.normal(size=(3, rows)))
+            t.set_value(rng.normal(size=(3, 1)))
+            optimizer.one_step()
+            expected = {param: hand.step(param, param.value.copy(),
+                                         optimizer.get_gradient(param), step)
+                        for param in (w, v)}
+            assert numba.get_num_threads() == 2
+            optimizer.update()
+            for param, value in expected.items():
+                np.testing.assert_allclose(param.value, value, rtol=1e-12, atol=1e-14,
+                                           err_msg=f"{param.name} at update {step}")
+    rule = getattr(kernels, RULES[name])
+    assert rule.every_core.dispatcher.overloads  # the parallel loops ran
+
+
+RULES = {"GradientDescent": "gradient_descent", "Momentum": "momentum", "AdaGrad": "adagrad",
+         "RMSProp": "rmsprop", "Adam": "adam"}
+STATES = {"gradient_descent": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
+COEFFICIENTS = {"gradient_descent": 2, "momentum": 3, "adagrad": 3, "rmsprop": 6, "adam": 9}
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", sorted(STATES))
+def test_one_core_and_every_core_give_the_same_bits(rng, rule, dtype):
+    """The two compilations of a rule, and every_core on one and on two threads: the same
+    weights and states bit for bit, for parameters above and below ``PARALLEL_MIN``."""
+    sizes = [kernels.PARALLEL_MIN + 37, 100, 2000, 20, kernels.PARALLEL_MIN * 2 + 1, 10]
+    weights = [rng.standard_normal(size).astype(dtype) for size in sizes]
+    gradients = rng.standard_normal(sum(sizes)).astype(dtype)
+    states = [np.abs(rng.standard_normal(sum(sizes))).astype(dtype)
+              for _ in range(STATES[rule])]
+    c = (np.abs(rng.standard_normal(COEFFICIENTS[rule])) * 0.5 + 0.1).astype(dtype)
+    c[0] = 1 / 64
+    kernel = getattr(kernels, rule)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for compiled, count in ((kernel.one_core, 1), (kernel.every_core, 1),
+                                (kernel.every_core, 2)):
+            numba.set_num_threads(count)
+            w = [array.copy() for array in weights]
+            s = [array.copy() for array in states]
+            table = np.array([(a.ctypes.data, start, a.size) for a, start in
+                              zip(w, np.cumsum([0] + sizes[:-1]))], np.int64)
+            compiled(table, gradients, *s, c)
+            results.append(np.concatenate(w + s))
+    finally:
+        numba.set_num_threads(before)
+    assert not np.array_equal(results[0][:sizes[0]], weights[0])  # it did update
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_a_call_runs_the_compilation_for_numbas_thread_count(monkeypatch):
+    """One thread: one_core; more: every_core (here stand-ins that say which ran)."""
+    rule = kernels.OnThreads(kernels.adam.one_core.py_func)
+    ran = []
+    monkeypatch.setattr(rule, "one_core", lambda *args: ran.append("one"))
+    monkeypatch.setattr(rule, "every_core", lambda *args: ran.append("every"))
+    monkeypatch.setattr(rule, "_compile_ahead", lambda args: ran.append("ahead"))
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    rule(1)
+    rule(2)
+    rule(3)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    rule(4)
+    assert ran == ["one", "ahead", "one", "one", "every"]  # compiled ahead at the 2nd call
+
+
+@pytest.mark.parametrize("setting, compiled_ahead", [("1", False), ("2", True)])
+def test_every_core_is_compiled_at_the_second_update_when_more_threads_may_come(
+        setting, compiled_ahead):
+    """In a fresh process: nothing parallel at the first update (one thread, at first, in
+    auto mode); at the second, every_core is compiled if the process may use two threads,
+    never with FASTGRAPH_THREADS=1."""
+    code = """
+import json
+import numba
+import numpy as np
+import fastgraph as fg
+from fastgraph.kernels import optimizers
+from fastgraph.threads import threads
+model = fg.models.mlp(784, (100, 20), 10, seed=0)
+optimizer = fg.optimizer.Adam(model.graph, model.loss)
+optimizer.threads.fixed, optimizer.threads.counts = True, (1, 1)  # as its first steps
+threads.use(1)
+seen = []
+for _ in range(3):
+    model.x.set_value(np.zeros((64, 784), np.float32))
+    model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+    optimizer.one_step()
+    assert numba.get_num_threads() == 1
+    optimizer.update()
+    seen.append(len(optimizers.adam.every_core.dispatcher.overloads))
+print(json.dumps(seen))
+"""
+    env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == ([0, 1, 1] if compiled_ahead else [0, 0, 0])
 
 
 @pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),
@@ -240,7 +359,7 @@ def test_one_compiled_update_serves_any_number_of_parameters(rng):
         model.one_hot.set_value(np.eye(3, dtype=np.float32)[[0, 1, 2, 0]])
         optimizer.one_step()
         optimizer.update()
-    float32 = [signature for signature in kernels.adam.dispatcher.overloads
+    float32 = [signature for signature in kernels.adam.one_core.dispatcher.overloads
                if str(signature[1].dtype) == "float32"]
     assert len(float32) == 1, float32
 

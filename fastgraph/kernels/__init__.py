@@ -106,11 +106,12 @@ def _load_numba_registries():
 #: loop: Adam ran 6x slower with them); cache=True keeps the machine code between runs.
 kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True)
 
-#: For work bound by memory rather than arithmetic (optimizer updates, gathering a batch,
-#: per-sample outer products): ``prange`` loops run on every core, which together move more
-#: bytes than one (Adam on 100x784 took 76 us instead of 105 in a training step), and LLVM
-#: may reassociate and contract into FMAs. NaN and infinity keep their meaning, so a
-#: diverging run still shows NaN.
+#: For work bound by memory rather than arithmetic (gathering a batch, per-sample outer
+#: products; the optimizer updates too, without fastmath, see ``kernels.optimizers``):
+#: ``prange`` loops run on every core, which together move more bytes than one (Adam on
+#: 100x784 took 76 us instead of 105 in a training step), and LLVM may reassociate and
+#: contract into FMAs. NaN and infinity keep their meaning, so a diverging run still shows
+#: NaN.
 parallel_kernel = _kernel_decorator(cache=True, error_model="numpy", nogil=True, parallel=True,
                                     fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
