@@ -14,10 +14,11 @@ another checkout of fastgraph (say a ``git archive`` of an older commit in /tmp)
 this one alternately, run for run (which goes first alternating too), and sums up the
 ranges of each: a comparison that the load moves alike for both.
 
-Python's modules are read from their bytecode cache (``__pycache__``, written by the first
-run), as for an installed package, even when ``PYTHONDONTWRITEBYTECODE`` is set here: with
-it, every run compiled fastgraph's 40-odd modules from source (about 0.07 s of a 0.6 s warm
-start). ``--source`` keeps the variable, and that cost.
+fastgraph's modules are read from their bytecode cache (``__pycache__``, written with
+``compileall`` before the runs), as for an installed package, even when
+``PYTHONDONTWRITEBYTECODE`` is set here: with it and no cache, every run compiled the 40-odd
+modules from source (about 0.07 s of a 0.6 s warm start). ``--source`` skips ``compileall``
+and keeps the variable: modules with no bytecode cache yet are then compiled in every run.
 """
 
 import argparse
@@ -108,12 +109,12 @@ def main(argv=None):
     parser.add_argument("--against", metavar="DIRECTORY",
                         help="another checkout of fastgraph, run alternately with this one")
     parser.add_argument("--source", action="store_true",
-                        help="keep PYTHONDONTWRITEBYTECODE if set (modules compiled from "
-                             "source in every run)")
+                        help="no compileall, and PYTHONDONTWRITEBYTECODE kept if set "
+                             "(modules with no bytecode cache compiled in every run)")
     args = parser.parse_args(argv)
     source = args.source and bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     print(f"{args.model}: import fastgraph, build, one_step() + update(), Adam; modules "
-          f"{'compiled from source' if source else 'from their bytecode cache'}")
+          f"{'as found (no compileall)' if source else 'from their bytecode cache'}")
     trees = {"": HERE}
     if args.against:
         against = os.path.abspath(args.against)
