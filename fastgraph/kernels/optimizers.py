@@ -82,8 +82,9 @@ class OnThreads:
     empty cache: a fifth of the MNIST MLP's first step), and a process on one thread
     (``FASTGRAPH_THREADS=1``, one core) never needs it. When more threads may come, it is
     compiled at the second update on one thread: the thread chooser tries every core after
-    8 steps on one, and a trial step that had to compile would lose the trial (far slower
-    than one thread), where one step of the 8 whose median it takes does not matter."""
+    8 steps on one, and counts a trial's first step as time lost to the trial (after a
+    trial that loses, the next waits 20 times the time lost: a compile of 0.7 s would put it
+    off some 45,000 steps), where one step of the 8 whose median it takes does not matter."""
 
     def __init__(self, function):
         self.__name__, self.__doc__ = function.__name__, function.__doc__
