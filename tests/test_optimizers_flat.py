@@ -206,28 +206,30 @@ def test_one_core_and_every_core_give_the_same_bits(rng, rule, dtype):
         np.testing.assert_array_equal(other, results[0])
 
 
-def test_a_call_runs_the_compilation_for_numbas_thread_count(monkeypatch):
-    """One thread: one_core; more: every_core (here stand-ins that say which ran)."""
+def test_a_call_runs_the_compilation_for_the_threads_the_process_may_use(monkeypatch):
+    """A process that may use more than one thread: every_core (on however many threads
+    Numba has now); one that never will: one_core (here stand-ins that say which ran)."""
+    from fastgraph.threads import threads
+
     rule = kernels.OnThreads(kernels.adam.one_core.py_func)
     ran = []
     monkeypatch.setattr(rule, "one_core", lambda *args: ran.append("one"))
     monkeypatch.setattr(rule, "every_core", lambda *args: ran.append("every"))
-    monkeypatch.setattr(rule, "_compile_ahead", lambda args: ran.append("ahead"))
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(threads, "most", 1)
     rule(1)
+    monkeypatch.setattr(threads, "most", 2)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)  # the chooser's first steps
     rule(2)
-    rule(3)
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
-    rule(4)
-    assert ran == ["one", "ahead", "one", "one", "every"]  # compiled ahead at the 2nd call
+    rule(3)
+    assert ran == ["one", "every", "every"]
 
 
 @pytest.mark.parametrize("setting, compiled_ahead", [("1", False), ("2", True)])
-def test_every_core_is_compiled_at_the_second_update_when_more_threads_may_come(
-        setting, compiled_ahead):
-    """In a fresh process: nothing parallel at the first update (one thread, at first, in
-    auto mode); at the second, every_core is compiled if the process may use two threads,
-    never with FASTGRAPH_THREADS=1."""
+def test_a_process_compiles_the_update_it_may_run(setting, compiled_ahead):
+    """In a fresh process, on one thread (as in auto mode at first): the parallel update is
+    what a process that may use two threads compiles and runs, the plain one what a process
+    fixed to one thread does (the parallel loop is never compiled there)."""
     code = """
 import json
 import numba
@@ -246,7 +248,8 @@ for _ in range(3):
     optimizer.one_step()
     assert numba.get_num_threads() == 1
     optimizer.update()
-    seen.append(len(optimizers.adam.every_core.dispatcher.overloads))
+    seen.append([len(optimizers.adam.every_core.dispatcher.overloads),
+                 len(optimizers.adam.one_core.dispatcher.overloads)])
 print(json.dumps(seen))
 """
     env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2",
@@ -255,7 +258,7 @@ print(json.dumps(seen))
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == ([0, 1, 1] if compiled_ahead else [0, 0, 0])
+    assert seen == ([[1, 0]] * 3 if compiled_ahead else [[0, 1]] * 3)
 
 
 @pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),

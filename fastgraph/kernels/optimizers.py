@@ -29,13 +29,13 @@ numbers do not depend on which ran.
 
 import types as pytypes
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..threads import threads
 from . import _kernel_decorator, inline, kernel
 
 #: The parallel compilation of an update: ``prange`` loops on every core, and no ``fastmath``
@@ -75,16 +75,14 @@ def _array_at(typingctx, address, size, like):
 class OnThreads:
     """An update rule compiled twice from one text: ``every_core`` runs its ``prange`` loops
     on Numba's threads, ``one_core`` runs them as plain loops (the same numbers, bit for
-    bit). A call runs ``one_core`` while Numba has one thread, ``every_core`` otherwise.
+    bit: no fastmath in either, so the thread count never changes a result).
 
-    ``every_core`` is compiled when it may be needed, not with the first update: a parallel
-    loop takes twice a plain one's time to compile (Adam 0.6-0.9 s of CPU against 0.3, on an
-    empty cache: a fifth of the MNIST MLP's first step), and a process on one thread
-    (``FASTGRAPH_THREADS=1``, one core) never needs it. When more threads may come, it is
-    compiled at the second update on one thread: the thread chooser tries every core after
-    8 steps on one, and counts a trial's first step as time lost to the trial (after a
-    trial that loses, the next waits 20 times the time lost: a compile of 0.7 s would put it
-    off some 45,000 steps), where one step of the 8 whose median it takes does not matter."""
+    A process that may use more than one thread (``fastgraph.threads``: auto on several
+    cores, or a fixed count above 1) calls ``every_core`` for every update, which runs on
+    one thread as a plain loop would while the thread chooser has one thread; a process that
+    never will (``FASTGRAPH_THREADS=1``, one core, an MPI rank with a core of its own) calls
+    ``one_core``, and never compiles the parallel loop (Adam: 0.6-0.9 s of CPU on an empty
+    cache, against 0.3 s for the plain one). Each process compiles one of the two."""
 
     def __init__(self, function):
         self.__name__, self.__doc__ = function.__name__, function.__doc__
@@ -94,22 +92,11 @@ class OnThreads:
         plain = pytypes.FunctionType(function.__code__, function.__globals__, name)
         plain.__qualname__ = name
         self.one_core = kernel(plain)
-        self.calls = 0  # calls on one thread, until every_core is compiled ahead
 
     def __call__(self, *args):
-        if numba.get_num_threads() > 1:
-            return self.every_core(*args)
-        if self.calls < 2:
-            self.calls += 1
-            if self.calls == 2:
-                self._compile_ahead(args)
-        return self.one_core(*args)
-
-    def _compile_ahead(self, args):
-        from ..threads import threads
-
         if threads.most > 1:
-            self.every_core.dispatcher.compile(tuple(numba.typeof(a) for a in args))
+            return self.every_core(*args)
+        return self.one_core(*args)
 
     def __repr__(self):
         return f"<update kernels {self.__module__}.{self.__name__} (one core, every core)>"
