@@ -276,7 +276,7 @@ def _outer_staged(a, b, stage_a, stage_b, staged, defer, out, beta):
     stage_b[count, :] = b[0, :]
     count += 1
     if count == stage_a.shape[0]:
-        _product(stage_a, True, stage_b, False, out, 1.0)  # noqa: F821 (see _staged_kernels)
+        _add_staged(stage_a, stage_b, count, out)
         count = 0
     staged[0, 0] = count
 
@@ -286,14 +286,28 @@ def _flush_staged(stage_a, stage_b, staged, out):
     the stage."""
     count = int(staged[0, 0])
     if count > 0:
-        _product(stage_a[:count], True, stage_b[:count], False, out, 1.0)  # noqa: F821
+        _add_staged(stage_a, stage_b, count, out)
     staged[0, 0] = 0
 
 
+def _add_staged(stage_a, stage_b, count, out):
+    """out += stage_a[:count]^T stage_b[:count]: this backend's CBLAS routine called here,
+    not ``gemm`` (a kernel calling the ``gemm`` kernel compiles another specialization of
+    it, for the literal flags). Everything C-contiguous, as the stages and sums are."""
+    m, n = stage_a.shape[1], stage_b.shape[1]
+    pa, pb, pc = stage_a.ctypes.data, stage_b.ctypes.data, out.ctypes.data
+    if out.itemsize == 4:
+        _sgemm(ROW_MAJOR, TRANSPOSE, NO_TRANSPOSE, m, n, count, np.float32(1), pa, m,  # noqa: F821
+               pb, n, np.float32(1), pc, n)
+    else:
+        _dgemm(ROW_MAJOR, TRANSPOSE, NO_TRANSPOSE, m, n, count, 1.0, pa, m, pb, n,  # noqa: F821
+               1.0, pc, n)
+
+
 def _staged_kernels():
-    """``outer_staged`` and ``flush_staged`` calling this backend's ``gemm`` (compiled code
-    calls a kernel, not NumPy: with the ``numpy`` backend nothing defers, as there is no
-    compiled executor, and ``outer_staged`` is the immediate product)."""
+    """``outer_staged`` and ``flush_staged`` calling this backend's CBLAS routines (with the
+    ``numpy`` backend nothing defers, as there is no compiled executor, and
+    ``outer_staged`` is the immediate product)."""
     if BACKEND == "numpy":
         def immediate(a, b, stage_a, stage_b, staged, defer, out, beta):
             outer(a, b, out, beta)
@@ -302,7 +316,11 @@ def _staged_kernels():
             pass
 
         return immediate, nothing_staged
-    names = {"_product": gemm, "outer": outer}
+    single, double = {"mkl": (_mkl_sgemm, _mkl_dgemm),
+                      "openblas": (_openblas_sgemm, _openblas_dgemm)}[BACKEND]
+    add = FunctionType(_add_staged.__code__, {**globals(), "_sgemm": single, "_dgemm": double},
+                       f"add_staged_{BACKEND}")
+    names = {"_add_staged": njit(inline="always")(add), "outer": outer}
     made = []
     for function, name in ((_outer_staged, "outer_staged"), (_flush_staged, "flush_staged")):
         compiled = FunctionType(function.__code__, {**globals(), **names}, f"{name}_{BACKEND}")
