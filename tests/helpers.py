@@ -1,5 +1,7 @@
 """Small builders shared by the tests."""
 
+import os
+
 import numpy as np
 
 import fastgraph as fg
@@ -18,3 +20,17 @@ def mnist_network(dtype=np.float64, seed=0, hidden=(100, 20), activation="ReLU")
         predict = fg.ops.SoftMax(logits)
         loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, one_hot)
     return graph, x, one_hot, logits, predict, loss
+
+
+def with_executor(name, action):
+    """``action()`` with ``FASTGRAPH_EXECUTOR`` set to ``name`` (``python``: the walker), the
+    setting as it was afterwards."""
+    previous = os.environ.get("FASTGRAPH_EXECUTOR")
+    os.environ["FASTGRAPH_EXECUTOR"] = name
+    try:
+        return action()
+    finally:
+        if previous is None:
+            del os.environ["FASTGRAPH_EXECUTOR"]
+        else:
+            os.environ["FASTGRAPH_EXECUTOR"] = previous

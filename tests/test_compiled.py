@@ -9,7 +9,6 @@ in test_graph.py).
 """
 
 import gc
-import os
 import tracemalloc
 
 import numpy as np
@@ -22,6 +21,7 @@ from fastgraph import engines
 from fastgraph.engines import compiled
 from fastgraph.engines import jacobian as dense
 from fastgraph.ops import loss
+from tests.helpers import with_executor
 
 SHAPES = [(3, 1), (2, 2)]
 
@@ -124,18 +124,6 @@ def random_graphs(draw):
     return graph, target, inputs + [labels], params
 
 
-def _with_executor(name, action):
-    previous = os.environ.get("FASTGRAPH_EXECUTOR")
-    os.environ["FASTGRAPH_EXECUTOR"] = name
-    try:
-        return action()
-    finally:
-        if previous is None:
-            del os.environ["FASTGRAPH_EXECUTOR"]
-        else:
-            os.environ["FASTGRAPH_EXECUTOR"] = previous
-
-
 def _forget_values(graph):
     graph.reset_value()
 
@@ -162,7 +150,7 @@ def test_random_graphs_agree_on_values_gradients_and_jacobians(case):
     target.forward()
     compiled_value = target.flat.copy()
     _forget_values(graph)
-    walked_value = _with_executor("python", lambda: (target.forward(),
+    walked_value = with_executor("python", lambda: (target.forward(),
                                                                    target.flat.copy())[1])
     np.testing.assert_allclose(compiled_value, walked_value, rtol=1e-12, atol=1e-12)
 
@@ -181,7 +169,7 @@ def test_random_graphs_agree_on_values_gradients_and_jacobians(case):
             assert "which has no batch axis: not supported" in str(error)
             continue
         expected = dense.jacobian(target, wrt)
-        walked = _with_executor("python", lambda wrt=wrt: fg.jacobian(target, wrt))
+        walked = with_executor("python", lambda wrt=wrt: fg.jacobian(target, wrt))
         np.testing.assert_allclose(got, walked, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-8, err_msg=wrt.name)
 

@@ -2,7 +2,6 @@
 (``Pass.run_into``): the same bits as the copy out of the engine's buffers and as the
 walker's, arrays of their own, and the copy wherever a gradient is not made by one call."""
 
-import os
 
 import numpy as np
 import pytest
@@ -10,20 +9,12 @@ import pytest
 import fastgraph as fg
 from fastgraph.engines import compiled
 from fastgraph.engines import jacobian as dense
-from tests.helpers import mnist_network
+from tests.helpers import mnist_network, with_executor
 
 
 def _walked(action):
     """``action()`` on the Python walker (every gradient copied out of its buffers)."""
-    previous = os.environ.get("FASTGRAPH_EXECUTOR")
-    os.environ["FASTGRAPH_EXECUTOR"] = "python"
-    try:
-        return action()
-    finally:
-        if previous is None:
-            del os.environ["FASTGRAPH_EXECUTOR"]
-        else:
-            os.environ["FASTGRAPH_EXECUTOR"] = previous
+    return with_executor("python", action)
 
 
 def _written_in_place(graph, result, nodes, seeds, batch):
