@@ -27,6 +27,7 @@ from ..kernels.program import (
     Program,
     adapter,
     address_of,
+    argument_names,
     execute_pass,
     fuse_additions,
     machine_code,
@@ -131,12 +132,12 @@ class Pass:
         program, rows, flush_ints = self.program, [], []
         for call in calls:
             kernel, kinds = program.kernels[call]
-            flush, names = getattr(kernel, "flush", None), _argument_names(kernel)
+            flush, names = getattr(kernel, "flush", None), argument_names(kernel)
             if flush is None or "defer" not in names:
                 continue
             offset = program.code[call, 1]
             ints[offset + INTS_PER_ARGUMENT * names.index("defer")] = 1
-            taken = [names.index(name) for name in _argument_names(flush)]
+            taken = [names.index(name) for name in argument_names(flush)]
             flush_kinds = "".join(kinds[i] for i in taken)
             code, result, library = machine_code(flush, flush_kinds, program.dtype)
             program.libraries.add(library)
@@ -243,15 +244,10 @@ def _accumulating_call(program, buffer, start, stop):
         return None
     (call, arguments), = touching.items()
     kernel, kinds = program.kernels[call]
-    names = _argument_names(kernel)
+    names = argument_names(kernel)
     if names[-1:] == ("beta",) and kinds[-1] == "f" and arguments == [len(names) - 2]:
         return call
     return None
-
-
-def _argument_names(kernel):
-    code = kernel.py_func.__code__
-    return code.co_varnames[:code.co_argcount]
 
 
 #: A pass's empty forward, for running its completion alone.

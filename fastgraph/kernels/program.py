@@ -348,9 +348,15 @@ def fuse_additions(calls, start, stop, add):
 
 
 def _writes_with_beta(kernel, kinds):
-    code = kernel.py_func.__code__
-    names = code.co_varnames[:code.co_argcount]
+    names = argument_names(kernel)
     return names[-1:] == ("beta",) and kinds[-1:] == "f" and kinds[-2:-1] == "C"
+
+
+def argument_names(kernel):
+    """The names of a kernel's arguments, in order (``out``, ``beta``, ``defer``... say what
+    a call does with them)."""
+    code = kernel.py_func.__code__
+    return code.co_varnames[:code.co_argcount]
 
 
 class recording:
@@ -453,8 +459,7 @@ class Program:
         if not start <= call < stop:
             return None
         kernel, kinds = self.kernels[call]
-        code = kernel.py_func.__code__
-        names = code.co_varnames[:code.co_argcount]
+        names = argument_names(kernel)
         if len(arguments) != 1 or names[arguments[0]] != "out":
             return None
         slot = self.code[call, 1] + INTS_PER_ARGUMENT * arguments[0]
