@@ -20,11 +20,10 @@ The rules and their defaults follow the formulas that PyTorch's ``torch.optim`` 
 RMSProp and Adam also take an eps inside the square root, for the article's form of the
 rules.
 
-Each rule is compiled twice from one text (:class:`OnThreads`): with ``prange`` for the
-steps on several threads, and as plain loops for the steps on one thread, which run first
-(``fastgraph.threads``) and need no parallel region. Neither takes floating-point
-freedoms (no ``fastmath``), so the two give the same numbers bit for bit and a step's
-numbers do not depend on which ran.
+Each rule is compiled in two forms from one text (:class:`OnThreads`): with ``prange``,
+for a process that may run on several threads, and as plain loops, for one fixed to one
+thread; a process compiles the one it runs. Neither takes floating-point freedoms (no
+``fastmath``), so the two give the same numbers bit for bit, on any thread count.
 """
 
 import types as pytypes
