@@ -34,3 +34,14 @@ def with_executor(name, action):
             del os.environ["FASTGRAPH_EXECUTOR"]
         else:
             os.environ["FASTGRAPH_EXECUTOR"] = previous
+
+
+#: Options for each of the five update rules that the optimizer tests share (values away
+#: from the defaults, so that a rule that ignored one would be seen).
+RULE_OPTIONS = {
+    "GradientDescent": {"learning_rate": 0.05},
+    "Momentum": {"learning_rate": 0.02, "momentum": 0.8},
+    "AdaGrad": {"learning_rate": 0.1, "eps": 1e-10},
+    "RMSProp": {"learning_rate": 0.01, "beta": 0.95, "eps": 1e-8},
+    "Adam": {"learning_rate": 0.05, "beta_1": 0.85, "beta_2": 0.99, "eps": 1e-8},
+}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
-from tests.helpers import mnist_network
+from tests.helpers import RULE_OPTIONS, mnist_network
 
 STEPS = 50
 
@@ -36,13 +36,7 @@ def numpy_rule(name, options):
     return step
 
 
-RULES = {
-    "GradientDescent": {"learning_rate": 0.05},
-    "Momentum": {"learning_rate": 0.02, "momentum": 0.8},
-    "AdaGrad": {"learning_rate": 0.1, "eps": 1e-10},
-    "RMSProp": {"learning_rate": 0.01, "beta": 0.95, "eps": 1e-8},
-    "Adam": {"learning_rate": 0.05, "beta_1": 0.85, "beta_2": 0.99, "eps": 1e-8},
-}
+RULES = RULE_OPTIONS
 
 
 @pytest.mark.parametrize("engine", ["vjp", "jacobian"])

@@ -21,14 +21,9 @@ import pytest
 import fastgraph as fg
 from fastgraph.kernels import optimizers as kernels
 from fastgraph.threads import threads
+from tests.helpers import RULE_OPTIONS
 
-OPTIONS = {
-    "GradientDescent": {"learning_rate": 0.05},
-    "Momentum": {"learning_rate": 0.02, "momentum": 0.8},
-    "AdaGrad": {"learning_rate": 0.1, "eps": 1e-10},
-    "RMSProp": {"learning_rate": 0.01, "beta": 0.95, "eps": 1e-8},
-    "Adam": {"learning_rate": 0.05, "beta_1": 0.85, "beta_2": 0.99, "eps": 1e-8},
-}
+OPTIONS = RULE_OPTIONS
 CASES = [(name, "torch") for name in OPTIONS] + [("RMSProp", "article"), ("Adam", "article")]
 
 
