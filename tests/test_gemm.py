@@ -203,3 +203,112 @@ def test_a_single_sample_and_a_batch_give_one_matmul_result():
         np.testing.assert_allclose(one_w[0], batch_w[b], rtol=1e-12)
         np.testing.assert_allclose(one_x[0, 0], 2 * (w.flat.reshape(6, 9).T @ y.flat[0]),
                                    rtol=1e-12)
+
+
+# -- gemm_owned: a parameter's products split by its rows between the threads -------------------
+def _owned_operands(rng, dtype, along, ta, tb, rows=137, other=150, k=64):
+    """Storage and flags of a product whose parameter has ``rows`` rows: ``out`` itself
+    (OUT_ROWS: m = rows, n = other) or op(b)'s transpose (OUT_COLUMNS: n = rows, k =
+    other)."""
+    m, n, k = (rows, other, k) if along == blas.OUT_ROWS else (k, rows, other)
+    a, b, _, _ = _operands(rng, dtype, ta, tb, m, k, n)
+    return a, b, rng.normal(size=(m, n)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("along", [blas.OUT_ROWS, blas.OUT_COLUMNS])
+@pytest.mark.parametrize("ta, tb", FLAGS)
+def test_owned_products_are_gemms_bit_for_bit_on_any_thread_count(rng, dtype, along, ta, tb,
+                                                                   monkeypatch):
+    """Split by the parameter's rows (no split along k), each element is the sum that gemm
+    on one thread makes, in the same order: the same bits on one thread and on two, for
+    either beta, with transposed views and row slices among the operands, and a parameter
+    of a row count that does not split evenly."""
+    import numba
+
+    from fastgraph.kernels import PARALLEL_MIN
+    from fastgraph.threads import threads
+
+    monkeypatch.setattr(threads, "most", max(2, threads.most))
+    before = threads.current
+    a, b, start = _owned_operands(rng, dtype, along, ta, tb)
+    assert 137 * 150 >= PARALLEL_MIN  # the parameter is split
+    wide = np.zeros((a.shape[0], a.shape[1] + 3), dtype)
+    wide[:, 2:2 + a.shape[1]] = a
+    try:
+        for beta in (0.0, 1.0):
+            for operand_a, operand_b in ((a, b), (wide[:, 2:2 + a.shape[1]],
+                                                  np.asfortranarray(b))):
+                threads.use(1)
+                wanted = start.copy()  # (a layout is a different product to BLAS: the
+                blas.gemm(operand_a, ta, operand_b, tb, wanted, beta)  # same operands)
+                for count in {1, min(2, numba.config.NUMBA_NUM_THREADS)}:
+                    threads.use(count)
+                    out = start.copy()
+                    blas.gemm_owned(along, operand_a, ta, operand_b, tb, out, beta)
+                    np.testing.assert_array_equal(out, wanted)
+    finally:
+        threads.use(before or 1)
+    np.testing.assert_allclose(wanted, (a.T if ta else a).astype(np.float64)
+                               @ (b.T if tb else b) + start, **_tolerance(dtype))
+
+
+_VERBOSE = """
+import numpy as np
+from fastgraph.kernels import blas
+from fastgraph.threads import threads
+threads.use({count})
+x, w = np.ones((64, 784), np.{dtype}), np.ones((100, 784), np.{dtype})
+blas.gemm_owned(blas.OUT_COLUMNS, x, False, w, True, np.zeros((64, 100), np.{dtype}), 0.0)
+blas.gemm_owned(blas.OUT_ROWS, np.ones((64, 100), np.{dtype}), True, x, False, w, 0.0)
+"""
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="only MKL's products are split")
+@pytest.mark.parametrize("count, dtype, calls", [
+    (2, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]), (1, "float32", ["SGEMM", "SGEMM"]),
+    (2, "float64", ["DGEMM", "DGEMM"])])
+def test_the_split_is_one_batch_of_a_product_per_thread(count, dtype, calls):
+    """What MKL is asked (``MKL_VERBOSE``): on two threads, each of the MLP's two products
+    of its 100x784 weights as a batch of two products, 50 of the weights' rows each; on one
+    thread, or in float64, one product each."""
+    import os
+    import subprocess
+    import sys
+
+    import numba
+
+    if count > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("one thread only here")
+    env = {**os.environ, "MKL_VERBOSE": "1", "FASTGRAPH_THREADS": str(count)}
+    ran = subprocess.run([sys.executable, "-c", _VERBOSE.format(count=count, dtype=dtype)],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    made = [line.split()[1].split("(")[0] for line in ran.splitlines()
+            if line.startswith("MKL_VERBOSE") and "(" in line.split()[1]]
+    assert made == calls, ran
+    if count == 2 and dtype == "float32":
+        assert ran.count("{50,50}") == 2, ran
+
+
+@pytest.mark.skipif(not COMPILED, reason="only compiled kernels are recorded")
+def test_a_program_replays_owned_products(rng):
+    """Recorded (kinds i C b C b C f) and replayed on the threads: the Python call's bits."""
+    cases = [(along, ta, tb, *_owned_operands(rng, np.float32, along, ta, tb))
+             for along in (blas.OUT_ROWS, blas.OUT_COLUMNS) for ta, tb in FLAGS]
+    outs = [start.copy() for *_, start in cases]
+    with program.recording(np.float32) as calls:
+        calls.replay_only = True
+        for (along, ta, tb, a, b, _), out in zip(cases, outs):
+            blas.gemm_owned(along, a, ta, b, tb, out, 1.0)
+    assert {kinds for _, kinds, _ in calls.calls} == {"iCbCbCf"}
+    compiled = program.Program(calls)
+    code = compiled.rows((0, len(compiled)))
+    steps = np.array([[0, 0, len(compiled)]], np.int64)
+    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
+                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                  compiled.ints, compiled.reals, program.NO_CYCLES)
+    assert status == -1
+    for (along, ta, tb, a, b, start), out in zip(cases, outs):
+        wanted = start.copy()
+        blas.gemm_owned(along, a, ta, b, tb, wanted, 1.0)
+        np.testing.assert_array_equal(out, wanted)

@@ -20,6 +20,7 @@ import pytest
 
 import fastgraph as fg
 from fastgraph.kernels import optimizers as kernels
+from fastgraph.kernels import owned_rows
 from fastgraph.threads import threads
 from tests.helpers import RULE_OPTIONS
 
@@ -199,6 +200,45 @@ def test_one_core_and_every_core_give_the_same_bits(rng, rule, dtype):
     assert not np.array_equal(results[0][:sizes[0]], weights[0])  # it did update
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 9, 16, 100, 137, 256, 263])
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
+def test_owned_rows_cover_a_parameter_once_in_order(rows, parts):
+    """The threads' shares of a parameter's rows: together every row once, in order, each
+    an equal share to a row."""
+    owned = [owned_rows(rows, parts, part) for part in range(parts)]
+    assert owned[0][0] == 0 and owned[-1][1] == rows
+    for (_, stop), (start, _) in zip(owned, owned[1:]):
+        assert stop == start
+    for start, stop in owned:
+        assert rows // parts <= stop - start <= -(-rows // parts)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba has one thread here")
+@pytest.mark.parametrize("rows, columns", [(100, 784), (256, 784), (128, 256)])
+def test_the_update_loop_gives_each_thread_the_rows_it_owns(rows, columns):
+    """The premise of ``owned_rows``: Numba's static schedule runs a ``prange`` loop over a
+    parameter's numbers as one equal chunk per thread, in thread order, so on two threads
+    thread t updates the numbers of exactly the rows that ``owned_rows`` gives it (and
+    ``gemm_owned`` makes and reads on it)."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def who(out):
+        for j in prange(out.size):
+            out[j] = numba.get_thread_id()
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        ran = np.full(rows * columns, -1, np.int64)
+        who(ran)
+    finally:
+        numba.set_num_threads(before)
+    for part in range(2):
+        start, stop = owned_rows(rows, 2, part)
+        assert (ran[start * columns:stop * columns] == part).all()
 
 
 def test_a_call_runs_the_compilation_for_the_threads_the_process_may_use(monkeypatch):

@@ -9,12 +9,16 @@ number of parameters: it is compiled once (the tuples of arrays it used to take 
 compiled again for every parameter count: 0.8 s of CPU each for Adam).
 
 Each rule is an element function, inlined into a loop that runs on every core (``prange``)
-for a large parameter, and on one core for a small one, for which starting the threads
-(about 2 us) would cost more than the update. On two threads the parallel loop also keeps
-the step fast for another reason: the GEMMs that made the gradient and read the weights ran
-on both cores, and an update on one core alone took the MLP's 2-thread step from 240-250 to
-about 280 us. ``c`` holds the scalars, in the parameters' dtype, so a float32 model updates
-in float32 arithmetic (promoting to float64 would make the division and square root several
+for a large parameter (``PARALLEL_MIN`` numbers or more), and on one core for a small one,
+for which starting the threads (about 2 us) would cost more than the update. On two threads
+the parallel loop also keeps the step fast for another reason: the products that made the
+gradient and read the weights ran on both cores, split by the parameter's rows as Numba's
+static schedule splits this loop (``kernels.owned_rows``, ``kernels.blas.gemm_owned``), so
+each thread updates the numbers that its core made and read, from its own cache (an update
+on one core alone took the MLP's 2-thread step from 240-250 to about 280 us).
+
+``c`` holds the scalars, in the parameters' dtype, so a float32 model updates in float32
+arithmetic (promoting to float64 would make the division and square root several
 times slower); ``c[0]`` is 1 / samples, which turns the gradient sums into means on the fly.
 The rules and their defaults follow the formulas that PyTorch's ``torch.optim`` documents;
 RMSProp and Adam also take an eps inside the square root, for the article's form of the
@@ -29,13 +33,10 @@ thread; a process compiles the one it runs. Neither takes floating-point freedom
 import types as pytypes
 
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
 from ..threads import threads
-from . import _kernel_decorator, inline, kernel
+from . import PARALLEL_MIN, _kernel_decorator, array_at, inline, kernel
 
 #: The parallel compilation of an update: ``prange`` loops on every core, and no ``fastmath``
 #: (with it, the parallel loop and the plain one rounded differently: the last bit of about
@@ -44,31 +45,8 @@ from . import _kernel_decorator, inline, kernel
 _parallel_update = _kernel_decorator(cache=True, error_model="numpy", nogil=True,
                                      parallel=True)
 
-PARALLEL_MIN = 16384  # elements from which a parameter is updated on every core
-
 #: The columns of an optimizer's parameter table.
 ADDRESS, START, SIZE = 0, 1, 2
-
-
-@intrinsic
-def _array_at(typingctx, address, size, like):
-    """The 1-D C-contiguous array of ``size`` numbers of ``like``'s dtype at ``address`` (an
-    integer). Built here rather than by ``numba.carray``, whose implementation is one more
-    function to compile (0.06 s of CPU, with an empty cache, in the MLP's first step)."""
-    array_type = types.Array(like.dtype, 1, "C")
-
-    def codegen(context, builder, signature, args):
-        address, size = args[0], args[1]
-        array = context.make_array(array_type)(context, builder)
-        element = context.get_data_type(array_type.dtype)
-        itemsize = ir.Constant(size.type, context.get_abi_sizeof(element))
-        context.populate_array(array, data=builder.inttoptr(address, element.as_pointer()),
-                               shape=cgutils.pack_array(builder, [size]),
-                               strides=cgutils.pack_array(builder, [itemsize]),
-                               itemsize=itemsize, meminfo=None)
-        return array._getvalue()
-
-    return array_type(address, size, like), codegen
 
 
 class OnThreads:
@@ -104,7 +82,7 @@ class OnThreads:
 @inline
 def _weights(table, p, like):
     """Parameter ``p``'s weights: the 1-D array at its address."""
-    return _array_at(table[p, ADDRESS], table[p, SIZE], like)
+    return array_at(table[p, ADDRESS], table[p, SIZE], like)
 
 
 @inline

@@ -2,7 +2,16 @@
 
 import numpy as np
 
-from ..kernels.blas import STAGED_ROWS, gemm, matvec, outer_staged, vecmat
+from ..kernels.blas import (
+    OUT_COLUMNS,
+    OUT_ROWS,
+    STAGED_ROWS,
+    WHOLE,
+    gemm_owned,
+    matvec,
+    outer_staged,
+    vecmat,
+)
 from ..kernels.elementwise import (
     add_into,
     add_rows,
@@ -53,7 +62,10 @@ class MatMul(Operator):
     The network case, a parameter ``W (m, k)`` times a batch of column vectors, is one GEMM
     on the ``(B, k)`` batch: ``flat = x.flat @ W.T``. A batch of matrices times a parameter
     is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
-    transposes as flags, no copies. Other cases multiply the small matrices row by row.
+    transposes as flags, no copies, through one kernel (``gemm_owned``) that splits the
+    products which make or read a parameter by its rows between the threads, as the
+    optimizer's update splits it; the others it makes whole. Other cases multiply the small
+    matrices row by row.
     """
 
     arity = 2
@@ -74,11 +86,11 @@ class MatMul(Operator):
         out = self.output()
         if self._vectors and b.flat.shape[0] == 1:  # one sample: faster than BLAS's M = 1
             matvec(b.flat, a._value, out)
-        elif self._vectors:
-            gemm(b.flat, False, a._value, True, out, 0.0)
+        elif self._vectors:  # x @ W.T, split between the threads by W's rows (gemm_owned)
+            gemm_owned(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0)
         elif self._stacked:
-            gemm(a._value.reshape(-1, a.dim[1]), False, b._value, False,
-                 out.reshape(-1, self.dim[1]), 0.0)
+            gemm_owned(WHOLE, a._value.reshape(-1, a.dim[1]), False, b._value, False,
+                       out.reshape(-1, self.dim[1]), 0.0)
         else:
             matmul_rows(a.flat, b.flat, out, self.dim[0], a.dim[1], self.dim[1], False, False)
 
@@ -91,9 +103,10 @@ class MatMul(Operator):
         elif self._vectors and upstream.shape[0] == 1:
             vecmat(upstream, a._value, out)
         elif self._vectors:  # upstream @ W for the batch of columns
-            gemm(upstream, False, a._value, False, out, 0.0)
+            gemm_owned(WHOLE, upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
-            gemm(upstream.reshape(-1, n), False, b._value, True, out.reshape(-1, k), 0.0)
+            gemm_owned(WHOLE, upstream.reshape(-1, n), False, b._value, True,
+                       out.reshape(-1, k), 0.0)
         elif slot == 0:  # dA = U B^T
             matmul_rows(upstream, b.flat, out, m, n, k, False, True)
         else:  # dB = A^T U
@@ -113,11 +126,11 @@ class MatMul(Operator):
             elif upstream.shape[0] == 1:  # MKL's k = 1 GEMM is 4x slower
                 outer(upstream, b.flat, out, 0.0)
             else:
-                gemm(upstream, True, b.flat, False, out, 0.0)
+                gemm_owned(OUT_ROWS, upstream, True, b.flat, False, out, 0.0)
         elif slot == 1 and self._stacked:  # the stacked a^T @ the stacked upstream
             out = self.buffer("summed", b.dim)
-            gemm(a._value.reshape(-1, a.dim[1]), True, upstream.reshape(-1, self.dim[1]), False,
-                 out, 0.0)
+            gemm_owned(OUT_ROWS, a._value.reshape(-1, a.dim[1]), True,
+                       upstream.reshape(-1, self.dim[1]), False, out, 0.0)
         else:
             return super().vjp_summed(slot, upstream)
         return out.reshape(1, -1)
