@@ -45,3 +45,17 @@ RULE_OPTIONS = {
     "RMSProp": {"learning_rate": 0.01, "beta": 0.95, "eps": 1e-8},
     "Adam": {"learning_rate": 0.05, "beta_1": 0.85, "beta_2": 0.99, "eps": 1e-8},
 }
+
+
+def replay(calls):
+    """Run every recorded call (``program.recording``) as the forward pass of one node,
+    through the compiled replay loop: ``(status, program)``, status -1 or the failing row."""
+    from fastgraph.kernels import program
+
+    compiled = program.Program(calls)
+    code = compiled.rows((0, len(compiled)))
+    steps = np.array([[0, 0, len(compiled)]], np.int64)
+    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
+                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                  compiled.ints, compiled.reals, program.NO_CYCLES)
+    return status, compiled

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastgraph.kernels import blas, program
+from tests.helpers import replay
 
 FLAGS = [(False, False), (False, True), (True, False), (True, True)]
 COMPILED = blas.BACKEND != "numpy"  # the numpy backend is plain Python: no specializations
@@ -118,14 +119,10 @@ def test_a_program_replays_every_transposition(rng, dtype, beta):
         for (a, b, _, _, ta, tb), out in zip(cases, outs):
             blas.gemm(a, ta, b, tb, out, beta)
     assert [kinds for _, kinds, _ in calls.calls] == ["CbCbCf"] * 4
-    compiled = program.Program(calls)
+    status, compiled = replay(calls)
+    assert status == -1
     code = compiled.rows((0, len(compiled)))
     assert len(set(code[:, 3])) == 1  # one kernel address for the four transpositions
-    steps = np.array([[0, 0, len(compiled)]], np.int64)
-    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
-                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
-                                  compiled.ints, compiled.reals, program.NO_CYCLES)
-    assert status == -1
     for out, wanted in zip(outs, expected):
         np.testing.assert_allclose(out, wanted, **_tolerance(dtype))
 
@@ -301,13 +298,7 @@ def test_a_program_replays_owned_products(rng):
         for (along, ta, tb, a, b, _), out in zip(cases, outs):
             blas.gemm_owned(along, a, ta, b, tb, out, 1.0)
     assert {kinds for _, kinds, _ in calls.calls} == {"iCbCbCf"}
-    compiled = program.Program(calls)
-    code = compiled.rows((0, len(compiled)))
-    steps = np.array([[0, 0, len(compiled)]], np.int64)
-    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
-                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
-                                  compiled.ints, compiled.reals, program.NO_CYCLES)
-    assert status == -1
+    assert replay(calls)[0] == -1
     for (along, ta, tb, a, b, start), out in zip(cases, outs):
         wanted = start.copy()
         blas.gemm_owned(along, a, ta, b, tb, wanted, 1.0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastgraph.kernels import kernel, program
+from tests.helpers import replay
 
 # -- small kernels, one per kind of argument ---------------------------------------------------
 
@@ -43,17 +44,6 @@ def _divide_rows(a, out, rows):
             out[i, j] = a[i, j] / rows
 
 
-def _replay(calls):
-    """Run every recorded call as the forward pass of one node: -1 or the failing row."""
-    compiled = program.Program(calls)
-    code = compiled.rows((0, len(compiled)))
-    steps = np.array([[0, 0, len(compiled)]], np.int64)
-    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
-                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
-                                  compiled.ints, compiled.reals, program.NO_CYCLES)
-    return status, compiled
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [0.3, np.float32(0.3), np.float64(0.3)])
 @pytest.mark.parametrize("flag", [True, False, np.bool_(True)])
@@ -69,7 +59,7 @@ def test_every_kind_of_argument_replays_as_the_python_call(rng, dtype, scale, fl
         _scaled_sum(a, b, out, scale, flag, np.int64(3))
     assert calls.calls[0][1] == "CFC" + program._SCALAR_KINDS[type(scale)] + "bi"
     assert not out.any()  # recorded, not run
-    status, _ = _replay(calls)
+    status, _ = replay(calls)
     assert status == -1
     np.testing.assert_array_equal(out, expected)
 
@@ -106,8 +96,8 @@ def test_one_adapter_replays_every_transposition(rng, dtype):
         for (a, b), out in zip(operands, outs):
             product(a, b, out)
     assert [kinds for _, kinds, _ in calls.calls] == ["CFCfbi", "FCCfbi", "FFCfbi"]
-    assert _replay(calls)[0] == -1
-    assert len(set(_replay(calls)[1].code[:, 0])) == 1
+    assert replay(calls)[0] == -1
+    assert len(set(replay(calls)[1].code[:, 0])) == 1
     for (a, b), out in zip(operands, outs):
         np.testing.assert_allclose(out, a + b, rtol=1e-6)
 
@@ -119,7 +109,7 @@ def test_a_replay_compiles_no_kernel_twice(rng):
     with program.recording(np.float32) as calls:
         _scaled_sum(a, a, out, 0.5, False, 2)
     overloads = len(_scaled_sum.dispatcher.overloads)
-    status, compiled = _replay(calls)
+    status, compiled = replay(calls)
     assert status == -1 and len(_scaled_sum.dispatcher.overloads) == overloads
     code, _, library = program.machine_code(_scaled_sum, "CCCfbi", np.float32)
     assert compiled.code[0, 3] == code and library in compiled.libraries
@@ -151,10 +141,10 @@ def test_a_kernel_status_and_a_raised_error_stop_the_replay_at_their_row(rng):
         _first_negative_row(a)
         _divide_rows(a, out, 0)
         _divide_rows(a, out, 2)
-    assert _replay(calls)[0] == 1
+    assert replay(calls)[0] == 1
     assert not out.any()  # stopped before the last call
     a[2, 1] = -1.0
-    assert _replay(calls)[0] == 0
+    assert replay(calls)[0] == 0
 
 
 def test_an_unaligned_or_strided_array_is_not_recordable():
