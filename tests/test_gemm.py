@@ -97,11 +97,12 @@ def test_every_transposition_shares_one_specialization(rng):
     for ta, tb in FLAGS:
         a, b, _, _ = _operands(rng, np.float32, ta, tb)
         blas.gemm(a, ta, b, tb, np.empty((5, 3), np.float32), 0.0)
-    float32 = [signature for signature in blas.gemm.dispatcher.overloads
-               if str(signature[0].dtype) == "float32"]
-    assert len(float32) == 1, float32
+        blas.gemm_owned(blas.OUT_ROWS, a, ta, b, tb, np.empty((5, 3), np.float32), 0.0)
+    float32 = [signature for signature in blas.gemm_owned.dispatcher.overloads
+               if str(signature[1].dtype) == "float32"]
+    assert len(float32) == 1, float32  # gemm is gemm_owned's product made whole
     assert [str(argument) for argument in float32[0]] == [
-        "array(float32, 2d, C)", "bool", "array(float32, 2d, C)", "bool",
+        "int64", "array(float32, 2d, C)", "bool", "array(float32, 2d, C)", "bool",
         "array(float32, 2d, C)", "float64"]
 
 
@@ -109,7 +110,8 @@ def test_every_transposition_shares_one_specialization(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_a_program_replays_every_transposition(rng, dtype, beta):
-    """The recorded calls (kinds C b C b C f) replay as the Python calls compute."""
+    """The recorded calls (kinds i C b C b C f: gemm is gemm_owned's whole product) replay
+    as the Python calls compute."""
     cases = [(*_operands(rng, dtype, ta, tb), ta, tb) for ta, tb in FLAGS]
     outs = [rng.normal(size=(5, 3)).astype(dtype) for _ in cases]
     expected = [op_a.astype(np.float64) @ op_b + beta * out
@@ -118,7 +120,7 @@ def test_a_program_replays_every_transposition(rng, dtype, beta):
         calls.replay_only = True
         for (a, b, _, _, ta, tb), out in zip(cases, outs):
             blas.gemm(a, ta, b, tb, out, beta)
-    assert [kinds for _, kinds, _ in calls.calls] == ["CbCbCf"] * 4
+    assert [kinds for _, kinds, _ in calls.calls] == ["iCbCbCf"] * 4
     status, compiled = replay(calls)
     assert status == -1
     code = compiled.rows((0, len(compiled)))

@@ -17,13 +17,13 @@ to ``mkl``, ``openblas`` or ``numpy`` forces one):
 
 Each backend has its own kernel, so Numba's cache never mixes code for different libraries.
 
-``gemm_owned(along, a, ta, b, tb, out, beta)`` is the same product for an operator whose
-product makes or reads a parameter by its rows (MatMul's forward ``x @ W.T`` and weight
-gradient): with MKL on several threads it splits the product by the parameter's rows into
-one batch of a product per thread, the rows that the optimizer's update gives that thread
-(``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer states stay
-in its cache from one step to the next. MatMul makes all its products with it (``along`` =
-``WHOLE`` for those it does not split), so a network compiles one product kernel.
+Every product is made by one kernel, ``gemm_owned(along, a, ta, b, tb, out, beta)``;
+``gemm`` calls it with ``along`` = ``WHOLE``. An operator whose product makes or reads a
+parameter by its rows (MatMul's forward ``x @ W.T`` and weight gradient) says so with
+``along``: with MKL on several threads the product is then split by the parameter's rows
+into one batch of a product per thread, the rows that the optimizer's update gives that
+thread (``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer
+states stay in its cache from one step to the next.
 """
 
 import ctypes
@@ -140,15 +140,55 @@ def _threads_kept(count):
     return count
 
 
-@njit(cache=True, nogil=True)
-def _operands(a, ta, b, tb, out):
-    """The CBLAS arguments ``(op_a, op_b, m, n, k, lda, ldb, ldc)`` of ``out = op(a) @
-    op(b)``, checked.
+@njit(inline="always")
+def _one_thread():
+    """For OpenBLAS, whose products ``gemm_owned`` never splits: one part."""
+    return 1
+
+
+@njit(inline="always")
+def _no_batch(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, groups, sizes):
+    """For OpenBLAS: never called (one part, see ``_one_thread``)."""
+
+
+#: ``gemm_owned``'s ``along``: the parameter is the product's output (a weight gradient), or
+#: its ``op(b)`` is the parameter's transpose, each of its rows a column of ``out`` (the
+#: network's forward product ``x @ W.T``), or the product is not split (``WHOLE``: it is
+#: ``gemm``).
+OUT_ROWS, OUT_COLUMNS, WHOLE = 0, 1, 2
+
+#: The most parts ``gemm_owned`` splits a product into (the threads of 64 cores).
+MAX_PARTS = 64
+
+
+def _gemm_owned(along, a, ta, b, tb, out, beta):
+    """out = op(a) @ op(b) + beta * out, where op(x) is x.T when its flag is true, else x;
+    for a product that reads or makes a parameter by its rows, split between the threads
+    the way the optimizer's update splits that parameter (``owned_rows``).
 
     ``a`` and ``b``: 2-D, C-contiguous rows (a row slice of a wider matrix too); an
     F-contiguous one (a ``.T`` view) is read as what it is, but makes a second compiled
     specialization: the operators pass C-contiguous storage and flags, so that one
-    specialization per dtype serves every product. ``out``: C-contiguous rows."""
+    specialization per dtype serves every product. ``out``: C-contiguous rows. The CBLAS
+    arguments are worked out here, in the one function: helpers, inlined or not, cost the
+    MLP's empty-cache start 0.3-0.5 s more of compiling.
+
+    ``along``: ``WHOLE``, one CBLAS call on MKL's threads (on one thread for 2 to
+    ``SERIAL_ROWS`` rows); ``OUT_ROWS`` when ``out`` is the parameter (its rows are m);
+    ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n). Split, with MKL on
+    several threads and a parameter of ``PARALLEL_MIN`` numbers or more, the product is one
+    MKL batch call of one product per part, which MKL runs each on one of its threads, so
+    each core works on the same part of the weights, their gradient sums and their
+    optimizer states from one step to the next and finds it in its own cache (MKL's own
+    split of these products differs from the update's). Each element of ``out`` is the same
+    sum in the same order either way (no split along k), so the numbers do not depend on
+    the thread count: MKL's single-precision batches give each block of rows or columns the
+    bits of the whole product (160 of 160 shapes tried), its double-precision ones do not
+    (60 of 80 blocks of rows, 52 of 80 of columns differed in the last bits), so float64
+    products are made whole (``tests/test_gemm.py`` holds both to it).
+
+    ``_sgemm``, ``_dgemm``, ``_sbatch``, ``_threads`` and ``_local_threads`` are the
+    backend's (see ``_gemm_kernels``)."""
     size = out.itemsize
     if a.itemsize != size or b.itemsize != size:
         raise ValueError("gemm: a, b and out must have one dtype")
@@ -172,86 +212,48 @@ def _operands(a, ta, b, tb, out):
     rows_b, n = (b.shape[1], b.shape[0]) if tb else (b.shape[0], b.shape[1])
     if rows_b != k or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("gemm: shapes do not match")
-    return op_a, op_b, m, n, k, lda, ldb, max(out.strides[0] // size, n, 1)
-
-
-def _product(op_a, op_b, m, n, k, pa, lda, pb, ldb, beta, pc, ldc, size):
-    """One CBLAS call of the backend's routines (``_sgemm``, ``_dgemm``: see _gemm_kernels)."""
-    if size == 4:
-        _sgemm(ROW_MAJOR, op_a, op_b, m, n, k, np.float32(1), pa, lda, pb, ldb,  # noqa: F821
-               np.float32(beta), pc, ldc)
-    else:
-        _dgemm(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)  # noqa: F821
-
-
-def _gemm(a, ta, b, tb, out, beta):
-    """out = op(a) @ op(b) + beta * out, where op(x) is x.T when its flag is true, else x
-    (the operands as ``_operands`` takes them). One CBLAS call, on MKL's threads."""
-    op_a, op_b, m, n, k, lda, ldb, ldc = _operands(a, ta, b, tb, out)
-    _one_call(op_a, op_b, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, beta,  # noqa: F821
-              out.ctypes.data, ldc, out.itemsize)  # (_one_call: see _gemm_kernels)
-
-
-#: ``gemm_owned``'s ``along``: the parameter is the product's output (a weight gradient), or
-#: its ``op(b)`` is the parameter's transpose, each of its rows a column of ``out`` (the
-#: network's forward product ``x @ W.T``), or the product is not split (``WHOLE``: it is
-#: ``gemm``, for an operator whose products are all made by one kernel, which is then the
-#: only one compiled for them).
-OUT_ROWS, OUT_COLUMNS, WHOLE = 0, 1, 2
-
-
-def _gemm_owned(along, a, ta, b, tb, out, beta):
-    """``gemm``, for a product that reads or writes a parameter by its rows, split between
-    the threads the way the optimizer's update splits that parameter (``owned_rows``): one
-    MKL batch call of one product per part, which MKL runs each on one of its threads, so
-    each core works on the same part of the weights, their gradient sums and their
-    optimizer states from one step to the next and finds it in its own cache (MKL's own
-    split of these products differs from the update's).
-
-    ``along``: ``OUT_ROWS`` when ``out`` is the parameter (its rows are m), ``OUT_COLUMNS``
-    when ``op(b)`` is its transpose (its rows are n). On one thread, or for a parameter of
-    fewer than ``PARALLEL_MIN`` numbers, it is ``gemm``. Each element of ``out`` is the same
-    sum in the same order either way (no split along k), so the numbers do not depend on
-    the thread count: MKL's single-precision batches give each block of rows or columns the
-    bits of the whole product (160 of 160 shapes tried), its double-precision ones do not
-    (60 of 80 blocks of rows, 52 of 80 of columns differed in the last bits), so float64
-    products are made whole, on MKL's threads (``tests/test_gemm.py`` holds both to it)."""
-    op_a, op_b, m, n, k, lda, ldb, ldc = _operands(a, ta, b, tb, out)
+    ldc = max(out.strides[0] // size, n, 1)
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
     rows = m if along == OUT_ROWS else n
-    size = out.itemsize
-    small = along == WHOLE or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
-    parts = 1 if small or size == 8 else min(_mkl_threads(), MAX_PARTS)  # (float64: above)
-    if parts == 1:  # (_mkl_threads: as fastgraph.threads set MKL's count, and Numba's)
-        _one_call(op_a, op_b, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, beta,  # noqa: F821
-                  out.ctypes.data, ldc, size)
+    whole = along == WHOLE or size == 8 or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
+    parts = 1 if whole else min(_threads(), MAX_PARTS)  # noqa: F821  (as fastgraph.threads set it)
+    if parts == 1:
+        serial = 1 < m < SERIAL_ROWS
+        previous = _local_threads(1) if serial else 0  # noqa: F821
+        if size == 4:
+            _sgemm(ROW_MAJOR, op_a, op_b, m, n, k, np.float32(1), pa, lda, pb, ldb,  # noqa: F821
+                   np.float32(beta), pc, ldc)
+        else:
+            _dgemm(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)  # noqa: F821
+        if serial:
+            _local_threads(previous)  # noqa: F821
         return
-    # The batch's arguments, a group of one product per part, in arrays on the stack:
-    # nine int32 arrays (transa, transb, m, n, k, lda, ldb, ldc, group size), three of
-    # addresses (a, b, c), two of out's dtype (alpha, beta); 76 bytes a part.
+    # The batch's arguments, a group of one float32 product per part, in arrays on the
+    # stack: nine int32 arrays (transa, transb, m, n, k, lda, ldb, ldc, group size), three
+    # of addresses (a, b, c), two of floats (alpha, beta); 76 bytes a part.
     space = stack_bytes(4864)  # 76 * MAX_PARTS
     ints = array_at(space, 9 * MAX_PARTS, np.int32)
     addresses = array_at(space + 36 * MAX_PARTS, 3 * MAX_PARTS, np.int64)
-    reals = array_at(space + 60 * MAX_PARTS, 2 * MAX_PARTS, out)
+    reals = array_at(space + 60 * MAX_PARTS, 2 * MAX_PARTS, np.float32)
     groups = 0
     for part in range(parts):
         start, stop = owned_rows(rows, parts, part)
         if stop == start:
             continue
-        pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-        if along == OUT_ROWS:
-            pa += start * (lda if op_a == NO_TRANSPOSE else 1) * size
-            pc += start * ldc * size
-        else:
-            pb += start * (ldb if op_b == TRANSPOSE else 1) * size
-            pc += start * size
+        if along == OUT_ROWS:  # rows start:stop of op(a) and out
+            addresses[groups] = pa + start * (lda if op_a == NO_TRANSPOSE else 1) * 4
+            addresses[MAX_PARTS + groups] = pb
+            addresses[2 * MAX_PARTS + groups] = pc + start * ldc * 4
+        else:  # columns start:stop of op(b) and out
+            addresses[groups] = pa
+            addresses[MAX_PARTS + groups] = pb + start * (ldb if op_b == TRANSPOSE else 1) * 4
+            addresses[2 * MAX_PARTS + groups] = pc + start * 4
         ints[groups], ints[MAX_PARTS + groups] = op_a, op_b
         ints[2 * MAX_PARTS + groups] = stop - start if along == OUT_ROWS else m
         ints[3 * MAX_PARTS + groups] = n if along == OUT_ROWS else stop - start
         ints[4 * MAX_PARTS + groups], ints[5 * MAX_PARTS + groups] = k, lda
         ints[6 * MAX_PARTS + groups], ints[7 * MAX_PARTS + groups] = ldb, ldc
         ints[8 * MAX_PARTS + groups] = 1
-        addresses[groups], addresses[MAX_PARTS + groups] = pa, pb
-        addresses[2 * MAX_PARTS + groups] = pc
         reals[groups], reals[MAX_PARTS + groups] = 1.0, beta
         groups += 1
     i, p, r = ints.ctypes.data, addresses.ctypes.data, reals.ctypes.data
@@ -260,58 +262,24 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
             p + w, i + 6 * g, r + 4 * MAX_PARTS, p + 2 * w, i + 7 * g, groups, i + 8 * g)
 
 
-#: The most parts ``gemm_owned`` splits a product into (the threads of 64 cores).
-MAX_PARTS = 64
-
-
-def _one_call(op_a, op_b, m, n, k, pa, lda, pb, ldb, beta, pc, ldc, size):
-    """One CBLAS call on MKL's threads, but on one thread for 2 to ``SERIAL_ROWS`` rows."""
-    serial = 1 < m < SERIAL_ROWS
-    previous = _local_threads(1) if serial else 0  # noqa: F821
-    _product(op_a, op_b, m, n, k, pa, lda, pb, ldb, beta, pc, ldc, size)  # noqa: F821
-    if serial:
-        _local_threads(previous)  # noqa: F821
-
-
-def _gemm_unsplit(along, a, ta, b, tb, out, beta):
-    """``gemm_owned`` for a backend whose threads fastgraph does not steer (OpenBLAS, whose
-    own threads would run beside Numba's): the product as ``gemm`` makes it."""
-    op_a, op_b, m, n, k, lda, ldb, ldc = _operands(a, ta, b, tb, out)
-    _one_call(op_a, op_b, m, n, k, a.ctypes.data, lda, b.ctypes.data, ldb, beta,  # noqa: F821
-              out.ctypes.data, ldc, out.itemsize)
-
-
-#: The product kernels' helpers: functions of their own (compiled once for both kernels;
-#: inlined, they cost the MLP's first step 0.25 s more of Numba's inlining pass).
-_helper = njit(cache=True, nogil=True)
-
-
-def _for_backend(function, names, name):
-    """``function``'s text with the backend's routines among its globals, under its own
-    name: Numba's cache files code by name, so one library's code never serves another."""
-    made = FunctionType(function.__code__, {**globals(), **names}, name)
-    made.__qualname__, made.__doc__ = name, function.__doc__
-    return made
-
-
-def _gemm_kernels(name, single, double, local_threads, batch=None):
-    """The kernels ``gemm`` and ``gemm_owned`` of a backend: its routines ``single`` and
-    ``double``, ``local_threads`` to run a call on one thread, and ``batch``, its
-    single-precision batch routine where ``gemm_owned`` splits products between the
-    threads (MKL), or None."""
-    split = batch is not None
+def _gemm_kernel(name, single, double, local_threads, batch=None, threads_now=None):
+    """The kernel ``gemm_owned`` of a backend: ``_gemm_owned`` calling its routines
+    ``single`` and ``double``, ``local_threads`` to run a call on one thread, and, where it
+    splits products between the threads (MKL), its single-precision ``batch`` routine and
+    ``threads_now``, the thread count it runs on. One text, a function per backend (its own
+    globals), so that Numba's cache, which files code under the function's name, never
+    serves one library's code to another."""
     names = {"_sgemm": single, "_dgemm": double, "_local_threads": local_threads,
-             "_sbatch": batch}
-    names["_product"] = _helper(_for_backend(_product, names, f"product_{name}"))
-    names["_one_call"] = _helper(_for_backend(_one_call, names, f"one_call_{name}"))
-    owned = _for_backend(_gemm_owned if split else _gemm_unsplit, names, f"{name}_owned")
-    return kernel(_for_backend(_gemm, names, name)), kernel(owned)
+             "_sbatch": batch or _no_batch, "_threads": threads_now or _one_thread}
+    function = FunctionType(_gemm_owned.__code__, {**globals(), **names}, name)
+    function.__qualname__, function.__doc__ = name, _gemm_owned.__doc__
+    return kernel(function)
 
 
-gemm_mkl, gemm_owned_mkl = _gemm_kernels("gemm_mkl", _mkl_sgemm, _mkl_dgemm,
-                                         _mkl_local_threads, _mkl_sgemm_batch)
-gemm_openblas, gemm_owned_openblas = _gemm_kernels(
-    "gemm_openblas", _openblas_sgemm, _openblas_dgemm, _threads_kept)
+gemm_owned_mkl = _gemm_kernel("gemm_owned_mkl", _mkl_sgemm, _mkl_dgemm, _mkl_local_threads,
+                              _mkl_sgemm_batch, _mkl_threads)
+gemm_owned_openblas = _gemm_kernel("gemm_owned_openblas", _openblas_sgemm, _openblas_dgemm,
+                                   _threads_kept)
 
 
 @reducing_kernel
@@ -355,7 +323,7 @@ def vecmat(u, a, out):
             out[0, j] += ui * a[i, j]
 
 
-def gemm_numpy(a, ta, b, tb, out, beta):
+def gemm_owned_numpy(along, a, ta, b, tb, out, beta):
     a, b = (a.T if ta else a), (b.T if tb else b)
     if beta == 0:
         np.matmul(a, b, out=out)
@@ -364,30 +332,32 @@ def gemm_numpy(a, ta, b, tb, out, beta):
         out += a @ b
 
 
-def gemm_owned_numpy(along, a, ta, b, tb, out, beta):
-    gemm_numpy(a, ta, b, tb, out, beta)
-
-
 def _choose(requested):
-    """``(backend, its library, gemm, gemm_owned)``: the first backend found, or the one
+    """``(backend, its library, gemm_owned)``: the first backend found, or the one
     requested."""
-    finders = {"mkl": (_find_mkl, gemm_mkl, gemm_owned_mkl),
-               "openblas": (_find_openblas, gemm_openblas, gemm_owned_openblas)}
+    finders = {"mkl": (_find_mkl, gemm_owned_mkl),
+               "openblas": (_find_openblas, gemm_owned_openblas)}
     if requested == "numpy":
-        return "numpy", None, gemm_numpy, gemm_owned_numpy
+        return "numpy", None, gemm_owned_numpy
     if requested and requested not in finders:
         raise ValueError(f"FASTGRAPH_BLAS={requested!r}: choose mkl, openblas or numpy")
     for name in [requested] if requested else list(finders):
-        find, product, owned = finders[name]
+        find, product = finders[name]
         try:
-            return name, find(), product, owned
+            return name, find(), product
         except BlasUnavailable:
             if requested:
                 raise
-    return "numpy", None, gemm_numpy, gemm_owned_numpy
+    return "numpy", None, gemm_owned_numpy
 
 
-BACKEND, LIBRARY, gemm, gemm_owned = _choose(os.environ.get("FASTGRAPH_BLAS", "").strip().lower())
+BACKEND, LIBRARY, gemm_owned = _choose(os.environ.get("FASTGRAPH_BLAS", "").strip().lower())
+
+
+def gemm(a, ta, b, tb, out, beta):
+    """out = op(a) @ op(b) + beta * out, where op(x) is x.T when its flag is true, else x:
+    ``gemm_owned`` of a product made whole (what its recording and replay are)."""
+    gemm_owned(WHOLE, a, ta, b, tb, out, beta)
 
 
 # -- deferred one-sample weight gradients -----------------------------------------------------
