@@ -77,10 +77,7 @@ def get_engine(name):
 
 def forward(node):
     """Compute ``node`` and whatever it needs that is not up to date."""
-    if _executor() is vjp:
-        node.graph.tape(node).forward()
-    else:
-        compiled.forward(node)
+    _executor().forward(node)
 
 
 def per_sample(result, nodes, seeds, engine="vjp", into=None):

@@ -348,13 +348,7 @@ def gradients(target, params, sums, first):
 def forward(node):
     """Compute ``node``: a handful of stale nodes in Python, a whole tape compiled."""
     graph = node.graph
-    stale = _stale_ancestors(node, limit=16)
-    if stale is not None:
-        graph.passes += 1
-        for stale_node in stale:
-            _check_batch_sizes(stale_node)
-            stale_node.compute()
-            graph.mark_computed(stale_node)
+    if vjp.compute_few(node):
         return
     tape = graph.tape(node)
     batch_size = tape.batch_size()
@@ -382,34 +376,3 @@ def per_sample(result, nodes, seeds, into=None):
         return compiled.run_into(into)
     compiled.run()
     return compiled.results
-
-
-def _stale_ancestors(node, limit):
-    """``node``'s ancestors (and itself) that need computing, parents first, when there are
-    at most ``limit`` of them; None when there are more."""
-    states = node.graph.states
-    if not states[node.index]:
-        return []
-    order, done, stack = [], set(), [(node, False)]
-    while stack:
-        current, parents_done = stack.pop()
-        if parents_done:
-            order.append(current)
-            if len(order) > limit:
-                return None
-            continue
-        if current in done:
-            continue
-        done.add(current)
-        if not current.parents:  # an input that was never set: the tape says which
-            node.graph.tape(node).batch_size()
-        stack.append((current, True))
-        stack.extend((parent, False) for parent in current.parents
-                     if states[parent.index] and parent not in done)
-    return order
-
-
-def _check_batch_sizes(node):
-    sizes = {parent.flat.shape[0] for parent in node.parents if parent.batched}
-    if len(sizes) > 1:
-        node.graph.tape(node).batch_size()  # explains which inputs disagree

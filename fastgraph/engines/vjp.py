@@ -5,6 +5,33 @@ them (``fastgraph.engines.compiled``); this one stays as the reference that it i
 
 from ..kernels.elementwise import add_into, add_rows, copy_rows, fill, identity_rows
 
+#: ``forward(node)`` computes this many stale nodes one by one, without a tape: calling
+#: ``forward()`` on each node of a long chain in turn stays linear (a tape is the node's
+#: whole ancestry, and one is kept per node asked for).
+FEW = 16
+
+
+def forward(node):
+    """Compute ``node``: a handful of stale nodes one by one, else its tape."""
+    if not compute_few(node):
+        node.graph.tape(node).forward()
+
+
+def compute_few(node):
+    """Compute ``node``'s stale ancestors (and itself) if there are at most ``FEW`` of them;
+    False (nothing computed) if there are more."""
+    stale = _stale_ancestors(node, FEW)
+    if stale is None:
+        return False
+    graph = node.graph
+    graph.passes += 1
+    for stale_node in stale:
+        _check_batch_sizes(stale_node)
+        stale_node.compute()
+        graph.mark_computed(stale_node)
+    return True
+
+
 
 def backward(plan, target, seed=None, visit=None):
     """Set ``node.grad`` on every node of ``plan``: the VJP of sum(target) over the batch.
@@ -71,3 +98,34 @@ def per_sample(result, nodes, seeds):
         identity_rows(seed)
     backward(graph.plan(result, nodes, per_sample=True), result, seed)
     return [node.grad for node in nodes]
+
+
+def _stale_ancestors(node, limit):
+    """``node``'s ancestors (and itself) that need computing, parents first, when there are
+    at most ``limit`` of them; None when there are more."""
+    states = node.graph.states
+    if not states[node.index]:
+        return []
+    order, done, stack = [], set(), [(node, False)]
+    while stack:
+        current, parents_done = stack.pop()
+        if parents_done:
+            order.append(current)
+            if len(order) > limit:
+                return None
+            continue
+        if current in done:
+            continue
+        done.add(current)
+        if not current.parents:  # an input that was never set: the tape says which
+            node.graph.tape(node).batch_size()
+        stack.append((current, True))
+        stack.extend((parent, False) for parent in current.parents
+                     if states[parent.index] and parent not in done)
+    return order
+
+
+def _check_batch_sizes(node):
+    sizes = {parent.flat.shape[0] for parent in node.parents if parent.batched}
+    if len(sizes) > 1:
+        node.graph.tape(node).batch_size()  # explains which inputs disagree
