@@ -32,3 +32,23 @@ def mnist(mnist_dir):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261130)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "compiled: a test of compiled code (the compiled executor, or BLAS called "
+        "from kernels): run on the compiled executor whatever FASTGRAPH_EXECUTOR says, skipped "
+        "with FASTGRAPH_BLAS=numpy (whose kernels are plain Python and which runs the walker)")
+
+
+@pytest.fixture(autouse=True)
+def _compiled_code(request, monkeypatch):
+    """What the ``compiled`` marker asks for, so that the whole suite also runs with either
+    fallback set (``FASTGRAPH_EXECUTOR=python``, ``FASTGRAPH_BLAS=numpy``)."""
+    if request.node.get_closest_marker("compiled") is None:
+        return
+    from fastgraph.kernels import blas
+
+    if blas.BACKEND == "numpy":
+        pytest.skip("FASTGRAPH_BLAS=numpy runs no compiled code")
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", "compiled")

@@ -474,6 +474,7 @@ def test_a_held_sample_refuses_what_the_general_path_refuses():
     assert y.value.shape == (1, 3, 1) and not isinstance(y.value, np.matrix)
 
 
+@pytest.mark.compiled
 def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(monkeypatch):
     # Welding to a step never computed before makes that step's buffers; the passes of the
     # earlier wirings do not hold them and are kept (the graph's layout counts buffers

@@ -360,6 +360,7 @@ def test_small_stale_sets_are_computed_without_a_pass(rng):
     assert vjp._stale_ancestors(probabilities, vjp.FEW) == []
 
 
+@pytest.mark.compiled
 def test_later_steps_add_each_gradient_in_place(rng):
     """After the first step, every parameter of the network is added into its sum by the
     kernel that makes its gradient (beta = 1): no separate pass of additions."""
@@ -396,6 +397,7 @@ def test_kernels_called_by_another_thread_are_not_recorded():
     assert calls.arrays == [mine] and (other == 2).all() and (mine == 1).all()
 
 
+@pytest.mark.compiled
 def test_a_wiring_seen_before_reuses_its_pass(rng):
     """Re-wiring back and forth (the article's RNN welds to one of a few time steps, sample
     after sample) records one pass per wiring, and each gives the walker's numbers."""
@@ -438,6 +440,7 @@ class _NumpyDouble(fg.ops.base.Operator):
         return 2 * self.identity()
 
 
+@pytest.mark.compiled
 def test_an_operator_without_kernels_runs_on_the_walker_with_a_warning(rng):
     with fg.Graph(dtype=np.float64) as graph:
         x = fg.Variable((2, 1), trainable=False)
@@ -459,6 +462,7 @@ def test_an_operator_without_kernels_runs_on_the_walker_with_a_warning(rng):
         optimizer.one_step()
 
 
+@pytest.mark.compiled
 def test_a_weight_shared_by_many_nodes_gathers_its_gradient_in_place(rng):
     """An RNN's weights get one contribution per time step: after the first two, each is
     added by the kernel that makes it (no separate additions), with the walker's numbers."""
@@ -506,6 +510,7 @@ def test_setting_inputs_after_welding_back_reuses_what_depends_on_them(rng, monk
     assert not [args for args in walks if args[0] == (x,)]
 
 
+@pytest.mark.compiled
 def test_a_float32_replay_gives_the_walkers_bits(rng):
     """The replay passes each kernel the scalars the walker passed, with their types (a
     LeakyReLU's slope of 0.1 stays float64 in a float32 graph, as it was), to the code the

@@ -62,6 +62,7 @@ def test_deferred_sums_and_update_agree_with_the_walker(executor, steps, dtype):
         np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.compiled
 def test_the_sums_lack_the_staged_samples_until_read(executor):
     """The premise of the other tests: the first weight's additions really wait (without a
     read, the optimizer's own buffer lacks them), and every way of reading completes."""
@@ -171,6 +172,7 @@ def test_a_rewired_target_keeps_the_deferred_samples(executor):
         np.testing.assert_allclose(results["compiled"][name], want, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.compiled
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_kernels_against_numpy(rng, dtype):
     m, n, count = 7, 300, STAGED_ROWS + 3

@@ -40,6 +40,7 @@ def _network(dtype, rng, batch=6, hidden=(7, 5)):
     return graph, x, logits, loss, params
 
 
+@pytest.mark.compiled
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_input_jacobian_written_in_place_has_the_copy_paths_bits(dtype, rng):
     graph, x, logits, _, params = _network(dtype, rng)
@@ -54,6 +55,7 @@ def test_input_jacobian_written_in_place_has_the_copy_paths_bits(dtype, rng):
     assert np.abs(got).max() > 0
 
 
+@pytest.mark.compiled
 def test_any_alignment_of_the_callers_array_gives_the_same_bits(rng):
     """A chunk's slice starts anywhere in the result: the kernels (MKL's GEMM, the outer
     products) must not round differently with the address they write to."""
@@ -96,6 +98,7 @@ def test_earlier_results_keep_their_values_and_the_engine_its_buffers(rng):
     np.testing.assert_array_equal(fg.jacobian(logits, x), second)
 
 
+@pytest.mark.compiled
 def test_chunks_are_written_in_place_with_the_walkers_bits(rng):
     graph, x, logits, _, _ = _network(np.float64, rng, batch=7)
     chunked = fg.jacobian(logits, x, chunk_size=3)  # passes of 3, 3 and 1 samples
@@ -106,6 +109,7 @@ def test_chunks_are_written_in_place_with_the_walkers_bits(rng):
     assert x.value.shape == (7, 784, 1)  # the batch restored
 
 
+@pytest.mark.compiled
 def test_several_nodes_some_in_place_some_copied(rng):
     graph, x, logits, _, params = _network(np.float64, rng)
     weights, bias = params[0], params[1]
@@ -124,6 +128,7 @@ def test_several_nodes_some_in_place_some_copied(rng):
                                    err_msg=node.name)
 
 
+@pytest.mark.compiled
 def test_gradients_added_up_in_place_are_copied(rng):
     with fg.Graph(dtype=np.float64, seed=1) as graph:
         x = fg.Variable((4, 1), trainable=False, name="x")
@@ -163,6 +168,7 @@ def test_gradients_added_up_in_place_are_copied(rng):
     np.testing.assert_array_equal(alone, both[1])
 
 
+@pytest.mark.compiled
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_per_sample_gradients_copied_or_not_have_the_same_bits(dtype, rng):
     graph, x, _, loss, params = _network(dtype, rng)

@@ -61,6 +61,7 @@ def test_unknown_blas_backend_is_refused():
     )
 
 
+@pytest.mark.compiled
 def test_gemm_rejects_a_strided_operand():
     a = np.ones((4, 6))[:, ::2]
     with pytest.raises(ValueError, match="operand a is neither C- nor F-contiguous"):

@@ -38,6 +38,7 @@ def test_the_phases_add_up_to_the_steps_and_are_named(rng, engine):
     assert all(compiled_pass.cycles.size == 0 for compiled_pass in compiled.passes(model.graph))
 
 
+@pytest.mark.compiled
 def test_an_interrupted_profile_leaves_no_timer_behind(rng):
     model = fg.models.mlp(20, (8,), 3, seed=0)
     optimizer = fg.optimizer.Adam(model.graph, model.loss)

@@ -125,7 +125,8 @@ def test_use_sets_mkl_and_numba_together(monkeypatch):
             get = ctypes.CDLL(blas.LIBRARY).MKL_Get_Max_Threads
             get.restype = ctypes.c_int
             assert get() == 1
-            threads.use(threads.most)
+        threads.use(threads.most)
+        if blas.BACKEND == "mkl":
             assert get() == threads.most
         assert threads.current == min(threads.most, numba.config.NUMBA_NUM_THREADS)
     finally:
