@@ -1,4 +1,5 @@
-"""The README's example: the article's network, trained a batch at a time."""
+"""The README's network, the article's, trained a batch at a time (the README feeds it with
+``Batches``; here the batches are made by hand with NumPy)."""
 
 import sys
 
@@ -26,7 +27,7 @@ for epoch in range(1 if quick else 3):
         x.set_value(features[batch])  # (64, 784): the whole batch at once
         one_hot.set_value(labels[batch])
         optimizer.one_step()  # forward, and backward by batched VJPs
-        optimizer.update()  # one fused Adam kernel per parameter
+        optimizer.update()  # one Adam kernel call for every parameter
     train_loss = loss.value.mean()  # the last batch's loss, before the update
     x.set_value(mnist.features(x_test))
     predict.forward()

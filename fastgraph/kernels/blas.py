@@ -10,7 +10,7 @@ a microsecond, where ``np.matmul`` adds one or two, and ``beta=1`` accumulates i
 The backend is chosen once, at import, from the first that is found (``FASTGRAPH_BLAS`` set
 to ``mkl``, ``openblas`` or ``numpy`` forces one):
 
-- ``mkl``: Intel MKL from PyPI (``pip install fastgraph[mkl]``). On the products of a small
+- ``mkl``: Intel MKL from PyPI (a dependency of fastgraph on x86-64). On the products of a small
   network it is the fastest here: 64x784 by 784x100 in 57 us against OpenBLAS's 94.
 - ``openblas``: the OpenBLAS that NumPy's wheels bundle, called through its CBLAS symbols.
 - ``numpy``: ``np.matmul``, for NumPy builds whose BLAS cannot be found.
