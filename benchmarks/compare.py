@@ -391,8 +391,18 @@ def frameworks_for(network):
 
 
 # -- per-sample derivatives --------------------------------------------------------------------
-def _best_ms(call, number=20, repeat=5):
-    call()
+#: Calls made before any is timed, the same for every framework: JAX compiles in the first,
+#: and fastgraph's thread chooser (fastgraph.threads), which starts a function on one thread,
+#: tries every core after 8 calls and, if that trial lost to noise, again some 70 calls later
+#: (then 140). Timed from the second call, a run could catch fastgraph still on one thread
+#: (the Jacobian in 1.1 ms instead of 0.6-0.7: two of five runs on 2026-11-30), as the
+#: epochs' timing, which leaves out the first epoch, does not.
+WARM_UP_CALLS = 200
+
+
+def _best_ms(call, number=20, repeat=5, warm_up=WARM_UP_CALLS):
+    for _ in range(warm_up):
+        call()
     return min(timeit.repeat(call, number=number, repeat=repeat)) / number * 1e3
 
 
