@@ -1,11 +1,11 @@
 """Each core's speed, in turn, to see whether a shared machine gives its cores equal time.
 
 A virtual machine's cores are threads of a host that other machines share: one core can
-run at a fraction of the other's speed for seconds at a time. A step split into equal parts
-(MKL's products, fastgraph's parameters owned in parts, Numba's static ``prange`` chunks)
-then waits for the slow core, and the thread chooser (``fastgraph.threads``) falls back to
-one thread. This times the same small pure-Python loop on core 0, then on core 1, over and
-over, and prints how often one was much slower than the other:
+run at a fraction of the other's speed for seconds at a time, and a step split into equal
+parts (MKL's products, fastgraph's parameters owned in parts, Numba's static ``prange``
+chunks) would then wait for the slow core. This times the same small pure-Python loop on
+core 0, then on core 1, over and over, and prints how often one was much slower than the
+other:
 
     python -m benchmarks.cores --seconds 40
 """
