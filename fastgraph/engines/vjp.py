@@ -32,7 +32,6 @@ def compute_few(node):
     return True
 
 
-
 def backward(plan, target, seed=None, visit=None):
     """Set ``node.grad`` on every node of ``plan``: the VJP of sum(target) over the batch.
 
