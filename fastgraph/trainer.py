@@ -64,6 +64,7 @@ class SimpleTrainer:
     def train(self, features, labels, test_features=None, test_labels=None, epochs=1):
         """Run ``epochs`` epochs; returns the history, one dict per epoch."""
         epochs = checks.positive_integer("epochs", epochs)
+        self._check_decay(epochs)
         features = self._check_features(features, labels, "training")
         batches = self.batches(features, metrics.class_labels(labels, "training labels"))
         test_truth = None
@@ -123,6 +124,20 @@ class SimpleTrainer:
         return {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                 "train_accuracy": hits / max(seen, 1),
                 "samples": seen, "seconds": seconds, "samples_per_second": seen / seconds}
+
+    def _check_decay(self, epochs):
+        """Refuse, before any work, a decay that would take the learning rate to 0 in the
+        graph's dtype within these epochs (it is multiplied by ``lr_decay`` after each):
+        found only at that epoch, the error would end the run and lose what it trained."""
+        rate = start = self.optimizer.learning_rate
+        dtype = self.x.graph.dtype
+        for epoch in range(1, epochs + 1):
+            rate *= self.lr_decay
+            if not dtype.type(rate) > 0:
+                raise ValueError(
+                    f"lr_decay {self.lr_decay:g} takes the learning rate from {start:g} to "
+                    f"{rate:g} after epoch {epoch} of {epochs}, which is 0 in {dtype.name}: "
+                    "use a larger lr_decay or fewer epochs")
 
     def _diverged_hint(self):
         return (f"the model diverged: try a learning rate below "

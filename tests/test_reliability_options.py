@@ -67,6 +67,25 @@ def test_trainer_epochs_must_be_positive():
         trainer.train(np.zeros((4, 4)), np.zeros(4, int), epochs=0)
 
 
+def test_a_decay_that_takes_the_learning_rate_to_zero_is_refused_before_training():
+    """0.01 ** 21 * 1e-3 is 1e-45 (a float32 denormal), ** 22 is 0 in float32: the run used
+    to end with that error after training 21 epochs, losing the model."""
+    model = classifier()
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 1e-3)
+    trainer = SimpleTrainer(model.x, model.one_hot, model.predict, optimizer, progress=False,
+                            lr_decay=0.01, log=lambda line: None)
+    x, y = np.random.default_rng(0).random((8, 4)), np.arange(8) % 2
+    before = [param.flat.copy() for param in optimizer.params]
+    with pytest.raises(ValueError, match=r"lr_decay 0.01 takes the learning rate from 0.001 "
+                       r"to 1e-47 after epoch 22 of 25, which is 0 in float32: use a larger "
+                       r"lr_decay or fewer epochs"):
+        trainer.train(x, y, epochs=25)
+    assert trainer.history == [] and optimizer.learning_rate == 1e-3
+    assert all(np.array_equal(param.flat, value) for param, value in zip(optimizer.params, before))
+    history = trainer.train(x, y, epochs=21)  # the rate after the 21st epoch: 1e-45 > 0
+    assert len(history) == 21 and optimizer.learning_rate > 0
+
+
 @pytest.mark.parametrize("options, message", [
     ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
     ({"batch_size": 2, "scale": math.inf}, "scale must be a finite number, got inf"),
