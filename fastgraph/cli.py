@@ -8,6 +8,7 @@
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -68,8 +69,9 @@ def _parser():
                        help="jacobian: the article's per-sample engine (slow; a reference)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=_seed, default=0)
-    train.add_argument("--data", help="directory of the MNIST files (else $FASTGRAPH_DATA, "
-                                      "the cache, or a download)")
+    train.add_argument("--data", help="directory of the MNIST files, which must hold them "
+                                      "(without it: $FASTGRAPH_DATA, the cache, or a "
+                                      "download)")
     train.add_argument("--save", metavar="MODEL.fgz", help="save the trained model")
     train.add_argument("--plot", metavar="CURVES.png", help="plot loss and accuracy per epoch")
     train.add_argument("--graph", metavar="GRAPH.svg", help="draw the graph (.dot/.svg/.png)")
@@ -83,7 +85,7 @@ def _parser():
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on MNIST's test set")
     evaluate.add_argument("model")
-    evaluate.add_argument("--data")
+    evaluate.add_argument("--data", help="directory of the MNIST files, as for train")
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="classify 28x28 grey images")
@@ -141,6 +143,7 @@ def _decay(text):
 
 
 def _train(args):
+    _check_data(args.data)
     _check_outputs(args)
     size = distributed.launched_size()
     if size == 1 and args.processes > 1:
@@ -214,6 +217,20 @@ def _load_mnist(path, comm):
     return mnist.load(path)
 
 
+def _check_data(path):
+    """``--data``, when given, is where the files must be: never passed over for
+    $FASTGRAPH_DATA or the cache (``mnist.load``'s search order) without a word."""
+    if path is None:
+        return
+    if not Path(path).is_dir():
+        raise DatasetError(f"--data {path}: no such directory")
+    absent = mnist.missing(path)
+    if absent:
+        raise DatasetError(f"--data {path}: the directory does not hold the MNIST file"
+                           f"{'s' if len(absent) > 1 else ''} {', '.join(absent)} (gzipped or "
+                           "not)")
+
+
 def _check_outputs(args):
     """Refuse, before any training, files that could not be written after it."""
     for option, path in (("--save", args.save), ("--plot", args.plot), ("--graph", args.graph)):
@@ -273,6 +290,7 @@ def _scores(x, predict, features, chunk=1000):
 
 
 def _evaluate(args):
+    _check_data(args.data)
     x, predict, _ = _load_model(args.model)
     _, _, x_test, y_test = mnist.load(args.data)
     scores = _scores(x, predict, mnist.features(x_test, x.graph.dtype))

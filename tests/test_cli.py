@@ -108,8 +108,28 @@ def test_missing_data_is_reported(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FASTGRAPH_DATA", raising=False)
     monkeypatch.setenv("FASTGRAPH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FASTGRAPH_MNIST_MIRRORS", "http://127.0.0.1:9/")
-    assert main(["train", "mnist", "--data", str(tmp_path / "none"), "--epochs", "1"]) == 2
+    assert main(["train", "mnist", "--epochs", "1", "--no-progress"]) == 2
     assert "were not found in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train", "mnist", "--epochs", "1"],
+                                     ["evaluate", "model.fgz"]])
+def test_data_given_is_where_the_files_must_be(command, tmp_path, mnist_dir, monkeypatch,
+                                               capsys):
+    """--data that does not hold MNIST is an error, even with $FASTGRAPH_DATA pointing at
+    the files (they were read from there without a word)."""
+    monkeypatch.setenv("FASTGRAPH_DATA", str(mnist_dir))
+    assert main([*command, "--data", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == (f"fastgraph: error: --data {tmp_path / 'none'}: no such "
+                                       "directory\n")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (partial / f"{name}.gz").write_bytes((mnist_dir / f"{name}.gz").read_bytes())
+    assert main([*command, "--data", str(partial)]) == 2
+    assert capsys.readouterr().err == (f"fastgraph: error: --data {partial}: the directory does "
+                                       "not hold the MNIST file t10k-labels-idx1-ubyte "
+                                       "(gzipped or not)\n")
 
 
 def test_ctrl_c_stops_after_the_batch_and_still_saves(tmp_path, mnist_dir):

@@ -6,6 +6,7 @@ import gzip
 import http.server
 import shutil
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -87,6 +88,28 @@ def test_a_file_that_is_not_gzip_inside(mnist_dir, isolated, tmp_path):
     shutil.copytree(mnist_dir, broken)
     (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
     with pytest.raises(DatasetError, match="cannot read"):
+        dataset.load(broken, download=False)
+
+
+def test_a_damaged_deflate_stream_gives_a_clear_error(mnist_dir, isolated, tmp_path):
+    """A flipped byte inside the compressed data that zlib itself refuses (not the gzip
+    checksum): it used to escape as a raw zlib.error."""
+    broken = tmp_path / "broken"
+    shutil.copytree(mnist_dir, broken)
+    target = broken / "t10k-labels-idx1-ubyte.gz"
+    raw = target.read_bytes()
+    for position in range(20, len(raw)):
+        damaged = raw[:position] + bytes([raw[position] ^ 0x55]) + raw[position + 1:]
+        try:
+            gzip.decompress(damaged)
+        except zlib.error:
+            break
+        except (OSError, EOFError):
+            continue
+    else:
+        pytest.fail("no byte of the file makes zlib refuse it")
+    target.write_bytes(damaged)
+    with pytest.raises(DatasetError, match=f"{target}: cannot read \\(Error -3"):
         dataset.load(broken, download=False)
 
 

@@ -20,6 +20,7 @@ import hashlib
 import io
 import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,11 @@ def find(path=None):
     return None
 
 
+def missing(directory):
+    """The names of the four files that ``directory`` does not hold (gzipped or not)."""
+    return [name for name in FILES if _file_in(directory, name) is None]
+
+
 def _file_in(directory, name):
     for candidate in (Path(directory) / name, Path(directory) / f"{name}.gz"):
         if candidate.is_file():
@@ -127,7 +133,7 @@ def read_idx(path, md5=None):
     try:
         raw = path.read_bytes()
         data = _gunzip(raw, path) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # zlib: a bad block
         raise DatasetError(f"{path}: cannot read ({error})") from error
     return parse_idx(data, path, md5)
 
@@ -178,7 +184,7 @@ def fetch(mirrors=None, timeout=30, searched=()):
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     payload = response.read()
                 parse_idx(_gunzip(payload, url), url, md5)
-            except (OSError, EOFError, urllib.error.URLError, DatasetError) as error:
+            except (OSError, EOFError, zlib.error, urllib.error.URLError, DatasetError) as error:
                 failures.append(f"  - {url}: {error}")
                 continue
             write_atomically(target / f"{name}.gz", payload)
