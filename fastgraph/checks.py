@@ -59,3 +59,11 @@ def first_non_finite(array):
     if finite.all():
         return None
     return tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))
+
+
+def kernel_numbers(array, dtype):
+    """``array`` in a dtype the compiled kernels take: half and long-double floats (which
+    Numba does not compile for) cast to ``dtype``, every other numeric dtype as it is."""
+    if array.dtype.kind == "f" and array.dtype.itemsize not in (4, 8):
+        return array.astype(dtype)
+    return array

@@ -14,6 +14,7 @@ import weakref
 
 import numpy as np
 
+from . import checks
 from .graph import EMPTY
 from .kernels.elementwise import feed_inputs
 from .node import Variable
@@ -39,6 +40,7 @@ def set_values(inputs, values):
     array = np.asarray(values)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"set_values: expected numeric values, got dtype {array.dtype}")
+    array = checks.kernel_numbers(array, graph.dtype)  # float16, long double: cast
     if array.ndim == 0 or len(array) != len(inputs):
         raise ValueError(f"set_values: {len(inputs)} inputs but values of shape "
                          f"{array.shape} (the first axis runs over the inputs)")

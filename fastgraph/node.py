@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
 from .graph import EMPTY, get_default_graph
 from .kernels.elementwise import feed_input
 
@@ -298,8 +299,7 @@ class Variable(Node):
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
-        if array.dtype == np.float16:  # NumPy casts it; the kernels do not take it
-            array = array.astype(self.graph.dtype)
+        array = checks.kernel_numbers(array, self.graph.dtype)  # float16, long double
         graph = self.graph
         graph.passes += 1
         if self.trainable:

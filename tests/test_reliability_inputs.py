@@ -68,10 +68,46 @@ def test_meta_that_json_cannot_hold_is_refused_before_writing(tmp_path):
 
 def test_integer_dtypes_for_scaled_pixels_are_refused():
     """Pixels scaled to [0, 1] in an integer dtype would all round to 0 (or 1): silently."""
-    with pytest.raises(ValueError, match="Batches: dtype must be a float type, got int32"):
-        fg.datasets.Batches(np.zeros((3, 4), np.uint8), np.zeros(3, int), 2, scale=1 / 255,
-                            dtype=np.int32)
+    for dtype in (np.int32, np.float16):
+        with pytest.raises(ValueError, match="Batches: dtype must be float32 or float64, got "
+                                             f"{np.dtype(dtype)}"):
+            fg.datasets.Batches(np.zeros((3, 4), np.uint8), np.zeros(3, int), 2,
+                                scale=1 / 255, dtype=dtype)
     with pytest.raises(ValueError, match="features: dtype must be a float type, got int64"):
         mnist.features(np.zeros((2, 28, 28), np.uint8), dtype=np.int64)
     with pytest.raises(ValueError, match=r"labels must be a vector of integers in \[0, 10\)"):
         mnist.one_hot(np.array([0.5, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_half_and_long_double_values_are_cast_wherever_values_enter(dtype):
+    """Numba compiles for neither: set_value of a batch, fg.set_values, Batches and the
+    trainer leaked its NotImplementedError / TypingError; each now casts, with the
+    numbers of a float64 array of the same values."""
+    rng = np.random.default_rng(0)
+    values = rng.random((4, 5, 3)).astype(dtype)
+
+    def outputs(array):
+        graph = fg.Graph()
+        xs = [fg.Variable((3, 1), init=False, trainable=False, graph=graph) for _ in range(4)]
+        total = xs[0]
+        for x in xs[1:]:
+            total = fg.ops.Add(total, x, graph=graph)
+        fg.set_values(xs, array)
+        total.forward()
+        first = total.flat.copy()
+        xs[0].set_value(array[1])  # a batch through set_value
+        total.forward()
+        return first, total.flat.copy()
+
+    for got, want in zip(outputs(values), outputs(values.astype(np.float64))):
+        np.testing.assert_array_equal(got, want)
+    labels = np.arange(6) % 2
+    features = rng.random((6, 4)).astype(dtype)
+    batches = fg.datasets.Batches(features, labels, 3, classes=2, shuffle=False)
+    np.testing.assert_array_equal(batches.features, features.astype(np.float32))
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    trainer = fg.trainer.SimpleTrainer(model.x, model.one_hot, model.predict,
+                                       fg.optimizer.Adam(model.graph, model.loss, 0.01),
+                                       batch_size=3, progress=False, log=lambda line: None)
+    assert len(trainer.train(features, labels, features, labels, epochs=2)) == 2

@@ -46,6 +46,10 @@ class Batches:
             raise ValueError(f"scale must be a finite number, got {scale!r}")
         # A copy that NumPy allocates: it asks the kernel for huge pages on large arrays, and
         # gathering random rows from 4 KB pages costs a page walk per row (2x slower here).
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):  # what the models and kernels take
+            raise ValueError(f"Batches: dtype must be float32 or float64, got {self.dtype}")
+        features = checks.kernel_numbers(features, self.dtype)  # float16, long double: cast
         self.features = np.array(features.reshape(len(features), -1), order="C", copy=True)
         self.labels = labels.astype(np.int64)
         self.batch_size = int(batch_size)
@@ -54,9 +58,6 @@ class Batches:
                                  or seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         self.rng = np.random.default_rng(seed)
-        self.dtype = np.dtype(dtype)
-        if self.dtype.kind != "f":  # an integer batch would round the scaled pixels to 0
-            raise ValueError(f"Batches: dtype must be a float type, got {self.dtype}")
         self.scale = self.dtype.type(scale)
         self._x = np.empty((self.batch_size, self.features.shape[1]), self.dtype)
         self._y = np.empty((self.batch_size, classes), self.dtype)
