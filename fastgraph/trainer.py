@@ -171,6 +171,13 @@ class SimpleTrainer:
         if where is not None:
             raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}): "
                              "training needs finite numbers")
+        dtype = self.x.graph.dtype
+        largest = float(np.finfo(dtype).max) / self.scale
+        if features.dtype.kind == "f" and features.dtype.itemsize > dtype.itemsize \
+                and np.abs(features).max() > largest:  # finite here, infinite in the model
+            where = np.unravel_index(int(np.argmax(np.abs(features) > largest)), features.shape)
+            raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}), "
+                             f"which scaled by {self.scale:g} is infinite in {dtype.name}")
         return features
 
     def scores(self, features):

@@ -231,6 +231,24 @@ def test_training_refuses_non_finite_features(bad):
         trainer_for(model, optimizer).train(features, labels, test_features, labels)
 
 
+def test_training_refuses_features_that_are_finite_only_in_float64():
+    """1e300 passes a finiteness check in float64 and is inf in a float32 model: the run
+    then stopped as diverged, with advice about the learning rate."""
+    model = small_classifier()
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    features, labels = small_data()
+    features = features.astype(np.float64)
+    features[5, 1] = -1e300
+    with pytest.raises(ValueError, match=r"training features hold -1e\+300 \(sample 5\), which "
+                                         r"scaled by 1 is infinite in float32"):
+        trainer_for(model, optimizer).train(features, labels)
+    features[5, 1] = 3e38  # finite in float32, infinite once scaled by 10
+    with pytest.raises(ValueError, match=r"hold 3e\+38 \(sample 5\), which scaled by 10 is "):
+        trainer_for(model, optimizer, scale=10).train(features, labels)
+    features[5, 1] = 2.0  # float64 features that float32 holds: trained on
+    assert len(trainer_for(model, optimizer).train(features, labels)) == 1
+
+
 # -- evaluate and predict refuse a model that is not finite ---------------------------------
 
 
