@@ -67,3 +67,13 @@ def kernel_numbers(array, dtype):
     if array.dtype.kind == "f" and array.dtype.itemsize not in (4, 8):
         return array.astype(dtype)
     return array
+
+
+def as_array(values, what):
+    """``np.asarray(values)``, with a ragged sequence (samples of different shapes) refused
+    in words that name ``what`` rather than in NumPy's."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{what} are not an array: their samples differ in shape or are not "
+                         f"numbers ({error})") from None

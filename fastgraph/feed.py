@@ -37,7 +37,7 @@ def set_values(inputs, values):
     known = _blocks.get(graph) if graph is not None else None
     if known is None or inputs not in known:  # checked once; a node's kind never changes
         _check(inputs, graph)
-    array = np.asarray(values)
+    array = checks.as_array(values, "set_values: the values")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"set_values: expected numeric values, got dtype {array.dtype}")
     array = checks.kernel_numbers(array, graph.dtype)  # float16, long double: cast

@@ -45,6 +45,11 @@ class SimpleTrainer:
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
                  eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):
+        for role, node in (("labels", labels), ("predict", predict),
+                           ("the optimizer's target", optimizer.target)):
+            if getattr(node, "graph", None) is not x.graph:
+                raise ValueError(f"SimpleTrainer: {role} {getattr(node, 'name', node)!s:.60} is "
+                                 f"not a node of the graph of the input {x.name}")
         batch_size = checks.positive_integer("batch_size", batch_size)
         eval_batch_size = checks.positive_integer("eval_batch_size", eval_batch_size)
         self.lr_decay = checks.fraction("lr_decay", lr_decay, low_open=True, high_closed=True)
@@ -65,12 +70,11 @@ class SimpleTrainer:
         """Run ``epochs`` epochs; returns the history, one dict per epoch."""
         epochs = checks.positive_integer("epochs", epochs)
         self._check_decay(epochs)
-        features = self._check_features(features, labels, "training")
-        batches = self.batches(features, metrics.class_labels(labels, "training labels"))
+        features, truth = self._check_features(features, labels, "training")
+        batches = self.batches(features, truth)
         test_truth = None
         if test_features is not None or test_labels is not None:
-            test_features = self._check_features(test_features, test_labels, "test")
-            test_truth = metrics.class_labels(test_labels, "test labels")
+            test_features, test_truth = self._check_features(test_features, test_labels, "test")
         with _stop_on_interrupt(self):
             for epoch in range(1, epochs + 1):
                 record = self._epoch(batches, epoch, epochs)
@@ -152,10 +156,13 @@ class SimpleTrainer:
                     f"epoch {epoch} ({self._diverged_hint()})")
 
     def _check_features(self, features, labels, split):
-        """``features`` as an array of N samples of the input's size, finite; N labels."""
+        """``features`` as an array of N samples of the input's size, finite, and their N
+        labels as classes of the network's (integers or one-hot rows given)."""
         if features is None or labels is None:
             raise ValueError(f"{split} features and labels go together: got only one of them")
-        features = np.asarray(features)
+        features = checks.as_array(features, f"{split} features")
+        labels = metrics.class_labels(checks.as_array(labels, f"{split} labels"),
+                                      f"{split} labels", classes=self.labels.dimension())
         if features.dtype.kind not in "biuf":
             raise ValueError(f"{split} features must be numbers, got dtype {features.dtype}")
         if features.ndim == 0 or len(features) == 0:
@@ -178,7 +185,7 @@ class SimpleTrainer:
             where = np.unravel_index(int(np.argmax(np.abs(features) > largest)), features.shape)
             raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}), "
                              f"which scaled by {self.scale:g} is infinite in {dtype.name}")
-        return features
+        return features, labels
 
     def scores(self, features):
         """The ``predict`` node's output for ``features``, as ``(N, classes)`` rows."""

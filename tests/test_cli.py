@@ -136,8 +136,8 @@ def test_ctrl_c_stops_after_the_batch_and_still_saves(tmp_path, mnist_dir):
     model = tmp_path / "model.fgz"
     process = subprocess.Popen(
         train_command(
-            mnist_dir, "--epochs", 500, "--train-samples", 2000, "--test-samples", 100,
-            "--engine", "jacobian", "--no-progress", "--save", model,
+            mnist_dir, "--epochs", 500, "--lr-decay", 1, "--train-samples", 2000,
+            "--test-samples", 100, "--engine", "jacobian", "--no-progress", "--save", model,
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

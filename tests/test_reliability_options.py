@@ -86,6 +86,45 @@ def test_a_decay_that_takes_the_learning_rate_to_zero_is_refused_before_training
     assert len(history) == 21 and optimizer.learning_rate > 0
 
 
+def test_trainer_nodes_must_share_the_input_graph():
+    model, other = classifier(), classifier()
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    with pytest.raises(ValueError, match=r"SimpleTrainer: predict predict is not a node of the "
+                                         r"graph of the input x"):  # "x has no value" before
+        SimpleTrainer(model.x, model.one_hot, other.predict, optimizer)
+    with pytest.raises(ValueError, match=r"SimpleTrainer: labels one_hot is not a node"):
+        SimpleTrainer(model.x, other.one_hot, model.predict, optimizer)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.eye(12)[np.arange(6) % 2], r"training labels are one-hot rows of 12 classes, "
+                                   r"expected 2"),  # accepted before: the classes fitted
+    (3, r"training labels must be integer classes \(N,\) or one-hot rows \(N, classes\), got "
+        r"shape \(\) and dtype int64"),
+    (np.arange(6) % 3, r"training labels: row 2 is 2, expected in \[0, 2\)"),
+    ([[1, 0], [0, 1, 0]] + [[1, 0]] * 4, r"training labels are not an array: their samples "
+                                         r"differ in shape"),
+])
+def test_trainer_labels_are_checked_against_the_network(labels, message):
+    model = classifier()
+    trainer = SimpleTrainer(model.x, model.one_hot, model.predict,
+                            fg.optimizer.Adam(model.graph, model.loss, 0.01), progress=False)
+    with pytest.raises(ValueError, match=message):
+        trainer.train(np.zeros((6, 4)), labels)
+
+
+def test_ragged_features_are_refused_in_words():
+    model = classifier()
+    trainer = SimpleTrainer(model.x, model.one_hot, model.predict,
+                            fg.optimizer.Adam(model.graph, model.loss, 0.01), progress=False)
+    ragged = [[0.0] * 4, [0.0] * 3]
+    with pytest.raises(ValueError, match=r"training features are not an array: their samples "
+                                         r"differ in shape or are not numbers \(setting an array"):
+        trainer.train(ragged, [0, 1])
+    with pytest.raises(ValueError, match=r"set_values: the values are not an array"):
+        fg.set_values([model.x], [np.zeros((2, 4, 1)), np.zeros((3, 4, 1))])
+
+
 @pytest.mark.parametrize("options, message", [
     ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
     ({"batch_size": 2, "scale": math.inf}, "scale must be a finite number, got inf"),
