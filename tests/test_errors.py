@@ -43,6 +43,19 @@ def test_shape_and_arity_errors(op, dims, message):
             op(*parents)
 
 
+@pytest.mark.parametrize("shape", [(-3, -4), (6.5, 2), "ab", (12,), (2, 3, 2), 12, (0, 12),
+                                   (True, 12), (float("inf"), 1), (float("nan"), 1)])
+def test_reshape_takes_two_positive_integers(shape):
+    """(-3, -4) has the product of (3, 4) and failed in NumPy at forward(); 6.5 became 6."""
+    with fg.Graph():
+        a = fg.Variable((3, 4), name="a")
+        with pytest.raises(ValueError, match=re.escape(
+                f"Reshape of a: the shape must be two positive integers (rows, cols), got "
+                f"{shape!r}")):
+            fg.ops.Reshape(a, shape)
+        assert fg.ops.Reshape(a, (np.int64(2), 6.0)).dim == (2, 6)
+
+
 def test_set_value_names_node_expected_and_got():
     with fg.Graph():
         x = fg.Variable((784, 1), trainable=False, name="x")

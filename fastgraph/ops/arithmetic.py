@@ -1,5 +1,7 @@
 """Arithmetic: sums, products, reshapes. Matrix products go to BLAS (``kernels.blas``)."""
 
+import numbers
+
 import numpy as np
 
 from ..kernels.blas import (
@@ -235,7 +237,17 @@ class Reshape(Operator):
     arity = 1
 
     def __init__(self, parent, shape, graph=None, name=None):
-        self._shape = tuple(int(size) for size in shape)
+        try:
+            sizes = tuple(shape)
+            ok = len(sizes) == 2 and all(  # 6.0 is 6, as a Variable's dim takes it
+                isinstance(size, numbers.Real) and not isinstance(size, bool)
+                and size == size // 1 and size > 0 for size in sizes)
+        except (TypeError, OverflowError):
+            ok = False
+        if not ok:  # (-3, -4) has the right product; 6.5 truncated; "ab" failed in int()
+            raise ValueError(f"Reshape of {getattr(parent, 'name', parent)}: the shape must be "
+                             f"two positive integers (rows, cols), got {shape!r}")
+        self._shape = tuple(int(size) for size in sizes)
         super().__init__(parent, graph=graph, name=name)
 
     def infer_dim(self):
