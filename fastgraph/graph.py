@@ -65,7 +65,11 @@ class Graph:
                              f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
         self.conventions = conventions
         self.nodes = []
-        self.rng = np.random.default_rng(seed)
+        try:
+            self.rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as error:  # NumPy's words name no seed
+            raise ValueError(f"Graph seed must be None or a non-negative integer, got "
+                             f"{seed!r} ({error})") from None
         self._states = np.empty(16, np.int8)  # node.index -> COMPUTED, OUTDATED or EMPTY
         # Per node, one row each (one array: settle() is one compiled call of few arguments):
         # the pass that computed it, whether it is an input fed on the short path since the
@@ -99,6 +103,8 @@ class Graph:
             self.settle()
         if name is None:
             name = f"{type(node).__name__}:{self.node_count()}"
+        elif not isinstance(name, str):
+            raise TypeError(f"a node's name must be a string, got {name!r}")
         name = _scoped(name)
         if name in self._names:
             raise ValueError(f"a node named {name!r} already exists in this graph")

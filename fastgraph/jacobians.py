@@ -18,6 +18,8 @@ result as ``B x m x n``. When that is too much, pass ``chunk_size``: the batch i
 processed that many samples at a time, with the same result.
 """
 
+import numbers
+
 import numpy as np
 
 from . import engines
@@ -134,7 +136,8 @@ def _prepare(result, nodes, chunk_size, caller):
                             f"{type(node).__name__} ({node!r:.60})")
     if not nodes:
         raise ValueError(f"{caller}: no nodes to take derivatives with respect to")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    whole = isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
+    if chunk_size is not None and not (whole and chunk_size >= 1):  # np.int64 too
         raise ValueError(f"{caller}: chunk_size must be a positive integer, got {chunk_size!r}")
     graph = result.graph
     for node in nodes:

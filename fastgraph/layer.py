@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from .node import Variable
+from . import checks
+from .node import Node, Variable
 from .ops import (
     Add,
     AddScalar,
@@ -16,6 +17,7 @@ from .ops import (
     ReLU,
     Tanh,
 )
+from .ops.convolution import _pair
 
 ACTIVATIONS = {"ReLU": ReLU, "Logistic": Logistic, "Tanh": Tanh, None: None}
 
@@ -43,6 +45,8 @@ def fc(input, input_size, size, activation):
     article's conventions, ``"ReLU"`` is the article's leaky one (slope 0.1).
     """
     kind = fc_activation(activation)
+    input_size = checks.positive_integer("fc: input_size", input_size)
+    size = checks.positive_integer("fc: size", size)
     if getattr(input, "dim", None) is None and hasattr(input, "adopt_dim"):
         input.adopt_dim((input_size, 1))  # a Welding point without a parent yet
     if input.dim != (input_size, 1):
@@ -82,12 +86,21 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     ``activation(sum over the input maps of Convolve(map, its kernel) + a scalar bias)``.
 
     ``feature_maps``: nodes of shape ``input_shape``; ``kernel_shape``: ``(kh, kw)``.
-    ``activation``: ``"ReLU"``, ``"Logistic"``, anything else none (as in the article;
-    ``"ReLU"`` is leaky on a graph that follows the article's conventions, as in ``fc``).
+    ``activation``: as in ``fc`` (``"ReLU"``, ``"Logistic"``, ``"Tanh"``; None or any
+    other name none, as in the article, but a near miss such as ``"relu"`` raises;
+    ``"ReLU"`` is leaky on a graph that follows the article's conventions).
     Kernels are He-normal for the ``len(feature_maps) * kh * kw`` inputs of each output,
     from the graph's generator; the biases start at 0. Returns the list of output maps.
     """
-    input_shape, kernel_shape = tuple(input_shape), tuple(kernel_shape)
+    kind = fc_activation(activation)
+    kernels = checks.positive_integer("conv: kernels", kernels)
+    kernel_shape = _pair(kernel_shape, "kernel_shape", "conv")
+    if min(kernel_shape) < 1:
+        raise ValueError(f"conv: kernel_shape must be positive, got {kernel_shape}")
+    feature_maps = list(feature_maps) if isinstance(feature_maps, (list, tuple)) else None
+    if not feature_maps or not all(isinstance(fm, Node) for fm in feature_maps):
+        raise ValueError("conv: feature_maps must be a non-empty list of nodes")
+    input_shape = tuple(input_shape)
     for fm in feature_maps:
         if fm.dim != input_shape:
             raise ValueError(f"conv: {fm.name} has shape {fm.dim}, expected {input_shape}")
@@ -103,7 +116,6 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
         bias = Variable((1, 1), trainable=True, graph=graph)
         bias.set_value(np.zeros((1, 1)))
         affine = AddScalar(Add(*channels), bias)
-        kind = {"ReLU": ReLU, "Logistic": Logistic}.get(activation)
         outputs.append(affine if kind is None else _activation_node(kind, affine))
     return outputs
 
@@ -124,8 +136,11 @@ def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding
     """
     image_shape = _image_shape(input, image_shape, "conv2d")
     _check_activation(activation)
+    out_channels = checks.positive_integer("conv2d: out_channels", out_channels)
     graph = input.graph
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    kh, kw = _pair(kernel_size, "kernel_size", "conv2d")
+    if min(kh, kw) < 1:
+        raise ValueError(f"conv2d: kernel_size must be positive, got {(kh, kw)}")
     fan_in = kh * kw * input.dim[1]
     weights = Variable((out_channels, fan_in), trainable=True, graph=graph)
     weights.set_value(graph.rng.normal(0.0, np.sqrt(2.0 / fan_in), weights.dim))

@@ -28,6 +28,9 @@ def mlp(input_size=784, hidden=(100, 20), classes=10, activation="ReLU", dtype=n
     The inputs are named ``x`` and ``one_hot``, the outputs ``predict`` and ``loss``, so a
     saved model can be found again by name.
     """
+    if not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"mlp: hidden must be a list or tuple of layer sizes, such as "
+                         f"(100, 20) or () for none, got {hidden!r}")
     graph = Graph(dtype=dtype, seed=seed)
     with graph:
         x = Variable(dim=(input_size, 1), init=False, trainable=False, name="x")

@@ -36,8 +36,11 @@ class Optimizer:
 
     def __init__(self, graph, target, learning_rate, engine="vjp"):
         self._gradients = get_engine(engine)
-        if not isinstance(target, Node) or target.graph is not graph:
+        if not isinstance(target, Node):
             raise ValueError(f"the target must be a node of the optimizer's graph, got {target!r}")
+        if target.graph is not graph:
+            raise ValueError(f"the target {target.name} is a node of another graph than the "
+                             "optimizer's")
         self.graph = graph
         self.target = target
         self.learning_rate = learning_rate  # checked by the property

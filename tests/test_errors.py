@@ -226,3 +226,73 @@ def test_max_pooling_keeps_nan(pool):
     assert np.isnan(node.flat).all()
     jacobian = fg.jacobian(node, x)[0]
     assert jacobian[0, 1] == 1 and jacobian[0, [0, 2, 3]].sum() == 0
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda x: fg.layer.conv2d(x, 6, np.int64(5), image_shape=(28, 28)), None),
+    (lambda x: fg.layer.conv2d(x, 6, 5.0, image_shape=(28, 28)),
+     "conv2d: kernel_size must be an int or a pair of ints, got 5.0"),
+    (lambda x: fg.layer.conv2d(x, 6, (5, 5, 5), image_shape=(28, 28)),
+     "conv2d: kernel_size must be an int or a pair of ints, got (5, 5, 5)"),
+    (lambda x: fg.layer.conv2d(x, 6, 0, image_shape=(28, 28)),
+     "conv2d: kernel_size must be positive, got (0, 0)"),
+    (lambda x: fg.layer.conv2d(x, 0, 5, image_shape=(28, 28)),
+     "conv2d: out_channels must be at least 1, got 0"),
+    (lambda x: fg.layer.fc(x, 784, 0, "ReLU"), "fc: size must be at least 1, got 0"),
+    (lambda x: fg.layer.fc(x, 784.5, 3, "ReLU"),
+     "fc: input_size must be a positive integer, got 784.5"),
+])
+def test_layer_helpers_name_the_option(build, message):
+    """These gave 'cannot unpack non-iterable numpy.int64 object', 'too many values to
+    unpack', or the Variable's 'dim must be a pair ...' without the layer's option."""
+    with fg.Graph():
+        x = fg.Variable((784, 1), trainable=False, name="x")
+        if message is None:
+            assert build(x).dim == (576, 6)
+        else:
+            with pytest.raises(ValueError, match=re.escape(message)):
+                build(x)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (lambda maps: (maps, (4, 4), 1, (0, 3), "ReLU"), "conv: kernel_shape must be positive, "
+                                                     "got (0, 3)"),  # ZeroDivisionError
+    (lambda maps: ([], (4, 4), 2, (3, 3), "ReLU"), "conv: feature_maps must be a non-empty "
+                                                   "list of nodes"),  # IndexError
+    (lambda maps: (maps, (4, 4), 1, (3, 3), "relu"), "unknown activation 'relu'"),  # none
+    (lambda maps: (maps, (4, 4), 0, (3, 3), "ReLU"), "conv: kernels must be at least 1"),
+])
+def test_the_article_conv_layer_checks_its_options(arguments, message):
+    with fg.Graph():
+        maps = [fg.Variable((4, 4), trainable=False, name="m")]
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fg.layer.conv(*arguments(maps))
+        outputs = fg.layer.conv(maps, (4, 4), 2, (3, 3), "Logistic")
+        assert len(outputs) == 2 and type(outputs[0]).__name__ == "Logistic"
+
+
+def test_models_graphs_and_names_say_what_they_take():
+    with pytest.raises(ValueError, match=re.escape("mlp: hidden must be a list or tuple of layer "
+                                                   "sizes, such as (100, 20) or () for none, got 5")):
+        fg.models.mlp(784, 5, 10, "ReLU")
+    with pytest.raises(ValueError, match=r"Graph seed must be None or a non-negative integer, "
+                                         r"got -1 \("):
+        fg.models.mlp(784, (5,), 10, seed=-1)
+    with fg.Graph():
+        with pytest.raises(TypeError, match="a node's name must be a string, got 3"):
+            fg.Variable((2, 1), name=3)
+    model, other = fg.models.mlp(4, (3,), 2, seed=0), fg.models.mlp(4, (3,), 2, seed=0)
+    with pytest.raises(ValueError, match="the target loss is a node of another graph than the "
+                                         "optimizer's"):
+        fg.optimizer.Adam(model.graph, other.loss, 0.01)
+
+
+def test_chunk_size_takes_numpy_integers_and_refuses_booleans():
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    model.x.set_value(np.ones((4, 4)))
+    whole = fg.jacobian(model.logits, model.x)
+    np.testing.assert_array_equal(fg.jacobian(model.logits, model.x, chunk_size=np.int64(2)),
+                                  whole)
+    with pytest.raises(ValueError, match="jacobian: chunk_size must be a positive integer, "
+                                         "got True"):
+        fg.jacobian(model.logits, model.x, chunk_size=True)
