@@ -18,11 +18,13 @@ are read by its ``read_npz`` (``.npy`` entries only, sizes bounded, nothing unpi
 import datetime
 import io
 import json
+import math
 import os
 import time
 
 import numpy as np
 
+from . import checks
 from . import saver as model_files
 from .files import write_atomically
 from .graph import get_default_graph
@@ -38,11 +40,9 @@ class Trainer:
         self.input_y = input_y
         self.loss_op = loss_op
         self.optimizer = optimizer
-        self.epoches = int(epoches)
+        self.epoches = checks.positive_integer("epoches", epoches)  # -1 trained 0 silently
         self.epoch = 0
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+        self.batch_size = checks.positive_integer("batch_size", batch_size)  # 2.9 became 2
         self.eval_on_train = eval_on_train
         self.metrics_ops = list(metrics_ops or [])
         self.print_iteration_interval = kargs.get("print_iteration_interval", 100)
@@ -75,6 +75,7 @@ class Trainer:
             stop = min(start + self.batch_size, size)
             self._feed(train_x, train_y, start, stop)
             self.optimizer.one_step()
+            self._check_loss(start, stop)
             for i in range(start, stop):
                 if (i + 1) % self.print_iteration_interval == 0:
                     loss = float(self.loss_op.flat[i - start].sum())  # sample i's own loss
@@ -85,6 +86,19 @@ class Trainer:
                 self._optimizer_update()
         print(f"- Epoch [{self.epoch + 1}] train finished, time cost: "
               f"{time.time() - began:.2f}")
+
+    def _check_loss(self, start, stop):
+        """Stop as ``fastgraph.trainer.SimpleTrainer`` does when a batch's loss is NaN or
+        infinite, before ``update()`` applies anything: a diverged model computes nothing
+        that means anything (it went on, and ended with NaN weights, without a word)."""
+        loss = float(self.loss_op.flat.sum())
+        if not math.isfinite(loss):
+            from .trainer import TrainingDiverged  # (trainer imports this module)
+
+            raise TrainingDiverged(
+                f"training stopped: the loss of samples {start} to {stop - 1} of epoch "
+                f"{self.epoch + 1} is {loss} (the model diverged: try a lower learning rate, "
+                "or the data hold NaN or infinity)")
 
     def eval(self, test_x, test_y):
         """Reset the metric nodes, feed them the test set, print their values."""
@@ -112,6 +126,11 @@ class Trainer:
             raise ValueError(f"{kind} data disagree on the number of samples: {sizes}")
         if sizes["labels"] == 0:
             raise ValueError(f"{kind} data hold no samples")
+        for name, array in [*data_x.items(), ("labels", data_y)]:
+            where = checks.first_non_finite(array)
+            if where is not None:
+                raise ValueError(f"{kind} data {name!r} hold {np.asarray(array)[where]} "
+                                 f"(sample {where[0]}): training needs finite numbers")
         return sizes["labels"]
 
     def _feed(self, data_x, data_y, start, stop):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastgraph as ms
-from fastgraph.trainer import ArticleSimpleTrainer, SimpleTrainer
+from fastgraph.trainer import ArticleSimpleTrainer, SimpleTrainer, TrainingDiverged
 
 # np.asmatrix and np.matrix are the article's types; NumPy warns about the class itself.
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
@@ -720,6 +720,44 @@ def test_article_trainer_explains_bad_data():
         trainer.train({"x": features}, labels[:10])
     with pytest.raises(TypeError, match="must be a dict"):
         trainer.train(features, labels)
+
+
+def test_article_trainer_refuses_non_finite_data_and_stops_when_the_loss_is():
+    """The fastgraph trainer refused NaN features; the article's went on and ended with
+    NaN weights, without a word."""
+    features, labels = _article_problem()
+    _, x, label, _, _, loss, optimizer = _article_graph()
+    before = [param.value.copy() for param in optimizer.params]
+    features[3, 1] = np.nan
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"train data 'x' hold nan \(sample 3\): training needs "
+                                         r"finite numbers"):
+        trainer.train_and_eval({"x": features}, labels)
+    features[3, 1] = 0
+    bad_labels = labels.astype(float)
+    bad_labels[5] = np.inf
+    with pytest.raises(ValueError, match=r"train data 'labels' hold inf \(sample 5\)"):
+        trainer.train({"x": features}, bad_labels)
+    for param, value in zip(optimizer.params, before):
+        np.testing.assert_array_equal(param.value, value)
+    _, x, label, _, _, loss, _ = _article_graph()
+    optimizer = ms.optimizer.GradientDescent(loss.graph, loss, 1e300)
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=3, batch_size=4)
+    with pytest.raises(TrainingDiverged, match=r"the loss of samples \d+ to \d+ of epoch \d is "
+                                               r"(nan|inf)"):
+        trainer.train({"x": features * 1e10}, labels)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("epoches", -1, "epoches must be at least 1, got -1"),  # trained 0 epochs silently
+    ("epoches", "abc", "epoches must be a positive integer, got 'abc'"),
+    ("batch_size", 2.9, "batch_size must be a positive integer, got 2.9"),  # became 2
+])
+def test_article_trainer_options(option, value, message):
+    _, x, label, _, _, loss, optimizer = _article_graph()
+    options = {"epoches": 1, "batch_size": 4, option: value}
+    with pytest.raises(ValueError, match=message):
+        SimpleTrainer([x], label, loss, optimizer, **options)
 
 
 def test_article_saver_round_trip(tmp_path, capsys):
