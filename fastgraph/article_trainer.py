@@ -11,24 +11,17 @@ first update, as in the article. Metric nodes (``ops.metrics``) are fed batch by
 
 ``Saver(root_dir).save(...)`` writes the article's two files, the graph as JSON and the
 parameters as ``.npz``; ``load(...)`` restores them into a graph, creating the nodes it
-lacks. The node types and their options are those of ``fastgraph.saver``, and the weights
-are read by its ``read_npz`` (``.npy`` entries only, sizes bounded, nothing unpickled).
+lacks. It is ``fastgraph.saver.Saver`` (see there: both files written before either is
+replaced, a pair from two saves refused, nothing in the graph changed by a load it refuses).
 """
 
-import datetime
-import io
-import json
 import math
-import os
 import time
 
 import numpy as np
 
 from . import checks
-from . import saver as model_files
-from .files import write_atomically
-from .graph import get_default_graph
-from .node import Variable
+from .saver import Saver as Saver  # the article's Saver, re-exported (fastgraph.trainer)
 
 
 class Trainer:
@@ -168,83 +161,3 @@ def article_batch(samples):
     if array.ndim == 3:
         return array.transpose(0, 2, 1)
     raise ValueError(f"samples must be numbers, rows or matrices; got shape {array.shape}")
-
-
-class Saver:
-    """The article's saver: ``root_dir/model.json`` (graph, meta, service) and
-    ``root_dir/weights.npz`` (each parameter under its node's name)."""
-
-    def __init__(self, root_dir=""):
-        self.root_dir = root_dir
-        if root_dir:
-            os.makedirs(root_dir, exist_ok=True)
-
-    def save(self, graph=None, meta=None, service_signature=None,
-             model_file_name="model.json", weights_file_name="weights.npz"):
-        graph = graph or get_default_graph()
-        meta = dict(meta or {})
-        meta["save_time"] = str(datetime.datetime.now())
-        meta["weights_file_name"] = weights_file_name
-        nodes, weights = [], {}
-        for node in graph.nodes:
-            if not getattr(node, "need_save", True):  # metric nodes, as in the article
-                continue
-            kind = type(node).__name__
-            if model_files.NODE_TYPES.get(kind) is not type(node):
-                raise TypeError(f"{node.name}: cannot save a node of type {kind}")
-            nodes.append({"node_type": kind, "name": node.name,
-                          "parents": [parent.name for parent in node.parents],
-                          "children": [child.name for child in node.children],
-                          "kargs": node.config(), "dim": list(node.dim)})
-            if isinstance(node, Variable) and node.trainable:
-                if node.flat is None:
-                    raise ValueError(f"cannot save the graph: parameter {node.name} has no "
-                                     "value (give it one with set_value() or init=True)")
-                weights[node.name] = np.asarray(node.value)
-        model = {"meta": meta, "service": service_signature or {}, "graph": nodes,
-                 "dtype": graph.dtype.name}
-        model_path = os.path.join(self.root_dir, model_file_name)
-        write_atomically(model_path, json.dumps(model, indent=4).encode())
-        print(f"Save model into file: {model_path}")
-        weights_path = os.path.join(self.root_dir, weights_file_name)
-        buffer = io.BytesIO()
-        np.savez(buffer, **weights)
-        write_atomically(weights_path, buffer.getvalue())
-        print(f"Save weights to file: {weights_path}")
-
-    def load(self, to_graph=None, model_file_name="model.json",
-             weights_file_name="weights.npz"):
-        """Restore the saved graph into ``to_graph`` (default: the default graph): nodes it
-        has by name get the saved parameters, missing ones are built. Returns ``(meta,
-        service)``."""
-        graph = to_graph or get_default_graph()
-        model_path = os.path.join(self.root_dir, model_file_name)
-        weights_path = os.path.join(self.root_dir, weights_file_name)
-        try:
-            with open(model_path) as file:
-                model = json.load(file)
-            specs = model["graph"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise model_files.ModelFileError(
-                f"{model_path}: not a model saved by Saver ({error})") from error
-        weights = model_files.read_npz(weights_path)  # .npy entries only, sizes bounded
-        try:
-            for spec in specs:
-                try:
-                    node = graph.get_node(spec["name"])
-                except KeyError:
-                    node = self._build(graph, spec)
-                if spec["name"] in weights:
-                    node.set_value(weights[spec["name"]])
-        except (KeyError, TypeError, ValueError) as error:
-            raise model_files.ModelFileError(
-                f"{model_path}: the model does not rebuild ({error!s})") from error
-        print(f"Load and restore model from {model_path} and {weights_path}")
-        self.meta, self.service = model.get("meta"), model.get("service")
-        return self.meta, self.service
-
-    @staticmethod
-    def _build(graph, spec):
-        cls = model_files.NODE_TYPES[spec["node_type"]]
-        parents = [graph.get_node(name) for name in spec["parents"]]
-        return cls(*parents, graph=graph, name=spec["name"], **spec.get("kargs", {}))

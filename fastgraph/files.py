@@ -1,5 +1,6 @@
 """Writing files so that a crash or a failed check never leaves a partial one."""
 
+import errno
 import os
 import secrets
 import tempfile
@@ -9,16 +10,62 @@ from pathlib import Path
 def write_atomically(path, payload):
     """Write ``payload`` (bytes) to a temporary file beside ``path``, then rename it.
 
-    The file gets the permissions of any new file (``0o666`` less the umask), or those of
-    the file it replaces. Errors name ``path``, never the temporary file.
+    The temporary file is flushed and ``fsync``-ed before it replaces ``path``, and the
+    folder is ``fsync``-ed after, so that a power loss leaves the old file or the new one,
+    never an empty one. The file gets the permissions of any new file (``0o666`` less the
+    umask), or those of the file it replaces. Errors name ``path``, never the temporary
+    file; on an error the old file is kept and no temporary is left.
     """
-    path = Path(path)
+    write_atomically_together([(path, payload)])
+
+
+def write_atomically_together(files):
+    """Write several files, ``[(path, payload), ...]``, as :func:`write_atomically` does one.
+
+    Every file is first written in full to a temporary file beside its path (flushed and
+    ``fsync``-ed); only when all of them are written are they renamed into place, in the
+    order given, and their folders ``fsync``-ed. An error while writing leaves every old file
+    as it was and no temporary behind. A rename that fails after an earlier one succeeded (a
+    crash there, or a folder that refuses it) leaves the earlier files new and the later
+    ones old: the caller records in the last file what the others hold, to notice it.
+    """
+    files = [(Path(path), payload) for path, payload in files]
+    targets = [os.path.abspath(path) for path, _ in files]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"cannot write {', '.join(map(str, targets))}: a file is named twice")
+    written = []  # (temporary, path)
+    try:
+        for path, payload in files:
+            written.append((_write_beside(path, payload), path))
+        replaced = []
+        for temporary, path in written:
+            try:
+                os.replace(temporary, path)
+            except OSError as error:
+                done = "".join(f"; {name} was replaced already" for name in replaced)
+                raise OSError(f"{path}: cannot write ({error.strerror or error}){done}") \
+                    from None
+            replaced.append(path)
+    except BaseException:
+        for temporary, _ in written:
+            if temporary.exists():
+                temporary.unlink()
+        raise
+    for folder in dict.fromkeys(path.parent for path, _ in files):
+        _sync_folder(folder)
+
+
+def _write_beside(path, payload):
+    """A temporary file beside ``path`` holding ``payload``, on disk; OSError naming ``path``
+    (and no temporary left) if it cannot be written or ``path`` is a directory."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = None
+        if path.is_dir() and not path.is_symlink():  # os.replace would refuse it at the end
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         temporary, handle = _create_beside(path)
     except OSError as error:
         raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
@@ -26,15 +73,32 @@ def write_atomically(path, payload):
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
+                stream.flush()
+                os.fsync(stream.fileno())
             if mode is not None:
                 os.chmod(temporary, mode)
-            os.replace(temporary, path)
         except OSError as error:
             raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
     except BaseException:
         if temporary.exists():
             temporary.unlink()
         raise
+    return temporary
+
+
+def _sync_folder(folder):
+    """``fsync`` a folder, so that the renames in it survive a power loss; filesystems (and
+    systems) that refuse to open or sync a folder are left as they are."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def _create_beside(path):

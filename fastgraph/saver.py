@@ -4,11 +4,22 @@ A model file is a NumPy ``.npz`` archive (a zip) holding ``__graph__``, the grap
 (each node's class, name, parents, options) stored as bytes, and one array per parameter
 under ``param/<node name>``. Loading uses ``allow_pickle=False``, so opening a model file
 cannot run code; it rebuilds the graph node by node and gives bit-identical outputs. Files
-are written to a temporary name and renamed, so a crash never leaves half a model.
+are written to a temporary name and renamed, so a crash never leaves half a model; ``save``
+checks its arguments, and that what it would write loads back, before writing anything.
+
+The article's ``Saver`` (``ms.trainer.Saver``) writes two files, ``model.json`` (the graph,
+meta and service) and ``weights.npz`` (each parameter under its node's name). Both are
+written in full to temporary files before either replaces the old pair, and ``model.json``
+records the SHA-256 of the ``weights.npz`` written with it, so that ``load`` refuses a pair
+of files from two saves (a pair written before that record still loads). ``load`` into a
+graph checks every node and value before it changes anything in the graph.
 """
 
+import datetime
+import hashlib
 import io
 import json
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .files import write_atomically
-from .graph import Graph
-from .node import Variable
+from .files import write_atomically, write_atomically_together
+from .graph import Graph, get_default_graph
+from .node import Node, Variable
 from .ops import loss
 
 FORMAT = "fastgraph-model"
@@ -37,23 +48,22 @@ class ModelFileError(Exception):
 
 
 def save(path, graph, meta=None):
-    """Write ``graph`` (structure and parameter values) and a JSON-able ``meta`` to ``path``."""
-    nodes = []
-    for node in graph.nodes:
-        kind = type(node).__name__
-        if NODE_TYPES.get(kind) is not type(node):
-            raise TypeError(f"{node.name}: cannot save a node of type {kind}")
-        nodes.append({"type": kind, "name": node.name,
-                      "parents": [parent.name for parent in node.parents],
-                      "config": node.config()})
+    """Write ``graph`` (structure and parameter values) and a JSON-able ``meta`` to ``path``.
+
+    Everything is checked before anything is written: ``path`` a file name, ``graph`` a
+    :class:`~fastgraph.Graph` whose nodes are all saveable and whose parameters all have
+    values, ``meta`` a dict of plain JSON (or None), and the file's bytes load back with
+    :func:`load`. TypeError or ValueError otherwise, naming the argument and what it got.
+    """
+    hint = (" (the arguments are save(path, graph, meta): are they swapped?)"
+            if isinstance(path, Graph) else "")
+    path = _check_path(path, "fastgraph.saver.save", hint)
+    _check_graph(graph, f"{path}: cannot save the graph")
+    meta = _check_json_dict(meta, f"{path}: cannot save the graph", "its meta")
+    nodes = _describe(graph, f"{path}: cannot save the graph")
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
-              "nodes": nodes, "meta": meta or {}}
-    try:
-        text = json.dumps(header)
-    except (TypeError, ValueError) as error:  # checked before anything is written
-        raise ValueError(f"{path}: cannot save the graph: its meta must be plain JSON "
-                         f"(dicts, lists, strings, numbers): {error}") from None
-    arrays = {"__graph__": np.frombuffer(text.encode(), np.uint8)}
+              "nodes": nodes, "meta": meta}
+    arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
     for node in graph.nodes:
         if isinstance(node, Variable) and node.trainable:
             if node.flat is None:  # the file could not be loaded: refuse before writing
@@ -62,7 +72,14 @@ def save(path, graph, meta=None):
             arrays[f"param/{node.name}"] = node.value
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_atomically(Path(path), buffer.getvalue())
+    payload = buffer.getvalue()
+    try:  # what save() accepts, load() loads: checked on the bytes, before writing them
+        _load(io.BytesIO(payload), path)
+    except ModelFileError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: cannot save the graph: the file would not load back "
+                         f"({reason})") from None
+    write_atomically(path, payload)
 
 
 def load(path):
@@ -72,9 +89,14 @@ def load(path):
     first (``__graph__.npy`` and ``param/<name>.npy`` only), the graph description is read
     within ``MAX_GRAPH_BYTES``, and each parameter within the size its shape announces.
     """
-    path = Path(path)
+    path = _check_path(path, "fastgraph.saver.load")
+    return _load(path, path)
+
+
+def _load(source, path):
+    """:func:`load` of ``source`` (a path or a binary stream), errors naming ``path``."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             entries = _entries(archive, path)
             header = _read_header(archive, entries.pop("__graph__"), path)
             shapes = _parameter_shapes(header, path)
@@ -123,14 +145,23 @@ def read_npz(path, max_bytes=2**30):
     ``.npy`` array (no pickle), and the sizes the zip declares must add up to at most
     ``max_bytes`` before anything is inflated; ModelFileError naming ``path`` otherwise.
     For other formats built on ``.npz`` (the article's ``Saver``): one reader for all."""
-    path = Path(path)
+    path = _check_path(path, "fastgraph.saver.read_npz")
+    return _read_npz(path, path, max_bytes)
+
+
+def _read_npz(source, path, max_bytes):
+    """:func:`read_npz` of ``source`` (a path or a binary stream), errors naming ``path``."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             infos = archive.infolist()
             for info in infos:
                 if not info.filename.endswith(".npy"):
                     raise ModelFileError(f"{path}: unexpected entry {info.filename!r} (an .npz "
                                          "file holds .npy arrays only)")
+            names = [info.filename for info in infos]
+            for name in names:
+                if names.count(name) > 1:  # a zip may hold a name twice: which is meant?
+                    raise ModelFileError(f"{path}: the entry {name!r} appears twice")
             total = sum(info.file_size for info in infos)
             if total > max_bytes:
                 raise ModelFileError(f"{path}: the arrays announce {total} bytes, more than "
@@ -221,3 +252,319 @@ def _npy_bytes(shape, dtype):
     """The most bytes a ``.npy`` file of ``shape`` and ``dtype`` takes (header included)."""
     rows, cols = shape
     return 2**16 + max(rows, 0) * max(cols, 0) * np.dtype(dtype).itemsize
+
+
+# -- checks of what a caller passes ----------------------------------------------------------
+def _given(value):
+    """What a caller passed, for a message: its type and a short repr."""
+    if value is None:
+        return "None"
+    if isinstance(value, Node):
+        return f"the node {value.name!r} (a {type(value).__name__})"
+    if isinstance(value, Graph):
+        return "a Graph"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _is_name(value):
+    """True for a str, or an os.PathLike that gives one."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return isinstance(value, str)
+
+
+def _check_path(path, where, hint=""):
+    """``Path(path)`` for a non-empty file name; TypeError or ValueError naming ``where``."""
+    if not _is_name(path):
+        raise TypeError(f"{where}: path must be a file name (a str or os.PathLike), got "
+                        f"{_given(path)}{hint}")
+    if not os.fspath(path):
+        raise ValueError(f"{where}: path is empty, expected a file name")
+    return Path(path)
+
+
+def _check_graph(graph, where, argument="graph"):
+    if isinstance(graph, Graph):
+        return graph
+    hint = f" (pass its graph: {argument}=node.graph)" if isinstance(graph, Node) else ""
+    raise TypeError(f"{where}: {argument} must be a fastgraph Graph, got {_given(graph)}{hint}")
+
+
+_PLAIN_JSON = "plain JSON (dicts, lists, strings, numbers)"
+
+
+def _check_json_dict(value, where, name):
+    """``value`` (``{}`` for None) if it is a dict that JSON holds as it is: TypeError if it
+    is not a dict, ValueError if it holds anything but dicts with string keys, lists, tuples,
+    strings, numbers, booleans and None."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{where}: {name} must be a dict (or None), got {_given(value)}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{where}: {name} must be {_PLAIN_JSON}: {error}") from None
+    stack = [(value, name.split()[-1])]  # json.dumps found no cycle: this ends
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            for key, entry in item.items():
+                if not isinstance(key, str):  # json.dumps would write it as a string
+                    raise ValueError(f"{where}: {name} must be {_PLAIN_JSON}: {at} has the "
+                                     f"key {key!r}, not a string")
+                stack.append((entry, f"{at}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((entry, f"{at}[{i}]") for i, entry in enumerate(item))
+    return value
+
+
+def _describe(graph, where, skip_unsaved=False):
+    """Each node as ``(node, type name, config)``; TypeError for a node fastgraph cannot
+    rebuild, ValueError for options JSON cannot hold."""
+    described = []
+    for node in graph.nodes:
+        if skip_unsaved and not getattr(node, "need_save", True):
+            continue  # metric nodes, as in the article
+        kind = type(node).__name__
+        if NODE_TYPES.get(kind) is not type(node):
+            raise TypeError(f"{node.name}: cannot save a node of type {kind}")
+        config = node.config()
+        try:
+            json.dumps(config)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError(f"{where}: the options of {node.name} are not plain JSON "
+                             f"({error})") from None
+        described.append((node, kind, config))
+    if skip_unsaved:
+        return described
+    return [{"type": kind, "name": node.name,
+             "parents": [parent.name for parent in node.parents], "config": config}
+            for node, kind, config in described]
+
+
+# -- the article's Saver ---------------------------------------------------------------------
+class Saver:
+    """The article's saver: ``root_dir/model.json`` (graph, meta, service) and
+    ``root_dir/weights.npz`` (each parameter under its node's name). See the module doc:
+    the pair is replaced only when both files are written, ``model.json`` records the
+    SHA-256 of its ``weights.npz``, and ``load`` changes nothing in a graph it refuses."""
+
+    def __init__(self, root_dir=""):
+        if not _is_name(root_dir):
+            raise TypeError(f"Saver: root_dir must be a folder name (a str or os.PathLike), "
+                            f"got {_given(root_dir)}")
+        self.root_dir = root_dir
+        if os.fspath(root_dir):
+            try:
+                os.makedirs(root_dir, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                what = ("is a file" if os.path.lexists(root_dir)
+                        else "cannot be made, a file lies on its way")
+                raise ValueError(f"Saver: root_dir {root_dir}: {what}; expected a folder "
+                                 "(for model.json and weights.npz)") from None
+            except OSError as error:
+                raise OSError(f"Saver: root_dir {root_dir}: cannot make the folder "
+                              f"({error.strerror or error})") from None
+
+    def _paths(self, model_file_name, weights_file_name, where):
+        paths = []
+        for option, name in (("model_file_name", model_file_name),
+                             ("weights_file_name", weights_file_name)):
+            if not _is_name(name):
+                raise TypeError(f"{where}: {option} must be a file name (a str), got "
+                                f"{_given(name)}")
+            if not os.fspath(name):
+                raise ValueError(f"{where}: {option} is empty, expected a file name")
+            paths.append(Path(os.path.join(self.root_dir, name)))
+        if os.path.abspath(paths[0]) == os.path.abspath(paths[1]):
+            raise ValueError(f"{where}: model_file_name and weights_file_name are the same "
+                             f"file, {paths[0]}: expected two files")
+        return paths
+
+    def save(self, graph=None, meta=None, service_signature=None,
+             model_file_name="model.json", weights_file_name="weights.npz"):
+        """Write the graph (without metric nodes), ``meta`` and ``service_signature`` to
+        ``model_file_name`` and the parameters to ``weights_file_name``, under ``root_dir``.
+        Everything is checked before either file is written."""
+        where = "Saver.save"
+        graph = get_default_graph() if graph is None else _check_graph(graph, where)
+        model_path, weights_path = self._paths(model_file_name, weights_file_name, where)
+        meta = dict(_check_json_dict(meta, where, "meta"))
+        service = _check_json_dict(service_signature, where, "service_signature")
+        meta["save_time"] = str(datetime.datetime.now())
+        meta["weights_file_name"] = os.fspath(weights_file_name)
+        nodes, weights = [], {}
+        for node, kind, config in _describe(graph, where, skip_unsaved=True):
+            nodes.append({"node_type": kind, "name": node.name,
+                          "parents": [parent.name for parent in node.parents],
+                          "children": [child.name for child in node.children],
+                          "kargs": config, "dim": list(node.dim)})
+            if isinstance(node, Variable) and node.trainable:
+                if node.flat is None:
+                    raise ValueError(f"cannot save the graph: parameter {node.name} has no "
+                                     "value (give it one with set_value() or init=True)")
+                weights[node.name] = np.asarray(node.value)
+        payload = _npz_bytes(weights)
+        model = {"meta": meta, "service": service, "graph": nodes, "dtype": graph.dtype.name,
+                 "weights_sha256": hashlib.sha256(payload).hexdigest()}
+        # The weights first, model.json (which names their checksum) last: a save stopped
+        # between the two renames leaves a pair that load() refuses, never one it misreads.
+        write_atomically_together([(weights_path, payload),
+                                   (model_path, json.dumps(model, indent=4).encode())])
+        print(f"Save model into file: {model_path}")
+        print(f"Save weights to file: {weights_path}")
+
+    def load(self, to_graph=None, model_file_name="model.json",
+             weights_file_name="weights.npz"):
+        """Restore the saved graph into ``to_graph`` (default: the default graph): nodes it
+        has by name get the saved parameters, missing ones are built. Returns ``(meta,
+        service)``. Every node and value is checked first: on a ModelFileError the graph is
+        as it was."""
+        where = "Saver.load"
+        graph = get_default_graph() if to_graph is None else _check_graph(
+            to_graph, where, "to_graph")
+        model_path, weights_path = self._paths(model_file_name, weights_file_name, where)
+        model = _read_model(model_path)
+        weights = _read_weights(weights_path, model.get("weights_sha256"), model_path)
+        _restore(graph, model["graph"], weights, model_path, weights_path)
+        print(f"Load and restore model from {model_path} and {weights_path}")
+        self.meta, self.service = model.get("meta"), model.get("service")
+        return self.meta, self.service
+
+
+def _npz_bytes(arrays):
+    """An ``.npz`` file (uncompressed, as ``np.savez`` writes) of ``{name: array}``: any
+    name, even those ``np.savez`` takes as its own arguments (``file``)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _read_model(model_path):
+    """The article's ``model.json`` as a dict, its node descriptions checked for form."""
+    try:
+        size = os.stat(model_path).st_size
+        if size > MAX_GRAPH_BYTES:
+            raise ValueError(f"{size} bytes, more than the {MAX_GRAPH_BYTES} read")
+        with open(model_path, encoding="utf-8") as file:
+            model = json.load(file)
+        specs = model["graph"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise ModelFileError(f"{model_path}: not a model saved by Saver ({error})") from error
+    checksum = model.get("weights_sha256")
+    if not isinstance(specs, list) or not (checksum is None or isinstance(checksum, str)):
+        raise ModelFileError(f"{model_path}: not a model saved by Saver (its graph is not a "
+                             "list of nodes, or its weights_sha256 not a string)")
+    for spec in specs:
+        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+                and spec.get("node_type") in NODE_TYPES
+                and isinstance(spec.get("parents", []), list)
+                and all(isinstance(name, str) for name in spec.get("parents", []))
+                and isinstance(spec.get("kargs", {}), dict)):
+            raise ModelFileError(f"{model_path}: the model does not rebuild (a node is "
+                                 f"described as {str(spec)[:200]})")
+    return model
+
+
+def _read_weights(weights_path, checksum, model_path):
+    """``{name: array}`` from the article's ``weights.npz`` (as :func:`read_npz` reads), after
+    its SHA-256 is compared with the one ``model.json`` recorded (when it recorded one)."""
+    try:
+        with open(weights_path, "rb") as stream:
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: stream.read(2**20), b""):
+                digest.update(chunk)
+            if checksum is not None and digest.hexdigest() != checksum:
+                raise ModelFileError(
+                    f"{model_path} and {weights_path} do not belong together: "
+                    f"{model_path.name} was saved with a weights file of SHA-256 "
+                    f"{checksum[:16]}..., {weights_path.name} has SHA-256 "
+                    f"{digest.hexdigest()[:16]}... (a save that did not finish, or files of "
+                    "two saves)")
+            stream.seek(0)
+            return _read_npz(stream, weights_path, 2**30)
+    except FileNotFoundError as error:
+        raise ModelFileError(f"{weights_path}: no such file") from error
+    except OSError as error:
+        raise ModelFileError(f"{weights_path}: not a readable .npz file ({error})") from error
+
+
+def _is_parameter(spec):
+    return spec["node_type"] == "Variable" and spec.get("kargs", {}).get("trainable", True)
+
+
+def _restore(graph, specs, weights, model_path, weights_path):
+    """Build the nodes ``graph`` lacks and give every saved parameter its value, after
+    checking all of it (on a scratch graph standing in for ``graph``): on a ModelFileError
+    nothing in ``graph`` has changed."""
+    def refuse(reason):
+        return ModelFileError(f"{model_path}: the model does not rebuild ({reason}); the "
+                              "graph was left as it was")
+
+    parameters = {spec["name"]: spec for spec in specs if _is_parameter(spec)}
+    unknown = sorted(set(weights) - set(parameters))
+    missing = sorted(set(parameters) - set(weights))
+    if unknown or missing:
+        raise ModelFileError(
+            f"{model_path} and {weights_path} do not belong together: "
+            + "; ".join(([f"{weights_path.name} holds values for {', '.join(unknown)}, not "
+                          f"parameters of {model_path.name}"] if unknown else [])
+                        + ([f"{weights_path.name} holds no values for the parameters "
+                            f"{', '.join(missing)}"] if missing else [])))
+    existing = {}
+    for spec in specs:
+        try:
+            existing[spec["name"]] = graph.get_node(spec["name"])
+        except KeyError:
+            pass
+    # The nodes to build, built on a scratch graph in which a leaf of the same shape stands
+    # for each node the graph has: their options and shapes checked, the graph untouched.
+    scratch, stand_ins = Graph(dtype=graph.dtype, conventions=graph.conventions), {}
+    try:
+        for spec in specs:
+            name, node = spec["name"], existing.get(spec["name"])
+            if node is None:
+                stand_ins[name] = _build(scratch, spec, stand_ins)
+            elif name not in stand_ins:
+                stand_ins[name] = _stand_in(node, scratch, name)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
+        raise refuse(error) from error
+    for name, value in weights.items():
+        node = existing[name] if name in existing else stand_ins[name]
+        if not (isinstance(node, Variable) and node.trainable):
+            raise refuse(f"{name}: the graph's node of that name is a "
+                         f"{type(node).__name__}, not a parameter")
+        if value.dtype.kind not in "biuf":
+            raise refuse(f"{name}: expected a numeric array, got dtype {value.dtype}")
+        if value.shape != node.dim:
+            raise refuse(f"{name}: expected a value of shape {node.dim}, got {value.shape}")
+    try:
+        for spec in specs:
+            if spec["name"] not in existing:
+                existing[spec["name"]] = _build(graph, spec, existing)
+        for name, value in weights.items():
+            existing[name].set_value(value)
+    except (KeyError, TypeError, ValueError) as error:  # checked above: not expected
+        raise ModelFileError(f"{model_path}: the model does not rebuild ({error!s})") \
+            from error
+
+
+def _stand_in(node, scratch, name):
+    """A leaf in ``scratch`` that nodes built on it see as they see ``node``: its shape,
+    whether it has a batch axis (a welding point without a shape yet stays one)."""
+    if isinstance(node, ops.Welding):
+        return ops.Welding(dim=node.dim, graph=scratch, name=name)
+    return Variable(node.dim, trainable=not node.batched, graph=scratch, name=name)
+
+
+def _build(graph, spec, nodes):
+    """The node ``spec`` describes, built in ``graph`` on the parents ``nodes`` names."""
+    cls = NODE_TYPES[spec["node_type"]]
+    parents = [nodes[name] if name in nodes else graph.get_node(name)
+               for name in spec["parents"]]
+    return cls(*parents, graph=graph, name=spec["name"], **spec.get("kargs", {}))

@@ -96,6 +96,24 @@ def test_tampered_files_fail_cleanly(tmp_path, tamper, message):
         fg.saver.load(path)
 
 
+def test_an_entry_written_twice_is_refused(tmp_path):
+    """A zip may hold two entries of one name (the reader would take one of them): a model
+    file or an article weights file holding a parameter twice is refused."""
+    path = tmp_path / "model.fgz"
+    fg.saver.save(path, small_model().graph)
+    with zipfile.ZipFile(path) as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist()}
+    doubled = tmp_path / "doubled.fgz"
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(doubled, "w") as out:
+        for name, data in entries.items():
+            out.writestr(name, data)
+        out.writestr("param/Variable:2.npy", entries["param/Variable:2.npy"])
+    with pytest.raises(ModelFileError, match="the entry 'param/Variable:2.npy' appears twice"):
+        fg.saver.load(doubled)
+    with pytest.raises(ModelFileError, match="the entry 'param/Variable:2.npy' appears twice"):
+        fg.saver.read_npz(doubled)
+
+
 def test_foreign_files_fail_cleanly(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
