@@ -223,6 +223,34 @@ def test_every_optimizer_and_dtype_matches_the_walker(rule, dtype):
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("rule", [fg.optimizer.GradientDescent, fg.optimizer.Adam])
+def test_steps_on_one_batch_set_once_recompute_what_the_update_changed(rng, rule):
+    """No new batch between the steps: only the update marks the forward values stale
+    (outdated, not empty), and the pass must recompute them. A pass that skipped outdated
+    nodes kept the first step's loss (7.61, 7.61, 7.61 against the walker's 7.61, 4.97,
+    3.23): every test fed a new batch each step."""
+    features, labels = _batch(rng, 8)
+
+    def losses():
+        graph, x, one_hot, logits, cost = _network()
+        optimizer = rule(graph, cost, 0.1)
+        x.set_value(features)
+        one_hot.set_value(labels)
+        seen = []
+        for _ in range(5):
+            optimizer.one_step()
+            seen.append(float(cost.flat.sum()))
+            optimizer.update()
+        logits.forward()
+        return seen, logits.flat.copy()
+
+    (compiled_losses, compiled_logits) = with_executor("compiled", losses)
+    (walked_losses, walked_logits) = with_executor("python", losses)
+    np.testing.assert_allclose(compiled_losses, walked_losses, rtol=1e-12)
+    np.testing.assert_allclose(compiled_logits, walked_logits, rtol=1e-12, atol=1e-12)
+    assert all(later < earlier for earlier, later in zip(compiled_losses, compiled_losses[1:]))
+
+
 def test_accumulating_several_steps_before_an_update(rng):
     """Steps 2.. add into the sums (the first writes them directly): B one-sample steps ==
     one batch of B."""

@@ -168,7 +168,10 @@ def test_parameter_without_value():
             y.forward()
 
 
-def test_softmax_and_cross_entropy_stay_finite_for_huge_logits():
+@pytest.mark.parametrize("engine", ["vjp", "jacobian"])
+def test_softmax_and_cross_entropy_stay_finite_for_huge_logits(engine):
+    """On both engines: the dense Jacobian of the loss once took log(sum(exp(z))) without
+    the row's largest logit out, and no test ran it on huge logits."""
     with fg.Graph() as graph:
         logits = fg.Variable((3, 1), trainable=False)
         labels = fg.Variable((3, 1), trainable=False)
@@ -177,14 +180,41 @@ def test_softmax_and_cross_entropy_stay_finite_for_huge_logits():
         scores = fg.ops.MatMul(w, logits)
         probabilities = fg.ops.SoftMax(scores)
         loss = fg.ops.loss.CrossEntropyWithSoftMax(scores, labels)
-        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1, engine=engine)
     logits.set_value(np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]]))
     labels.set_value(np.array([[0, 1, 0], [1, 0, 0]]))
     probabilities.forward()
-    optimizer.one_step()
     assert np.isfinite(probabilities.value).all()
+    optimizer.one_step()
     np.testing.assert_allclose(loss.value.ravel(), [2e4, 2e4 + np.log(2)], rtol=1e-6)
-    assert np.isfinite(optimizer.get_gradient(w)).all()
+    gradient = optimizer.get_gradient(w)
+    # d loss / d scores is softmax - labels: [1, -1, 0] and [-1, 0.5, 0.5] (the sum of the
+    # samples' gradients, by the logits' outer products)
+    upstream = np.array([[1.0, -1.0, 0.0], [-1.0, 0.5, 0.5]])
+    expected = sum(np.outer(u, z) for u, z in zip(upstream, [[1e4, -1e4, 0.0],
+                                                              [-1e4, 1e4, 1e4]]))
+    np.testing.assert_allclose(gradient * optimizer.samples, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("labels, accepted", [
+    ([0.3, 0.7, 0.0], True),  # soft labels
+    ([0.0, 1.0 + 1e-5, 0.0], True),  # rounding
+    ([0.0, 1.01, 0.0], False),
+    ([0.5, 0.49, 0.0], False),
+])
+def test_label_rows_must_sum_to_one(labels, accepted):
+    with fg.Graph():
+        logits = fg.Variable((3, 1), trainable=False, name="logits")
+        one_hot = fg.Variable((3, 1), trainable=False, name="one_hot")
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, one_hot)
+    logits.set_value(np.zeros((2, 3)))
+    one_hot.set_value(np.array([[1.0, 0.0, 0.0], labels]))
+    if accepted:
+        loss.forward()
+        np.testing.assert_allclose(loss.flat[1, 0], np.log(3) * sum(labels), rtol=1e-6)
+    else:
+        with pytest.raises(ValueError, match="the labels of sample 1 in one_hot are not one-hot"):
+            loss.forward()
 
 
 def test_leaky_relu_slope_must_be_a_finite_number():
@@ -272,8 +302,9 @@ def test_the_article_conv_layer_checks_its_options(arguments, message):
 
 
 def test_models_graphs_and_names_say_what_they_take():
-    with pytest.raises(ValueError, match=re.escape("mlp: hidden must be a list or tuple of layer "
-                                                   "sizes, such as (100, 20) or () for none, got 5")):
+    with pytest.raises(ValueError, match=re.escape(
+            "mlp: hidden must be a list or tuple of layer sizes, such as (100, 20) or () for "
+            "none, got 5")):
         fg.models.mlp(784, 5, 10, "ReLU")
     with pytest.raises(ValueError, match=r"Graph seed must be None or a non-negative integer, "
                                          r"got -1 \("):

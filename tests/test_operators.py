@@ -227,3 +227,24 @@ def test_a_parent_in_two_slots_gets_both_contributions(rng):
     expected = ones @ value.T + value.T @ ones  # d sum(A A) / dA
     np.testing.assert_allclose(opt.get_gradient(a), expected, rtol=1e-12)
     np.testing.assert_allclose(ref.get_gradient(a), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make, values, derivative", [
+    (fg.ops.Step, [1, 1, 0], [0, 0, 0]),
+    (fg.ops.ReLU, [0.5, 0, 0], [1, 0, 0]),
+    (lambda x: fg.ops.LeakyReLU(x, 0.1), [0.5, 0, -0.05], [1, 0.1, 0.1]),
+    (loss.PerceptionLoss, [0, 0, 0.5], [0, 0, -1]),
+])
+def test_piecewise_operators_at_their_kinks(make, values, derivative):
+    """At exactly 0 each takes the side that the article's operator takes (Step(0) = 1,
+    ReLU's and the perceptron loss's derivatives 0), on every path: forward, VJP and dense
+    Jacobian. The derivative tests keep away from the kinks, so only this one pins them."""
+    graph = fg.Graph(dtype=np.float64)
+    x = fg.Variable((3, 1), trainable=False, graph=graph)
+    x.set_value(np.array([[0.5], [0.0], [-0.5]]))
+    with graph:
+        op = make(x)
+    op.forward()
+    np.testing.assert_array_equal(op.flat, [values])
+    np.testing.assert_array_equal(op.vjp(0, np.ones((1, 3))), [derivative])
+    np.testing.assert_array_equal(np.diag(op.get_jacobi(x)), derivative)

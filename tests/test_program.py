@@ -239,3 +239,33 @@ def test_adapters_cached_on_disk_serve_a_new_process_under_their_own_keys(tmp_pa
         f"{kinds}-{dtype}-{result}" for dtype in ("float32", "float64")
         for kinds, result in (("CCCf", "none"), ("CCCg", "none"), ("C", "int64")))
     assert set(runs[0]["hits"].values()) == {0} and set(runs[1]["hits"].values()) == {1}
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_an_addition_is_fused_into_its_writer_only_when_nothing_reads_the_total_between(
+        rng, read_between):
+    """``fuse_additions`` makes ``outer(u, v, part, 0)`` then ``add_into(total, part)`` one
+    ``outer(u, v, total, 1)`` (when the total was made before), which moves the addition to
+    the writer's place: a call between them that reads the total must then keep the two (it
+    would see the sum too early)."""
+    from fastgraph.kernels.elementwise import add_into, copy_rows, outer
+
+    u, v = rng.normal(size=(1, 3)), rng.normal(size=(1, 4))
+    start = rng.normal(size=(3, 4))
+    total, part, seen = np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((3, 4))
+    with program.recording(np.float64) as calls:
+        calls.replay_only = True
+        copy_rows(start, total)  # the total is made first, as a first contribution is
+        outer(u, v, part, 0.0)
+        if read_between:
+            copy_rows(total, seen)
+        add_into(total, part)
+    recorded = list(calls.calls)
+    fused = program.fuse_additions(calls, 0, len(calls.calls), add_into)
+    assert fused == (0 if read_between else 1)
+    assert (calls.calls == recorded) == read_between
+    status, _ = replay(calls)
+    assert status == -1
+    np.testing.assert_allclose(total, start + np.outer(u, v), rtol=1e-14)
+    if read_between:
+        np.testing.assert_array_equal(seen, start)
