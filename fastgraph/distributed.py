@@ -16,8 +16,16 @@ Faults: an exception that reaches the top of a rank aborts every rank (``MPI_Abo
 the rank's message, and mpiexec ends the job when a rank dies of a signal, so a job never
 hangs waiting for a rank that is gone. A Ctrl-C reaches every rank (mpiexec forwards it);
 the ranks agree on stopping inside the all-reduce, so they all stop after the same step.
+
+Agreement: the ranks must make the same collective calls with the same sizes, so whatever
+decides them (the model and optimizer; the data, epochs and batch size of a ``train()``)
+is compared with one small ``allgather`` before it is used: ``DataParallel()`` compares the
+optimizers, ``DistributedTrainer.train`` its arguments and options. When the ranks were
+given different values, every rank raises the same :class:`RanksDisagree`, naming what and
+each rank's value, instead of one of them waiting forever in an all-reduce.
 """
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -27,6 +35,7 @@ import subprocess
 import sys
 import time
 import traceback
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +53,86 @@ _THREAD_VARIABLES = ("MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
 
 class MPIUnavailable(RuntimeError):
     """mpi4py or mpiexec is missing (or cannot load its MPI library)."""
+
+
+class RanksDisagree(ValueError):
+    """The ranks of a data-parallel job were given different values of something they must
+    share (epochs, data, batch size, model, optimizer, number of updates), or another rank
+    could not start. Raised on every rank at once, so that none is left waiting."""
+
+
+def agree(comm, where, items=(), failure=None, hint="", root_value=None):
+    """Check with one ``allgather`` that every rank of ``comm`` holds the same values.
+
+    ``items`` are ``(name, value)`` pairs, in the same order on every rank; the values
+    (numbers, strings, tuples, arrays, ...: what pickles) are compared with ``==``.
+    ``failure`` is the exception this rank raised instead of computing them: the other
+    ranks then raise too, naming it, and this rank returns so that it can raise its own
+    error. When the ranks disagree, every rank raises
+    the same :class:`RanksDisagree`: ``"<where>: the ranks disagree on <name>: rank 0 has
+    <value>, rank 1 has <value>"``, then ``hint``. Returns rank 0's ``root_value``.
+
+    Every rank must call it at the same point (it is a collective call): put one before a
+    loop whose collective calls depend on values the ranks were given separately.
+    """
+    mine = ("failed", f"{type(failure).__name__}: {failure}") if failure is not None else \
+        ("ok", [(str(name), _plain(value)) for name, value in items], root_value)
+    gathered = comm.allgather(mine)
+    failed = [(rank, entry[1]) for rank, entry in enumerate(gathered) if entry[0] == "failed"]
+    if failed:
+        if failure is not None:
+            return None  # this rank raises its own error
+        raise RanksDisagree(f"{where}: " + "; ".join(
+            f"rank {rank} could not start ({error})" for rank, error in failed) +
+            ", so no rank starts")
+    lists = [entry[1] for entry in gathered]
+    for position in range(max(map(len, lists))):
+        values = [entries[position][1] if position < len(entries) else "nothing"
+                  for entries in lists]
+        if any(value != values[0] for value in values[1:]):
+            name = next(entries[position][0] for entries in lists if position < len(entries))
+            raise RanksDisagree(f"{where}: the ranks disagree on {name}: {_who_has(values)}"
+                                + (f"; {hint}" if hint else ""))
+    return gathered[0][2]
+
+
+def _plain(value):
+    """``value`` without NumPy scalar types, so that it prints as it reads."""
+    if isinstance(value, np.floating):
+        return float(str(value))  # float32(0.01) as 0.01, not 0.009999999776482582
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.item() if isinstance(value, np.generic) else value.tolist()
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    return value
+
+
+def _who_has(values):
+    """``"rank 0 has 2, rank 1 has 3"``; ranks with one value together (``"ranks 0-2,4
+    have 2"``); values that print alike but differ (``3`` and ``'3'``) by their repr."""
+    groups = []  # [value, ranks]
+    for rank, value in enumerate(values):
+        for group in groups:
+            if group[0] == value:
+                group[1].append(rank)
+                break
+        else:
+            groups.append([value, [rank]])
+    shown = [str(value) for value, _ in groups]
+    if len(set(shown)) < len(shown):
+        shown = [repr(value) for value, _ in groups]
+    parts = []
+    for text, (_, ranks) in zip(shown, groups):
+        if len(ranks) == 1:
+            parts.append(f"rank {ranks[0]} has {text}")
+            continue
+        spans, start = [], ranks[0]
+        for before, rank in zip(ranks, [*ranks[1:], None]):
+            if rank != before + 1:
+                spans.append(str(start) if start == before else f"{start}-{before}")
+                start = rank
+        parts.append(f"ranks {','.join(spans)} have {text}")
+    return ", ".join(parts)
 
 
 def launched_size():
@@ -144,6 +233,23 @@ class DataParallel:
 
     ``request_stop()`` asks every rank to stop: after the next ``update()``, ``stopping``
     is true on all of them.
+
+    Every rank must wrap the same optimizer of the same model: the constructor compares
+    (one ``allgather``) the optimizer's kind, settings (learning rate, betas, ...) and step
+    count, the dtype and the number and shapes of the parameters, and when they differ
+    every rank raises :class:`RanksDisagree` naming the first difference and each rank's
+    value.
+
+    Every rank must call ``update()`` the same number of times: each is one all-reduce, so
+    a rank that calls it once more than the others waits for them. ``DistributedTrainer``
+    sees to that (it compares its epochs, data and batch size before training); in a loop of
+    your own, compare whatever decides the number of updates before it, with one call of
+    ``optimizer.agree("my loop", [("epochs", epochs), ("batches", len(batches))])``. Checked
+    at no cost per step: a rank whose program ends, or that calls ``agree()`` (a new
+    ``train()``), while another still calls ``update()`` meets that update with an
+    all-reduce of the same shape, so both raise :class:`RanksDisagree` (the rank that ended
+    aborts the job) instead of waiting. The ranks' batch sizes need not agree: the update
+    divides by all ranks' samples together, and a rank may feed none.
     """
 
     def __init__(self, optimizer, comm=None):
@@ -151,16 +257,24 @@ class DataParallel:
         self.comm = communicator() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._mpi = _mpi()
-        self._params = optimizer.params
+        try:
+            self._params = optimizer.params
+            settings = _optimizer_settings(optimizer)
+        except Exception as error:  # tell the other ranks before raising, or they would wait
+            agree(self.comm, "DataParallel", failure=error)
+            raise
+        agree(self.comm, "DataParallel", settings,
+              hint="every rank must build the same model and wrap the same optimizer")
         sizes = [param.flat.size for param in optimizer.params]
         self._ends = np.cumsum(sizes).tolist()
         self._count = self._ends[-1]
         # For broadcasting parameters; the update all-reduces the optimizer's own buffer:
-        # [gradient sums of every parameter..., samples, stop requests]
+        # [gradient sums of every parameter..., samples, what the rank does (see _meet)]
         self._buffer = np.empty(self._count, optimizer.graph.dtype)
         self._stop_requested = False
         self.stopping = False
         self.broadcast_parameters()
+        self._exit = _ExitCheck.of(self.comm, self._count + 2, optimizer.graph.dtype)
 
     def __getattr__(self, name):  # params, target, graph, steps, get_gradient, ...
         return getattr(self.optimizer, name)
@@ -194,6 +308,23 @@ class DataParallel:
     def one_step(self):
         self.optimizer.one_step()
 
+    def agree(self, where, items=(), failure=None, hint="", root_value=None):
+        """``agree(comm, ...)`` on this optimizer's communicator, after one all-reduce of the
+        update's shape: a rank that is still calling ``update()`` (it has more batches or
+        epochs), or whose program has ended, meets it there, and both ranks raise
+        :class:`RanksDisagree` instead of waiting for each other. ``DistributedTrainer``
+        calls it before the first step of every ``train()``; call it before a loop of your
+        own. One all-reduce of the model's size and one small ``allgather``."""
+        buffer = np.zeros(self._count + 2, self.optimizer.graph.dtype)
+        _, ended, agreeing = _meet(self.comm, buffer, _AGREEING)
+        if agreeing < self.size:
+            if failure is not None:
+                return None  # this rank raises its own error
+            updating = self.size - ended - agreeing
+            raise RanksDisagree(f"{where}: {_elsewhere(self.size, updating, ended)} while rank "
+                                f"{self.rank} called it; {_SAME_UPDATES}")
+        return agree(self.comm, where, items, failure, hint, root_value)
+
     def request_stop(self, stop=True):
         self._stop_requested = bool(stop)
         if not stop:
@@ -211,15 +342,126 @@ class DataParallel:
         if not local:  # the optimizer's sums are stale: this rank adds nothing
             buffer[:count] = 0
         buffer[count] = local
-        buffer[count + 1] = self._stop_requested
-        self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)  # sums in place
+        self._exit.updates += 1
+        stops, ended, agreeing = _meet(self.comm, buffer, _STOP, self._stop_requested)
+        if ended or agreeing:  # the other ranks are elsewhere: this sum means nothing
+            raise RanksDisagree(
+                f"DataParallel.update: {_elsewhere(self.size, 0, ended, agreeing)} while rank "
+                f"{self.rank} called update() for the {_nth(self._exit.updates)} time; "
+                f"{_SAME_UPDATES}")
         samples = int(round(float(buffer[count])))
-        self.stopping = bool(buffer[count + 1] > 0)
+        self.stopping = stops > 0
         if samples == 0:
             raise RuntimeError("update() needs a gradient: no rank called one_step() since "
                                "the last update")
         self.optimizer.samples = samples
         self.optimizer.update()
+
+
+def _optimizer_settings(optimizer):
+    """What the ranks' optimizers must agree on, as ``(name, value)`` pairs."""
+    params = optimizer.params
+    settings = [("the optimizer", type(optimizer).__name__),
+                ("the parameters' dtype", np.dtype(optimizer.graph.dtype).name),
+                ("the number of parameters", len(params))]
+    settings += [(f"the shape of parameter {number} ({param.name})",
+                  tuple(int(size) for size in param.dim))
+                 for number, param in enumerate(params, 1)]
+    settings.append(("the optimizer's learning_rate", float(optimizer.learning_rate)))
+    # The rule's settings (momentum, beta_1, eps, conventions, ...) and its step count
+    # (Adam's bias correction uses it); not the engine, which changes no update.
+    for name, value in sorted(vars(optimizer).items()):
+        if (not name.startswith("_") and name not in ("samples", "engine")
+                and isinstance(value, (bool, int, float, str, np.generic))):
+            settings.append((f"the optimizer's {name}", value))
+    return settings
+
+
+# What a rank is doing when it joins an all-reduce of the update's shape (update() does one,
+# DataParallel.agree one, and _ExitCheck one when the program ends): the last element of
+# the buffer says it, as a count in a digit of its own, so that the sum counts the ranks
+# doing each and a rank that meets another kind of call learns it. Each digit's unit is
+# more than twice what all the digits below it can add up to, so the digits are read by
+# rounding from the top: exact while the sums are (160 ranks in float32); past that only
+# the count of stop requests blurs, which matters in an update alone, where it is exact.
+_STOP, _ENDED, _AGREEING = 0, 1, 2
+_SAME_UPDATES = ("every rank must call update() the same number of times (the same number "
+                 "of batches, epochs and train() calls on every rank)")
+
+
+def _units(size):
+    return 1, 2 * (size + 1), 4 * (size + 1) ** 2
+
+
+def _meet(comm, buffer, digit, count=1):
+    """All-reduce ``buffer`` (``[gradient sums..., samples, what]``, in place) with ``count``
+    ranks in ``digit`` of its last element from this one. Returns the number of ranks that
+    ask to stop (in an update), whose program ended and that are agreeing."""
+    MPI = _mpi()
+    stop, ended, agreeing = units = _units(comm.Get_size())
+    buffer[-1] = count * units[digit]
+    comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+    rest = float(buffer[-1])
+    counts = []
+    for unit in (agreeing, ended, stop):
+        counts.append(max(0, round(rest / unit)))
+        rest -= counts[-1] * unit
+    return tuple(reversed(counts))
+
+
+def _elsewhere(size, updating=0, ended=0, agreeing=0):
+    """``"1 of the 2 ranks ended their program"``: what the other ranks were doing."""
+    doing = [(updating, "called update()"), (ended, "ended their program"),
+             (agreeing, "called train() or agree()")]
+    return " and ".join(f"{count} of the {size} ranks {what}" for count, what in doing if count)
+
+
+def _nth(number):
+    if number % 100 in (11, 12, 13):
+        return f"{number}th"
+    return f"{number}{({1: 'st', 2: 'nd', 3: 'rd'}).get(number % 10, 'th')}"
+
+
+class _ExitCheck:
+    """At exit, one last all-reduce of the update's shape on each communicator a
+    ``DataParallel`` used: a rank whose program ends while another still calls
+    ``update()`` meets that update there, so both learn it (the updating rank raises in
+    ``update()``, this one aborts the job) instead of the other rank waiting forever. When
+    every rank ends normally, they all meet here and the check passes."""
+
+    _all = []  # in the order of construction, the same on every rank
+
+    def __init__(self, comm):
+        self.comm, self.length, self.dtype, self.updates = comm, 0, None, 0
+
+    @classmethod
+    def of(cls, comm, length, dtype):
+        for check in cls._all:
+            if check.comm is comm:
+                break
+        else:
+            check = cls(comm)
+            if not cls._all:
+                atexit.register(cls.run_all)
+            cls._all.append(check)
+        check.length, check.dtype = length, dtype  # the latest DataParallel's update
+        return check
+
+    @classmethod
+    def run_all(cls):
+        for check in reversed(cls._all):  # the latest communicator first
+            check.run()
+
+    def run(self):
+        MPI = _mpi()
+        if MPI.Is_finalized() or self.comm == MPI.COMM_NULL:
+            return
+        size, rank = self.comm.Get_size(), self.comm.Get_rank()
+        _, ended, agreeing = _meet(self.comm, np.zeros(self.length, self.dtype), _ENDED)
+        if ended < size:
+            elsewhere = _elsewhere(size, size - ended - agreeing, 0, agreeing)
+            abort(self.comm, f"RanksDisagree: DataParallel: the program of rank {rank} ended "
+                  f"after {self.updates} update() calls while {elsewhere}; {_SAME_UPDATES}")
 
 
 class ShardedBatches(Batches):
@@ -243,7 +485,20 @@ class ShardedBatches(Batches):
 class DistributedTrainer(SimpleTrainer):
     """``SimpleTrainer`` for a ``DataParallel`` optimizer: every rank trains on its share of
     each batch; rank 0 alone logs, shows progress and evaluates on the test set; the epoch's
-    loss, accuracy and samples are those of all ranks together."""
+    loss, accuracy and samples are those of all ranks together.
+
+    Every rank must call ``train()`` with the same training data (the whole set: each rank
+    takes its share of every batch), ``epochs`` and options (``batch_size``, ``seed``,
+    ``scale``, ``lr_decay``, learning rate). Before the first step the ranks compare them
+    with ``DataParallel.agree`` (the data by the number of samples, their dtype and checksums
+    of the labels and of 256 samples spread over the features): when they differ, or one rank
+    could not start (its arguments were refused), every rank raises :class:`RanksDisagree`
+    naming the option and each rank's value. With ``seed=None`` the ranks shuffle from one
+    seed that rank 0 draws, so that their shares stay disjoint.
+    """
+
+    #: How many samples spread over the training features the ranks compare.
+    COMPARED_SAMPLES = 256
 
     def __init__(self, x, labels, predict, optimizer, **options):
         if not isinstance(optimizer, DataParallel):
@@ -253,6 +508,7 @@ class DistributedTrainer(SimpleTrainer):
         if self.rank != 0:
             options.update(progress=False, log=lambda line: None)
         super().__init__(x, labels, predict, optimizer, **options)
+        self._agreed = True  # nothing to compare until train() is called
 
     # A Ctrl-C sets ``interrupted`` on the rank that gets it; the ranks must stop after the
     # same step (else one would wait forever in the next all-reduce), so the trainer reads
@@ -273,9 +529,47 @@ class DistributedTrainer(SimpleTrainer):
     def train(self, features, labels, test_features=None, test_labels=None, epochs=1):
         if self.rank != 0:
             test_features = test_labels = None
-        return super().train(features, labels, test_features, test_labels, epochs)
+        # The ranks compare what they were given at the first epoch, once everything has
+        # been checked; a rank that fails before then tells the others (they would wait).
+        self._agreed = False
+        try:
+            return super().train(features, labels, test_features, test_labels, epochs)
+        except Exception as error:
+            if not self._agreed:
+                self._agreed = True
+                self.optimizer.agree("DistributedTrainer.train", failure=error)
+            raise
+
+    def _agree(self, batches, epochs):
+        """Before the first step of a ``train()`` (``DataParallel.agree``: an all-reduce of
+        the update's shape, then one small ``allgather``): every rank must make the same
+        number of updates (epochs times batches) and train on the same data."""
+        features, labels = batches.features, batches.labels
+        spread = np.linspace(0, len(labels) - 1, min(len(labels), self.COMPARED_SAMPLES))
+        sample = np.ascontiguousarray(features[spread.round().astype(np.int64)])
+        items = [("epochs", epochs),
+                 ("the number of training samples", len(labels)),
+                 ("batch_size", self.batch_size),
+                 ("seed", self.seed),
+                 ("scale", self.scale),
+                 ("lr_decay", self.lr_decay),
+                 ("learning_rate", self.optimizer.learning_rate),
+                 ("the training features' dtype", features.dtype.name),
+                 ("the training labels (CRC-32)", f"{zlib.crc32(labels):08x}"),
+                 (f"the training features (CRC-32 of {len(sample)} samples spread over them)",
+                  f"{zlib.crc32(sample):08x}")]
+        drawn = np.random.SeedSequence().entropy if self.seed is None else None
+        self._agreed = True  # from here on, an error is the same on every rank
+        seed = self.optimizer.agree(
+            "DistributedTrainer.train", items, root_value=drawn,
+            hint="every rank must call train() with the same training data (all of it: each "
+            "rank takes its share of every batch), epochs and options")
+        if self.seed is None:  # rank 0's: the ranks must shuffle alike
+            batches.rng = np.random.default_rng(seed)
 
     def _epoch(self, batches, epoch, epochs):
+        if not self._agreed:
+            self._agree(batches, epochs)
         record = super()._epoch(batches, epoch, epochs)
         totals = np.array([record["loss"] * record["samples"],
                            record["train_accuracy"] * record["samples"], record["samples"]])

@@ -4,6 +4,12 @@
     python tests/mpi_worker.py kill|raise        rank 1 dies of SIGKILL / raises at update 3
     python tests/mpi_worker.py hang OUT_DIR      each rank writes OUT_DIR/<r>.pid, then waits
     python tests/mpi_worker.py --launch N MODE   the same through fastgraph.distributed.launch
+    python tests/mpi_worker.py disagree WHAT     rank 1 is given another WHAT (DISAGREEMENTS);
+                                                 each rank prints the error it gets (a
+                                                 ValueError) and exits with status 3
+    python tests/mpi_worker.py uncaught WHAT     the same, the error left to end the job
+    python tests/mpi_worker.py seed-none         train with seed=None; rank 0 prints whether
+                                                 the ranks' shares covered each epoch once
 
 The test runs ``train_model`` in its own process too, as the single-process reference.
 """
@@ -18,6 +24,7 @@ import numpy as np
 
 import fastgraph as fg
 from fastgraph import distributed
+from fastgraph.datasets import Batches
 from fastgraph.models import mlp
 from fastgraph.trainer import SimpleTrainer
 
@@ -78,11 +85,83 @@ class Faulty(distributed.DataParallel):
         super().update()
 
 
+#: What rank 1 is given differently from rank 0, by ``disagree_run``.
+DISAGREEMENTS = ("epochs", "samples", "batch_size", "hidden", "optimizer", "refused",
+                 "train_calls", "updates")
+
+
+def disagree_run(what, comm):
+    """Train the 12-16-4 network with Adam on every rank, rank 1 with another ``what``:
+    epochs 3 (not 2), the first 150 samples (not 197), batch 32 (not 64), 17 hidden units,
+    Momentum, epochs 0 (refused by its own check), one more train() call, or (a loop of
+    one_step()/update() without a trainer) one more update."""
+    odd = comm.Get_rank() == 1
+    model = mlp(FEATURES, (17 if odd and what == "hidden" else 16,), CLASSES, seed=11)
+    kind = fg.optimizer.Momentum if odd and what == "optimizer" else fg.optimizer.Adam
+    optimizer = distributed.DataParallel(kind(model.graph, model.loss, 0.01), comm)
+    features, labels = data()
+    if what == "updates":
+        batches = Batches(features, labels, 32, classes=CLASSES, seed=3)
+        for _, _ in zip(range(5 if odd else 4), batches.feed(model.x, model.one_hot)):
+            optimizer.one_step()
+            optimizer.update()
+        return
+    trainer = distributed.DistributedTrainer(
+        model.x, model.one_hot, model.predict, optimizer, seed=3, progress=False,
+        log=lambda line: None, batch_size=32 if odd and what == "batch_size" else 64)
+    if odd and what == "samples":
+        features, labels = features[:150], labels[:150]
+    epochs = {"epochs": 3, "refused": 0}.get(what, 2) if odd else 2
+    trainer.train(features, labels, epochs=epochs)
+    if odd and what == "train_calls":
+        trainer.train(features, labels, epochs=1)
+
+
+def seed_none(comm):
+    """Train with seed=None; rank 0 prints ``covered`` when the ranks' shares of each epoch
+    were disjoint and covered it (every rank shuffled alike), else what they took."""
+    model = mlp(FEATURES, (16,), CLASSES, seed=11)
+    optimizer = distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss, 0.01), comm)
+    taken = []
+
+    class Recorded(distributed.ShardedBatches):
+        def _batches(self, order):
+            taken.append([])
+            for rows in super()._batches(order):
+                taken[-1].extend(rows.tolist())
+                yield rows
+
+    trainer = distributed.DistributedTrainer(model.x, model.one_hot, model.predict, optimizer,
+                                             batch_size=BATCH, seed=None, progress=False,
+                                             log=lambda line: None)
+    trainer.batches = lambda features, labels: Recorded(
+        features, labels, BATCH, comm.Get_rank(), comm.Get_size(), classes=CLASSES, seed=None)
+    features, labels = data()
+    trainer.train(features, labels, epochs=2)
+    trainer.train(features, labels, epochs=1)
+    every = comm.gather(taken, root=0)
+    if comm.Get_rank() == 0:
+        epochs = [sorted(sum((ranks[epoch] for ranks in every), [])) for epoch in range(3)]
+        print("covered" if all(rows == list(range(len(labels))) for rows in epochs) else
+              f"not covered: {every}", flush=True)
+
+
 def main(argv):
     if argv[0] == "--launch":
         return distributed.launch(int(argv[1]), [sys.executable, __file__, *argv[2:]])
     comm = distributed.communicator()
-    if argv[0] == "train":
+    if argv[0] == "disagree":
+        try:
+            disagree_run(argv[1], comm)
+        except ValueError as error:  # RanksDisagree, or rank 1's own refusal
+            print(f"rank {comm.Get_rank()}: {type(error).__name__}: {error}", flush=True)
+            comm.Barrier()  # both have printed
+            return 3
+    elif argv[0] == "uncaught":
+        disagree_run(argv[1], comm)
+    elif argv[0] == "seed-none":
+        seed_none(comm)
+    elif argv[0] == "train":
         for rule in RULES:
             params, history = train_model(rule, comm)
             np.savez(os.path.join(argv[1], f"{rule}-rank{comm.Get_rank()}.npz"), *params)

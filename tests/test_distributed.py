@@ -134,6 +134,141 @@ def test_a_killed_rank_stops_every_rank(mpi):
     assert seconds < 20, f"the job took {seconds:.1f} s to stop"
 
 
+# -- ranks that disagree -----------------------------------------------------------------
+class Gathering:
+    """A communicator's ``allgather`` for ``agree()`` without MPI: this rank's entry among
+    what the others sent (``sent``, one entry per rank)."""
+
+    def __init__(self, rank, sent):
+        self.rank, self.sent = rank, sent
+
+    def allgather(self, mine):
+        return [mine if rank == self.rank else entry for rank, entry in enumerate(self.sent)]
+
+
+class Recorder(Gathering):
+    def allgather(self, mine):
+        self.sent = [mine]
+        return [mine]
+
+
+def entry(items=(), failure=None, root_value=None):
+    """What a rank with these values sends in ``agree()``."""
+    recorder = Recorder(0, [])
+    distributed.agree(recorder, "f", items, failure, root_value=root_value)
+    return recorder.sent[0]
+
+
+def test_agree_returns_rank_0s_value_when_the_ranks_agree():
+    items = [("epochs", 2), ("scale", np.float32(1 / 255)), ("shape", (np.int64(4), 16))]
+    others = [entry(items, root_value=rank + 10) for rank in range(3)]
+    for rank in range(3):
+        assert distributed.agree(Gathering(rank, others), "f", items, root_value=rank + 10) == 10
+
+
+def test_agree_names_the_option_and_every_ranks_value():
+    mine = [("epochs", 2), ("batch_size", 64)]
+    others = [entry(mine), entry([("epochs", 3), ("batch_size", 32)])]
+    for rank in (0, 1):
+        with pytest.raises(distributed.RanksDisagree) as raised:
+            distributed.agree(Gathering(rank, others), "T.train", others[rank][1], hint="same!")
+        assert str(raised.value) == ("T.train: the ranks disagree on epochs: rank 0 has 2, "
+                                     "rank 1 has 3; same!")
+    values = [64, 64, 64, 32, 64]
+    others = [entry([("batch_size", value)]) for value in values]
+    with pytest.raises(distributed.RanksDisagree, match=r"^f: the ranks disagree on "
+                       r"batch_size: ranks 0-2,4 have 64, rank 3 has 32$"):
+        distributed.agree(Gathering(0, others), "f", [("batch_size", 64)])
+    others = [entry([("lr", np.float32(0.01))]), entry([("lr", 0.02)])]
+    with pytest.raises(distributed.RanksDisagree, match=r"rank 0 has 0\.01, rank 1 has 0\.02$"):
+        distributed.agree(Gathering(1, others), "f", [("lr", 0.02)])
+    others = [entry([("seed", 3)]), entry([("seed", "3")])]  # alike in print: by repr
+    with pytest.raises(distributed.RanksDisagree, match=r"rank 0 has 3, rank 1 has '3'$"):
+        distributed.agree(Gathering(0, others), "f", [("seed", 3)])
+
+
+def test_agree_tells_every_rank_that_one_could_not_start():
+    error = ValueError("epochs must be at least 1, got 0")
+    others = [entry([("epochs", 2)]), entry(failure=error)]
+    with pytest.raises(distributed.RanksDisagree, match=r"^f: rank 1 could not start "
+                       r"\(ValueError: epochs must be at least 1, got 0\), so no rank starts$"):
+        distributed.agree(Gathering(0, others), "f", [("epochs", 2)])
+    assert distributed.agree(Gathering(1, others), "f", failure=error) is None  # raises its own
+
+
+DISAGREE = {  # rank 1's other value: what both ranks raise
+    "epochs": "RanksDisagree: DistributedTrainer.train: the ranks disagree on epochs: rank 0 "
+              "has 2, rank 1 has 3; every rank must call train() with the same training data",
+    "samples": "RanksDisagree: DistributedTrainer.train: the ranks disagree on the number of "
+               "training samples: rank 0 has 197, rank 1 has 150; every rank must call train()",
+    "batch_size": "RanksDisagree: DistributedTrainer.train: the ranks disagree on batch_size: "
+                  "rank 0 has 64, rank 1 has 32; every rank must call train()",
+    "optimizer": "RanksDisagree: DataParallel: the ranks disagree on the optimizer: rank 0 has "
+                 "Adam, rank 1 has Momentum; every rank must build the same model",
+    "hidden": "RanksDisagree: DataParallel: the ranks disagree on the shape of parameter 1 ",
+}
+
+
+@pytest.mark.parametrize("what", list(DISAGREE))
+def test_ranks_that_disagree_all_raise_the_same_error_and_the_job_ends(mpi, what):
+    result, seconds = run_mpi(2, [sys.executable, WORKER, "disagree", what], timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output  # the worker's status once both have raised
+    for rank in (0, 1):
+        assert f"rank {rank}: {DISAGREE[what]}" in result.stdout, output
+    if what == "hidden":
+        assert "rank 0 has (4, 16), rank 1 has (4, 17)" in result.stdout, output
+    assert "Message truncated" not in output
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+def test_a_rank_that_refuses_its_arguments_stops_the_others(mpi):
+    result, seconds = run_mpi(2, [sys.executable, WORKER, "disagree", "refused"], timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert ("rank 0: RanksDisagree: DistributedTrainer.train: rank 1 could not start "
+            "(ValueError: epochs must be at least 1, got 0), so no rank starts"
+            in result.stdout)
+    assert "rank 1: ValueError: epochs must be at least 1, got 0" in result.stdout
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+UNCAUGHT = {  # what each rank says (either may be cut short when the other aborts first)
+    "epochs": ["fastgraph: rank 0 of 2 failed: RanksDisagree: DistributedTrainer.train: the "
+               "ranks disagree on epochs: rank 0 has 2, rank 1 has 3",
+               "fastgraph: rank 1 of 2 failed: RanksDisagree: DistributedTrainer.train: the "
+               "ranks disagree on epochs: rank 0 has 2, rank 1 has 3"],
+    "train_calls": ["fastgraph: rank 0 of 2 failed: RanksDisagree: DataParallel: the program of "
+                    "rank 0 ended after 8 update() calls while 1 of the 2 ranks called train() "
+                    "or agree(); every rank must call update() the same number of times",
+                    "fastgraph: rank 1 of 2 failed: RanksDisagree: DistributedTrainer.train: 1 "
+                    "of the 2 ranks ended their program while rank 1 called it"],
+    "updates": ["fastgraph: rank 0 of 2 failed: RanksDisagree: DataParallel: the program of "
+                "rank 0 ended after 4 update() calls while 1 of the 2 ranks called update(); "
+                "every rank must call update() the same number of times",
+                "fastgraph: rank 1 of 2 failed: RanksDisagree: DataParallel.update: 1 of the 2 "
+                "ranks ended their program while rank 1 called update() for the 5th time"],
+}
+
+
+@pytest.mark.parametrize("what", list(UNCAUGHT))
+def test_a_disagreement_left_uncaught_ends_the_job_with_its_message(mpi, what):
+    """The reported case (rank 1 given 3 epochs, rank 0 2, as a program would be written);
+    a rank that calls train() once more than the other, whose program then ends; and a loop
+    of one_step()/update() without a trainer that makes one more update on rank 1."""
+    result, seconds = run_mpi(2, [sys.executable, WORKER, "uncaught", what], timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert any(line in result.stderr for line in UNCAUGHT[what]), output
+    assert "Message truncated" not in output
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
+def test_without_a_seed_the_ranks_shuffle_alike(mpi):
+    result, _ = run_mpi(2, [sys.executable, WORKER, "seed-none"], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "covered", result.stdout
+
+
 def running(pid):
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -209,8 +344,9 @@ def test_cli_processes_starts_mpiexec_and_matches_one_process(cli_runs, mnist_di
 def test_ctrl_c_on_the_launcher_stops_every_rank_and_saves(mpi, mnist_dir, tmp_path):
     model = tmp_path / "model.fgz"
     process = subprocess.Popen(
-        train_command(mnist_dir, "--processes", 2, "--epochs", 1000, "--train-samples", 3000,
-                      "--test-samples", 100, "--hidden", 16, "--no-progress", "--save", model),
+        train_command(mnist_dir, "--processes", 2, "--epochs", 1000, "--lr-decay", 1,
+                      "--train-samples", 3000, "--test-samples", 100, "--hidden", 16,
+                      "--no-progress", "--save", model),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().startswith("training")
