@@ -269,3 +269,42 @@ def test_an_addition_is_fused_into_its_writer_only_when_nothing_reads_the_total_
     np.testing.assert_allclose(total, start + np.outer(u, v), rtol=1e-14)
     if read_between:
         np.testing.assert_array_equal(seen, start)
+
+
+@pytest.mark.compiled
+def test_touching_finds_what_a_scan_of_the_calls_finds(rng):
+    """``Program.touching`` searches the arguments sorted by address (a scan of every call
+    for every parameter made the first step quadratic in the parameters): on a training
+    pass of an MLP, for every array its calls pass and views of parts of them, it gives the
+    calls and arguments that a plain scan gives, in order."""
+    import fastgraph as fg
+    from fastgraph.engines import compiled
+    from fastgraph.kernels.program import INTS_PER_ARGUMENT
+
+    model = fg.models.mlp(6, (5, 4), 3, dtype=np.float64, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    model.x.set_value(rng.normal(size=(7, 6)))
+    model.one_hot.set_value(np.eye(3)[rng.integers(0, 3, 7)])
+    optimizer.one_step()
+    optimizer.update()
+    optimizer.one_step()
+    (training,) = compiled.passes(model.graph)
+    program = training.program
+
+    def scanned(array, start, stop):
+        low, high = array.ctypes.data, array.ctypes.data + array.nbytes
+        found = {}
+        for call in range(start, stop):
+            offset = program.code[call, 1]
+            for i, kind in enumerate(program.kernels[call][1]):
+                if kind in "CF" and low <= program.ints[offset + INTS_PER_ARGUMENT * i] < high:
+                    found.setdefault(call, []).append(i)
+        return found
+
+    ranges = [(0, len(program)), (training.forward_stop, training.backward_stop), (2, 5)]
+    arrays = [array for array in program.arrays if array.size]
+    arrays += [array[1:] for array in arrays if array.shape[0] > 1]  # a part of a buffer
+    assert len(arrays) > 20
+    for start, stop in ranges:
+        for array in arrays:
+            assert program.touching(array, start, stop) == scanned(array, start, stop)

@@ -399,6 +399,7 @@ class Program:
             ints.extend(numbers)
             self.kernels.append((kernel, kinds))
         self.ints = np.array(ints or [0], np.int64)
+        self._address_index = {}  # (start, stop) -> the arguments by address (touching)
         self.addresses = np.array(addresses, np.int64)  # where ints hold array addresses
         self.reals = np.array(calls.reals or [0.0], np.float64)
 
@@ -428,16 +429,31 @@ class Program:
 
     def touching(self, array, start, stop):
         """The calls in ``[start, stop)`` that pass an array within ``array``'s memory, with
-        the positions of those arguments: ``{call: [argument, ...]}``."""
+        the positions of those arguments: ``{call: [argument, ...]}``, calls and arguments in
+        order. A search in the calls' array arguments sorted by address, made once per
+        range: asked for every parameter of a pass, a scan of the calls each time made the
+        first step quadratic in the parameters (4,000 of them: 10 s)."""
         low, high = array.ctypes.data, array.ctypes.data + array.nbytes
+        addresses, calls, arguments = self._by_address(start, stop)
+        first, last = np.searchsorted(addresses, (low, high))
         found = {}
-        for call in range(start, stop):
-            offset = self.code[call, 1]
-            kernel, kinds = self.kernels[call]
-            for i, kind in enumerate(kinds):
-                if kind in "CF" and low <= self.ints[offset + INTS_PER_ARGUMENT * i] < high:
-                    found.setdefault(call, []).append(i)
+        for call, argument in sorted(zip(calls[first:last].tolist(),
+                                         arguments[first:last].tolist())):
+            found.setdefault(call, []).append(argument)
         return found
+
+    def _by_address(self, start, stop):
+        """The array arguments of the calls in ``[start, stop)``: their addresses (sorted),
+        calls and positions, as three arrays; kept per range (``ints`` never changes)."""
+        kept = self._address_index.get((start, stop))
+        if kept is None:
+            rows = [(self.ints[self.code[call, 1] + INTS_PER_ARGUMENT * i], call, i)
+                    for call in range(start, stop)
+                    for i, kind in enumerate(self.kernels[call][1]) if kind in "CF"]
+            table = np.array(rows, np.int64).reshape(-1, 3)
+            table = table[np.argsort(table[:, 0], kind="stable")]
+            kept = self._address_index[(start, stop)] = (table[:, 0], table[:, 1], table[:, 2])
+        return kept
 
     def sole_output(self, array, start, stop):
         """Where ``ints`` holds ``array``'s address when one call, in ``[start, stop)``, makes
