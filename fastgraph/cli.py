@@ -6,6 +6,7 @@
 """
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -238,8 +239,21 @@ def _check_outputs(args):
             check_writable(path, option)
     if args.plot is not None:
         viz.check_plot_path(args.plot, "--plot")
-    if args.graph is not None:
-        viz.check_graph_path(args.graph, "--graph")
+    destinations = {}  # resolved file -> the option that writes it
+    for option, path in (("--save", args.save), ("--plot", args.plot), ("--graph", args.graph)):
+        if path is None:
+            continue
+        if option == "--graph":
+            viz.check_graph_path(path, option)
+            written = viz.graph_destination(path)  # .dot beside it without Graphviz
+            if written != Path(path):
+                check_writable(written, f"{option} (its DOT source, Graphviz being missing)")
+            path = written
+        key = os.path.realpath(path)
+        if key in destinations:  # the later file would overwrite the model or the plot
+            raise ValueError(f"{destinations[key][0]} {destinations[key][1]} and {option} "
+                             f"{path} would write the same file")
+        destinations[key] = (option, path)
 
 
 def _load_model(path, classes=10):

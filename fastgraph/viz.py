@@ -1,10 +1,13 @@
 """Pictures: the graph as Graphviz DOT (SVG or PNG when ``dot`` is installed), and training
 curves as a PNG (matplotlib, an optional dependency)."""
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
+from .files import write_atomically
+from .graph import Graph
 from .node import Variable
 
 
@@ -47,46 +50,78 @@ def check_graph_path(path, option=None):
 
 
 def check_plot_path(path, option=None):
-    """ValueError unless matplotlib is installed and writes the format ``path`` names."""
+    """ValueError unless matplotlib is installed and can write the format ``path`` names
+    here (a tiny figure is drawn in it: .pgf, say, needs a LaTeX that may be missing)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError(f"{_prefix(option)}{path}: plotting needs matplotlib: "
                          "pip install 'fastgraph[plot]'") from None
     formats = Figure().canvas.get_supported_filetypes()
-    if Path(path).suffix.lstrip(".").lower() not in formats:
+    kind = Path(path).suffix.lstrip(".").lower()
+    if kind not in formats:
         raise ValueError(f"{_prefix(option)}{path}: the curves can be written as "
                          f"{', '.join('.' + name for name in sorted(formats))}")
+    try:
+        probe = Figure(figsize=(1, 1))
+        probe.text(0.5, 0.5, "1")  # text is what a format may need a program for
+        probe.savefig(io.BytesIO(), format=kind)
+    except Exception as error:  # noqa: BLE001  (a backend's own failure, whatever its type)
+        raise ValueError(f"{_prefix(option)}{path}: matplotlib cannot write .{kind} here "
+                         f"({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def graph_destination(path):
+    """The file :func:`write_graph` writes for ``path``: ``path`` itself, or beside it with
+    ``.dot`` when Graphviz's ``dot`` program is missing for an .svg or .png."""
+    path = Path(path)
+    if path.suffix == ".dot" or shutil.which("dot") is not None:
+        return path
+    return path.with_suffix(".dot")
 
 
 def write_graph(graph, path):
     """Write the graph to ``path``: ``.dot`` as DOT; ``.svg``/``.png`` rendered by Graphviz.
 
     Returns ``(written_path, note)``. Without the ``dot`` program, DOT is written beside
-    ``path`` (same name, ``.dot``) and ``note`` says so.
+    ``path`` (same name, ``.dot``) and ``note`` says so. Files are written whole (a
+    temporary renamed into place), and missing folders are made.
     """
+    if not isinstance(graph, Graph):
+        hint = " (pass its graph: node.graph)" if hasattr(graph, "graph") else ""
+        raise TypeError(f"write_graph: expected a fastgraph Graph, got "
+                        f"{type(graph).__name__}{hint}")
     path = Path(path)
     source = to_dot(graph)
     if path.suffix == ".dot":
-        path.write_text(source)
+        write_atomically(path, source.encode())
         return path, None
     check_graph_path(path)
     dot = shutil.which("dot")
     if dot is None:
         fallback = path.with_suffix(".dot")
-        fallback.write_text(source)
+        write_atomically(fallback, source.encode())
         return fallback, (f"Graphviz 'dot' is not installed, so {path.name} was not rendered; "
                           f"wrote the DOT source to {fallback} instead")
-    done = subprocess.run([dot, f"-T{path.suffix[1:]}", "-o", str(path)],
-                          input=source.encode(), capture_output=True)
+    done = subprocess.run([dot, f"-T{path.suffix[1:]}"], input=source.encode(),
+                          capture_output=True)
     if done.returncode != 0:
         raise OSError(f"{path}: Graphviz 'dot' failed: "
                       f"{done.stderr.decode(errors='replace').strip()[:300]}")
+    write_atomically(path, done.stdout)
     return path, None
 
 
 def plot_history(history, path):
-    """Loss and accuracy per epoch, side by side, as a PNG."""
+    """Loss and accuracy per epoch, side by side, in the format ``path``'s suffix names (PNG
+    without one, its name then ending in .png). Returns the path written; the file is
+    written whole and missing folders are made."""
+    history = list(history)
+    if not history:
+        raise ValueError(f"{path}: no epochs to plot (the history is empty)")
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
     try:
         import matplotlib
 
@@ -108,6 +143,10 @@ def plot_history(history, path):
     for axes in (left, right):
         axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    image = io.BytesIO()
+    try:
+        figure.savefig(image, dpi=100, format=path.suffix[1:].lower())
+    finally:
+        plt.close(figure)
+    write_atomically(path, image.getvalue())
+    return path

@@ -75,6 +75,58 @@ def test_an_output_that_cannot_be_written_is_found_before_training(tmp_path, cap
     assert message.format(folder=tmp_path) in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("outputs, message", [
+    (["--save", "x.dot", "--graph", "x.dot"], "--save {d}/x.dot and --graph {d}/x.dot would "
+                                              "write the same file"),
+    (["--save", "p.png", "--plot", "p.png"], "--save {d}/p.png and --plot {d}/p.png would "
+                                             "write the same file"),
+    (["--plot", "c.pgf"], "--plot {d}/c.pgf: matplotlib cannot write .pgf here"),
+])
+def test_outputs_that_would_overwrite_each_other_or_fail_are_refused_before_training(
+        tmp_path, capsys, mnist_dir, outputs, message):
+    """--save x.dot --graph x.dot trained, saved the model, then wrote the graph over it;
+    .pgf passed the check of formats and failed after training (matplotlib wants LaTeX)."""
+    options = [tmp_path / item if "." in item else item for item in outputs]
+    status, err, out = run(["train", "mnist", "--data", mnist_dir, "--epochs", 1,
+                            "--train-samples", 64, "--test-samples", 64, "--no-progress",
+                            *options], capsys)
+    assert status == 2 and out == ""  # nothing trained
+    assert err.startswith("fastgraph: error: " + message.format(d=tmp_path))
+    assert not any(path.exists() for path in options if not isinstance(path, str))
+
+
+def test_the_graph_written_as_dot_without_graphviz_may_not_land_on_the_model(
+        tmp_path, capsys, mnist_dir, monkeypatch):
+    monkeypatch.setattr(fg.viz.shutil, "which", lambda name: None)  # no Graphviz
+    status, err, out = run(["train", "mnist", "--data", mnist_dir, "--epochs", 1,
+                            "--train-samples", 64, "--test-samples", 64, "--no-progress",
+                            "--save", tmp_path / "y.dot", "--graph", tmp_path / "y.svg"], capsys)
+    assert (status, out) == (2, "")
+    assert err == (f"fastgraph: error: --save {tmp_path}/y.dot and --graph {tmp_path}/y.dot "
+                   "would write the same file\n")
+
+
+def test_plot_and_graph_make_their_folders_and_write_whole_files(tmp_path, capsys, mnist_dir):
+    """The check said missing folders are made, but only the model's writer made them:
+    --plot out/new/c.png trained, then failed."""
+    plot, graph = tmp_path / "new" / "c.png", tmp_path / "other" / "g.dot"
+    status, _, out = run(["train", "mnist", "--data", mnist_dir, "--epochs", 1,
+                          "--train-samples", 64, "--test-samples", 64, "--no-progress",
+                          "--plot", plot, "--graph", graph], capsys)
+    assert status == 0 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert graph.read_text().startswith("digraph fastgraph {")
+    assert sorted(p.name for p in plot.parent.iterdir()) == ["c.png"]  # no temporary left
+    with pytest.raises(ValueError, match="no epochs to plot"):
+        fg.viz.plot_history([], tmp_path / "empty.png")
+    record = {"epoch": 1, "loss": 1.0, "train_accuracy": 0.5}
+    assert fg.viz.plot_history([record], tmp_path / "bare") == tmp_path / "bare.png"
+    assert (tmp_path / "bare.png").exists() and not (tmp_path / "bare").exists()
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    with pytest.raises(TypeError, match=r"write_graph: expected a fastgraph Graph, got "
+                                        r"CrossEntropyWithSoftMax \(pass its graph"):
+        fg.viz.write_graph(model.loss, tmp_path / "g.dot")
+
+
 def test_a_bad_number_on_the_command_line_names_the_option(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "mnist", "--batch-size", "abc"])
