@@ -38,6 +38,10 @@ class Trainer:
         self.batch_size = checks.positive_integer("batch_size", batch_size)  # 2.9 became 2
         self.eval_on_train = eval_on_train
         self.metrics_ops = list(metrics_ops or [])
+        for op in self.metrics_ops:  # found only after a whole epoch otherwise
+            if not all(callable(getattr(op, name, None)) for name in ("reset", "value_str")):
+                raise TypeError(f"metrics_ops: {getattr(op, 'name', op)!s:.60} is not a metric "
+                                "node (fastgraph.ops.metrics: Accuracy, Precision, ...)")
         self.print_iteration_interval = kargs.get("print_iteration_interval", 100)
         self.eval_batch_size = kargs.get("eval_batch_size", 1024)
 

@@ -167,7 +167,7 @@ def _image_shape(input, image_shape, caller):
     if image_shape is None:
         raise ValueError(f"{caller}: give image_shape=(H, W) for {input.name}, which no "
                          "convolution or pooling layer made")
-    return tuple(image_shape)
+    return _pair(image_shape, "image_shape", caller)  # an int is a square, as ops take it
 
 
 def _check_activation(activation):

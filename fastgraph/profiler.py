@@ -13,12 +13,14 @@ reads a step. What no timer covers is the engine's own Python work and the loop'
 timers themselves cost about 2 us a step of the compiled MNIST network.
 """
 
+import numbers
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .engines import compiled
 from .kernels.program import NO_CYCLES, cycle_counter
 from .ops.base import Operator
@@ -65,6 +67,9 @@ class Profile:
 
 def profile_steps(optimizer, feed, steps=200, warmup=20):
     """Profile ``steps`` training steps of ``optimizer``; ``feed(step)`` sets the inputs."""
+    steps = checks.positive_integer("profile_steps: steps", steps)
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+        raise ValueError(f"profile_steps: warmup must be a non-negative integer, got {warmup!r}")
     for step in range(warmup):
         feed(step)
         optimizer.one_step()

@@ -51,7 +51,7 @@ def _requested():
     text = os.environ.get("FASTGRAPH_THREADS", "auto").strip().lower() or "auto"
     if text == "auto":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²" is a digit too
         raise ValueError(f"FASTGRAPH_THREADS={text!r}: give 'auto' or a positive number of "
                          "threads")
     return int(text)

@@ -1,5 +1,6 @@
 """Mistakes a user can make get a clear exception that names what is wrong."""
 
+import os
 import re
 
 import numpy as np
@@ -327,3 +328,60 @@ def test_chunk_size_takes_numpy_integers_and_refuses_booleans():
     with pytest.raises(ValueError, match="jacobian: chunk_size must be a positive integer, "
                                          "got True"):
         fg.jacobian(model.logits, model.x, chunk_size=True)
+
+
+def test_convolution_and_pooling_refuse_a_negative_image_shape():
+    """(-6, -6) has the product of (6, 6): Conv2D took it and gave zeros."""
+    with fg.Graph():
+        column = fg.Variable((36, 1), trainable=False, name="col")
+        weights = fg.Variable((1, 1), name="w")
+        with pytest.raises(ValueError, match=re.escape(
+                "Conv2D: image_shape must be positive, got (-6, -6)")):
+            fg.ops.Conv2D(column, weights, image_shape=(-6, -6), kernel_size=1, padding=5)
+        with pytest.raises(ValueError, match=re.escape(
+                "MaxPool2D: image_shape must be positive, got (-6, -6)")):
+            fg.ops.MaxPool2D(column, (-6, -6), 2)
+        assert fg.layer.max_pool2d(column, 2, image_shape=6).dim == (9, 1)  # an int: square
+
+
+def test_leaky_relu_slope_must_be_finite_in_the_graph_dtype():
+    with fg.Graph(dtype=np.float32):
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        with pytest.raises(ValueError, match="LeakyReLU: slope must be a finite number, got "
+                                             "1e\\+39, which is infinite in float32"):
+            fg.ops.LeakyReLU(x, slope=1e39)
+    with fg.Graph(dtype=np.float64):
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        assert fg.ops.LeakyReLU(x, slope=1e39).slope == 1e39
+
+
+def test_profile_steps_checks_its_counts():
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    for steps, message in ((0, "profile_steps: steps must be at least 1, got 0"),
+                           (True, "profile_steps: steps must be a positive integer, got True"),
+                           ("5", "profile_steps: steps must be a positive integer, got '5'")):
+        with pytest.raises(ValueError, match=re.escape(message)):  # ZeroDivisionError, ...
+            fg.profiler.profile_steps(optimizer, lambda step: None, steps=steps)
+
+
+def test_article_trainer_metrics_must_be_metric_nodes():
+    """A loss among metrics_ops failed after a whole epoch ('no attribute reset')."""
+    model = fg.models.mlp(4, (3,), 2, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    with pytest.raises(TypeError, match="metrics_ops: loss is not a metric node"):
+        fg.trainer.SimpleTrainer([model.x], model.one_hot, model.loss, optimizer, 1,
+                                 metrics_ops=[model.loss])
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "abc", "0", "-1"])
+def test_fastgraph_threads_takes_ascii_digits(value):
+    """'²' passed str.isdigit() and failed in int()."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import fastgraph"], capture_output=True,
+                          text=True, env={**os.environ, "FASTGRAPH_THREADS": value})
+    assert done.returncode != 0
+    assert f"FASTGRAPH_THREADS={value!r}: give 'auto' or a positive number of threads" \
+        in done.stderr

@@ -44,6 +44,12 @@ class LeakyReLU(Activation):
         if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not math.isfinite(
                 slope):
             raise ValueError(f"LeakyReLU: slope must be a finite number, got {slope!r}")
+        dtype = getattr(getattr(parent, "graph", None), "dtype", None)
+        with np.errstate(over="ignore"):  # 1e39 in float32 is inf: said below
+            rounded = None if dtype is None else dtype.type(slope)
+        if rounded is not None and not np.isfinite(rounded):
+            raise ValueError(f"LeakyReLU: slope must be a finite number, got {slope!r}, which "
+                             f"is infinite in {dtype.name}")
         self.slope = float(slope)
         super().__init__(parent, graph=graph, name=name)
 

@@ -336,6 +336,8 @@ class Conv2D(_Windows):
     def __init__(self, x, weights, bias=None, *, image_shape, kernel_size, stride=1, padding=0,
                  graph=None, name=None):
         self.image_shape = _pair(image_shape, "image_shape", "Conv2D")
+        if min(self.image_shape) < 1:  # (-6, -6) has the product of (6, 6)
+            raise ValueError(f"Conv2D: image_shape must be positive, got {self.image_shape}")
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
         self.stride = _pair(stride, "stride", "Conv2D")
         self.padding = _pair(padding, "padding", "Conv2D")
@@ -486,6 +488,8 @@ class MaxPool2D(_MaxWindows):
                  name=None):
         kind = type(self).__name__
         self.image_shape = _pair(image_shape, "image_shape", kind)
+        if min(self.image_shape) < 1:
+            raise ValueError(f"{kind}: image_shape must be positive, got {self.image_shape}")
         self.kernel_size = _pair(kernel_size, "kernel_size", kind)
         self.stride = _pair(self.kernel_size if stride is None else stride, "stride", kind)
         self.padding = _pair(padding, "padding", kind)
