@@ -351,7 +351,15 @@ def _read_image(path, shape):
 
 def _grey(image, path):
     """The image as 0-255 grey levels (uint8). ``convert("L")`` clips 16-bit and float
-    images (it would make them black and white), so those are scaled here."""
+    images (it would make them black and white), so those are scaled here. An image with
+    transparency (an alpha channel, or a palette's transparent colour) that is not opaque
+    everywhere is read by its alpha, opaque as ink (MNIST's white): a digit drawn in black
+    or in white on a transparent ground is the same digit, and its colours alone, which
+    ``convert("L")`` keeps, can be all one colour."""
+    if "A" in image.getbands() or "transparency" in image.info:
+        alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+        if alpha.min() < 255:
+            return alpha.copy()
     if image.mode.startswith("I;16"):  # 16-bit grey: 0..65535
         return np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
     if image.mode in ("I", "F"):  # 32-bit integers or floats: the range decides

@@ -49,3 +49,38 @@ def test_pixels_that_are_no_grey_levels_are_refused(model_and_digit, capsys):
     assert capsys.readouterr().err == (
         f"fastgraph: error: {path}: F pixels from -100 to 920 are not grey levels (0-1, 0-255, "
         "0-65535 expected)\n")
+
+
+@pytest.mark.parametrize("ink", ["white", "black", "palette"])
+def test_a_digit_drawn_on_a_transparent_ground_is_read_by_its_alpha(model_and_digit, capsys,
+                                                                      ink):
+    """The digit in the alpha channel, its colour all one: convert("L") kept the colour and
+    dropped the alpha (a 7 was read as a 2, or as a blank)."""
+    model, digit, folder = model_and_digit
+    eight_bit = folder / "digit.png"
+    Image.fromarray(digit).save(eight_bit)
+    path = folder / f"transparent-{ink}.png"
+    if ink == "palette":  # a palette image whose colour 0 is transparent
+        image = Image.fromarray(digit).convert("P")
+        image.info["transparency"] = 0
+        image.save(path, transparency=0)
+    else:
+        colour = np.full((28, 28, 3), 255 if ink == "white" else 0, np.uint8)
+        Image.fromarray(np.dstack([colour, digit])).save(path)
+        assert Image.open(path).mode == "RGBA"
+    opaque = folder / "opaque.png"  # alpha 255 everywhere: read by its colours, as before
+    Image.fromarray(np.dstack([np.repeat(digit[:, :, None], 3, axis=2),
+                               np.full((28, 28), 255, np.uint8)])).save(opaque)
+    expected = predict(model, eight_bit, capsys)
+    assert predict(model, opaque, capsys) == expected
+    if ink != "palette":
+        assert predict(model, path, capsys) == expected
+    else:  # the palette's transparent colour is the black ground: ink where it is opaque
+        answer = predict(model, path, capsys)
+        assert answer == predict(model, _saved(folder, (digit > 0) * 255), capsys)
+
+
+def _saved(folder, pixels):
+    path = folder / "mask.png"
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
