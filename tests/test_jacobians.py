@@ -61,7 +61,9 @@ def test_per_sample_gradients_sum_to_the_batch_gradient(mnist):
     one_hot.set_value(dataset.one_hot(y_train[:16], dtype=np.float64))
     params = [n for n in graph.nodes if isinstance(n, fg.Variable) and n.trainable]
     per_sample = fg.per_sample_gradients(loss, params)
+    before = loss.value.copy()
     chunked = fg.per_sample_gradients(loss, params, chunk_size=5)
+    np.testing.assert_array_equal(loss.value, before)  # the batch's values back
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
     optimizer.one_step()
     for param, gradients, again in zip(params, per_sample, chunked):
@@ -93,11 +95,15 @@ def test_backward_under_both_engines(rng):
 def test_chunks_and_lists_give_the_same_numbers(rng):
     graph, x, _, logits, _, _ = mnist_network(np.float64, seed=1, hidden=(5,))
     x.set_value(rng.random((7, 784)))
+    logits.forward()
+    before = logits.value.copy()
     whole = fg.jacobian(logits, x)
     np.testing.assert_allclose(fg.jacobian(logits, x, chunk_size=3), whole, rtol=1e-12)
+    # after passes over chunks, the batch and the values computed on it are back
+    assert x.value.shape == (7, 784, 1) and logits.value.shape == (7, 10, 1)
+    np.testing.assert_array_equal(logits.value, before)
     (listed,) = fg.jacobian(logits, [x], chunk_size=7)
     np.testing.assert_allclose(listed, whole, rtol=1e-12)
-    assert x.value.shape == (7, 784, 1) and logits.value.shape == (7, 10, 1)  # restored
 
 
 def test_clear_errors():
