@@ -1,26 +1,43 @@
 """Classification metrics on plain arrays.
 
-Labels may be integer class indices ``(N,)`` or one-hot rows ``(N, classes)``; one-hot rows
-are checked (exactly one 1 per row, zeros elsewhere). Predictions may be class indices or
-scores ``(N, classes)`` (or the article's ``(N, classes, 1)``), whose argmax is taken.
+Labels may be integer class indices ``(N,)`` or ``(N, 1)`` (a column, as the article's
+``(N, 1, 1)`` batch of a one-row label node reads; never one-hot rows of a single class), or
+one-hot rows ``(N, classes)`` of two classes or more; one-hot rows are checked (exactly one 1
+per row, zeros elsewhere). Predictions may be integer class indices (``(N,)``, or a column
+``(N, 1)`` as labels may be) or float scores ``(N, classes)`` (or the article's
+``(N, classes, 1)``), whose argmax is taken: a float column ``(N, 1)`` is the scores of one
+class, so every prediction is class 0 (to score a binary output, threshold it first).
 A metric never turns a mistake into a number: a label outside the classes (negative, or
 not below the number of score columns or ``classes``), a NaN score, or no samples at all
-raise ValueError naming the row.
+raise ValueError naming the row. Without ``classes`` or scores to say how many classes
+there are, ``confusion_matrix`` (and ``precision_recall_f1``) take the largest class seen
+plus one, up to ``INFERRED_CLASSES``; beyond, ``classes=`` must say so.
 """
 
 import numpy as np
 
 from .checks import positive_integer
 
+#: The most classes ``confusion_matrix`` infers from class indices (the largest seen plus
+#: one) without being given ``classes=``: a stray label of 10**6 is an error naming it, not
+#: a request for a matrix of 10**12 counts.
+INFERRED_CLASSES = 1024
+
 
 def class_labels(labels, name="labels", classes=None):
     """Integer labels from integer or one-hot labels; ValueError for anything else.
 
-    With ``classes``, every label must lie in ``[0, classes)``; negative labels never pass.
+    ``(N,)`` and ``(N, 1)`` (and ``(N, 1, 1)``) arrays are integer class indices; ``(N, k)``
+    with k >= 2 (and ``(N, k, 1)``) are one-hot rows. With ``classes``, every label must lie
+    in ``[0, classes)``; negative labels never pass.
     """
     labels = np.asarray(labels)
+    shape = labels.shape
     if labels.ndim == 3 and labels.shape[2] == 1:
         labels = labels[:, :, 0]
+    column = labels.ndim == 2 and labels.shape[1] == 1
+    if column:  # a column of class indices, not one-hot rows of a single class
+        labels = labels[:, 0]
     if labels.ndim == 2:
         hot = labels == 1
         valid = ((labels == 0) | hot).all(axis=1) & (hot.sum(axis=1) == 1)
@@ -33,7 +50,9 @@ def class_labels(labels, name="labels", classes=None):
         return hot.argmax(axis=1)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(f"{name} must be integer classes (N,) or one-hot rows (N, classes), "
-                         f"got shape {labels.shape} and dtype {labels.dtype}")
+                         f"got shape {shape} and dtype {labels.dtype}"
+                         + ("; a column (N, 1) is integer classes too, never one-hot rows of "
+                            "one class" if column else ""))
     outside = labels < 0 if classes is None else (labels < 0) | (labels >= classes)
     if outside.any():
         bad = int(np.flatnonzero(outside)[0])
@@ -42,9 +61,20 @@ def class_labels(labels, name="labels", classes=None):
     return labels
 
 
+def _index_column(predictions):
+    """An integer ``(N, 1)`` or ``(N, 1, 1)`` array: a column of class indices (as labels of
+    that shape are), not the scores of a single class (whose argmax is always 0)."""
+    return np.issubdtype(predictions.dtype, np.integer) and (
+        (predictions.ndim == 2 and predictions.shape[1] == 1)
+        or predictions.shape[1:] == (1, 1))
+
+
 def predicted_classes(predictions, classes=None):
-    """Class indices from indices or from per-class scores (argmax); NaN scores raise."""
+    """Class indices from integer indices (``(N,)``, or a column ``(N, 1)``) or from
+    per-class scores (argmax); NaN scores raise."""
     predictions = np.asarray(predictions)
+    if _index_column(predictions):
+        return class_labels(predictions, "predictions", classes)
     if predictions.ndim == 3 and predictions.shape[2] == 1:
         predictions = predictions[:, :, 0]
     if predictions.ndim == 2:
@@ -65,8 +95,8 @@ def predicted_classes(predictions, classes=None):
 
 def _pair(labels, predictions, classes=None):
     predictions = np.asarray(predictions)
-    if classes is None and predictions.ndim >= 2:  # scores: one column per class
-        classes = predictions.shape[1]
+    if classes is None and predictions.ndim >= 2 and not _index_column(predictions):
+        classes = predictions.shape[1]  # scores: one column per class
     truth = class_labels(labels, "labels", classes)
     predicted = predicted_classes(predictions, classes)
     if truth.shape != predicted.shape:
@@ -88,10 +118,24 @@ def confusion_matrix(labels, predictions, classes=None):
     if classes is not None:
         classes = positive_integer("classes", classes)
     truth, predicted, classes = _pair(labels, predictions, classes)
-    classes = classes or int(max(truth.max(), predicted.max()) + 1)
+    if classes is None:
+        classes = _inferred_classes(truth, predicted)
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return matrix
+
+
+def _inferred_classes(truth, predicted):
+    """The largest class seen plus one, or ValueError naming it past ``INFERRED_CLASSES``."""
+    classes = int(max(truth.max(), predicted.max())) + 1
+    if classes > INFERRED_CLASSES:
+        name, found = ("labels", truth) if truth.max() + 1 == classes else \
+            ("predictions", predicted)
+        row = int(np.argmax(found))
+        raise ValueError(f"confusion_matrix: {name}: row {row} is {found[row]}, so the classes "
+                         f"would be {classes} (more than {INFERRED_CLASSES}, a matrix of "
+                         f"{classes * classes:,} counts); pass classes= to count that many")
+    return classes
 
 
 def precision_recall_f1(labels, predictions, classes=None):

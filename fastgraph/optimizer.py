@@ -41,6 +41,8 @@ class Optimizer:
         if target.graph is not graph:
             raise ValueError(f"the target {target.name} is a node of another graph than the "
                              "optimizer's")
+        if not getattr(target, "differentiable", True):  # a metric (ops.metrics): say so now
+            raise target.not_differentiable()
         self.graph = graph
         self.target = target
         self.learning_rate = learning_rate  # checked by the property

@@ -539,6 +539,39 @@ def test_metric_nodes_accumulate_over_forward_calls_and_reset():
     assert accuracy.value == pytest.approx(4 / 6)
 
 
+def test_binary_metrics_at_their_thresholds_and_for_the_positive_class():
+    """A score of exactly 0.5 is a positive prediction, an ROC point counts the scores equal
+    to its threshold, and precision and recall are the positive class's: data on which each
+    of those choices changes a number (with the data above, precision and recall of both
+    classes are all 2/3, and no score sits at 0.5)."""
+    with ms.Graph(dtype=np.float64):
+        score = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        label = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        nodes = [cls(score, label) for cls in (
+            ms.ops.metrics.Accuracy, ms.ops.metrics.Precision, ms.ops.metrics.Recall,
+            ms.ops.metrics.F1Score, ms.ops.metrics.ROC)]
+    score.set_value(np.array([0.5, 0.2, 0.9, 0.8, 0.7, 0.1]).reshape(6, 1, 1))
+    label.set_value(np.array([1, -1, 1, -1, -1, -1]).reshape(6, 1, 1))
+    for node in nodes:
+        node.forward()
+    accuracy, precision, recall, f1, roc = nodes
+    assert accuracy.value == pytest.approx(4 / 6)  # predicted positive: 0.5, 0.9, 0.8, 0.7
+    assert precision.value == pytest.approx(1 / 2) and recall.value == pytest.approx(1.0)
+    assert f1.value == pytest.approx(2 / 3)
+    fpr, tpr = roc.value
+    assert tpr[49] == pytest.approx(1.0) and fpr[69] == pytest.approx(0.5)  # 0.5 and 0.7
+    with ms.Graph(dtype=np.float64):  # the data of the test above, at thresholds on scores
+        score = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        label = ms.core.Variable(dim=(1, 1), init=False, trainable=False)
+        roc = ms.ops.metrics.ROC(score, label)
+    score.set_value(np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1]).reshape(6, 1, 1))
+    label.set_value(np.array([1, -1, 1, 1, -1, -1]).reshape(6, 1, 1))
+    roc.forward()
+    fpr, tpr = roc.value
+    assert [tpr[29], tpr[59], tpr[89]] == pytest.approx([1, 2 / 3, 1 / 3])
+    assert [fpr[9], fpr[19], fpr[79]] == pytest.approx([1, 2 / 3, 1 / 3])
+
+
 def test_multiclass_accuracy_and_bad_labels():
     with ms.Graph():
         scores = ms.core.Variable(dim=(3, 1), init=False, trainable=False)

@@ -26,6 +26,14 @@ def test_precision_recall_f1():
     np.testing.assert_allclose(report["f1"], [2 / 3, 2 / 3, 2 / 3])
     np.testing.assert_array_equal(report["support"], [2, 3, 1])
     assert report["macro"]["precision"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    assert report["macro"]["recall"] == pytest.approx(13 / 18)
+    assert report["macro"]["f1"] == pytest.approx(2 / 3)  # the mean of the classes' F1s
+    # macro precision and recall apart: 5/6 and 2/3; every class's F1 2/3 (a harmonic mean
+    # of the macro precision and recall would be 20/27)
+    apart = metrics.precision_recall_f1([0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 0, 2])
+    assert apart["macro"]["precision"] == pytest.approx(5 / 6)
+    assert apart["macro"]["recall"] == pytest.approx(2 / 3)
+    assert apart["macro"]["f1"] == pytest.approx(2 / 3)
     empty = metrics.precision_recall_f1([0, 0], [0, 0], classes=2)
     assert empty["precision"][1] == empty["recall"][1] == empty["f1"][1] == 0
 
@@ -48,3 +56,53 @@ def test_labels_that_are_not_one_hot():
         metrics.accuracy([0.5, 1.0], [0, 1])
     with pytest.raises(ValueError, match="3 labels but 2 predictions"):
         metrics.accuracy([0, 1, 1], [0, 1])
+
+
+def test_the_classes_of_a_confusion_matrix_are_bounded():
+    """Inferred from class indices, the classes are the largest seen plus one, up to
+    INFERRED_CLASSES: a stray label of 10**6 asked for a 7 TiB matrix."""
+    with pytest.raises(ValueError, match=r"confusion_matrix: labels: row 1 is 1000000, so "
+                                         r"the classes would be 1000001 \(more than 1024, a "
+                                         r"matrix of 1,000,002,000,001 counts\); pass classes= "
+                                         r"to count that many"):
+        metrics.confusion_matrix([0, 10**6], [0, 1])
+    with pytest.raises(ValueError, match=r"predictions: row 0 is 5000, so the classes would "
+                                         r"be 5001 \(more than 1024, a matrix of 25,010,001 "
+                                         r"counts\)"):
+        metrics.precision_recall_f1([0, 1], [5000, 1])
+    with pytest.raises(ValueError, match=r"labels: row 1 is 1000000, expected in \[0, 2\)"):
+        metrics.confusion_matrix([0, 10**6], [0, 1], classes=2)
+    assert metrics.confusion_matrix([0, 1023], [0, 1]).shape == (1024, 1024)
+    assert metrics.confusion_matrix([0, 2000], [0, 1], classes=2001).shape == (2001, 2001)
+
+
+def test_a_column_of_labels_is_a_column_of_class_indices():
+    """(N, 1) labels (and the article's (N, 1, 1)) are integer classes, as (N,) ones: they
+    were one-hot rows of one class, so [[1], [1]] against [0, 0] gave 1.0 and [[0], [1]]
+    was 'not one-hot'."""
+    assert metrics.accuracy(np.array([[1], [1]]), [0, 0]) == 0.0
+    assert metrics.accuracy(np.array([[0], [1]]), [0, 1]) == 1.0
+    assert metrics.accuracy(np.array([[[0]], [[2]]]), [0, 1]) == 0.5
+    scores = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert metrics.accuracy(np.array([[1], [1]]), scores) == 0.5
+    with pytest.raises(ValueError, match=r"labels must be integer classes \(N,\) or one-hot "
+                                         r"rows \(N, classes\), got shape \(2, 1\) and dtype "
+                                         r"float64; a column \(N, 1\) is integer classes too, "
+                                         r"never one-hot rows of one class"):
+        metrics.accuracy(np.array([[1.0], [0.0]]), [0, 0])
+    with pytest.raises(ValueError, match=r"labels: row 1 is 2, expected in \[0, 2\)"):
+        metrics.accuracy(np.array([[1], [2]]), scores)
+
+
+def test_a_column_of_predictions_is_a_column_of_class_indices():
+    """Integer (N, 1) predictions are class indices too (their argmax was always 0, so
+    [[0], [1]] against [0, 0] gave 1.0); float ones stay the scores of one class."""
+    assert metrics.accuracy([0, 0], np.array([[0], [1]])) == 0.5
+    assert metrics.accuracy([0, 0], np.array([[[0]], [[1]]])) == 0.5
+    np.testing.assert_array_equal(metrics.confusion_matrix([0, 1], np.array([[1], [1]])),
+                                  [[0, 1], [0, 1]])
+    with pytest.raises(ValueError, match=r"predictions: row 1 is 3, expected in \[0, 2\)"):
+        metrics.confusion_matrix([0, 1], np.array([[1], [3]]), classes=2)
+    assert metrics.accuracy([0, 0], np.array([[0.9], [0.2]])) == 1.0  # one class: class 0
+    with pytest.raises(ValueError, match=r"labels: row 1 is 1, expected in \[0, 1\)"):
+        metrics.accuracy([0, 1], np.array([[0.9], [0.2]]))
