@@ -57,9 +57,13 @@ class Graph:
     """
 
     def __init__(self, dtype=np.float32, seed=None, conventions="torch"):
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in _SUPPORTED_DTYPES:
-            raise ValueError(f"Graph dtype must be float32 or float64, got {self.dtype}")
+        try:  # np.dtype(None) is float64 (and equals it): None is refused, not a default
+            self.dtype = None if dtype is None else np.dtype(dtype)
+        except (TypeError, ValueError):
+            self.dtype = None
+        if self.dtype is None or self.dtype not in _SUPPORTED_DTYPES:
+            got = dtype if self.dtype is None else self.dtype
+            raise ValueError(f"Graph dtype must be float32 or float64, got {got}")
         if conventions not in CONVENTIONS:
             raise ValueError(f"Graph conventions must be one of "
                              f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
@@ -94,6 +98,7 @@ class Graph:
         self._version = (0, 0)
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
+        self._reach = {}  # (node, version) -> its index and its followers' (see rewire)
         self._same_indices = {}  # an input's downstream indices, one array per content
 
     # -- membership ---------------------------------------------------------------------
@@ -101,13 +106,18 @@ class Graph:
         """Register ``node`` and return its unique name (``scope/Class:index`` by default)."""
         if self.unsettled:  # before the edges change
             self.settle()
-        if name is None:
-            name = f"{type(node).__name__}:{self.node_count()}"
+        if name is None:  # the next free "Class:count" (a user may have taken one)
+            count = self.node_count()
+            name = _scoped(f"{type(node).__name__}:{count}")
+            while name in self._names:
+                count += 1
+                name = _scoped(f"{type(node).__name__}:{count}")
         elif not isinstance(name, str):
             raise TypeError(f"a node's name must be a string, got {name!r}")
-        name = _scoped(name)
-        if name in self._names:
-            raise ValueError(f"a node named {name!r} already exists in this graph")
+        else:
+            name = _scoped(name)
+            if name in self._names:
+                raise ValueError(f"a node named {name!r} already exists in this graph")
         self._names[name] = node
         node.index = len(self.nodes)
         if node.index == len(self._states):
@@ -128,26 +138,93 @@ class Graph:
         except KeyError:
             raise KeyError(f"no node named {name!r} in this graph") from None
 
-    def rewire(self, node, parents):
+    def rewire(self, node, parents, caller="rewire"):
         """Give ``node`` new ``parents`` (the article's ``Welding``): the child lists follow,
         and every tape, plan and compiled program that could contain the old edges is
-        rebuilt when next used. Shapes must still fit: ``node.infer_dim()`` checks them."""
-        for parent in parents:
-            if parent.graph is not self:
-                raise ValueError(f"{parent.name} belongs to another graph than {node.name}")
+        rebuilt when next used.
+
+        Refused with a ValueError (a TypeError for what is not a node, or a count of
+        parents the operator does not take), before anything changes: a leaf (an input or
+        a parameter takes no parents), a parent without a shape yet, a parent that
+        depends on ``node`` (a cycle), parents whose shapes ``node.infer_dim()`` rejects,
+        and a new shape or batch axis for a node that others are built on. ``caller``
+        names the call in the messages (``Welding.weld`` passes "weld")."""
+        parents = list(parents)
+        self._check_rewiring(node, parents, caller)
+        old = node.parents
+        node.parents = parents  # what infer_dim() reads: put back unless it all fits
+        try:
+            try:
+                dim = node.infer_dim()
+            except ValueError as error:  # the operator's words: which shapes do not fit
+                names = ", ".join(parent.name for parent in parents)
+                raise ValueError(f"{caller}: {node.name} cannot take {names}: {error}") \
+                    from None
+            batched = any([parent.batched for parent in parents])
+            if node.children and (dim != node.dim or batched != node.batched):
+                raise ValueError(_changes_followers(node, parents, dim, batched, caller))
+        except BaseException:
+            node.parents = old
+            raise
         if self.unsettled:  # the inputs fed so far, along the edges they were fed with
             self.settle()
-        for parent in node.parents:
+        for parent in old:
             parent.children.remove(node)
-        node.parents = parents = list(parents)
         for parent in parents:
             parent.children.append(node)
-        node.batched = any([parent.batched for parent in parents])
-        node.dim = node.infer_dim()
+        node.batched = batched
+        node._batch_source = None  # the parent whose batch size its value takes
+        for parent in parents:
+            if parent.batched:
+                node._batch_source = parent
+                break
+        if dim != node.dim and node.flat is not None:  # its buffer has the old width
+            node.flat = node._value = node._snapshot = None
+            self.layout += 1
+        node.dim = dim
         self._wiring[node.index] = tuple([parent.index for parent in parents])
         wiring = tuple(sorted(self._wiring.items()))
         self._version = (len(self.nodes), self._wirings.setdefault(wiring, len(self._wirings)))
         self.invalidate([node], EMPTY, itself=True)
+
+    def _check_rewiring(self, node, parents, caller):
+        """Raise unless ``node`` may take ``parents`` (see ``rewire``); changes nothing."""
+        if getattr(node, "graph", None) is not self:
+            if not hasattr(node, "parents"):
+                raise TypeError(f"{caller}: expected a node to re-wire, got "
+                                f"{type(node).__name__}")
+            raise ValueError(f"{caller}: {node.name} belongs to another graph")
+        if node.is_input or node.trainable:
+            kind = "an input" if node.is_input else "a parameter"
+            raise ValueError(f"{caller}: {node.name} is {kind} and takes no parents; "
+                             "re-wire an operator or a Welding")
+        arity = getattr(node, "arity", None)
+        if (arity is not None and len(parents) != arity) or not parents:
+            expected = f"{arity} parent node(s)" if arity is not None else "parent nodes"
+            raise TypeError(f"{caller}: {node.name} takes {expected}, got {len(parents)}")
+        key = (node, self._version)
+        reach = self._reach.get(key)
+        if reach is None:
+            if len(self._reach) >= CACHE_SIZE:
+                self._reach.clear()
+            # The walk that invalidating the node after the last re-wiring kept.
+            reach = frozenset(self.downstream_indices(node, itself=True).tolist())
+            self._reach[key] = reach
+        for parent in parents:
+            if getattr(parent, "graph", None) is not self:
+                if not hasattr(parent, "parents"):
+                    raise TypeError(f"{caller}: {node.name} takes nodes as parents, got "
+                                    f"{type(parent).__name__}")
+                raise ValueError(f"{parent.name} belongs to another graph than {node.name}")
+            if parent.dim is None:
+                raise ValueError(f"{caller}: {node.name} cannot take {parent.name}, which has "
+                                 f"no shape yet: give {type(parent).__name__}(dim=...) or "
+                                 "weld it first")
+            if parent.index in reach:
+                cycle = " -> ".join(n.name for n in [*_path(node, parent), node])
+                taken = "itself" if parent is node else f"{parent.name}, which depends on it"
+                raise ValueError(f"{caller}: {node.name} cannot take {taken}: {cycle} would "
+                                 "be a cycle")
 
     # -- states --------------------------------------------------------------------------
     @property
@@ -243,8 +320,8 @@ class Graph:
 
         if ax is None:
             ax = plt.figure(figsize=(12, 8)).add_subplot(111)
-        depth = {}
-        for node in self.nodes:  # parents are always added before their children
+        depth = {}  # parents first: a welded node may have been built after its child
+        for node in _topological_order(*self.nodes):
             depth[node] = 1 + max((depth[parent] for parent in node.parents), default=-1)
         rows = {}
         where = {}
@@ -335,8 +412,9 @@ class Graph:
         return f"Graph({self.node_count()} nodes, dtype={self.dtype.name})"
 
 
-def _topological_order(target):
-    order, done, stack = [], set(), [(target, False)]
+def _topological_order(*targets):
+    """``targets`` and their ancestors, each once, parents before children."""
+    order, done, stack = [], set(), [(target, False) for target in reversed(targets)]
     while stack:
         node, parents_done = stack.pop()
         if parents_done:
@@ -456,6 +534,37 @@ class Plan:
                                      f"pass through {node.name}, which has no batch axis: "
                                      "not supported")
         return cls(nodes, steps, tuple(sources), per_sample)
+
+
+def _path(start, end):
+    """The nodes on a shortest path from ``start`` down to ``end`` (which depends on it)."""
+    previous, queue = {start: None}, [start]
+    for node in queue:
+        if node is end:
+            break
+        for child in node.children:
+            if child not in previous:
+                previous[child] = node
+                queue.append(child)
+    path = [end]
+    while previous[path[-1]] is not None:
+        path.append(previous[path[-1]])
+    return path[::-1]
+
+
+def _changes_followers(node, parents, dim, batched, caller):
+    """Why ``node`` may not take ``parents``: the nodes built on it expect its shape and
+    batch axis as they are."""
+    names = ", ".join(parent.name for parent in parents)
+    children = list(dict.fromkeys(child.name for child in node.children))
+    if dim != node.dim:
+        change = f"shape {node.dim} to {dim}"
+    else:
+        change = ("a batch axis to none (none of them depends on an input)" if node.batched
+                  else "no batch axis to one")
+    return (f"{caller}: with {names} as parents {node.name} would go from {change}, but "
+            f"{', '.join(children)} {'is' if len(children) == 1 else 'are'} built on it as "
+            "it is")
 
 
 def _indices(nodes):

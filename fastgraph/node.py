@@ -62,6 +62,9 @@ class Node:
         for parent in parents:
             if parent.graph is not graph:
                 raise ValueError(f"{parent.name} belongs to another graph than this node")
+            if parent.dim is None:  # a Welding() that has no shape yet
+                raise ValueError(f"{type(self).__name__}: {parent.name} has no shape yet: give "
+                                 f"{type(parent).__name__}(dim=...) or weld it first")
         self.graph = graph
         self.parents = list(parents)
         self.children = []

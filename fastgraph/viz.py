@@ -17,7 +17,8 @@ def to_dot(graph):
     lines = ["digraph fastgraph {", '  rankdir="BT";', '  node [fontname="Helvetica"];']
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     for node, ident in ids.items():
-        label = f"{_quoted(node.name)}\\n{node.dim[0]}x{node.dim[1]}"
+        shape = "dim unknown until welded" if node.dim is None else f"{node.dim[0]}x{node.dim[1]}"
+        label = f"{_quoted(node.name)}\\n{shape}"
         if isinstance(node, Variable):
             style = ('shape=box, style=filled, fillcolor="#cfe2f3"' if node.trainable
                      else 'shape=box, style=filled, fillcolor="#d9ead3"')

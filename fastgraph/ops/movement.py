@@ -45,28 +45,30 @@ class Welding(Node):
     """The article's welding point: the value of whichever node was last ``weld``-ed to it.
 
     ``Welding()`` may be built before it has a parent; ``dim`` is then taken from the first
-    layer built on it (``layer.fc``) or from ``dim=``. It stands for a batched node (the
+    layer built on it (``layer.fc``), from ``dim=``, or from the first node welded to it;
+    until then no other operator can be built on it. It stands for a batched node (the
     article welds the steps of a recurrent network). ``weld(node)`` re-attaches it to
-    ``node``, which must have its shape and a batch axis.
+    ``node``, which must have its shape and a batch axis, and must not depend on the
+    welding point itself (that would be a cycle).
     """
+
+    arity = 1  # what Graph.rewire checks
 
     def __init__(self, parent=None, dim=None, graph=None, name=None):
         self._dim = None if dim is None else _check_dim(dim)
         parents = () if parent is None else (parent,)
+        if isinstance(parent, Node) and parent.dim is not None:  # else Node says what is wrong
+            _check_weld(name or "Welding", self._dim, parent)  # before joining the graph
         super().__init__(*parents, graph=graph, name=name)
         self.batched = True
         self._summed = [False]
-        if parent is not None:
-            self.weld(parent)
 
     def infer_dim(self):
-        if self._dim is None and self.parents:
-            self._dim = self.parents[0].dim
-        return self._dim
+        return self.parents[0].dim if self.parents else self._dim
 
     def adopt_dim(self, dim):
         """Give a welding point without a parent or shape the shape its first user expects."""
-        if self._dim is None:
+        if self.dim is None:
             self._dim = self.dim = _check_dim(dim)
 
     def weld(self, node):
@@ -75,19 +77,23 @@ class Welding(Node):
             raise TypeError(f"{self.name} welds to a node, got {type(node).__name__}")
         if self.parents and self.parents[0] is node:
             return
-        if self._dim is not None and node.dim != self._dim:
-            raise ValueError(
-                f"{self.name} has shape {self._dim} and cannot weld {node.name} of shape "
-                f"{node.dim}")
-        if not node.batched:
-            raise ValueError(
-                f"{self.name} welds nodes that depend on an input; {node.name} does not")
-        self.graph.rewire(self, [node])  # rebuilds tapes and plans, empties what follows
-        self.batched = True
-        self._batch_source = node
+        if node.dim is not None:  # else rewire says it has no shape yet
+            _check_weld(self.name, self.dim, node)
+        self.graph.rewire(self, [node], "weld")  # rebuilds tapes and plans, empties what follows
+
+    def dimension(self):
+        if self.dim is None:
+            raise ValueError(f"{self.name} has no shape yet: give Welding(dim=...) or weld "
+                             "it first")
+        return self.dim[0] * self.dim[1]
+
+    def __repr__(self):
+        if self.dim is None:
+            return f"<{self.name} dim unknown until welded>"
+        return super().__repr__()
 
     def config(self):
-        return {"dim": list(self.dim)}
+        return {"dim": None if self.dim is None else list(self.dim)}
 
     def compute(self):
         if not self.parents:
@@ -99,3 +105,12 @@ class Welding(Node):
 
     def dense_jacobian(self, slot):
         return np.eye(self.dimension(), dtype=self.graph.dtype)
+
+
+def _check_weld(name, dim, node):
+    """Raise unless a welding point of shape ``dim`` (None: any) may take ``node``."""
+    if dim is not None and node.dim != dim:
+        raise ValueError(f"{name} has shape {dim} and cannot weld {node.name} of shape "
+                         f"{node.dim}")
+    if not node.batched:
+        raise ValueError(f"{name} welds nodes that depend on an input; {node.name} does not")
