@@ -198,6 +198,11 @@ class SimpleTrainer:
             chunk = features[start : start + self.eval_batch_size]
             self.x.set_value((chunk.reshape(len(chunk), -1) * dtype.type(self.scale)).astype(dtype))
             self.predict.forward()
+            where = checks.first_non_finite(self.predict.flat)
+            if where is not None:  # finite weights so large that the outputs are not
+                raise TrainingDiverged(
+                    f"{self.predict.name} gives {self.predict.flat[where]} for sample "
+                    f"{start + where[0]} of the features scored ({self._diverged_hint()})")
             chunks.append(self.predict.flat.copy())
         return np.concatenate(chunks)
 

@@ -217,6 +217,20 @@ def test_training_stops_when_a_parameter_is_not_finite_after_an_epoch():
         trainer_for(model, optimizer).train(features, labels, epochs=2)
 
 
+def test_weights_finite_but_too_large_to_predict_with_are_a_divergence():
+    """One batch an epoch at a learning rate of 1e38: the weights stay finite (about 1e37)
+    and the outputs are NaN; the test set's scores raised the metrics' ValueError, which a
+    caller of TrainingDiverged does not catch and which did not say the model diverged."""
+    model = small_classifier()
+    optimizer = fg.optimizer.GradientDescent(model.graph, model.loss, 1e32)
+    features, labels = small_data(8)
+    trainer = trainer_for(model, optimizer)
+    with pytest.raises(TrainingDiverged, match=r"predict gives nan for sample 0 of the "
+                                               r"features scored \(the model diverged"):
+        trainer.train(features, labels, features, labels)
+    assert all(np.isfinite(param.flat).all() for param in optimizer.params)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_training_refuses_non_finite_features(bad):
     model = small_classifier()
