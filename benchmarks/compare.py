@@ -685,8 +685,19 @@ def main(argv=None):
     networks = args.networks.split(",")
     if args.worker:
         return worker(args.worker, networks[0])
+    names = args.frameworks.split(",")
+    # Checked before any work, and before anything is written over the results kept in
+    # the repository (an unknown network failed after loading the data; --epochs 0
+    # wrote NaN into compare.json, then failed drawing the chart).
+    for option, given, known in (("--networks", networks, NETWORKS),
+                                 ("--frameworks", names, FRAMEWORKS)):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(known)}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
     data = load_data()
-    names = [name for name in args.frameworks.split(",") if name in FRAMEWORKS]
     report = {"date": date.today().isoformat(), "machine": machine(), "epochs": args.epochs,
               "networks": {}}
     for network in networks:

@@ -11,6 +11,7 @@ other:
 """
 
 import argparse
+import math
 import os
 import time
 
@@ -29,6 +30,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=40.0)
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.seconds) and args.seconds > 0):  # 0: no pair; inf: no end
+        parser.error(f"--seconds must be a positive, finite number, got {args.seconds}")
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("benchmarks.cores: this process may run on one core only")
@@ -36,14 +39,18 @@ def main(argv=None):
     times = {first: [], second: []}
     end = time.monotonic() + args.seconds
     try:
-        while time.monotonic() < end:
+        while time.monotonic() < end or not times[second]:  # one pair at least
             for core in (first, second):
                 os.sched_setaffinity(0, {core})
                 time.sleep(0.01)  # let the move happen before timing
                 times[core].append(loop_ms())
+    except KeyboardInterrupt:  # Ctrl-C: the report of what was measured so far
+        if not times[second]:
+            raise
     finally:
         os.sched_setaffinity(0, cores)
-    a, b = np.array(times[first]), np.array(times[second])
+    pairs = min(len(times[first]), len(times[second]))
+    a, b = np.array(times[first][:pairs]), np.array(times[second][:pairs])
     ratio = a / b
     slower = np.mean((ratio > 1.5) | (ratio < 1 / 1.5))
     print(f"{len(a)} pairs: core {first} {np.median(a):.2f} ms, core {second} "

@@ -112,6 +112,8 @@ def main(argv=None):
                         help="no compileall, and PYTHONDONTWRITEBYTECODE kept if set "
                              "(modules with no bytecode cache compiled in every run)")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
     source = args.source and bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     print(f"{args.model}: import fastgraph, build, one_step() + update(), Adam; modules "
           f"{'as found (no compileall)' if source else 'from their bytecode cache'}")

@@ -22,3 +22,38 @@ def test_one_core_is_refused(monkeypatch):
     monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0})
     with pytest.raises(SystemExit, match="may run on one core only"):
         cores.main(["--seconds", "0.1"])
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_seconds_must_be_positive_and_finite(seconds, capsys):
+    """0 ended in NumPy's IndexError (no pair), inf never ended."""
+    with pytest.raises(SystemExit) as exit_:
+        cores.main(["--seconds", seconds])
+    assert exit_.value.code == 2
+    assert "--seconds must be a positive, finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--networks", "nope"], "--networks: unknown 'nope'; choose from 784-100-20-10"),
+    (["--frameworks", "fastgraph,tensorflow"], "--frameworks: unknown 'tensorflow'; choose "
+                                               "from fastgraph"),
+])
+def test_compare_checks_its_options_before_any_work(argv, message, capsys, tmp_path):
+    """--epochs 0 wrote NaN over the kept compare.json, then failed on the chart; an
+    unknown network failed after loading MNIST; unknown frameworks were dropped silently."""
+    from benchmarks import compare
+
+    json_path = tmp_path / "compare.json"
+    with pytest.raises(SystemExit) as exit_:
+        compare.main([*argv, "--json", str(json_path), "--chart", str(tmp_path / "c.png")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not json_path.exists()
+
+
+def test_startup_runs_must_be_at_least_one(capsys):
+    from benchmarks import startup
+
+    with pytest.raises(SystemExit) as exit_:
+        startup.main(["--runs", "0"])
+    assert exit_.value.code == 2 and "--runs must be at least 1, got 0" in capsys.readouterr().err
