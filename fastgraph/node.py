@@ -299,6 +299,12 @@ class Variable(Node):
             graph.unsettled = True
             graph.single_sample = True
             return
+        if kind is _MATRIX and value.shape != self._dim and not self.trainable:
+            # the article's sample (np.mat(sample).T): never a batch (a row of 4 numbers set
+            # into a (4, 1) input became a batch of one, its values then no matrices)
+            hint = " (its transpose: np.mat(sample).T)" if value.shape[::-1] == self._dim else ""
+            raise ValueError(f"{self.name}: an np.matrix is one sample, of shape {self._dim}; "
+                             f"got {value.shape}{hint}")
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")

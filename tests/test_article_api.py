@@ -454,9 +454,15 @@ def test_a_held_sample_refuses_what_the_general_path_refuses():
         x = ms.core.Variable(dim=(3, 1), init=False, trainable=False, name="x")
         y = ms.ops.ReLU(x)
     x.set_value(column([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"x: an np.matrix is one sample, of shape \(3, 1\); "
+                                         r"got \(2, 1\)$"):
+        x.set_value(column([1.0, 2.0]))  # a column one short
+    with pytest.raises(ValueError, match=r"x: an np.matrix is one sample, of shape \(3, 1\); "
+                                         r"got \(1, 3\) \(its transpose: np.mat\(sample\).T\)"):
+        x.set_value(np.asmatrix([1.0, 2.0, 3.0]))  # was a batch of one, its values no matrices
     with pytest.raises(ValueError, match=r"x: expected a batch of shape \(B, 3, 1\), "
                                          r"\(B, 3\) or one sample of shape \(3, 1\), got \(2, 1\)"):
-        x.set_value(column([1.0, 2.0]))  # a column one short
+        x.set_value(np.array([[1.0], [2.0]]))  # an array: the general rule
     with pytest.raises(TypeError, match="x: expected a numeric array, got dtype object"):
         x.set_value(np.asmatrix(np.array([[1], [None], [3]], dtype=object)))
     with pytest.raises(TypeError, match="x: expected a numeric array, got dtype complex128"):
