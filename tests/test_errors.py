@@ -385,3 +385,30 @@ def test_fastgraph_threads_takes_ascii_digits(value):
     assert done.returncode != 0
     assert f"FASTGRAPH_THREADS={value!r}: give 'auto' or a positive number of threads" \
         in done.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_dense_engine_is_quiet_and_right_at_extreme_inputs(dtype):
+    """LogLoss's and the cross-entropy's dense Jacobians printed NumPy's overflow warnings
+    at margins of 100 (float32) and logits of 3e38, with the right numbers."""
+    import warnings
+
+    with fg.Graph(dtype=dtype):
+        margin = fg.Variable((3, 1), trainable=False, name="margin")
+        logits = fg.Variable((3, 1), trainable=False, name="logits")
+        labels = fg.Variable((3, 1), trainable=False, name="labels")
+        log_loss = fg.ops.loss.LogLoss(margin)
+        cross_entropy = fg.ops.loss.CrossEntropyWithSoftMax(logits, labels)
+    margin.set_value(np.array([[100.0], [-100.0], [0.0]]))
+    big = float(np.finfo(dtype).max) / 1.2
+    logits.set_value(np.array([[big], [-big], [0.0]]))
+    labels.set_value(np.array([[1.0], [0.0], [0.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_loss.forward()
+        jacobian = log_loss.get_jacobi(margin)
+        cross_entropy.forward()
+        by_logits = cross_entropy.get_jacobi(logits)
+    np.testing.assert_allclose(np.diag(jacobian), [-1 / (1 + np.exp(100.0)), -1.0, -0.5],
+                               rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(by_logits, [[0.0, 0.0, 0.0]], atol=1e-6)  # softmax = labels

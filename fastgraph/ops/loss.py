@@ -46,7 +46,8 @@ class CrossEntropyWithSoftMax(Operator):
     def dense_jacobian(self, slot):
         logits, labels = self.parents
         z = logits.sample().ravel()
-        log_probs = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        with np.errstate(over="ignore"):  # z - max(z) past the dtype's range is -inf: exp 0
+            log_probs = z - z.max() - np.log(np.exp(z - z.max()).sum())
         if slot == 0:
             return (np.exp(log_probs) - labels.sample().ravel()).reshape(1, -1)
         return -log_probs.reshape(1, -1)
@@ -65,7 +66,8 @@ class LogLoss(Activation):
 
     def dense_jacobian(self, slot):
         x = self.parents[0].sample().ravel()
-        return np.diag(-1 / (1 + np.exp(x)))
+        with np.errstate(over="ignore"):  # exp(x) = inf for a large x: -1 / inf = -0, right
+            return np.diag(-1 / (1 + np.exp(x)))
 
 
 class PerceptionLoss(Activation):
