@@ -303,3 +303,18 @@ def test_draw_places_a_point_welded_to_a_node_built_after_it():
     where = {node: text.get_position() for node, text in zip(graph.nodes, ax.texts)}
     assert [where[node][0] for node in (x, late, point, top, unshaped)] == [0, 1, 2, 3, 0]
     matplotlib.pyplot.close(ax.figure)
+
+
+def test_rewire_gives_a_welding_point_only_what_weld_would():
+    """rewire(welding, [param]) was taken and left the welding point without a batch axis,
+    where weld refused the same parent."""
+    with fg.Graph() as graph:
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        w = fg.Variable((2, 1), name="w")
+        point = fg.ops.Welding(dim=(2, 1), name="point")
+        point.weld(fg.ops.ReLU(x))
+        parents = list(point.parents)
+    with pytest.raises(ValueError, match="rewire: point cannot take w: point welds nodes that "
+                                         "depend on an input; w does not"):
+        graph.rewire(point, [w])
+    assert point.parents == parents and point.batched

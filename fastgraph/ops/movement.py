@@ -64,6 +64,9 @@ class Welding(Node):
         self._summed = [False]
 
     def infer_dim(self):
+        if self.parents and not self.parents[0].batched:  # Graph.rewire asks this too
+            raise ValueError(f"{getattr(self, 'name', 'Welding')} welds nodes that depend on "
+                             f"an input; {self.parents[0].name} does not")
         return self.parents[0].dim if self.parents else self._dim
 
     def adopt_dim(self, dim):
