@@ -8,6 +8,10 @@ feeds whole batches instead of one sample per ``one_step()``: one batch of ``bat
 samples then ``update()`` gives what the article's ``batch_size`` single-sample steps give,
 through the batched engine. A last partial batch is accumulated into the next epoch's
 first update, as in the article. Metric nodes (``ops.metrics``) are fed batch by batch too.
+An input that the trainer is not given and that holds one sample (a constant of the
+program, such as the ``ones`` that the article's convolution layer sets once) keeps that
+sample for every sample of a batch, as it does for every ``one_step()`` of the article's
+loop; it holds its one sample again when ``train`` or ``eval`` returns.
 
 ``Saver(root_dir).save(...)`` writes the article's two files, the graph as JSON and the
 parameters as ``.npz``; ``load(...)`` restores them into a graph, creating the nodes it
@@ -15,6 +19,7 @@ lacks. It is ``fastgraph.saver.Saver`` (see there: both files written before eit
 replaced, a pair from two saves refused, nothing in the graph changed by a load it refuses).
 """
 
+import contextlib
 import math
 import time
 
@@ -67,7 +72,12 @@ class Trainer:
         size = self._check_data(train_x, train_y, "train")
         print(f"- Epoch [{self.epoch + 1}] train start, batch size: {self.batch_size}, "
               f"train data size: {size}")
-        began = last_print = time.time()
+        began = time.time()
+        with self._constants_held([self.loss_op]):
+            self._train_batches(train_x, train_y, size, began)
+
+    def _train_batches(self, train_x, train_y, size, began):
+        last_print = began
         for start in range(0, size, self.batch_size):
             stop = min(start + self.batch_size, size)
             self._feed(train_x, train_y, start, stop)
@@ -102,10 +112,11 @@ class Trainer:
         size = self._check_data(test_x, test_y, "test")
         for metrics_op in self.metrics_ops:
             metrics_op.reset()
-        for start in range(0, size, self.eval_batch_size):
-            self._feed(test_x, test_y, start, min(start + self.eval_batch_size, size))
-            for metrics_op in self.metrics_ops:
-                metrics_op.forward()
+        with self._constants_held(self.metrics_ops):
+            for start in range(0, size, self.eval_batch_size):
+                self._feed(test_x, test_y, start, min(start + self.eval_batch_size, size))
+                for metrics_op in self.metrics_ops:
+                    metrics_op.forward()
         line = f"Epoch [{self.epoch + 1}] evaluation metrics "
         print(line + "".join(metrics_op.value_str() for metrics_op in self.metrics_ops))
 
@@ -134,6 +145,30 @@ class Trainer:
         for node in self.inputs:
             node.set_value(article_batch(data_x[node.name][start:stop]))
         self.input_y.set_value(article_batch(data_y[start:stop]))
+        for node, sample in self._constants.items():  # one sample for every sample
+            if node.batch_size != stop - start:
+                node.set_value(np.repeat(sample, stop - start, axis=0))
+
+    _constants = {}
+
+    @contextlib.contextmanager
+    def _constants_held(self, targets):
+        """While training or evaluating ``targets``: the inputs they read that the trainer
+        does not feed and that hold one sample, each with that sample (``_feed`` repeats it
+        for a batch), given their one sample back at the end."""
+        fed = {id(node) for node in [*self.inputs, self.input_y]}
+        constants = {}
+        for target in targets:
+            for node in target.graph.tape(target).inputs:
+                if id(node) not in fed and node.batch_size == 1 and node not in constants:
+                    constants[node] = node.flat.reshape(1, *node.dim).copy()  # a batch of 1
+        self._constants = constants
+        try:
+            yield
+        finally:
+            self._constants = {}
+            for node, sample in constants.items():  # one sample, as the article sets it
+                node.set_value(np.asmatrix(sample[0]) if sample.ndim == 3 else sample[0])
 
     def _variable_weights_init(self):
         raise NotImplementedError

@@ -749,6 +749,63 @@ def test_article_trainer_equals_the_articles_single_sample_loop(capsys):
         np.testing.assert_allclose(mine, theirs.value, rtol=1e-9, atol=1e-12)
 
 
+def _constant_graph(seed=0):
+    """``_article_graph`` with the bias as the article's convolution layer makes it: a
+    trainable scalar times ``ones``, an input set once with one sample."""
+    graph = ms.Graph(dtype=np.float64, seed=seed)
+    with graph:
+        x = ms.core.Variable(dim=(4, 1), init=False, trainable=False, name="x")
+        label = ms.core.Variable(dim=(1, 1), init=False, trainable=False, name="label")
+        ones = ms.core.Variable(dim=(1, 1), init=False, trainable=False, name="ones")
+        ones.set_value(np.asmatrix(np.ones((1, 1))))
+        weights = ms.core.Variable(dim=(1, 4), init=True, trainable=True)
+        bias = ms.core.Variable(dim=(1, 1), init=True, trainable=True)
+        output = ms.ops.Add(ms.ops.MatMul(weights, x), ms.ops.ScalarMultiply(bias, ones))
+        loss = ms.ops.loss.LogLoss(ms.ops.Multiply(label, output))
+        optimizer = ms.optimizer.Adam(graph, loss, 0.05)
+    return x, label, ones, output, loss, optimizer
+
+
+def test_article_trainer_keeps_a_constant_input_for_every_sample(capsys):
+    """An input set once with one sample (the ones of the article's convolution layer) is
+    the same for every sample of the article's loop; the trainer feeding batches stopped on
+    it: "the inputs ... disagree on the batch size: x holds 16, ones holds 1"."""
+    features, labels = _article_problem()
+    x, label, ones, output, loss, optimizer = _constant_graph()
+    accuracy = ms.ops.metrics.Accuracy(output, label)
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=2, batch_size=16,
+                            eval_on_train=True, metrics_ops=[accuracy], eval_batch_size=30)
+    trainer.train_and_eval({"x": features}, labels, {"x": features}, labels)
+    assert accuracy.value > 0.8 and "Accuracy: " in capsys.readouterr().out
+    batched = [p.value.copy() for p in optimizer.params]
+    assert ones.batch_size == 1 and ones.value.shape == (1, 1) and ones.value[0, 0] == 1
+    x.set_value(np.asmatrix(features[0]).T)  # one sample again, as after the article's loop
+    output.forward()
+    assert output.value.shape == (1, 1)
+
+    x, label, ones, _, loss, optimizer = _constant_graph()
+    for _ in range(2):
+        for i in range(len(features)):
+            x.set_value(np.asmatrix(features[i]).T)
+            label.set_value(np.asmatrix(labels[i]))
+            optimizer.one_step()
+            if (i + 1) % 16 == 0:
+                optimizer.update()
+    for mine, theirs in zip(batched, optimizer.params):
+        np.testing.assert_allclose(mine, theirs.value, rtol=1e-9, atol=1e-12)
+
+
+def test_article_trainer_feeds_no_input_it_was_not_given_unless_it_holds_one_sample():
+    features, labels = _article_problem()
+    x, label, ones, _, loss, optimizer = _constant_graph()
+    ones.set_value(np.ones((3, 1, 1)))  # three samples: not a constant of the program
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=16)
+    with pytest.raises(ValueError, match="disagree on the batch size: label holds 16, x holds 16, "
+                                         "ones holds 3"):
+        trainer.train({"x": features}, labels)
+    assert ones.batch_size == 3
+
+
 def test_article_trainer_explains_bad_data():
     features, labels = _article_problem()
     _, x, label, _, _, loss, optimizer = _article_graph()
