@@ -62,6 +62,7 @@ class Optimizer:
         self._index = {param: i for i, param in enumerate(self.params)}
         self._sums = self._contiguous_sums()
         self._parked = {}  # the states of parameters the target no longer depends on
+        self._stepped = (self.params, self._sums)  # the parameters one_step() computes, sums
         self._structure = graph._version  # see _follow_graph
         self._coefficients = np.empty(9, graph.dtype)  # refilled at every update
         self.samples = 0
@@ -148,13 +149,25 @@ class Optimizer:
         other parameters, as the article's optimizer, which takes every trainable variable
         of the graph, sees them: take the new ones in with zero sums and state. A parameter
         that leaves keeps its state for when it comes back (as the article's optimizer and
-        torch's, which keep state per parameter, do); its gradient sum goes."""
+        torch's, which keep state per parameter, do). If it leaves during an accumulation,
+        it stays until the update, which applies the gradient it gathered before it left
+        (as both do); the next ``one_step()`` lets it go."""
         self._structure = self.graph._version
-        params = self.graph.cached(("parameters", self.target), lambda: tuple(
+        reachable = self.graph.cached(("parameters", self.target), lambda: tuple(
             node for node in self.graph.tape(self.target).nodes
             if isinstance(node, Variable) and node.trainable))
-        if params == self.params:
-            return
+        leaving = () if self.samples == 0 else tuple(
+            param for param in self.params if param not in reachable)
+        if leaving:
+            self._structure = None  # let them go at the first one_step() after the update
+        params = reachable + leaving
+        if params != self.params:
+            self._lay_out(params)
+        self._stepped = ((reachable, self._sums[:len(reachable)]) if leaving  # one_step()'s
+                         else (self.params, self._sums))
+
+    def _lay_out(self, params):
+        """Sums, table and states for ``params``, each parameter's kept."""
         complete(self._sums)
         old, old_starts = self._index, self._starts
         previous = {param: self._sums[i] for param, i in old.items()}
@@ -182,8 +195,8 @@ class Optimizer:
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
         if self._structure != self.graph._version:
             self._follow_graph()
-        self.samples += self._gradients(self.target, self.params, self._sums,
-                                        self.samples == 0)
+        params, sums = self._stepped
+        self.samples += self._gradients(self.target, params, sums, self.samples == 0)
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""

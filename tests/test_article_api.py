@@ -277,6 +277,58 @@ def test_welding_follows_a_new_parent_in_forward_backward_and_the_optimizer(rng)
         weld.weld(out)
 
 
+def _two_branches():
+    with ms.Graph(dtype=np.float64, seed=6) as graph:
+        x = ms.core.Variable(dim=(3, 1), init=False, trainable=False)
+        y = ms.core.Variable(dim=(2, 1), init=False, trainable=False)
+        a = ms.core.Variable(dim=(4, 3), init=True, trainable=True)
+        b = ms.core.Variable(dim=(4, 3), init=True, trainable=True)
+        branches = [ms.ops.ReLU(ms.ops.MatMul(p, x)) for p in (a, b)]
+        weld = ms.ops.Welding()
+        loss = ms.ops.loss.CrossEntropyWithSoftMax(ms.layer.fc(weld, 4, 2, None), y)
+    for param in (a, b):
+        param.set_value(graph.rng.normal(0.0, 0.5, param.dim))
+    return graph, x, y, a, b, branches, weld, loss
+
+
+@pytest.mark.parametrize("engine", ["vjp", "python", "jacobian"])
+def test_a_parameter_welded_away_before_the_update_gets_what_it_gathered(rng, engine):
+    """Sample 1 through a, weld to b, sample 2 through b, update(): a moves by the half of
+    its gradient of sample 1, as the article's optimizer and torch's move it (its sum was
+    dropped when it left the graph, and it did not move at all); then it is let go."""
+    samples = [(column(rng.normal(size=3)), column(np.eye(2)[i])) for i in range(2)]
+    gradients = []  # each sample's gradients alone, through its branch
+    for branch, (xv, yv) in enumerate(samples):
+        graph, x, y, a, b, branches, weld, loss = _two_branches()
+        weld.weld(branches[branch])
+        optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1, engine=engine)
+        x.set_value(xv)
+        y.set_value(yv)
+        optimizer.one_step()
+        gradients.append({param.name: optimizer.get_gradient(param) for param in optimizer.params})
+    graph, x, y, a, b, branches, weld, loss = _two_branches()
+    before = {node.name: node.value.copy() for node in graph.nodes
+              if isinstance(node, ms.core.Variable) and node.trainable}
+    weld.weld(branches[0])
+    optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1, engine=engine)
+    for branch, (xv, yv) in enumerate(samples):
+        weld.weld(branches[branch])
+        x.set_value(xv)
+        y.set_value(yv)
+        optimizer.one_step()
+    assert a in optimizer.params and b in optimizer.params
+    optimizer.update()
+    for name, value in before.items():
+        total = sum(step.get(name, 0) for step in gradients)
+        np.testing.assert_allclose(graph.get_node(name).value, value - 0.1 * total / 2,
+                                   rtol=1e-12, atol=1e-15)
+    moved = a.value.copy()
+    optimizer.one_step()
+    optimizer.update()
+    assert a not in optimizer.params and b in optimizer.params
+    np.testing.assert_array_equal(a.value, moved)
+
+
 def _welded_rnn(dtype, steps=6):
     with ms.Graph(dtype=dtype, seed=5) as graph:
         inputs = [ms.core.Variable(dim=(3, 1), init=False, trainable=False)
