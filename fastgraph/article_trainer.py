@@ -12,6 +12,10 @@ An input that the trainer is not given and that holds one sample (a constant of 
 program, such as the ``ones`` that the article's convolution layer sets once) keeps that
 sample for every sample of a batch, as it does for every ``one_step()`` of the article's
 loop; it holds its one sample again when ``train`` or ``eval`` returns.
+The nodes are checked when it is built: ``input_x`` (a list) and ``input_y`` input nodes
+of the optimizer's graph, ``loss_op`` a node that the optimizer's ``one_step()`` computes
+(its target); the data when given: arrays of finite numbers, finite in the graph's dtype
+too (float64 data for a float32 graph).
 
 ``Saver(root_dir).save(...)`` writes the article's two files, the graph as JSON and the
 parameters as ``.npz``; ``load(...)`` restores them into a graph, creating the nodes it
@@ -26,6 +30,7 @@ import time
 import numpy as np
 
 from . import checks
+from .node import Node, Variable
 from .saver import Saver as Saver  # the article's Saver, re-exported (fastgraph.trainer)
 
 
@@ -34,10 +39,12 @@ class Trainer:
 
     def __init__(self, input_x, input_y, loss_op, optimizer, epoches, batch_size=8,
                  eval_on_train=False, metrics_ops=None, *args, **kargs):
+        graph = self._check_nodes(input_x, input_y, loss_op, optimizer)
         self.inputs = list(input_x)
         self.input_y = input_y
         self.loss_op = loss_op
         self.optimizer = optimizer
+        self._dtype = graph.dtype  # the data must be finite in it (_check_data)
         self.epoches = checks.positive_integer("epoches", epoches)  # -1 trained 0 silently
         self.epoch = 0
         self.batch_size = checks.positive_integer("batch_size", batch_size)  # 2.9 became 2
@@ -47,8 +54,54 @@ class Trainer:
             if not all(callable(getattr(op, name, None)) for name in ("reset", "value_str")):
                 raise TypeError(f"metrics_ops: {getattr(op, 'name', op)!s:.60} is not a metric "
                                 "node (fastgraph.ops.metrics: Accuracy, Precision, ...)")
-        self.print_iteration_interval = kargs.get("print_iteration_interval", 100)
-        self.eval_batch_size = kargs.get("eval_batch_size", 1024)
+            if getattr(op, "graph", graph) is not graph:  # "x has no value" in eval()
+                raise ValueError(f"metrics_ops: {op.name} is a node of another graph than the "
+                                 "optimizer's")
+        self.print_iteration_interval = checks.positive_integer(  # 0: ZeroDivisionError
+            "print_iteration_interval", kargs.get("print_iteration_interval", 100))
+        self.eval_batch_size = checks.positive_integer(  # -1 evaluated nothing, silently
+            "eval_batch_size", kargs.get("eval_batch_size", 1024))
+
+    @staticmethod
+    def _check_nodes(input_x, input_y, loss_op, optimizer):
+        """The optimizer's graph, once every node given is of it: the inputs input nodes
+        (Variables with trainable=False), loss_op a node the optimizer's ``one_step()``
+        computes. A node of another graph gave "x has no value" or an AttributeError at the
+        first batch, a loss_op that one_step does not compute an AttributeError."""
+        target = getattr(optimizer, "target", None)
+        if not isinstance(target, Node):
+            raise TypeError(f"optimizer: {optimizer!r:.60} is not an optimizer "
+                            "(fastgraph.optimizer: GradientDescent, Adam, ...)")
+        graph = target.graph
+        if not isinstance(input_x, (list, tuple)):
+            raise TypeError(f"input_x must be a list of input nodes, got "
+                            f"{type(input_x).__name__}")
+        for role, node in [*(("input_x", node) for node in input_x), ("input_y", input_y)]:
+            if not (isinstance(node, Variable) and not node.trainable):
+                what = (f"the parameter {node.name}" if isinstance(node, Variable) else
+                        f"{node.name} ({type(node).__name__})" if isinstance(node, Node)
+                        else f"{node!r:.60}")
+                raise TypeError(f"{role}: {what} is not an input node (a Variable with "
+                                "trainable=False)")
+            if node.graph is not graph:
+                raise ValueError(f"{role}: {node.name} is a node of another graph than the "
+                                 "optimizer's")
+        names = [node.name for node in input_x]
+        for name in names:
+            if names.count(name) > 1:  # the data's dict holds one array for both
+                raise ValueError(f"input_x: two inputs are named {name!r}")
+        if any(node is input_y for node in input_x):  # its data were overwritten by the labels
+            raise ValueError(f"input_y: {input_y.name} is in input_x too")
+        if not isinstance(loss_op, Node):
+            raise TypeError(f"loss_op must be a node, got {loss_op!r:.60}")
+        if loss_op.graph is not graph:
+            raise ValueError(f"loss_op: {loss_op.name} is a node of another graph than the "
+                             "optimizer's")
+        if not any(node is loss_op for node in graph.tape(target).nodes):
+            raise ValueError(f"loss_op: {loss_op.name} is not computed by the optimizer's "
+                             f"one_step(), which computes {target.name} (give the optimizer's "
+                             "target)")
+        return graph
 
     def train_and_eval(self, train_x, train_y, test_x=None, test_y=None):
         """Train ``epoches`` epochs, evaluating the metrics on the test set after each one
@@ -73,7 +126,7 @@ class Trainer:
         print(f"- Epoch [{self.epoch + 1}] train start, batch size: {self.batch_size}, "
               f"train data size: {size}")
         began = time.time()
-        with self._constants_held([self.loss_op]):
+        with self._constants_held([self.optimizer.target]):  # what one_step computes
             self._train_batches(train_x, train_y, size, began)
 
     def _train_batches(self, train_x, train_y, size, began):
@@ -128,18 +181,40 @@ class Trainer:
         if sorted(data_x) != names:
             raise ValueError(f"{kind} data has arrays for {sorted(data_x)}; the trainer's "
                              f"inputs are {names}")
-        sizes = {name: len(array) for name, array in data_x.items()}
-        sizes["labels"] = len(data_y)
+        arrays = {name: checks.as_array(array, f"{kind} data {name!r}")  # ragged: NumPy's words
+                  for name, array in [*data_x.items(), ("labels", data_y)]}
+        for name, array in arrays.items():
+            if array.ndim == 0:
+                raise ValueError(f"{kind} data {name!r} hold one number, not samples (one "
+                                 "per row)")
+        sizes = {name: len(array) for name, array in arrays.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"{kind} data disagree on the number of samples: {sizes}")
         if sizes["labels"] == 0:
             raise ValueError(f"{kind} data hold no samples")
-        for name, array in [*data_x.items(), ("labels", data_y)]:
+        for name, array in arrays.items():
             where = checks.first_non_finite(array)
             if where is not None:
-                raise ValueError(f"{kind} data {name!r} hold {np.asarray(array)[where]} "
+                raise ValueError(f"{kind} data {name!r} hold {array[where]} "
                                  f"(sample {where[0]}): training needs finite numbers")
+            where = self._first_infinite_in_graph(array)
+            if where is not None:  # finite here, infinite once fed: the loss was NaN
+                raise ValueError(f"{kind} data {name!r} hold {array[where]} (sample "
+                                 f"{where[0]}), which is infinite in {self._dtype.name}: "
+                                 "training needs finite numbers")
         return sizes["labels"]
+
+    def _first_infinite_in_graph(self, array):
+        """Where finite ``array`` (float64 data for a float32 graph) first holds a number
+        that is infinite in the graph's dtype, or None: two passes over the data (max and
+        min) when its dtype is wider than the graph's, nothing otherwise."""
+        dtype = self._dtype
+        if array.dtype.kind != "f" or array.dtype.itemsize <= dtype.itemsize or not array.size:
+            return None
+        with np.errstate(over="ignore"):  # a number beyond the dtype becomes inf: said here
+            if np.isfinite(dtype.type(array.max())) and np.isfinite(dtype.type(array.min())):
+                return None
+            return checks.first_non_finite(array.astype(dtype))
 
     def _feed(self, data_x, data_y, start, stop):
         for node in self.inputs:
