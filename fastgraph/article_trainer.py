@@ -197,24 +197,12 @@ class Trainer:
             if where is not None:
                 raise ValueError(f"{kind} data {name!r} hold {array[where]} "
                                  f"(sample {where[0]}): training needs finite numbers")
-            where = self._first_infinite_in_graph(array)
+            where = checks.first_beyond(array, self._dtype)
             if where is not None:  # finite here, infinite once fed: the loss was NaN
                 raise ValueError(f"{kind} data {name!r} hold {array[where]} (sample "
                                  f"{where[0]}), which is infinite in {self._dtype.name}: "
                                  "training needs finite numbers")
         return sizes["labels"]
-
-    def _first_infinite_in_graph(self, array):
-        """Where finite ``array`` (float64 data for a float32 graph) first holds a number
-        that is infinite in the graph's dtype, or None: two passes over the data (max and
-        min) when its dtype is wider than the graph's, nothing otherwise."""
-        dtype = self._dtype
-        if array.dtype.kind != "f" or array.dtype.itemsize <= dtype.itemsize or not array.size:
-            return None
-        with np.errstate(over="ignore"):  # a number beyond the dtype becomes inf: said here
-            if np.isfinite(dtype.type(array.max())) and np.isfinite(dtype.type(array.min())):
-                return None
-            return checks.first_non_finite(array.astype(dtype))
 
     def _feed(self, data_x, data_y, start, stop):
         for node in self.inputs:

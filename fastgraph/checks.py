@@ -61,6 +61,37 @@ def first_non_finite(array):
     return tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))
 
 
+def first_beyond(array, dtype):
+    """The index of the first number of ``array`` that is finite but infinite in ``dtype``
+    (a float64 number beyond float32's range, which a cast makes infinite), or None.
+    Nothing to look for unless ``array`` has wider floats than ``dtype``; then its largest
+    and smallest numbers are looked at, and the array searched only if they are beyond
+    (or NaN)."""
+    dtype = np.dtype(dtype)
+    if array.dtype.kind != "f" or array.dtype.itemsize <= dtype.itemsize or not array.size:
+        return None
+    limit = np.finfo(dtype).max
+    with np.errstate(invalid="ignore"):
+        high, low = array.max(), array.min()  # NaN if one is
+    if -limit <= low and high <= limit:
+        return None
+    with np.errstate(over="ignore"):
+        beyond = np.isinf(array.astype(dtype)) & np.isfinite(array)
+    if not beyond.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(beyond)), array.shape))
+
+
+def beyond_range(where, value, dtype, sample=None):
+    """The ValueError for a finite ``value`` that ``dtype`` cannot hold (see
+    :func:`first_beyond`)."""
+    dtype = np.dtype(dtype)
+    at = "" if sample is None else f" (sample {sample})"
+    return ValueError(f"{where}: {value!r}{at} is beyond the range of {dtype.name} (largest "
+                      f"{np.finfo(dtype).max:.4g}), in which the graph computes: it would be "
+                      "infinite")
+
+
 def kernel_numbers(array, dtype):
     """``array`` in a dtype the compiled kernels take: half and long-double floats (which
     Numba does not compile for) cast to ``dtype``, every other numeric dtype as it is."""

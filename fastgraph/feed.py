@@ -58,8 +58,15 @@ def set_values(inputs, values):
         return
     block, indices, downstream = _block(graph, inputs, batch)
     graph.passes += 1
-    feed_inputs(array.reshape(len(inputs), batch, rows * cols), block, graph.states, indices,
-                downstream, EMPTY, graph.computed, graph.passes)
+    source = array.reshape(len(inputs), batch, rows * cols)
+    beyond = feed_inputs(source, block, graph.states, indices, downstream, EMPTY,
+                         graph.computed, graph.passes)
+    if beyond >= 0:  # nothing was changed
+        at = np.unravel_index(int(beyond), source.shape)
+        raise checks.beyond_range(f"set_values: {inputs[at[0]].name}", source[at].item(),
+                                  graph.dtype, int(at[1]))
+    if inputs[0].flat is None or inputs[0].flat.base is not block:  # a new block
+        _keep(graph, inputs, block, indices, downstream)
     graph.single_sample = False
 
 
@@ -82,7 +89,8 @@ def _check(inputs, graph):
 
 def _block(graph, inputs, batch):
     """The ``(T, B, n)`` array whose rows are the inputs' batches, their indices, and the
-    indices of what depends on them (for the graph's wiring now)."""
+    indices of what depends on them (for the graph's wiring now): the one they hold, or a
+    new one, which ``_keep`` gives them once it is filled."""
     known = _blocks.setdefault(graph, {})
     found = known.get(inputs)
     if found is not None:
@@ -95,12 +103,17 @@ def _block(graph, inputs, batch):
             known[inputs] = block, indices, graph.layout, graph._version, downstream
             return block, indices, downstream
     block = np.empty((len(inputs), batch, inputs[0].dimension()), graph.dtype)
+    indices = np.array([node.index for node in inputs], np.int64)
+    return block, indices, graph.downstream_indices(*inputs)
+
+
+def _keep(graph, inputs, block, indices, downstream):
+    """Give the inputs their rows of a new ``block`` (once it holds their values) and keep
+    it for the next call."""
     for node, rows in zip(inputs, block):
         node._hold(rows)
         node._sample = None
-    indices = np.array([node.index for node in inputs], np.int64)
-    downstream = graph.downstream_indices(*inputs)
+    known = _blocks.setdefault(graph, {})
     if len(known) >= 16:
         known.clear()
     known[inputs] = block, indices, graph.layout, graph._version, downstream
-    return block, indices, downstream

@@ -323,6 +323,9 @@ class Variable(Node):
             raise ValueError(
                 f"{self.name}: expected a value of shape {self.dim}, got {array.shape}"
             )
+        beyond = checks.first_beyond(array, self.graph.dtype)
+        if beyond is not None:
+            raise checks.beyond_range(self.name, array[beyond].item(), self.graph.dtype)
         if self.flat is None:
             self._hold(np.empty((1, self.dimension()), self.graph.dtype))
         np.copyto(self._value, array, casting="unsafe")
@@ -344,18 +347,25 @@ class Variable(Node):
         if batch == 0:
             raise ValueError(f"{self.name}: the batch is empty")
         flat = self.flat
-        if flat is None or flat.shape[0] != batch:
+        fresh = flat is None or flat.shape[0] != batch
+        if fresh:  # held once filled (a refused value leaves the input as it was)
             flat = np.empty((batch, rows * cols), self.graph.dtype)
-            self._hold(flat)
-            self._sample = flat.reshape(self.dim) if batch == 1 else None
         graph = self.graph
         downstream = self.downstream.get(graph._version)  # kept by the graph, per wiring
         if downstream is None:
             downstream = graph.downstream_indices(self)
         # One kernel call copies the batch (any numeric dtype, cast), marks this input
         # computed and everything downstream EMPTY: this is the article's per-sample loop.
-        feed_input(array.reshape(batch, rows * cols), flat, graph.states, downstream, EMPTY,
-                   graph.computed, self.index, graph.passes)
+        source = array.reshape(batch, rows * cols)
+        beyond = feed_input(source, flat, graph.states, downstream, EMPTY, graph.computed,
+                            self.index, graph.passes)
+        if beyond >= 0:  # nothing was changed
+            sample, column = divmod(int(beyond), rows * cols)
+            raise checks.beyond_range(self.name, source[sample, column].item(), graph.dtype,
+                                      None if single else sample)
+        if fresh:
+            self._hold(flat)
+            self._sample = flat.reshape(self.dim) if batch == 1 else None
         graph.single_sample = single
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
+from .checks import beyond_range, first_beyond
 from .files import write_atomically, write_atomically_together
 from .graph import Graph, get_default_graph
 from .node import Node, Variable
@@ -565,6 +566,9 @@ def _restore(graph, specs, weights, model_path, weights_path):
             raise refuse(f"{name}: expected a numeric array, got dtype {value.dtype}")
         if value.shape != node.dim:
             raise refuse(f"{name}: expected a value of shape {node.dim}, got {value.shape}")
+        beyond = first_beyond(value, graph.dtype)
+        if beyond is not None:  # a cast would make it infinite
+            raise refuse(str(beyond_range(name, value[beyond].item(), graph.dtype)))
     try:
         for spec in specs:
             if spec["name"] not in existing:

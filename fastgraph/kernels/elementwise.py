@@ -3,7 +3,7 @@
 import numpy as np
 from numba import prange
 
-from . import kernel, parallel_kernel
+from . import inline, kernel, parallel_kernel
 
 # -- rows: an operand with fewer rows than ``out`` is read at row i * rows // out_rows -------
 # One row stands for every row of the batch (a parameter beside a batch); B rows stand for
@@ -244,23 +244,54 @@ def raise_states(states, indices, state):
             states[i] = state
 
 
+#: The smallest magnitude that float32 rounds to infinity: halfway between its largest
+#: number, (2 - 2**-23) * 2**127, and 2**128 (a tie, which rounds to the even 2**128).
+FLOAT32_OVERFLOW = (2 - 2**-24) * 2.0**127
+
+
+@inline
+def _first_beyond(source, flat):
+    """The flat index of the first number of 2-D ``source`` that is finite but becomes
+    infinite in ``flat``'s dtype (float64 numbers beyond float32's range), or -1. Nothing
+    to look for unless ``source`` has wider numbers than ``flat``."""
+    if source.itemsize <= flat.itemsize:
+        return -1
+    for i in range(source.shape[0]):
+        for j in range(source.shape[1]):
+            v = abs(source[i, j])
+            if v >= FLOAT32_OVERFLOW and v != np.inf:
+                return i * source.shape[1] + j
+    return -1
+
+
 @kernel
 def feed_input(source, flat, states, downstream, state, computed, index, stamp):
     """An input's ``set_value`` in one call: ``flat[:] = source`` (cast to its dtype), the
-    input marked computed by pass ``stamp``, what depends on it raised to ``state``."""
+    input marked computed by pass ``stamp``, what depends on it raised to ``state``; -1.
+    A finite number of ``source`` that would be infinite in ``flat``'s dtype: its flat
+    index, with nothing changed."""
+    beyond = _first_beyond(source, flat)
+    if beyond >= 0:
+        return beyond
     for i in range(flat.shape[0]):
         for j in range(flat.shape[1]):
             flat[i, j] = source[i, j]
     states[index] = 0
     computed[index] = stamp
     raise_states(states, downstream, state)
+    return -1
 
 
 @kernel
 def feed_inputs(source, block, states, inputs, downstream, state, computed, stamp):
     """Many inputs' ``set_value`` in one call: ``block[t] = source[t]`` for every input t
     (their batches are ``block[t]``), the inputs marked computed by pass ``stamp``, what
-    depends on any of them raised to ``state``."""
+    depends on any of them raised to ``state``; -1. A finite number of ``source`` that
+    would be infinite in ``block``'s dtype: its flat index, with nothing changed."""
+    for t in range(block.shape[0]):
+        beyond = _first_beyond(source[t], block[t])
+        if beyond >= 0:
+            return t * source.shape[1] * source.shape[2] + beyond
     for t in range(block.shape[0]):
         for i in range(block.shape[1]):
             for j in range(block.shape[2]):
@@ -269,6 +300,7 @@ def feed_inputs(source, block, states, inputs, downstream, state, computed, stam
         states[index] = 0
         computed[index] = stamp
     raise_states(states, downstream, state)
+    return -1
 
 
 @kernel
