@@ -8,7 +8,7 @@
 #   startup-*.txt     import and first step in fresh processes, warm and empty cache
 #   uptime-*.txt      the load before, between and after
 # Ratios are read within a run, ranges across runs. Run it with nothing else on the machine,
-# from the repository, after `make compare` has installed the peers (about 15 minutes):
+# from the repository, after `make compare` has installed the peers (about 7 minutes):
 #   benchmarks/measure.sh /tmp/runs
 set -eu
 out=${1:?usage: benchmarks/measure.sh OUTDIR}
