@@ -7,7 +7,8 @@ Every configuration is ``fastgraph train mnist`` run as a user runs it (``--proc
 for the MPI runs), interleaved run by run so that the machine's noise falls on all of them;
 samples/s is the median over the epochs after the first (which compiles), accuracy is the
 final test accuracy. ``--allreduce`` (under mpiexec) times ``Allreduce`` of float32
-buffers of the sizes that matter here. Results go to ``benchmarks/results/distributed.json``.
+buffers of the sizes that matter here. Results go to ``benchmarks/results/distributed.json``
+(``--json`` elsewhere).
 """
 
 import argparse
@@ -103,7 +104,10 @@ def main():
     parser.add_argument("--models", default="mlp,lenet5")
     parser.add_argument("--allreduce", help=argparse.SUPPRESS)  # sizes, under mpiexec
     parser.add_argument("--only-allreduce", action="store_true")
+    parser.add_argument("--json", default=str(RESULTS), help="where the results go")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
     if args.allreduce:
         times = allreduce_times([int(size) for size in args.allreduce.split(",")])
         if times is not None:
@@ -153,11 +157,12 @@ def main():
         accuracies = [record["accuracy"] for record in records]
         print(f"| {model} | {config} | {min(rates):,.0f} - {max(rates):,.0f} | "
               f"{min(accuracies):.4f} - {max(accuracies):.4f} |")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"parameters": counts, "allreduce_seconds": allreduce,
+    results = Path(args.json)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"parameters": counts, "allreduce_seconds": allreduce,
                                    "training": training, "cpus": os.cpu_count(),
                                    "date": time.strftime("%Y-%m-%d")}, indent=1))
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {results}")
     return 0
 
 
