@@ -11,9 +11,16 @@ import numpy as np
 from . import checks, metrics
 from .article_trainer import ArticleSimpleTrainer, Saver, Trainer, article_batch
 from .datasets import Batches
+from .datasets.batches import first_overflow
 
 __all__ = ["ArticleSimpleTrainer", "Saver", "SimpleTrainer", "Trainer", "TrainingDiverged",
            "article_batch"]
+
+
+# What only the article's SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, ...)
+# takes: given with a node first, the call was meant for it.
+_ARTICLE_OPTIONS = ("epoches", "eval_on_train", "metrics_ops", "print_iteration_interval",
+                    "input_x", "input_y", "loss_op")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -24,11 +31,14 @@ class SimpleTrainer:
     """Train ``optimizer`` (whose target is the loss) on ``(features, labels)`` arrays.
 
     ``x`` and ``labels`` are the graph's input nodes; ``predict`` is a node whose argmax over
-    classes is the prediction (probabilities or logits). Features are ``(N, ...)`` samples of
-    ``x.dimension()`` numbers, of any numeric dtype, multiplied by ``scale`` as they are
-    batched (MNIST's uint8 pixels with ``scale=1/255``); labels are integer classes or
-    one-hot rows. ``log`` receives one line per epoch. ``lr_decay`` multiplies the
-    optimizer's learning rate after each epoch.
+    classes is the prediction (probabilities or logits): it must depend on ``x`` and on no
+    other input, and give one number per class. Features are ``(N, ...)`` samples of
+    ``x.dimension()`` numbers, of any numeric dtype, multiplied by ``scale`` (positive and
+    finite in the graph's dtype) as they are batched (MNIST's uint8 pixels with
+    ``scale=1/255``); features that are not finite, or not once scaled, are refused before
+    training (and by :meth:`scores`). Labels are integer classes or one-hot rows. ``log``
+    receives one line per epoch. ``lr_decay`` multiplies the optimizer's learning rate after
+    each epoch.
     Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
 
     A batch whose loss is NaN or infinite, or an epoch that ends with a non-finite
@@ -39,21 +49,38 @@ class SimpleTrainer:
     def __new__(cls, *args, **kwargs):
         # The article's SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, ...)
         # passes a list of input nodes first; that form is fastgraph.article_trainer's.
-        if cls is SimpleTrainer and args and isinstance(args[0], (list, tuple)):
-            return ArticleSimpleTrainer(*args, **kwargs)
+        if cls is SimpleTrainer:
+            first = args[0] if args else kwargs.get("input_x")
+            if isinstance(first, (list, tuple)):
+                return ArticleSimpleTrainer(*args, **kwargs)
+            article = [name for name in _ARTICLE_OPTIONS if name in kwargs]
+            if article:  # the article's call with a node where its list of inputs goes
+                given = getattr(first, "name", None)
+                given = f"the node {given}" if given else f"{first!r:.60}"
+                raise TypeError(
+                    f"SimpleTrainer: {article[0]} is an option of the article's "
+                    "SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, ...), whose "
+                    f"input_x must be a list of input nodes ([x]), got {given}; "
+                    "SimpleTrainer(x, labels, predict, optimizer, ...) takes no "
+                    f"{article[0]}")
         return super().__new__(cls)
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
                  eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):
+        for role, node in (("x", x), ("labels", labels)):
+            if not getattr(node, "is_input", False):
+                raise ValueError(f"SimpleTrainer: {role} {getattr(node, 'name', node)!s:.60} is "
+                                 "not an input node (a Variable with trainable=False)")
         for role, node in (("labels", labels), ("predict", predict),
                            ("the optimizer's target", optimizer.target)):
             if getattr(node, "graph", None) is not x.graph:
                 raise ValueError(f"SimpleTrainer: {role} {getattr(node, 'name', node)!s:.60} is "
                                  f"not a node of the graph of the input {x.name}")
+        self._check_predict(x, labels, predict, optimizer)
         batch_size = checks.positive_integer("batch_size", batch_size)
         eval_batch_size = checks.positive_integer("eval_batch_size", eval_batch_size)
         self.lr_decay = checks.fraction("lr_decay", lr_decay, low_open=True, high_closed=True)
-        scale = checks.positive_number("scale", scale)
+        scale = checks.positive_number("scale", scale, x.graph.dtype)  # 1e-50 is 0 in float32
         self.x, self.labels, self.predict = x, labels, predict
         self.optimizer = optimizer
         self.loss = optimizer.target
@@ -81,7 +108,7 @@ class SimpleTrainer:
                 self._check_parameters(epoch)
                 if test_features is not None:
                     record["test_accuracy"] = metrics.accuracy(
-                        test_truth, self.scores(test_features))
+                        test_truth, self._scores(test_features))  # checked above
                 record["learning_rate"] = self.optimizer.learning_rate
                 self.optimizer.learning_rate *= self.lr_decay
                 self.history.append(record)
@@ -155,6 +182,33 @@ class SimpleTrainer:
                     f"training stopped: parameter {param.name} holds {param.flat[where]} after "
                     f"epoch {epoch} ({self._diverged_hint()})")
 
+    @staticmethod
+    def _check_predict(x, labels, predict, optimizer):
+        """``predict`` must be what the trainer can score: a node of every sample of ``x``
+        (of no other input: scoring feeds ``x`` alone) with one number per class."""
+        if predict is optimizer.target:
+            raise ValueError(
+                f"SimpleTrainer: predict {predict.name} is the optimizer's target (the loss); "
+                "SimpleTrainer(x, labels, predict, optimizer) takes the node whose argmax over "
+                "the classes is the prediction (the article's SimpleTrainer(input_x, input_y, "
+                "loss_op, optimizer, epoches) takes a list of input nodes first: [x])")
+        inputs = x.graph.tape(predict).inputs
+        if x not in inputs or not predict.batched:
+            reads = ", ".join(node.name for node in inputs) or "no input (only parameters)"
+            raise ValueError(f"SimpleTrainer: predict {predict.name} does not depend on the "
+                             f"input {x.name} (it reads {reads}): it would predict the same "
+                             "for every sample")
+        others = [node.name for node in inputs if node is not x]
+        if others:
+            raise ValueError(f"SimpleTrainer: predict {predict.name} depends on the input "
+                             f"{others[0]} besides {x.name}: it must depend on {x.name} alone "
+                             f"(scoring feeds only {x.name})")
+        if predict.dimension() != labels.dimension():
+            raise ValueError(f"SimpleTrainer: predict {predict.name} gives "
+                             f"{predict.dimension()} numbers per sample {predict.dim}, but the "
+                             f"labels {labels.name} have {labels.dimension()} classes: predict "
+                             "needs one number per class (its argmax is the predicted class)")
+
     def _check_features(self, features, labels, split):
         """``features`` as an array of N samples of the input's size, finite, and their N
         labels as classes of the network's (integers or one-hot rows given)."""
@@ -163,35 +217,44 @@ class SimpleTrainer:
         features = checks.as_array(features, f"{split} features")
         labels = metrics.class_labels(checks.as_array(labels, f"{split} labels"),
                                       f"{split} labels", classes=self.labels.dimension())
+        return self._check_samples(features, f"{split} features", split, len(labels)), labels
+
+    def _check_samples(self, features, what, split, count=None):
+        """``features`` as an array of N samples (``count`` if given) of the input's size,
+        numbers that are finite and stay finite in the model's dtype once scaled (``what``
+        names them in an error)."""
+        features = checks.as_array(features, what)
         if features.dtype.kind not in "biuf":
-            raise ValueError(f"{split} features must be numbers, got dtype {features.dtype}")
+            raise ValueError(f"{what} must be numbers, got dtype {features.dtype}")
         if features.ndim == 0 or len(features) == 0:
-            raise ValueError(f"{split} features are empty: no samples to "
-                             f"{'train on' if split == 'training' else 'test on'}")
-        if len(features) != len(labels):
-            raise ValueError(f"{len(features)} {split} samples but {len(labels)} {split} labels")
+            raise ValueError(f"{what} are empty" + {
+                "training": ": no samples to train on", "test": ": no samples to test on",
+            }.get(split, " (no samples)"))
+        if count is not None and len(features) != count:
+            raise ValueError(f"{len(features)} {split} samples but {count} {split} labels")
         per_sample = features.size // len(features)
         if per_sample != self.x.dimension():
-            raise ValueError(f"{split} features have {per_sample} numbers per sample, but "
-                             f"{self.x.name} takes {self.x.dimension()} {self.x.dim}")
+            one = (" (one sample? give it as features[None])"
+                   if features.ndim == 1 and features.size == self.x.dimension() else "")
+            raise ValueError(f"{what} have {per_sample} numbers per sample, but "
+                             f"{self.x.name} takes {self.x.dimension()} {self.x.dim}{one}")
         where = checks.first_non_finite(features)
         if where is not None:
-            raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}): "
-                             "training needs finite numbers")
+            raise ValueError(f"{what} hold {features[where]} (sample {where[0]}): "
+                             f"{'scoring' if split == 'scores' else 'training'} needs finite "
+                             "numbers")
         dtype = self.x.graph.dtype
-        largest = float(np.finfo(dtype).max) / self.scale
-        if features.dtype.kind == "f" and features.dtype.itemsize > dtype.itemsize \
-                and np.abs(features).max() > largest:  # finite here, infinite in the model
-            where = np.unravel_index(int(np.argmax(np.abs(features) > largest)), features.shape)
-            raise ValueError(f"{split} features hold {features[where]} (sample {where[0]}), "
+        where = first_overflow(features, self.scale, dtype)  # finite here, not in the model
+        if where is not None:
+            raise ValueError(f"{what} hold {features[where]!s} (sample {where[0]}), "
                              f"which scaled by {self.scale:g} is infinite in {dtype.name}")
-        return features, labels
+        return features
 
     def scores(self, features):
         """The ``predict`` node's output for ``features``, as ``(N, classes)`` rows."""
-        features = np.asarray(features)
-        if features.ndim == 0 or len(features) == 0:
-            raise ValueError("scores: the features are empty (no samples)")
+        return self._scores(self._check_samples(features, "scores: the features", "scores"))
+
+    def _scores(self, features):
         chunks = []
         dtype = self.x.graph.dtype
         for start in range(0, len(features), self.eval_batch_size):

@@ -1,5 +1,6 @@
 """Shuffled mini-batches, gathered into buffers that are reused from batch to batch."""
 
+import math
 import numbers
 
 import numpy as np
@@ -13,7 +14,9 @@ class Batches:
     """Iterate over ``(x, one_hot)`` mini-batches of ``features`` and integer ``labels``.
 
     ``features`` is ``(N, ...)`` of any numeric dtype (MNIST's uint8 images as they load);
-    each batch is its rows flattened, times ``scale`` (1/255 for pixels), as ``dtype``.
+    each batch is its rows flattened, times ``scale`` (1/255 for pixels; finite and not 0 in
+    ``dtype``, negative allowed; features that it takes beyond ``dtype``'s range are refused),
+    as ``dtype``. A ``batch_size`` larger than the data gives one batch of all of it.
     ``labels`` are integer classes ``(N,)``; the batch gets them one-hot, ``(b, classes)``.
     A new order is drawn for every pass when ``shuffle`` is true.
 
@@ -42,13 +45,16 @@ class Batches:
             bad = int(np.flatnonzero((labels < 0) | (labels >= classes))[0])
             raise ValueError(f"labels must lie in [0, {classes}), found {labels.min()} to "
                              f"{labels.max()} (label {bad} is {labels[bad]})")
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not np.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale!r}")
-        # A copy that NumPy allocates: it asks the kernel for huge pages on large arrays, and
-        # gathering random rows from 4 KB pages costs a page walk per row (2x slower here).
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):  # what the models and kernels take
             raise ValueError(f"Batches: dtype must be float32 or float64, got {self.dtype}")
+        scale = _scale(scale, self.dtype)
+        where = first_overflow(features, scale, self.dtype)  # before a cast to the dtype
+        if where is not None:
+            raise ValueError(f"Batches: features hold {features[where]!s} (sample {where[0]}), "
+                             f"which scaled by {scale:g} is infinite in {self.dtype.name}")
+        # A copy that NumPy allocates: it asks the kernel for huge pages on large arrays, and
+        # gathering random rows from 4 KB pages costs a page walk per row (2x slower here).
         features = checks.kernel_numbers(features, self.dtype)  # float16, long double: cast
         self.features = np.array(features.reshape(len(features), -1), order="C", copy=True)
         self.labels = labels.astype(np.int64)
@@ -59,8 +65,11 @@ class Batches:
             raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.scale = self.dtype.type(scale)
-        self._x = np.empty((self.batch_size, self.features.shape[1]), self.dtype)
-        self._y = np.empty((self.batch_size, classes), self.dtype)
+        # No batch holds more rows than the data: a batch_size of 10**9 for 10 samples is
+        # one batch of 10 (buffers of 10**9 rows were a MemoryError of terabytes).
+        rows = min(self.batch_size, len(self.labels))
+        self._x = np.empty((rows, self.features.shape[1]), self.dtype)
+        self._y = np.empty((rows, classes), self.dtype)
 
     def __len__(self):
         return -(-len(self.labels) // self.batch_size)
@@ -138,3 +147,45 @@ class Batches:
                               graph.passes)
                 graph.single_sample = False
             yield size
+
+
+def _scale(scale, dtype):
+    """``scale`` as a number that is finite and nonzero in ``dtype`` (negative is allowed:
+    it multiplies the features)."""
+    try:
+        finite = (not isinstance(scale, bool) and isinstance(scale, numbers.Real)
+                  and math.isfinite(scale))
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise ValueError(f"Batches: scale must be a finite number, got {scale!r}")
+    if scale == 0:
+        raise ValueError(f"Batches: scale must not be 0, got {scale!r}: every batch would be "
+                         "zeros")
+    with np.errstate(over="ignore", under="ignore"):  # said below
+        rounded = dtype.type(scale)
+    if not (np.isfinite(rounded) and rounded != 0):
+        raise ValueError(f"Batches: scale must be a finite number other than 0 in "
+                         f"{dtype.name}, got {scale!r}, which is {rounded} in {dtype.name}")
+    return float(scale)
+
+
+def first_overflow(features, scale, dtype):
+    """The index (a tuple) of the first finite element of ``features`` that times ``scale``
+    is infinite in ``dtype`` (``features`` finite in float64 or integers, too large for
+    float32 once scaled), or None. One pass for the largest and smallest element; the
+    element is looked for only when there is one."""
+    features = np.asarray(features)
+    dtype = np.dtype(dtype)
+    if features.size == 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        extreme = max(abs(float(features.max())), abs(float(features.min())))
+        if np.isfinite(dtype.type(extreme * abs(scale))):  # NaN (in the data) looks below
+            return None
+        values = features if features.dtype.kind == "f" and features.dtype.itemsize >= 8 \
+            else features.astype(np.float64)  # long double kept: beyond float64's range
+        bad = np.isfinite(values) & ~np.isfinite((values * scale).astype(dtype))
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), features.shape))
