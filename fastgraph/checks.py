@@ -61,22 +61,25 @@ def first_non_finite(array):
     return tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), array.shape))
 
 
-def first_beyond(array, dtype):
-    """The index of the first number of ``array`` that is finite but infinite in ``dtype``
-    (a float64 number beyond float32's range, which a cast makes infinite), or None.
-    Nothing to look for unless ``array`` has wider floats than ``dtype``; then its largest
-    and smallest numbers are looked at, and the array searched only if they are beyond
-    (or NaN)."""
+def first_beyond(array, dtype, scale=1.0):
+    """The index (a tuple) of the first element of ``array`` that is finite but, times
+    ``scale``, infinite in ``dtype`` (a float64 number beyond float32's range, which a cast
+    makes infinite; a pixel times a huge scale), or None. Its largest and smallest elements
+    are looked at first, and the array searched only if one of them is beyond; nothing to
+    look for without a scale unless ``array`` has wider floats than ``dtype``."""
+    array = np.asarray(array)
     dtype = np.dtype(dtype)
-    if array.dtype.kind != "f" or array.dtype.itemsize <= dtype.itemsize or not array.size:
+    if not array.size or array.dtype.kind not in "biuf":
         return None
-    limit = np.finfo(dtype).max
-    with np.errstate(invalid="ignore"):
-        high, low = array.max(), array.min()  # NaN if one is
-    if -limit <= low and high <= limit:
-        return None
-    with np.errstate(over="ignore"):
-        beyond = np.isinf(array.astype(dtype)) & np.isfinite(array)
+    if scale == 1 and (array.dtype.kind != "f" or array.dtype.itemsize <= dtype.itemsize):
+        return None  # a cast to dtype keeps every finite number finite
+    with np.errstate(over="ignore", invalid="ignore"):
+        extreme = max(abs(float(array.max())), abs(float(array.min())))  # NaN: looked for
+        if np.isfinite(dtype.type(extreme * abs(scale))):
+            return None
+        values = array if array.dtype.kind == "f" and array.dtype.itemsize >= 8 \
+            else array.astype(np.float64)  # a long double kept: beyond float64's range
+        beyond = np.isfinite(values) & ~np.isfinite((values * scale).astype(dtype))
     if not beyond.any():
         return None
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(beyond)), array.shape))

@@ -11,7 +11,6 @@ import numpy as np
 from . import checks, metrics
 from .article_trainer import ArticleSimpleTrainer, Saver, Trainer, article_batch
 from .datasets import Batches
-from .datasets.batches import first_overflow
 
 __all__ = ["ArticleSimpleTrainer", "Saver", "SimpleTrainer", "Trainer", "TrainingDiverged",
            "article_batch"]
@@ -244,7 +243,7 @@ class SimpleTrainer:
                              f"{'scoring' if split == 'scores' else 'training'} needs finite "
                              "numbers")
         dtype = self.x.graph.dtype
-        where = first_overflow(features, self.scale, dtype)  # finite here, not in the model
+        where = checks.first_beyond(features, dtype, self.scale)  # finite here, not in the model
         if where is not None:
             raise ValueError(f"{what} hold {features[where]!s} (sample {where[0]}), "
                              f"which scaled by {self.scale:g} is infinite in {dtype.name}")

@@ -49,7 +49,7 @@ class Batches:
         if self.dtype not in (np.float32, np.float64):  # what the models and kernels take
             raise ValueError(f"Batches: dtype must be float32 or float64, got {self.dtype}")
         scale = _scale(scale, self.dtype)
-        where = first_overflow(features, scale, self.dtype)  # before a cast to the dtype
+        where = checks.first_beyond(features, self.dtype, scale)  # before a cast to the dtype
         if where is not None:
             raise ValueError(f"Batches: features hold {features[where]!s} (sample {where[0]}), "
                              f"which scaled by {scale:g} is infinite in {self.dtype.name}")
@@ -169,23 +169,3 @@ def _scale(scale, dtype):
                          f"{dtype.name}, got {scale!r}, which is {rounded} in {dtype.name}")
     return float(scale)
 
-
-def first_overflow(features, scale, dtype):
-    """The index (a tuple) of the first finite element of ``features`` that times ``scale``
-    is infinite in ``dtype`` (``features`` finite in float64 or integers, too large for
-    float32 once scaled), or None. One pass for the largest and smallest element; the
-    element is looked for only when there is one."""
-    features = np.asarray(features)
-    dtype = np.dtype(dtype)
-    if features.size == 0:
-        return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        extreme = max(abs(float(features.max())), abs(float(features.min())))
-        if np.isfinite(dtype.type(extreme * abs(scale))):  # NaN (in the data) looks below
-            return None
-        values = features if features.dtype.kind == "f" and features.dtype.itemsize >= 8 \
-            else features.astype(np.float64)  # long double kept: beyond float64's range
-        bad = np.isfinite(values) & ~np.isfinite((values * scale).astype(dtype))
-    if not bad.any():
-        return None
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), features.shape))
