@@ -39,6 +39,11 @@ ERRORS = (DatasetError, ModelFileError, ValueError, OSError, TrainingDiverged, M
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "check"):  # what one option says of another: argparse's usage and line
+        try:
+            args.check(args)
+        except ValueError as error:
+            args.command_parser.error(str(error))
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --processes runs again
     try:
         return args.run(args)
@@ -56,9 +61,12 @@ def _parser():
     train.add_argument("--model", choices=["mlp", "lenet5"], default="mlp",
                        help="mlp: the article's fully connected network (--hidden, "
                             "--activation); lenet5: a convolutional network (default mlp)")
-    train.add_argument("--hidden", type=_sizes, default=(100, 20),
-                       help="hidden layer sizes, comma-separated (default 100,20)")
-    train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a], default="ReLU")
+    # --hidden and --activation default to None, so that a model without them can refuse
+    # them when they are given (_check_train); their defaults are MLP_DEFAULTS.
+    train.add_argument("--hidden", type=_sizes,
+                       help="hidden layer sizes, comma-separated (default 100,20; mlp only)")
+    train.add_argument("--activation", choices=[a for a in ACTIVATIONS if a],
+                       help="the hidden layers' activation (default ReLU; mlp only)")
     train.add_argument("--batch-size", type=_positive, default=64)
     train.add_argument("--epochs", type=_positive, default=15)
     train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
@@ -82,7 +90,7 @@ def _parser():
     train.add_argument("--processes", type=_positive, default=1,
                        help="data-parallel training in N MPI processes, started with mpiexec "
                             "(needs fastgraph[mpi]); `mpiexec -n N fastgraph train` does the same")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, check=_check_train, command_parser=train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on MNIST's test set")
     evaluate.add_argument("model")
@@ -94,6 +102,31 @@ def _parser():
     predict.add_argument("images", nargs="+")
     predict.set_defaults(run=_predict)
     return parser
+
+
+#: ``fastgraph train --model mlp``'s --hidden and --activation when they are not given.
+MLP_DEFAULTS = {"hidden": (100, 20), "activation": "ReLU"}
+
+
+def _check_train(args):
+    """What one option of ``train`` says of another, after parsing (argparse's ``type``
+    sees one option at a time): options the chosen model does not take, given explicitly,
+    are refused rather than ignored; ``--lr`` must be a number in ``--dtype``."""
+    if args.model == "mlp":
+        for name, value in MLP_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    else:
+        given = [f"--{name}" for name in MLP_DEFAULTS if getattr(args, name) is not None]
+        if given:
+            options = "they are options" if len(given) > 1 else "it is an option"
+            raise ValueError(f"--model {args.model} takes no {' or '.join(given)} (its layers "
+                             f"are fixed): {options} of --model mlp")
+    if args.lr is not None:  # 1e39 is inf in float32, 1e-50 is 0
+        try:
+            checks.positive_number("--lr", args.lr, args.dtype)
+        except ValueError as error:
+            raise ValueError(f"{error} (--dtype {args.dtype})") from None
 
 
 def _sizes(text):
@@ -273,12 +306,25 @@ def _load_model(path, classes=10):
     if (not isinstance(shape, list) or len(shape) != 2
             or not all(isinstance(size, int) and size > 0 for size in shape)):
         raise ModelFileError(f"{path}: meta['image_shape'] is {shape!r}, expected [rows, cols]")
-    if not x.is_input or x.dimension() != shape[0] * shape[1]:
+    # An image is fed as x takes it: a column of the pixels row by row (MNIST's, and a
+    # one-channel image of conv2d) or the (rows, cols) image itself (see _scores).
+    pixels = shape[0] * shape[1]
+    if not x.is_input or x.dim not in ((pixels, 1), tuple(shape)):
+        expected = (f": expected ({pixels}, 1), the pixels row by row, or "
+                    f"({shape[0]}, {shape[1]})" if x.is_input and x.dimension() == pixels
+                    else "")
         raise ModelFileError(f"{path}: the input node {x.name} {x.dim} does not take "
-                             f"{shape[0]}x{shape[1]} images")
-    if x not in graph.tape(predict).inputs:
+                             f"{shape[0]}x{shape[1]} images{expected}")
+    inputs = graph.tape(predict).inputs
+    if x not in inputs:
         raise ModelFileError(f"{path}: the output node {predict.name} does not depend on the "
                              f"input node {x.name}")
+    others = [node.name for node in inputs if node is not x]
+    if others:  # a saved model keeps no input's value: they would have none
+        raise ModelFileError(f"{path}: the output node {predict.name} depends on the input "
+                             f"node{'s' if len(others) > 1 else ''} {', '.join(others)} "
+                             f"besides {x.name}, expected on {x.name} alone (the images are "
+                             "all that evaluate and predict feed)")
     if predict.dimension() != classes:
         raise ModelFileError(f"{path}: the output node {predict.name} gives "
                              f"{predict.dimension()} numbers per image, expected one per digit "
@@ -295,6 +341,7 @@ def _load_model(path, classes=10):
 def _scores(x, predict, features, chunk=1000):
     """The output for ``features``, 1,000 images at a time: a convolution's patch matrix
     holds every pixel 25 times (LeNet-5's first layer: 78 MB for 1,000 images)."""
+    features = features.reshape(len(features), *x.dim)  # x's own shape (_load_model)
     scores = []
     for start in range(0, len(features), chunk):
         x.set_value(features[start : start + chunk])

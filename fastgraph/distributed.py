@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Batches
+from .optimizer import Optimizer
 from .trainer import SimpleTrainer
 
 INSTALL_HINT = ("data-parallel training needs MPI: pip install 'fastgraph[mpi]' "
@@ -64,8 +65,10 @@ class RanksDisagree(ValueError):
 def agree(comm, where, items=(), failure=None, hint="", root_value=None):
     """Check with one ``allgather`` that every rank of ``comm`` holds the same values.
 
-    ``items`` are ``(name, value)`` pairs, in the same order on every rank; the values
-    (numbers, strings, tuples, arrays, ...: what pickles) are compared with ``==``.
+    ``where`` is a string; ``items`` are ``(name, value)`` pairs, names strings, in the same
+    order on every rank (anything else is a TypeError, told to the other ranks first); the
+    values (numbers, strings, tuples, arrays, ...: what pickles) are compared with ``==``,
+    NaN being equal to NaN.
     ``failure`` is the exception this rank raised instead of computing them: the other
     ranks then raise too, naming it, and this rank returns so that it can raise its own
     error. When the ranks disagree, every rank raises
@@ -75,8 +78,14 @@ def agree(comm, where, items=(), failure=None, hint="", root_value=None):
     Every rank must call it at the same point (it is a collective call): put one before a
     loop whose collective calls depend on values the ranks were given separately.
     """
+    if failure is None:
+        try:
+            items = _items(where, items)
+        except (TypeError, ValueError) as error:  # told to the other ranks, then raised
+            agree(comm, where, failure=error)
+            raise
     mine = ("failed", f"{type(failure).__name__}: {failure}") if failure is not None else \
-        ("ok", [(str(name), _plain(value)) for name, value in items], root_value)
+        ("ok", [(name, _plain(value)) for name, value in items], root_value)
     gathered = comm.allgather(mine)
     failed = [(rank, entry[1]) for rank, entry in enumerate(gathered) if entry[0] == "failed"]
     if failed:
@@ -89,11 +98,44 @@ def agree(comm, where, items=(), failure=None, hint="", root_value=None):
     for position in range(max(map(len, lists))):
         values = [entries[position][1] if position < len(entries) else "nothing"
                   for entries in lists]
-        if any(value != values[0] for value in values[1:]):
+        if not all(_same(value, values[0]) for value in values[1:]):
             name = next(entries[position][0] for entries in lists if position < len(entries))
             raise RanksDisagree(f"{where}: the ranks disagree on {name}: {_who_has(values)}"
                                 + (f"; {hint}" if hint else ""))
     return gathered[0][2]
+
+
+def _items(where, items):
+    """``agree()``'s ``where`` and ``items`` checked: a string, and ``(name, value)`` pairs
+    named by strings (a TypeError naming what is wrong, not a failed unpacking)."""
+    if not isinstance(where, str):
+        raise TypeError(f"agree: where must be a string that names the point of the program "
+                        f"(such as \"my loop\"), got {type(where).__name__}")
+    expected = 'such as [("epochs", 3), ("batches", 100)]'
+    if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+        raise TypeError(f"{where}: agree's items must be (name, value) pairs, {expected}, got "
+                        f"a {type(items).__name__}")
+    items = list(items)
+    for number, item in enumerate(items, 1):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and isinstance(item[0], str)):
+            raise TypeError(f"{where}: agree's items must be (name, value) pairs, {expected}; "
+                            f"item {number} is {item!r:.60}")
+    return [tuple(item) for item in items]
+
+
+def _same(a, b):
+    """``a == b``, NaN being the same as NaN (every rank given NaN agrees), through tuples
+    and lists (arrays arrive as lists)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # values whose == is not one answer
+        return False
 
 
 def _plain(value):
@@ -113,7 +155,7 @@ def _who_has(values):
     groups = []  # [value, ranks]
     for rank, value in enumerate(values):
         for group in groups:
-            if group[0] == value:
+            if _same(group[0], value):
                 group[1].append(rank)
                 break
         else:
@@ -225,6 +267,9 @@ def gradient_buffer(optimizer):
 class DataParallel:
     """``optimizer`` trained by every rank of ``comm`` (default ``MPI.COMM_WORLD``) together.
 
+    ``optimizer`` is one of ``fastgraph.optimizer``'s, wrapped once: anything else, a
+    ``DataParallel`` included (it would all-reduce each update twice), is a TypeError.
+
     ``one_step()`` is the wrapped optimizer's, on this rank's share of the batch; a rank
     with no share calls only ``update()``. ``update()`` adds up every rank's gradient sums
     and sample counts (one in-place ``Allreduce`` of one buffer) and applies the wrapped
@@ -256,8 +301,8 @@ class DataParallel:
         self.optimizer = optimizer
         self.comm = communicator() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self._mpi = _mpi()
         try:
+            _check_optimizer(optimizer)
             self._params = optimizer.params
             settings = _optimizer_settings(optimizer)
         except Exception as error:  # tell the other ranks before raising, or they would wait
@@ -265,6 +310,7 @@ class DataParallel:
             raise
         agree(self.comm, "DataParallel", settings,
               hint="every rank must build the same model and wrap the same optimizer")
+        self._mpi = _mpi()
         sizes = [param.flat.size for param in optimizer.params]
         self._ends = np.cumsum(sizes).tolist()
         self._count = self._ends[-1]
@@ -356,6 +402,17 @@ class DataParallel:
                                "the last update")
         self.optimizer.samples = samples
         self.optimizer.update()
+
+
+def _check_optimizer(optimizer):
+    """A ``fastgraph.optimizer`` rule, not wrapped yet: a ``DataParallel`` of a
+    ``DataParallel`` would all-reduce every update twice (and cannot set the samples)."""
+    if isinstance(optimizer, DataParallel):
+        raise TypeError("DataParallel: the optimizer is a DataParallel already: wrap the "
+                        "optimizer once (DataParallel(fg.optimizer.Adam(graph, loss)))")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"DataParallel: expected an optimizer of fastgraph.optimizer (such as "
+                        f"fg.optimizer.Adam(graph, loss)), got {type(optimizer).__name__}")
 
 
 def _optimizer_settings(optimizer):

@@ -45,6 +45,7 @@ def fc(input, input_size, size, activation):
     article's conventions, ``"ReLU"`` is the article's leaky one (slope 0.1).
     """
     kind = fc_activation(activation)
+    _check_node(input, "input", "fc")
     input_size = checks.positive_integer("fc: input_size", input_size)
     size = checks.positive_integer("fc: size", size)
     if getattr(input, "dim", None) is None and hasattr(input, "adopt_dim"):
@@ -68,7 +69,7 @@ def fc(input, input_size, size, activation):
 
 def fc_activation(activation):
     """The operator class for an activation name; None for no activation (see ``fc``)."""
-    if activation in ACTIVATIONS:
+    if _is_activation(activation):
         return ACTIVATIONS[activation]
     near = isinstance(activation, str) and activation.lower() in {
         key.lower() for key in ACTIVATIONS if key}
@@ -85,7 +86,8 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     """The article's convolution layer: ``kernels`` output maps, each
     ``activation(sum over the input maps of Convolve(map, its kernel) + a scalar bias)``.
 
-    ``feature_maps``: nodes of shape ``input_shape``; ``kernel_shape``: ``(kh, kw)``.
+    ``feature_maps``: a list of nodes of shape ``input_shape``; ``kernel_shape``:
+    ``(kh, kw)`` (an int for either shape is a square).
     ``activation``: as in ``fc`` (``"ReLU"``, ``"Logistic"``, ``"Tanh"``; None or any
     other name none, as in the article, but a near miss such as ``"relu"`` raises;
     ``"ReLU"`` is leaky on a graph that follows the article's conventions).
@@ -97,10 +99,8 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     kernel_shape = _pair(kernel_shape, "kernel_shape", "conv")
     if min(kernel_shape) < 1:
         raise ValueError(f"conv: kernel_shape must be positive, got {kernel_shape}")
-    feature_maps = list(feature_maps) if isinstance(feature_maps, (list, tuple)) else None
-    if not feature_maps or not all(isinstance(fm, Node) for fm in feature_maps):
-        raise ValueError("conv: feature_maps must be a non-empty list of nodes")
-    input_shape = tuple(input_shape)
+    feature_maps = _feature_maps(feature_maps, "conv")
+    input_shape = _pair(input_shape, "input_shape", "conv")  # an int: a square, as kernel_shape
     for fm in feature_maps:
         if fm.dim != input_shape:
             raise ValueError(f"conv: {fm.name} has shape {fm.dim}, expected {input_shape}")
@@ -121,8 +121,10 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
 
 
 def pooling(feature_maps, kernel_shape, stride):
-    """The article's pooling layer: a ``MaxPooling`` of each map."""
-    return [MaxPooling(fm, size=kernel_shape, stride=stride) for fm in feature_maps]
+    """The article's pooling layer: a ``MaxPooling`` of each map (a list of nodes, as
+    ``conv`` returns)."""
+    return [MaxPooling(fm, size=kernel_shape, stride=stride)
+            for fm in _feature_maps(feature_maps, "pooling")]
 
 
 def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding=0,
@@ -134,8 +136,9 @@ def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding
     made ``input``. Weights are He-normal for the ``kh * kw * C`` inputs of each output,
     biases 0. The returned node carries ``output_image``, so the next layer finds it.
     """
+    _check_node(input, "input", "conv2d")
     image_shape = _image_shape(input, image_shape, "conv2d")
-    _check_activation(activation)
+    _check_activation(activation, "conv2d")
     out_channels = checks.positive_integer("conv2d: out_channels", out_channels)
     graph = input.graph
     kh, kw = _pair(kernel_size, "kernel_size", "conv2d")
@@ -157,6 +160,7 @@ def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding
 def max_pool2d(input, kernel_size, stride=None, padding=0, image_shape=None):
     """``MaxPool2D`` of every channel; ``stride`` defaults to ``kernel_size``, ``image_shape``
     to the ``output_image`` of the layer that made ``input``."""
+    _check_node(input, "input", "max_pool2d")
     image_shape = _image_shape(input, image_shape, "max_pool2d")
     return MaxPool2D(input, image_shape, kernel_size, stride, padding)
 
@@ -170,10 +174,41 @@ def _image_shape(input, image_shape, caller):
     return _pair(image_shape, "image_shape", caller)  # an int is a square, as ops take it
 
 
-def _check_activation(activation):
-    if activation not in ACTIVATIONS:
+def _is_activation(activation):
+    """Whether ``activation`` is a key of ``ACTIVATIONS`` (a list or an array is not: ``in``
+    would raise a TypeError about hashing)."""
+    return isinstance(activation, (str, type(None))) and activation in ACTIVATIONS
+
+
+def _check_activation(activation, caller=None):
+    """Refuse a name that is not a key of ``ACTIVATIONS`` (``conv2d``, ``models.mlp``: no
+    article convention of "anything else means none" to keep)."""
+    if not _is_activation(activation):
         choices = ", ".join(repr(key) for key in ACTIVATIONS)
-        raise ValueError(f"unknown activation {activation!r}: choose one of {choices}")
+        where = f"{caller}: " if caller else ""
+        raise ValueError(f"{where}unknown activation {activation!r}: choose one of {choices}")
+
+
+def _check_node(value, what, caller):
+    if not isinstance(value, Node):
+        raise TypeError(f"{caller}: {what} must be a node, got {type(value).__name__}")
+
+
+def _feature_maps(feature_maps, caller):
+    """``feature_maps`` as a list of nodes: the article's layers take and give lists."""
+    maps = list(feature_maps) if isinstance(feature_maps, (list, tuple)) else None
+    if maps and all(isinstance(fm, Node) for fm in maps):
+        return maps
+    if maps is None:
+        got = f"a {type(feature_maps).__name__}"
+        if isinstance(feature_maps, Node):
+            got += f" (for one map, give [{feature_maps.name}])"
+    elif not maps:
+        got = "an empty list"
+    else:
+        odd = next(fm for fm in maps if not isinstance(fm, Node))
+        got = f"a list holding a {type(odd).__name__}"
+    raise ValueError(f"{caller}: feature_maps must be a non-empty list of nodes, got {got}")
 
 
 def _activate(node, activation):
