@@ -22,6 +22,24 @@ def mnist_network(dtype=np.float64, seed=0, hidden=(100, 20), activation="ReLU")
     return graph, x, one_hot, logits, predict, loss
 
 
+def welded_tanh(rng):
+    """A welding point that can be re-attached to ``tanh(x)`` or to ``tanh(u @ x)`` (a branch
+    with a parameter of its own), then ``w @ weld + b`` against a target by mean squared
+    error: ``(graph, x, target, weld, branches, (u, w, b), loss)``, welded to the first."""
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((2, 1), trainable=False)
+        u = fg.Variable((2, 2))
+        u.set_value(rng.normal(size=(2, 2)))
+        branches = [fg.ops.Tanh(x), fg.ops.Tanh(fg.ops.MatMul(u, x))]
+        weld = fg.ops.Welding(branches[0])
+        w, b = fg.Variable((1, 2)), fg.Variable((1, 1))
+        w.set_value(rng.normal(size=(1, 2)))
+        b.set_value(rng.normal(size=(1, 1)))
+        target = fg.Variable((1, 1), trainable=False)
+        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, weld), b), target)
+    return graph, x, target, weld, branches, (u, w, b), loss
+
+
 def with_executor(name, action):
     """``action()`` with ``FASTGRAPH_EXECUTOR`` set to ``name`` (``python``: the walker), the
     setting as it was afterwards."""

@@ -774,6 +774,18 @@ def _article_graph(seed=0):
     return graph, x, label, output, predict, loss, optimizer
 
 
+def _articles_loop(x, label, optimizer, features, labels, epochs=2, batch_size=16):
+    """The article's own training loop: one sample per one_step(), an update every
+    ``batch_size`` samples (the last partial batch carried into the next epoch)."""
+    for _ in range(epochs):
+        for i in range(len(features)):
+            x.set_value(np.asmatrix(features[i]).T)
+            label.set_value(np.asmatrix(labels[i]))
+            optimizer.one_step()
+            if (i + 1) % batch_size == 0:
+                optimizer.update()
+
+
 def test_article_trainer_equals_the_articles_single_sample_loop(capsys):
     features, labels = _article_problem()
     graph, x, label, output, _, loss, optimizer = _article_graph()
@@ -790,13 +802,7 @@ def test_article_trainer_equals_the_articles_single_sample_loop(capsys):
 
     # the same training, one sample per one_step(), as the article's own loop
     graph, x, label, _, _, loss, optimizer = _article_graph()
-    for _ in range(2):
-        for i in range(len(features)):
-            x.set_value(np.asmatrix(features[i]).T)
-            label.set_value(np.asmatrix(labels[i]))
-            optimizer.one_step()
-            if (i + 1) % 16 == 0:
-                optimizer.update()
+    _articles_loop(x, label, optimizer, features, labels)
     for mine, theirs in zip(batched, optimizer.params):
         np.testing.assert_allclose(mine, theirs.value, rtol=1e-9, atol=1e-12)
 
@@ -836,13 +842,7 @@ def test_article_trainer_keeps_a_constant_input_for_every_sample(capsys):
     assert output.value.shape == (1, 1)
 
     x, label, ones, _, loss, optimizer = _constant_graph()
-    for _ in range(2):
-        for i in range(len(features)):
-            x.set_value(np.asmatrix(features[i]).T)
-            label.set_value(np.asmatrix(labels[i]))
-            optimizer.one_step()
-            if (i + 1) % 16 == 0:
-                optimizer.update()
+    _articles_loop(x, label, optimizer, features, labels)
     for mine, theirs in zip(batched, optimizer.params):
         np.testing.assert_allclose(mine, theirs.value, rtol=1e-9, atol=1e-12)
 

@@ -8,30 +8,16 @@ import pytest
 import fastgraph as fg
 from fastgraph.article_trainer import article_batch
 from fastgraph.datasets import Batches
+from tests.helpers import welded_tanh
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
-
-
-def _welded(rng):
-    with fg.Graph(dtype=np.float64) as graph:
-        x = fg.Variable((2, 1), trainable=False)
-        u = fg.Variable((2, 2))
-        u.set_value(rng.normal(size=(2, 2)))
-        branches = [fg.ops.Tanh(x), fg.ops.Tanh(fg.ops.MatMul(u, x))]
-        weld = fg.ops.Welding(branches[0])
-        w, b = fg.Variable((1, 2)), fg.Variable((1, 1))
-        w.set_value(rng.normal(size=(1, 2)))
-        b.set_value(rng.normal(size=(1, 1)))
-        target = fg.Variable((1, 1), trainable=False)
-        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, weld), b), target)
-    return graph, x, target, weld, branches, (u, w, b), loss
 
 
 def test_a_rewire_between_one_steps_keeps_the_sums_already_accumulated(rng):
     """O7: one_step on one wiring, weld to a branch with a new parameter, one_step again:
     the gradient of the parameters both wirings share is the mean over both steps' samples
     (the sums are laid out anew, and must come along)."""
-    graph, x, target, weld, branches, (u, w, b), loss = _welded(rng)
+    graph, x, target, weld, branches, (u, w, b), loss = welded_tanh(rng)
     data = [(rng.normal(size=(3, 2)), rng.normal(size=(3, 1))),
             (rng.normal(size=(5, 2)), rng.normal(size=(5, 1)))]
     sums = []

@@ -22,7 +22,7 @@ import fastgraph as fg
 from fastgraph.kernels import optimizers as kernels
 from fastgraph.kernels import owned_rows
 from fastgraph.threads import threads
-from tests.helpers import RULE_OPTIONS
+from tests.helpers import RULE_OPTIONS, welded_tanh
 
 OPTIONS = RULE_OPTIONS
 CASES = [(name, "torch") for name in OPTIONS] + [("RMSProp", "article"), ("Adam", "article")]
@@ -304,17 +304,8 @@ def test_a_parameter_that_joins_later_takes_its_place_and_the_others_keep_their_
     before ``b`` among the parameters): every buffer is laid out again, the old parameters'
     sums and states move with them, u's state starts as its rule says; welded back, u keeps
     its state."""
-    with fg.Graph(dtype=np.float64) as graph:
-        x = fg.Variable((2, 1), trainable=False)
-        u = fg.Variable((2, 2))
-        u.set_value(rng.normal(size=(2, 2)))
-        branches = [fg.ops.Tanh(x), fg.ops.Tanh(fg.ops.MatMul(u, x))]
-        weld = fg.ops.Welding(branches[0])
-        w, b = fg.Variable((1, 2)), fg.Variable((1, 1))
-        w.set_value(rng.normal(size=(1, 2)))
-        b.set_value(rng.normal(size=(1, 1)))
-        target = fg.Variable((1, 1), trainable=False)
-        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, weld), b), target)
+    graph, x, target, weld, branches, (u, w, b), loss = welded_tanh(rng)
+    with graph:
         optimizer = _optimizer(name, conventions, graph, loss)
     hand = ByHand(name, conventions, OPTIONS[name])
     assert u not in optimizer.params
