@@ -306,15 +306,11 @@ def _load_model(path, classes=10):
     if (not isinstance(shape, list) or len(shape) != 2
             or not all(isinstance(size, int) and size > 0 for size in shape)):
         raise ModelFileError(f"{path}: meta['image_shape'] is {shape!r}, expected [rows, cols]")
-    # An image is fed as x takes it: a column of the pixels row by row (MNIST's, and a
-    # one-channel image of conv2d) or the (rows, cols) image itself (see _scores).
-    pixels = shape[0] * shape[1]
-    if not x.is_input or x.dim not in ((pixels, 1), tuple(shape)):
-        expected = (f": expected ({pixels}, 1), the pixels row by row, or "
-                    f"({shape[0]}, {shape[1]})" if x.is_input and x.dimension() == pixels
-                    else "")
+    # An image is fed as x takes it, its pixels row by row in x's shape: a column (MNIST's,
+    # and a one-channel image of conv2d), a row, or the (rows, cols) image itself (_scores).
+    if not x.is_input or x.dimension() != shape[0] * shape[1]:
         raise ModelFileError(f"{path}: the input node {x.name} {x.dim} does not take "
-                             f"{shape[0]}x{shape[1]} images{expected}")
+                             f"{shape[0]}x{shape[1]} images")
     inputs = graph.tape(predict).inputs
     if x not in inputs:
         raise ModelFileError(f"{path}: the output node {predict.name} does not depend on the "

@@ -106,32 +106,31 @@ def agree(comm, where, items=(), failure=None, hint="", root_value=None):
 
 
 def _items(where, items):
-    """``agree()``'s ``where`` and ``items`` checked: a string, and ``(name, value)`` pairs
-    named by strings (a TypeError naming what is wrong, not a failed unpacking)."""
-    if not isinstance(where, str):
-        raise TypeError(f"agree: where must be a string that names the point of the program "
-                        f"(such as \"my loop\"), got {type(where).__name__}")
+    """``agree()``'s ``items`` checked: ``(name, value)`` pairs (a TypeError naming what is
+    wrong, not a failed unpacking), their names as strings."""
+    where = str(where)
     expected = 'such as [("epochs", 3), ("batches", 100)]'
     if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
         raise TypeError(f"{where}: agree's items must be (name, value) pairs, {expected}, got "
                         f"a {type(items).__name__}")
     items = list(items)
     for number, item in enumerate(items, 1):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2
-                and isinstance(item[0], str)):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise TypeError(f"{where}: agree's items must be (name, value) pairs, {expected}; "
                             f"item {number} is {item!r:.60}")
-    return [tuple(item) for item in items]
+    return [(str(name), value) for name, value in items]
 
 
 def _same(a, b):
-    """``a == b``, NaN being the same as NaN (every rank given NaN agrees), through tuples
-    and lists (arrays arrive as lists)."""
+    """``a == b``, NaN being the same as NaN (every rank given NaN agrees), through tuples,
+    lists and dicts (arrays arrive as lists)."""
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return (type(a) is type(b) and len(a) == len(b)
                 and all(_same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
     try:
         return bool(a == b)
     except (TypeError, ValueError):  # values whose == is not one answer
@@ -144,8 +143,10 @@ def _plain(value):
         return float(str(value))  # float32(0.01) as 0.01, not 0.009999999776482582
     if isinstance(value, (np.generic, np.ndarray)):
         return value.item() if isinstance(value, np.generic) else value.tolist()
-    if isinstance(value, tuple):
-        return tuple(_plain(item) for item in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 

@@ -196,7 +196,9 @@ def _check_node(value, what, caller):
 
 def _feature_maps(feature_maps, caller):
     """``feature_maps`` as a list of nodes: the article's layers take and give lists."""
-    maps = list(feature_maps) if isinstance(feature_maps, (list, tuple)) else None
+    iterable = not isinstance(feature_maps, (Node, str, bytes)) and hasattr(
+        feature_maps, "__iter__")  # a list, a tuple, a generator, as the article iterates
+    maps = list(feature_maps) if iterable else None
     if maps and all(isinstance(fm, Node) for fm in maps):
         return maps
     if maps is None:

@@ -26,10 +26,10 @@ def mlp(input_size=784, hidden=(100, 20), classes=10, activation="ReLU", dtype=n
         seed=None):
     """The article's network: ``fc`` layers with ``activation``, then a softmax output.
 
-    ``activation`` is ``"ReLU"``, ``"Logistic"``, ``"Tanh"`` or None (hidden layers
-    without one); any other name is refused (``layer.fc``'s "anything else means none" is
-    the article's, kept there for its programs). ``classes`` is at least 2: a softmax over
-    one class is always 1, and its cross-entropy always 0.
+    ``activation`` is ``"ReLU"``, ``"Logistic"``, ``"Tanh"`` or None (or the article's
+    ``"None"``: hidden layers without one); any other name is refused (``layer.fc``'s
+    "anything else means none" is the article's, kept there for its programs). ``classes``
+    is at least 2: a softmax over one class is always 1, and its cross-entropy always 0.
 
     The inputs are named ``x`` and ``one_hot``, the outputs ``predict`` and ``loss``, so a
     saved model can be found again by name.
@@ -37,6 +37,8 @@ def mlp(input_size=784, hidden=(100, 20), classes=10, activation="ReLU", dtype=n
     if not isinstance(hidden, (list, tuple)):
         raise ValueError(f"mlp: hidden must be a list or tuple of layer sizes, such as "
                          f"(100, 20) or () for none, got {hidden!r}")
+    if isinstance(activation, str) and activation == "None":  # the article's "no activation"
+        activation = None
     layer._check_activation(activation, "mlp")
     input_size = checks.positive_integer("mlp: input_size", input_size)
     classes = _classes(classes, "mlp")
