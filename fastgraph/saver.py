@@ -55,13 +55,16 @@ def save(path, graph, meta=None):
     :class:`~fastgraph.Graph` whose nodes are all saveable and whose parameters all have
     values, ``meta`` a dict of plain JSON (or None), and the file's bytes load back with
     :func:`load`. TypeError or ValueError otherwise, naming the argument and what it got.
+    Metric nodes (``ops.metrics``) are left out, as the article's ``Saver`` leaves them.
     """
     hint = (" (the arguments are save(path, graph, meta): are they swapped?)"
             if isinstance(path, Graph) else "")
     path = _check_path(path, "fastgraph.saver.save", hint)
     _check_graph(graph, f"{path}: cannot save the graph")
     meta = _check_json_dict(meta, f"{path}: cannot save the graph", "its meta")
-    nodes = _describe(graph, f"{path}: cannot save the graph")
+    nodes = [{"type": kind, "name": node.name,
+              "parents": [parent.name for parent in node.parents], "config": config}
+             for node, kind, config in _describe(graph, f"{path}: cannot save the graph")]
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
               "nodes": nodes, "meta": meta}
     arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
@@ -343,13 +346,15 @@ def _parents_first(nodes):
     return order
 
 
-def _describe(graph, where, skip_unsaved=False):
-    """Each node as ``(node, type name, config)``; TypeError for a node fastgraph cannot
-    rebuild, ValueError for options JSON cannot hold."""
+def _describe(graph, where):
+    """Each node to save as ``(node, type name, config)``, parents first; metric nodes
+    (``ops.metrics``: no parameters, a way of reading the outputs) left out, as the
+    article's Saver leaves them. TypeError for a node fastgraph cannot rebuild, ValueError
+    for options JSON cannot hold."""
     described = []
     for node in _parents_first(graph.nodes):
-        if skip_unsaved and not getattr(node, "need_save", True):
-            continue  # metric nodes, as in the article
+        if not getattr(node, "need_save", True):
+            continue
         kind = type(node).__name__
         if NODE_TYPES.get(kind) is not type(node):
             raise TypeError(f"{node.name}: cannot save a node of type {kind}")
@@ -360,11 +365,7 @@ def _describe(graph, where, skip_unsaved=False):
             raise ValueError(f"{where}: the options of {node.name} are not plain JSON "
                              f"({error})") from None
         described.append((node, kind, config))
-    if skip_unsaved:
-        return described
-    return [{"type": kind, "name": node.name,
-             "parents": [parent.name for parent in node.parents], "config": config}
-            for node, kind, config in described]
+    return described
 
 
 # -- the article's Saver ---------------------------------------------------------------------
@@ -419,7 +420,7 @@ class Saver:
         meta["save_time"] = str(datetime.datetime.now())
         meta["weights_file_name"] = os.fspath(weights_file_name)
         nodes, weights = [], {}
-        for node, kind, config in _describe(graph, where, skip_unsaved=True):
+        for node, kind, config in _describe(graph, where):
             nodes.append({"node_type": kind, "name": node.name,
                           "parents": [parent.name for parent in node.parents],
                           "children": [child.name for child in node.children],

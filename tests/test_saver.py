@@ -166,3 +166,24 @@ def test_a_graph_welded_to_a_later_node_saves_and_loads(tmp_path, rng, saver):
     twin = loaded.get_node(out.name)
     twin.forward()
     np.testing.assert_array_equal(twin.flat, out.flat)
+
+
+def test_metric_nodes_are_left_out_of_a_model_file_as_the_articles_saver_leaves_them(
+        tmp_path, rng):
+    """save() refused the graph ("cannot save a node of type Accuracy") where the article's
+    Saver writes it without its metric nodes."""
+    graph = fg.Graph(dtype=np.float64, seed=2)
+    with graph:
+        x = fg.Variable(dim=(3, 1), init=False, trainable=False, name="x")
+        label = fg.Variable(dim=(2, 1), init=False, trainable=False, name="label")
+        logits = fg.layer.fc(x, 3, 2, None)
+        fg.ops.metrics.Accuracy(logits, label, name="accuracy")
+    fg.saver.save(tmp_path / "m.fgz", graph)
+    loaded, _ = fg.saver.load(tmp_path / "m.fgz")
+    names = [node.name for node in loaded.nodes]
+    assert "accuracy" not in names and names == [node.name for node in graph.nodes][:-1]
+    values = rng.normal(size=(4, 3, 1))
+    for g in (graph, loaded):
+        g.get_node("x").set_value(values)
+        g.get_node(logits.name).forward()
+    np.testing.assert_array_equal(loaded.get_node(logits.name).flat, logits.flat)
