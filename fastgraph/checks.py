@@ -85,6 +85,16 @@ def first_beyond(array, dtype, scale=1.0):
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(beyond)), array.shape))
 
 
+def decayed_to_zero(rate, decay, epochs, dtype):
+    """``(epoch, rate)`` where ``rate`` multiplied by ``decay`` after each of ``epochs``
+    epochs is first 0 in ``dtype`` (the optimizer would refuse it then), or None."""
+    for epoch in range(1, epochs + 1):
+        rate *= decay
+        if not np.dtype(dtype).type(rate) > 0:
+            return epoch, rate
+    return None
+
+
 def beyond_range(where, value, dtype, sample=None):
     """The ValueError for a finite ``value`` that ``dtype`` cannot hold (see
     :func:`first_beyond`)."""

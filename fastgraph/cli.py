@@ -127,6 +127,13 @@ def _check_train(args):
             checks.positive_number("--lr", args.lr, args.dtype)
         except ValueError as error:
             raise ValueError(f"{error} (--dtype {args.dtype})") from None
+    start = OPTIMIZERS[args.optimizer][1] if args.lr is None else args.lr
+    zero = checks.decayed_to_zero(start, args.lr_decay, args.epochs, args.dtype)
+    if zero is not None:  # said by the trainer too, but only once the data are read
+        raise ValueError(f"--lr-decay {args.lr_decay:g} takes the learning rate from {start:g} "
+                         f"to {zero[1]:g} after epoch {zero[0]} of --epochs {args.epochs}, "
+                         f"which is 0 in {args.dtype}: give a larger --lr-decay or fewer "
+                         "--epochs")
 
 
 def _sizes(text):

@@ -159,15 +159,13 @@ class SimpleTrainer:
         """Refuse, before any work, a decay that would take the learning rate to 0 in the
         graph's dtype within these epochs (it is multiplied by ``lr_decay`` after each):
         found only at that epoch, the error would end the run and lose what it trained."""
-        rate = start = self.optimizer.learning_rate
-        dtype = self.x.graph.dtype
-        for epoch in range(1, epochs + 1):
-            rate *= self.lr_decay
-            if not dtype.type(rate) > 0:
-                raise ValueError(
-                    f"lr_decay {self.lr_decay:g} takes the learning rate from {start:g} to "
-                    f"{rate:g} after epoch {epoch} of {epochs}, which is 0 in {dtype.name}: "
-                    "use a larger lr_decay or fewer epochs")
+        start, dtype = self.optimizer.learning_rate, self.x.graph.dtype
+        zero = checks.decayed_to_zero(start, self.lr_decay, epochs, dtype)
+        if zero is not None:
+            raise ValueError(
+                f"lr_decay {self.lr_decay:g} takes the learning rate from {start:g} to "
+                f"{zero[1]:g} after epoch {zero[0]} of {epochs}, which is 0 in {dtype.name}: "
+                "use a larger lr_decay or fewer epochs")
 
     def _diverged_hint(self):
         return (f"the model diverged: try a learning rate below "

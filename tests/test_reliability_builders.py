@@ -150,6 +150,9 @@ def test_lenet5_refuses_the_options_of_the_mlp(capsys, options, message):
     (["--lr", "1e-50"], "--lr must be a positive number, got 1e-50, which is 0.0 in float32 "
                         "(--dtype float32)"),
     (["--lr", "1e309"], "argument --lr: expected a positive number, got '1e309'"),
+    (["--lr-decay", "0.01", "--epochs", "25"],  # said as lr_decay, once MNIST was read
+     "--lr-decay 0.01 takes the learning rate from 0.002 to 2e-47 after epoch 22 of --epochs "
+     "25, which is 0 in float32: give a larger --lr-decay or fewer --epochs"),
 ])
 def test_a_learning_rate_the_dtype_cannot_hold_is_refused_as_lr(capsys, options, message):
     assert train_error(capsys, *options) == f"fastgraph train: error: {message}"
