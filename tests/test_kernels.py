@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
+from fastgraph import engines
 from fastgraph.datasets import Batches
 from fastgraph.kernels import blas
 
@@ -100,8 +101,8 @@ def test_batches_check_their_input():
         Batches(np.zeros((3, 2)), np.zeros(3, int), 0)
 
 
-@pytest.mark.parametrize("engine, adds", [("vjp", 2), ("python", 4)])
-def test_profiler_accounts_for_the_step(rng, engine, adds):
+@pytest.mark.parametrize("engine", ["vjp", "python"])
+def test_profiler_accounts_for_the_step(rng, engine):
     """Each call counted once: two layers Add(MatMul(W, x), b), each Add passing back to its
     product and its bias (the walker's 4 calls; the compiled pass records the 2 that run a
     kernel); the products to their weights and the second to the hidden layer (on the
@@ -117,7 +118,8 @@ def test_profiler_accounts_for_the_step(rng, engine, adds):
     profile = fg.profiler.profile_steps(optimizer, feed, steps=30, warmup=2)
     rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
     assert rows[("forward", "MatMul")] == 2 and rows[("backward", "MatMul")] == 3
-    assert rows[("backward", "Add")] == adds
+    walker = engine == "python" or engines._executor() is engines.vjp  # (its fallbacks)
+    assert rows[("backward", "Add")] == (4 if walker else 2)
     assert rows[("update", "Adam")] == 1 and rows[("feed", "set_value")] == 1
     total = sum(micros for *_, micros, _ in profile.rows())
     assert total == pytest.approx(profile.step_seconds * 1e6)
