@@ -41,6 +41,7 @@ class Trainer:
                  eval_on_train=False, metrics_ops=None, *args, **kargs):
         graph = self._check_nodes(input_x, input_y, loss_op, optimizer)
         self.inputs = list(input_x)
+        self._constants = {}  # while training or evaluating: see _constants_held
         self.input_y = input_y
         self.loss_op = loss_op
         self.optimizer = optimizer
@@ -211,8 +212,6 @@ class Trainer:
         for node, sample in self._constants.items():  # one sample for every sample
             if node.batch_size != stop - start:
                 node.set_value(np.repeat(sample, stop - start, axis=0))
-
-    _constants = {}
 
     @contextlib.contextmanager
     def _constants_held(self, targets):
