@@ -13,7 +13,7 @@ import importlib
 
 from . import core, layer, models, ops, optimizer
 from .feed import set_values
-from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
+from .graph import Graph, GraphInUse, get_default_graph, get_node_from_graph, name_scope
 from .jacobians import jacobian, per_sample_gradients
 from .node import Node, Variable
 
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _ON_FIRST_USE = ("datasets", "metrics", "model", "profiler", "saver", "trainer", "viz")
 
 __all__ = [
-    "Graph", "Node", "Variable", "core", "datasets", "get_default_graph",
+    "Graph", "GraphInUse", "Node", "Variable", "core", "datasets", "get_default_graph",
     "get_node_from_graph", "jacobian", "layer", "metrics", "model", "models", "name_scope",
     "ops", "optimizer",
     "per_sample_gradients", "profiler", "saver", "set_values", "trainer", "viz",

@@ -56,18 +56,22 @@ def set_values(inputs, values):
         for node, value in zip(inputs, array):
             node.set_value(value)
         return
-    block, indices, downstream = _block(graph, inputs, batch)
-    graph.passes += 1
-    source = array.reshape(len(inputs), batch, rows * cols)
-    beyond = feed_inputs(source, block, graph.states, indices, downstream, EMPTY,
-                         graph.computed, graph.passes)
-    if beyond >= 0:  # nothing was changed
-        at = np.unravel_index(int(beyond), source.shape)
-        raise checks.beyond_range(f"set_values: {inputs[at[0]].name}", source[at].item(),
-                                  graph.dtype, int(at[1]))
-    if inputs[0].flat is None or inputs[0].flat.base is not block:  # a new block
-        _keep(graph, inputs, block, indices, downstream)
-    graph.single_sample = False
+    graph.claim("set_values")
+    try:
+        block, indices, downstream = _block(graph, inputs, batch)
+        graph.passes += 1
+        source = array.reshape(len(inputs), batch, rows * cols)
+        beyond = feed_inputs(source, block, graph.states, indices, downstream, EMPTY,
+                             graph.computed, graph.passes)
+        if beyond >= 0:  # nothing was changed
+            at = np.unravel_index(int(beyond), source.shape)
+            raise checks.beyond_range(f"set_values: {inputs[at[0]].name}", source[at].item(),
+                                      graph.dtype, int(at[1]))
+        if inputs[0].flat is None or inputs[0].flat.base is not block:  # a new block
+            _keep(graph, inputs, block, indices, downstream)
+        graph.single_sample = False
+    finally:
+        graph.release()
 
 
 def _check(inputs, graph):

@@ -43,6 +43,10 @@ CONVENTIONS = ("torch", "article")
 CACHE_SIZE = 256
 
 
+class GraphInUse(RuntimeError):
+    """A thread fed, computed or updated a graph while another thread was doing so."""
+
+
 class Graph:
     """A computational graph: the nodes, their dtype, and the cached tapes.
 
@@ -100,6 +104,7 @@ class Graph:
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
         self._reach = {}  # (node, version) -> its index and its followers' (see rewire)
         self._same_indices = {}  # an input's downstream indices, one array per content
+        self._user = threading.RLock()  # held by the thread inside a pass, update or feed
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
@@ -407,6 +412,24 @@ class Graph:
             if graphs[i] is self:
                 del graphs[i]
                 break
+
+    # -- one thread at a time -----------------------------------------------------------
+    def claim(self, what):
+        """Hold the graph for the calling thread while it does ``what`` (a pass, an
+        update, a feed), until :meth:`release`; a thread may claim it again inside. A graph's
+        values and the buffers of its passes are shared, so another thread feeding,
+        computing or updating it meanwhile would read and write them under it: that is
+        refused with :class:`GraphInUse`, before anything is changed, rather than made to
+        wait (waiting would still interleave one thread's feed with another's pass)."""
+        if not self._user.acquire(False):
+            raise GraphInUse(
+                f"{what}: {self!r} is in use by another thread (it is feeding, computing or "
+                f"updating it now); a graph is used by one thread at a time: give each "
+                f"thread its own graph, or hold a lock around each thread's use of it")
+
+    def release(self):
+        """End the calling thread's :meth:`claim`."""
+        self._user.release()
 
     def __repr__(self):
         return f"Graph({self.node_count()} nodes, dtype={self.dtype.name})"

@@ -180,7 +180,11 @@ class Node:
 
         if engine not in ("vjp", "jacobian"):
             raise ValueError(f"unknown engine {engine!r}: choose one of 'vjp', 'jacobian'")
-        jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
+        self.graph.claim(f"{self.name}.backward")
+        try:
+            jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
+        finally:
+            self.graph.release()
         if result.single_sample():  # the article's (m, n) matrix for its one sample
             jacobi = np.array(jacobi.reshape(jacobi.shape[-2:])).view(np.matrix)
         self.jacobi = jacobi
@@ -281,6 +285,16 @@ class Variable(Node):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
 
     def set_value(self, value):
+        graph = self.graph
+        user = graph._user
+        if not user.acquire(False):  # the graph's claim, inline: this is the per-sample path
+            graph.claim(f"{self.name}.set_value")  # another thread's: refused
+        try:
+            self._set_value(value)
+        finally:
+            user.release()
+
+    def _set_value(self, value):
         sample = self._sample
         kind = value.__class__
         if (kind is _MATRIX or kind is _ARRAY) and sample is not None \

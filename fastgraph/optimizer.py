@@ -193,10 +193,15 @@ class Optimizer:
 
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
-        if self._structure != self.graph._version:
-            self._follow_graph()
-        params, sums = self._stepped
-        self.samples += self._gradients(self.target, params, sums, self.samples == 0)
+        graph = self.graph
+        graph.claim(f"{type(self).__name__}.one_step")
+        try:
+            if self._structure != graph._version:
+                self._follow_graph()
+            params, sums = self._stepped
+            self.samples += self._gradients(self.target, params, sums, self.samples == 0)
+        finally:
+            graph.release()
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
@@ -211,12 +216,17 @@ class Optimizer:
         """Apply the mean of the accumulated gradients, then start a new accumulation."""
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
-        self.steps += 1
-        complete(self._sums)
-        self.apply(self._table, self._buffer, 1.0 / self.samples)
-        self.threads.tick()
-        self.samples = 0
-        self.graph.invalidate(self.params, OUTDATED)
+        graph = self.graph
+        graph.claim(f"{type(self).__name__}.update")
+        try:
+            self.steps += 1
+            complete(self._sums)
+            self.apply(self._table, self._buffer, 1.0 / self.samples)
+            self.threads.tick()
+            self.samples = 0
+            graph.invalidate(self.params, OUTDATED)
+        finally:
+            graph.release()
 
     def apply(self, table, gradients, scale):
         """Update the parameters of ``table`` (rows of ``(address, start, size)``) in place

@@ -140,12 +140,16 @@ class Batches:
                 x.set_value(features)  # lays out the nodes' batches of this size
                 one_hot.set_value(labels)
             else:
-                graph.passes += 1
-                gather_inputs(self.features, self.labels, rows, self.scale, x.flat,
-                              one_hot.flat, graph.states, inputs,
-                              graph.downstream_indices(x, one_hot), EMPTY, graph.computed,
-                              graph.passes)
-                graph.single_sample = False
+                graph.claim("Batches.feed")
+                try:
+                    graph.passes += 1
+                    gather_inputs(self.features, self.labels, rows, self.scale, x.flat,
+                                  one_hot.flat, graph.states, inputs,
+                                  graph.downstream_indices(x, one_hot), EMPTY,
+                                  graph.computed, graph.passes)
+                    graph.single_sample = False
+                finally:
+                    graph.release()
             yield size
 
 

@@ -77,13 +77,23 @@ def get_engine(name):
 
 def forward(node):
     """Compute ``node`` and whatever it needs that is not up to date."""
-    _executor().forward(node)
+    graph = node.graph
+    graph.claim(f"{node.name}.forward")
+    try:
+        _executor().forward(node)
+    finally:
+        graph.release()
 
 
 def per_sample(result, nodes, seeds, engine="vjp", into=None):
     """Gradients of per-sample passes (see ``compiled.per_sample``). ``into``: arrays the
     compiled engine may write the gradients in directly (it returns them where it did)."""
     module = vjp if engine == "python" else _executor()
-    if module is compiled:
-        return compiled.per_sample(result, nodes, seeds, into)
-    return module.per_sample(result, nodes, seeds)
+    graph = result.graph
+    graph.claim(f"the per-sample derivatives of {result.name}")
+    try:
+        if module is compiled:
+            return compiled.per_sample(result, nodes, seeds, into)
+        return module.per_sample(result, nodes, seeds)
+    finally:
+        graph.release()

@@ -1,0 +1,158 @@
+"""One graph, two threads: a thread that feeds, computes or updates a graph while another
+thread is doing so is refused with ``GraphInUse``, and nothing of the graph changes; one
+thread after another is how a graph moves between threads, and works."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.datasets import Batches
+
+
+def _network(rng):
+    with fg.Graph(dtype=np.float64, seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        label = fg.Variable((2, 1), trainable=False, name="label")
+        w = fg.Variable((2, 3), name="w")
+        w.set_value(rng.normal(size=(2, 3)))
+        logits = fg.ops.MatMul(w, x, name="logits")
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
+    return graph, x, label, w, logits, loss
+
+
+class Holder(threading.Thread):
+    """A thread that claims ``graph`` and holds it until told to let go."""
+
+    def __init__(self, graph):
+        super().__init__(daemon=True)
+        self.graph, self.held, self.go = graph, threading.Event(), threading.Event()
+
+    def run(self):
+        self.graph.claim("the holder's pass")
+        try:
+            self.held.set()
+            self.go.wait(30)
+        finally:
+            self.graph.release()
+
+    def __enter__(self):
+        self.start()
+        assert self.held.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.go.set()
+        self.join(30)
+        assert not self.is_alive()
+
+
+@pytest.mark.parametrize("one_sample", [False, True], ids=["batch", "one sample"])
+def test_every_use_from_a_second_thread_is_refused_and_changes_nothing(rng, one_sample):
+    graph, x, label, w, logits, loss = _network(rng)
+    if one_sample:  # the article's loop: one sample into inputs that hold one (short path)
+        x.set_value(rng.normal(size=(3, 1)))
+        label.set_value(np.array([[1.0], [0.0]]))
+    else:
+        x.set_value(rng.normal(size=(4, 3, 1)))
+        label.set_value(np.eye(2)[[0, 1, 1, 0]][..., None])
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    optimizer.one_step()  # a gradient to update with
+    loss.forward()
+    before = {node.name: np.array(node.flat) for node in (x, label, w, logits, loss)}
+    batches = Batches(np.ones((8, 3)), np.arange(8) % 2, 4, classes=2)
+    uses = [
+        ("x.set_value", lambda: x.set_value(np.ones((3, 1)) if one_sample
+                                            else np.ones((4, 3, 1)))),
+        ("set_values", lambda: fg.set_values([x], np.ones((1, 5, 3, 1)))),
+        # into inputs of its batch size it gathers itself; into others it sets them
+        ("x.set_value" if one_sample else "Batches.feed", lambda: next(batches.feed(x, label))),
+        ("logits.forward", logits.forward),
+        ("GradientDescent.one_step", optimizer.one_step),
+        ("GradientDescent.update", optimizer.update),
+        ("x.backward", lambda: x.backward(logits)),
+        ("the per-sample derivatives of loss", lambda: fg.per_sample_gradients(loss, [w])),
+    ]
+    with Holder(graph):
+        for what, use in uses:
+            with pytest.raises(fg.GraphInUse, match=rf"^{what}: Graph\(5 nodes, "
+                                                     r"dtype=float64\) is in use by another "
+                                                     r"thread .* give each thread its own graph"):
+                use()
+    assert optimizer.samples == (1 if one_sample else 4) and optimizer.steps == 0
+    for node in (x, label, w, logits, loss):
+        np.testing.assert_array_equal(node.flat, before[node.name], err_msg=node.name)
+    # the holder has let go: the main thread uses the graph as before
+    optimizer.update()
+    assert optimizer.steps == 1
+    assert not np.array_equal(w.flat, before["w"])
+    logits.forward()
+
+
+def test_a_graph_moves_between_threads_one_after_another(rng):
+    """Built in one thread, trained in another, evaluated in the first: each use in turn."""
+    graph, x, label, w, logits, loss = _network(rng)
+    x.set_value(rng.normal(size=(4, 3, 1)))
+    label.set_value(np.eye(2)[[0, 1, 1, 0]][..., None])
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    errors = []
+
+    def train():
+        try:
+            for _ in range(5):
+                optimizer.one_step()
+                optimizer.update()
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join(60)
+    assert not errors and optimizer.steps == 5
+    loss.forward()
+    assert np.isfinite(loss.flat).all()
+
+
+class _Waiting(fg.ops.base.Operator):
+    """The identity, which waits in its forward until told to go on: a pass caught in the
+    middle, with the graph claimed by the thread that runs it."""
+
+    arity = 1
+
+    def infer_dim(self):
+        return self.parents[0].dim
+
+    def compute(self):
+        self.graph.waiting.set()
+        assert self.graph.go.wait(30)
+        np.copyto(self.output(), self.parents[0].flat)
+
+    def vjp(self, slot, upstream):
+        return upstream
+
+    def dense_jacobian(self, slot):
+        return self.identity()
+
+
+def test_a_feed_during_another_threads_pass_is_refused_and_the_pass_is_right(rng, monkeypatch):
+    """Before the claim, the feed wrote the batch under the pass, which computed from both."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", "python")  # an operator of Python, no kernels
+    with fg.Graph(dtype=np.float64) as graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        doubled = fg.ops.Add(_Waiting(x), _Waiting(x))
+    graph.waiting, graph.go = threading.Event(), threading.Event()
+    batch = rng.normal(size=(4, 3, 1))
+    x.set_value(batch)
+    pass_ = threading.Thread(target=doubled.forward)
+    pass_.start()
+    try:
+        assert graph.waiting.wait(30)  # the pass is inside its first _Waiting
+        with pytest.raises(fg.GraphInUse, match=r"^x.set_value: .* in use by another thread"):
+            x.set_value(np.zeros((4, 3, 1)))
+        with pytest.raises(fg.GraphInUse, match=r"^Add:\d+.forward: "):
+            doubled.forward()
+    finally:
+        graph.go.set()
+        pass_.join(30)
+    np.testing.assert_array_equal(doubled.value, 2 * batch)
