@@ -98,6 +98,20 @@ def test_batches_refuse_features_that_overflow_once_scaled():
     assert len(Batches(floats, labels, 2, classes=2, dtype=np.float64)) == 3  # float64 holds it
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batches_refuse_features_that_are_not_finite(bad, dtype):
+    """NaN or infinite features were taken and batched as they were: NaN in, NaN out."""
+    features, labels = data(5)
+    floats = features.astype(dtype)
+    floats[3, 2] = bad
+    with pytest.raises(ValueError, match=rf"Batches: features hold {bad} \(sample 3\): "
+                                         r"batches need finite numbers"):
+        Batches(floats, labels, 2, classes=2)
+    floats[3, 2] = np.finfo(dtype).max  # the largest finite number is a number
+    assert len(Batches(floats, labels, 2, classes=2, dtype=dtype)) == 3
+
+
 # -- 3. a batch size larger than the data ----------------------------------------------------
 def test_a_batch_size_larger_than_the_data_allocates_for_the_data_only():
     """Buffers of batch_size rows: a MemoryError of terabytes for 10**12 and 5 samples."""

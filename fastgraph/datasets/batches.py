@@ -15,8 +15,9 @@ class Batches:
 
     ``features`` is ``(N, ...)`` of any numeric dtype (MNIST's uint8 images as they load);
     each batch is its rows flattened, times ``scale`` (1/255 for pixels; finite and not 0 in
-    ``dtype``, negative allowed; features that it takes beyond ``dtype``'s range are refused),
-    as ``dtype``. A ``batch_size`` larger than the data gives one batch of all of it.
+    ``dtype``, negative allowed; features that are NaN or infinite, or that it takes beyond
+    ``dtype``'s range, are refused), as ``dtype``. A ``batch_size`` larger than the data
+    gives one batch of all of it.
     ``labels`` are integer classes ``(N,)``; the batch gets them one-hot, ``(b, classes)``.
     A new order is drawn for every pass when ``shuffle`` is true.
 
@@ -49,6 +50,10 @@ class Batches:
         if self.dtype not in (np.float32, np.float64):  # what the models and kernels take
             raise ValueError(f"Batches: dtype must be float32 or float64, got {self.dtype}")
         scale = _scale(scale, self.dtype)
+        where = checks.first_non_finite(features)
+        if where is not None:  # every batch holding it would train to NaN
+            raise ValueError(f"Batches: features hold {features[where]} (sample {where[0]}): "
+                             "batches need finite numbers")
         where = checks.first_beyond(features, self.dtype, scale)  # before a cast to the dtype
         if where is not None:
             raise ValueError(f"Batches: features hold {features[where]!s} (sample {where[0]}), "
