@@ -525,7 +525,10 @@ class Plan:
     back, with the ``(slot, parent, summed)`` triples that receive it; a parent that appears
     in two slots receives two contributions. ``summed``: the parent has no batch axis while
     the node has one, so its contribution is the sum over the batch (``vjp_summed``) -- except
-    in a ``per_sample`` plan, which keeps every sample's contribution (``vjp``).
+    in a ``per_sample`` plan, which keeps every sample's contribution (``vjp``). There a node
+    of no batch axis on the way (``W @ W`` in ``W @ W @ x``) passes back one row per sample
+    too: its VJP reads its own one row of values for every row of the upstream, as the
+    kernels read a one-row operand.
     """
 
     nodes: list
@@ -549,13 +552,6 @@ class Plan:
                      for i, parent in enumerate(node.parents) if parent in on_path]
             if slots:
                 steps.append((node, slots))
-        if per_sample and not all(source.batched for source in sources):
-            for node, _ in steps:
-                if not node.batched:
-                    names = ", ".join(n.name for n in sources if not n.batched)
-                    raise ValueError(f"per-sample derivatives with respect to {names} would "
-                                     f"pass through {node.name}, which has no batch axis: "
-                                     "not supported")
         return cls(nodes, steps, tuple(sources), per_sample)
 
 

@@ -149,7 +149,6 @@ def _prepare(result, nodes, chunk_size, caller):
         raise ValueError(f"{caller}: {result.name} does not depend on {', '.join(missing)}")
     batch = tape.batch_size()
     if batch is not None:
-        graph.plan(result, nodes, per_sample=True)  # says so when a path has no batch axis
         if chunk_size is not None and chunk_size < batch:
             tape.forward()  # an error (bad labels) names a sample of the batch, not of a chunk
     return tape, batch
