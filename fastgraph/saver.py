@@ -68,12 +68,16 @@ def save(path, graph, meta=None):
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
               "nodes": nodes, "meta": meta}
     arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
-    for node in graph.nodes:
-        if isinstance(node, Variable) and node.trainable:
-            if node.flat is None:  # the file could not be loaded: refuse before writing
-                raise ValueError(f"{path}: cannot save the graph: parameter {node.name} has no "
-                                 "value (give it one with set_value() or init=True)")
-            arrays[f"param/{node.name}"] = node.value
+    graph.claim(f"{path}: saving the graph")  # the values of one moment, not of an update
+    try:
+        for node in graph.nodes:
+            if isinstance(node, Variable) and node.trainable:
+                if node.flat is None:  # the file could not be loaded: refuse before writing
+                    raise ValueError(f"{path}: cannot save the graph: parameter {node.name} "
+                                     "has no value (give it one with set_value() or init=True)")
+                arrays[f"param/{node.name}"] = np.array(node.value)
+    finally:
+        graph.release()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     payload = buffer.getvalue()
@@ -420,16 +424,20 @@ class Saver:
         meta["save_time"] = str(datetime.datetime.now())
         meta["weights_file_name"] = os.fspath(weights_file_name)
         nodes, weights = [], {}
-        for node, kind, config in _describe(graph, where):
-            nodes.append({"node_type": kind, "name": node.name,
-                          "parents": [parent.name for parent in node.parents],
-                          "children": [child.name for child in node.children],
-                          "kargs": config, "dim": list(node.dim)})
-            if isinstance(node, Variable) and node.trainable:
-                if node.flat is None:
-                    raise ValueError(f"cannot save the graph: parameter {node.name} has no "
-                                     "value (give it one with set_value() or init=True)")
-                weights[node.name] = np.asarray(node.value)
+        graph.claim(where)  # the values of one moment, not of an update
+        try:
+            for node, kind, config in _describe(graph, where):
+                nodes.append({"node_type": kind, "name": node.name,
+                              "parents": [parent.name for parent in node.parents],
+                              "children": [child.name for child in node.children],
+                              "kargs": config, "dim": list(node.dim)})
+                if isinstance(node, Variable) and node.trainable:
+                    if node.flat is None:
+                        raise ValueError(f"cannot save the graph: parameter {node.name} has no "
+                                         "value (give it one with set_value() or init=True)")
+                    weights[node.name] = np.array(node.value)
+        finally:
+            graph.release()
         payload = _npz_bytes(weights)
         model = {"meta": meta, "service": service, "graph": nodes, "dtype": graph.dtype.name,
                  "weights_sha256": hashlib.sha256(payload).hexdigest()}
@@ -452,7 +460,11 @@ class Saver:
         model_path, weights_path = self._paths(model_file_name, weights_file_name, where)
         model = _read_model(model_path)
         weights = _read_weights(weights_path, model.get("weights_sha256"), model_path)
-        _restore(graph, model["graph"], weights, model_path, weights_path)
+        graph.claim(where)
+        try:
+            _restore(graph, model["graph"], weights, model_path, weights_path)
+        finally:
+            graph.release()
         print(f"Load and restore model from {model_path} and {weights_path}")
         self.meta, self.service = model.get("meta"), model.get("service")
         return self.meta, self.service

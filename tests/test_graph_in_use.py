@@ -156,3 +156,27 @@ def test_a_feed_during_another_threads_pass_is_refused_and_the_pass_is_right(rng
         graph.go.set()
         pass_.join(30)
     np.testing.assert_array_equal(doubled.value, 2 * batch)
+
+
+def test_saving_and_loading_while_another_thread_holds_the_graph_are_refused(rng, tmp_path):
+    """A save read the parameters while another thread's update wrote them (a file of no
+    one moment); a load wrote them under another thread's pass."""
+    from fastgraph import saver
+
+    graph, x, label, w, logits, loss = _network(rng)
+    before = np.array(w.flat)
+    with Holder(graph):
+        with pytest.raises(fg.GraphInUse, match=r"model.fgz: saving the graph: Graph\(5 nodes"):
+            saver.save(tmp_path / "model.fgz", graph)
+        with pytest.raises(fg.GraphInUse, match=r"^Saver.save: .* another thread"):
+            saver.Saver(tmp_path).save(graph)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    saver.save(tmp_path / "model.fgz", graph)
+    saver.Saver(tmp_path).save(graph)
+    w.set_value(np.zeros((2, 3)))
+    with Holder(graph):
+        with pytest.raises(fg.GraphInUse, match=r"^Saver.load: .* another thread"):
+            saver.Saver(tmp_path).load(graph)
+    np.testing.assert_array_equal(w.flat, 0)  # not restored under the holder
+    saver.Saver(tmp_path).load(graph)
+    np.testing.assert_array_equal(w.flat, before)
