@@ -18,6 +18,8 @@ result as ``B x m x n``. When that is too much, pass ``chunk_size``: the batch i
 processed that many samples at a time, with the same result.
 """
 
+import functools
+import inspect
 import numbers
 
 import numpy as np
@@ -28,7 +30,29 @@ from .node import Node
 from .threads import chosen
 
 
+def _holding_the_graph(function):
+    """``function(result, ...)`` run holding ``result``'s graph (``Graph.claim``): its
+    passes, and the feeding of chunks between them, are one use of the graph."""
+
+    first = next(iter(inspect.signature(function).parameters))
+
+    @functools.wraps(function)
+    def holding(*args, **kwargs):
+        result = args[0] if args else kwargs.get(first)
+        graph = getattr(result, "graph", None)
+        if graph is None:  # not a node: the function's own checks say so
+            return function(*args, **kwargs)
+        graph.claim(f"{function.__name__} of {result.name}")
+        try:
+            return function(*args, **kwargs)
+        finally:
+            graph.release()
+
+    return holding
+
+
 @chosen
+@_holding_the_graph
 def jacobian(result, wrt, chunk_size=None):
     """Per-sample Jacobians of ``result`` with respect to ``wrt`` on the current values.
 
@@ -60,6 +84,7 @@ def jacobian(result, wrt, chunk_size=None):
 
 
 @chosen
+@_holding_the_graph
 def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
 

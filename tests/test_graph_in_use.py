@@ -72,7 +72,8 @@ def test_every_use_from_a_second_thread_is_refused_and_changes_nothing(rng, one_
         ("GradientDescent.one_step", optimizer.one_step),
         ("GradientDescent.update", optimizer.update),
         ("x.backward", lambda: x.backward(logits)),
-        ("the per-sample derivatives of loss", lambda: fg.per_sample_gradients(loss, [w])),
+        ("per_sample_gradients of loss", lambda: fg.per_sample_gradients(loss=loss, params=w)),
+        ("jacobian of logits", lambda: fg.jacobian(logits, [x, w], chunk_size=1)),
     ]
     with Holder(graph):
         for what, use in uses:
