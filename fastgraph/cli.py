@@ -17,7 +17,7 @@ from . import checks, distributed, metrics, saver, viz
 from . import optimizer as optimizers
 from .datasets import mnist
 from .datasets.mnist import DatasetError
-from .files import check_writable
+from .files import check_writable, open_regular
 from .layer import ACTIVATIONS
 from .models import lenet5, mlp
 from .saver import ModelFileError
@@ -390,7 +390,7 @@ def _read_image(path, shape):
     try:
         with warnings.catch_warnings():  # a huge image is refused below, by its size
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with open_regular(path) as stream, Image.open(stream) as image:
                 if image.size != (shape[1], shape[0]):  # before decoding a single pixel
                     raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
                                      f"{image.size[0]}x{image.size[1]} (width x height)")

@@ -3,8 +3,38 @@
 import errno
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
+
+#: What an existing path that is not a regular file is, for the errors that refuse it.
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(mode):
+    """What a file of ``st_mode`` ``mode`` is when it is not a regular file ("a FIFO (named
+    pipe)", "a character device", ...), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path):
+    """``path`` opened for reading in binary, if it is a regular file (through symlinks);
+    OSError otherwise. Opened without blocking, so that a FIFO with no writer is refused
+    rather than waited on forever (and a device is never read)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind = not_regular(os.fstat(handle).st_mode)
+        if kind is not None:
+            raise OSError(f"it is {kind}, not a regular file")
+        os.set_blocking(handle, True)
+        return os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise
 
 
 def write_atomically(path, payload):
@@ -61,11 +91,15 @@ def _write_beside(path, payload):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
+            mode = path.stat().st_mode
+        except FileNotFoundError:  # (a symlink to nothing is replaced)
             mode = None
         if path.is_dir() and not path.is_symlink():  # os.replace would refuse it at the end
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        kind = None if mode is None else not_regular(mode)
+        if kind is not None:  # a device or FIFO would be replaced by a file (/dev/null!)
+            raise OSError(errno.EINVAL, f"it is {kind}; only a regular file is replaced")
+        mode = None if mode is None else mode & 0o7777
         temporary, handle = _create_beside(path)
     except OSError as error:
         raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
@@ -120,6 +154,13 @@ def check_writable(path, option):
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a directory, expected a file name")
+    try:
+        kind = not_regular(path.stat().st_mode)
+    except OSError:  # not there yet (or a symlink to nothing): it will be made
+        kind = None
+    if kind is not None:
+        raise ValueError(f"{option} {path}: is {kind}, expected a regular file name (it would "
+                         "be replaced by the file written)")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

@@ -15,6 +15,7 @@ of files from two saves (a pair written before that record still loads). ``load`
 graph checks every node and value before it changes anything in the graph.
 """
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import ops
 from .checks import beyond_range, first_beyond
-from .files import write_atomically, write_atomically_together
+from .files import open_regular, write_atomically, write_atomically_together
 from .graph import Graph, get_default_graph
 from .node import Node, Variable
 from .ops import loss
@@ -101,10 +102,18 @@ def load(path):
     return _load(path, path)
 
 
+def _opened(source):
+    """``source``, a path (a regular file: no FIFO waited on, no device read) or a binary
+    stream, as a context manager giving a binary stream."""
+    if isinstance(source, (str, os.PathLike)):
+        return open_regular(source)
+    return contextlib.nullcontext(source)
+
+
 def _load(source, path):
     """:func:`load` of ``source`` (a path or a binary stream), errors naming ``path``."""
     try:
-        with zipfile.ZipFile(source) as archive:
+        with _opened(source) as stream, zipfile.ZipFile(stream) as archive:
             entries = _entries(archive, path)
             header = _read_header(archive, entries.pop("__graph__"), path)
             shapes = _parameter_shapes(header, path)
@@ -160,7 +169,7 @@ def read_npz(path, max_bytes=2**30):
 def _read_npz(source, path, max_bytes):
     """:func:`read_npz` of ``source`` (a path or a binary stream), errors naming ``path``."""
     try:
-        with zipfile.ZipFile(source) as archive:
+        with _opened(source) as stream, zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
             for info in infos:
                 if not info.filename.endswith(".npy"):
@@ -484,11 +493,11 @@ def _npz_bytes(arrays):
 def _read_model(model_path):
     """The article's ``model.json`` as a dict, its node descriptions checked for form."""
     try:
-        size = os.stat(model_path).st_size
-        if size > MAX_GRAPH_BYTES:
-            raise ValueError(f"{size} bytes, more than the {MAX_GRAPH_BYTES} read")
-        with open(model_path, encoding="utf-8") as file:
-            model = json.load(file)
+        with open_regular(model_path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_GRAPH_BYTES:
+                raise ValueError(f"{size} bytes, more than the {MAX_GRAPH_BYTES} read")
+            model = json.loads(stream.read().decode("utf-8"))
         specs = model["graph"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise ModelFileError(f"{model_path}: not a model saved by Saver ({error})") from error
@@ -511,7 +520,7 @@ def _read_weights(weights_path, checksum, model_path):
     """``{name: array}`` from the article's ``weights.npz`` (as :func:`read_npz` reads), after
     its SHA-256 is compared with the one ``model.json`` recorded (when it recorded one)."""
     try:
-        with open(weights_path, "rb") as stream:
+        with open_regular(weights_path) as stream:
             digest = hashlib.sha256()
             for chunk in iter(lambda: stream.read(2**20), b""):
                 digest.update(chunk)

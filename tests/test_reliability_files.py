@@ -5,6 +5,7 @@ ModelFileError naming the file, never another exception; errors never name tempo
 import io
 import json
 import os
+import re
 import stat
 import tracemalloc
 import zipfile
@@ -191,3 +192,107 @@ def test_read_npz_reads_plain_arrays_and_nothing_else(tmp_path):
     random.write_bytes(np.random.default_rng(1).bytes(500))
     with pytest.raises(ModelFileError, match=r"not a readable .npz file \(File is not a zip"):
         fg.saver.read_npz(random)
+
+
+# -- special files: never replaced by a save, never waited on by a load ----------------------
+def special_files(folder):
+    """A FIFO, and (where this process may make one) a character device like /dev/null."""
+    os.mkfifo(folder / "fifo")
+    made = {"fifo": "a FIFO (named pipe)"}
+    try:
+        os.mknod(folder / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made["null"] = "a character device"
+    except OSError:  # not root: the FIFO stands for both
+        pass
+    return made
+
+
+def kind_of(path):
+    mode = os.lstat(path).st_mode
+    return "fifo" if stat.S_ISFIFO(mode) else "char" if stat.S_ISCHR(mode) else "other"
+
+
+def test_a_save_onto_a_fifo_or_device_is_refused_and_leaves_it(tmp_path):
+    """They became ordinary files: as root, `fastgraph train --save /dev/null` deleted the
+    system's /dev/null and left a file of the model there."""
+    from fastgraph.files import check_writable
+
+    graph = small_model().graph
+    for name, kind in special_files(tmp_path).items():
+        target = tmp_path / name
+        kind, at = re.escape(kind), re.escape(str(target))
+        before = kind_of(target)
+        with pytest.raises(OSError, match=rf"^{at}: cannot write \(it is {kind}; only a "
+                                          r"regular file is replaced\)$"):
+            fg.saver.save(target, graph)
+        with pytest.raises(OSError, match=rf"{at}: cannot write \(it is {kind}"):
+            fg.saver.Saver(str(tmp_path)).save(graph, model_file_name=name)
+        with pytest.raises(ValueError, match=rf"^--save {at}: is {kind}, expected a regular "
+                                             "file name"):
+            check_writable(target, "--save")
+        link = tmp_path / f"link-to-{name}"
+        link.symlink_to(target)
+        with pytest.raises(OSError, match=rf"it is {kind}"):
+            fg.saver.save(link, graph)
+        assert kind_of(target) == before and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()
+                  if p.name.startswith(".")) == []  # no temporary left behind
+    assert not (tmp_path / "weights.npz").exists()  # the pair's first file was not written
+
+
+def refused_without_waiting(call, fifo):
+    """``call()``'s exception, raised at once: opening a FIFO with no writer waited forever
+    (a thread is given 20 s, then the FIFO gets a writer so that it does not stay blocked)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():
+        with open(fifo, "wb"):  # releases the blocked open
+            pass
+        thread.join(20)
+        pytest.fail(f"{call} waited on the FIFO {fifo}")
+    assert "error" in outcome, f"{call} read a FIFO without an error"
+    return outcome["error"]
+
+
+def test_loading_from_a_fifo_or_device_is_refused_at_once(tmp_path, capsys):
+    from fastgraph.saver import Saver
+
+    made = special_files(tmp_path)
+    fifo = tmp_path / "fifo"
+    for name, kind in made.items():
+        path = tmp_path / name
+        kind, at = re.escape(kind), re.escape(str(path))
+        cases = [
+            (lambda path=path: fg.saver.load(path), ModelFileError,
+             rf"^{at}: not a readable fastgraph model file \(it is {kind}, not a regular file\)$"),
+            (lambda path=path: fg.saver.read_npz(path), ModelFileError,
+             rf"^{at}: not a readable \.npz file \(it is {kind}, not a regular file\)$"),
+            (lambda name=name: Saver(str(tmp_path)).load(fg.Graph(), model_file_name=name),
+             ModelFileError,
+             rf"^{at}: not a model saved by Saver \(it is {kind}, not a regular file\)$"),
+            (lambda path=path: mnist.read_idx(path), mnist.DatasetError,
+             rf"^{at}: cannot read \(it is {kind}, not a regular file\)$"),
+        ]
+        for call, error_type, message in cases:
+            error = refused_without_waiting(call, fifo)
+            assert isinstance(error, error_type) and re.match(message, str(error)), \
+                (type(error), str(error))
+    model = tmp_path / "model.fgz"
+    fg.saver.save(model, fg.models.mlp(784, (8,), 10, seed=3).graph,
+                  {"input": "x", "output": "predict", "image_shape": [28, 28]})
+    for command in (["evaluate", str(fifo)], ["predict", str(model), str(fifo)]):
+        code = refused_without_waiting(lambda command=command: (_ for _ in ()).throw(
+            SystemExit(main(command))), fifo)
+        assert isinstance(code, SystemExit) and code.code == 2, command
+        assert "it is a FIFO (named pipe), not a regular file" in capsys.readouterr().err

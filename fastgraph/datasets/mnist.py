@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import write_atomically
+from ..files import open_regular, write_atomically
 
 FILES = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -131,7 +131,8 @@ def read_idx(path, md5=None):
     """An IDX file (gzipped or not) as an array, checked against ``md5`` of its bytes."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open_regular(path) as stream:
+            raw = stream.read()
         data = _gunzip(raw, path) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # zlib: a bad block
         raise DatasetError(f"{path}: cannot read ({error})") from error
