@@ -53,6 +53,12 @@ def set_values(inputs, values):
     else:
         batch = 0
     if batch < 2:  # one sample (the article's matrices) or a shape set_value will explain
+        # Every input's values are checked before the first is set (the inputs share one
+        # shape, so the first's set_value refuses a wrong one before anything changes).
+        beyond = checks.first_beyond(array, graph.dtype)
+        if beyond is not None:
+            raise checks.beyond_range(f"set_values: {inputs[beyond[0]].name}",
+                                      array[beyond].item(), graph.dtype)
         for node, value in zip(inputs, array):
             node.set_value(value)
         return

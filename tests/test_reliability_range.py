@@ -91,3 +91,22 @@ def test_one_sample_on_the_short_path_says_so_through_numpy():
     x.set_value(np.asmatrix([[1.0], [0.0], [0.0]]))
     with pytest.warns(RuntimeWarning, match="overflow encountered in cast"):
         x.set_value(np.asmatrix([[1e40], [0.0], [0.0]]))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 1), (3, 1, 3)], ids=["one sample each", "batches of one"])
+def test_set_values_of_single_samples_beyond_float32_changes_no_input(shape):
+    """Input by input, the first inputs were set before the third refused its value (or, one
+    sample each into inputs holding one, it became inf with a NumPy warning)."""
+    with fg.Graph():
+        inputs = [fg.Variable((3, 1), trainable=False, name=f"x{i}") for i in range(3)]
+        total = fg.ops.Add(*inputs)
+    fg.set_values(inputs, np.zeros(shape))
+    total.forward()
+    values = np.ones(shape)
+    values[2, 0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"^set_values: x2: 1e\+39 is beyond the range of "
+                                         r"float32"):
+        fg.set_values(inputs, values)
+    for node in inputs:
+        np.testing.assert_array_equal(np.asarray(node.value), 0, err_msg=node.name)
+    np.testing.assert_array_equal(np.asarray(total.value), 0)  # still computed, not emptied
