@@ -203,3 +203,20 @@ def test_a_metric_is_no_parent(executor):
         with_executor(executor, total.forward)
     with pytest.raises(TypeError, match=NOT_DIFFERENTIABLE):
         accuracy.get_jacobi(accuracy.parents[0])
+
+
+@pytest.mark.parametrize("slot", [0, 1])
+def test_a_metric_is_no_parent_of_a_metric(slot):
+    """Accuracy(acc, acc) was built; its forward made acc count the batch twice more (6 -> 18
+    samples, acc's value then wrong), then failed in an AttributeError."""
+    graph, w, accuracy = metric_graph()
+    accuracy.forward()
+    held = accuracy.value
+    parents = [accuracy.parents[0], graph.get_node("y")]
+    parents[slot] = accuracy
+    count = graph.node_count()
+    with graph, pytest.raises(TypeError, match=r"^Recall: accuracy is a metric \(Accuracy\); a "
+                                               r"metric's parents are the model's output and "
+                                               r"the label$"):
+        nodes.Recall(*parents)
+    assert graph.node_count() == count and accuracy.value == held

@@ -40,8 +40,12 @@ class Metrics(Node):
 
     def infer_dim(self):
         output, label = self.parents
+        who = getattr(self, "name", None) or type(self).__name__  # unnamed while built
+        for parent in self.parents:
+            if isinstance(parent, Metrics):  # its forward would count its samples again
+                raise TypeError(f"{who}: {parent.name} is a metric ({type(parent).__name__}); "
+                                "a metric's parents are the model's output and the label")
         if output.dim != label.dim:
-            who = getattr(self, "name", None) or type(self).__name__  # unnamed while built
             raise ValueError(
                 f"{who}: {output.name} {output.dim} and {label.name} {label.dim} differ in "
                 "shape: the output and the label must have one (a binary score (1, 1) and a "
