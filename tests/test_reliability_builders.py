@@ -325,3 +325,21 @@ def test_ranks_given_nan_alike_agree():
     with pytest.raises(distributed.RanksDisagree, match=r"^loop: the ranks disagree on scale: "
                                                         r"rank 0 has nan, rank 1 has 1\.0$"):
         distributed.agree(OneRank([other]), "loop", [("scale", math.nan)])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"padding": -1}, r"padding not negative, got \(3, 3\), \(1, 1\), \(-1, -1\)"),
+    ({"stride": 0}, r"stride must be positive"),
+    ({"image_shape": (3, 3)}, r"x has shape \(16, 1\), expected \(H \* W, channels\) = \(9, "),
+    ({"image_shape": (4, 4), "kernel_size": 7}, r"a 7x7 window .* does not fit an image of 4x4"),
+])
+def test_a_refused_conv2d_leaves_no_parameter_behind(settings, message):
+    """Its weights and bias were made before Conv2D's checks: each refused call left two
+    parameters in the graph, saved with the model, shifting the names of later nodes."""
+    with fg.Graph() as graph:
+        x = fg.Variable((16, 1), trainable=False, name="x")
+        with pytest.raises(ValueError, match=message):
+            fg.layer.conv2d(x, 2, **{"kernel_size": 3, "image_shape": (4, 4), **settings})
+        assert [node.name for node in graph.nodes] == ["x"]
+        out = fg.layer.conv2d(x, 2, 3, image_shape=(4, 4), padding=1)
+    assert out.dim == (16, 2) and graph.node_count() == 4  # x, weights, bias, Conv2D

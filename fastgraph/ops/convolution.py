@@ -335,26 +335,39 @@ class Conv2D(_Windows):
 
     def __init__(self, x, weights, bias=None, *, image_shape, kernel_size, stride=1, padding=0,
                  graph=None, name=None):
-        self.image_shape = _pair(image_shape, "image_shape", "Conv2D")
-        if min(self.image_shape) < 1:  # (-6, -6) has the product of (6, 6)
-            raise ValueError(f"Conv2D: image_shape must be positive, got {self.image_shape}")
-        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
-        self.stride = _pair(stride, "stride", "Conv2D")
-        self.padding = _pair(padding, "padding", "Conv2D")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"Conv2D: kernel_size and stride must be positive and padding "
-                             f"not negative, got {self.kernel_size}, {self.stride}, "
-                             f"{self.padding}")
+        self.image_shape, self.kernel_size, self.stride, self.padding = self.settings(
+            x, image_shape, kernel_size, stride, padding)
         parents = (x, weights) if bias is None else (x, weights, bias)
         super().__init__(*parents, graph=graph, name=name)
+
+    @staticmethod
+    def settings(x, image_shape, kernel_size, stride=1, padding=0):
+        """``(image_shape, kernel_size, stride, padding)`` as pairs, checked, and checked
+        against the input ``x`` (``H * W`` rows, windows that fit): what a convolution of
+        ``x`` needs that does not depend on its weights (``layer.conv2d`` asks before it
+        makes them). A ValueError naming what is wrong otherwise."""
+        image_shape = _pair(image_shape, "image_shape", "Conv2D")
+        if min(image_shape) < 1:  # (-6, -6) has the product of (6, 6)
+            raise ValueError(f"Conv2D: image_shape must be positive, got {image_shape}")
+        kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
+        stride, padding = _pair(stride, "stride", "Conv2D"), _pair(padding, "padding", "Conv2D")
+        if min(kernel_size) < 1 or min(stride) < 1 or min(padding) < 0:
+            raise ValueError(f"Conv2D: kernel_size and stride must be positive and padding "
+                             f"not negative, got {kernel_size}, {stride}, {padding}")
+        (H, W), (kh, kw), (sh, sw), (ph, pw) = image_shape, kernel_size, stride, padding
+        dim = getattr(x, "dim", None)  # not a node, or a weld of no shape yet: Node says so
+        if dim is not None and dim[0] != H * W:
+            raise ValueError(f"Conv2D: {x.name} has shape {x.dim}, expected (H * W, channels) = "
+                             f"({H * W}, channels) for images of {H}x{W}")
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ValueError(f"Conv2D: a {kh}x{kw} window with stride ({sh}, {sw}) and padding "
+                             f"({ph}, {pw}) does not fit an image of {H}x{W}")
+        return image_shape, kernel_size, stride, padding
 
     def infer_dim(self):
         x, weights, *bias = self.parents
         (H, W), (kh, kw) = self.image_shape, self.kernel_size
         (sh, sw), (ph, pw) = self.stride, self.padding
-        if x.dim[0] != H * W:
-            raise ValueError(f"Conv2D: {x.name} has shape {x.dim}, expected (H * W, channels) = "
-                             f"({H * W}, channels) for images of {H}x{W}")
         C = x.dim[1]
         Cout = weights.dim[0]
         if weights.dim[1] != kh * kw * C:
