@@ -30,7 +30,7 @@ import numpy as np
 from . import ops
 from .checks import beyond_range, first_beyond
 from .files import open_regular, write_atomically, write_atomically_together
-from .graph import Graph, get_default_graph
+from .graph import CONVENTIONS, Graph, get_default_graph
 from .node import Node, Variable
 from .ops import loss
 
@@ -67,7 +67,7 @@ def save(path, graph, meta=None):
               "parents": [parent.name for parent in node.parents], "config": config}
              for node, kind, config in _describe(graph, f"{path}: cannot save the graph")]
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
-              "nodes": nodes, "meta": meta}
+              "conventions": graph.conventions, "nodes": nodes, "meta": meta}
     arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
     graph.claim(f"{path}: saving the graph")  # the values of one moment, not of an update
     try:
@@ -135,7 +135,7 @@ def _load(source, path):
             RuntimeError, zlib.error) as error:
         raise ModelFileError(f"{path}: not a readable fastgraph model file ({error})") from error
     try:
-        graph = Graph(dtype=header["dtype"])
+        graph = Graph(dtype=header["dtype"], conventions=header["conventions"])
         built = {}
         for spec in header["nodes"]:
             cls = NODE_TYPES[spec["type"]]
@@ -248,6 +248,10 @@ def _read_header(archive, info, path):
     if not isinstance(header.get("meta", {}), dict) or not isinstance(header.get("nodes"), list):
         raise ModelFileError(f"{path}: the graph description lacks its nodes or its meta")
     header.setdefault("meta", {})
+    header.setdefault("conventions", "torch")  # files written before it was recorded
+    if header["conventions"] not in CONVENTIONS:
+        raise ModelFileError(f"{path}: the model's conventions {header['conventions']!r} are "
+                             f"not one of {', '.join(map(repr, CONVENTIONS))}")
     return header
 
 

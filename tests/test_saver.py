@@ -187,3 +187,47 @@ def test_metric_nodes_are_left_out_of_a_model_file_as_the_articles_saver_leaves_
         g.get_node("x").set_value(values)
         g.get_node(logits.name).forward()
     np.testing.assert_array_equal(loaded.get_node(logits.name).flat, logits.flat)
+
+
+@pytest.mark.parametrize("conventions", ["article", "torch"])
+def test_a_loaded_graph_follows_the_conventions_it_was_saved_with(tmp_path, conventions):
+    """A graph of the article's conventions came back with torch's: Adam and RMSProp resumed
+    with other rules and defaults, and a ReLU layer added after loading was not leaky."""
+    graph = fg.Graph(conventions=conventions, seed=0)
+    with graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        fg.layer.fc(x, 3, 2, "ReLU")
+    fg.saver.save(tmp_path / "model.fgz", graph)
+    loaded, _ = fg.saver.load(tmp_path / "model.fgz")
+    assert loaded.conventions == conventions
+    with loaded:
+        relu = fg.layer.fc(loaded.get_node("x"), 3, 2, "ReLU")
+    assert (type(relu).__name__ == "LeakyReLU") == (conventions == "article")
+
+
+def test_a_model_file_of_unknown_conventions_is_refused(tmp_path):
+    import io
+    import json
+
+    path = tmp_path / "model.fgz"
+    graph = fg.Graph(seed=0)
+    with graph:
+        fg.layer.fc(fg.Variable((3, 1), trainable=False, name="x"), 3, 2, None)
+    fg.saver.save(path, graph)
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    header = json.loads(arrays["__graph__"].tobytes())
+    header["conventions"] = "keras"
+    arrays["__graph__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(fg.saver.ModelFileError, match=r"model.fgz: the model's conventions "
+                                                      r"'keras' are not one of 'torch', 'article'"):
+        fg.saver.load(path)
+    del header["conventions"]  # a file of before: torch's, as every graph then
+    arrays["__graph__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    assert fg.saver.load(path)[0].conventions == "torch"
