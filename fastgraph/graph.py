@@ -105,6 +105,7 @@ class Graph:
         self._reach = {}  # (node, version) -> its index and its followers' (see rewire)
         self._same_indices = {}  # an input's downstream indices, one array per content
         self._user = threading.RLock()  # held by the thread inside a pass, update or feed
+        self.deferred = {}  # compiled passes whose additions wait (engines.compiled), in order
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):

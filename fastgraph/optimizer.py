@@ -104,7 +104,7 @@ class Optimizer:
     def gradient_buffer(self):
         """Every parameter's gradient sum in one flat array (``gradient_sums`` are its
         views), then ``SPARE`` free elements."""
-        complete(self._sums)
+        complete(self.graph, self._sums)
         return self._buffer
 
     @property
@@ -117,7 +117,7 @@ class Optimizer:
         one-sample weight gradients aside and add them with one product
         (``kernels.blas.outer_staged``): reading the sums here (or ``gradient_buffer``,
         ``get_gradient``, ``update``) adds them first."""
-        complete(self._sums)
+        complete(self.graph, self._sums)
         return self._sums
 
     def zeros(self):
@@ -168,7 +168,7 @@ class Optimizer:
 
     def _lay_out(self, params):
         """Sums, table and states for ``params``, each parameter's kept."""
-        complete(self._sums)
+        complete(self.graph, self._sums)
         old, old_starts = self._index, self._starts
         previous = {param: self._sums[i] for param, i in old.items()}
         states = {name: getattr(self, name) for name in self.state_names}
@@ -209,7 +209,7 @@ class Optimizer:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         if self.samples == 0:
             raise RuntimeError("no gradient accumulated: call one_step() first")
-        complete(self._sums)
+        complete(self.graph, self._sums)
         return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
 
     def update(self):
@@ -220,7 +220,7 @@ class Optimizer:
         graph.claim(f"{type(self).__name__}.update")
         try:
             self.steps += 1
-            complete(self._sums)
+            complete(self.graph, self._sums)
             self.apply(self._table, self._buffer, 1.0 / self.samples)
             self.threads.tick()
             self.samples = 0

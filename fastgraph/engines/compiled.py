@@ -253,28 +253,34 @@ def _accumulating_call(program, buffer, start, stop):
 #: A pass's empty forward, for running its completion alone.
 _NO_CODE, _NO_STEPS = np.zeros((0, 4), np.int64), np.zeros((0, 3), np.int64)
 
-#: The passes that have deferred additions into their sums since those were completed.
-_pending = {}
-
-
 def _deferring(compiled_pass):
     """``compiled_pass`` is about to defer additions into its sums. The stages it keeps
-    them in belong to its nodes, which another optimizer's passes may share: theirs are
-    completed first."""
-    if compiled_pass in _pending:
+    them in belong to its nodes, which another optimizer's passes of the same graph may
+    share: theirs are completed first. The passes that wait are the graph's own
+    (``Graph.deferred``), never another graph's (a process-wide list had one graph's steps
+    complete another's, from another thread too: wrong sums)."""
+    pending = compiled_pass.graph.deferred
+    if compiled_pass in pending:
         return
-    for other in [other for other in _pending if other.sums is not compiled_pass.sums]:
-        del _pending[other]
+    for other in [other for other in pending if other.sums is not compiled_pass.sums]:
+        del pending[other]
         other.complete()
-    _pending[compiled_pass] = None
+    pending[compiled_pass] = None
 
 
-def complete(sums):
-    """Make ``sums`` (an optimizer's gradient sums) hold every addition that a pass
-    deferred: optimizers call this before they read their sums."""
-    for compiled_pass in [found for found in _pending if found.sums is sums]:
-        del _pending[compiled_pass]
-        compiled_pass.complete()
+def complete(graph, sums):
+    """Make ``sums`` (the gradient sums of an optimizer of ``graph``) hold every addition
+    that a pass deferred: optimizers call this before they read their sums."""
+    pending = graph.deferred
+    if not pending:
+        return
+    graph.claim("completing the gradient sums")
+    try:
+        for compiled_pass in [found for found in pending if found.sums is sums]:
+            del pending[compiled_pass]
+            compiled_pass.complete()
+    finally:
+        graph.release()
 
 
 def _owner(array):
