@@ -24,7 +24,10 @@ faster now:
 Both counts compute the same numbers except where a product is split along its inner
 dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
 run that must repeat bit for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads,
-always. Before MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of Numba's own
+always. The counts are set per Python thread (Numba's count is a thread's own, and MKL's is
+set with ``MKL_Set_Num_Threads_Local``): a graph trained in each of two threads runs on the
+count its own optimizer chose, and a fixed count holds in every thread that computes. Before
+MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of Numba's own
 threads, so the process has one pool of threads rather than two spinning side by side
 (unless ``MKL_THREADING_LAYER`` is set).
 """
@@ -33,6 +36,7 @@ import ctypes
 import functools
 import inspect
 import os
+import threading
 import weakref
 from time import perf_counter
 
@@ -58,34 +62,49 @@ def _requested():
 
 
 class _Threads:
-    """The process's thread count for kernels: MKL's and Numba's, set together."""
+    """The thread count for kernels, MKL's and Numba's set together, per Python thread."""
 
     def __init__(self):
         self.fixed = _requested()
         self.most = min(self.fixed or len(os.sched_getaffinity(0)),
                         numba.config.NUMBA_NUM_THREADS)
-        self.current = None
+        self._local = threading.local()  # this Python thread's (limit number, count)
+        self._limits = 0  # calls of limit(): a count set before the last is set again
         self._mkl = None
+
+    @property
+    def current(self):
+        """The count the calling Python thread's kernels run on, or None before it sets one."""
+        mine = getattr(self._local, "count", None)
+        return mine[1] if mine is not None and mine[0] == self._limits else None
 
     def limit(self, most):
         """Use at most ``most`` threads (``fastgraph.distributed``: cores / ranks a node)."""
         self.most = max(1, min(int(most), numba.config.NUMBA_NUM_THREADS))
-        self.current = None
+        self._limits += 1
 
     def use(self, count):
-        """Run the kernels that follow on ``count`` threads (at most ``most``)."""
+        """Run the kernels that the calling Python thread calls next on ``count`` threads
+        (at most ``most``)."""
         count = min(count, self.most)
         if count == self.current:
             return
         if self._mkl is None:
             from .kernels import blas
 
-            self._mkl = (ctypes.CDLL(blas.LIBRARY).MKL_Set_Num_Threads
+            self._mkl = (ctypes.CDLL(blas.LIBRARY).MKL_Set_Num_Threads_Local
                          if blas.BACKEND == "mkl" else False)
         if self._mkl:
             self._mkl(ctypes.c_int(count))
         numba.set_num_threads(count)
-        self.current = count
+        self._local.count = (self._limits, count)
+
+    def here(self):
+        """A fixed count (``FASTGRAPH_THREADS=N``, one core, a limit of one) also in a
+        Python thread that has set none yet: Numba starts a new thread on every core. Called
+        by a forward pass, which has no chooser of its own."""
+        if (self.fixed is not None or self.most == 1) and self.current is None:
+            self.use(self.most)
 
 
 threads = _Threads()

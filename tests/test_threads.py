@@ -200,3 +200,75 @@ def test_each_result_node_has_its_own_thread_chooser():
     del small, model, mine
     gc.collect()
     assert len(choosers) == count - 1 and large.logits in choosers
+
+
+def _in_a_thread(action):
+    """``action()``'s result, run in a new Python thread."""
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", action()))
+    thread.start()
+    thread.join(60)
+    return result["value"]
+
+
+def _counts():
+    """The calling thread's (Numba, MKL) kernel thread counts."""
+    from fastgraph.kernels import blas
+
+    mkl = None
+    if blas.BACKEND == "mkl":
+        import ctypes
+
+        get = ctypes.CDLL(blas.LIBRARY).MKL_Get_Max_Threads
+        get.restype = ctypes.c_int
+        mkl = get()
+    return numba.get_num_threads(), mkl
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+def test_counts_are_each_python_threads_own(monkeypatch):
+    """One process-wide 'current' count: a thread whose count differed from it was never
+    set (Numba's count is per thread), and one thread's MKL count was every thread's."""
+    from fastgraph.kernels import blas
+
+    monkeypatch.setattr(threads, "most", 2)
+    before = threads.current
+    try:
+        threads.use(1)
+        other = _in_a_thread(lambda: (threads.use(2), _counts(), threads.current)[1:])
+        assert other == ((2, 2 if blas.BACKEND == "mkl" else None), 2)
+        assert _counts() == (1, 1 if blas.BACKEND == "mkl" else None)  # not the other's
+        assert threads.current == 1
+        assert _in_a_thread(lambda: threads.current) is None  # a new thread has set none
+    finally:
+        threads.use(before or threads.most)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+def test_a_fixed_count_holds_in_a_thread_that_only_computes(monkeypatch, rng):
+    """FASTGRAPH_THREADS=1: a new Python thread ran its kernels on every core (Numba starts a
+    thread at all of them), until an optimizer there set the count."""
+    monkeypatch.setattr(threads, "fixed", 1)
+    monkeypatch.setattr(threads, "most", 1)
+    with fg.Graph() as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((2, 3), init=True)
+        out = fg.ops.MatMul(w, x)
+    x.set_value(rng.normal(size=(4, 3, 1)))
+
+    def forward_then_count():
+        out.forward()
+        return _counts()
+
+    numba_count, mkl_count = _in_a_thread(forward_then_count)
+    assert numba_count == 1 and mkl_count in (1, None)
+    loss = fg.ops.Dot(out, out, graph=graph)
+    optimizer = fg.optimizer.GradientDescent(graph, loss)
+
+    def step_then_count():
+        optimizer.one_step()
+        return _counts()
+
+    assert _in_a_thread(step_then_count)[0] == 1

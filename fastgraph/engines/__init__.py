@@ -17,6 +17,7 @@ number of samples.
 import os
 
 from ..kernels import blas
+from ..threads import threads
 from . import compiled, jacobian, vjp
 
 EXECUTORS = {"compiled": compiled, "python": vjp}
@@ -60,6 +61,7 @@ def _executor():
 
 
 def _fast_gradients(target, params, sums, first):
+    threads.here()
     return _executor().gradients(target, params, sums, first)
 
 
@@ -80,6 +82,7 @@ def forward(node):
     graph = node.graph
     graph.claim(f"{node.name}.forward")
     try:
+        threads.here()
         _executor().forward(node)
     finally:
         graph.release()
