@@ -11,6 +11,15 @@ import numbers
 import numpy as np
 
 
+def flag(name, value):
+    """``value`` as a bool: True or False (NumPy's too, or the integers 1 and 0); anything
+    else, which Python would take by its truth (the string "False" is true), is refused."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r:.60}")
+
+
 def positive_integer(name, value):
     """``value`` as an int >= 1 (an integral float such as 64.0 is accepted)."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)

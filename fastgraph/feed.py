@@ -30,6 +30,9 @@ def set_values(inputs, values):
     for each input and takes the fast path; any other shape is handed to the inputs'
     ``set_value`` one by one (the article's single samples among them).
     """
+    if isinstance(inputs, (Variable, str, bytes)) or not hasattr(inputs, "__iter__"):
+        raise TypeError(f"set_values: inputs must be a list of input nodes, got "
+                        f"{type(inputs).__name__} (one input: node.set_value(value))")
     inputs = tuple(inputs)
     if not inputs:
         raise ValueError("set_values: no inputs given")
@@ -87,8 +90,8 @@ def _check(inputs, graph):
             raise ValueError(f"set_values: {getattr(node, 'name', node)!r} is not an input "
                              "(a Variable with trainable=False)")
         if node.graph is not graph:
-            raise ValueError(f"set_values: {node.name} belongs to another graph than "
-                             f"{inputs[0].name}")
+            raise ValueError(f"set_values: {node.name} belongs to another graph than the first "
+                             f"input, {inputs[0].name}")
         if node.dim != dim:
             raise ValueError(f"set_values: {node.name} is {node.dim[0]}x{node.dim[1]}, "
                              f"{inputs[0].name} {dim[0]}x{dim[1]}: the inputs must share a "

@@ -74,6 +74,8 @@ class Graph:
         self.conventions = conventions
         self.nodes = []
         try:
+            if isinstance(seed, (bool, np.bool_)):  # True is 1 to NumPy
+                raise TypeError("a bool")
             self.rng = np.random.default_rng(seed)
         except (TypeError, ValueError) as error:  # NumPy's words name no seed
             raise ValueError(f"Graph seed must be None or a non-negative integer, got "
@@ -139,6 +141,8 @@ class Graph:
         return len(self.nodes)
 
     def get_node(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f"a node's name is a string, got {type(name).__name__} {name!r:.60}")
         try:
             return self._names[name]
         except KeyError:
@@ -155,6 +159,9 @@ class Graph:
         depends on ``node`` (a cycle), parents whose shapes ``node.infer_dim()`` rejects,
         and a new shape or batch axis for a node that others are built on. ``caller``
         names the call in the messages (``Welding.weld`` passes "weld")."""
+        if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
+            raise TypeError(f"{caller}: the parents of {getattr(node, 'name', node)} must be a "
+                            f"list of nodes, got {type(parents).__name__}")
         parents = list(parents)
         self._check_rewiring(node, parents, caller)
         old = node.parents

@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from . import engines
+from . import checks, engines
 from .engines.vjp import backward
 from .node import Node
 from .threads import chosen
@@ -99,6 +99,7 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     before the next call and 2.7 when every result was kept. With a ``chunk_size`` below
     the batch, the result is always assembled in new arrays.
     """
+    copy = checks.flag("per_sample_gradients: copy", copy)
     nodes, single = _as_list(params)
     tape, batch = _prepare(loss, nodes, chunk_size, "per_sample_gradients")
     graph = loss.graph

@@ -145,6 +145,7 @@ def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding
     if min(kh, kw) < 1:
         raise ValueError(f"conv2d: kernel_size must be positive, got {(kh, kw)}")
     Conv2D.settings(input, image_shape, (kh, kw), stride, padding)  # before any parameter
+    bias = checks.flag("conv2d: bias", bias)
     fan_in = kh * kw * input.dim[1]
     weights = Variable((out_channels, fan_in), trainable=True, graph=graph)
     weights.set_value(graph.rng.normal(0.0, np.sqrt(2.0 / fan_in), weights.dim))

@@ -16,7 +16,7 @@ plus one, up to ``INFERRED_CLASSES``; beyond, ``classes=`` must say so.
 
 import numpy as np
 
-from .checks import positive_integer
+from .checks import as_array, positive_integer
 
 #: The most classes ``confusion_matrix`` infers from class indices (the largest seen plus
 #: one) without being given ``classes=``: a stray label of 10**6 is an error naming it, not
@@ -31,7 +31,7 @@ def class_labels(labels, name="labels", classes=None):
     with k >= 2 (and ``(N, k, 1)``) are one-hot rows. With ``classes``, every label must lie
     in ``[0, classes)``; negative labels never pass.
     """
-    labels = np.asarray(labels)
+    labels = as_array(labels, name)
     shape = labels.shape
     if labels.ndim == 3 and labels.shape[2] == 1:
         labels = labels[:, :, 0]
@@ -72,7 +72,7 @@ def _index_column(predictions):
 def predicted_classes(predictions, classes=None):
     """Class indices from integer indices (``(N,)``, or a column ``(N, 1)``) or from
     per-class scores (argmax); NaN scores raise."""
-    predictions = np.asarray(predictions)
+    predictions = as_array(predictions, "predictions")
     if _index_column(predictions):
         return class_labels(predictions, "predictions", classes)
     if predictions.ndim == 3 and predictions.shape[2] == 1:
@@ -80,6 +80,9 @@ def predicted_classes(predictions, classes=None):
     if predictions.ndim == 2:
         if predictions.dtype.kind not in "biuf":
             raise ValueError(f"scores must be numbers, got dtype {predictions.dtype}")
+        if predictions.shape[1] == 0:
+            raise ValueError(f"scores of shape {predictions.shape} have no column: no class "
+                             "to predict")
         if classes is not None and predictions.shape[1] != classes:
             raise ValueError(f"scores have {predictions.shape[1]} columns, expected one per "
                              f"class ({classes})")
@@ -94,7 +97,7 @@ def predicted_classes(predictions, classes=None):
 
 
 def _pair(labels, predictions, classes=None):
-    predictions = np.asarray(predictions)
+    predictions = as_array(predictions, "predictions")
     if classes is None and predictions.ndim >= 2 and not _index_column(predictions):
         classes = predictions.shape[1]  # scores: one column per class
     truth = class_labels(labels, "labels", classes)
@@ -160,8 +163,11 @@ def roc_auc(labels, scores):
 
     ``labels`` are 0/1 (or booleans); ties count one half (the Mann-Whitney statistic).
     """
-    labels = np.asarray(labels).ravel()
-    scores = np.asarray(scores, dtype=float).ravel()
+    labels = as_array(labels, "roc_auc: labels").ravel()
+    scores = as_array(scores, "roc_auc: scores").ravel()
+    if scores.dtype.kind not in "biuf":
+        raise ValueError(f"roc_auc: scores must be real numbers, got dtype {scores.dtype}")
+    scores = scores.astype(float)
     if labels.shape != scores.shape:
         raise ValueError(f"{labels.size} labels but {scores.size} scores")
     if not np.isin(labels, (0, 1)).all():

@@ -203,7 +203,8 @@ class Node:
         """Dense Jacobian of this node with respect to ``parent``, for the one sample held."""
         slots = [slot for slot, node in enumerate(self.parents) if node is parent]
         if not slots:
-            raise ValueError(f"{parent.name} is not a parent of {self.name}")
+            raise ValueError(f"{getattr(parent, 'name', repr(parent))} is not a parent of "
+                             f"{self.name}")
         return sum(self.dense_jacobian(slot) for slot in slots)
 
     def sample(self):
@@ -267,7 +268,8 @@ class Variable(Node):
 
     def __init__(self, dim, init=False, trainable=True, graph=None, name=None):
         self._dim = _check_dim(dim)
-        self.trainable = bool(trainable)
+        self.trainable = checks.flag("Variable: trainable", trainable)
+        init = checks.flag("Variable: init", init)
         self._sample = None  # an input holding one sample: flat seen in the sample's shape
         self._numeric = None  # the dtype of the last value taken on the short path
         super().__init__(graph=graph, name=name)

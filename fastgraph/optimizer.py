@@ -22,7 +22,7 @@ import numpy as np
 from . import checks
 from .engines import get_engine
 from .engines.compiled import complete
-from .graph import CONVENTIONS, OUTDATED
+from .graph import CONVENTIONS, OUTDATED, Graph
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 from .threads import Chooser
@@ -36,6 +36,10 @@ class Optimizer:
 
     def __init__(self, graph, target, learning_rate, engine="vjp"):
         self._gradients = get_engine(engine)
+        if not isinstance(graph, Graph):
+            hint = " (pass its graph: node.graph)" if isinstance(graph, Node) else ""
+            raise TypeError(f"{type(self).__name__}: graph must be a fastgraph Graph, got "
+                            f"{type(graph).__name__} {graph!r:.60}{hint}")
         if not isinstance(target, Node):
             raise ValueError(f"the target must be a node of the optimizer's graph, got {target!r}")
         if target.graph is not graph:

@@ -67,6 +67,13 @@ class Profile:
 
 def profile_steps(optimizer, feed, steps=200, warmup=20):
     """Profile ``steps`` training steps of ``optimizer``; ``feed(step)`` sets the inputs."""
+    if not all(callable(getattr(optimizer, name, None)) for name in ("one_step", "update")) \
+            or getattr(optimizer, "graph", None) is None:
+        raise TypeError(f"profile_steps: optimizer must be a fastgraph optimizer, got "
+                        f"{type(optimizer).__name__} {optimizer!r:.60}")
+    if not callable(feed):
+        raise TypeError(f"profile_steps: feed must be a function of the step that sets the "
+                        f"inputs, got {type(feed).__name__} {feed!r:.60}")
     steps = checks.positive_integer("profile_steps: steps", steps)
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
         raise ValueError(f"profile_steps: warmup must be a non-negative integer, got {warmup!r}")

@@ -101,6 +101,9 @@ INPUT_CHUNK = 8
 
 def _pair(value, what, kind):
     """``(a, b)`` from an int or a pair of ints; a ValueError naming ``what`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (tuple, list)) and any(
+            isinstance(v, (bool, np.bool_)) for v in value)):
+        raise ValueError(f"{kind}: {what} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, (int, np.integer)):
         value = (value, value)
     try:
