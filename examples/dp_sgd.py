@@ -13,11 +13,26 @@ import numpy as np
 import fastgraph as fg
 from fastgraph.datasets import Batches, mnist
 
+
+def number(least, strictly):
+    """An argparse type: a finite float above ``least`` (or at least it, not ``strictly``)."""
+    def parse(text):
+        value = float(text)  # argparse says "invalid parse value" for what is no number
+        if not (np.isfinite(value) and (value > least if strictly else value >= least)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a finite number {'above' if strictly else 'of at least'} "
+                f"{least:g}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="a few batches, for CI")
-parser.add_argument("--clip", type=float, default=1.0, help="per-sample gradient norm bound C")
-parser.add_argument("--noise", type=float, default=1.1, help="noise multiplier sigma")
-parser.add_argument("--lr", type=float, default=0.1)
+parser.add_argument("--clip", type=number(0, True), default=1.0,
+                    help="per-sample gradient norm bound C")
+parser.add_argument("--noise", type=number(0, False), default=1.1, help="noise multiplier sigma")
+parser.add_argument("--lr", type=number(0, True), default=0.1)
 parser.add_argument("--batch-size", type=int, default=256)
 args = parser.parse_args()
 
