@@ -44,7 +44,8 @@ CACHE_SIZE = 256
 
 
 class GraphInUse(RuntimeError):
-    """A thread fed, computed or updated a graph while another thread was doing so."""
+    """A thread used a graph (fed, computed, updated, saved or loaded it) while another
+    thread was doing so (see :meth:`Graph.claim`)."""
 
 
 class Graph:
