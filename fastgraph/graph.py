@@ -108,6 +108,7 @@ class Graph:
         self._reach = {}  # (node, version) -> its index and its followers' (see rewire)
         self._same_indices = {}  # an input's downstream indices, one array per content
         self._user = threading.RLock()  # held by the thread inside a pass, update or feed
+        self.claims = 0  # how deep that thread's claims are (0: no thread holds the graph)
         self.deferred = {}  # compiled passes whose additions wait (engines.compiled), in order
 
     # -- membership ---------------------------------------------------------------------
@@ -435,9 +436,11 @@ class Graph:
                 f"{what}: {self!r} is in use by another thread (it is feeding, computing or "
                 f"updating it now); a graph is used by one thread at a time: give each "
                 f"thread its own graph, or hold a lock around each thread's use of it")
+        self.claims += 1
 
     def release(self):
         """End the calling thread's :meth:`claim`."""
+        self.claims -= 1
         self._user.release()
 
     def __repr__(self):

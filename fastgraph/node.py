@@ -287,19 +287,10 @@ class Variable(Node):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
 
     def set_value(self, value):
-        graph = self.graph
-        user = graph._user
-        if not user.acquire(False):  # the graph's claim, inline: this is the per-sample path
-            graph.claim(f"{self.name}.set_value")  # another thread's: refused
-        try:
-            self._set_value(value)
-        finally:
-            user.release()
-
-    def _set_value(self, value):
         sample = self._sample
         kind = value.__class__
-        if (kind is _MATRIX or kind is _ARRAY) and sample is not None \
+        graph = self.graph
+        if (kind is _MATRIX or kind is _ARRAY) and sample is not None and not graph.claims \
                 and value.shape == self._dim and (value.dtype is self._numeric
                                                    or value.dtype.kind in "biuf"):
             # The short path. The article's per-sample loop sets every input once a sample,
@@ -307,10 +298,12 @@ class Variable(Node):
             # np.matrix), into an input that holds one already, is copied (cast as the
             # kernel of the general path casts) and the input noted as fed. What depends on
             # it is marked EMPTY by the graph's next settle(), once for every input fed
-            # meanwhile; whatever reads or changes a state settles first.
+            # meanwhile; whatever reads or changes a state settles first. It takes no claim
+            # of the graph (a fifth of its time), only sees that no thread holds one: when
+            # one does (a pass of another thread, or of this one), the general path below
+            # claims the graph, or is refused.
             self._numeric = value.dtype  # a numeric dtype seen last: the next check is `is`
             sample[...] = value
-            graph = self.graph
             graph._fed[self.index] = 1
             graph.unsettled = True
             graph.single_sample = True
@@ -321,6 +314,23 @@ class Variable(Node):
             hint = " (its transpose: np.mat(sample).T)" if value.shape[::-1] == self._dim else ""
             raise ValueError(f"{self.name}: an np.matrix is one sample, of shape {self._dim}; "
                              f"got {value.shape}{hint}")
+        graph.claim(f"{self.name}.set_value")
+        try:
+            self._set_claimed(value, sample)
+        finally:
+            graph.release()
+
+    def _set_claimed(self, value, sample):
+        """``set_value`` past its short path, holding the graph."""
+        kind = value.__class__
+        if (kind is _MATRIX or kind is _ARRAY) and sample is not None \
+                and value.shape == self._dim and value.dtype.kind in "biuf":
+            sample[...] = value  # the short path's copy, made under the claim
+            graph = self.graph
+            graph._fed[self.index] = 1
+            graph.unsettled = True
+            graph.single_sample = True
+            return
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")

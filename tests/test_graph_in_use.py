@@ -181,3 +181,20 @@ def test_saving_and_loading_while_another_thread_holds_the_graph_are_refused(rng
     np.testing.assert_array_equal(w.flat, 0)  # not restored under the holder
     saver.Saver(tmp_path).load(graph)
     np.testing.assert_array_equal(w.flat, before)
+
+
+def test_one_sample_into_a_graph_this_thread_holds_is_set(rng):
+    """The short path of set_value takes no claim; while a claim is held (here by this
+    thread, as a pass of its own would) it goes by the claimed path, which sets it too."""
+    graph, x, label, w, logits, loss = _network(rng)
+    x.set_value(np.zeros((3, 1)))
+    sample = rng.normal(size=(3, 1))
+    graph.claim("a use of this thread")
+    try:
+        x.set_value(np.asmatrix(sample))
+        logits.forward()
+    finally:
+        graph.release()
+    np.testing.assert_array_equal(np.asarray(x.value), sample)
+    np.testing.assert_allclose(np.asarray(logits.value), w.value @ sample)
+    assert graph.claims == 0
