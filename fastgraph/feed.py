@@ -62,8 +62,12 @@ def set_values(inputs, values):
         if beyond is not None:
             raise checks.beyond_range(f"set_values: {inputs[beyond[0]].name}",
                                       array[beyond].item(), graph.dtype)
-        for node, value in zip(inputs, array):
-            node.set_value(value)
+        graph.claim("set_values")  # one use: no other thread's between two inputs
+        try:
+            for node, value in zip(inputs, array):
+                node.set_value(value)
+        finally:
+            graph.release()
         return
     graph.claim("set_values")
     try:

@@ -1,4 +1,6 @@
-"""Writing files so that a crash or a failed check never leaves a partial one."""
+"""Writing files so that a crash or a failed check never leaves a partial one, and only
+over a regular file; reading only from a regular file (a FIFO is never waited on, a device
+never read or replaced)."""
 
 import errno
 import os
@@ -87,7 +89,8 @@ def write_atomically_together(files):
 
 def _write_beside(path, payload):
     """A temporary file beside ``path`` holding ``payload``, on disk; OSError naming ``path``
-    (and no temporary left) if it cannot be written or ``path`` is a directory."""
+    (and no temporary left) if it cannot be written or ``path`` is a directory, a FIFO, a
+    device or a socket (which the rename would replace with a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.elementwise import raise_states, settle_fed
+from .threads import threads
 
 # A node's state. Forward computes every node whose state is not COMPUTED (which is 0).
 COMPUTED = 0
@@ -113,7 +114,16 @@ class Graph:
 
     # -- membership ---------------------------------------------------------------------
     def add_node(self, node, name=None):
-        """Register ``node`` and return its unique name (``scope/Class:index`` by default)."""
+        """Register ``node`` and return its unique name (``scope/Class:index`` by default),
+        holding the graph (a node added under another thread's pass would change its
+        arrays under it)."""
+        self.claim("adding {}", type(node).__name__)
+        try:
+            return self._add_node(node, name)
+        finally:
+            self.release()
+
+    def _add_node(self, node, name):
         if self.unsettled:  # before the edges change
             self.settle()
         if name is None:  # the next free "Class:count" (a user may have taken one)
@@ -161,6 +171,13 @@ class Graph:
         depends on ``node`` (a cycle), parents whose shapes ``node.infer_dim()`` rejects,
         and a new shape or batch axis for a node that others are built on. ``caller``
         names the call in the messages (``Welding.weld`` passes "weld")."""
+        self.claim("{}", caller)
+        try:
+            self._rewire(node, parents, caller)
+        finally:
+            self.release()
+
+    def _rewire(self, node, parents, caller):
         if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
             raise TypeError(f"{caller}: the parents of {getattr(node, 'name', node)} must be a "
                             f"list of nodes, got {type(parents).__name__}")
@@ -323,9 +340,13 @@ class Graph:
 
     def reset_value(self):
         """Forget every computed value (inputs and parameters keep theirs)."""
-        for node in self.nodes:
-            if node.parents:
-                node.state = EMPTY
+        self.claim("reset_value")
+        try:
+            for node in self.nodes:
+                if node.parents:
+                    node.state = EMPTY
+        finally:
+            self.release()
 
     def draw(self, ax=None):
         """The article's picture of the graph (matplotlib): each node in the column of its
@@ -424,19 +445,23 @@ class Graph:
                 break
 
     # -- one thread at a time -----------------------------------------------------------
-    def claim(self, what):
+    def claim(self, what, *names):
         """Hold the graph for the calling thread while it does ``what`` (a pass, an
-        update, a feed), until :meth:`release`; a thread may claim it again inside. A graph's
-        values and the buffers of its passes are shared, so another thread feeding,
-        computing or updating it meanwhile would read and write them under it: that is
-        refused with :class:`GraphInUse`, before anything is changed, rather than made to
-        wait (waiting would still interleave one thread's feed with another's pass)."""
+        update, a feed: ``what.format(*names)``, made only for the error), until
+        :meth:`release`; a thread may claim it again inside. A graph's values and the
+        buffers of its passes are shared, so another thread feeding, computing or updating
+        it meanwhile would read and write them under it: that is refused with
+        :class:`GraphInUse`, before anything is changed, rather than made to wait (waiting
+        would still interleave one thread's feed with another's pass). The outermost claim
+        of a thread also sets a fixed thread count in it (``threads.here``)."""
         if not self._user.acquire(False):
             raise GraphInUse(
-                f"{what}: {self!r} is in use by another thread (it is feeding, computing or "
-                f"updating it now); a graph is used by one thread at a time: give each "
-                f"thread its own graph, or hold a lock around each thread's use of it")
+                f"{what.format(*names)}: {self!r} is in use by another thread (it is feeding, "
+                f"computing or updating it now); a graph is used by one thread at a time: give "
+                f"each thread its own graph, or hold a lock around each thread's use of it")
         self.claims += 1
+        if self.claims == 1:
+            threads.here()
 
     def release(self):
         """End the calling thread's :meth:`claim`."""

@@ -42,7 +42,7 @@ def _holding_the_graph(function):
         graph = getattr(result, "graph", None)
         if graph is None:  # not a node: the function's own checks say so
             return function(*args, **kwargs)
-        graph.claim(f"{function.__name__} of {result.name}")
+        graph.claim("{} of {}", function.__name__, result.name)
         try:
             return function(*args, **kwargs)
         finally:
@@ -51,8 +51,8 @@ def _holding_the_graph(function):
     return holding
 
 
-@chosen
 @_holding_the_graph
+@chosen
 def jacobian(result, wrt, chunk_size=None):
     """Per-sample Jacobians of ``result`` with respect to ``wrt`` on the current values.
 
@@ -83,8 +83,8 @@ def jacobian(result, wrt, chunk_size=None):
     return jacobians[0] if single else jacobians
 
 
-@chosen
 @_holding_the_graph
+@chosen
 def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
 

@@ -159,7 +159,12 @@ class Node:
 
     def reset_value(self):
         """Mark this node and everything downstream as not computed (a leaf keeps its value)."""
-        self.graph.invalidate([self], EMPTY, itself=bool(self.parents or self.flat is None))
+        graph = self.graph
+        graph.claim("{}.reset_value", self.name)
+        try:
+            graph.invalidate([self], EMPTY, itself=bool(self.parents or self.flat is None))
+        finally:
+            graph.release()
 
     def forward(self):
         """Compute this node's value, and any ancestor's that is not up to date first."""
@@ -180,7 +185,7 @@ class Node:
 
         if engine not in ("vjp", "jacobian"):
             raise ValueError(f"unknown engine {engine!r}: choose one of 'vjp', 'jacobian'")
-        self.graph.claim(f"{self.name}.backward")
+        self.graph.claim("{}.backward", self.name)
         try:
             jacobi = jacobian(result, self) if engine == "vjp" else dense.jacobian(result, self)
         finally:
@@ -314,7 +319,7 @@ class Variable(Node):
             hint = " (its transpose: np.mat(sample).T)" if value.shape[::-1] == self._dim else ""
             raise ValueError(f"{self.name}: an np.matrix is one sample, of shape {self._dim}; "
                              f"got {value.shape}{hint}")
-        graph.claim(f"{self.name}.set_value")
+        graph.claim("{}.set_value", self.name)
         try:
             self._set_claimed(value, sample)
         finally:

@@ -198,7 +198,7 @@ class Optimizer:
     def one_step(self):
         """Forward and backward over the batch the inputs hold; add to the gradient sums."""
         graph = self.graph
-        graph.claim(f"{type(self).__name__}.one_step")
+        graph.claim("{}.one_step", type(self).__name__)
         try:
             if self._structure != graph._version:
                 self._follow_graph()
@@ -213,15 +213,20 @@ class Optimizer:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         if self.samples == 0:
             raise RuntimeError("no gradient accumulated: call one_step() first")
-        complete(self.graph, self._sums)
-        return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
+        graph = self.graph
+        graph.claim("{}.get_gradient", type(self).__name__)  # not while another thread steps
+        try:
+            complete(graph, self._sums)
+            return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
+        finally:
+            graph.release()
 
     def update(self):
         """Apply the mean of the accumulated gradients, then start a new accumulation."""
         if self.samples == 0:
             raise RuntimeError("update() needs a gradient: call one_step() first")
         graph = self.graph
-        graph.claim(f"{type(self).__name__}.update")
+        graph.claim("{}.update", type(self).__name__)
         try:
             self.steps += 1
             complete(self.graph, self._sums)

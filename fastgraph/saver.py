@@ -69,7 +69,7 @@ def save(path, graph, meta=None):
     header = {"format": FORMAT, "version": VERSION, "dtype": graph.dtype.name,
               "conventions": graph.conventions, "nodes": nodes, "meta": meta}
     arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
-    graph.claim(f"{path}: saving the graph")  # the values of one moment, not of an update
+    graph.claim("{}: saving the graph", path)  # the values of one moment, not of an update
     try:
         for node in graph.nodes:
             if isinstance(node, Variable) and node.trainable:

@@ -102,7 +102,8 @@ class _Threads:
     def here(self):
         """A fixed count (``FASTGRAPH_THREADS=N``, one core, a limit of one) also in a
         Python thread that has set none yet: Numba starts a new thread on every core. Called
-        by a forward pass, which has no chooser of its own."""
+        by a thread's outermost claim of a graph (``Graph.claim``: every feed, pass, step,
+        update), so a thread that only feeds and computes, with no chooser, keeps it too."""
         if (self.fixed is not None or self.most == 1) and self.current is None:
             self.use(self.most)
 

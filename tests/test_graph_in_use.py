@@ -66,8 +66,8 @@ def test_every_use_from_a_second_thread_is_refused_and_changes_nothing(rng, one_
         ("x.set_value", lambda: x.set_value(np.ones((3, 1)) if one_sample
                                             else np.ones((4, 3, 1)))),
         ("set_values", lambda: fg.set_values([x], np.ones((1, 5, 3, 1)))),
-        # into inputs of its batch size it gathers itself; into others it sets them
-        ("x.set_value" if one_sample else "Batches.feed", lambda: next(batches.feed(x, label))),
+        # into inputs of its batch size it gathers itself; into others it sets them: one use
+        ("Batches.feed", lambda: next(batches.feed(x, label))),
         ("logits.forward", logits.forward),
         ("GradientDescent.one_step", optimizer.one_step),
         ("GradientDescent.update", optimizer.update),
@@ -198,3 +198,68 @@ def test_one_sample_into_a_graph_this_thread_holds_is_set(rng):
     np.testing.assert_array_equal(np.asarray(x.value), sample)
     np.testing.assert_allclose(np.asarray(logits.value), w.value @ sample)
     assert graph.claims == 0
+
+
+def test_building_rewiring_resetting_and_reading_are_refused_too(rng):
+    """A node added under another thread's pass changed the graph's arrays under it; a
+    weld, a reset, a gradient read or a metric's forward were not checked either."""
+    graph, x, label, w, logits, loss = _network(rng)
+    x.set_value(rng.normal(size=(4, 3, 1)))
+    label.set_value(np.eye(2)[[0, 1, 1, 0]][..., None])
+    with graph:
+        end = fg.ops.Welding(name="end")
+        end.weld(logits)
+        other = fg.ops.ReLU(logits, name="other")
+        accuracy = fg.ops.metrics.Accuracy(logits, label, name="accuracy")
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    optimizer.one_step()
+    count = graph.node_count()
+    uses = [
+        ("adding Variable", lambda: fg.Variable((2, 1), graph=graph)),
+        ("adding MatMul", lambda: fg.ops.MatMul(w, x)),
+        ("weld", lambda: end.weld(other)),
+        ("rewire", lambda: graph.rewire(end, [other])),
+        ("reset_value", graph.reset_value),
+        ("logits.reset_value", logits.reset_value),
+        ("GradientDescent.get_gradient", lambda: optimizer.get_gradient(w)),
+        ("accuracy.forward", accuracy.forward),
+        ("set_values", lambda: fg.set_values([x], np.ones((1, 3, 1)))),  # one sample: one use
+    ]
+    with Holder(graph):
+        for what, use in uses:
+            with pytest.raises(fg.GraphInUse, match=rf"^{what}: Graph\(\d+ nodes"):
+                use()
+    assert graph.node_count() == count and end.parents == [logits]
+    assert accuracy.value is None  # counted nothing
+    fg.Variable((2, 1), graph=graph)  # and all of them work once the holder let go
+    end.weld(other)
+    accuracy.forward()
+    assert accuracy.value is not None
+
+
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="two threads")
+def test_a_fixed_thread_count_holds_in_a_thread_that_feeds_or_steps_on_the_walker(rng,
+                                                                                  monkeypatch):
+    """FASTGRAPH_THREADS=1: a step of engine="python" or a feed in a new thread ran on every
+    core until that thread's first update()."""
+    import numba
+
+    from fastgraph.threads import threads
+
+    monkeypatch.setattr(threads, "fixed", 1)
+    monkeypatch.setattr(threads, "most", 1)
+    graph, x, label, w, logits, loss = _network(rng)
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1, engine="python")
+    seen = {}
+
+    def work():
+        fg.set_values([x], rng.normal(size=(1, 4, 3, 1)))
+        seen["feed"] = numba.get_num_threads()
+        label.set_value(np.eye(2)[[0, 1, 1, 0]][..., None])
+        optimizer.one_step()
+        seen["step"] = numba.get_num_threads()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(60)
+    assert seen == {"feed": 1, "step": 1}

@@ -142,8 +142,12 @@ class Batches:
                     or one_hot.flat.shape[0] != size):
                 features, labels = self._x[:size], self._y[:size]
                 gather_batch(self.features, self.labels, rows, self.scale, features, labels)
-                x.set_value(features)  # lays out the nodes' batches of this size
-                one_hot.set_value(labels)
+                graph.claim("Batches.feed")  # both inputs in one use
+                try:
+                    x.set_value(features)  # lays out the nodes' batches of this size
+                    one_hot.set_value(labels)
+                finally:
+                    graph.release()
             else:
                 graph.claim("Batches.feed")
                 try:

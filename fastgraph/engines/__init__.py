@@ -17,7 +17,6 @@ number of samples.
 import os
 
 from ..kernels import blas
-from ..threads import threads
 from . import compiled, jacobian, vjp
 
 EXECUTORS = {"compiled": compiled, "python": vjp}
@@ -61,7 +60,6 @@ def _executor():
 
 
 def _fast_gradients(target, params, sums, first):
-    threads.here()
     return _executor().gradients(target, params, sums, first)
 
 
@@ -80,9 +78,8 @@ def get_engine(name):
 def forward(node):
     """Compute ``node`` and whatever it needs that is not up to date."""
     graph = node.graph
-    graph.claim(f"{node.name}.forward")
+    graph.claim("{}.forward", node.name)
     try:
-        threads.here()
         _executor().forward(node)
     finally:
         graph.release()
@@ -93,7 +90,7 @@ def per_sample(result, nodes, seeds, engine="vjp", into=None):
     compiled engine may write the gradients in directly (it returns them where it did)."""
     module = vjp if engine == "python" else _executor()
     graph = result.graph
-    graph.claim(f"the per-sample derivatives of {result.name}")
+    graph.claim("the per-sample derivatives of {}", result.name)
     try:
         if module is compiled:
             return compiled.per_sample(result, nodes, seeds, into)

@@ -60,9 +60,14 @@ class Metrics(Node):
     def forward(self):
         """Compute the output and the label, then add the samples they hold (the article's
         metric nodes accumulate at every forward, even when nothing changed)."""
-        for parent in self.parents:
-            parent.forward()
-        self.collect()
+        graph = self.graph
+        graph.claim("{}.forward", self.name)  # the samples of one feed, counted once
+        try:
+            for parent in self.parents:
+                parent.forward()
+            self.collect()
+        finally:
+            graph.release()
 
     def collect(self):
         """Check the samples the output and the label hold, then add them (all or none)."""
