@@ -211,11 +211,11 @@ class Optimizer:
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
         if node not in self._index:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
-        if self.samples == 0:
-            raise RuntimeError("no gradient accumulated: call one_step() first")
         graph = self.graph
         graph.claim("{}.get_gradient", type(self).__name__)  # not while another thread steps
         try:
+            if self.samples == 0:  # (checked holding the graph: another update may end one)
+                raise RuntimeError("no gradient accumulated: call one_step() first")
             complete(graph, self._sums)
             return (self._sums[self._index[node]] / self.samples).reshape(node.dim)
         finally:
@@ -223,11 +223,11 @@ class Optimizer:
 
     def update(self):
         """Apply the mean of the accumulated gradients, then start a new accumulation."""
-        if self.samples == 0:
-            raise RuntimeError("update() needs a gradient: call one_step() first")
         graph = self.graph
         graph.claim("{}.update", type(self).__name__)
         try:
+            if self.samples == 0:  # (checked holding the graph: another update may end one)
+                raise RuntimeError("update() needs a gradient: call one_step() first")
             self.steps += 1
             complete(self.graph, self._sums)
             self.apply(self._table, self._buffer, 1.0 / self.samples)

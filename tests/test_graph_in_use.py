@@ -2,6 +2,7 @@
 thread is doing so is refused with ``GraphInUse``, and nothing of the graph changes; one
 thread after another is how a graph moves between threads, and works."""
 
+import re
 import threading
 
 import numpy as np
@@ -263,3 +264,43 @@ def test_a_fixed_thread_count_holds_in_a_thread_that_feeds_or_steps_on_the_walke
     thread.start()
     thread.join(60)
     assert seen == {"feed": 1, "step": 1}
+
+
+@pytest.mark.parametrize("call, message", [
+    ("update", r"update\(\) needs a gradient: call one_step\(\) first"),
+    ("get_gradient", r"no gradient accumulated: call one_step\(\) first"),
+])
+def test_a_gradient_is_looked_for_holding_the_graph(rng, call, message):
+    """update() saw a gradient, then another thread's update() ended it before this one held
+    the graph: it counted a step and divided by 0 samples (ZeroDivisionError)."""
+    graph, x, label, w, logits, loss = _network(rng)
+    x.set_value(rng.normal(size=(4, 3, 1)))
+    label.set_value(np.eye(2)[[0, 1, 1, 0]][..., None])
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    optimizer.one_step()
+    real_claim, paused, other_done = graph.claim, threading.Event(), threading.Event()
+
+    def claim(what, *names):  # thread B waits at its claim while the main thread updates
+        if threading.current_thread().name == "B" and not paused.is_set():
+            paused.set()
+            assert other_done.wait(30)
+        return real_claim(what, *names)
+
+    graph.claim = claim
+    outcome = {}
+
+    def second():
+        try:
+            (optimizer.update if call == "update" else lambda: optimizer.get_gradient(w))()
+        except Exception as error:  # noqa: BLE001 - reported below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=second, name="B")
+    thread.start()
+    assert paused.wait(30)
+    optimizer.update()
+    other_done.set()
+    thread.join(30)
+    assert isinstance(outcome.get("error"), RuntimeError), outcome
+    assert re.search(message, str(outcome["error"]))
+    assert optimizer.steps == 1 and optimizer.samples == 0
