@@ -1,6 +1,7 @@
 """Small builders shared by the tests."""
 
 import os
+import threading
 
 import numpy as np
 
@@ -77,3 +78,64 @@ def replay(calls):
                                   np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
                                   compiled.ints, compiled.reals, program.NO_CYCLES)
     return status, compiled
+
+
+# -- threads ---------------------------------------------------------------------------------
+class Holder(threading.Thread):
+    """A thread that claims ``graph`` and holds it until the ``with`` block ends."""
+
+    def __init__(self, graph):
+        super().__init__(daemon=True)
+        self.graph, self.held, self.go = graph, threading.Event(), threading.Event()
+
+    def run(self):
+        self.graph.claim("the holder's pass")
+        try:
+            self.held.set()
+            self.go.wait(30)
+        finally:
+            self.graph.release()
+
+    def __enter__(self):
+        self.start()
+        assert self.held.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.go.set()
+        self.join(30)
+        assert not self.is_alive()
+
+
+def in_a_thread(action):
+    """``action()``'s result, run in a new Python thread."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", action()))
+    thread.start()
+    thread.join(60)
+    return result["value"]
+
+
+def refused_without_waiting(call, fifo):
+    """``call()``'s exception, raised at once: opening a FIFO with no writer waited forever
+    (a thread is given 20 s, then the FIFO gets a writer so that it does not stay blocked)."""
+    import pytest
+
+    outcome = {}
+
+    def run():
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():
+        with open(fifo, "wb"):  # releases the blocked open
+            pass
+        thread.join(20)
+        pytest.fail(f"{call} waited on the FIFO {fifo}")
+    assert "error" in outcome, f"{call} read a FIFO without an error"
+    return outcome["error"]

@@ -10,6 +10,7 @@ import pytest
 
 import fastgraph as fg
 from fastgraph.datasets import Batches
+from tests.helpers import Holder
 
 
 def _network(rng):
@@ -21,32 +22,6 @@ def _network(rng):
         logits = fg.ops.MatMul(w, x, name="logits")
         loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
     return graph, x, label, w, logits, loss
-
-
-class Holder(threading.Thread):
-    """A thread that claims ``graph`` and holds it until told to let go."""
-
-    def __init__(self, graph):
-        super().__init__(daemon=True)
-        self.graph, self.held, self.go = graph, threading.Event(), threading.Event()
-
-    def run(self):
-        self.graph.claim("the holder's pass")
-        try:
-            self.held.set()
-            self.go.wait(30)
-        finally:
-            self.graph.release()
-
-    def __enter__(self):
-        self.start()
-        assert self.held.wait(30)
-        return self
-
-    def __exit__(self, *exc):
-        self.go.set()
-        self.join(30)
-        assert not self.is_alive()
 
 
 @pytest.mark.parametrize("one_sample", [False, True], ids=["batch", "one sample"])

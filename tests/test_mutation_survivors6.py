@@ -8,7 +8,6 @@ checks, and the messages that name a block device, a bool seed or ragged input."
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numba
@@ -19,6 +18,7 @@ import fastgraph as fg
 from fastgraph.graph import GraphInUse
 from fastgraph.saver import ModelFileError
 from fastgraph.threads import threads
+from tests.helpers import Holder, in_a_thread, refused_without_waiting
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
@@ -32,39 +32,6 @@ def _network(dtype=np.float64):
         logits = fg.ops.MatMul(w, x, name="logits")
         loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
     return graph, x, label, w, logits, loss
-
-
-class Holder(threading.Thread):
-    """A thread that claims ``graph`` and holds it until told to let go."""
-
-    def __init__(self, graph):
-        super().__init__(daemon=True)
-        self.graph, self.held, self.go = graph, threading.Event(), threading.Event()
-
-    def run(self):
-        self.graph.claim("the holder's pass")
-        try:
-            self.held.set()
-            self.go.wait(30)
-        finally:
-            self.graph.release()
-
-    def __enter__(self):
-        self.start()
-        assert self.held.wait(30)
-        return self
-
-    def __exit__(self, *exc):
-        self.go.set()
-        self.join(30)
-
-
-def _in_a_thread(action):
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("value", action()))
-    thread.start()
-    thread.join(60)
-    return result["value"]
 
 
 # -- files.py -------------------------------------------------------------------------------
@@ -126,22 +93,9 @@ def test_saver_load_refuses_a_weights_file_that_is_a_fifo_at_once(tmp_path):
     weights = tmp_path / "weights.npz"
     weights.unlink()
     os.mkfifo(weights)
-    outcome = {}
-
-    def run():
-        try:
-            Saver(str(tmp_path)).load(_network()[0])
-        except Exception as error:  # noqa: BLE001 - reported to the test
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(20)
-    if thread.is_alive():
-        with open(weights, "wb"):  # releases the blocked open
-            pass
-        thread.join(20)
-        pytest.fail("Saver.load waited on a FIFO weights file")
+    error = refused_without_waiting(lambda: Saver(str(tmp_path)).load(_network()[0]),
+                                    weights)
+    outcome = {"error": error}
     assert isinstance(outcome.get("error"), ModelFileError), outcome
     assert "it is a FIFO (named pipe), not a regular file" in str(outcome["error"])
 
@@ -221,7 +175,7 @@ def test_a_limit_of_one_holds_in_a_thread_that_only_computes(monkeypatch):
         logits.forward()
         return numba.get_num_threads()
 
-    assert _in_a_thread(forward_then_count) == 1
+    assert in_a_thread(forward_then_count) == 1
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
@@ -237,7 +191,7 @@ def test_a_fixed_count_of_two_holds_in_a_thread_that_only_computes(monkeypatch):
         logits.forward()
         return numba.get_num_threads()
 
-    assert _in_a_thread(forward_then_count) == 2
+    assert in_a_thread(forward_then_count) == 2
 
 
 # -- graph.py, metrics.py ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import fastgraph as fg
 from fastgraph.cli import main
 from fastgraph.datasets import mnist
 from fastgraph.saver import ModelFileError
+from tests.helpers import refused_without_waiting
 
 
 def small_model():
@@ -238,31 +239,6 @@ def test_a_save_onto_a_fifo_or_device_is_refused_and_leaves_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()
                   if p.name.startswith(".")) == []  # no temporary left behind
     assert not (tmp_path / "weights.npz").exists()  # the pair's first file was not written
-
-
-def refused_without_waiting(call, fifo):
-    """``call()``'s exception, raised at once: opening a FIFO with no writer waited forever
-    (a thread is given 20 s, then the FIFO gets a writer so that it does not stay blocked)."""
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            call()
-        except BaseException as error:  # noqa: BLE001 - reported to the test
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(20)
-    if thread.is_alive():
-        with open(fifo, "wb"):  # releases the blocked open
-            pass
-        thread.join(20)
-        pytest.fail(f"{call} waited on the FIFO {fifo}")
-    assert "error" in outcome, f"{call} read a FIFO without an error"
-    return outcome["error"]
 
 
 def test_loading_from_a_fifo_or_device_is_refused_at_once(tmp_path, capsys):

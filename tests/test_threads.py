@@ -7,6 +7,7 @@ import pytest
 import fastgraph as fg
 from fastgraph import threads as threads_module
 from fastgraph.threads import Chooser, threads
+from tests.helpers import in_a_thread
 
 
 class FakeClock:
@@ -202,17 +203,6 @@ def test_each_result_node_has_its_own_thread_chooser():
     assert len(choosers) == count - 1 and large.logits in choosers
 
 
-def _in_a_thread(action):
-    """``action()``'s result, run in a new Python thread."""
-    import threading
-
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("value", action()))
-    thread.start()
-    thread.join(60)
-    return result["value"]
-
-
 def _counts():
     """The calling thread's (Numba, MKL) kernel thread counts."""
     from fastgraph.kernels import blas
@@ -237,11 +227,11 @@ def test_counts_are_each_python_threads_own(monkeypatch):
     before = threads.current
     try:
         threads.use(1)
-        other = _in_a_thread(lambda: (threads.use(2), _counts(), threads.current)[1:])
+        other = in_a_thread(lambda: (threads.use(2), _counts(), threads.current)[1:])
         assert other == ((2, 2 if blas.BACKEND == "mkl" else None), 2)
         assert _counts() == (1, 1 if blas.BACKEND == "mkl" else None)  # not the other's
         assert threads.current == 1
-        assert _in_a_thread(lambda: threads.current) is None  # a new thread has set none
+        assert in_a_thread(lambda: threads.current) is None  # a new thread has set none
     finally:
         threads.use(before or threads.most)
 
@@ -262,7 +252,7 @@ def test_a_fixed_count_holds_in_a_thread_that_only_computes(monkeypatch, rng):
         out.forward()
         return _counts()
 
-    numba_count, mkl_count = _in_a_thread(forward_then_count)
+    numba_count, mkl_count = in_a_thread(forward_then_count)
     assert numba_count == 1 and mkl_count in (1, None)
     loss = fg.ops.Dot(out, out, graph=graph)
     optimizer = fg.optimizer.GradientDescent(graph, loss)
@@ -271,4 +261,4 @@ def test_a_fixed_count_holds_in_a_thread_that_only_computes(monkeypatch, rng):
         optimizer.one_step()
         return _counts()
 
-    assert _in_a_thread(step_then_count)[0] == 1
+    assert in_a_thread(step_then_count)[0] == 1
