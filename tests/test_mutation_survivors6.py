@@ -101,6 +101,7 @@ def test_saver_load_refuses_a_weights_file_that_is_a_fifo_at_once(tmp_path):
 
 
 # -- engines/compiled.py: completing sums is a use of the graph ---------------------------------
+@pytest.mark.compiled  # (only the compiled engine defers)
 def test_completing_deferred_sums_while_another_thread_holds_the_graph_is_refused(monkeypatch):
     """D6: the deferred additions are completed into buffers that another thread's pass of
     the same graph is reading and writing: refused, and the staged samples still wait."""
