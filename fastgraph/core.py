@@ -5,11 +5,18 @@ Names only: each is the one implementation in ``fastgraph.graph`` and ``fastgrap
 ``with Graph():`` block, as ``fastgraph.default_graph`` is.
 """
 
-from .graph import Graph, get_default_graph, get_node_from_graph, name_scope
+from .graph import (
+    Graph,
+    get_default_graph,
+    get_node_from_graph,
+    get_trainable_variables_from_graph,
+    name_scope,
+    update_node_value_in_graph,
+)
 from .node import Node, Variable
 
-__all__ = ["Graph", "Node", "Variable", "get_default_graph",
-           "get_node_from_graph", "name_scope"]
+__all__ = ["Graph", "Node", "Variable", "get_default_graph", "get_node_from_graph",
+           "get_trainable_variables_from_graph", "name_scope", "update_node_value_in_graph"]
 
 
 def __getattr__(name):

@@ -659,9 +659,34 @@ def get_default_graph():
     return graphs[-1] if graphs else _module_graph
 
 
-def get_node_from_graph(name, graph=None):
-    """The node called ``name`` in ``graph`` (default: the default graph), or KeyError."""
+def get_node_from_graph(name, name_scope=None, graph=None):
+    """The node called ``name`` (``name_scope/name`` with a scope, as the article looks it
+    up) in ``graph`` (default: the default graph), or KeyError. A graph given second (this
+    function's older form) is taken as the graph."""
+    if isinstance(name_scope, Graph):
+        graph, name_scope = name_scope, None
+    if name_scope and isinstance(name, str):
+        name = f"{name_scope}/{name}"
     return (graph or get_default_graph()).get_node(name)
+
+
+def get_trainable_variables_from_graph(node_name=None, name_scope=None, graph=None):
+    """The article's lookup of parameters: every trainable Variable of ``graph`` (default:
+    the default graph) with no ``node_name``, else the one so named (KeyError if there is
+    none, ValueError if it is not a parameter)."""
+    if node_name is None:
+        return [node for node in (graph or get_default_graph()).nodes
+                if getattr(node, "trainable", False)]
+    node = get_node_from_graph(node_name, name_scope, graph)
+    if not getattr(node, "trainable", False):
+        raise ValueError(f"{node.name} is not a trainable Variable")
+    return node
+
+
+def update_node_value_in_graph(node_name, new_value, name_scope=None, graph=None):
+    """The article's way to give a named node a value: its ``set_value``, which checks the
+    shape and says what it expected."""
+    get_node_from_graph(node_name, name_scope, graph).set_value(new_value)
 
 
 @contextlib.contextmanager

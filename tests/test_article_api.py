@@ -973,3 +973,27 @@ def test_graph_draw_places_every_node(tmp_path):
     assert len(ax.texts) == graph.node_count() and "[2.236]" in ax.texts[1].get_text()
     ax.figure.savefig(tmp_path / "graph.png")
     assert (tmp_path / "graph.png").stat().st_size > 0
+
+
+def test_the_articles_lookups_by_name_and_scope():
+    """The article calls get_node_from_graph("W", "Hidden") (a name scope second), and its
+    core has get_trainable_variables_from_graph and update_node_value_in_graph."""
+    with ms.Graph() as graph:
+        x = ms.core.Variable((3, 1), trainable=False, name="x")
+        with ms.name_scope("Hidden"):
+            w = ms.core.Variable((2, 3), init=True, trainable=True, name="W")
+        b = ms.core.Variable((2, 1), init=True, trainable=True, name="b")
+        ms.ops.Add(ms.ops.MatMul(w, x), b)
+        assert ms.core.get_node_from_graph("W", "Hidden") is w
+        assert ms.core.get_node_from_graph("W", name_scope="Hidden", graph=graph) is w
+        assert ms.core.get_node_from_graph("x", graph) is x  # the graph second, as before
+        assert ms.core.get_trainable_variables_from_graph() == [w, b]
+        assert ms.core.get_trainable_variables_from_graph("W", "Hidden") is w
+        with pytest.raises(ValueError, match="^x is not a trainable Variable$"):
+            ms.core.get_trainable_variables_from_graph("x")
+        with pytest.raises(KeyError, match="no node named 'Hidden/b'"):
+            ms.core.get_trainable_variables_from_graph("b", "Hidden")
+        ms.core.update_node_value_in_graph("W", np.ones((2, 3)), "Hidden")
+        np.testing.assert_array_equal(w.value, 1)
+        with pytest.raises(ValueError, match=r"Hidden/W: expected a value of shape \(2, 3\)"):
+            ms.core.update_node_value_in_graph("W", np.ones((3, 2)), "Hidden")
