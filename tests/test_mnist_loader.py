@@ -4,8 +4,10 @@ import contextlib
 import functools
 import gzip
 import http.server
+import re
 import shutil
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -154,3 +156,84 @@ def test_one_hot_checks_labels():
     np.testing.assert_array_equal(dataset.one_hot([2, 0], 3), [[0, 0, 1], [1, 0, 0]])
     with pytest.raises(ValueError, match="integers in \\[0, 10\\)"):
         dataset.one_hot([10])
+
+
+class Misbehaving(http.server.BaseHTTPRequestHandler):
+    """Mirrors that fail as real servers do: a reply that trickles, one that is no HTTP,
+    one cut short, one that never ends."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        kind = self.path.strip("/").split("/")[0]
+        if kind == "garbage":
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            return
+        self.send_response(200)
+        if kind != "huge":
+            self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            if kind == "drip":  # a byte every 50 ms: no single read waits its timeout
+                for _ in range(200):
+                    self.wfile.write(b"\x1f")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif kind == "truncated":
+                self.wfile.write(b"\x1f\x8b" + b"0" * 10)
+            elif kind == "huge":
+                for _ in range(64):
+                    self.wfile.write(b"0" * 4096)
+        except OSError:  # the client gave up
+            pass
+
+
+@contextlib.contextmanager
+def misbehaving():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mirrors_that_trickle_are_no_http_cut_short_or_endless_are_passed_over(
+        mnist_dir, isolated, monkeypatch):
+    """A trickling server kept the download waiting forever (the timeout bounds each read),
+    http.client's BadStatusLine and IncompleteRead (a reply cut short) escaped and the next
+    mirror was never tried, and a reply was read whole into memory however large."""
+    isolated.mkdir(parents=True)
+    for name in FILES:  # only the train labels are missing
+        if name != "train-labels-idx1-ubyte":
+            shutil.copy(mnist_dir / f"{name}.gz", isolated)
+    monkeypatch.setattr(dataset, "MAX_DOWNLOAD", 100000)
+    with misbehaving() as bad, serve(mnist_dir) as good:
+        mirrors = [f"{bad}/{kind}/" for kind in ("drip", "garbage", "truncated", "huge")]
+        began = time.monotonic()
+        with pytest.raises(DatasetError) as caught:
+            dataset.load(mirrors=mirrors, timeout=0.2)
+        assert time.monotonic() - began < 15
+        message = str(caught.value)
+        for kind, reason in [("drip", r"not all there after 2 s"),
+                             ("garbage", r"BadStatusLine"),
+                             ("truncated", r"the reply ended after 12 of the 100000 bytes"),
+                             ("huge", r"more than 100000 bytes")]:
+            assert re.search(rf"{kind}/train-labels-idx1-ubyte.gz: .*{reason}", message), kind
+        assert dataset.load(mirrors=mirrors + [good], timeout=0.2)[1][0] == 5  # the next one
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "3", float("nan"), True])
+def test_a_timeout_that_is_no_positive_number_is_refused(isolated, timeout):
+    with pytest.raises(ValueError, match=r"^mnist: timeout must be a positive number of "):
+        dataset.load(mirrors=["http://127.0.0.1:9/"], timeout=timeout)
+
+
+def test_one_mirror_given_as_a_string_is_one_url(mnist_dir, isolated):
+    """A string was taken as a list of one-character mirrors ("unknown url type: 'h/...'")."""
+    with serve(mnist_dir) as url:
+        assert dataset.load(mirrors=url)[1][0] == 5

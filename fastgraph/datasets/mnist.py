@@ -168,11 +168,28 @@ def parse_idx(data, source="<bytes>", md5=None):
 
 
 # -- downloading ------------------------------------------------------------------------------
+#: The most bytes a download of one file may bring (MNIST's largest, gzipped, is 9.9 MB).
+MAX_DOWNLOAD = 2**26
+
+#: A file must arrive within this many times ``timeout`` (which bounds each read): a server
+#: that sends a byte now and then is given up on, not waited on forever.
+DEADLINE_TIMEOUTS = 10
+
+
 def fetch(mirrors=None, timeout=30, searched=()):
-    """Download the four files into the cache directory, verified; return the directory."""
-    import urllib.error  # here: reading MNIST, and importing fastgraph, need no http client
+    """Download the four files into the cache directory, verified; return the directory.
+    ``mirrors``: a list of base URLs (or one); ``timeout``: seconds each read may wait, a
+    file at most ``DEADLINE_TIMEOUTS`` times that, and ``MAX_DOWNLOAD`` bytes."""
+    import http.client  # here: reading MNIST, and importing fastgraph, need no http client
+    import urllib.error
     import urllib.request
 
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout < float("inf"):
+        raise ValueError(f"mnist: timeout must be a positive number of seconds, got "
+                         f"{timeout!r}")
+    if isinstance(mirrors, (str, bytes)):
+        mirrors = [mirrors]  # one URL, not its characters
     target = cache_dir()
     mirrors = list(mirrors or os.environ.get("FASTGRAPH_MNIST_MIRRORS", "").split() or MIRRORS)
     failures = []
@@ -182,11 +199,11 @@ def fetch(mirrors=None, timeout=30, searched=()):
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    payload = response.read()
+                payload = _download(urllib.request, url, timeout)
                 parse_idx(_gunzip(payload, url), url, md5)
-            except (OSError, EOFError, zlib.error, urllib.error.URLError, DatasetError) as error:
-                failures.append(f"  - {url}: {error}")
+            except (OSError, EOFError, zlib.error, urllib.error.URLError, DatasetError,
+                    http.client.HTTPException, ValueError) as error:  # ValueError: a bad URL
+                failures.append(f"  - {url}: {type(error).__name__}: {error}")
                 continue
             write_atomically(target / f"{name}.gz", payload)
             break
@@ -197,3 +214,29 @@ def fetch(mirrors=None, timeout=30, searched=()):
                 + "\n".join(failures)
             )
     return target
+
+
+def _download(request, url, timeout):
+    """The bytes at ``url``: each read waits at most ``timeout`` seconds, the whole at most
+    ``DEADLINE_TIMEOUTS`` times that, and no more than ``MAX_DOWNLOAD`` bytes are taken."""
+    import time
+
+    deadline = time.monotonic() + DEADLINE_TIMEOUTS * timeout
+    chunks, size = [], 0
+    with request.urlopen(url, timeout=timeout) as response:
+        while True:
+            chunk = response.read1(2**16)
+            if not chunk:
+                left = getattr(response, "length", None)  # what the announced length still wants
+                if left:
+                    raise DatasetError(f"the reply ended after {size} of the {size + left} "
+                                       "bytes it announced")
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_DOWNLOAD:
+                raise DatasetError(f"more than {MAX_DOWNLOAD} bytes: not an MNIST file")
+            if time.monotonic() > deadline:
+                raise DatasetError(f"not all there after {DEADLINE_TIMEOUTS * timeout:g} s "
+                                   f"({size} bytes so far)")
+            chunks.append(chunk)
+
