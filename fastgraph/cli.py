@@ -288,6 +288,7 @@ def _check_outputs(args):
             written = viz.graph_destination(path)  # .dot beside it without Graphviz
             if written != Path(path):
                 check_writable(written, f"{option} (its DOT source, Graphviz being missing)")
+                viz.check_fallback(written, path, option)
             path = written
         key = os.path.realpath(path)
         if key in destinations:  # the later file would overwrite the model or the plot

@@ -14,7 +14,7 @@ from .node import Variable
 def to_dot(graph):
     """The graph in DOT: nodes labelled with their names and per-sample shapes, as the
     article draws them; inputs, parameters and operators in different shapes and colours."""
-    lines = ["digraph fastgraph {", '  rankdir="BT";', '  node [fontname="Helvetica"];']
+    lines = [DOT_FIRST_LINE, '  rankdir="BT";', '  node [fontname="Helvetica"];']
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     for node, ident in ids.items():
         shape = "dim unknown until welded" if node.dim is None else f"{node.dim[0]}x{node.dim[1]}"
@@ -81,12 +81,36 @@ def graph_destination(path):
     return path.with_suffix(".dot")
 
 
+#: The first line of every DOT file fastgraph writes: a fallback may replace only such a file.
+DOT_FIRST_LINE = "digraph fastgraph {"
+
+
+def check_fallback(fallback, path, option=None):
+    """ValueError unless the DOT ``fallback`` written for ``path`` (Graphviz missing) may be
+    written: it does not exist, or fastgraph wrote it (its first line says so). A file of the
+    user's of that name is never replaced by a side effect of asking for an image."""
+    try:
+        with open(fallback, "rb") as stream:
+            first = stream.readline(64).rstrip(b"\r\n")
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise ValueError(f"{_prefix(option)}{path}: {fallback}, where its DOT source would go "
+                         f"(Graphviz 'dot' is not installed), cannot be read ({error})") from None
+    if first != DOT_FIRST_LINE.encode():
+        raise ValueError(f"{_prefix(option)}{path}: Graphviz 'dot' is not installed, and "
+                         f"{fallback}, where its DOT source would go instead, is a file "
+                         f"fastgraph did not write: not replaced (install Graphviz, or name "
+                         f"another .dot file)")
+
+
 def write_graph(graph, path):
     """Write the graph to ``path``: ``.dot`` as DOT; ``.svg``/``.png`` rendered by Graphviz.
 
     Returns ``(written_path, note)``. Without the ``dot`` program, DOT is written beside
-    ``path`` (same name, ``.dot``) and ``note`` says so. Files are written whole (a
-    temporary renamed into place), and missing folders are made.
+    ``path`` (same name, ``.dot``) and ``note`` says so; a file of that name that
+    fastgraph did not write is not replaced (ValueError, see :func:`check_fallback`). Files
+    are written whole (a temporary renamed into place), and missing folders are made.
     """
     if not isinstance(graph, Graph):
         hint = " (pass its graph: node.graph)" if hasattr(graph, "graph") else ""
@@ -101,6 +125,7 @@ def write_graph(graph, path):
     dot = shutil.which("dot")
     if dot is None:
         fallback = path.with_suffix(".dot")
+        check_fallback(fallback, path)
         write_atomically(fallback, source.encode())
         return fallback, (f"Graphviz 'dot' is not installed, so {path.name} was not rendered; "
                           f"wrote the DOT source to {fallback} instead")

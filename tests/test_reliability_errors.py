@@ -106,6 +106,31 @@ def test_the_graph_written_as_dot_without_graphviz_may_not_land_on_the_model(
                    "would write the same file\n")
 
 
+def test_a_dot_file_of_the_users_is_never_replaced_by_the_graphs_fallback(
+        tmp_path, capsys, mnist_dir, monkeypatch):
+    """--graph model.svg without Graphviz wrote its DOT source to model.dot, over a file of
+    that name that the user had written; a DOT file fastgraph wrote is replaced as before."""
+    monkeypatch.setattr(fg.viz.shutil, "which", lambda name: None)  # no Graphviz
+    mine = tmp_path / "model.dot"
+    mine.write_text("digraph mine { a -> b }\n")
+    status, err, out = run(["train", "mnist", "--data", mnist_dir, "--epochs", 1,
+                            "--train-samples", 64, "--test-samples", 64, "--no-progress",
+                            "--graph", tmp_path / "model.svg"], capsys)
+    assert (status, out) == (2, "")  # refused before training
+    assert err.startswith(f"fastgraph: error: --graph {tmp_path}/model.svg: Graphviz 'dot' is "
+                          f"not installed, and {tmp_path}/model.dot, where its DOT source would "
+                          "go instead, is a file fastgraph did not write: not replaced")
+    graph = fg.models.mlp(4, (3,), 2, seed=0).graph
+    with pytest.raises(ValueError, match="is a file fastgraph did not write: not replaced"):
+        fg.viz.write_graph(graph, tmp_path / "model.svg")
+    assert mine.read_text() == "digraph mine { a -> b }\n"
+    mine.unlink()
+    written, note = fg.viz.write_graph(graph, tmp_path / "model.svg")  # fastgraph's own file
+    assert written == mine and "not installed" in note
+    assert fg.viz.write_graph(graph, tmp_path / "model.svg")[0] == mine  # replaced again
+    assert mine.read_text().startswith("digraph fastgraph {")
+
+
 def test_plot_and_graph_make_their_folders_and_write_whole_files(tmp_path, capsys, mnist_dir):
     """The check said missing folders are made, but only the model's writer made them:
     --plot out/new/c.png trained, then failed."""
