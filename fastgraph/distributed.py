@@ -215,9 +215,10 @@ def abort(comm, message, status=1):
 def _abort_on_uncaught_exception(comm):
     # Without this a rank that raises would wait in MPI_Finalize at exit while the others
     # wait for it in the next all-reduce: the job would hang.
-    if getattr(sys.excepthook, "aborts", None) is comm:
+    aborts = getattr(sys.excepthook, "aborts", None)
+    if aborts is comm:
         return
-    previous = sys.excepthook
+    previous = sys.excepthook.previous if aborts == "launcher" else sys.excepthook
 
     def hook(kind, error, trace):
         previous(kind, error, trace)
@@ -710,4 +711,29 @@ def launch(processes, program):
         print(f"fastgraph: error: the {processes}-process MPI job failed (mpiexec exited with "
               f"status {status}); see the messages above", file=sys.stderr, flush=True)
     return status
+
+
+def _abort_on_uncaught_exception_under_a_launcher():
+    """Under an MPI launcher of several ranks, an exception that reaches the top before the
+    program made a communicator (loading its data, say) ends every rank too: the others
+    would wait for it forever in their first collective call. MPI starts only then, in the
+    hook, so importing this module starts nothing."""
+    if launched_size() <= 1 or getattr(sys.excepthook, "aborts", None) is not None:
+        return
+    previous = sys.excepthook
+
+    def hook(kind, error, trace):
+        try:
+            comm = _mpi().COMM_WORLD
+        except MPIUnavailable:
+            comm = None
+        previous(kind, error, trace)
+        if comm is not None:
+            abort(comm, f"{kind.__name__}: {error}")
+
+    hook.aborts, hook.previous = "launcher", previous
+    sys.excepthook = hook
+
+
+_abort_on_uncaught_exception_under_a_launcher()
 

@@ -149,6 +149,15 @@ def seed_none(comm):
 def main(argv):
     if argv[0] == "--launch":
         return distributed.launch(int(argv[1]), [sys.executable, __file__, *argv[2:]])
+    if argv[0] == "raise-before":  # before any communicator: the others wait in DataParallel
+        if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 1:
+            raise RuntimeError("rank 1 could not read its data")
+        from mpi4py import MPI
+
+        model = mlp(FEATURES, (16,), CLASSES, seed=11)
+        distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss, 0.01),
+                                 MPI.COMM_WORLD)
+        return 0
     comm = distributed.communicator()
     if argv[0] == "disagree":
         try:

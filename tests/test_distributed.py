@@ -125,6 +125,16 @@ def test_a_rank_that_raises_stops_every_rank(mpi):
     assert seconds < 20, f"the job took {seconds:.1f} s to stop"
 
 
+def test_a_rank_that_raises_before_any_communicator_stops_every_rank(mpi):
+    """Rank 1 failed loading its data, before DataParallel or communicator() installed the
+    hook that aborts every rank: rank 0 waited in DataParallel's comparison forever."""
+    result, seconds = run_mpi(2, [sys.executable, WORKER, "raise-before"], timeout=60)
+    assert result.returncode != 0
+    assert ("fastgraph: rank 1 of 2 failed: RuntimeError: rank 1 could not read its data; "
+            "stopping every rank") in result.stderr
+    assert seconds < 20, f"the job took {seconds:.1f} s to stop"
+
+
 def test_a_killed_rank_stops_every_rank(mpi):
     result, seconds = run([sys.executable, WORKER, "--launch", "2", "kill"])
     output = result.stdout + result.stderr
