@@ -28,6 +28,7 @@ each rank's value, instead of one of them waiting forever in an all-reduce.
 import atexit
 import contextlib
 import ctypes
+import numbers
 import os
 import shutil
 import signal
@@ -243,12 +244,31 @@ def abort_on_error(comm, expected=()):
         abort(comm, f"{type(error).__name__}: {error}")
 
 
+def _check_comm(comm, where):
+    """``comm`` if it is an MPI communicator (of mpi4py), else a TypeError naming ``where``."""
+    if not all(callable(getattr(comm, name, None)) for name in ("Get_rank", "Get_size")):
+        raise TypeError(f"{where}: comm must be an MPI communicator (mpi4py's MPI.COMM_WORLD, "
+                        f"or distributed.communicator()), got {type(comm).__name__} "
+                        f"{comm!r:.60}")
+    if type(comm).__module__.startswith("mpi4py") and comm == _mpi().COMM_NULL:
+        raise ValueError(f"{where}: comm is MPI.COMM_NULL, which has no ranks")
+    return comm
+
+
+def _check_processes(processes, where):
+    if isinstance(processes, bool) or not isinstance(processes, numbers.Integral) \
+            or processes < 1:
+        raise ValueError(f"{where}: processes must be a positive integer, got {processes!r}")
+    return int(processes)
+
+
 def share_cores(comm):
     """Give each rank its share of this machine's cores for BLAS and Numba threads.
 
     Two ranks on two cores with two threads each would fight over the cores. A thread count
     the user set in the environment is left alone.
     """
+    _check_comm(comm, "share_cores")
     if any(os.environ.get(name) for name in _THREAD_VARIABLES):
         return None
     local = comm.Split_type(_mpi().COMM_TYPE_SHARED)
@@ -301,7 +321,7 @@ class DataParallel:
 
     def __init__(self, optimizer, comm=None):
         self.optimizer = optimizer
-        self.comm = communicator() if comm is None else comm
+        self.comm = communicator() if comm is None else _check_comm(comm, "DataParallel")
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         try:
             _check_optimizer(optimizer)
@@ -346,6 +366,10 @@ class DataParallel:
 
     def broadcast_parameters(self, root=0):
         """Give every rank the parameter values of ``root`` (one broadcast)."""
+        if isinstance(root, bool) or not isinstance(root, numbers.Integral) \
+                or not 0 <= root < self.size:
+            raise ValueError(f"broadcast_parameters: root must be a rank in [0, {self.size}), "
+                             f"got {root!r}")
         values = self._buffer[: self._count]
         if self.rank == root:
             np.concatenate([param.flat.ravel() for param in self.params], out=values)
@@ -531,8 +555,12 @@ class ShardedBatches(Batches):
 
     def __init__(self, features, labels, batch_size, rank, size, **options):
         super().__init__(features, labels, batch_size, **options)
-        if not 0 <= rank < size:
-            raise ValueError(f"rank must be in [0, {size}), got {rank}")
+        size = _check_processes(size, "ShardedBatches: size")
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) \
+                or not 0 <= rank < size:
+            raise ValueError(f"ShardedBatches: rank must be an integer in [0, {size}), got "
+                             f"{rank!r}")
+        rank = int(rank)
         self.rank, self.size = rank, size
 
     def _batches(self, order):
@@ -654,6 +682,7 @@ def find_mpiexec():
 
 def mpiexec_command(processes, program):
     """``(argv, env)`` that run ``program`` (an argv list) in ``processes`` MPI processes."""
+    processes = _check_processes(processes, "mpiexec_command")
     _mpi_importable()
     mpiexec = find_mpiexec()
     env = dict(os.environ)

@@ -84,7 +84,7 @@ def test_shards_split_each_global_batch_and_cover_the_epoch(size, count):
 
 
 def test_sharded_batches_check_the_rank():
-    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[0, 2\), got 2"):
         distributed.ShardedBatches(np.zeros((4, 1)), np.zeros(4, np.int64), 2, 2, 2)
 
 
@@ -390,3 +390,36 @@ def test_processes_must_agree_with_the_mpi_launcher(monkeypatch, capsys):
     assert main(["train", "mnist", "--processes", "3"]) == 2
     assert ("--processes 3 under an MPI launcher that started 2 processes"
             in capsys.readouterr().err)
+
+
+def test_the_public_functions_name_their_bad_arguments():
+    """comm=object() gave "'object' object has no attribute 'Get_rank'", launch(0, ...) ran
+    the program anyway, mpiexec_command(1.9) used -n 1, ShardedBatches took rank 0.5."""
+    features, labels = np.zeros((8, 3)), np.arange(8) % 2
+    cases = [
+        (lambda: distributed.mpiexec_command(0, ["true"]), ValueError,
+         r"^mpiexec_command: processes must be a positive integer, got 0$"),
+        (lambda: distributed.mpiexec_command(1.9, ["true"]), ValueError,
+         r"processes must be a positive integer, got 1.9"),
+        (lambda: distributed.launch(-1, ["true"]), ValueError, r"got -1"),
+        (lambda: distributed.launch("2", ["true"]), ValueError, r"got '2'"),
+        (lambda: distributed.ShardedBatches(features, labels, 4, 0.5, 2, classes=2),
+         ValueError, r"^ShardedBatches: rank must be an integer in \[0, 2\), got 0.5$"),
+        (lambda: distributed.ShardedBatches(features, labels, 4, 0, 0, classes=2),
+         ValueError, r"^ShardedBatches: size: processes must be a positive integer, got 0$"),
+        (lambda: distributed.share_cores(None), TypeError,
+         r"^share_cores: comm must be an MPI communicator .*got NoneType None$"),
+        (lambda: distributed.DataParallel(fg.optimizer.Adam(*_tiny()), comm="world"),
+         TypeError, r"^DataParallel: comm must be an MPI communicator .*got str 'world'$"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            call()
+
+
+def _tiny():
+    with fg.Graph() as graph:
+        x = fg.Variable((2, 1), trainable=False)
+        w = fg.Variable((1, 2), init=True)
+        loss = fg.ops.Dot(fg.ops.MatMul(w, x), fg.ops.MatMul(w, x))
+    return graph, loss
