@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 #: Submodules imported when first named: ``fastgraph.datasets`` works as an attribute, and
 #: ``from fastgraph import trainer`` and ``import fastgraph.saver`` as always.
-_ON_FIRST_USE = ("datasets", "metrics", "model", "profiler", "saver", "trainer", "viz")
+_ON_FIRST_USE = ("datasets", "distributed", "metrics", "model", "profiler", "saver", "trainer",
+                 "viz")
 
 __all__ = [
     "Graph", "GraphInUse", "Node", "Variable", "core", "datasets", "get_default_graph",

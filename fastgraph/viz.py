@@ -2,6 +2,7 @@
 curves as a PNG (matplotlib, an optional dependency)."""
 
 import io
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,6 +117,9 @@ def write_graph(graph, path):
         hint = " (pass its graph: node.graph)" if hasattr(graph, "graph") else ""
         raise TypeError(f"write_graph: expected a fastgraph Graph, got "
                         f"{type(graph).__name__}{hint}")
+    if not isinstance(path, (str, os.PathLike)) or "\0" in os.fspath(path):
+        raise TypeError(f"write_graph: path must be a file name (a str or os.PathLike without "
+                        f"NUL), got {type(path).__name__} {path!r:.60}")
     path = Path(path)
     source = to_dot(graph)
     if path.suffix == ".dot":
@@ -155,6 +159,12 @@ def plot_history(history, path):
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ImportError("plotting needs matplotlib: pip install 'fastgraph[plot]'") from error
+    for number, record in enumerate(history):
+        missing = [key for key in ("epoch", "loss", "train_accuracy")
+                   if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise ValueError(f"{path}: record {number} of the history has no "
+                             f"{', '.join(missing)} (SimpleTrainer.train's records have them)")
     epochs = [record["epoch"] for record in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [record["loss"] for record in history], marker="o")

@@ -116,3 +116,28 @@ def test_a_bool_is_no_stride_nor_seed():
     with pytest.raises(ValueError, match=r"Graph seed must be None or a non-negative integer, "
                                          r"got True"):
         fg.Graph(seed=True)
+
+
+def test_sweep6_small_arguments_named(tmp_path):
+    """Python's, NumPy's or matplotlib's words before: features(None), one_hot(classes=2.5),
+    a history without its keys, write_graph(g, None) and a NUL in the name; and
+    fg.distributed as an attribute (AttributeError, though `from fastgraph import
+    distributed` worked)."""
+    from fastgraph import viz
+    from fastgraph.datasets import mnist as dataset
+
+    graph = fg.models.mlp(4, (3,), 2, seed=0).graph
+    cases = [
+        (lambda: dataset.features(None), ValueError, r"^features: expected images .*got object"),
+        (lambda: dataset.features([]), ValueError, r"^features: expected images"),
+        (lambda: dataset.one_hot([0, 1], classes=2.5), ValueError,
+         r"^one_hot: classes must be a positive integer, got 2.5$"),
+        (lambda: viz.plot_history([{"epoch": 1}], tmp_path / "h.png"), ValueError,
+         r"h.png: record 0 of the history has no loss, train_accuracy"),
+        (lambda: viz.write_graph(graph, None), TypeError, r"^write_graph: path must be a file"),
+        (lambda: viz.write_graph(graph, "a\0b.dot"), TypeError, r"without NUL"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            call()
+    assert fg.distributed.DataParallel is not None

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import io
 import math
+import numbers
 import os
 import zlib
 from pathlib import Path
@@ -74,11 +75,17 @@ def features(images, dtype=np.float32):
     """Images as ``(N, 784)`` rows of floats in [0, 1]."""
     if np.dtype(dtype).kind != "f":  # integers would round every pixel but white to 0
         raise ValueError(f"features: dtype must be a float type, got {np.dtype(dtype)}")
-    return (np.asarray(images).reshape(len(images), -1) / np.float32(255)).astype(dtype)
+    images = np.asarray(images)
+    if images.ndim < 2 or not len(images) or images.dtype.kind not in "biuf":
+        raise ValueError(f"features: expected images (N, rows, cols) or rows (N, pixels) of "
+                         f"numbers, got {images.dtype} {images.shape}")
+    return (images.reshape(len(images), -1) / np.float32(255)).astype(dtype)
 
 
 def one_hot(labels, classes=10, dtype=np.float32):
     """Integer labels as ``(N, classes)`` one-hot rows."""
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        raise ValueError(f"one_hot: classes must be a positive integer, got {classes!r}")
     labels = np.asarray(labels)
     if (labels.ndim != 1 or labels.size and not np.issubdtype(labels.dtype, np.integer)
             or labels.size and (labels.min() < 0 or labels.max() >= classes)):
