@@ -26,16 +26,23 @@ def isolated(monkeypatch, tmp_path):
 
 
 @contextlib.contextmanager
-def serve(directory):
-    handler = functools.partial(QuietHandler, directory=str(directory))
+def serving(handler):
+    """A local HTTP server of ``handler`` in a thread; its address, without the last /."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def serve(directory):
+    with serving(functools.partial(QuietHandler, directory=str(directory))) as url:
+        yield url + "/"
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -189,19 +196,6 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
             pass
 
 
-@contextlib.contextmanager
-def misbehaving():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_mirrors_that_trickle_are_no_http_cut_short_or_endless_are_passed_over(
         mnist_dir, isolated, monkeypatch):
     """A trickling server kept the download waiting forever (the timeout bounds each read),
@@ -212,7 +206,7 @@ def test_mirrors_that_trickle_are_no_http_cut_short_or_endless_are_passed_over(
         if name != "train-labels-idx1-ubyte":
             shutil.copy(mnist_dir / f"{name}.gz", isolated)
     monkeypatch.setattr(dataset, "MAX_DOWNLOAD", 100000)
-    with misbehaving() as bad, serve(mnist_dir) as good:
+    with serving(Misbehaving) as bad, serve(mnist_dir) as good:
         mirrors = [f"{bad}/{kind}/" for kind in ("drip", "garbage", "truncated", "huge")]
         began = time.monotonic()
         with pytest.raises(DatasetError) as caught:
