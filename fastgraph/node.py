@@ -321,21 +321,13 @@ class Variable(Node):
                              f"got {value.shape}{hint}")
         graph.claim("{}.set_value", self.name)
         try:
-            self._set_claimed(value, sample)
+            self._set_claimed(value)
         finally:
             graph.release()
 
-    def _set_claimed(self, value, sample):
-        """``set_value`` past its short path, holding the graph."""
-        kind = value.__class__
-        if (kind is _MATRIX or kind is _ARRAY) and sample is not None \
-                and value.shape == self._dim and value.dtype.kind in "biuf":
-            sample[...] = value  # the short path's copy, made under the claim
-            graph = self.graph
-            graph._fed[self.index] = 1
-            graph.unsettled = True
-            graph.single_sample = True
-            return
+    def _set_claimed(self, value):
+        """``set_value`` past its short path, holding the graph (a sample that the short
+        path would take while a claim is held comes here too: the general copy serves it)."""
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
