@@ -22,7 +22,9 @@ decides them (the model and optimizer; the data, epochs and batch size of a ``tr
 is compared with one small ``allgather`` before it is used: ``DataParallel()`` compares the
 optimizers, ``DistributedTrainer.train`` its arguments and options. When the ranks were
 given different values, every rank raises the same :class:`RanksDisagree`, naming what and
-each rank's value, instead of one of them waiting forever in an all-reduce.
+each rank's value, instead of one of them waiting forever in an all-reduce. Each update's
+all-reduce also carries a fingerprint of every rank's optimizer settings, so a setting
+changed on some ranks only is found at the next update, before it is applied.
 """
 
 import atexit
@@ -59,8 +61,9 @@ class MPIUnavailable(RuntimeError):
 
 class RanksDisagree(ValueError):
     """The ranks of a data-parallel job were given different values of something they must
-    share (epochs, data, batch size, model, optimizer, number of updates), or another rank
-    could not start. Raised on every rank at once, so that none is left waiting."""
+    share (epochs, data, batch size, model, optimizer and its settings, number of updates),
+    or another rank could not start. Raised on every rank at once, so that none is left
+    waiting."""
 
 
 def agree(comm, where, items=(), failure=None, hint="", root_value=None):
@@ -305,7 +308,9 @@ class DataParallel:
     (one ``allgather``) the optimizer's kind, settings (learning rate, betas, ...) and step
     count, the dtype and the number and shapes of the parameters, and when they differ
     every rank raises :class:`RanksDisagree` naming the first difference and each rank's
-    value.
+    value. Every ``update()`` compares the settings and step count again, at no extra
+    call (a fingerprint in its all-reduce): changed on some ranks only, they make every
+    rank raise :class:`RanksDisagree` naming the setting, and that update is not applied.
 
     Every rank must call ``update()`` the same number of times: each is one all-reduce, so
     a rank that calls it once more than the others waits for them. ``DistributedTrainer``
@@ -337,12 +342,14 @@ class DataParallel:
         self._ends = np.cumsum(sizes).tolist()
         self._count = self._ends[-1]
         # For broadcasting parameters; the update all-reduces the optimizer's own buffer:
-        # [gradient sums of every parameter..., samples, what the rank does (see _meet)]
+        # [gradient sums of every parameter..., samples, the settings' fingerprint (see
+        # _fingerprint), what the rank does (see _meet)]
         self._buffer = np.empty(self._count, optimizer.graph.dtype)
+        self._watched = _setting_names(optimizer)
         self._stop_requested = False
         self.stopping = False
         self.broadcast_parameters()
-        self._exit = _ExitCheck.of(self.comm, self._count + 2, optimizer.graph.dtype)
+        self._exit = _ExitCheck.of(self.comm, self._count + _EXTRA, optimizer.graph.dtype)
 
     def __getattr__(self, name):  # params, target, graph, steps, get_gradient, ...
         return getattr(self.optimizer, name)
@@ -387,7 +394,7 @@ class DataParallel:
         :class:`RanksDisagree` instead of waiting for each other. ``DistributedTrainer``
         calls it before the first step of every ``train()``; call it before a loop of your
         own. One all-reduce of the model's size and one small ``allgather``."""
-        buffer = np.zeros(self._count + 2, self.optimizer.graph.dtype)
+        buffer = np.zeros(self._count + _EXTRA, self.optimizer.graph.dtype)
         _, ended, agreeing = _meet(self.comm, buffer, _AGREEING)
         if agreeing < self.size:
             if failure is not None:
@@ -414,6 +421,7 @@ class DataParallel:
         if not local:  # the optimizer's sums are stale: this rank adds nothing
             buffer[:count] = 0
         buffer[count] = local
+        buffer[count + 1:count + 5] = _fingerprint(self.optimizer, self._watched)
         self._exit.updates += 1
         stops, ended, agreeing = _meet(self.comm, buffer, _STOP, self._stop_requested)
         if ended or agreeing:  # the other ranks are elsewhere: this sum means nothing
@@ -421,6 +429,11 @@ class DataParallel:
                 f"DataParallel.update: {_elsewhere(self.size, 0, ended, agreeing)} while rank "
                 f"{self.rank} called update() for the {_nth(self._exit.updates)} time; "
                 f"{_SAME_UPDATES}")
+        if not _alike(buffer[count + 1:count + 5], self.size):  # the same verdict on each
+            agree(self.comm, "DataParallel.update", _rule_settings(self.optimizer),
+                  hint=_SAME_SETTINGS)  # names the setting and raises, on every rank
+            raise RanksDisagree(f"DataParallel.update: the ranks' optimizer settings differ; "
+                                f"{_SAME_SETTINGS}")
         samples = int(round(float(buffer[count])))
         self.stopping = stops > 0
         if samples == 0:
@@ -450,15 +463,48 @@ def _optimizer_settings(optimizer):
     settings += [(f"the shape of parameter {number} ({param.name})",
                   tuple(int(size) for size in param.dim))
                  for number, param in enumerate(params, 1)]
-    settings.append(("the optimizer's learning_rate", float(optimizer.learning_rate)))
-    # The rule's settings (momentum, beta_1, eps, conventions, ...) and its step count
-    # (Adam's bias correction uses it); not the engine, which changes no update.
-    for name, value in sorted(vars(optimizer).items()):
-        if (not name.startswith("_") and name not in ("samples", "engine")
-                and isinstance(value, (bool, int, float, str, np.generic))):
-            settings.append((f"the optimizer's {name}", value))
-    return settings
+    return settings + _rule_settings(optimizer)
 
+
+def _setting_names(optimizer):
+    """The learning rate, the rule's settings (momentum, beta_1, eps, conventions, ...) and
+    its step count (Adam's bias correction uses it); not the engine, which changes no
+    update."""
+    return ["learning_rate"] + [
+        name for name, value in sorted(vars(optimizer).items())
+        if (not name.startswith("_") and name not in ("samples", "engine")
+            and isinstance(value, (bool, int, float, str, np.generic)))]
+
+
+def _rule_settings(optimizer):
+    return [(f"the optimizer's {name}", getattr(optimizer, name))
+            for name in _setting_names(optimizer)]
+
+
+def _fingerprint(optimizer, names):
+    """Two 8-bit pieces of a CRC-32 of the settings ``names`` and their squares: summed
+    over the ranks (exact in float32 up to 258 ranks), they tell every rank alike whether
+    all had the same pieces (see ``_alike``)."""
+    text = repr([getattr(optimizer, name) for name in names]).encode()
+    crc = zlib.crc32(text)
+    low, high = crc & 0xFF, (crc >> 8) & 0xFF
+    return low, low * low, high, high * high
+
+
+def _alike(sums, size):
+    """Whether ``size`` ranks' pieces, summed with their squares, were all equal: n sum(p^2)
+    equals sum(p)^2 only then (Cauchy-Schwarz), and every rank reads the same sums."""
+    low, low_squares, high, high_squares = (round(float(value)) for value in sums)
+    return size * low_squares == low * low and size * high_squares == high * high
+
+
+_SAME_SETTINGS = ("a setting changed on some ranks only; change the optimizer's settings "
+                  "on every rank alike (they are compared at every update, and this update "
+                  "was not applied)")
+
+
+# The update's buffer: [gradient sums..., samples, the settings' fingerprint (4), what].
+_EXTRA = 6
 
 # What a rank is doing when it joins an all-reduce of the update's shape (update() does one,
 # DataParallel.agree one, and _ExitCheck one when the program ends): the last element of

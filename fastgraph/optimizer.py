@@ -27,8 +27,9 @@ from .kernels import optimizers as kernels
 from .node import Node, Variable
 from .threads import Chooser
 
-#: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers.
-SPARE = 2
+#: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers
+#: (``fastgraph.distributed`` ships the sample count and a fingerprint of the settings there).
+SPARE = 6
 
 
 class Optimizer:
@@ -116,8 +117,8 @@ class Optimizer:
         """The gradient sums accumulated since the last update, one ``(1, n)`` array per
         parameter, all views of the contiguous ``gradient_buffer`` (whose last ``SPARE``
         elements are free for a caller that ships the sums with a few more numbers, as
-        ``fastgraph.distributed`` does with the sample count). Written in place by the
-        engines; ``update()`` reads them. The compiled engine may keep the last few
+        ``fastgraph.distributed`` does with the sample count and the settings). Written in
+        place by the engines; ``update()`` reads them. The compiled engine may keep the last few
         one-sample weight gradients aside and add them with one product
         (``kernels.blas.outer_staged``): reading the sums here (or ``gradient_buffer``,
         ``get_gradient``, ``update``) adds them first."""

@@ -87,24 +87,34 @@ class Faulty(distributed.DataParallel):
 
 #: What rank 1 is given differently from rank 0, by ``disagree_run``.
 DISAGREEMENTS = ("epochs", "samples", "batch_size", "hidden", "optimizer", "refused",
-                 "train_calls", "updates")
+                 "train_calls", "updates", "learning_rate")
 
 
 def disagree_run(what, comm):
     """Train the 12-16-4 network with Adam on every rank, rank 1 with another ``what``:
     epochs 3 (not 2), the first 150 samples (not 197), batch 32 (not 64), 17 hidden units,
     Momentum, epochs 0 (refused by its own check), one more train() call, or (a loop of
-    one_step()/update() without a trainer) one more update."""
+    one_step()/update() without a trainer) one more update, or (the same loop) a learning
+    rate changed after two updates (each rank then prints the sum of its parameters)."""
     odd = comm.Get_rank() == 1
     model = mlp(FEATURES, (17 if odd and what == "hidden" else 16,), CLASSES, seed=11)
     kind = fg.optimizer.Momentum if odd and what == "optimizer" else fg.optimizer.Adam
     optimizer = distributed.DataParallel(kind(model.graph, model.loss, 0.01), comm)
     features, labels = data()
-    if what == "updates":
+    if what in ("updates", "learning_rate"):
         batches = Batches(features, labels, 32, classes=CLASSES, seed=3)
-        for _, _ in zip(range(5 if odd else 4), batches.feed(model.x, model.one_hot)):
-            optimizer.one_step()
-            optimizer.update()
+        updates = 5 if odd and what == "updates" else 4
+        try:
+            for step, _ in zip(range(updates), batches.feed(model.x, model.one_hot)):
+                if odd and what == "learning_rate" and step == 2:
+                    optimizer.learning_rate = 0.02
+                optimizer.one_step()
+                optimizer.update()
+        finally:
+            if what == "learning_rate":
+                total = sum(float(param.value.astype(np.float64).sum())
+                            for param in optimizer.params)
+                print(f"<rank {comm.Get_rank()} parameters: {total!r}>", flush=True)
         return
     trainer = distributed.DistributedTrainer(
         model.x, model.one_hot, model.predict, optimizer, seed=3, progress=False,

@@ -6,6 +6,7 @@ which the ``dev`` extra installs).
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -216,6 +217,11 @@ DISAGREE = {  # rank 1's other value: what both ranks raise
     "optimizer": "RanksDisagree: DataParallel: the ranks disagree on the optimizer: rank 0 has "
                  "Adam, rank 1 has Momentum; every rank must build the same model",
     "hidden": "RanksDisagree: DataParallel: the ranks disagree on the shape of parameter 1 ",
+    "learning_rate": "RanksDisagree: DataParallel.update: the ranks disagree on the "
+                     "optimizer's learning_rate: rank 0 has 0.01, rank 1 has 0.02; a setting "
+                     "changed on some ranks only; change the optimizer's settings on every "
+                     "rank alike (they are compared at every update, and this update was not "
+                     "applied)",
 }
 
 
@@ -228,6 +234,9 @@ def test_ranks_that_disagree_all_raise_the_same_error_and_the_job_ends(mpi, what
         assert f"rank {rank}: {DISAGREE[what]}" in result.stdout, output
     if what == "hidden":
         assert "rank 0 has (4, 16), rank 1 has (4, 17)" in result.stdout, output
+    if what == "learning_rate":  # the update of the third step was applied on neither rank
+        sums = re.findall(r"<rank \d parameters: ([^>]*)>", result.stdout)
+        assert len(sums) == 2 and sums[0] == sums[1], output
     assert "Message truncated" not in output
     assert seconds < 20, f"the job took {seconds:.1f} s to stop"
 
@@ -423,3 +432,27 @@ def _tiny():
         w = fg.Variable((1, 2), init=True)
         loss = fg.ops.Dot(fg.ops.MatMul(w, x), fg.ops.MatMul(w, x))
     return graph, loss
+
+
+def test_the_settings_fingerprint_tells_every_rank_whether_all_had_the_same():
+    """``update()`` ships each rank's two 8-bit pieces of a CRC of its settings with their
+    squares in the all-reduce; from the sums alone, every rank must reach the same verdict:
+    alike exactly when every rank's pieces were equal (also when one rank's pieces are the
+    mean of the others', which a comparison of the sum with size times one's own misses)."""
+    rng = np.random.default_rng(0)
+    cases = [[(1, 2), (2, 2), (3, 2)], [(7, 9)] * 5, [(0, 0), (0, 0)], [(255, 255), (255, 0)]]
+    cases += [[tuple(rng.integers(0, 256, 2)) if rng.random() < 0.3 else (5, 6)
+               for _ in range(rng.integers(2, 9))] for _ in range(300)]
+    for pieces in cases:
+        sums = np.zeros(4, np.float32)
+        for low, high in pieces:
+            sums += np.array([low, low * low, high, high * high], np.float32)
+        assert distributed._alike(sums, len(pieces)) == (len(set(pieces)) == 1), pieces
+    model = mlp(4, (3,), 2, seed=0)
+    adam = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    names = distributed._setting_names(adam)
+    assert names == ["learning_rate", "beta_1", "beta_2", "conventions", "eps", "steps"]
+    before = distributed._fingerprint(adam, names)
+    assert before == distributed._fingerprint(adam, names)
+    adam.learning_rate = 0.02
+    assert distributed._fingerprint(adam, names) != before

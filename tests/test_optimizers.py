@@ -130,18 +130,20 @@ def test_gradients_survive_another_backward_before_update(rng):
 
 
 def test_gradient_sums_are_views_of_one_contiguous_buffer(rng):
-    """What data-parallel training all-reduces in place: every sum, then two spare slots."""
+    """What data-parallel training all-reduces in place: every sum, then the spare slots
+    (the sample count, the settings' fingerprint, what the rank does: six)."""
     graph, x, one_hot, _, _, loss = mnist_network(np.float64, seed=2, hidden=(5,))
     optimizer = fg.optimizer.Momentum(graph, loss, 0.1)
     x.set_value(rng.random((3, 784)))
     one_hot.set_value(np.eye(10)[[1, 2, 3]])
     optimizer.one_step()
     sums, buffer = optimizer.gradient_sums, optimizer.gradient_buffer
-    assert buffer.size == sum(param.flat.size for param in optimizer.params) + 2
+    assert fg.optimizer.SPARE == 6
+    assert buffer.size == sum(param.flat.size for param in optimizer.params) + 6
     assert all(np.shares_memory(total, buffer) for total in sums)
     np.testing.assert_array_equal(np.concatenate([total.ravel() for total in sums]),
-                                  buffer[:-2])
+                                  buffer[:-6])
     before = [optimizer.get_gradient(param) for param in optimizer.params]
-    buffer[:-2] *= 2  # the buffer is what get_gradient and update() read
+    buffer[:-6] *= 2  # the buffer is what get_gradient and update() read
     for param, gradient in zip(optimizer.params, before):
         np.testing.assert_allclose(optimizer.get_gradient(param), 2 * gradient)
