@@ -485,7 +485,9 @@ def _fingerprint(optimizer, names):
     """Two 8-bit pieces of a CRC-32 of the settings ``names`` and their squares: summed
     over the ranks (exact in float32 up to 258 ranks), they tell every rank alike whether
     all had the same pieces (see ``_alike``)."""
-    text = repr([getattr(optimizer, name) for name in names]).encode()
+    values = [getattr(optimizer, name) for name in names]
+    text = repr([value.item() if isinstance(value, np.generic) else value  # one text for
+                 for value in values]).encode()  # every NumPy version's repr of its scalars
     crc = zlib.crc32(text)
     low, high = crc & 0xFF, (crc >> 8) & 0xFF
     return low, low * low, high, high * high

@@ -456,3 +456,5 @@ def test_the_settings_fingerprint_tells_every_rank_whether_all_had_the_same():
     assert before == distributed._fingerprint(adam, names)
     adam.learning_rate = 0.02
     assert distributed._fingerprint(adam, names) != before
+    adam.learning_rate, adam.beta_1 = 0.01, np.float64(0.9)  # as NumPy scalar or float
+    assert distributed._fingerprint(adam, names) == before
