@@ -10,7 +10,10 @@ python``), by a timer around every node's ``compute`` and ``vjp``. The feed and 
 (``update()``: the rule and marking the parameters outdated) are timed by three clock
 reads a step. What no timer covers is the engine's own Python work and the loop's
 ("engine and Python overhead"), so the rows add up to the wall time of the steps; the
-timers themselves cost about 2 us a step of the compiled MNIST network.
+timers themselves cost about 2 us a step of the compiled MNIST network. With
+``engine="jacobian"`` (the article's engine, one sample at a time), the forward rows time
+every node's ``compute`` on each sample and the backward rows its ``dense_jacobian``; the
+products that chain the Jacobians, and the sums, are the engine's own work.
 """
 
 import numbers
@@ -145,10 +148,14 @@ def _timed(owner, method, entry):
 def _profile_walker(optimizer, feed, steps, warmup):
     entries = defaultdict(lambda: [0, 0.0])
     restores = []
+    dense = getattr(optimizer, "engine", None) == "jacobian"
     for node in optimizer.graph.tape(optimizer.target).nodes:
         if node.parents:
             kind = type(node).__name__
             restores.append(_timed(node, "compute", entries[("forward", kind)]))
+            if dense:  # the article's engine: each node's Jacobian, sample by sample
+                restores.append(_timed(node, "dense_jacobian", entries[("backward", kind)]))
+                continue
             restores.append(_timed(node, "vjp", entries[("backward", kind)]))
             if type(node).vjp_summed is not Operator.vjp_summed:  # else it calls vjp: timed
                 restores.append(_timed(node, "vjp_summed", entries[("backward", kind)]))

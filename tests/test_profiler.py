@@ -38,6 +38,22 @@ def test_the_phases_add_up_to_the_steps_and_are_named(rng, engine):
     assert all(compiled_pass.cycles.size == 0 for compiled_pass in compiled.passes(model.graph))
 
 
+def test_the_article_engine_is_timed_node_by_node_sample_by_sample(rng):
+    """engine="jacobian": every node's compute on each of the 64 samples, then once more on
+    the batch, and every (node, parent) pair's dense Jacobian on each sample."""
+    profile, fed, model = _profile(rng, "jacobian", steps=3)
+    rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
+    assert rows[("forward", "MatMul")] == 2 * 65 and rows[("forward", "ReLU")] == 65
+    assert rows[("backward", "MatMul")] == 3 * 64  # to W1, W2 and the hidden layer
+    assert rows[("backward", "Add")] == 2 * 2 * 64 and rows[("backward", "ReLU")] == 64
+    assert rows[("backward", "CrossEntropyWithSoftMax")] == 64
+    phases = profile.by_phase()
+    assert phases["backward"] > 0 and sum(phases.values()) == pytest.approx(
+        profile.step_seconds * 1e6)
+    for node in model.graph.nodes:  # the timers are gone
+        assert "dense_jacobian" not in vars(node) and "compute" not in vars(node)
+
+
 @pytest.mark.compiled
 def test_an_interrupted_profile_leaves_no_timer_behind(rng):
     model = fg.models.mlp(20, (8,), 3, seed=0)
