@@ -116,9 +116,12 @@ def beyond_range(where, value, dtype, sample=None):
 
 def kernel_numbers(array, dtype):
     """``array`` in a dtype the compiled kernels take: half and long-double floats (which
-    Numba does not compile for) cast to ``dtype``, every other numeric dtype as it is."""
+    Numba does not compile for) cast to ``dtype``, numbers in the other byte order (a
+    big-endian file's) in this machine's, every other numeric dtype as it is."""
     if array.dtype.kind == "f" and array.dtype.itemsize not in (4, 8):
         return array.astype(dtype)
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
     return array
 
 

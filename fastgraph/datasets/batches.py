@@ -10,6 +10,24 @@ from ..graph import EMPTY
 from ..kernels.data import gather_batch, gather_inputs
 
 
+def _fixed(name, what):
+    """A property set once, in the constructor (the checks were made on it, and the kernels
+    that gather trust it); assigning it later is an AttributeError that says what to do."""
+    attribute = "_" + name
+
+    def get(self):
+        return getattr(self, attribute)
+
+    def set(self, value):
+        if attribute in vars(self):
+            raise AttributeError(f"Batches.{name} is fixed when the batches are made (the "
+                                 f"gathering kernels trust what was checked then): make a new "
+                                 f"Batches for other data")
+        setattr(self, attribute, value)
+
+    return property(get, set, doc=f"{what[0].upper()}{what[1:]}, read-only.")
+
+
 class Batches:
     """Iterate over ``(x, one_hot)`` mini-batches of ``features`` and integer ``labels``.
 
@@ -25,6 +43,11 @@ class Batches:
     to ``set_value`` (which copies them) and compute before asking for the next batch, or
     copy them. ``feed(x, one_hot)`` gathers each batch straight into the two input nodes
     instead (no copy, one kernel call a batch).
+
+    ``batch_size`` may be changed between passes (a batch-size schedule): it is checked as
+    in the constructor and the buffers follow it. ``features``, ``labels``, ``scale`` and
+    ``dtype`` are read-only (the checks above were made on them, and the kernels that
+    gather trust them): make a new ``Batches`` for other data.
     """
 
     def __init__(self, features, labels, batch_size, classes=10, scale=1.0, dtype=np.float32,
@@ -63,18 +86,35 @@ class Batches:
         features = checks.kernel_numbers(features, self.dtype)  # float16, long double: cast
         self.features = np.array(features.reshape(len(features), -1), order="C", copy=True)
         self.labels = labels.astype(np.int64)
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
+        self._features.flags.writeable = self._labels.flags.writeable = False  # checked once
+        self.shuffle = checks.flag("Batches: shuffle", shuffle)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.scale = self.dtype.type(scale)
+        self._classes = classes
+        self.batch_size = batch_size  # lays out the buffers
+
+    features = _fixed("features", "the samples, ``(N, features per sample)``")
+    labels = _fixed("labels", "the integer classes, ``(N,)``")
+    scale = _fixed("scale", "what the features are multiplied by")
+    dtype = _fixed("dtype", "the batches' float dtype")
+
+    @property
+    def batch_size(self):
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        """A new batch size, from the next pass (or the next batch of this one) on."""
+        self._batch_size = checks.positive_integer("batch_size", value)
         # No batch holds more rows than the data: a batch_size of 10**9 for 10 samples is
         # one batch of 10 (buffers of 10**9 rows were a MemoryError of terabytes).
-        rows = min(self.batch_size, len(self.labels))
-        self._x = np.empty((rows, self.features.shape[1]), self.dtype)
-        self._y = np.empty((rows, classes), self.dtype)
+        rows = min(self._batch_size, len(self._labels))
+        if getattr(self, "_x", None) is None or self._x.shape[0] != rows:
+            self._x = np.empty((rows, self._features.shape[1]), self._dtype)
+            self._y = np.empty((rows, self._classes), self._dtype)
 
     def __len__(self):
         return -(-len(self.labels) // self.batch_size)
@@ -87,9 +127,18 @@ class Batches:
         """The batches of the samples at the indices ``order``, in that order."""
         order = self._checked(order)
         for rows in self._batches(order):
-            x, y = self._x[: len(rows)], self._y[: len(rows)]
-            gather_batch(self.features, self.labels, rows, self.scale, x, y)
+            x, y = self._buffers(len(rows))
+            gather_batch(self._features, self._labels, rows, self._scale, x, y)
             yield x, y
+
+    def _buffers(self, size):
+        """The first ``size`` rows of the two buffers, which the kernels that fill them do
+        not check: a batch larger than they are (an ``order`` longer than the data, each
+        sample more than once) gets larger ones."""
+        if size > self._x.shape[0]:
+            self._x = np.empty((size, self._features.shape[1]), self._dtype)
+            self._y = np.empty((size, self._classes), self._dtype)
+        return self._x[:size], self._y[:size]
 
     def _batches(self, order):
         """The indices of each batch of ``order`` (a data-parallel subclass takes its share
@@ -108,7 +157,9 @@ class Batches:
             bad = int(np.flatnonzero((order < 0) | (order >= len(self.labels)))[0])
             raise ValueError(f"order[{bad}] is {order[bad]}: sample indices lie in "
                              f"[0, {len(self.labels)})")
-        return order
+        # As int64 in this machine's byte order: one compiled gather for every integer dtype
+        # (an unsigned 32-bit order failed to compile, a big-endian one to type).
+        return order.astype(np.int64, copy=False)
 
     def feed(self, x, one_hot, order=None):
         """Iterate over the batches (of a new order when ``shuffle``, of the indices
@@ -140,8 +191,8 @@ class Batches:
                 continue
             if (x.flat is None or one_hot.flat is None or x.flat.shape[0] != size
                     or one_hot.flat.shape[0] != size):
-                features, labels = self._x[:size], self._y[:size]
-                gather_batch(self.features, self.labels, rows, self.scale, features, labels)
+                features, labels = self._buffers(size)
+                gather_batch(self._features, self._labels, rows, self._scale, features, labels)
                 graph.claim("Batches.feed")  # both inputs in one use
                 try:
                     x.set_value(features)  # lays out the nodes' batches of this size
@@ -152,7 +203,7 @@ class Batches:
                 graph.claim("Batches.feed")
                 try:
                     graph.passes += 1
-                    gather_inputs(self.features, self.labels, rows, self.scale, x.flat,
+                    gather_inputs(self._features, self._labels, rows, self._scale, x.flat,
                                   one_hot.flat, graph.states, inputs,
                                   graph.downstream_indices(x, one_hot), EMPTY,
                                   graph.computed, graph.passes)

@@ -1,0 +1,119 @@
+"""A seventh sweep of bad inputs: attributes and lists a user changes on live objects (the
+article's readers do), data in the other byte order, arrays that alias an input's buffer.
+Each was trusted by compiled code, ignored, or ended in an internal error."""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.datasets import Batches
+
+
+def _data(samples=10, width=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((samples, width)).astype(np.float32), rng.integers(0, classes, samples)
+
+
+def _expected(features, labels, rows, classes=3):
+    return features[rows], np.eye(classes, dtype=np.float32)[labels[rows]]
+
+
+def test_a_new_batch_size_takes_effect_from_the_next_pass():
+    """A batch-size schedule: the buffers were sized once, and the kernel that fills them
+    checks no bounds (batches of 4 of 256 rows, then a crash)."""
+    features, labels = _data(40)
+    batches = Batches(features, labels, 4, classes=3, shuffle=False)
+    assert [len(x) for x, _ in batches] == [4] * 10
+    batches.batch_size = 256  # more than the data: one batch of all of it
+    (x, y), = list(batches)
+    np.testing.assert_array_equal(x, features)
+    np.testing.assert_array_equal(y, np.eye(3, dtype=np.float32)[labels])
+    batches.batch_size = 16.0
+    assert [len(x) for x, _ in batches] == [16, 16, 8] and batches.batch_size == 16
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match=r"^batch_size must be"):
+            batches.batch_size = bad
+    assert batches.batch_size == 16
+
+
+def test_a_new_batch_size_in_feed_fills_the_inputs_with_the_right_rows():
+    features, labels = _data(40)
+    with fg.Graph() as graph:
+        x = fg.Variable((6, 1), trainable=False)
+        one_hot = fg.Variable((3, 1), trainable=False)
+    batches = Batches(features, labels, 4, classes=3, shuffle=False)
+    assert list(batches.feed(x, one_hot))[:2] == [4, 4]
+    batches.batch_size = 32
+    seen = []
+    for size in batches.feed(x, one_hot):
+        seen.append(size)
+        assert x.flat.shape == (size, 6)
+    assert seen == [32, 8]
+    np.testing.assert_array_equal(x.flat, features[32:])
+    np.testing.assert_array_equal(graph is x.graph, True)
+
+
+def test_an_order_longer_than_the_data_gets_buffers_that_hold_its_batches():
+    """Each sample several times in one batch (an order of 50 indices of 10 samples, batch
+    100): the buffers were sized for the 10 samples and the kernel wrote past them."""
+    features, labels = _data(10)
+    batches = Batches(features, labels, 100, classes=3)
+    order = np.arange(50) % 10
+    (x, y), = list(batches.iterate(order))
+    want_x, want_y = _expected(features, labels, order)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
+@pytest.mark.parametrize("name", ["features", "labels", "scale", "dtype"])
+def test_what_the_batches_were_checked_on_is_read_only(name):
+    features, labels = _data()
+    batches = Batches(features, labels, 4, classes=3)
+    with pytest.raises(AttributeError, match=rf"^Batches\.{name} is fixed when the batches "
+                       r"are made .*make a new Batches for other data$"):
+        setattr(batches, name, getattr(batches, name))
+    with pytest.raises(ValueError, match="read-only"):
+        batches.labels[0] = 10 ** 6  # in place neither: labels past the classes
+    with pytest.raises(ValueError, match="read-only"):
+        batches.features[0, 0] = np.nan
+
+
+def test_shuffle_is_a_flag():
+    features, labels = _data()
+    with pytest.raises(ValueError, match=r"^Batches: shuffle must be True or False, got str "):
+        Batches(features, labels, 4, classes=3, shuffle="no")
+
+
+def test_big_endian_data_and_orders_give_the_batches_of_native_ones():
+    features, labels = _data(12)
+    order = np.array([3, 1, 4, 1, 5, 9, 2, 6], np.int64)
+    native = Batches(features, labels, 4, classes=3)
+    big = Batches(features.astype(">f4"), labels.astype(">i8"), 4, classes=3)
+    for (a, b), (c, d) in zip(native.iterate(order), big.iterate(order.astype(">i8"))):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    with fg.Graph():
+        x = fg.Variable((6, 1), trainable=False)
+        one_hot = fg.Variable((3, 1), trainable=False)
+    assert list(big.feed(x, one_hot, order=order.astype(">u4"))) == [4, 4]
+    np.testing.assert_array_equal(x.flat, features[order[4:]])
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">i4"])
+def test_big_endian_values_are_numbers_like_any_other(dtype):
+    """A big-endian batch (a file written on such a machine) reached the kernels as it was:
+    a Numba typing error from set_value, set_values and fg.jacobian."""
+    values = np.arange(24).reshape(4, 6, 1) % 7
+    results = []
+    for given in (values.astype(dtype.replace(">", "=")), values.astype(dtype)):
+        with fg.Graph(seed=0):
+            x = fg.Variable((6, 1), trainable=False)
+            w = fg.Variable((2, 6), init=True)
+            out = fg.ops.MatMul(w, x)
+        x.set_value(given)
+        out.forward()
+        first = out.value.copy()
+        fg.set_values([x], [given[:1]])
+        results.append((first, fg.jacobian(out, x).copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
