@@ -32,6 +32,50 @@ from .threads import Chooser
 SPARE = 6
 
 
+class _Checked:
+    """A rule's setting, checked by ``check(optimizer, name, value)`` whenever it is set:
+    by the constructor, or later on a live optimizer (a momentum warm-up, a beta schedule),
+    as ``learning_rate`` is. It has no getter, so a read is a plain attribute's."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __set__(self, optimizer, value):
+        optimizer.__dict__[self.name] = self.check(optimizer, self.name, value)
+
+
+def _fraction_setting(optimizer, name, value):
+    return checks.fraction(name, value)
+
+
+def _positive_setting(optimizer, name, value):
+    return checks.positive_number(name, value, optimizer.graph.dtype)
+
+
+def _conventions_setting(optimizer, name, value):
+    return _conventions(optimizer.graph, value)
+
+
+def _state_array(optimizer, name, value):
+    """A state of the rule (Adam's ``m``, ``v``, ...) is read by the update's kernel, which
+    checks no bounds: an array of one number per parameter number, in the graph's dtype,
+    contiguous and writable, or an error (a short one was written past)."""
+    expected = optimizer._buffer.size - SPARE
+    if not (isinstance(value, np.ndarray) and value.dtype == optimizer.graph.dtype
+            and value.shape == (expected,) and value.flags.c_contiguous
+            and value.flags.writeable):
+        got = (f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray)
+               else type(value).__name__)
+        raise ValueError(f"{type(optimizer).__name__}.{name} must be a writable, contiguous "
+                         f"{np.dtype(optimizer.graph.dtype).name} array of {expected:,} numbers "
+                         f"(one per parameter number), got {got}; to start it again, fill it "
+                         f"in place ({name}[:] = 0)")
+    return value
+
+
 class Optimizer:
     """Base class: ``(graph, target, learning_rate, engine="vjp")``."""
 
@@ -256,6 +300,8 @@ class Momentum(Optimizer):
     """Heavy-ball momentum as ``torch.optim.SGD(momentum=...)``: v = mu v + g; w -= lr v."""
 
     state_names = ("velocity",)
+    momentum = _Checked(_fraction_setting)
+    velocity = _Checked(_state_array)
 
     def __init__(self, graph, target, learning_rate=0.01, momentum=0.9, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -271,6 +317,8 @@ class AdaGrad(Optimizer):
     """s += g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.Adagrad``."""
 
     state_names = ("square_sum",)
+    eps = _Checked(_positive_setting)
+    square_sum = _Checked(_state_array)
 
     def __init__(self, graph, target, learning_rate=0.01, eps=1e-10, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -293,6 +341,10 @@ class RMSProp(Optimizer):
     """
 
     state_names = ("square_avg",)
+    beta = _Checked(_fraction_setting)
+    eps = _Checked(_positive_setting)
+    conventions = _Checked(_conventions_setting)
+    square_avg = _Checked(_state_array)
     DEFAULTS = {"torch": {"beta": 0.99, "eps": 1e-8}, "article": {"beta": 0.9, "eps": 1e-10}}
 
     def __init__(self, graph, target, learning_rate=0.01, beta=None, eps=None, engine="vjp",
@@ -336,6 +388,12 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    beta_1 = _Checked(_fraction_setting)
+    beta_2 = _Checked(_fraction_setting)
+    eps = _Checked(_positive_setting)
+    conventions = _Checked(_conventions_setting)
+    m = _Checked(_state_array)
+    v = _Checked(_state_array)
     DEFAULTS = {"torch": {"learning_rate": 0.001, "beta_2": 0.999, "eps": 1e-8},
                 "article": {"learning_rate": 0.01, "beta_2": 0.99, "eps": 1e-10}}
 

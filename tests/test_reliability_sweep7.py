@@ -117,3 +117,66 @@ def test_big_endian_values_are_numbers_like_any_other(dtype):
         results.append((first, fg.jacobian(out, x).copy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def _stepped(rule, **options):
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((2, 3), init=True)
+        loss = fg.ops.Dot(fg.ops.MatMul(w, x), fg.ops.MatMul(w, x))
+    optimizer = rule(graph, loss, **options)
+    x.set_value(np.ones((4, 3, 1)))
+    optimizer.one_step()
+    optimizer.update()
+    return optimizer, w
+
+
+LIVE_SETTINGS = [
+    (fg.optimizer.Adam, "beta_1", 1.0, r"^beta_1 must be a number in \[0, 1\), got 1\.0$"),
+    (fg.optimizer.Adam, "beta_2", "0.9", r"^beta_2 must be a number in \[0, 1\), got '0\.9'$"),
+    (fg.optimizer.Adam, "eps", 0.0, r"^eps must be a positive number, got 0\.0$"),
+    (fg.optimizer.Adam, "conventions", "Article", r"^conventions must be one of 'torch', "),
+    (fg.optimizer.AdaGrad, "eps", -1.0, r"^eps must be a positive number, got -1\.0$"),
+    (fg.optimizer.RMSProp, "beta", 2.0, r"^beta must be a number in \[0, 1\), got 2\.0$"),
+    (fg.optimizer.RMSProp, "eps", float("nan"), r"^eps must be a positive number, got nan "),
+    (fg.optimizer.Momentum, "momentum", float("nan"), r"^momentum must be a number in "),
+]
+
+
+@pytest.mark.parametrize("rule, name, bad, message", LIVE_SETTINGS)
+def test_a_rules_settings_are_checked_when_changed_on_a_live_optimizer(rule, name, bad,
+                                                                        message):
+    """As the constructor and learning_rate's setter check them: set later, beta_1 = 1 was
+    a ZeroDivisionError, eps = 0 and momentum = NaN made the parameters NaN, and
+    conventions="Article" fell back to torch's rules."""
+    optimizer, w = _stepped(rule)
+    before = getattr(optimizer, name)
+    with pytest.raises(ValueError, match=message):
+        setattr(optimizer, name, bad)
+    assert getattr(optimizer, name) == before
+    setattr(optimizer, name, 0.5 if name != "conventions" else "article")  # a good one
+    optimizer.one_step()
+    optimizer.update()
+    assert np.isfinite(w.value).all()
+
+
+@pytest.mark.parametrize("rule, state", [(fg.optimizer.Adam, "m"), (fg.optimizer.Adam, "v"),
+                                         (fg.optimizer.Momentum, "velocity"),
+                                         (fg.optimizer.AdaGrad, "square_sum"),
+                                         (fg.optimizer.RMSProp, "square_avg")])
+def test_a_rules_state_is_an_array_of_one_number_per_parameter_number(rule, state):
+    """A state array the update's kernel reads without bounds checks: one of 10 numbers
+    (a reset with the wrong length) was a segfault, a dict a Numba typing error."""
+    optimizer, w = _stepped(rule)
+    array = getattr(optimizer, state)
+    message = (rf"^{rule.__name__}\.{state} must be a writable, contiguous float32 array of 6 "
+               rf"numbers \(one per parameter number\), got ")
+    for bad in (np.zeros(10, np.float32), np.zeros(6), {}, np.zeros(12, np.float32)[::2],
+                np.zeros((1, 6), np.float32)):
+        with pytest.raises(ValueError, match=message):
+            setattr(optimizer, state, bad)
+        assert getattr(optimizer, state) is array
+    setattr(optimizer, state, np.zeros(6, np.float32))  # a reset of the right shape
+    optimizer.one_step()
+    optimizer.update()
+    assert np.isfinite(w.value).all()
