@@ -74,6 +74,8 @@ def set_values(inputs, values):
         block, indices, downstream = _block(graph, inputs, batch)
         graph.passes += 1
         source = array.reshape(len(inputs), batch, rows * cols)
+        if np.may_share_memory(source, block):  # the inputs' own values (shifted in time)
+            source = source.copy()  # would be read where the copy has written already
         beyond = feed_inputs(source, block, graph.states, indices, downstream, EMPTY,
                              graph.computed, graph.passes)
         if beyond >= 0:  # nothing was changed

@@ -380,6 +380,8 @@ class Variable(Node):
         # One kernel call copies the batch (any numeric dtype, cast), marks this input
         # computed and everything downstream EMPTY: this is the article's per-sample loop.
         source = array.reshape(batch, rows * cols)
+        if not fresh and np.may_share_memory(source, flat):  # a view of the input's own
+            source = source.copy()  # buffer (x.flat[::-1]): the copy would read what it wrote
         beyond = feed_input(source, flat, graph.states, downstream, EMPTY, graph.computed,
                             self.index, graph.passes)
         if beyond >= 0:  # nothing was changed

@@ -180,3 +180,29 @@ def test_a_rules_state_is_an_array_of_one_number_per_parameter_number(rule, stat
     optimizer.one_step()
     optimizer.update()
     assert np.isfinite(w.value).all()
+
+
+def test_set_value_of_a_view_of_the_inputs_own_buffer():
+    """x.flat is a live buffer (the README says so): setting x to a reordered view of it
+    copied element by element over what it was still to read."""
+    with fg.Graph():
+        x = fg.Variable((3, 1), trainable=False)
+    values = np.arange(12.0).reshape(4, 3, 1)
+    x.set_value(values)
+    x.set_value(x.flat[:, ::-1])  # each sample's features flipped
+    np.testing.assert_array_equal(x.flat, values[:, ::-1, 0])
+    x.set_value(x.flat[::-1])  # the batch reversed
+    np.testing.assert_array_equal(x.flat, values[::-1, ::-1, 0])
+
+
+def test_set_values_of_the_inputs_own_values_shifted_in_time():
+    """The recurrent programs' inputs set from their own block, one step on."""
+    with fg.Graph():
+        steps = [fg.Variable((2, 1), trainable=False) for _ in range(4)]
+    values = np.arange(32.0).reshape(4, 4, 2, 1)
+    fg.set_values(steps, values)
+    block = steps[0].flat.base
+    assert block is not None and all(step.flat.base is block for step in steps)
+    fg.set_values(steps, block[::-1].reshape(4, 4, 2, 1))
+    for step, want in zip(steps, values[::-1]):
+        np.testing.assert_array_equal(step.flat, want[:, :, 0])
