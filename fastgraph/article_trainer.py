@@ -78,7 +78,7 @@ class Trainer:
             raise TypeError(f"input_x must be a list of input nodes, got "
                             f"{type(input_x).__name__}")
         for role, node in [*(("input_x", node) for node in input_x), ("input_y", input_y)]:
-            if not (isinstance(node, Variable) and not node.trainable):
+            if not (isinstance(node, Variable) and node.is_input):
                 what = (f"the parameter {node.name}" if isinstance(node, Variable) else
                         f"{node.name} ({type(node).__name__})" if isinstance(node, Node)
                         else f"{node!r:.60}")

@@ -470,10 +470,7 @@ def _setting_names(optimizer):
     """The learning rate, the rule's settings (momentum, beta_1, eps, conventions, ...) and
     its step count (Adam's bias correction uses it); not the engine, which changes no
     update."""
-    return ["learning_rate"] + [
-        name for name, value in sorted(vars(optimizer).items())
-        if (not name.startswith("_") and name not in ("samples", "engine")
-            and isinstance(value, (bool, int, float, str, np.generic)))]
+    return ["learning_rate", *sorted((*type(optimizer).settings, "steps"))]
 
 
 def _rule_settings(optimizer):

@@ -92,7 +92,7 @@ def set_values(inputs, values):
 def _check(inputs, graph):
     dim = getattr(inputs[0], "dim", None)
     for node in inputs:
-        if not isinstance(node, Variable) or node.trainable:
+        if not isinstance(node, Variable) or not node.is_input:
             raise ValueError(f"set_values: {getattr(node, 'name', node)!r} is not an input "
                              "(a Variable with trainable=False)")
         if node.graph is not graph:

@@ -22,6 +22,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -44,6 +45,75 @@ CONVENTIONS = ("torch", "article")
 CACHE_SIZE = 256
 
 
+class ReadOnlyList(list):
+    """A graph's list of nodes, or a node's parents or children: read like a list, changed
+    only by the graph (its own edits go through ``list``'s methods). Changing one by hand
+    left the graph's states, caches and compiled passes stale: wrong values, no error."""
+
+    __slots__ = ("owner", "kind")
+
+    #: What to do instead, by kind.
+    INSTEAD = {
+        "nodes": "build nodes into the graph, or start over with graph.clear()",
+        "parents": "re-wire the node with graph.rewire(node, parents) (a Welding's weld())",
+        "children": "build a node on it, or re-wire one with graph.rewire(node, parents)",
+    }
+
+    def __init__(self, items, owner, kind):
+        super().__init__(items)
+        self.owner, self.kind = owner, kind
+
+    def _refuse(self, *args, **kwargs):
+        owner = "Graph.nodes" if self.kind == "nodes" else \
+            f"the {self.kind} of {getattr(self.owner, 'name', self.owner)}"
+        raise TypeError(f"{owner} are changed only by the graph; {self.INSTEAD[self.kind]}")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def copy(self):
+        return list(self)
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
+class _Nodes(ReadOnlyList):
+    """``Graph.nodes``: ``clear()`` is the article's way to start over (MatrixSlow's
+    programs call ``default_graph.nodes.clear()``): it is ``Graph.clear()``."""
+
+    __slots__ = ()
+
+    def clear(self):
+        self.owner.clear()
+
+
+def _set_nodes(graph, value):
+    """``graph.nodes = []`` is ``clear()``; nothing else may be assigned."""
+    if isinstance(value, (list, tuple)) and not value:
+        graph.clear()
+    else:
+        raise TypeError("Graph.nodes is changed only by the graph: build nodes into it, or "
+                        "start over with graph.clear() (graph.nodes = [] does the same)")
+
+
+class _Detached:
+    """The ``graph`` of a node that ``Graph.clear()`` removed: any use of the node says so,
+    where it used to share a state slot and a name with the nodes built after."""
+
+    __slots__ = ("removed",)
+
+    def __init__(self, name):
+        self.removed = name
+
+    def __getattr__(self, attribute):
+        raise RuntimeError(f"{self.removed} was removed from its graph by Graph.clear(): "
+                           "build it again")
+
+    def __bool__(self):
+        return True
+
+
 class GraphInUse(RuntimeError):
     """A thread used a graph (fed, computed, updated, saved or loaded it) while another
     thread was doing so (see :meth:`Graph.claim`)."""
@@ -62,6 +132,8 @@ class Graph:
     article's programs build (they make no graph of their own), follows the article's.
     """
 
+    nodes = property(attrgetter("_nodes"), _set_nodes)
+
     def __init__(self, dtype=np.float32, seed=None, conventions="torch"):
         try:  # np.dtype(None) is float64 (and equals it): None is refused, not a default
             self.dtype = None if dtype is None else np.dtype(dtype)
@@ -74,7 +146,7 @@ class Graph:
             raise ValueError(f"Graph conventions must be one of "
                              f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
         self.conventions = conventions
-        self.nodes = []
+        self._nodes = _Nodes((), self, "nodes")
         try:
             if isinstance(seed, (bool, np.bool_)):  # True is 1 to NumPy
                 raise TypeError("a bool")
@@ -103,6 +175,7 @@ class Graph:
         # seen, so that the version is hashed and compared in constant time (it keys the
         # caches every step looks in; the wiring itself has an entry per re-wired node).
         self._wirings = {(): 0}
+        self._changes = 0  # nodes added, parameters frozen or thawed, clear()s: never repeats
         self._version = (0, 0)
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
@@ -124,6 +197,10 @@ class Graph:
             self.release()
 
     def _add_node(self, node, name):
+        if getattr(node, "index", None) is not None:  # already a member (of this graph?)
+            where = "this graph" if node.graph is self else "another graph"
+            raise ValueError(f"add_node: {node.name} is a node of {where} already (a node "
+                             "joins the graph it is built in, once)")
         if self.unsettled:  # before the edges change
             self.settle()
         if name is None:  # the next free "Class:count" (a user may have taken one)
@@ -135,19 +212,56 @@ class Graph:
         elif not isinstance(name, str):
             raise TypeError(f"a node's name must be a string, got {name!r}")
         else:
-            name = _scoped(name)
-            if name in self._names:
-                raise ValueError(f"a node named {name!r} already exists in this graph")
+            name = _checked_name(_scoped(name), self)
         self._names[name] = node
-        node.index = len(self.nodes)
+        node.index = len(self._nodes)
         if node.index == len(self._states):
             self._states = np.concatenate([self._states, np.empty_like(self._states)])
             self._table = np.concatenate([self._table, np.zeros_like(self._table)], axis=1)
             self._computed, self._fed = self._table[0], self._table[1]
         self._states[node.index] = EMPTY
-        self.nodes.append(node)
-        self._version = (len(self.nodes), self._version[1])
+        list.append(self._nodes, node)
+        self._changed()
         return name
+
+    def _changed(self):
+        """A new version of the graph that no earlier one had (a node added, a parameter
+        frozen or thawed, a clear()): every cached tape, plan and pass is rebuilt."""
+        self._changes += 1
+        self._version = (self._changes, self._version[1])
+
+    def rename(self, node, name):
+        """Give ``node`` the name ``name`` (``node.name = name`` does this): refused if
+        another node has it."""
+        self.claim("renaming {}", node.name)
+        try:
+            name = _checked_name(name, self, node)
+            del self._names[node.name]
+            self._names[name] = node
+            return name
+        finally:
+            self.release()
+
+    def clear(self):
+        """Start over: remove every node (``graph.nodes.clear()``, as the article's programs
+        write it). The removed nodes say so if used again; an optimizer of them too."""
+        self.claim("clear")
+        try:
+            for node in self._nodes:
+                node.graph = _Detached(node.name)
+            list.clear(self._nodes)
+            self._names.clear()
+            self._wiring.clear()
+            self._wirings = {(): 0}
+            for cache in (self._edges, self._cache, self._downstream, self._reach,
+                          self._same_indices, self.deferred):
+                cache.clear()
+            self._edges_now = (None, None, None)
+            self.unsettled = False
+            self.layout += 1
+            self._changed()
+        finally:
+            self.release()
 
     def node_count(self):
         return len(self.nodes)
@@ -184,7 +298,8 @@ class Graph:
         parents = list(parents)
         self._check_rewiring(node, parents, caller)
         old = node.parents
-        node.parents = parents  # what infer_dim() reads: put back unless it all fits
+        node.parents = _parents_of(node, parents)  # what infer_dim() reads: put back unless
+        # it all fits
         try:
             try:
                 dim = node.infer_dim()
@@ -201,9 +316,9 @@ class Graph:
         if self.unsettled:  # the inputs fed so far, along the edges they were fed with
             self.settle()
         for parent in old:
-            parent.children.remove(node)
+            list.remove(parent.children, node)
         for parent in parents:
-            parent.children.append(node)
+            list.append(parent.children, node)
         node.batched = batched
         node._batch_source = None  # the parent whose batch size its value takes
         for parent in parents:
@@ -216,7 +331,7 @@ class Graph:
         node.dim = dim
         self._wiring[node.index] = tuple([parent.index for parent in parents])
         wiring = tuple(sorted(self._wiring.items()))
-        self._version = (len(self.nodes), self._wirings.setdefault(wiring, len(self._wirings)))
+        self._version = (self._changes, self._wirings.setdefault(wiring, len(self._wirings)))
         self.invalidate([node], EMPTY, itself=True)
 
     def _check_rewiring(self, node, parents, caller):
@@ -226,7 +341,9 @@ class Graph:
                 raise TypeError(f"{caller}: expected a node to re-wire, got "
                                 f"{type(node).__name__}")
             raise ValueError(f"{caller}: {node.name} belongs to another graph")
-        if node.is_input or node.trainable:
+        from .node import Variable  # (node imports graph)
+
+        if isinstance(node, Variable):  # a parameter, frozen or not, or an input
             kind = "an input" if node.is_input else "a parameter"
             raise ValueError(f"{caller}: {node.name} is {kind} and takes no parents; "
                              "re-wire an operator or a Welding")
@@ -704,3 +821,19 @@ def name_scope(scope):
 
 def _scoped(name):
     return "/".join([*_context.scopes, name])
+
+
+def _checked_name(name, graph, node=None):
+    """``name`` for a node of ``graph`` (``node`` itself may hold it): a string, without
+    NUL (no file keeps one), that no other node has."""
+    if not isinstance(name, str):
+        raise TypeError(f"a node's name must be a string, got {name!r}")
+    if "\x00" in name:
+        raise ValueError(f"a node's name cannot hold a NUL character, got {name!r}")
+    if graph._names.get(name, node) is not node:
+        raise ValueError(f"a node named {name!r} already exists in this graph")
+    return name
+
+
+def _parents_of(node, parents):
+    return ReadOnlyList(parents, node, "parents")

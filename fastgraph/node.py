@@ -25,14 +25,42 @@ vector-Jacobian product of the target with respect to this node, shaped like ``n
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from . import checks
-from .graph import EMPTY, get_default_graph
+from .graph import EMPTY, Graph, ReadOnlyList, _parents_of, get_default_graph
 from .kernels.elementwise import feed_input
 
 # The arrays ``Variable.set_value`` copies on its short path (one sample in its own shape).
 _MATRIX, _ARRAY = np.matrix, np.ndarray
+
+
+def fixed(name):
+    """An option of a node set when it is made (a slope, a stride: what the node's compiled
+    passes were recorded with), as a property: assigning it later is an AttributeError that
+    says so, where the compiled executor kept the old value and the walker took the new
+    one. (Properties over private attributes, not entries written into ``__dict__``: an
+    object whose ``__dict__`` was touched reads all its attributes slower.)"""
+    attribute = "_" + name
+
+    def set_once(node, value):
+        if hasattr(node, attribute):
+            raise AttributeError(f"{name} of {node.name} is fixed when the node is made (its "
+                                 f"compiled passes use it): make a new {type(node).__name__}")
+        setattr(node, attribute, value)
+
+    return property(attrgetter(attribute), set_once)
+
+
+def _rename(node, name):
+    """``node.name = ...``: set by the graph when the node is made; assigned later, the
+    graph renames the node (refused if another node has the name), so lookups and savers
+    find it under the new one."""
+    if hasattr(node, "_name"):
+        name = node.graph.rename(node, name)
+    node._name = name
 
 
 class Node:
@@ -51,6 +79,7 @@ class Node:
     """
 
     is_input = False
+    name = property(attrgetter("_name"), _rename)
 
     def __init__(self, *parents, graph=None, name=None):
         for parent in parents:
@@ -58,7 +87,11 @@ class Node:
                 raise TypeError(
                     f"{type(self).__name__} takes nodes as parents, got {type(parent).__name__}"
                 )
-        graph = graph or (parents[0].graph if parents else get_default_graph())
+        if graph is None:
+            graph = parents[0].graph if parents else get_default_graph()
+        elif not isinstance(graph, Graph):
+            raise TypeError(f"{type(self).__name__}: graph must be a fastgraph Graph or None, "
+                            f"got {type(graph).__name__} {graph!r:.60}")
         for parent in parents:
             if parent.graph is not graph:
                 raise ValueError(f"{parent.name} belongs to another graph than this node")
@@ -66,8 +99,8 @@ class Node:
                 raise ValueError(f"{type(self).__name__}: {parent.name} has no shape yet: give "
                                  f"{type(parent).__name__}(dim=...) or weld it first")
         self.graph = graph
-        self.parents = list(parents)
-        self.children = []
+        self.parents = _parents_of(self, parents)
+        self.children = ReadOnlyList((), self, "children")
         self.batched = any(parent.batched for parent in parents)
         self.dim = self.infer_dim()
         self.jacobi = None
@@ -83,7 +116,7 @@ class Node:
         self._batch_source = next((parent for parent in parents if parent.batched), None)
         self.name = graph.add_node(self, name)
         for parent in parents:
-            parent.children.append(self)
+            list.append(parent.children, self)
 
     def infer_dim(self):
         """The per-sample shape of this node, checked against its parents' shapes."""
@@ -120,10 +153,17 @@ class Node:
         computed = self.graph.computed[self.index]  # which pass wrote the buffer last
         if self._snapshot is None or self._snapshot_pass != computed:
             snapshot = self._take_snapshot()
-            if self.parents or not self.trainable:  # optimizers write parameters in place
+            if self.parents or self.is_input:  # optimizers write parameters in place
                 self._snapshot, self._snapshot_pass = snapshot, computed
             return snapshot
         return self._snapshot
+
+    @value.setter
+    def value(self, value):
+        how = ("set the inputs it depends on" if self.parents else
+               f"give it one with {self.name}.set_value(...)")
+        raise AttributeError(f"{self.name}.value is read-only (a snapshot of what the graph "
+                             f"computed): {how}")
 
     trainable = False
 
@@ -258,6 +298,31 @@ class Node:
         return f"<{self.name} {self.dim[0]}x{self.dim[1]}{' batched' if self.batched else ''}>"
 
 
+def _set_trainable(node, value):
+    """``Variable.trainable``. Given when the node is made, it says what the node is: a
+    parameter (True) or an input (False, which takes batches). Set later on a parameter, it
+    freezes it (False: optimizers leave it from their next step on, as the article's
+    optimizer, which reads the flag at every step, does) or thaws it; an input cannot
+    become a parameter."""
+    value = checks.flag("Variable: trainable", value)
+    if not hasattr(node, "_trainable"):
+        node._trainable = value
+        return
+    if node.is_input:
+        if value:
+            raise ValueError(f"{node.name} is an input (made with trainable=False): it cannot "
+                             "become a parameter; make a Variable with trainable=True")
+        return
+    if value != node._trainable:
+        graph = node.graph
+        graph.claim("{}.trainable", node.name)
+        try:
+            node._trainable = value
+            graph._changed()  # the optimizers take their parameters again
+        finally:
+            graph.release()
+
+
 class Variable(Node):
     """A leaf: a trainable parameter (no batch axis) or an input (``trainable=False``).
 
@@ -270,6 +335,8 @@ class Variable(Node):
     buffer the input owns (kept between calls, reallocated only when the batch size
     changes), so the caller may refill its own array at once.
     """
+
+    trainable = property(attrgetter("_trainable"), _set_trainable)
 
     def __init__(self, dim, init=False, trainable=True, graph=None, name=None):
         self._dim = _check_dim(dim)
@@ -286,7 +353,7 @@ class Variable(Node):
         return self._dim
 
     def config(self):
-        return {"dim": list(self.dim), "trainable": self.trainable}
+        return {"dim": list(self.dim), "trainable": not self.is_input}  # a frozen one too
 
     def compute(self):
         raise ValueError(f"{self.name} has no value: call {self.name}.set_value() first")
@@ -313,7 +380,7 @@ class Variable(Node):
             graph.unsettled = True
             graph.single_sample = True
             return
-        if kind is _MATRIX and value.shape != self._dim and not self.trainable:
+        if kind is _MATRIX and value.shape != self._dim and self.is_input:
             # the article's sample (np.mat(sample).T): never a batch (a row of 4 numbers set
             # into a (4, 1) input became a batch of one, its values then no matrices)
             hint = " (its transpose: np.mat(sample).T)" if value.shape[::-1] == self._dim else ""
@@ -334,7 +401,7 @@ class Variable(Node):
         array = checks.kernel_numbers(array, self.graph.dtype)  # float16, long double
         graph = self.graph
         graph.passes += 1
-        if self.trainable:
+        if not self.is_input:
             self._set_parameter(array)
             graph.invalidate([self], EMPTY)
             graph.mark_computed(self)

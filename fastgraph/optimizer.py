@@ -16,6 +16,7 @@ and size in those buffers (``fastgraph.kernels.optimizers``).
 """
 
 import math
+from operator import attrgetter
 
 import numpy as np
 
@@ -32,19 +33,16 @@ from .threads import Chooser
 SPARE = 6
 
 
-class _Checked:
-    """A rule's setting, checked by ``check(optimizer, name, value)`` whenever it is set:
-    by the constructor, or later on a live optimizer (a momentum warm-up, a beta schedule),
-    as ``learning_rate`` is. It has no getter, so a read is a plain attribute's."""
+def _checked(name, check):
+    """A rule's setting (or state array), checked by ``check(optimizer, name, value)``
+    whenever it is set: by the constructor, or later on a live optimizer (a momentum
+    warm-up, a beta schedule), as ``learning_rate`` is. A property over ``_<name>``."""
+    attribute = "_" + name
 
-    def __init__(self, check):
-        self.check = check
+    def set_checked(optimizer, value):
+        setattr(optimizer, attribute, check(optimizer, name, value))
 
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __set__(self, optimizer, value):
-        optimizer.__dict__[self.name] = self.check(optimizer, self.name, value)
+    return property(attrgetter(attribute), set_checked)
 
 
 def _fraction_setting(optimizer, name, value):
@@ -76,8 +74,29 @@ def _state_array(optimizer, name, value):
     return value
 
 
+def _set_once(name):
+    """``graph`` and ``target``: the sums, states and passes of an optimizer belong to
+    them, so they are given once, to the constructor (assigned later, the compiled executor
+    kept the old target and the walker took the new one)."""
+    attribute = "_" + name
+
+    def set_once(optimizer, value):
+        if hasattr(optimizer, attribute):
+            raise AttributeError(f"{type(optimizer).__name__}.{name} is fixed when the "
+                                 f"optimizer is made (its sums and states belong to it): make "
+                                 f"a new optimizer")
+        setattr(optimizer, attribute, value)
+
+    return property(attrgetter(attribute), set_once)
+
+
 class Optimizer:
     """Base class: ``(graph, target, learning_rate, engine="vjp")``."""
+
+    graph = _set_once("graph")
+    target = _set_once("target")
+    #: The rule's settings besides the learning rate (data-parallel ranks compare them).
+    settings = ()
 
     def __init__(self, graph, target, learning_rate, engine="vjp"):
         self._gradients = get_engine(engine)
@@ -201,6 +220,10 @@ class Optimizer:
         torch's, which keep state per parameter, do). If it leaves during an accumulation,
         it stays until the update, which applies the gradient it gathered before it left
         (as both do); the next ``one_step()`` lets it go."""
+        if self.target.graph is not self.graph:
+            raise RuntimeError(f"the target of this {type(self).__name__}, "
+                               f"{self.target.name}, was removed from its graph by "
+                               "Graph.clear(): make a new optimizer for the new model")
         self._structure = self.graph._version
         reachable = self.graph.cached(("parameters", self.target), lambda: tuple(
             node for node in self.graph.tape(self.target).nodes
@@ -300,8 +323,9 @@ class Momentum(Optimizer):
     """Heavy-ball momentum as ``torch.optim.SGD(momentum=...)``: v = mu v + g; w -= lr v."""
 
     state_names = ("velocity",)
-    momentum = _Checked(_fraction_setting)
-    velocity = _Checked(_state_array)
+    settings = ("momentum",)
+    momentum = _checked("momentum", _fraction_setting)
+    velocity = _checked("velocity", _state_array)
 
     def __init__(self, graph, target, learning_rate=0.01, momentum=0.9, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -317,8 +341,9 @@ class AdaGrad(Optimizer):
     """s += g^2; w -= lr g / (sqrt(s) + eps), as ``torch.optim.Adagrad``."""
 
     state_names = ("square_sum",)
-    eps = _Checked(_positive_setting)
-    square_sum = _Checked(_state_array)
+    settings = ("eps",)
+    eps = _checked("eps", _positive_setting)
+    square_sum = _checked("square_sum", _state_array)
 
     def __init__(self, graph, target, learning_rate=0.01, eps=1e-10, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -341,10 +366,11 @@ class RMSProp(Optimizer):
     """
 
     state_names = ("square_avg",)
-    beta = _Checked(_fraction_setting)
-    eps = _Checked(_positive_setting)
-    conventions = _Checked(_conventions_setting)
-    square_avg = _Checked(_state_array)
+    settings = ("beta", "conventions", "eps")
+    beta = _checked("beta", _fraction_setting)
+    eps = _checked("eps", _positive_setting)
+    conventions = _checked("conventions", _conventions_setting)
+    square_avg = _checked("square_avg", _state_array)
     DEFAULTS = {"torch": {"beta": 0.99, "eps": 1e-8}, "article": {"beta": 0.9, "eps": 1e-10}}
 
     def __init__(self, graph, target, learning_rate=0.01, beta=None, eps=None, engine="vjp",
@@ -388,12 +414,13 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
-    beta_1 = _Checked(_fraction_setting)
-    beta_2 = _Checked(_fraction_setting)
-    eps = _Checked(_positive_setting)
-    conventions = _Checked(_conventions_setting)
-    m = _Checked(_state_array)
-    v = _Checked(_state_array)
+    settings = ("beta_1", "beta_2", "conventions", "eps")
+    beta_1 = _checked("beta_1", _fraction_setting)
+    beta_2 = _checked("beta_2", _fraction_setting)
+    eps = _checked("eps", _positive_setting)
+    conventions = _checked("conventions", _conventions_setting)
+    m = _checked("m", _state_array)
+    v = _checked("v", _state_array)
     DEFAULTS = {"torch": {"learning_rate": 0.001, "beta_2": 0.999, "eps": 1e-8},
                 "article": {"learning_rate": 0.01, "beta_2": 0.99, "eps": 1e-10}}
 

@@ -72,7 +72,7 @@ def save(path, graph, meta=None):
     graph.claim("{}: saving the graph", path)  # the values of one moment, not of an update
     try:
         for node in graph.nodes:
-            if isinstance(node, Variable) and node.trainable:
+            if isinstance(node, Variable) and not node.is_input:
                 if node.flat is None:  # the file could not be loaded: refuse before writing
                     raise ValueError(f"{path}: cannot save the graph: parameter {node.name} "
                                      "has no value (give it one with set_value() or init=True)")
@@ -144,7 +144,7 @@ def _load(source, path):
         for name, value in arrays.items():
             built[name].set_value(value)
         missing = [node.name for node in graph.nodes
-                   if isinstance(node, Variable) and node.trainable and node.flat is None]
+                   if isinstance(node, Variable) and not node.is_input and node.flat is None]
         if missing:
             raise ValueError(f"no values for the parameters {', '.join(missing)}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
@@ -444,7 +444,7 @@ class Saver:
                               "parents": [parent.name for parent in node.parents],
                               "children": [child.name for child in node.children],
                               "kargs": config, "dim": list(node.dim)})
-                if isinstance(node, Variable) and node.trainable:
+                if isinstance(node, Variable) and not node.is_input:
                     if node.flat is None:
                         raise ValueError(f"cannot save the graph: parameter {node.name} has no "
                                          "value (give it one with set_value() or init=True)")
@@ -585,7 +585,7 @@ def _restore(graph, specs, weights, model_path, weights_path):
         raise refuse(error) from error
     for name, value in weights.items():
         node = existing[name] if name in existing else stand_ins[name]
-        if not (isinstance(node, Variable) and node.trainable):
+        if not (isinstance(node, Variable) and not node.is_input):
             raise refuse(f"{name}: the graph's node of that name is a "
                          f"{type(node).__name__}, not a parameter")
         if value.dtype.kind not in "biuf":

@@ -21,7 +21,7 @@ def to_dot(graph):
         shape = "dim unknown until welded" if node.dim is None else f"{node.dim[0]}x{node.dim[1]}"
         label = f"{_quoted(node.name)}\\n{shape}"
         if isinstance(node, Variable):
-            style = ('shape=box, style=filled, fillcolor="#cfe2f3"' if node.trainable
+            style = ('shape=box, style=filled, fillcolor="#cfe2f3"' if not node.is_input
                      else 'shape=box, style=filled, fillcolor="#d9ead3"')
         else:
             style = 'shape=ellipse, style=filled, fillcolor="#fff2cc"'

@@ -2,6 +2,8 @@
 article's readers do), data in the other byte order, arrays that alias an input's buffer.
 Each was trusted by compiled code, ignored, or ended in an internal error."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -206,3 +208,190 @@ def test_set_values_of_the_inputs_own_values_shifted_in_time():
     fg.set_values(steps, block[::-1].reshape(4, 4, 2, 1))
     for step, want in zip(steps, values[::-1]):
         np.testing.assert_array_equal(step.flat, want[:, :, 0])
+
+
+# -- the graph's lists, and attributes the library read once ------------------------------
+def _one_sample_relu():
+    with fg.Graph() as graph:
+        q = fg.Variable((2, 1), trainable=False)
+        r = fg.ops.ReLU(q)
+    return graph, q, r
+
+
+def test_nodes_parents_and_children_are_changed_only_by_the_graph():
+    """Edited by hand they left states, caches and compiled passes stale (a re-wiring by
+    hand gave 31 where graph.rewire gives 40)."""
+    with fg.Graph() as graph:
+        a = fg.Variable((1, 1), trainable=False)
+        b = fg.Variable((1, 1), trainable=False)
+        r = fg.ops.ReLU(a)
+    edits = [(lambda: r.get_parents().append(b), r"^the parents of ReLU:2 are changed only "
+              r"by the graph; re-wire the node with graph\.rewire\(node, parents\)"),
+             (lambda: r.parents.clear(), r"^the parents of ReLU:2 are changed only"),
+             (lambda: r.parents.__setitem__(0, b), r"^the parents of ReLU:2 are changed only"),
+             (lambda: b.children.append(r), r"^the children of Variable:1 are changed only "),
+             (lambda: a.children.remove(r), r"^the children of Variable:0 are changed only "),
+             (lambda: graph.nodes.append(b), r"^Graph\.nodes are changed only by the graph; "
+              r"build nodes into the graph, or start over with graph\.clear\(\)$"),
+             (lambda: graph.nodes.remove(b), r"^Graph\.nodes are changed only"),
+             (lambda: setattr(graph, "nodes", [a]), r"^Graph\.nodes is changed only")]
+    for edit, message in edits:
+        with pytest.raises(TypeError, match=message):
+            edit()
+    assert r.parents == [a] and a.children == [r] and b.children == []
+    assert graph.nodes == [a, b, r] and isinstance(graph.nodes.copy(), list)
+    graph.rewire(r, [b])  # the way that works
+    assert r.parents == [b] and a.children == [] and b.children == [r]
+
+
+@pytest.mark.parametrize("how", ["clear()", "nodes.clear()", "nodes = []"])
+def test_a_graph_cleared_starts_over_and_its_old_nodes_say_so(how):
+    """MatrixSlow's programs start over with default_graph.nodes.clear(): the graph kept
+    its state slots and caches (keyed by the node count), so a new model of as many nodes
+    computed ReLU([5, 6]) = [1, 1], an old one's value."""
+    graph, q, r = _one_sample_relu()
+    q.set_value(np.ones((2, 1)))
+    r.forward()
+    optimizer_graph = graph
+    {"clear()": lambda: graph.clear(), "nodes.clear()": lambda: graph.nodes.clear(),
+     "nodes = []": lambda: setattr(graph, "nodes", [])}[how]()
+    assert graph.nodes == [] and graph.node_count() == 0
+    with graph:
+        q2 = fg.Variable((2, 1), trainable=False)
+        r2 = fg.ops.ReLU(q2)
+    assert q2.name == "Variable:0"  # the names are free again
+    for sample in ([1.0, 1.0], [5.0, -6.0], [7.0, 8.0]):
+        q2.set_value(np.array(sample).reshape(2, 1))
+        r2.forward()
+        np.testing.assert_array_equal(np.asarray(r2.value).ravel(), np.maximum(sample, 0))
+    for use in (lambda: q.set_value(np.ones((2, 1))), lambda: r.forward(), lambda: r.value):
+        with pytest.raises(RuntimeError, match=r"^(Variable:0|ReLU:1) was removed from its "
+                           r"graph by Graph\.clear\(\): build it again$"):
+            use()
+    assert optimizer_graph is graph
+
+
+def test_an_optimizer_of_a_cleared_model_says_so():
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((1, 3), init=True)
+        loss = fg.ops.Dot(fg.ops.MatMul(w, x), fg.ops.MatMul(w, x))
+    optimizer = fg.optimizer.Adam(graph, loss)
+    x.set_value(np.ones((2, 3, 1)))
+    optimizer.one_step()
+    optimizer.update()
+    graph.clear()
+    with pytest.raises(RuntimeError, match=r"^the target of this Adam, Dot:\d, was removed "
+                       r"from its graph by Graph\.clear\(\): make a new optimizer"):
+        optimizer.one_step()
+
+
+def test_add_node_of_a_node_that_has_a_graph_is_refused():
+    graph, q, r = _one_sample_relu()
+    with fg.Graph() as other:
+        pass
+    with pytest.raises(ValueError, match=r"^add_node: Variable:0 is a node of this graph "
+                       r"already \(a node joins the graph it is built in, once\)$"):
+        graph.add_node(q)
+    with pytest.raises(ValueError, match=r"^add_node: ReLU:1 is a node of another graph "):
+        other.add_node(r)
+    assert [node.name for node in graph.nodes] == ["Variable:0", "ReLU:1"]
+    assert other.node_count() == 0
+
+
+def test_a_node_renamed_is_found_and_saved_under_its_new_name(tmp_path):
+    """node.name = ... (layer.fc takes no name=) left the graph's index under the old name:
+    lookups failed, and the article's Saver.load restored the weights into a new node."""
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        out = fg.layer.fc(x, 2, 3, None)
+    weights = out.parents[0].parents[0]
+    out.name, weights.name = "logits", "fc_weights"
+    assert graph.get_node("logits") is out and graph.get_node("fc_weights") is weights
+    with pytest.raises(KeyError):
+        graph.get_node("Add:4")
+    with pytest.raises(ValueError, match=r"^a node named 'x' already exists in this graph$"):
+        out.name = "x"
+    with pytest.raises(TypeError, match=r"^a node's name must be a string, got 3$"):
+        out.name = 3
+    assert out.name == "logits"
+    out.name = "logits"  # its own name again: fine
+    path = tmp_path / "model.fgz"
+    fg.saver.save(path, graph)
+    loaded, _ = fg.saver.load(path)
+    np.testing.assert_array_equal(loaded.get_node("fc_weights").value, weights.value)
+
+
+def test_freezing_a_parameter_takes_it_out_of_the_optimizers_next_step():
+    """The article's optimizer reads trainable at every step: w.trainable = False freezes
+    w. It was read once: the optimizer kept updating w, whose value then read as a cached,
+    unchanging snapshot."""
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w1 = fg.Variable((2, 3), init=True)
+        w2 = fg.Variable((1, 2), init=True)
+        loss = fg.ops.Dot(fg.ops.MatMul(w2, fg.ops.MatMul(w1, x)),
+                          fg.ops.MatMul(w2, fg.ops.MatMul(w1, x)))
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
+    x.set_value(np.ones((4, 3, 1)))
+
+    def step():
+        optimizer.one_step()
+        optimizer.update()
+
+    step()
+    w1.trainable = False
+    frozen, moving = w1.flat.copy(), w2.value
+    step()
+    step()
+    np.testing.assert_array_equal(w1.flat, frozen)
+    np.testing.assert_array_equal(w1.value, frozen.reshape(2, 3))
+    assert not np.array_equal(w2.value, moving)
+    assert optimizer.params == (w2,)
+    with pytest.raises(ValueError, match=r"expected a value of shape \(2, 3\), got "
+                       r"\(4, 2, 3\)"):  # still a parameter: no batch
+        w1.set_value(np.ones((4, 2, 3)))
+    w1.trainable = True  # thawed
+    step()
+    assert not np.array_equal(w1.flat, frozen) and set(optimizer.params) == {w1, w2}
+    with pytest.raises(ValueError, match=r"^Variable:0 is an input \(made with "
+                       r"trainable=False\): it cannot become a parameter"):
+        x.trainable = True
+    with pytest.raises(ValueError, match=r"^Variable: trainable must be True or False"):
+        w1.trainable = "no"
+    assert graph is x.graph
+
+
+def test_an_optimizers_target_and_an_operators_options_are_fixed():
+    """Assigned later, the compiled executor kept the old target (slope) while the walker
+    took the new one: two answers."""
+    graph, q, r = _one_sample_relu()
+    with graph:
+        w = fg.Variable((2, 1), init=True)
+        loss = fg.ops.Dot(fg.ops.Add(q, w), fg.ops.Add(q, w))
+        other = fg.ops.Dot(w, w)
+        leaky = fg.ops.LeakyReLU(q, slope=0.1)
+    optimizer = fg.optimizer.Adam(graph, loss)
+    for assign, message in [
+            (lambda: setattr(optimizer, "target", other), r"^Adam\.target is fixed when the "
+             r"optimizer is made \(its sums and states belong to it\): make a new optimizer$"),
+            (lambda: setattr(optimizer, "graph", fg.Graph()), r"^Adam\.graph is fixed "),
+            (lambda: setattr(leaky, "slope", 0.5), r"^slope of LeakyReLU:\d+ is fixed when "
+             r"the node is made \(its compiled passes use it\): make a new LeakyReLU$")]:
+        with pytest.raises(AttributeError, match=message):
+            assign()
+    assert optimizer.target is loss and leaky.slope == 0.1
+    pool = fg.ops.MaxPool2D(fg.Variable((16, 1), trainable=False, graph=graph), image_shape=(4, 4),
+                            kernel_size=2)
+    with pytest.raises(AttributeError, match=r"^stride of MaxPool2D:\d+ is fixed"):
+        pool.stride = (1, 1)
+    with pytest.raises(AttributeError, match=r"^Variable:0\.value is read-only \(a snapshot "
+                       r"of what the graph computed\): give it one with Variable:0\.set_value"):
+        q.value = np.ones((2, 1))
+
+
+def test_a_nodes_graph_must_be_a_graph():
+    for bad, shown in (("g", "str 'g'"), (0, "int 0"), ([], "list []")):
+        with pytest.raises(TypeError, match=rf"^Variable: graph must be a fastgraph Graph or "
+                           rf"None, got {re.escape(shown)}$"):
+            fg.Variable((1, 1), graph=bad)

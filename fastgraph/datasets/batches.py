@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from operator import attrgetter
 
 import numpy as np
 
@@ -15,17 +16,14 @@ def _fixed(name, what):
     that gather trust it); assigning it later is an AttributeError that says what to do."""
     attribute = "_" + name
 
-    def get(self):
-        return getattr(self, attribute)
-
     def set(self, value):
-        if attribute in vars(self):
+        if hasattr(self, attribute):
             raise AttributeError(f"Batches.{name} is fixed when the batches are made (the "
                                  f"gathering kernels trust what was checked then): make a new "
                                  f"Batches for other data")
         setattr(self, attribute, value)
 
-    return property(get, set, doc=f"{what[0].upper()}{what[1:]}, read-only.")
+    return property(attrgetter(attribute), set, doc=f"{what[0].upper()}{what[1:]}, read-only.")
 
 
 class Batches:
@@ -170,7 +168,7 @@ class Batches:
         graph = x.graph
         for node, width, what in ((x, self.features.shape[1], "features"),
                                   (one_hot, self._y.shape[1], "classes")):
-            if getattr(node, "trainable", True) or not hasattr(node, "set_value"):
+            if not getattr(node, "is_input", False) or not hasattr(node, "set_value"):
                 raise ValueError(f"Batches.feed: {getattr(node, 'name', node)!r} is not an "
                                  "input (a Variable with trainable=False)")
             if node.graph is not graph:

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..kernels import elementwise as kernels
 from ..kernels.softmax import softmax, softmax_vjp
+from ..node import fixed
 from .base import Operator
 
 
@@ -39,6 +40,8 @@ class ReLU(Activation):
 
 class LeakyReLU(Activation):
     """x for x > 0, ``slope * x`` otherwise (slope 0.01 by default, as in PyTorch)."""
+
+    slope = fixed("slope")
 
     def __init__(self, parent, slope=0.01, graph=None, name=None):
         if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not math.isfinite(

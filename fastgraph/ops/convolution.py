@@ -81,6 +81,7 @@ from ..kernels.convolution import (
     sum_map,
     sum_pixels,
 )
+from ..node import fixed
 from .base import Operator
 
 #: Conv2D computes by shifted runs (``kernels.convolution.conv_shifted``) when the stride
@@ -272,6 +273,9 @@ class MaxPooling(_MaxWindows):
     first largest pixel of each window, in row-major order. (MatrixSlow records that pixel
     at ``row * H + column``, right for square maps only; here it is ``row * W + column``.)"""
 
+    size = fixed("size")
+    stride = fixed("stride")
+
     arity = 1
 
     def __init__(self, parent, size, stride, graph=None, name=None):
@@ -335,6 +339,11 @@ class Conv2D(_Windows):
     ``(Ho * Wo, Cout)`` with ``Ho = (H + 2 * ph - kh) // sh + 1``; ``output_image`` holds
     ``(Ho, Wo)``.
     """
+
+    image_shape = fixed("image_shape")
+    kernel_size = fixed("kernel_size")
+    stride = fixed("stride")
+    padding = fixed("padding")
 
     def __init__(self, x, weights, bias=None, *, image_shape, kernel_size, stride=1, padding=0,
                  graph=None, name=None):
@@ -497,6 +506,11 @@ class MaxPool2D(_MaxWindows):
     2x2 windows with stride 2 and no padding (LeNet's) never clip, and go by
     ``max_pool_2x2`` (four reads in straight-line code, the same choice of pixel as the
     general loop): 0.36 against 0.91 ms on 28x28x6, batch 64, one core."""
+
+    image_shape = fixed("image_shape")
+    kernel_size = fixed("kernel_size")
+    stride = fixed("stride")
+    padding = fixed("padding")
 
     arity = 1
 
