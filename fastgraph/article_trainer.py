@@ -13,9 +13,9 @@ program, such as the ``ones`` that the article's convolution layer sets once) ke
 sample for every sample of a batch, as it does for every ``one_step()`` of the article's
 loop; it holds its one sample again when ``train`` or ``eval`` returns.
 The nodes are checked when it is built: ``input_x`` (a list) and ``input_y`` input nodes
-of the optimizer's graph, ``loss_op`` a node that the optimizer's ``one_step()`` computes
-(its target); the data when given: arrays of finite numbers, finite in the graph's dtype
-too (float64 data for a float32 graph).
+of the optimizer's graph that its target (the loss) reads, ``loss_op`` a node that the
+optimizer's ``one_step()`` computes (its target); the data when given: arrays of finite
+numbers, finite in the graph's dtype too (float64 data for a float32 graph).
 
 ``Saver(root_dir).save(...)`` writes the article's two files, the graph as JSON and the
 parameters as ``.npz``; ``load(...)`` restores them into a graph, creating the nodes it
@@ -98,10 +98,17 @@ class Trainer:
         if loss_op.graph is not graph:
             raise ValueError(f"loss_op: {loss_op.name} is a node of another graph than the "
                              "optimizer's")
-        if not any(node is loss_op for node in graph.tape(target).nodes):
+        tape = graph.tape(target)
+        if not any(node is loss_op for node in tape.nodes):
             raise ValueError(f"loss_op: {loss_op.name} is not computed by the optimizer's "
                              f"one_step(), which computes {target.name} (give the optimizer's "
                              "target)")
+        for role, node in [*(("input_x", node) for node in input_x), ("input_y", input_y)]:
+            if not any(read is node for read in tape.inputs):  # its data would go nowhere
+                reads = ", ".join(read.name for read in tape.inputs) or "no input"
+                raise ValueError(f"{role}: {node.name} is not read by the loss {target.name} "
+                                 f"(it reads {reads}): the data fed to {node.name} would go "
+                                 "nowhere")
         return graph
 
     def train_and_eval(self, train_x, train_y, test_x=None, test_y=None):

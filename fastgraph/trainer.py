@@ -182,7 +182,8 @@ class SimpleTrainer:
     @staticmethod
     def _check_predict(x, labels, predict, optimizer):
         """``predict`` must be what the trainer can score: a node of every sample of ``x``
-        (of no other input: scoring feeds ``x`` alone) with one number per class."""
+        (of no other input: scoring feeds ``x`` alone) with one number per class; the loss
+        (the optimizer's target) must read ``x`` and ``labels``, which the trainer feeds."""
         if predict is optimizer.target:
             raise ValueError(
                 f"SimpleTrainer: predict {predict.name} is the optimizer's target (the loss); "
@@ -200,6 +201,14 @@ class SimpleTrainer:
             raise ValueError(f"SimpleTrainer: predict {predict.name} depends on the input "
                              f"{others[0]} besides {x.name}: it must depend on {x.name} alone "
                              f"(scoring feeds only {x.name})")
+        loss = optimizer.target
+        reads = x.graph.tape(loss).inputs
+        for role, node in (("x", x), ("labels", labels)):
+            if not any(read is node for read in reads):  # trained on a stale value, silently
+                names = ", ".join(read.name for read in reads) or "no input"
+                raise ValueError(f"SimpleTrainer: {role} {node.name} is not read by the loss "
+                                 f"{loss.name}, the optimizer's target (it reads {names}): the "
+                                 f"batches fed to {node.name} would go nowhere")
         if predict.dimension() != labels.dimension():
             raise ValueError(f"SimpleTrainer: predict {predict.name} gives "
                              f"{predict.dimension()} numbers per sample {predict.dim}, but the "
