@@ -7,7 +7,8 @@ array}`` with one sample per row, and each sample in the shape the article gives
 feeds whole batches instead of one sample per ``one_step()``: one batch of ``batch_size``
 samples then ``update()`` gives what the article's ``batch_size`` single-sample steps give,
 through the batched engine. A last partial batch is accumulated into the next epoch's
-first update, as in the article. Metric nodes (``ops.metrics``) are fed batch by batch too.
+first update, as in the article (fewer training samples than ``batch_size`` are refused:
+no ``update()`` would ever run). Metric nodes (``ops.metrics``) are fed batch by batch too.
 An input that the trainer is not given and that holds one sample (a constant of the
 program, such as the ``ones`` that the article's convolution layer sets once) keeps that
 sample for every sample of a batch, as it does for every ``one_step()`` of the article's
@@ -114,7 +115,7 @@ class Trainer:
     def train_and_eval(self, train_x, train_y, test_x=None, test_y=None):
         """Train ``epoches`` epochs, evaluating the metrics on the test set after each one
         when ``eval_on_train``."""
-        self._check_data(train_x, train_y, "train")
+        self._check_train_data(train_x, train_y)
         if test_x is not None and test_y is not None:
             self._check_data(test_x, test_y, "test")
         self._variable_weights_init()
@@ -130,7 +131,7 @@ class Trainer:
 
     def train(self, train_x, train_y):
         """One epoch over ``train_x`` (``{input name: samples}``) and ``train_y``."""
-        size = self._check_data(train_x, train_y, "train")
+        size = self._check_train_data(train_x, train_y)
         print(f"- Epoch [{self.epoch + 1}] train start, batch size: {self.batch_size}, "
               f"train data size: {size}")
         began = time.time()
@@ -180,6 +181,17 @@ class Trainer:
                     metrics_op.forward()
         line = f"Epoch [{self.epoch + 1}] evaluation metrics "
         print(line + "".join(metrics_op.value_str() for metrics_op in self.metrics_ops))
+
+    def _check_train_data(self, train_x, train_y):
+        """The number of training samples, once the data are checked and hold a whole batch
+        at least: ``update()`` follows only a whole batch, so with fewer samples than
+        ``batch_size`` it never ran, and every epoch ended untrained without a word."""
+        size = self._check_data(train_x, train_y, "train")
+        if size < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is more than the {size} training "
+                             f"samples: no update() would run (it follows each whole batch); "
+                             f"give a batch_size of {size} or less")
+        return size
 
     def _check_data(self, data_x, data_y, kind):
         if not isinstance(data_x, dict):

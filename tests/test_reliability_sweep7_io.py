@@ -62,3 +62,25 @@ def test_the_fast_trainer_refuses_an_input_the_loss_does_not_read(role):
                                          rf"{reads}\): the batches fed to {node} would go "
                                          r"nowhere$"):
         SimpleTrainer(x, labels, logits, optimizer, progress=False)
+
+
+# item 9: the article trainer with fewer samples than batch_size
+
+def test_the_article_trainer_refuses_fewer_samples_than_a_batch():
+    """update() follows a whole batch: 50 epochs of 20 samples with batch_size 32 ended with
+    the weights as they were and no word."""
+    x, label, other, logits, loss, optimizer = _two_inputs()
+    features = np.random.default_rng(0).normal(size=(20, 2))
+    labels = np.eye(2)[(features[:, 0] > 0).astype(int)]
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=50, batch_size=32)
+    message = (r"^batch_size 32 is more than the 20 training samples: no update\(\) would run "
+               r"\(it follows each whole batch\); give a batch_size of 20 or less$")
+    for call in (lambda: trainer.train_and_eval({"x": features}, labels),
+                 lambda: trainer.train({"x": features}, labels)):
+        with _quiet(), pytest.raises(ValueError, match=message):
+            call()
+    assert optimizer.samples == 0 and optimizer.steps == 0
+    with _quiet():  # a whole batch: trained
+        SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=20).train_and_eval(
+            {"x": features}, labels)
+    assert optimizer.steps == 1
