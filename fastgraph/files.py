@@ -2,11 +2,14 @@
 over a regular file; reading only from a regular file (a FIFO is never waited on, a device
 never read or replaced)."""
 
+import contextlib
 import errno
 import os
 import secrets
+import signal
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 #: What an existing path that is not a regular file is, for the errors that refuse it.
@@ -60,6 +63,9 @@ def write_atomically_together(files):
     as it was and no temporary behind. A rename that fails after an earlier one succeeded (a
     crash there, or a folder that refuses it) leaves the earlier files new and the later
     ones old: the caller records in the last file what the others hold, to notice it.
+    A Ctrl-C (SIGINT) during the renames waits until they and the folders' ``fsync`` are
+    done: its KeyboardInterrupt is raised then, with every file new (a Ctrl-C between two
+    renames left a pair of an old and a new file).
     """
     files = [(Path(path), payload) for path, payload in files]
     targets = [os.path.abspath(path) for path, _ in files]
@@ -69,22 +75,48 @@ def write_atomically_together(files):
     try:
         for path, payload in files:
             written.append((_write_beside(path, payload), path))
-        replaced = []
-        for temporary, path in written:
-            try:
-                os.replace(temporary, path)
-            except OSError as error:
-                done = "".join(f"; {name} was replaced already" for name in replaced)
-                raise OSError(f"{path}: cannot write ({error.strerror or error}){done}") \
-                    from None
-            replaced.append(path)
+        with interrupts_deferred():
+            replaced = []
+            for temporary, path in written:
+                try:
+                    os.replace(temporary, path)
+                except OSError as error:
+                    done = "".join(f"; {name} was replaced already" for name in replaced)
+                    raise OSError(f"{path}: cannot write ({error.strerror or error}){done}") \
+                        from None
+                replaced.append(path)
+            for folder in dict.fromkeys(path.parent for path, _ in files):
+                _sync_folder(folder)
     except BaseException:
         for temporary, _ in written:
             if temporary.exists():
                 temporary.unlink()
         raise
-    for folder in dict.fromkeys(path.parent for path, _ in files):
-        _sync_folder(folder)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Run the block whole: a Ctrl-C (SIGINT) received meanwhile is delivered again, to the
+    handler that was in place, once the block is done. Python runs SIGINT's handler (by
+    default: raise KeyboardInterrupt) in the main thread only, so only there is the handler
+    swapped; elsewhere the block runs as it is. (Masking SIGINT with ``pthread_sigmask``
+    would not do: the kernel hands a process's signal to another thread that does not mask
+    it, a Numba or BLAS worker, and Python still raises in the main thread.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler not installed from Python: it could not be put back
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _write_beside(path, payload):

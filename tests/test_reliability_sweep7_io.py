@@ -84,3 +84,56 @@ def test_the_article_trainer_refuses_fewer_samples_than_a_batch():
         SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=20).train_and_eval(
             {"x": features}, labels)
     assert optimizer.steps == 1
+
+
+# item 10: Ctrl-C between the two renames of Saver.save
+
+def test_a_ctrl_c_between_the_savers_renames_is_raised_once_both_are_done(tmp_path,
+                                                                           monkeypatch):
+    """A SIGINT right after weights.npz was replaced: load() refused the pair (new weights,
+    old model.json) and the new model.json's temporary was deleted, so neither model was
+    left. Another thread is alive meanwhile (as Numba's and BLAS's workers are): the kernel
+    may hand it the signal, which masking SIGINT in the main thread would not stop."""
+    import os
+    import signal
+    import threading
+
+    from fastgraph import files
+    from fastgraph.trainer import Saver
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Python raises KeyboardInterrupt in the main thread only")
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT does not raise KeyboardInterrupt here")
+    with fg.Graph(seed=0) as graph:
+        fg.Variable((2, 1), trainable=False, name="x")
+        w = fg.Variable((1, 2), init=True, name="w")
+    with _quiet():
+        Saver(tmp_path).save(graph)
+    w.set_value(np.array([[5.0, 6.0]]))
+    real, renamed = os.replace, []
+
+    def replace(source, target):
+        real(source, target)
+        renamed.append(os.path.basename(target))
+        if len(renamed) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, right after the first rename
+            for _ in range(1000):  # Python runs the handler at the next checks
+                pass
+
+    done = threading.Event()
+    worker = threading.Thread(target=done.wait, daemon=True)
+    worker.start()
+    monkeypatch.setattr(files.os, "replace", replace)
+    try:
+        with _quiet(), pytest.raises(KeyboardInterrupt):
+            Saver(tmp_path).save(graph)
+    finally:
+        done.set()
+    monkeypatch.undo()
+    assert renamed == ["weights.npz", "model.json"]
+    assert sorted(os.listdir(tmp_path)) == ["model.json", "weights.npz"]  # no temporary left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    with fg.Graph() as restored, _quiet():
+        Saver(tmp_path).load(restored)
+    np.testing.assert_array_equal(restored.get_node("w").value, [[5.0, 6.0]])
