@@ -14,6 +14,8 @@ there are, ``confusion_matrix`` (and ``precision_recall_f1``) take the largest c
 plus one, up to ``INFERRED_CLASSES``; beyond, ``classes=`` must say so.
 """
 
+import math
+
 import numpy as np
 
 from .checks import as_array, positive_integer
@@ -161,10 +163,13 @@ def precision_recall_f1(labels, predictions, classes=None):
 def roc_auc(labels, scores):
     """Area under the ROC curve of a binary problem: P(score of a positive > a negative).
 
-    ``labels`` are 0/1 (or booleans); ties count one half (the Mann-Whitney statistic).
+    ``labels`` are 0/1 (or booleans) and ``scores`` one number per sample: ``(N,)``, or
+    ``(N, 1)`` columns; ties count one half (the Mann-Whitney statistic). Rows of two or
+    more classes (one-hot labels, softmax scores) are refused: give the positive class's
+    column.
     """
-    labels = as_array(labels, "roc_auc: labels").ravel()
-    scores = as_array(scores, "roc_auc: scores").ravel()
+    labels = _one_per_sample(as_array(labels, "roc_auc: labels"), "labels")
+    scores = _one_per_sample(as_array(scores, "roc_auc: scores"), "scores")
     if scores.dtype.kind not in "biuf":
         raise ValueError(f"roc_auc: scores must be real numbers, got dtype {scores.dtype}")
     scores = scores.astype(float)
@@ -188,3 +193,17 @@ def roc_auc(labels, scores):
             start = end
     wins = ranks[labels == 1].sum() - positives * (positives + 1) / 2
     return float(wins / (positives * negatives))
+
+
+def _one_per_sample(array, what):
+    """``array`` flattened, when it holds one number per sample (``(N,)``, ``(N, 1)``, ...):
+    rows of two or more classes, flattened, gave a micro-average of every class's column,
+    neither the binary AUC nor a per-class one."""
+    per_sample = math.prod(array.shape[1:])
+    if array.ndim >= 2 and per_sample != 1:
+        column = "scores[:, 1]" if what == "scores" else "labels[:, 1] of one-hot labels"
+        raise ValueError(f"roc_auc: {what} of shape {array.shape} hold "
+                         f"{per_sample} numbers per sample; roc_auc takes "
+                         f"one per sample (a binary problem): give the positive class's column "
+                         f"({column})")
+    return array.ravel()

@@ -4,6 +4,7 @@ words, without a word about the cause; each now is refused by name (or done righ
 
 import contextlib
 import io
+import re
 
 import numpy as np
 import pytest
@@ -137,3 +138,30 @@ def test_a_ctrl_c_between_the_savers_renames_is_raised_once_both_are_done(tmp_pa
     with fg.Graph() as restored, _quiet():
         Saver(tmp_path).load(restored)
     np.testing.assert_array_equal(restored.get_node("w").value, [[5.0, 6.0]])
+
+
+# item 8: roc_auc of rows of two classes
+
+def test_roc_auc_refuses_rows_of_classes_and_takes_columns():
+    """One-hot labels and softmax scores (N, 2) were flattened into 2N pairs: a
+    micro-average (0.745 here), neither the binary AUC nor scikit-learn's (both 0.743)."""
+    from fastgraph import metrics
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 200)
+    positive = 1 / (1 + np.exp(-(truth - 0.5 + rng.normal(size=200))))
+    softmax, one_hot = np.stack([1 - positive, positive], 1), np.eye(2)[truth]
+    binary = metrics.roc_auc(truth, positive)
+    for labels, scores, what, shape, column in [
+            (one_hot, softmax, "labels", (200, 2), r"labels\[:, 1\] of one-hot labels"),
+            (truth, softmax, "scores", (200, 2), r"scores\[:, 1\]"),
+            (one_hot[..., None], softmax[..., None], "labels", (200, 2, 1),
+             r"labels\[:, 1\] of one-hot labels")]:
+        with pytest.raises(ValueError, match=rf"^roc_auc: {what} of shape "
+                                             rf"{re.escape(str(shape))} hold 2 numbers per "
+                                             r"sample; roc_auc takes one per sample \(a binary "
+                                             r"problem\): give the positive class's column "
+                                             rf"\({column}\)$"):
+            metrics.roc_auc(labels, scores)
+    assert metrics.roc_auc(one_hot[:, 1], softmax[:, 1]) == binary
+    assert metrics.roc_auc(truth[:, None], positive[:, None, None]) == binary  # columns
