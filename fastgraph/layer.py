@@ -48,7 +48,7 @@ def fc(input, input_size, size, activation):
     _check_node(input, "input", "fc")
     input_size = checks.positive_integer("fc: input_size", input_size)
     size = checks.positive_integer("fc: size", size)
-    if getattr(input, "dim", None) is None and hasattr(input, "adopt_dim"):
+    if _unshaped_welding(input):
         input.adopt_dim((input_size, 1))  # a Welding point without a parent yet
     if input.dim != (input_size, 1):
         raise ValueError(
@@ -86,7 +86,8 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     """The article's convolution layer: ``kernels`` output maps, each
     ``activation(sum over the input maps of Convolve(map, its kernel) + a scalar bias)``.
 
-    ``feature_maps``: a list of nodes of shape ``input_shape``; ``kernel_shape``:
+    ``feature_maps``: a list of nodes of one graph, of shape ``input_shape`` (a Welding
+    point without a shape yet takes it, as in ``fc``); ``kernel_shape``:
     ``(kh, kw)`` (an int for either shape is a square).
     ``activation``: as in ``fc`` (``"ReLU"``, ``"Logistic"``, ``"Tanh"``; None or any
     other name none, as in the article, but a near miss such as ``"relu"`` raises;
@@ -101,10 +102,16 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
         raise ValueError(f"conv: kernel_shape must be positive, got {kernel_shape}")
     feature_maps = _feature_maps(feature_maps, "conv")
     input_shape = _pair(input_shape, "input_shape", "conv")  # an int: a square, as kernel_shape
-    for fm in feature_maps:
-        if fm.dim != input_shape:
-            raise ValueError(f"conv: {fm.name} has shape {fm.dim}, expected {input_shape}")
     graph = feature_maps[0].graph
+    for i, fm in enumerate(feature_maps):  # before any node is made: a refused call leaves
+        if fm.graph is not graph:  # the graph as it was (the node's check named a kernel)
+            raise ValueError(f"conv: feature_maps[{i}] {fm.name} belongs to another graph than "
+                             f"feature_maps[0] {feature_maps[0].name}")
+        if fm.dim != input_shape and not _unshaped_welding(fm):
+            raise ValueError(f"conv: {fm.name} has shape {fm.dim}, expected {input_shape}")
+    for fm in feature_maps:
+        if _unshaped_welding(fm):
+            fm.adopt_dim(input_shape)  # a Welding point without a parent yet, as fc does
     scale = np.sqrt(2.0 / (len(feature_maps) * kernel_shape[0] * kernel_shape[1]))
     outputs = []
     for _ in range(kernels):
@@ -189,6 +196,12 @@ def _check_activation(activation, caller=None):
         choices = ", ".join(repr(key) for key in ACTIVATIONS)
         where = f"{caller}: " if caller else ""
         raise ValueError(f"{where}unknown activation {activation!r}: choose one of {choices}")
+
+
+def _unshaped_welding(node):
+    """Whether ``node`` is a Welding point without a parent or a shape yet: it takes the
+    shape that the layer built on it expects."""
+    return getattr(node, "dim", None) is None and hasattr(node, "adopt_dim")
 
 
 def _check_node(value, what, caller):

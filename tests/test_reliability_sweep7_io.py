@@ -165,3 +165,36 @@ def test_roc_auc_refuses_rows_of_classes_and_takes_columns():
             metrics.roc_auc(labels, scores)
     assert metrics.roc_auc(one_hot[:, 1], softmax[:, 1]) == binary
     assert metrics.roc_auc(truth[:, None], positive[:, None, None]) == binary  # columns
+
+
+# item 11: layer.conv with maps of two graphs, or an unshaped Welding
+
+def test_conv_refuses_maps_of_two_graphs_before_making_a_node():
+    """The Convolve's own check refused it, naming a kernel the call had made, and left a
+    kernel and a Convolve in the first graph."""
+    first, second = fg.Graph(seed=0), fg.Graph(seed=0)
+    a = fg.Variable((4, 4), trainable=False, name="a", graph=first)
+    b = fg.Variable((4, 4), trainable=False, name="b", graph=second)
+    with pytest.raises(ValueError, match=r"^conv: feature_maps\[1\] b belongs to another graph "
+                                         r"than feature_maps\[0\] a$"):
+        fg.layer.conv([a, b], (4, 4), 2, (3, 3), "ReLU")
+    assert first.nodes == [a] and second.nodes == [b]
+
+
+def test_conv_gives_an_unshaped_welding_the_input_shape_as_fc_does():
+    """MatrixSlow's GAN discriminator is conv([Welding()], img_shape, ...): it was refused
+    ("has shape None, expected (4, 4)"), while fc(Welding(), ...) adopts its shape."""
+    with fg.Graph(dtype=np.float64, seed=0):
+        weld = fg.ops.Welding()
+        other = fg.Variable((3, 3), trainable=False, name="other")
+        with pytest.raises(ValueError, match=r"^conv: other has shape \(3, 3\), expected "
+                                             r"\(4, 4\)$"):
+            fg.layer.conv([weld, other], (4, 4), 1, (3, 3), None)
+        assert weld.dim is None  # a refused call gives it no shape
+        out = fg.layer.conv([weld], (4, 4), 1, (3, 3), None)
+        image = fg.Variable((4, 4), trainable=False, name="image")
+    assert weld.dim == (4, 4) and out[0].dim == (4, 4)
+    weld.weld(image)
+    image.set_value(np.arange(16.0).reshape(4, 4))
+    out[0].forward()
+    assert out[0].value.shape == (4, 4)
