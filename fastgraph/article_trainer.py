@@ -2,8 +2,9 @@
 
 ``SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, batch_size=8,
 eval_on_train=False, metrics_ops=None)`` takes data as the article does, ``{input name:
-array}`` with one sample per row, and each sample in the shape the article gives a node
-(``np.mat(sample).T``: a row of n numbers is a column (n, 1), a matrix is transposed). It
+array}`` (``x.name``, not the node ``x``) with one sample per row, and each sample in the
+shape the article gives a node (``np.mat(sample).T``: a row of n numbers is a column
+(n, 1), a matrix is transposed). ``metrics_ops`` is a list of metric nodes (or one). It
 feeds whole batches instead of one sample per ``one_step()``: one batch of ``batch_size``
 samples then ``update()`` gives what the article's ``batch_size`` single-sample steps give,
 through the batched engine. A last partial batch is accumulated into the next epoch's
@@ -51,6 +52,8 @@ class Trainer:
         self.epoch = 0
         self.batch_size = checks.positive_integer("batch_size", batch_size)  # 2.9 became 2
         self.eval_on_train = eval_on_train
+        if isinstance(metrics_ops, Node):  # one metric: "'Accuracy' object is not iterable"
+            metrics_ops = [metrics_ops]
         self.metrics_ops = list(metrics_ops or [])
         for op in self.metrics_ops:  # found only after a whole epoch otherwise
             if not all(callable(getattr(op, name, None)) for name in ("reset", "value_str")):
@@ -197,6 +200,12 @@ class Trainer:
         if not isinstance(data_x, dict):
             raise TypeError(f"{kind} data must be a dict {{input name: array}}, got "
                             f"{type(data_x).__name__}")
+        for key in data_x:  # a node: "'<' not supported between 'Variable' and 'Variable'"
+            if not isinstance(key, str):
+                got = (f"the node {key.name}" if isinstance(key, Node)
+                       else f"{type(key).__name__} {key!r:.60}")
+                raise TypeError(f"{kind} data: the keys must be the input nodes' names "
+                                f"({{x.name: array}}), got {got}")
         names = sorted(node.name for node in self.inputs)
         if sorted(data_x) != names:
             raise ValueError(f"{kind} data has arrays for {sorted(data_x)}; the trainer's "

@@ -198,3 +198,36 @@ def test_conv_gives_an_unshaped_welding_the_input_shape_as_fc_does():
     image.set_value(np.arange(16.0).reshape(4, 4))
     out[0].forward()
     assert out[0].value.shape == (4, 4)
+
+
+# item 12: the article trainer's data keyed by nodes, one metric not in a list
+
+def test_the_article_trainer_says_its_data_are_keyed_by_names():
+    """{x: X} (an easy slip for {x.name: X}) ended in "'<' not supported between instances
+    of 'Variable' and 'Variable'" (the keys sorted); mixed or number keys likewise."""
+    x, label, other, logits, loss, optimizer = _two_inputs()
+    features = np.random.default_rng(0).normal(size=(20, 2))
+    labels = np.eye(2)[(features[:, 0] > 0).astype(int)]
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=4)
+    for data, got in [({x: features}, "the node x"), ({0: features}, "int 0"),
+                      ({"x": features, x: features}, "the node x")]:
+        with _quiet(), pytest.raises(TypeError, match=rf"^train data: the keys must be the "
+                                                      rf"input nodes' names \(\{{x.name: "
+                                                      rf"array\}}\), got {got}$"):
+            trainer.train_and_eval(data, labels)
+    assert optimizer.samples == 0
+
+
+def test_the_article_trainer_takes_one_metric_as_a_list_of_one():
+    """metrics_ops=accuracy raised "'Accuracy' object is not iterable"."""
+    x, label, other, logits, loss, optimizer = _two_inputs()
+    with x.graph:
+        accuracy = fg.ops.metrics.Accuracy(logits, label)
+    features = np.random.default_rng(0).normal(size=(40, 2))
+    labels = np.eye(2)[(features[:, 0] > 0).astype(int)]
+    trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1, batch_size=4,
+                            metrics_ops=accuracy)
+    assert trainer.metrics_ops == [accuracy]
+    with _quiet() as out:
+        trainer.eval({"x": features}, labels)
+    assert "evaluation metrics Accuracy: " in out.getvalue()
