@@ -443,7 +443,8 @@ class Saver:
                 nodes.append({"node_type": kind, "name": node.name,
                               "parents": [parent.name for parent in node.parents],
                               "children": [child.name for child in node.children],
-                              "kargs": config, "dim": list(node.dim)})
+                              "kargs": config,  # an unwelded Welding has no shape yet
+                              "dim": None if node.dim is None else list(node.dim)})
                 if isinstance(node, Variable) and not node.is_input:
                     if node.flat is None:
                         raise ValueError(f"cannot save the graph: parameter {node.name} has no "

@@ -231,3 +231,28 @@ def test_the_article_trainer_takes_one_metric_as_a_list_of_one():
     with _quiet() as out:
         trainer.eval({"x": features}, labels)
     assert "evaluation metrics Accuracy: " in out.getvalue()
+
+
+# item 12: the article Saver and a Welding without a shape yet
+
+def test_the_article_saver_saves_a_welding_without_a_shape(tmp_path):
+    """A Welding built ahead (the article's RNN before its first sample) ended the save in
+    "'NoneType' object is not iterable" (its dim); the .fgz saver handled it."""
+    from fastgraph.trainer import Saver
+
+    with fg.Graph(dtype=np.float64, seed=0) as graph:
+        fg.Variable((3, 1), trainable=False, name="x")
+        step = fg.ops.Welding(name="step")
+        fg.layer.fc(step, 3, 2, "ReLU")
+        fg.ops.Welding(name="free")  # no parent, no shape
+    with _quiet():
+        Saver(tmp_path).save(graph)
+    with fg.Graph(dtype=np.float64) as restored, _quiet():
+        Saver(tmp_path).load(restored)
+    assert [node.name for node in restored.nodes] == [node.name for node in graph.nodes]
+    free = restored.get_node("free")
+    assert isinstance(free, fg.ops.Welding) and free.dim is None and not free.parents
+    assert restored.get_node("step").dim == (3, 1)
+    for node in graph.nodes:
+        if isinstance(node, fg.Variable) and node.trainable:
+            np.testing.assert_array_equal(restored.get_node(node.name).value, node.value)
