@@ -390,24 +390,39 @@ class Saver:
     """The article's saver: ``root_dir/model.json`` (graph, meta, service) and
     ``root_dir/weights.npz`` (each parameter under its node's name). See the module doc:
     the pair is replaced only when both files are written, ``model.json`` records the
-    SHA-256 of its ``weights.npz``, and ``load`` changes nothing in a graph it refuses."""
+    SHA-256 of its ``weights.npz``, and ``load`` changes nothing in a graph it refuses.
+    ``save`` makes ``root_dir`` if it is missing; ``load`` makes no folder."""
 
     def __init__(self, root_dir=""):
         if not _is_name(root_dir):
             raise TypeError(f"Saver: root_dir must be a folder name (a str or os.PathLike), "
                             f"got {_given(root_dir)}")
         self.root_dir = root_dir
-        if os.fspath(root_dir):
-            try:
-                os.makedirs(root_dir, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                what = ("is a file" if os.path.lexists(root_dir)
-                        else "cannot be made, a file lies on its way")
-                raise ValueError(f"Saver: root_dir {root_dir}: {what}; expected a folder "
-                                 "(for model.json and weights.npz)") from None
-            except OSError as error:
-                raise OSError(f"Saver: root_dir {root_dir}: cannot make the folder "
-                              f"({error.strerror or error})") from None
+        if os.fspath(root_dir):  # made by save(): a load from a mistyped folder made it
+            folder = Path(os.path.abspath(root_dir))
+            for at in (folder, *folder.parents):
+                if os.path.isdir(at):
+                    break
+                if os.path.lexists(at):
+                    what = "is a file" if at == folder else "cannot be made, a file lies on its way"
+                    raise ValueError(f"Saver: root_dir {root_dir}: {what}; expected a folder "
+                                     "(for model.json and weights.npz)")
+
+    def _make_root(self):
+        """Make ``root_dir`` (for a save), naming it if it cannot be made."""
+        root_dir = self.root_dir
+        if not os.fspath(root_dir):
+            return
+        try:
+            os.makedirs(root_dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # made a file since the constructor
+            what = ("is a file" if os.path.lexists(root_dir)
+                    else "cannot be made, a file lies on its way")
+            raise ValueError(f"Saver: root_dir {root_dir}: {what}; expected a folder "
+                             "(for model.json and weights.npz)") from None
+        except OSError as error:
+            raise OSError(f"Saver: root_dir {root_dir}: cannot make the folder "
+                          f"({error.strerror or error})") from None
 
     def _paths(self, model_file_name, weights_file_name, where):
         paths = []
@@ -457,6 +472,7 @@ class Saver:
                  "weights_sha256": hashlib.sha256(payload).hexdigest()}
         # The weights first, model.json (which names their checksum) last: a save stopped
         # between the two renames leaves a pair that load() refuses, never one it misreads.
+        self._make_root()
         write_atomically_together([(weights_path, payload),
                                    (model_path, json.dumps(model, indent=4).encode())])
         print(f"Save model into file: {model_path}")

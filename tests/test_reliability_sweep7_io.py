@@ -256,3 +256,25 @@ def test_the_article_saver_saves_a_welding_without_a_shape(tmp_path):
     for node in graph.nodes:
         if isinstance(node, fg.Variable) and node.trainable:
             np.testing.assert_array_equal(restored.get_node(node.name).value, node.value)
+
+
+# item 13: the article Saver's folder, the article trainer's flags
+
+def test_the_article_saver_makes_its_folder_to_save_not_to_load(tmp_path):
+    """Saver(root_dir) made the folder in its constructor: a load from a mistyped folder
+    failed and left that folder behind, made and empty."""
+    from fastgraph.saver import ModelFileError
+    from fastgraph.trainer import Saver
+
+    typo = tmp_path / "typo" / "models"
+    with pytest.raises(ModelFileError, match="model.json"):
+        Saver(typo).load(fg.Graph())
+    assert not (tmp_path / "typo").exists()
+    with fg.Graph(seed=0) as graph:
+        fg.Variable((1, 2), init=True, name="w")
+    saver = Saver(typo)
+    assert not (tmp_path / "typo").exists()
+    with _quiet():
+        saver.save(graph)
+    assert sorted(p.name for p in typo.iterdir()) == ["model.json", "weights.npz"]
+
