@@ -51,7 +51,7 @@ class Trainer:
         self.epoches = checks.positive_integer("epoches", epoches)  # -1 trained 0 silently
         self.epoch = 0
         self.batch_size = checks.positive_integer("batch_size", batch_size)  # 2.9 became 2
-        self.eval_on_train = eval_on_train
+        self.eval_on_train = checks.flag("eval_on_train", eval_on_train)  # "no" was true
         if isinstance(metrics_ops, Node):  # one metric: "'Accuracy' object is not iterable"
             metrics_ops = [metrics_ops]
         self.metrics_ops = list(metrics_ops or [])

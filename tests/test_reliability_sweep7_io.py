@@ -278,3 +278,14 @@ def test_the_article_saver_makes_its_folder_to_save_not_to_load(tmp_path):
         saver.save(graph)
     assert sorted(p.name for p in typo.iterdir()) == ["model.json", "weights.npz"]
 
+
+@pytest.mark.parametrize("value", ["no", "False", None, 2, [True]])
+def test_the_article_trainers_eval_on_train_is_true_or_false(value):
+    """eval_on_train="no" was taken by its truth (true): an evaluation after every epoch."""
+    x, label, other, logits, loss, optimizer = _two_inputs()
+    with pytest.raises(ValueError, match=rf"^eval_on_train must be True or False, got "
+                                         rf"{type(value).__name__} "):
+        SimpleTrainer([x], label, loss, optimizer, epoches=1, eval_on_train=value)
+    for flag in (True, False, 0, 1, np.bool_(True)):
+        trainer = SimpleTrainer([x], label, loss, optimizer, epoches=1, eval_on_train=flag)
+        assert trainer.eval_on_train is bool(flag)
