@@ -76,6 +76,7 @@ def save(path, graph, meta=None):
                 if node.flat is None:  # the file could not be loaded: refuse before writing
                     raise ValueError(f"{path}: cannot save the graph: parameter {node.name} "
                                      "has no value (give it one with set_value() or init=True)")
+                _check_entry_name(node, f"{path}: cannot save the graph", nul=False)
                 arrays[f"param/{node.name}"] = np.array(node.value)
     finally:
         graph.release()
@@ -341,6 +342,23 @@ def _check_json_dict(value, where, name):
     return value
 
 
+def _check_entry_name(node, where, nul=True):
+    """Refuse a parameter whose name a zip entry cannot hold (its value is saved under it):
+    a NUL ends the name as the zip is read (the article Saver wrote a pair that its load
+    refused, "unexpected entry 'a'"; ``nul=False`` leaves it to the .fgz saver's check that
+    the file loads back), a lone surrogate cannot be written (a UnicodeEncodeError)."""
+    name = node.name
+    if nul and "\x00" in name:
+        raise ValueError(f"{where}: parameter {name!r} has a NUL character in its name, which "
+                         "a zip entry (its value's) cannot hold: give it another name")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: parameter {name!r} has a character in its name that is not "
+                         "Unicode text (a lone surrogate), which a zip entry (its value's) "
+                         "cannot hold: give it another name") from None
+
+
 def _parents_first(nodes):
     """``nodes`` in their order, each moved after its parents: the order a loader can build
     them in. A weld can give a node a parent made after it (a welding point made before
@@ -464,6 +482,7 @@ class Saver:
                     if node.flat is None:
                         raise ValueError(f"cannot save the graph: parameter {node.name} has no "
                                          "value (give it one with set_value() or init=True)")
+                    _check_entry_name(node, "Saver.save: cannot save the graph")
                     weights[node.name] = np.array(node.value)
         finally:
             graph.release()
