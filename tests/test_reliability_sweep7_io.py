@@ -293,15 +293,14 @@ def test_the_article_trainers_eval_on_train_is_true_or_false(value):
 
 # item 13: parameter names that a zip entry cannot hold
 
-@pytest.mark.parametrize("name, what", [("a\x00b", "has a NUL character in its name"),
-                                        ("\udc80", "has a character in its name that is not "
+@pytest.mark.parametrize("name, what", [("\udc80", "has a character in its name that is not "
                                                    r"Unicode text \(a lone surrogate\)")],
-                         ids=["NUL", "surrogate"])
+                         ids=["surrogate"])
 def test_the_savers_refuse_a_parameter_name_a_zip_cannot_hold_before_writing(tmp_path, name,
                                                                              what):
-    """The article Saver wrote a pair that its load refused ("unexpected entry 'a'": the
-    zip ends a name at a NUL), over the good pair; a lone surrogate ended in a
-    UnicodeEncodeError in both savers."""
+    """A lone surrogate ended in a UnicodeEncodeError in both savers. (A NUL, with which the
+    article Saver wrote a pair its load refused, is refused when the node is made:
+    tests/test_saver_safety.py; the savers' check of it stays, for a name that gets there.)"""
     from fastgraph import saver
 
     with fg.Graph(seed=0) as graph:
@@ -312,9 +311,8 @@ def test_the_savers_refuse_a_parameter_name_a_zip_cannot_hold_before_writing(tmp
     with graph:
         fg.Variable((1, 2), init=True, name=name)
     fgz = tmp_path / "m.fgz"
-    calls = [(lambda: saver.Saver(tmp_path).save(graph), "Saver.save")]
-    if name != "a\x00b":  # (the .fgz saver finds that it would not load back, as it did)
-        calls.append((lambda: saver.save(fgz, graph), re.escape(str(fgz))))
+    calls = [(lambda: saver.Saver(tmp_path).save(graph), "Saver.save"),
+             (lambda: saver.save(fgz, graph), re.escape(str(fgz)))]
     for call, where in calls:
         with pytest.raises(ValueError, match=rf"^{where}: cannot save the graph: parameter "
                                              rf"'.*' {what}, which a zip entry \(its value's\) "
