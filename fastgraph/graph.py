@@ -543,10 +543,6 @@ class Graph:
                     stack.append(child)
         return order
 
-    def descendants(self, node):
-        """Every node that depends on ``node`` (cached)."""
-        return self.cached(("descendants", node), lambda: self.downstream([node]))
-
     # -- default graph -------------------------------------------------------------------
     def __enter__(self):
         _context.graphs.append(self)

@@ -60,14 +60,9 @@ def load(path=None, *, download=True, mirrors=None, timeout=30):
         if not download:
             raise DatasetError(_missing_message(searched))
         directory = fetch(mirrors=mirrors, timeout=timeout, searched=searched)
-    arrays = [read_idx(_file_in(directory, name), FILES[name]) for name in FILES]
-    x_train, y_train, x_test, y_test = arrays
-    for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DatasetError(
-                f"MNIST {split} files in {directory} disagree: images {images.shape}, "
-                f"labels {labels.shape}"
-            )
+    # Each file is checked against its published MD5, so the four agree in shape.
+    x_train, y_train, x_test, y_test = [read_idx(_file_in(directory, name), FILES[name])
+                                        for name in FILES]
     return x_train, y_train, x_test, y_test
 
 
