@@ -15,11 +15,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The MNIST files the project gets from outside: $FASTGRAPH_DATA or ../shared/mnist."""
-    directory = Path(os.environ.get("FASTGRAPH_DATA") or REPO.parent / "shared" / "mnist")
-    if not (directory / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"MNIST files not found in {directory}: set FASTGRAPH_DATA")
-    return directory
+    """A folder of the four gzipped MNIST files, found as the library finds them
+    ($FASTGRAPH_DATA, then the cache), or ../shared/mnist (where the project keeps them),
+    else downloaded into the cache as ``mnist.load`` would: ``make test`` needs only
+    python3 and the package index, as ``make train`` does."""
+    from fastgraph.datasets import mnist as dataset
+
+    places = [Path(os.environ["FASTGRAPH_DATA"])] if os.environ.get("FASTGRAPH_DATA") else []
+    places += [REPO.parent / "shared" / "mnist", dataset.cache_dir()]
+    for place in places:
+        if all((place / f"{name}.gz").is_file() for name in dataset.FILES):
+            return place
+    try:
+        return dataset.fetch(searched=places)
+    except dataset.DatasetError as error:
+        pytest.fail(f"the tests need MNIST: {error}")
 
 
 @pytest.fixture(scope="session")
