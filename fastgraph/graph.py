@@ -97,6 +97,15 @@ def _set_nodes(graph, value):
                         "start over with graph.clear() (graph.nodes = [] does the same)")
 
 
+def _set_dtype(graph, dtype):
+    """A graph's dtype is given when it is made: its nodes' buffers and compiled passes
+    are of it (assigned later, products met two dtypes: a gemm error)."""
+    if hasattr(graph, "_dtype"):
+        raise AttributeError("Graph.dtype is fixed when the graph is made (its nodes' "
+                             "buffers and compiled passes are of it): make a Graph(dtype=...)")
+    graph._dtype = dtype
+
+
 class _Detached:
     """The ``graph`` of a node that ``Graph.clear()`` removed: any use of the node says so,
     where it used to share a state slot and a name with the nodes built after."""
@@ -133,15 +142,17 @@ class Graph:
     """
 
     nodes = property(attrgetter("_nodes"), _set_nodes)
+    dtype = property(attrgetter("_dtype"), _set_dtype)
 
     def __init__(self, dtype=np.float32, seed=None, conventions="torch"):
         try:  # np.dtype(None) is float64 (and equals it): None is refused, not a default
-            self.dtype = None if dtype is None else np.dtype(dtype)
+            checked = None if dtype is None else np.dtype(dtype)
         except (TypeError, ValueError):
-            self.dtype = None
-        if self.dtype is None or self.dtype not in _SUPPORTED_DTYPES:
-            got = dtype if self.dtype is None else self.dtype
+            checked = None
+        if checked is None or checked not in _SUPPORTED_DTYPES:
+            got = dtype if checked is None else checked
             raise ValueError(f"Graph dtype must be float32 or float64, got {got}")
+        self.dtype = checked
         if conventions not in CONVENTIONS:
             raise ValueError(f"Graph conventions must be one of "
                              f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")

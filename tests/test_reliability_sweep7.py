@@ -395,3 +395,11 @@ def test_a_nodes_graph_must_be_a_graph():
         with pytest.raises(TypeError, match=rf"^Variable: graph must be a fastgraph Graph or "
                            rf"None, got {re.escape(shown)}$"):
             fg.Variable((1, 1), graph=bad)
+
+
+def test_a_graphs_dtype_is_fixed():
+    """Assigned on a built graph, products met two dtypes (a gemm error after a warning)."""
+    graph, q, r = _one_sample_relu()
+    with pytest.raises(AttributeError, match=r"^Graph\.dtype is fixed when the graph is made "):
+        graph.dtype = np.float64
+    assert graph.dtype == np.float32
