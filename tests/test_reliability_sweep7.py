@@ -403,3 +403,15 @@ def test_a_graphs_dtype_is_fixed():
     with pytest.raises(AttributeError, match=r"^Graph\.dtype is fixed when the graph is made "):
         graph.dtype = np.float64
     assert graph.dtype == np.float32
+
+
+def test_one_hot_takes_memory_for_its_rows_only():
+    """np.eye(classes) asked for classes squared numbers: 3.5 EiB for 10**9 classes."""
+    from fastgraph.datasets import mnist
+
+    rows = mnist.one_hot(np.array([3, 0, 999_999]), classes=1_000_000, dtype=np.float32)
+    assert rows.shape == (3, 1_000_000) and rows.sum() == 3
+    assert rows[0, 3] == rows[1, 0] == rows[2, 999_999] == 1
+    np.testing.assert_array_equal(mnist.one_hot(np.array([1, 0]), 3),
+                                  np.array([[0, 1, 0], [1, 0, 0]], np.float32))
+    assert mnist.one_hot(np.array([], np.int64), 4).shape == (0, 4)

@@ -85,7 +85,9 @@ def one_hot(labels, classes=10, dtype=np.float32):
     if (labels.ndim != 1 or labels.size and not np.issubdtype(labels.dtype, np.integer)
             or labels.size and (labels.min() < 0 or labels.max() >= classes)):
         raise ValueError(f"labels must be a vector of integers in [0, {classes})")
-    return np.eye(classes, dtype=dtype)[labels]
+    rows = np.zeros((len(labels), classes), dtype)  # N x classes (np.eye: classes squared)
+    rows[np.arange(len(labels)), labels] = 1
+    return rows
 
 
 # -- finding files ----------------------------------------------------------------------------
