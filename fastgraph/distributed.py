@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Batches
+from .node import Variable
 from .optimizer import Optimizer
 from .trainer import SimpleTrainer
 
@@ -338,13 +339,15 @@ class DataParallel:
         agree(self.comm, "DataParallel", settings,
               hint="every rank must build the same model and wrap the same optimizer")
         self._mpi = _mpi()
-        sizes = [param.flat.size for param in optimizer.params]
-        self._ends = np.cumsum(sizes).tolist()
-        self._count = self._ends[-1]
+        self._count = sum(param.flat.size for param in optimizer.params)
+        # Broadcast: every parameter the target reads, a frozen one too (trainable=False
+        # set on it: the optimizer leaves it out, and each rank kept its own values).
+        self._held = _parameters_read(optimizer)
+        self._ends = np.cumsum([param.flat.size for param in self._held]).tolist()
         # For broadcasting parameters; the update all-reduces the optimizer's own buffer:
         # [gradient sums of every parameter..., samples, the settings' fingerprint (see
         # _fingerprint), what the rank does (see _meet)]
-        self._buffer = np.empty(self._count, optimizer.graph.dtype)
+        self._buffer = np.empty(self._ends[-1], optimizer.graph.dtype)
         self._watched = _setting_names(optimizer)
         self._stop_requested = False
         self.stopping = False
@@ -377,11 +380,11 @@ class DataParallel:
                 or not 0 <= root < self.size:
             raise ValueError(f"broadcast_parameters: root must be a rank in [0, {self.size}), "
                              f"got {root!r}")
-        values = self._buffer[: self._count]
+        values = self._buffer
         if self.rank == root:
-            np.concatenate([param.flat.ravel() for param in self.params], out=values)
+            np.concatenate([param.flat.ravel() for param in self._held], out=values)
         self.comm.Bcast(values, root=root)
-        for param, piece in zip(self.params, self._pieces()):
+        for param, piece in zip(self._held, self._pieces()):
             param.set_value(piece.reshape(param.dim))
 
     def one_step(self):
@@ -414,8 +417,9 @@ class DataParallel:
         if self.optimizer.params != self._params:
             raise RuntimeError(
                 "the optimizer's parameters changed after DataParallel wrapped it (a node was "
-                "re-wired): wrap it once the graph is final, so that every rank starts from "
-                "rank 0's values of all of them")
+                "re-wired, or a parameter frozen or thawed with trainable=): wrap it once the "
+                "graph is final, so that every rank starts from rank 0's values of all of "
+                "them and all-reduces gradients of the same parameters")
         local = self.optimizer.samples
         buffer, count = gradient_buffer(self.optimizer), self._count
         if not local:  # the optimizer's sums are stale: this rank adds nothing
@@ -457,13 +461,21 @@ def _check_optimizer(optimizer):
 def _optimizer_settings(optimizer):
     """What the ranks' optimizers must agree on, as ``(name, value)`` pairs."""
     params = optimizer.params
+    frozen = tuple(param.name for param in _parameters_read(optimizer) if not param.trainable)
     settings = [("the optimizer", type(optimizer).__name__),
                 ("the parameters' dtype", np.dtype(optimizer.graph.dtype).name),
+                ("the frozen parameters", frozen),  # (before their count, which they change)
                 ("the number of parameters", len(params))]
     settings += [(f"the shape of parameter {number} ({param.name})",
                   tuple(int(size) for size in param.dim))
                  for number, param in enumerate(params, 1)]
     return settings + _rule_settings(optimizer)
+
+
+def _parameters_read(optimizer):
+    """Every parameter the optimizer's target reads: its own, and those frozen."""
+    return tuple(node for node in optimizer.graph.tape(optimizer.target).nodes
+                 if isinstance(node, Variable) and not node.is_input)
 
 
 def _setting_names(optimizer):

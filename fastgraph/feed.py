@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 
 from . import checks
-from .graph import EMPTY
+from .graph import EMPTY, Graph
 from .kernels.elementwise import feed_inputs
 from .node import Variable
 
@@ -37,6 +37,8 @@ def set_values(inputs, values):
     if not inputs:
         raise ValueError("set_values: no inputs given")
     graph = getattr(inputs[0], "graph", None)
+    if graph is not None and not isinstance(graph, Graph):  # a node graph.clear() removed
+        graph.claim("set_values")  # says so
     known = _blocks.get(graph) if graph is not None else None
     if known is None or inputs not in known:  # checked once; a node's kind never changes
         _check(inputs, graph)

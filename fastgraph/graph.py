@@ -106,11 +106,21 @@ def _set_dtype(graph, dtype):
     graph._dtype = dtype
 
 
+def _set_conventions(graph, conventions):
+    """Which rules the graph follows where the article's and torch's differ: checked when
+    set (later too: "Article" made optimizers fail with a KeyError, and layer.fc quietly
+    take torch's weights)."""
+    if conventions not in CONVENTIONS:
+        raise ValueError(f"Graph conventions must be one of "
+                         f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
+    graph._conventions = conventions
+
+
 class _Detached:
     """The ``graph`` of a node that ``Graph.clear()`` removed: any use of the node says so,
     where it used to share a state slot and a name with the nodes built after."""
 
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "__weakref__")
 
     def __init__(self, name):
         self.removed = name
@@ -143,6 +153,7 @@ class Graph:
 
     nodes = property(attrgetter("_nodes"), _set_nodes)
     dtype = property(attrgetter("_dtype"), _set_dtype)
+    conventions = property(attrgetter("_conventions"), _set_conventions)
 
     def __init__(self, dtype=np.float32, seed=None, conventions="torch"):
         try:  # np.dtype(None) is float64 (and equals it): None is refused, not a default
@@ -153,9 +164,6 @@ class Graph:
             got = dtype if checked is None else checked
             raise ValueError(f"Graph dtype must be float32 or float64, got {got}")
         self.dtype = checked
-        if conventions not in CONVENTIONS:
-            raise ValueError(f"Graph conventions must be one of "
-                             f"{', '.join(map(repr, CONVENTIONS))}, got {conventions!r}")
         self.conventions = conventions
         self._nodes = _Nodes((), self, "nodes")
         try:
@@ -268,7 +276,8 @@ class Graph:
                           self._same_indices, self.deferred):
                 cache.clear()
             self._edges_now = (None, None, None)
-            self.unsettled = False
+            self.unsettled = False  # the inputs' notes of one-sample feeds go too: a new
+            self._table[:] = 0  # node at a fed index was marked computed by the next settle
             self.layout += 1
             self._changed()
         finally:

@@ -220,10 +220,7 @@ class Optimizer:
         torch's, which keep state per parameter, do). If it leaves during an accumulation,
         it stays until the update, which applies the gradient it gathered before it left
         (as both do); the next ``one_step()`` lets it go."""
-        if self.target.graph is not self.graph:
-            raise RuntimeError(f"the target of this {type(self).__name__}, "
-                               f"{self.target.name}, was removed from its graph by "
-                               "Graph.clear(): make a new optimizer for the new model")
+        self._check_not_removed()
         self._structure = self.graph._version
         reachable = self.graph.cached(("parameters", self.target), lambda: tuple(
             node for node in self.graph.tape(self.target).nodes
@@ -237,6 +234,12 @@ class Optimizer:
             self._lay_out(params)
         self._stepped = ((reachable, self._sums[:len(reachable)]) if leaving  # one_step()'s
                          else (self.params, self._sums))
+
+    def _check_not_removed(self):
+        if self.target.graph is not self.graph:
+            raise RuntimeError(f"the target of this {type(self).__name__}, "
+                               f"{self.target.name}, was removed from its graph by "
+                               "Graph.clear(): make a new optimizer for the new model")
 
     def _lay_out(self, params):
         """Sums, table and states for ``params``, each parameter's kept."""
@@ -282,6 +285,8 @@ class Optimizer:
         graph = self.graph
         graph.claim("{}.get_gradient", type(self).__name__)  # not while another thread steps
         try:
+            if self._structure != graph._version:  # (a clear() changed it)
+                self._check_not_removed()
             if self.samples == 0:  # (checked holding the graph: another update may end one)
                 raise RuntimeError("no gradient accumulated: call one_step() first")
             complete(graph, self._sums)
@@ -294,6 +299,8 @@ class Optimizer:
         graph = self.graph
         graph.claim("{}.update", type(self).__name__)
         try:
+            if self._structure != graph._version:  # (a clear() changed it)
+                self._check_not_removed()
             if self.samples == 0:  # (checked holding the graph: another update may end one)
                 raise RuntimeError("update() needs a gradient: call one_step() first")
             self.steps += 1
@@ -438,6 +445,7 @@ class Adam(Optimizer):
         self.m = self.zeros()
         self.v = self.zeros()
         self._started = set()  # parameters updated at least once (see _first_updates)
+        self._updates = {}  # parameter -> its updates so far (see _steps_of)
 
     def apply(self, table, gradients, scale):
         if self.conventions == "article":
@@ -447,10 +455,11 @@ class Adam(Optimizer):
                     scale, self.learning_rate, beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, 1.0,
                     0.0, self.eps))
             return
-        t = self.steps
-        kernels.adam(table, gradients, self.m, self.v, self.coefficients(
-            scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1, 1.0 - self.beta_1,
-            self.beta_2, 1.0 - self.beta_2, 1.0 / math.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
+        for t, rows in _steps_of(self, table):
+            kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
+                scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1,
+                1.0 - self.beta_1, self.beta_2, 1.0 - self.beta_2,
+                1.0 / math.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
 
 
 def _conventions(graph, conventions):
@@ -460,6 +469,24 @@ def _conventions(graph, conventions):
         raise ValueError(f"conventions must be one of {', '.join(map(repr, CONVENTIONS))}, "
                          f"got {conventions!r}")
     return conventions
+
+
+def _steps_of(optimizer, table):
+    """Torch's Adam counts each parameter's own updates for its bias correction (a parameter
+    that joins later, thawed or brought by a re-wiring, starts at 1): ``(t, rows)`` pairs,
+    the rows of the update's ``table`` whose parameters are at their ``t``-th update (one
+    pair, all the rows, unless some joined later)."""
+    counts = optimizer._updates
+    params = optimizer.params
+    for param in params:
+        counts[param] = counts.get(param, 0) + 1
+    first = counts[params[0]]
+    if all(counts[param] == first for param in params):
+        return [(first, table)]
+    by_count = {}
+    for row, param in enumerate(params):
+        by_count.setdefault(counts[param], []).append(row)
+    return [(t, table[rows]) for t, rows in by_count.items()]
 
 
 def _first_updates(optimizer, article, table):

@@ -180,6 +180,26 @@ def main(argv):
         disagree_run(argv[1], comm)
     elif argv[0] == "seed-none":
         seed_none(comm)
+    elif argv[0] == "frozen":  # the first layer's weights frozen on every rank (or rank 1)
+        model = mlp(FEATURES, (16,), CLASSES, seed=11 + comm.Get_rank())  # rank 0's win
+        first = model.graph.get_node("Variable:2")
+        if argv[1] == "both" or comm.Get_rank() == 1:
+            first.trainable = False
+        try:
+            optimizer = distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss,
+                                                                   0.01), comm)
+        except ValueError as error:
+            print(f"rank {comm.Get_rank()}: {type(error).__name__}: {error}", flush=True)
+            comm.Barrier()
+            return 3
+        features, labels = data()
+        for _ in Batches(features, labels, 32, classes=CLASSES, seed=3).feed(model.x,
+                                                                              model.one_hot):
+            optimizer.one_step()
+            optimizer.update()
+        total = sum(float(node.value.astype(np.float64).sum()) for node in model.graph.nodes
+                    if isinstance(node, fg.Variable) and not node.is_input)
+        print(f"<rank {comm.Get_rank()} parameters: {total!r}>", flush=True)
     elif argv[0] == "train":
         for rule in RULES:
             params, history = train_model(rule, comm)

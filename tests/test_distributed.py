@@ -458,3 +458,18 @@ def test_the_settings_fingerprint_tells_every_rank_whether_all_had_the_same():
     assert distributed._fingerprint(adam, names) != before
     adam.learning_rate, adam.beta_1 = 0.01, np.float64(0.9)  # as NumPy scalar or float
     assert distributed._fingerprint(adam, names) == before
+
+
+def test_a_frozen_parameter_is_broadcast_and_compared(mpi):
+    """A parameter frozen (trainable=False) before wrapping is left out by the optimizer:
+    it was not broadcast, so ranks built from their own seeds trained different models."""
+    result, _ = run_mpi(2, [sys.executable, WORKER, "frozen", "both"], timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    sums = re.findall(r"<rank \d parameters: ([^>]*)>", result.stdout)
+    assert len(sums) == 2 and sums[0] == sums[1], output
+    result, _ = run_mpi(2, [sys.executable, WORKER, "frozen", "rank 1"], timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    for rank in (0, 1):
+        assert (f"rank {rank}: RanksDisagree: DataParallel: the ranks disagree on the frozen "
+                "parameters: rank 0 has (), rank 1 has ('Variable:2',)") in result.stdout

@@ -29,9 +29,11 @@ CASES = [(name, "torch") for name in OPTIONS] + [("RMSProp", "article"), ("Adam"
 
 
 class ByHand:
-    """One rule's update written out per parameter, with its state per parameter; ``t`` is
-    the optimizer's update count (torch's bias correction), ``first`` whether the article's
-    rule sees this parameter for the first time (its state starts at g, g^2)."""
+    """One rule's update written out per parameter, with its state per parameter: torch's
+    bias correction counts the parameter's own updates, as torch.optim.Adam's per-parameter
+    step does (``t``, the optimizer's count, is the same for a parameter updated at every
+    step), ``first`` whether the article's rule sees this parameter for the first time (its
+    state starts at g, g^2)."""
 
     def __init__(self, name, conventions, options):
         self.name, self.article, self.options = name, conventions == "article", options
@@ -39,7 +41,9 @@ class ByHand:
 
     def step(self, key, w, g, t):
         o, first = self.options, key not in self.state
-        s = self.state.setdefault(key, {"a": np.zeros_like(w), "b": np.zeros_like(w)})
+        s = self.state.setdefault(key, {"a": np.zeros_like(w), "b": np.zeros_like(w), "t": 0})
+        s["t"] += 1
+        t = s["t"]  # this parameter's own updates
         lr = o["learning_rate"]
         if self.name == "GradientDescent":
             return w - lr * g

@@ -183,6 +183,8 @@ class Batches:
         order = self._checked(order)
         inputs = np.array([x.index, one_hot.index], np.int64)
         for rows in self._batches(order):
+            if x.graph is not graph:  # removed by graph.clear() while this feed was paused
+                x.graph.claim("Batches.feed")  # says so
             size = len(rows)
             if not size:  # an empty share: the nodes keep what they hold
                 yield 0
