@@ -564,6 +564,10 @@ class Graph:
         return order
 
     # -- default graph -------------------------------------------------------------------
+    def __reduce__(self):
+        raise TypeError("a fastgraph Graph is not copied or pickled (its nodes hold compiled "
+                        "passes and buffers): save it with fastgraph.saver.save and load it")
+
     def __enter__(self):
         _context.graphs.append(self)
         return self

@@ -122,6 +122,10 @@ class Node:
         """The per-sample shape of this node, checked against its parents' shapes."""
         raise NotImplementedError
 
+    def __reduce__(self):  # copy.copy made a twin that shared its index, name and buffers
+        raise TypeError(f"{self.name} is not copied or pickled (a node belongs to its graph): "
+                        "build another, or save the graph with fastgraph.saver.save")
+
     def config(self):
         """The constructor's keyword options beside the parents (for saving a graph)."""
         return {}

@@ -225,6 +225,10 @@ class Optimizer:
         reachable = self.graph.cached(("parameters", self.target), lambda: tuple(
             node for node in self.graph.tape(self.target).nodes
             if isinstance(node, Variable) and node.trainable))
+        if not reachable:  # (the plan would say the target "depends on no sources")
+            self._structure = None  # looked at again at the next step
+            raise ValueError(f"{self.target.name} depends on no trainable Variable now: every "
+                             "parameter it reads is frozen (trainable=False); thaw one")
         leaving = () if self.samples == 0 else tuple(
             param for param in self.params if param not in reachable)
         if leaving:

@@ -504,3 +504,35 @@ def test_a_graphs_conventions_are_checked_when_set():
         graph.conventions = "Article"
     graph.conventions = "article"
     assert graph.conventions == "article"
+
+
+def test_every_parameter_frozen_is_said_so():
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((1, 3), init=True)
+        out = fg.ops.MatMul(w, x)
+    optimizer = fg.optimizer.GradientDescent(graph, out)
+    x.set_value(np.ones((2, 3, 1)))
+    w.trainable = False
+    with pytest.raises(ValueError, match=r"^MatMul:2 depends on no trainable Variable now: "
+                       r"every parameter it reads is frozen \(trainable=False\); thaw one$"):
+        optimizer.one_step()
+    w.trainable = True
+    optimizer.one_step()
+    optimizer.update()
+
+
+def test_graphs_and_nodes_are_not_copied():
+    """copy.deepcopy ended in a ctypes error (and llvmlite's tracebacks), copy.copy of a
+    node made a twin sharing its index, name and buffers."""
+    import copy
+    import pickle
+
+    graph, q, r = _one_sample_relu()
+    for attempt in (lambda: copy.copy(q), lambda: copy.deepcopy(r), lambda: pickle.dumps(q)):
+        with pytest.raises(TypeError, match=r"^(Variable:0|ReLU:1) is not copied or pickled "):
+            attempt()
+    for attempt in (lambda: copy.copy(graph), lambda: copy.deepcopy(graph),
+                    lambda: pickle.dumps(graph)):
+        with pytest.raises(TypeError, match=r"^a fastgraph Graph is not copied or pickled "):
+            attempt()
