@@ -105,7 +105,7 @@ class Optimizer:
             raise TypeError(f"{type(self).__name__}: graph must be a fastgraph Graph, got "
                             f"{type(graph).__name__} {graph!r:.60}{hint}")
         if not isinstance(target, Node):
-            raise ValueError(f"the target must be a node of the optimizer's graph, got {target!r}")
+            raise TypeError(f"the target must be a node of the optimizer's graph, got {target!r}")
         if target.graph is not graph:
             raise ValueError(f"the target {target.name} is a node of another graph than the "
                              "optimizer's")

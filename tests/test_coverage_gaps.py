@@ -126,7 +126,7 @@ def test_dense_jacobians_need_one_sample_and_a_value():
 def test_optimizer_calls_name_what_is_not_theirs(network):
     """optimizer.py 44 and 213, profiler.py 79. Mutations caught: each check deleted."""
     graph, x, w, out, loss = network
-    with pytest.raises(ValueError, match=r"^the target must be a node of the optimizer's "
+    with pytest.raises(TypeError, match=r"^the target must be a node of the optimizer's "
                                          r"graph, got 'loss'$"):
         fg.optimizer.Adam(graph, "loss")
     optimizer = fg.optimizer.Adam(graph, loss)
