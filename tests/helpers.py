@@ -139,3 +139,34 @@ def refused_without_waiting(call, fifo):
         pytest.fail(f"{call} waited on the FIFO {fifo}")
     assert "error" in outcome, f"{call} read a FIFO without an error"
     return outcome["error"]
+
+
+def small_network(dtype=np.float64):
+    """x (3, 1) and a one-hot label (2, 1), w (2, 3) of known values, logits, the loss."""
+    with fg.Graph(dtype=dtype, seed=0) as graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        label = fg.Variable((2, 1), trainable=False, name="label")
+        w = fg.Variable((2, 3), name="w")
+        w.set_value(np.arange(6, dtype=float).reshape(2, 3) / 10)
+        logits = fg.ops.MatMul(w, x, name="logits")
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
+    return graph, x, label, w, logits, loss
+
+
+class NumpyDouble(fg.ops.base.Operator):
+    """An operator outside the protocol (NumPy arithmetic, no kernel), as a user may write:
+    the compiled executor cannot record it, so its graphs run on the walker."""
+
+    arity = 1
+
+    def infer_dim(self):
+        return self.parents[0].dim
+
+    def compute(self):
+        np.multiply(self.parents[0].flat, 2, out=self.output())
+
+    def vjp(self, slot, upstream):
+        return upstream * 2
+
+    def dense_jacobian(self, slot):
+        return 2 * self.identity()

@@ -21,7 +21,7 @@ from fastgraph import engines
 from fastgraph.engines import compiled, vjp
 from fastgraph.engines import jacobian as dense
 from fastgraph.ops import loss
-from tests.helpers import with_executor
+from tests.helpers import NumpyDouble, with_executor
 
 SHAPES = [(3, 1), (2, 2)]
 
@@ -446,35 +446,17 @@ def test_a_wiring_seen_before_reuses_its_pass(rng):
     assert len(compiled.passes(graph)) == 3
 
 
-class _NumpyDouble(fg.ops.base.Operator):
-    """An operator outside the protocol: NumPy arithmetic, no kernel."""
-
-    arity = 1
-
-    def infer_dim(self):
-        return self.parents[0].dim
-
-    def compute(self):
-        np.multiply(self.parents[0].flat, 2, out=self.output())
-
-    def vjp(self, slot, upstream):
-        return upstream * 2
-
-    def dense_jacobian(self, slot):
-        return 2 * self.identity()
-
-
 @pytest.mark.compiled
 def test_an_operator_without_kernels_runs_on_the_walker_with_a_warning(rng):
     with fg.Graph(dtype=np.float64) as graph:
         x = fg.Variable((2, 1), trainable=False)
         w = fg.Variable((2, 2))
         w.set_value(rng.normal(size=(2, 2)))
-        target = fg.ops.Dot(*[_NumpyDouble(fg.ops.MatMul(w, x))] * 2)
+        target = fg.ops.Dot(*[NumpyDouble(fg.ops.MatMul(w, x))] * 2)
     x.set_value(rng.normal(size=(3, 2, 1)))
     optimizer = fg.optimizer.GradientDescent(graph, target, 0.1)
     with pytest.warns(UserWarning, match=r"running this graph in Python, not compiled: "
-                                         r"_NumpyDouble:\d+ \(_NumpyDouble\) computed its value"):
+                                         r"NumpyDouble:\d+ \(NumpyDouble\) computed its value"):
         optimizer.one_step()
     expected = _gradients("jacobian", target, [w])[0]
     np.testing.assert_allclose(optimizer.get_gradient(w), expected.reshape(2, 2) / 3, rtol=1e-12)

@@ -15,6 +15,7 @@ from fastgraph import metrics
 from fastgraph.cli import main
 from fastgraph.kernels import blas
 from fastgraph.trainer import Saver, SimpleTrainer
+from tests.helpers import NumpyDouble
 
 
 @pytest.fixture
@@ -140,24 +141,6 @@ def test_optimizer_calls_name_what_is_not_theirs(network):
         profile_steps(optimizer, lambda step: None, warmup=-1)
 
 
-class _NumpyDouble(fg.ops.base.Operator):
-    """An operator outside the protocol (NumPy arithmetic, no kernel), as a user may write."""
-
-    arity = 1
-
-    def infer_dim(self):
-        return self.parents[0].dim
-
-    def compute(self):
-        np.multiply(self.parents[0].flat, 2, out=self.output())
-
-    def vjp(self, slot, upstream):
-        return upstream * 2
-
-    def dense_jacobian(self, slot):
-        return 2 * self.identity()
-
-
 @pytest.mark.compiled
 def test_forward_and_jacobians_of_an_operator_without_kernels_run_on_the_walker(rng):
     """engines/compiled.py 363 and 380: the walker's fallback when a pass cannot be
@@ -173,13 +156,13 @@ def test_forward_and_jacobians_of_an_operator_without_kernels_run_on_the_walker(
         node = fg.ops.MatMul(w, x)
         for _ in range(19):
             node = fg.ops.Add(node, x)
-        result = fg.ops.Add(_NumpyDouble(node, name="double"), x)
+        result = fg.ops.Add(NumpyDouble(node, name="double"), x)
     weights = w.value
     for round in range(2):  # the second forward: the pass known to be unrecordable
         x.set_value(rng.normal(size=(3, 2, 1)))
         if round == 0:
             with pytest.warns(UserWarning, match=r"running this graph in Python, not "
-                                                 r"compiled: double \(_NumpyDouble\)"):
+                                                 r"compiled: double \(NumpyDouble\)"):
                 result.forward()
         else:
             with warnings.catch_warnings():
@@ -465,8 +448,8 @@ def test_a_node_of_a_type_the_savers_do_not_know_is_refused_before_writing(tmp_p
     file written, then unloadable)."""
     with fg.Graph() as graph:
         x = fg.Variable((2, 1), trainable=False, name="x")
-        _NumpyDouble(x, name="double")
-    with pytest.raises(TypeError, match=r"^double: cannot save a node of type _NumpyDouble$"):
+        NumpyDouble(x, name="double")
+    with pytest.raises(TypeError, match=r"^double: cannot save a node of type NumpyDouble$"):
         fg.saver.save(tmp_path / "model.fgz", graph)
     assert not (tmp_path / "model.fgz").exists()
 

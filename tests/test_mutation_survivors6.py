@@ -18,20 +18,9 @@ import fastgraph as fg
 from fastgraph.graph import GraphInUse
 from fastgraph.saver import ModelFileError
 from fastgraph.threads import threads
-from tests.helpers import Holder, in_a_thread, refused_without_waiting
+from tests.helpers import Holder, in_a_thread, refused_without_waiting, small_network
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
-
-
-def _network(dtype=np.float64):
-    with fg.Graph(dtype=dtype, seed=0) as graph:
-        x = fg.Variable((3, 1), trainable=False, name="x")
-        label = fg.Variable((2, 1), trainable=False, name="label")
-        w = fg.Variable((2, 3), name="w")
-        w.set_value(np.arange(6, dtype=float).reshape(2, 3) / 10)
-        logits = fg.ops.MatMul(w, x, name="logits")
-        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
-    return graph, x, label, w, logits, loss
 
 
 # -- files.py -------------------------------------------------------------------------------
@@ -63,7 +52,7 @@ def test_check_writable_accepts_a_symlink_to_a_regular_file(tmp_path):
     link = tmp_path / "latest.fgz"
     link.symlink_to(target)
     check_writable(link, "--save")  # no error
-    fg.saver.save(link, _network()[0])
+    fg.saver.save(link, small_network()[0])
 
 
 def test_a_block_device_is_named_as_one(tmp_path):
@@ -88,12 +77,12 @@ def test_saver_load_refuses_a_weights_file_that_is_a_fifo_at_once(tmp_path):
     not waited on forever."""
     from fastgraph.saver import Saver
 
-    graph = _network()[0]
+    graph = small_network()[0]
     Saver(str(tmp_path)).save(graph)
     weights = tmp_path / "weights.npz"
     weights.unlink()
     os.mkfifo(weights)
-    error = refused_without_waiting(lambda: Saver(str(tmp_path)).load(_network()[0]),
+    error = refused_without_waiting(lambda: Saver(str(tmp_path)).load(small_network()[0]),
                                     weights)
     outcome = {"error": error}
     assert isinstance(outcome.get("error"), ModelFileError), outcome
@@ -169,7 +158,7 @@ def test_a_limit_of_one_holds_in_a_thread_that_only_computes(monkeypatch):
     forward pass runs on one thread, not on Numba's default of every core."""
     monkeypatch.setattr(threads, "fixed", None)
     monkeypatch.setattr(threads, "most", 1)
-    _, x, *_, logits, _ = _network()
+    _, x, *_, logits, _ = small_network()
     x.set_value(np.ones((4, 3, 1)))
 
     def forward_then_count():
@@ -184,7 +173,7 @@ def test_a_fixed_count_of_two_holds_in_a_thread_that_only_computes(monkeypatch):
     """T8: FASTGRAPH_THREADS=2 means two threads in every thread that computes, not one."""
     monkeypatch.setattr(threads, "fixed", 2)
     monkeypatch.setattr(threads, "most", 2)
-    _, x, *_, logits, _ = _network()
+    _, x, *_, logits, _ = small_network()
     x.set_value(np.ones((4, 3, 1)))
 
     def forward_then_count():
@@ -239,7 +228,7 @@ def test_a_window_that_needs_the_padding_of_both_sides_fits():
 def test_profile_steps_refuses_an_object_without_update_at_once():
     """P1: an object with one_step and a graph but no update ran the warm-up steps and then
     failed with an AttributeError."""
-    graph = _network()[0]
+    graph = small_network()[0]
 
     class Stepper:
         def __init__(self):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
+from tests.helpers import small_network
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
@@ -175,21 +176,10 @@ def test_conv2d_draws_he_normal_and_makes_no_bias_when_told():
 
 
 # -- optimizer.py -------------------------------------------------------------------------
-def _network(dtype=np.float64):
-    with fg.Graph(dtype=dtype, seed=0) as graph:
-        x = fg.Variable((3, 1), trainable=False, name="x")
-        label = fg.Variable((2, 1), trainable=False, name="label")
-        w = fg.Variable((2, 3), name="w")
-        w.set_value(np.arange(6, dtype=float).reshape(2, 3) / 10)
-        logits = fg.ops.MatMul(w, x, name="logits")
-        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, label, name="loss")
-    return graph, x, label, w, logits, loss
-
-
 def test_get_gradient_of_a_node_that_is_no_parameter_says_so():
     """OP23 (``get_gradient`` without its check: a bare ``KeyError: <x ...>`` after a step,
     and "no gradient accumulated" before one, for a node that is no parameter at all)."""
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
     with pytest.raises(KeyError, match="x is not a parameter of this optimizer"):
         optimizer.get_gradient(x)
@@ -204,7 +194,7 @@ def test_get_gradient_of_a_node_that_is_no_parameter_says_so():
 def test_momentum_must_be_a_fraction(momentum):
     """OP25 (``Momentum`` keeping its momentum unchecked: 1.0 never forgets, a negative one
     flips the velocity, NaN makes the weights NaN, a string fails at the first update)."""
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\)"):
         fg.optimizer.Momentum(graph, loss, 0.1, momentum=momentum)
 
@@ -221,7 +211,7 @@ def _separable(n=16):
 
 def test_the_train_accuracy_of_an_epoch_counts_the_hits():
     """TR4 (``!=`` for ``==``: the history's train_accuracy counted the misses)."""
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     w.set_value(np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     optimizer = fg.optimizer.GradientDescent(graph, loss, 1e-6)
     trainer = fg.trainer.SimpleTrainer(x, label, logits, optimizer, batch_size=4, seed=0,
@@ -237,7 +227,7 @@ def test_ctrl_c_stops_training_after_the_running_batch_and_restores_the_handler(
     import os
     import signal
 
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
     update, updates = optimizer.update, []
 
@@ -261,7 +251,7 @@ def test_ctrl_c_stops_training_after_the_running_batch_and_restores_the_handler(
 
 
 def _trainer(**options):
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     w.set_value(np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
     return fg.trainer.SimpleTrainer(x, label, logits, optimizer, batch_size=4, seed=0,
@@ -305,7 +295,7 @@ def test_features_or_labels_alone_are_refused_before_training():
 def _article_trainer(**options):
     from fastgraph.trainer import SimpleTrainer
 
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
     features, classes = _separable(8)
     data = ({"x": features}, np.eye(2)[classes])
@@ -357,7 +347,7 @@ def test_the_article_trainer_refuses_a_metric_without_value_str():
         def reset(self):
             pass
 
-    graph, x, label, w, logits, loss = _network()
+    graph, x, label, w, logits, loss = small_network()
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
     with pytest.raises(TypeError, match="metrics_ops: half is not a metric node"):
         SimpleTrainer([x], label, loss, optimizer, epoches=1, metrics_ops=[Half()])

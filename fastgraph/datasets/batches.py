@@ -2,7 +2,6 @@
 
 import math
 import numbers
-from operator import attrgetter
 
 import numpy as np
 
@@ -11,19 +10,12 @@ from ..graph import EMPTY
 from ..kernels.data import gather_batch, gather_inputs
 
 
-def _fixed(name, what):
-    """A property set once, in the constructor (the checks were made on it, and the kernels
-    that gather trust it); assigning it later is an AttributeError that says what to do."""
-    attribute = "_" + name
-
-    def set(self, value):
-        if hasattr(self, attribute):
-            raise AttributeError(f"Batches.{name} is fixed when the batches are made (the "
-                                 f"gathering kernels trust what was checked then): make a new "
-                                 f"Batches for other data")
-        setattr(self, attribute, value)
-
-    return property(attrgetter(attribute), set, doc=f"{what[0].upper()}{what[1:]}, read-only.")
+def _fixed(name):
+    """Set once, in the constructor: the checks were made on it, and the gathering kernels
+    trust it."""
+    return checks.set_once(name, lambda batches: (
+        f"Batches.{name} is fixed when the batches are made (the gathering kernels trust "
+        "what was checked then): make a new Batches for other data"))
 
 
 class Batches:
@@ -94,10 +86,10 @@ class Batches:
         self._classes = classes
         self.batch_size = batch_size  # lays out the buffers
 
-    features = _fixed("features", "the samples, ``(N, features per sample)``")
-    labels = _fixed("labels", "the integer classes, ``(N,)``")
-    scale = _fixed("scale", "what the features are multiplied by")
-    dtype = _fixed("dtype", "the batches' float dtype")
+    features = _fixed("features")
+    labels = _fixed("labels")
+    scale = _fixed("scale")
+    dtype = _fixed("dtype")
 
     @property
     def batch_size(self):
