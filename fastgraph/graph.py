@@ -71,9 +71,6 @@ class ReadOnlyList(list):
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
-    def copy(self):
-        return list(self)
-
     def __reduce__(self):
         return list, (list(self),)
 
@@ -128,9 +125,6 @@ class _Detached:
     def __getattr__(self, attribute):
         raise RuntimeError(f"{self.removed} was removed from its graph by Graph.clear(): "
                            "build it again")
-
-    def __bool__(self):
-        return True
 
 
 class GraphInUse(RuntimeError):

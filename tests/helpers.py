@@ -170,3 +170,35 @@ class NumpyDouble(fg.ops.base.Operator):
 
     def dense_jacobian(self, slot):
         return 2 * self.identity()
+
+
+class FakeClock:
+    """A clock whose steps take what ``cost(count, step)`` says for the thread count in use
+    and the step's number (tests of the thread chooser, ``fastgraph.threads.Chooser``)."""
+
+    def __init__(self, cost):
+        self.now, self.cost, self.chooser, self.steps = 0.0, cost, None, 0
+
+    def __call__(self):
+        return self.now
+
+    def step(self):
+        count = self.chooser.count
+        self.now += self.cost(count, self.steps)
+        self.steps += 1
+        self.chooser.tick()
+        return count
+
+
+def chosen_counts(cost, steps, monkeypatch, most=2):
+    """The thread counts a chooser picks over ``steps`` steps timed by ``cost(count,
+    step)``, on ``most`` cores, and the chooser."""
+    from fastgraph.threads import Chooser, threads
+
+    monkeypatch.setattr(threads, "most", most)
+    monkeypatch.setattr(threads, "fixed", None)
+    monkeypatch.setattr(threads, "use", lambda count: None)
+    clock = FakeClock(cost)
+    clock.chooser = Chooser(clock)
+    clock.chooser.tick()  # the first update: the clock starts
+    return [clock.step() for _ in range(steps)], clock.chooser

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
-from tests.helpers import small_network
+from tests.helpers import chosen_counts, small_network
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
@@ -376,40 +376,10 @@ def test_thread_counts_stay_between_one_and_the_most():
         threads.use(before or most)
 
 
-class _Clock:
-    """A clock whose steps take what ``cost(count, step)`` says (tests/test_threads.py's
-    FakeClock, with the step's number)."""
-
-    def __init__(self, cost):
-        self.now, self.cost, self.chooser, self.steps = 0.0, cost, None, 0
-
-    def __call__(self):
-        return self.now
-
-    def step(self):
-        count = self.chooser.count
-        self.now += self.cost(count, self.steps)
-        self.steps += 1
-        self.chooser.tick()
-        return count
-
-
-def _chosen(cost, steps, monkeypatch, most=2):
-    from fastgraph.threads import Chooser, threads
-
-    monkeypatch.setattr(threads, "most", most)
-    monkeypatch.setattr(threads, "fixed", None)
-    monkeypatch.setattr(threads, "use", lambda count: None)
-    clock = _Clock(cost)
-    clock.chooser = Chooser(clock)
-    clock.chooser.tick()
-    return [clock.step() for _ in range(steps)], clock.chooser
-
-
 def test_a_trial_is_judged_by_its_median_not_its_slowest_step(monkeypatch):
     """TH7 (the largest time of a trial taken for its median: one slow step, 3.0 against a
     median of 1.0, lost a trial that two threads won)."""
-    counts, chooser = _chosen(lambda n, i: (3.0 if i == 12 else 1.0) if n == 2 else 1.6, 30,
+    counts, chooser = chosen_counts(lambda n, i: (3.0 if i == 12 else 1.0) if n == 2 else 1.6, 30,
                               monkeypatch)
     assert counts[8:17] == [2] * 9 and counts[17:] == [2] * 13
     assert chooser.medians == pytest.approx([1.6, 1.0])
@@ -417,14 +387,14 @@ def test_a_trial_is_judged_by_its_median_not_its_slowest_step(monkeypatch):
 
 def test_a_count_must_be_clearly_faster_to_be_taken(monkeypatch):
     """TH10 (``_WIN`` dropped: two threads 3% faster, within the noise, were taken)."""
-    counts, chooser = _chosen(lambda n, i: 0.97 if n == 2 else 1.0, 40, monkeypatch)
+    counts, chooser = chosen_counts(lambda n, i: 0.97 if n == 2 else 1.0, 40, monkeypatch)
     assert counts[8:17] == [2] * 9 and counts[17:] == [1] * 23 and chooser.home == 0
 
 
 def test_a_lost_trial_waits_twenty_times_what_it_lost_waking_step_included(monkeypatch):
     """TH8 (the waking step left out of the steps the lost time is counted over: a trial of
     a waking step and one judged step, each 10.0 against 1.0, lost 18, not 19)."""
-    counts, chooser = _chosen(lambda n, i: 10.0 if n == 2 else 1.0, 12, monkeypatch)
+    counts, chooser = chosen_counts(lambda n, i: 10.0 if n == 2 else 1.0, 12, monkeypatch)
     assert counts[8:10] == [2, 2] and counts[10:] == [1, 1]
     assert chooser.interval == 20 * 18
 
@@ -435,7 +405,7 @@ def test_a_chooser_starts_over_after_limit_and_never_reports_more_than_the_most(
     most after a limit of 1)."""
     from fastgraph.threads import threads
 
-    counts, chooser = _chosen(lambda n, i: 1.0 if n == 2 else 1.6, 12, monkeypatch)
+    counts, chooser = chosen_counts(lambda n, i: 1.0 if n == 2 else 1.6, 12, monkeypatch)
     assert chooser.count == 2
     monkeypatch.setattr(threads, "most", 1)
     assert chooser.count == 1

@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
-
-
-def _one_sample_relu():
-    with fg.Graph() as graph:
-        q = fg.Variable((2, 1), trainable=False)
-        r = fg.ops.ReLU(q)
-    return graph, q, r
+from tests.test_reliability_sweep7 import _one_sample_relu
 
 
 def test_a_nodes_parents_copied_are_a_plain_list():

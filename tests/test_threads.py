@@ -7,33 +7,12 @@ import pytest
 import fastgraph as fg
 from fastgraph import threads as threads_module
 from fastgraph.threads import Chooser, threads
-from tests.helpers import in_a_thread
-
-
-class FakeClock:
-    """A clock whose steps take what ``cost(count)`` says for the thread count in use."""
-
-    def __init__(self, chooser_cost):
-        self.now, self.cost, self.chooser = 0.0, chooser_cost, None
-
-    def __call__(self):
-        return self.now
-
-    def step(self):
-        count = self.chooser.count
-        self.now += self.cost(count)
-        self.chooser.tick()
-        return count
+from tests.helpers import FakeClock, chosen_counts, in_a_thread
 
 
 def run(cost, steps, monkeypatch, most=2):
-    monkeypatch.setattr(threads, "most", most)
-    monkeypatch.setattr(threads, "fixed", None)
-    monkeypatch.setattr(threads, "use", lambda count: None)
-    clock = FakeClock(cost)
-    clock.chooser = Chooser(clock)
-    clock.chooser.tick()  # the first update: the clock starts
-    return [clock.step() for _ in range(steps)], clock.chooser
+    """The counts chosen when a step on n threads takes ``cost(n)``."""
+    return chosen_counts(lambda count, step: cost(count), steps, monkeypatch, most)
 
 
 def test_starts_on_one_thread_then_keeps_the_faster_count(monkeypatch):
@@ -88,7 +67,7 @@ def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
                           monkeypatch)
     assert counts[17:] == [2] * 8 and chooser.until_trial > 32  # two threads won
     load["busy"] = True  # another process takes a core: two threads now wait for each other
-    clock = FakeClock(lambda n: 5.0 if n == 2 else 1.5)
+    clock = FakeClock(lambda n, step: 5.0 if n == 2 else 1.5)
     clock.chooser, chooser.clock = chooser, clock
     seen = [clock.step() for _ in range(24)]
     assert seen[:17] == [2] * 8 + [1] * 9 and seen[17:] == [1] * 7  # not 64 steps later
@@ -99,7 +78,7 @@ def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
     assert set(counts) == {1}
     monkeypatch.setattr(threads, "fixed", 2)
     monkeypatch.setattr(threads, "most", 2)
-    clock = FakeClock(lambda n: 1.0 if n == 1 else 5.0)
+    clock = FakeClock(lambda n, step: 1.0 if n == 1 else 5.0)
     clock.chooser = Chooser(clock)
     clock.chooser.tick()
     assert {clock.step() for _ in range(100)} == {2}
