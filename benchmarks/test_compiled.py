@@ -68,3 +68,30 @@ def test_recurrent_step(benchmark):
     benchmark.group = "recurrent net, 96 steps, batch 16: one training step"
     loss = benchmark(network.step, x, y)
     assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("frozen", ["each half in turn", "none"])
+def test_freezing_in_turn(benchmark, frozen, mnist_arrays):
+    """A GAN's way: the first layer frozen for one step, the rest for the next, a batch of
+    64 each (a frozen set seen before finds its passes again; against no freezing)."""
+    features, labels = mnist_arrays
+    model = fg.models.mlp(784, (100, 20), 10, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.001)
+    params = [node for node in model.graph.nodes
+              if isinstance(node, fg.Variable) and node.trainable]
+    halves = (params[:2], params[2:]) if frozen != "none" else ((), ())
+    benchmark.group = "MNIST MLP, batch 64: a step freezing half the parameters in turn"
+    model.x.set_value(features[:64])
+    model.one_hot.set_value(labels[:64])
+
+    def two_steps():
+        for half, other in (halves, halves[::-1]):
+            for param in half:
+                param.trainable = False
+            for param in other:
+                param.trainable = True
+            optimizer.one_step()
+            optimizer.update()
+
+    benchmark(two_steps)
+    assert np.isfinite(model.loss.flat).all()

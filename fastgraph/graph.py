@@ -43,6 +43,7 @@ CONVENTIONS = ("torch", "article")
 #: How many tapes, plans and compiled programs a graph keeps (least recently used go first):
 #: enough for every target a training loop uses, bounded for a loop over many targets.
 CACHE_SIZE = 256
+WIRINGS_KEPT = 4096  # wirings and frozen sets numbered before the numbering starts over
 
 
 class ReadOnlyList(list):
@@ -184,11 +185,14 @@ class Graph:
         # parents of every re-wired node. A wiring seen before finds its passes again (the
         # article's RNN welds its output to one of a few dozen time steps, sample by sample).
         self._wiring = {}  # node index -> parent indices, for re-wired nodes
-        # The version: (nodes added, the wiring's number), the wirings numbered as first
-        # seen, so that the version is hashed and compared in constant time (it keys the
-        # caches every step looks in; the wiring itself has an entry per re-wired node).
-        self._wirings = {(): 0}
-        self._changes = 0  # nodes added, parameters frozen or thawed, clear()s: never repeats
+        self._frozen = set()  # the indices of frozen parameters (trainable set to False)
+        # The version: (nodes added, the number of the wiring and frozen set), those numbered
+        # as first seen, so that the version is hashed and compared in constant time (it
+        # keys the caches every step looks in). A state seen before finds its passes again:
+        # the article's RNN welds its output to one of a few dozen time steps, sample by
+        # sample, and a GAN freezes one half of the network and thaws it, step by step.
+        self._wirings = {((), ()): 0}
+        self._changes = 0  # nodes added, clear()s: never repeats
         self._version = (0, 0)
         self._cache = OrderedDict()  # (kind, *key) -> (version, value)
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
@@ -238,10 +242,31 @@ class Graph:
         return name
 
     def _changed(self):
-        """A new version of the graph that no earlier one had (a node added, a parameter
-        frozen or thawed, a clear()): every cached tape, plan and pass is rebuilt."""
+        """A new version of the graph that no earlier one had (a node added, a clear()):
+        every cached tape, plan and pass is rebuilt."""
         self._changes += 1
         self._version = (self._changes, self._version[1])
+
+    def _restamp(self):
+        """The version after a re-wiring or a parameter frozen or thawed: the number of
+        this wiring and frozen set, the same as when they were last seen (unless so many
+        were seen that the numbering started over, under a new version)."""
+        key = (tuple(sorted(self._wiring.items())), tuple(sorted(self._frozen)))
+        if key not in self._wirings and len(self._wirings) >= WIRINGS_KEPT:
+            self._wirings = {key: 0}
+            self._changes += 1
+        self._version = (self._changes, self._wirings.setdefault(key, len(self._wirings)))
+
+    def freeze(self, node, frozen):
+        """Note that the parameter ``node`` is frozen (or thawed): its optimizers leave it
+        from their next step on (``Variable.trainable`` calls this)."""
+        self.claim("{}.trainable", node.name)
+        try:
+            node._trainable = not frozen
+            (self._frozen.add if frozen else self._frozen.discard)(node.index)
+            self._restamp()
+        finally:
+            self.release()
 
     def rename(self, node, name):
         """Give ``node`` the name ``name`` (``node.name = name`` does this): refused if
@@ -265,7 +290,8 @@ class Graph:
             list.clear(self._nodes)
             self._names.clear()
             self._wiring.clear()
-            self._wirings = {(): 0}
+            self._frozen.clear()
+            self._wirings = {((), ()): 0}
             for cache in (self._edges, self._cache, self._downstream, self._reach,
                           self._same_indices, self.deferred):
                 cache.clear()
@@ -344,8 +370,7 @@ class Graph:
             self.layout += 1
         node.dim = dim
         self._wiring[node.index] = tuple([parent.index for parent in parents])
-        wiring = tuple(sorted(self._wiring.items()))
-        self._version = (self._changes, self._wirings.setdefault(wiring, len(self._wirings)))
+        self._restamp()
         self.invalidate([node], EMPTY, itself=True)
 
     def _check_rewiring(self, node, parents, caller):

@@ -310,13 +310,7 @@ def _set_trainable(node, value):
                              "become a parameter; make a Variable with trainable=True")
         return
     if value != node._trainable:
-        graph = node.graph
-        graph.claim("{}.trainable", node.name)
-        try:
-            node._trainable = value
-            graph._changed()  # the optimizers take their parameters again
-        finally:
-            graph.release()
+        node.graph.freeze(node, not value)  # the optimizers take their parameters again
 
 
 class Variable(Node):

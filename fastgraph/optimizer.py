@@ -31,6 +31,7 @@ from .threads import Chooser
 #: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers
 #: (``fastgraph.distributed`` ships the sample count and a fingerprint of the settings there).
 SPARE = 6
+LAYOUTS_KEPT = 4  # parameter sets whose sums an optimizer keeps for when they come back
 
 
 def _checked(name, check):
@@ -121,6 +122,7 @@ class Optimizer:
                     f"{param.name} has no value: give it one (init=True or set_value) first"
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
+        self._layouts = {}  # the sums and tables of other parameter sets (_keep_layout)
         self._sums = self._contiguous_sums()
         self._parked = {}  # the states of parameters the target no longer depends on
         self._stepped = (self.params, self._sums)  # the parameters one_step() computes, sums
@@ -146,20 +148,37 @@ class Optimizer:
         what ``previous``, a map from parameter to array, held for those it names). Also
         lays out the update's table: a row per parameter, ``(address of its weights, start,
         size)``; ``_weights`` keeps the arrays at those addresses alive."""
-        sizes = [param.flat.size for param in self.params]
-        self._buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
-        starts = np.cumsum([0, *sizes[:-1]])
-        sums = tuple(self._buffer[start:start + size].reshape(1, size)
-                     for start, size in zip(starts, sizes))
+        kept = self._layouts.pop(self.params, None)
+        if kept is not None and all(weights is param.flat  # the same weight buffers still
+                                    for weights, param in zip(kept[2], self.params)):
+            self._buffer, sums, self._weights, self._starts, self._table = kept
+            self._buffer[:] = 0
+        else:
+            sizes = [param.flat.size for param in self.params]
+            self._buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
+            starts = np.cumsum([0, *sizes[:-1]])
+            sums = tuple(self._buffer[start:start + size].reshape(1, size)
+                         for start, size in zip(starts, sizes))
+            self._weights = tuple(param.flat for param in self.params)
+            self._starts = {param: (start, size)
+                            for param, start, size in zip(self.params, starts, sizes)}
+            self._table = np.array([(weights.ctypes.data, start, size) for weights, start, size
+                                    in zip(self._weights, starts, sizes)],
+                                   np.int64).reshape(-1, 3)
         for param, total in zip(self.params, sums):
             if previous and param in previous:
                 np.copyto(total, previous[param])
-        self._weights = tuple(param.flat for param in self.params)
-        self._starts = {param: (start, size)
-                        for param, start, size in zip(self.params, starts, sizes)}
-        self._table = np.array([(weights.ctypes.data, start, size) for weights, start, size
-                                in zip(self._weights, starts, sizes)], np.int64).reshape(-1, 3)
         return sums
+
+    def _keep_layout(self):
+        """Keep the present parameters' sums and table for when the same parameters come
+        back (a GAN freezes half of its network and thaws it step by step): the compiled
+        passes recorded with those sums are found again rather than recorded anew."""
+        layouts = self._layouts
+        if len(layouts) >= LAYOUTS_KEPT:
+            del layouts[next(iter(layouts))]
+        layouts[self.params] = (self._buffer, self._sums, self._weights, self._starts,
+                                self._table)
 
     @property
     def gradient_buffer(self):
@@ -248,6 +267,7 @@ class Optimizer:
             if param not in params and states:
                 self._parked[param] = {name: state[start:start + size].copy()
                                        for name, state in states.items()}
+        self._keep_layout()
         self.params = params
         self._sums = self._contiguous_sums(previous)
         self._index = {param: i for i, param in enumerate(params)}
