@@ -804,8 +804,11 @@ class _Context(threading.local):
 
 
 _context = _Context()
-# The default graph outside any ``with`` block, in every thread: the article's default_graph
+# The default graph outside any ``with`` block, in every thread: the article's default_graph.
+# Its initial weights come from NumPy's global generator, as the article's do, so that a
+# program that calls ``np.random.seed(0)`` first starts from the same weights at every run.
 _module_graph = Graph(conventions="article")
+_module_graph.rng = np.random
 
 
 def get_default_graph():

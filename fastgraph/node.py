@@ -112,7 +112,16 @@ class Node:
 
     def infer_dim(self):
         """The per-sample shape of this node, checked against its parents' shapes."""
-        raise NotImplementedError
+        kind = type(self).__name__
+        article = any(name in vars(cls) for cls in type(self).__mro__
+                      if cls.__module__.split(".")[0] != "fastgraph"
+                      for name in ("compute", "get_jacobi"))
+        article = " (the article's compute() setting self.value and get_jacobi() are not " \
+            "what it calls)" if article else ""
+        raise TypeError(f"{kind} defines no infer_dim(): a fastgraph operator subclasses "
+                        f"fastgraph.ops.Operator and defines infer_dim() (its shape), "
+                        f"compute() (into self.output()), vjp() and dense_jacobian(){article}; "
+                        "see fastgraph/ops for examples")
 
     def __reduce__(self):  # copy.copy made a twin that shared its index, name and buffers
         raise TypeError(f"{self.name} is not copied or pickled (a node belongs to its graph): "
@@ -193,8 +202,11 @@ class Node:
             f"{self.name} is computed by {type(self).__name__}; set the inputs it depends on"
         )
 
-    def reset_value(self):
-        """Mark this node and everything downstream as not computed (a leaf keeps its value)."""
+    def reset_value(self, recursive=True):
+        """Mark this node and everything downstream as not computed (a leaf keeps its value).
+        ``recursive`` is the article's argument: its ``False`` cleared this node alone, which
+        left what depends on it reading a value made from the old one; both mark all."""
+        checks.flag("reset_value: recursive", recursive)
         graph = self.graph
         graph.claim("{}.reset_value", self.name)
         try:

@@ -583,6 +583,14 @@ def _is_parameter(spec):
     return spec["node_type"] == "Variable" and spec.get("kargs", {}).get("trainable", True)
 
 
+def _written_by_matrixslow(spec):
+    """A Variable as MatrixSlow's own Saver describes it: no options (``"kargs": {}``), its
+    shape beside them as ``"dim"``, its value saved whether it is a parameter or an input.
+    MatrixSlow builds it as a parameter, and so does the loader; a node of that name that
+    the graph has as an input takes the saved value as its sample, as MatrixSlow's does."""
+    return spec["node_type"] == "Variable" and "trainable" not in spec.get("kargs", {})
+
+
 def _restore(graph, specs, weights, model_path, weights_path):
     """Build the nodes ``graph`` lacks and give every saved parameter its value, after
     checking all of it (on a scratch graph standing in for ``graph``): on a ModelFileError
@@ -592,6 +600,7 @@ def _restore(graph, specs, weights, model_path, weights_path):
                               "graph was left as it was")
 
     parameters = {spec["name"]: spec for spec in specs if _is_parameter(spec)}
+    samples = {name for name, spec in parameters.items() if _written_by_matrixslow(spec)}
     unknown = sorted(set(weights) - set(parameters))
     missing = sorted(set(parameters) - set(weights))
     if unknown or missing:
@@ -621,7 +630,7 @@ def _restore(graph, specs, weights, model_path, weights_path):
         raise refuse(error) from error
     for name, value in weights.items():
         node = existing[name] if name in existing else stand_ins[name]
-        if not (isinstance(node, Variable) and not node.is_input):
+        if not (isinstance(node, Variable) and (not node.is_input or name in samples)):
             raise refuse(f"{name}: the graph's node of that name is a "
                          f"{type(node).__name__}, not a parameter")
         if value.dtype.kind not in "biuf":
@@ -655,4 +664,7 @@ def _build(graph, spec, nodes):
     cls = NODE_TYPES[spec["node_type"]]
     parents = [nodes[name] if name in nodes else graph.get_node(name)
                for name in spec["parents"]]
-    return cls(*parents, graph=graph, name=spec["name"], **spec.get("kargs", {}))
+    options = spec.get("kargs", {})
+    if _written_by_matrixslow(spec) and "dim" not in options:  # its shape beside the options
+        options = {**options, "dim": spec.get("dim")}
+    return cls(*parents, graph=graph, name=spec["name"], **options)

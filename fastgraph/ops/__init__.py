@@ -5,6 +5,7 @@
 from . import loss, metrics
 from .activations import LeakyReLU, Logistic, ReLU, SoftMax, Step, Tanh
 from .arithmetic import Add, Concat, Dot, MatMul, Multiply, Reshape, ScalarMultiply
+from .base import Operator
 from .convolution import AddScalar, AvgPool2D, Conv2D, Convolve, MaxPool2D, MaxPooling
 from .loss import CrossEntropyWithSoftMax, LogLoss, MeanSquaredError, PerceptionLoss
 from .movement import Transpose, Welding
@@ -14,5 +15,5 @@ __all__ = [
     "LeakyReLU", "Logistic", "ReLU", "SoftMax", "Step", "Tanh", "loss",
     "AddScalar", "AvgPool2D", "Conv2D", "Convolve", "MaxPool2D", "MaxPooling",
     "CrossEntropyWithSoftMax", "LogLoss", "MeanSquaredError", "PerceptionLoss", "metrics",
-    "Transpose", "Welding",
+    "Transpose", "Welding", "Operator",
 ]
