@@ -167,6 +167,7 @@ class Trainer:
         if not math.isfinite(loss):
             from .trainer import TrainingDiverged  # (trainer imports this module)
 
+            self.optimizer.discard()  # nothing applied, nor left for a training started again
             raise TrainingDiverged(
                 f"training stopped: the loss of samples {start} to {stop - 1} of epoch "
                 f"{self.epoch + 1} is {loss} (the model diverged: try a lower learning rate, "

@@ -17,7 +17,7 @@ from . import checks, distributed, metrics, saver, viz
 from . import optimizer as optimizers
 from .datasets import mnist
 from .datasets.mnist import DatasetError
-from .files import check_writable, open_regular
+from .files import check_writable, interrupts_deferred, open_regular
 from .layer import ACTIVATIONS
 from .models import lenet5, mlp
 from .saver import ModelFileError
@@ -235,8 +235,23 @@ def _train_process(args, comm=None):
     history = trainer.train(x_train, y_train, x_test, y_test, epochs=args.epochs)
     if rank != 0:
         return 130 if trainer.interrupted else 0
-    accuracy = metrics.accuracy(y_test, trainer.scores(x_test))
+    # The last epoch's record holds the test accuracy of the final weights (train() measured
+    # it, under its Ctrl-C handler); then what was asked is written, a Ctrl-C meanwhile
+    # held until it is (a second Ctrl-C, after the first stopped training, lands here).
+    accuracy = history[-1].get("test_accuracy") if history else None
+    if accuracy is None:
+        accuracy = metrics.accuracy(y_test, trainer.scores(x_test))
     print(f"test accuracy: {accuracy:.4f}")
+    try:
+        with interrupts_deferred():
+            _write_results(args, model, history)
+    except KeyboardInterrupt:
+        print("interrupted: the model, curves and graph asked for were written first")
+        return 130
+    return 130 if trainer.interrupted else 0
+
+
+def _write_results(args, model, history):
     if args.save:
         meta = {"dataset": "mnist", "input": model.x.name, "output": model.predict.name,
                 "image_shape": [28, 28], "history": history}
@@ -247,7 +262,6 @@ def _train_process(args, comm=None):
     if args.graph:
         written, note = viz.write_graph(model.graph, args.graph)
         print(note or f"drew the graph to {written}")
-    return 130 if trainer.interrupted else 0
 
 
 def _load_mnist(path, comm):

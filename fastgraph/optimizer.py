@@ -228,8 +228,9 @@ class Optimizer:
         """After a node was re-wired (the article's ``Welding``), the target may depend on
         other parameters, as the article's optimizer, which takes every trainable variable
         of the graph, sees them: take the new ones in with zero sums and state. A parameter
-        that leaves keeps its state for when it comes back (as the article's optimizer and
-        torch's, which keep state per parameter, do). If it leaves during an accumulation,
+        that leaves keeps its state for when it comes back, as torch's optimizers, which
+        keep state per parameter, do (the article's updates it all the same, with a zero
+        gradient: README, "Where results may still differ"). If it leaves during an accumulation,
         it stays until the update, which applies the gradient it gathered before it left
         (as both do); the next ``one_step()`` lets it go."""
         self._check_not_removed()
@@ -326,6 +327,18 @@ class Optimizer:
             self.threads.tick()
             self.samples = 0
             graph.invalidate(self.params, OUTDATED)
+        finally:
+            graph.release()
+
+    def discard(self):
+        """Drop the gradients accumulated since the last update, applying nothing: the next
+        ``one_step()`` starts a new accumulation (the trainers call this when a batch's loss
+        is not finite, so that a training started again does not apply it)."""
+        graph = self.graph
+        graph.claim("{}.discard", type(self).__name__)
+        try:
+            complete(graph, self._sums)  # (no staged addition is left to land later)
+            self.samples = 0
         finally:
             graph.release()
 

@@ -84,30 +84,49 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
         feed(step)
         optimizer.one_step()
         optimizer.update()
-    passes = compiled.passes(optimizer.graph)
-    if not passes:
+    graph = optimizer.graph
+    if not _runs_compiled(optimizer):
         return _profile_walker(optimizer, feed, steps, warmup)
     entries = defaultdict(lambda: [0, 0.0])
-    for compiled_pass in passes:
-        compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
-    counters = [compiled_pass.cycles for compiled_pass in passes]
+    runs = {}  # each pass of the graph that ran in the loop -> (its counters, its runs)
+
+    # Every run of a pass of this graph is counted, and a pass recorded during the loop (the
+    # first step with warmup=0, a new batch size) gets its counters too. (While the profile
+    # runs, Pass.run is this wrapper in every thread; other graphs' passes just run.)
+    def counted(compiled_pass, first=True):
+        if compiled_pass.graph is graph:
+            if compiled_pass not in runs:
+                compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
+                runs[compiled_pass] = [compiled_pass.cycles, 0]
+            runs[compiled_pass][1] += 1
+        return run(compiled_pass, first)
+
+    run, compiled.Pass.run = compiled.Pass.run, counted
     cycles_began, clock_began = cycle_counter(), time.perf_counter()
     try:
         seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries)
     finally:
         cycles = cycle_counter() - cycles_began
         per_cycle = (time.perf_counter() - clock_began) / cycles
-        for compiled_pass in passes:
+        compiled.Pass.run = run
+        for compiled_pass in runs:
             compiled_pass.cycles = NO_CYCLES
-    for compiled_pass, counts in zip(passes, counters):
+    for compiled_pass, (counts, times) in runs.items():
         for pc, phase in enumerate(compiled_pass.phases()):
             if counts[pc]:
                 owner = compiled_pass.program.owners[pc]
                 entry = entries[(phase, "gradient sums" if owner is None
                                  else type(owner).__name__)]
-                entry[0] += steps
+                entry[0] += times
                 entry[1] += counts[pc] * per_cycle
     return Profile(steps, seconds, dict(entries))
+
+
+def _runs_compiled(optimizer):
+    """Whether ``optimizer``'s steps run compiled passes (none recorded yet: warmup=0)."""
+    from . import engines
+
+    return getattr(optimizer, "engine", "vjp") == "vjp" and engines._executor() is compiled
 
 
 def _loop(optimizer, feed, steps, entries):

@@ -139,6 +139,7 @@ class SimpleTrainer:
                 batch_loss = float(self.loss.flat.sum())
                 if not math.isfinite(batch_loss):  # checked before update(): nothing applied
                     bar.close()
+                    self.optimizer.discard()  # nor left for a training started again
                     raise TrainingDiverged(
                         f"training stopped: the loss of batch {number} of epoch {epoch} is "
                         f"{batch_loss} ({self._diverged_hint()})")
@@ -265,7 +266,8 @@ class SimpleTrainer:
         dtype = self.x.graph.dtype
         for start in range(0, len(features), self.eval_batch_size):
             chunk = features[start : start + self.eval_batch_size]
-            self.x.set_value((chunk.reshape(len(chunk), -1) * dtype.type(self.scale)).astype(dtype))
+            self.x.set_value((chunk.reshape(len(chunk), *self.x.dim)  # its shape: an image too
+                              * dtype.type(self.scale)).astype(dtype))
             self.predict.forward()
             where = checks.first_non_finite(self.predict.flat)
             if where is not None:  # finite weights so large that the outputs are not

@@ -39,11 +39,12 @@ def test_the_phases_add_up_to_the_steps_and_are_named(rng, engine):
 
 
 def test_the_article_engine_is_timed_node_by_node_sample_by_sample(rng):
-    """engine="jacobian": every node's compute on each of the 64 samples, then once more on
-    the batch, and every (node, parent) pair's dense Jacobian on each sample."""
+    """engine="jacobian": every node's compute on the batch (an error names its sample
+    before any sum changes), on each of the 64 samples, then once more on the batch, and
+    every (node, parent) pair's dense Jacobian on each sample."""
     profile, fed, model = _profile(rng, "jacobian", steps=3)
     rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
-    assert rows[("forward", "MatMul")] == 2 * 65 and rows[("forward", "ReLU")] == 65
+    assert rows[("forward", "MatMul")] == 2 * 66 and rows[("forward", "ReLU")] == 66
     assert rows[("backward", "MatMul")] == 3 * 64  # to W1, W2 and the hidden layer
     assert rows[("backward", "Add")] == 2 * 2 * 64 and rows[("backward", "ReLU")] == 64
     assert rows[("backward", "CrossEntropyWithSoftMax")] == 64

@@ -187,8 +187,10 @@ class Batches:
                 gather_batch(self._features, self._labels, rows, self._scale, features, labels)
                 graph.claim("Batches.feed")  # both inputs in one use
                 try:
-                    x.set_value(features)  # lays out the nodes' batches of this size
-                    one_hot.set_value(labels)
+                    # lays out the nodes' batches of this size (in their shapes: an input
+                    # may be an image, not a column)
+                    x.set_value(features.reshape(size, *x.dim))
+                    one_hot.set_value(labels.reshape(size, *one_hot.dim))
                 finally:
                     graph.release()
             else:

@@ -275,8 +275,10 @@ def complete(graph, sums):
     if not pending:
         return
     graph.claim("completing the gradient sums")
-    try:
-        for compiled_pass in [found for found in pending if found.sums is sums]:
+    try:  # by the arrays a pass adds into: one_step() may run on a slice of the sums (a
+        mine = {id(total) for total in sums}  # parameter left during the accumulation)
+        for compiled_pass in [found for found in pending
+                              if any(id(total) in mine for total in found.sums)]:
             del pending[compiled_pass]
             compiled_pass.complete()
     finally:

@@ -34,15 +34,19 @@ def gradients(target, params, sums, first):
     graph = target.graph
     tape = graph.tape(target)
     plan = graph.plan(target, params)
-    if first:
-        for total in sums:
-            total.fill(0)
+    tape.forward()  # the whole batch first: an error names its sample, before any sum moves
+    gathered = [np.zeros_like(total) for total in sums]  # the sums change only when all is done
     for _ in one_sample_at_a_time(tape):
         tape.forward()
         dense_backward(plan, target)
-        for total, param in zip(sums, params):
+        for total, param in zip(gathered, params):
             total += param.jacobi.sum(axis=0)  # d sum(result) = ones @ jacobi
     tape.forward()
+    for total, addition in zip(sums, gathered):
+        if first:
+            np.copyto(total, addition)
+        else:
+            total += addition
     return tape.batch_size() or 1
 
 

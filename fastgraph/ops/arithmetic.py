@@ -262,7 +262,11 @@ class Reshape(Operator):
         return {"shape": list(self._shape)}
 
     def compute(self):
-        self._hold(self.parents[0].flat)  # the flat layout is the same: share it
+        (parent,) = self.parents
+        if parent.parents or parent.is_input:  # the flat layout is the same: share it
+            self._hold(parent.flat)
+        else:  # a parameter, which an update changes in place: this keeps the value computed
+            copy_columns(parent.flat, self.output(), 0)  # before it, as every node does
 
     def vjp(self, slot, upstream):
         return upstream
