@@ -138,7 +138,10 @@ def _check_train(args):
 
 def _sizes(text):
     try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        parts = text.split(",")
+        if len(parts) > 1 and not parts[-1].strip():  # "100,20," as "100,20"
+            parts = parts[:-1]
+        sizes = tuple(int(part) for part in parts)  # "5,,3": an empty size is a mistake
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 100,20, got {text!r}") from None
     if not sizes or min(sizes) < 1:
@@ -207,6 +210,10 @@ def _train_process(args, comm=None):
     x_train, y_train, x_test, y_test = _load_mnist(args.data, comm)
     x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    for option, asked, have in (("--train-samples", args.train_samples, len(x_train)),
+                                ("--test-samples", args.test_samples, len(x_test))):
+        if asked is not None and asked > have and rank == 0:
+            print(f"{option} {asked:,}: MNIST has {have:,}, all taken", flush=True)
     dtype = np.dtype(args.dtype)
     if args.model == "lenet5":
         model = lenet5(10, dtype=dtype, seed=args.seed)
@@ -278,7 +285,8 @@ def _check_data(path):
     if path is None:
         return
     if not Path(path).is_dir():
-        raise DatasetError(f"--data {path}: no such directory")
+        what = "not a directory" if Path(path).exists() else "no such directory"
+        raise DatasetError(f"--data {path}: {what}")
     absent = mnist.missing(path)
     if absent:
         raise DatasetError(f"--data {path}: the directory does not hold the MNIST file"
@@ -410,8 +418,20 @@ def _read_image(path, shape):
                     raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} image, got "
                                      f"{image.size[0]}x{image.size[1]} (width x height)")
                 return _grey(image, path)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except UnidentifiedImageError:  # its message names a stream: "<_io.BufferedReader ...>"
+        raise ValueError(f"{path}: not an image Pillow can read (no image format it knows"
+                         + (": the file is empty)" if _is_empty(path) else ")")) from None
+    except (Image.DecompressionBombError, OSError) as error:
         raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
+
+
+def _is_empty(path):
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:
+        return False
 
 
 def _grey(image, path):

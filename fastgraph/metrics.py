@@ -172,12 +172,13 @@ def roc_auc(labels, scores):
     scores = _one_per_sample(as_array(scores, "roc_auc: scores"), "scores")
     if scores.dtype.kind not in "biuf":
         raise ValueError(f"roc_auc: scores must be real numbers, got dtype {scores.dtype}")
-    scores = scores.astype(float)
+    if scores.dtype.kind == "f" or scores.dtype.kind == "b":  # integers ranked as they are:
+        scores = scores.astype(float)  # 2**53 and 2**53 + 1 are one float64
     if labels.shape != scores.shape:
         raise ValueError(f"{labels.size} labels but {scores.size} scores")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("roc_auc needs binary labels (0 or 1)")
-    if np.isnan(scores).any():
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
         bad = int(np.flatnonzero(np.isnan(scores))[0])
         raise ValueError(f"roc_auc: score {bad} is NaN, which ranks against nothing")
     positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())

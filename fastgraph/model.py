@@ -7,7 +7,7 @@ logits, to which the caller attaches a ``SoftMax`` or a loss, as in the article.
 """
 
 from .graph import name_scope
-from .layer import fc
+from .layer import fc, fc_activation
 from .node import Variable
 from .ops import Add, MatMul
 
@@ -29,6 +29,10 @@ def logistic_regression(input_size, classes):
 def multilayer_perception(input_size, classes, hidden_layers, activation):
     """``fc`` layers of the sizes in ``hidden_layers`` with ``activation``, then ``classes``
     logits with no activation."""
+    if isinstance(hidden_layers, (str, bytes)) or not hasattr(hidden_layers, "__iter__"):
+        raise ValueError(f"multilayer_perception: hidden_layers must be a list of layer "
+                         f"sizes, such as [100, 20] or [] for none, got {hidden_layers!r}")
+    fc_activation(activation)  # a near miss ("relu") refused with no hidden layer too
     with name_scope("Input"):
         x = Variable((input_size, 1), init=False, trainable=False)
     output, size = x, input_size

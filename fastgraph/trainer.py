@@ -101,9 +101,10 @@ class SimpleTrainer:
         test_truth = None
         if test_features is not None or test_labels is not None:
             test_features, test_truth = self._check_features(test_features, test_labels, "test")
+        done = len(self.history)  # a second train() goes on numbering: its epochs follow
         with _stop_on_interrupt(self):
-            for epoch in range(1, epochs + 1):
-                record = self._epoch(batches, epoch, epochs)
+            for epoch in range(done + 1, done + epochs + 1):
+                record = self._epoch(batches, epoch, done + epochs)
                 self._check_parameters(epoch)
                 if test_features is not None:
                     record["test_accuracy"] = metrics.accuracy(
@@ -111,7 +112,7 @@ class SimpleTrainer:
                 record["learning_rate"] = self.optimizer.learning_rate
                 self.optimizer.learning_rate *= self.lr_decay
                 self.history.append(record)
-                self.log(_describe(record, epochs))
+                self.log(_describe(record, done + epochs))
                 if self.interrupted:
                     self.log(f"interrupted: stopped after {record['samples']} samples of epoch "
                              f"{epoch}")

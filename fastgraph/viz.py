@@ -46,7 +46,7 @@ def _prefix(option):
 
 def check_graph_path(path, option=None):
     """ValueError unless ``path`` names a format :func:`write_graph` writes."""
-    if Path(path).suffix not in GRAPH_SUFFIXES:
+    if Path(path).suffix.lower() not in GRAPH_SUFFIXES:  # G.DOT too
         raise ValueError(f"{_prefix(option)}{path}: the graph can be written as .dot, .svg "
                          "or .png")
 
@@ -77,7 +77,7 @@ def graph_destination(path):
     """The file :func:`write_graph` writes for ``path``: ``path`` itself, or beside it with
     ``.dot`` when Graphviz's ``dot`` program is missing for an .svg or .png."""
     path = Path(path)
-    if path.suffix == ".dot" or shutil.which("dot") is not None:
+    if path.suffix.lower() == ".dot" or shutil.which("dot") is not None:
         return path
     return path.with_suffix(".dot")
 
@@ -122,7 +122,7 @@ def write_graph(graph, path):
                         f"NUL), got {type(path).__name__} {path!r:.60}")
     path = Path(path)
     source = to_dot(graph)
-    if path.suffix == ".dot":
+    if path.suffix.lower() == ".dot":
         write_atomically(path, source.encode())
         return path, None
     check_graph_path(path)
@@ -133,7 +133,7 @@ def write_graph(graph, path):
         write_atomically(fallback, source.encode())
         return fallback, (f"Graphviz 'dot' is not installed, so {path.name} was not rendered; "
                           f"wrote the DOT source to {fallback} instead")
-    done = subprocess.run([dot, f"-T{path.suffix[1:]}"], input=source.encode(),
+    done = subprocess.run([dot, f"-T{path.suffix[1:].lower()}"], input=source.encode(),
                           capture_output=True)
     if done.returncode != 0:
         raise OSError(f"{path}: Graphviz 'dot' failed: "
@@ -150,8 +150,8 @@ def plot_history(history, path):
     if not history:
         raise ValueError(f"{path}: no epochs to plot (the history is empty)")
     path = Path(path)
-    if not path.suffix:
-        path = path.with_suffix(".png")
+    if not path.suffix:  # "curves", or "curves." (whose suffix is "" too: not "curves..png")
+        path = path.with_name(path.name.rstrip(".") + ".png")
     try:
         import matplotlib
 
@@ -182,6 +182,8 @@ def plot_history(history, path):
     image = io.BytesIO()
     try:
         figure.savefig(image, dpi=100, format=path.suffix[1:].lower())
+    except ValueError as error:  # "Format 'v2' is not supported": say which file
+        raise ValueError(f"{path}: matplotlib cannot write this format ({error})") from None
     finally:
         plt.close(figure)
     write_atomically(path, image.getvalue())

@@ -199,3 +199,74 @@ def test_discard_drops_the_accumulation_and_applies_nothing():
     fresh = fg.optimizer.GradientDescent(x.graph, opt.target, 0.1)
     fresh.one_step()
     np.testing.assert_allclose(opt.get_gradient(weights), fresh.get_gradient(weights))
+
+
+# -- the LOW findings ---------------------------------------------------------------------
+def test_graph_and_plot_paths_of_any_case_and_a_trailing_dot(tmp_path):
+    from fastgraph import viz
+
+    with fg.Graph() as graph:
+        fg.ops.ReLU(fg.Variable((2, 1), trainable=False))
+    written, note = viz.write_graph(graph, tmp_path / "G.DOT")
+    assert written == tmp_path / "G.DOT" and note is None
+    assert written.read_text().startswith("digraph")
+    viz.check_graph_path("g.Svg")  # refused before
+    history = [{"epoch": 1, "loss": 1.0, "train_accuracy": 0.5}]
+    assert viz.plot_history(history, tmp_path / "c.") == tmp_path / "c.png"  # not c..png
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match=r"c\.v2: matplotlib cannot write this format"):
+        viz.plot_history(history, tmp_path / "c.v2")
+    assert not (tmp_path / "c.v2").exists()
+
+
+def test_the_command_lines_quiet_corrections_are_said(tmp_path, mnist_dir, capsys):
+    import argparse
+
+    assert cli._sizes("100,20,") == (100, 20)
+    with pytest.raises(argparse.ArgumentTypeError, match="got '5,,3'"):
+        cli._sizes("5,,3")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(fg.datasets.mnist.DatasetError, match=r"file: not a directory$"):
+        cli._check_data(a_file)
+    with pytest.raises(fg.datasets.mnist.DatasetError, match=r"nothing: no such directory$"):
+        cli._check_data(tmp_path / "nothing")
+    with pytest.raises(ValueError, match=r"missing\.png: no such file$"):
+        cli._read_image(tmp_path / "missing.png", (28, 28))
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.png: not an image Pillow can read \(no "
+                       r"image format it knows: the file is empty\)$"):
+        cli._read_image(tmp_path / "empty.png", (28, 28))
+    status = cli.main(["train", "mnist", "--data", str(mnist_dir), "--train-samples", "100",
+                       "--test-samples", "20000", "--epochs", "1", "--no-progress"])
+    assert status == 0
+    assert "--test-samples 20,000: MNIST has 10,000, all taken" in capsys.readouterr().out
+
+
+def test_the_articles_mlp_builder_checks_its_arguments_first():
+    with fg.Graph() as graph:
+        with pytest.raises(ValueError, match=r"^multilayer_perception: hidden_layers must be "
+                           r"a list of layer sizes, such as \[100, 20\] or \[\] for none, "
+                           r"got 5$"):
+            fg.model.multilayer_perception(4, 3, 5, "ReLU")
+        with pytest.raises(ValueError, match="relu"):
+            fg.model.multilayer_perception(4, 3, [], "relu")
+    assert graph.nodes == []
+
+
+def test_a_second_train_goes_on_numbering_the_epochs():
+    rng = np.random.default_rng(0)
+    _, x, y, out, opt, _, _ = _softmax_regression(4, 3)
+    lines = []
+    trainer = SimpleTrainer(x, y, out, opt, batch_size=8, progress=False, log=lines.append)
+    features, classes = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+    trainer.train(features, classes, epochs=2)
+    history = trainer.train(features, classes, epochs=2)
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4]
+    assert lines[-1].startswith("epoch 4/4")
+
+
+def test_roc_auc_ranks_integers_beyond_float64s_as_they_are():
+    assert fg.metrics.roc_auc([0, 1], [2**53, 2**53 + 1]) == 1.0
+    assert fg.metrics.roc_auc([0, 1], np.array([2**63 - 2, 2**63 - 1], np.uint64)) == 1.0
+    assert fg.metrics.roc_auc([1, 0, 1, 0], [0.3, 0.3, 0.8, 0.1]) == 0.875  # ties: halves
