@@ -240,8 +240,12 @@ class Optimizer:
             if isinstance(node, Variable) and node.trainable))
         if not reachable:  # (the plan would say the target "depends on no sources")
             self._structure = None  # looked at again at the next step
-            raise ValueError(f"{self.target.name} depends on no trainable Variable now: every "
-                             "parameter it reads is frozen (trainable=False); thaw one")
+            frozen = any(isinstance(node, Variable) and not node.is_input
+                         for node in self.graph.tape(self.target).nodes)
+            raise ValueError(f"{self.target.name} depends on no trainable Variable now: " + (
+                "every parameter it reads is frozen (trainable=False); thaw one" if frozen
+                else "it reads no parameter since a re-wiring (a Welding welded to a branch "
+                "of inputs alone); weld it back to one that reads a parameter"))
         leaving = () if self.samples == 0 else tuple(
             param for param in self.params if param not in reachable)
         if leaving:

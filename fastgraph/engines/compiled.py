@@ -44,6 +44,8 @@ class Pass:
     def __init__(self, tape, plan=None, seeds=None, params=(), sums=None):
         graph = tape.target.graph
         self.graph = graph
+        graph.passes += 1  # the recording computes nodes: under a number of its own, so
+        # that a snapshot of a value taken under the last one is not taken for the new one
         self.inputs = tape.inputs
         with recording(graph.dtype) as calls:
             steps = []
