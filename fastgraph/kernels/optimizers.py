@@ -95,6 +95,21 @@ def _written(w, size):
         raise ValueError("optimizer update: a parameter changed size")
 
 
+#: The smallest normal float32. A state of a rule (a velocity, a moving average) that decays
+#: below it is stored as zero: for the weights of inputs that are zero for many steps (the
+#: border pixels of MNIST) Adam's first moment decays by 0.9 a step into the subnormal
+#: numbers, on which this processor multiplies several times slower (31% of the MLP's m
+#: after an epoch: its update took 88 us on one thread, 42 with those states zeroed). A
+#: state that small moves no weight (m / sqrt(v) < 1e-20); NaN and infinity stay as they are.
+TINY = np.float32(np.finfo(np.float32).tiny)
+ZERO = np.float32(0.0)
+
+
+@inline
+def _flushed(x):
+    return x if not abs(x) < TINY else ZERO  # (NaN < TINY is False: a NaN is kept)
+
+
 @inline
 def _gradient_descent(w, gradient, j, c):  # c = (1 / samples, learning rate)
     w[j] -= c[1] * c[0] * gradient[j]
@@ -116,7 +131,7 @@ def gradient_descent(table, gradients, c):
 
 @inline
 def _momentum(w, gradient, velocity, j, c):  # c = (1 / samples, learning rate, mu)
-    v = c[2] * velocity[j] + gradient[j] * c[0]
+    v = _flushed(c[2] * velocity[j] + gradient[j] * c[0])
     velocity[j] = v
     w[j] -= c[1] * v
 
@@ -164,7 +179,7 @@ def _rmsprop(w, gradient, square_avg, j, c):
     # c = (1 / samples, learning rate, beta, 1 - beta, eps, eps inside the square root):
     # torch's eps is added to sqrt(s) (c[5] = 0), the article's inside it (c[4] = 0)
     g = gradient[j] * c[0]
-    s = c[2] * square_avg[j] + c[3] * g * g
+    s = _flushed(c[2] * square_avg[j] + c[3] * g * g)
     square_avg[j] = s
     w[j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
 
@@ -190,8 +205,8 @@ def _adam(w, gradient, m, v, j, c):
     #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps, eps inside the square root): torch's
     #      eps is added after the square root (c[8] = 0), the article's inside it (c[7] = 0)
     g = gradient[j] * c[0]
-    mi = c[2] * m[j] + c[3] * g
-    vi = c[4] * v[j] + c[5] * g * g
+    mi = _flushed(c[2] * m[j] + c[3] * g)
+    vi = _flushed(c[4] * v[j] + c[5] * g * g)
     m[j] = mi
     v[j] = vi
     w[j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
