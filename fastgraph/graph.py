@@ -300,6 +300,7 @@ class Graph:
             self._table[:] = 0  # node at a fed index was marked computed by the next settle
             self.layout += 1
             self._changed()
+            self._version = (self._changes, 0)  # the number of ((), ()) in the new numbering
         finally:
             self.release()
 

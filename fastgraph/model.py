@@ -6,6 +6,8 @@ logits, to which the caller attaches a ``SoftMax`` or a loss, as in the article.
 ``fastgraph.models.mlp`` is the same network with its loss, in a graph of its own.
 """
 
+import numpy as np
+
 from .graph import name_scope
 from .layer import fc, fc_activation
 from .node import Variable
@@ -29,7 +31,7 @@ def logistic_regression(input_size, classes):
 def multilayer_perception(input_size, classes, hidden_layers, activation):
     """``fc`` layers of the sizes in ``hidden_layers`` with ``activation``, then ``classes``
     logits with no activation."""
-    if isinstance(hidden_layers, (str, bytes)) or not hasattr(hidden_layers, "__iter__"):
+    if not isinstance(hidden_layers, (list, tuple, range, np.ndarray)):  # a dict: its keys
         raise ValueError(f"multilayer_perception: hidden_layers must be a list of layer "
                          f"sizes, such as [100, 20] or [] for none, got {hidden_layers!r}")
     fc_activation(activation)  # a near miss ("relu") refused with no hidden layer too

@@ -17,6 +17,7 @@ products that chain the Jacobians, and the sums, are the engine's own work.
 """
 
 import numbers
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -88,27 +89,14 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
     if not _runs_compiled(optimizer):
         return _profile_walker(optimizer, feed, steps, warmup)
     entries = defaultdict(lambda: [0, 0.0])
-    runs = {}  # each pass of the graph that ran in the loop -> (its counters, its runs)
-
-    # Every run of a pass of this graph is counted, and a pass recorded during the loop (the
-    # first step with warmup=0, a new batch size) gets its counters too. (While the profile
-    # runs, Pass.run is this wrapper in every thread; other graphs' passes just run.)
-    def counted(compiled_pass, first=True):
-        if compiled_pass.graph is graph:
-            if compiled_pass not in runs:
-                compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
-                runs[compiled_pass] = [compiled_pass.cycles, 0]
-            runs[compiled_pass][1] += 1
-        return run(compiled_pass, first)
-
-    run, compiled.Pass.run = compiled.Pass.run, counted
+    runs = _watch(graph)  # each pass of the graph that runs in the loop: its counters, runs
     cycles_began, clock_began = cycle_counter(), time.perf_counter()
     try:
         seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries)
     finally:
         cycles = cycle_counter() - cycles_began
         per_cycle = (time.perf_counter() - clock_began) / cycles
-        compiled.Pass.run = run
+        _unwatch(graph)
         for compiled_pass in runs:
             compiled_pass.cycles = NO_CYCLES
     for compiled_pass, (counts, times) in runs.items():
@@ -120,6 +108,42 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
                 entry[0] += times
                 entry[1] += counts[pc] * per_cycle
     return Profile(steps, seconds, dict(entries))
+
+
+# The graphs being profiled (each by one thread: a graph is used by one at a time), and
+# what runs in place of Pass.run while there are any: every run of a pass of such a graph
+# is counted, and a pass recorded during the profile (the first step with warmup=0, a new
+# batch size) gets its counters too; other graphs' passes just run.
+_watched = {}
+_watching = threading.Lock()
+_unwatched_run = compiled.Pass.run
+
+
+def _counted_run(compiled_pass, first=True):
+    runs = _watched.get(compiled_pass.graph)
+    if runs is not None:
+        if compiled_pass not in runs:
+            compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
+            runs[compiled_pass] = [compiled_pass.cycles, 0]
+        runs[compiled_pass][1] += 1
+    return _unwatched_run(compiled_pass, first)
+
+
+def _watch(graph):
+    with _watching:
+        if graph in _watched:
+            raise RuntimeError("profile_steps: this graph is being profiled already (in "
+                               "another thread)")
+        runs = _watched[graph] = {}
+        compiled.Pass.run = _counted_run
+        return runs
+
+
+def _unwatch(graph):
+    with _watching:
+        del _watched[graph]
+        if not _watched:  # the last profile to end, whatever the order they began in
+            compiled.Pass.run = _unwatched_run
 
 
 def _runs_compiled(optimizer):

@@ -538,6 +538,8 @@ def _read_model(model_path):
             if size > MAX_GRAPH_BYTES:
                 raise ValueError(f"{size} bytes, more than the {MAX_GRAPH_BYTES} read")
             model = json.loads(stream.read().decode("utf-8"))
+        if isinstance(model, list):  # the first MatrixSlow Saver's form: the nodes alone
+            model = {"graph": model}
         specs = model["graph"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise ModelFileError(f"{model_path}: not a model saved by Saver ({error})") from error

@@ -96,18 +96,22 @@ def _written(w, size):
 
 
 #: The smallest normal float32. A state of a rule (a velocity, a moving average) that decays
-#: below it is stored as zero: for the weights of inputs that are zero for many steps (the
-#: border pixels of MNIST) Adam's first moment decays by 0.9 a step into the subnormal
-#: numbers, on which this processor multiplies several times slower (31% of the MLP's m
-#: after an epoch: its update took 88 us on one thread, 42 with those states zeroed). A
-#: state that small moves no weight (m / sqrt(v) < 1e-20); NaN and infinity stay as they are.
+#: below it, on a step whose gradient is 0, is stored as zero: for the weights of inputs that
+#: are zero for many steps (the border pixels of MNIST) Adam's first moment decays by 0.9 a
+#: step into the subnormal numbers, on which this processor multiplies several times slower
+#: (31% of the MLP's m after an epoch: its update took 88 us on one thread, 42 with those
+#: states zeroed). Decayed that far, a state moves no weight (Adam's m / sqrt(v) shrinks by
+#: 0.9 / 0.9995 a step: below 1e-30 by then). A state a nonzero gradient makes stays as it
+#: is, however small (a gradient of 1e-19 makes v = 1e-41, and with a tiny eps the step
+#: depends on it); NaN and infinity stay too.
 TINY = np.float32(np.finfo(np.float32).tiny)
 ZERO = np.float32(0.0)
 
 
 @inline
-def _flushed(x):
-    return x if not abs(x) < TINY else ZERO  # (NaN < TINY is False: a NaN is kept)
+def _decayed(x, g):
+    """``x``, or zero when it is below TINY and the gradient ``g`` is 0."""
+    return ZERO if g == 0 and abs(x) < TINY else x  # (NaN < TINY is False: NaN kept)
 
 
 @inline
@@ -131,7 +135,7 @@ def gradient_descent(table, gradients, c):
 
 @inline
 def _momentum(w, gradient, velocity, j, c):  # c = (1 / samples, learning rate, mu)
-    v = _flushed(c[2] * velocity[j] + gradient[j] * c[0])
+    v = _decayed(c[2] * velocity[j] + gradient[j] * c[0], gradient[j])
     velocity[j] = v
     w[j] -= c[1] * v
 
@@ -179,7 +183,7 @@ def _rmsprop(w, gradient, square_avg, j, c):
     # c = (1 / samples, learning rate, beta, 1 - beta, eps, eps inside the square root):
     # torch's eps is added to sqrt(s) (c[5] = 0), the article's inside it (c[4] = 0)
     g = gradient[j] * c[0]
-    s = _flushed(c[2] * square_avg[j] + c[3] * g * g)
+    s = _decayed(c[2] * square_avg[j] + c[3] * g * g, g)
     square_avg[j] = s
     w[j] -= c[1] * g / (np.sqrt(s + c[5]) + c[4])
 
@@ -205,8 +209,8 @@ def _adam(w, gradient, m, v, j, c):
     #      1 - beta_2, 1 / sqrt(1 - beta_2^t), eps, eps inside the square root): torch's
     #      eps is added after the square root (c[8] = 0), the article's inside it (c[7] = 0)
     g = gradient[j] * c[0]
-    mi = _flushed(c[2] * m[j] + c[3] * g)
-    vi = _flushed(c[4] * v[j] + c[5] * g * g)
+    mi = _decayed(c[2] * m[j] + c[3] * g, g)
+    vi = _decayed(c[4] * v[j] + c[5] * g * g, g)
     m[j] = mi
     v[j] = vi
     w[j] -= c[1] * mi / (np.sqrt(vi + c[8]) * c[6] + c[7])
