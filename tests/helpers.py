@@ -202,3 +202,17 @@ def chosen_counts(cost, steps, monkeypatch, most=2):
     clock.chooser = Chooser(clock)
     clock.chooser.tick()  # the first update: the clock starts
     return [clock.step() for _ in range(steps)], clock.chooser
+
+
+def linear_loss(graph):
+    """In ``graph``: ``x (2, 1) -> w x + b`` against a target by mean squared error, one
+    sample of ones against 0 fed: ``(w, b, loss)``."""
+    with graph:
+        x = fg.Variable((2, 1), trainable=False, name="x")
+        w = fg.Variable((1, 2), init=True, name="w")
+        b = fg.Variable((1, 1), init=True, name="b")
+        t = fg.Variable((1, 1), trainable=False, name="t")
+        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, x), b), t)
+    x.set_value(np.ones((1, 2, 1)))
+    t.set_value(np.zeros((1, 1, 1)))
+    return w, b, loss

@@ -7,24 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import linear_loss
 
 import fastgraph as fg
 import fastgraph.graph
 from fastgraph import optimizer as optimizers
 from fastgraph import viz
 from fastgraph.trainer import SimpleTrainer, TrainingDiverged
-
-
-def _linear(graph):
-    with graph:
-        x = fg.Variable((2, 1), trainable=False, name="x")
-        w = fg.Variable((1, 2), init=True, name="w")
-        b = fg.Variable((1, 1), init=True, name="b")
-        t = fg.Variable((1, 1), trainable=False, name="t")
-        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, x), b), t)
-    x.set_value(np.ones((1, 2, 1)))
-    t.set_value(np.zeros((1, 1, 1)))
-    return w, b, loss
 
 
 def _step(optimizer):
@@ -38,10 +27,10 @@ def test_a_parameter_frozen_before_a_clear_is_not_kept_frozen_in_the_numbering()
     """A frozen index left over from before clear() made a later freeze of the new node at
     that index leave the version as it was: the optimizer went on training it."""
     graph = fg.Graph(dtype=np.float64, seed=0)
-    w, _, _ = _linear(graph)
+    w, _, _ = linear_loss(graph)
     w.trainable = False  # left frozen when the graph is cleared
     graph.clear()
-    w, b, loss = _linear(graph)  # w at the same index, trainable
+    w, b, loss = linear_loss(graph)  # w at the same index, trainable
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
     b.trainable = False
     _step(optimizer)
@@ -60,7 +49,7 @@ def test_a_parameter_frozen_before_a_clear_is_not_kept_frozen_in_the_numbering()
 def test_the_graph_numbers_no_more_states_than_it_keeps(monkeypatch):
     monkeypatch.setattr(fastgraph.graph, "WIRINGS_KEPT", 3)
     graph = fg.Graph(dtype=np.float64, seed=0)
-    w, b, _ = _linear(graph)
+    w, b, _ = linear_loss(graph)
     for frozen in [(w,), (w, b), (b,), (), (w,), (b,)]:
         w.trainable = w not in frozen
         b.trainable = b not in frozen
@@ -237,7 +226,7 @@ def test_a_profile_of_a_graph_being_profiled_is_refused():
     from fastgraph.engines import compiled
 
     graph = fg.Graph(dtype=np.float64, seed=0)
-    _, _, loss = _linear(graph)
+    _, _, loss = linear_loss(graph)
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
     refused = []
 

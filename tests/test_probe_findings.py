@@ -5,22 +5,11 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import linear_loss
 
 import fastgraph as fg
 from fastgraph import profiler
 from fastgraph.engines import compiled
-
-
-def _linear(graph):
-    with graph:
-        x = fg.Variable((2, 1), trainable=False, name="x")
-        w = fg.Variable((1, 2), init=True, name="w")
-        b = fg.Variable((1, 1), init=True, name="b")
-        t = fg.Variable((1, 1), trainable=False, name="t")
-        loss = fg.ops.loss.MeanSquaredError(fg.ops.Add(fg.ops.MatMul(w, x), b), t)
-    x.set_value(np.ones((1, 2, 1)))
-    t.set_value(np.zeros((1, 1, 1)))
-    return w, loss
 
 
 def test_a_parameter_frozen_after_a_clear_stands_still():
@@ -28,10 +17,10 @@ def test_a_parameter_frozen_after_a_clear_stands_still():
     was: the first frozen set after it got that same number, the version did not change, and
     the optimizer went on training the frozen parameter."""
     graph = fg.Graph(dtype=np.float64, seed=0)
-    w, _ = _linear(graph)
+    w, _, _ = linear_loss(graph)
     w.trainable = False  # numbered 1
     graph.clear()
-    w, loss = _linear(graph)
+    w, _, loss = linear_loss(graph)
     optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)
     w.trainable = False
     before = w.value.copy()
