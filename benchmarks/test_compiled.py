@@ -95,3 +95,26 @@ def test_freezing_in_turn(benchmark, frozen, mnist_arrays):
 
     benchmark(two_steps)
     assert np.isfinite(model.loss.flat).all()
+
+
+@pytest.mark.parametrize("evaluation", ["1,000 samples between steps", "none"])
+def test_training_with_an_evaluation_between_steps(benchmark, evaluation, mnist_arrays):
+    """A training step of 64 and a forward of the logits on 1,000 samples in turn (each
+    batch size's pass takes its buffers back), against the steps alone."""
+    features, labels = mnist_arrays
+    model = fg.models.mlp(784, (100, 20), 10, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.001)
+    logits = model.logits
+    benchmark.group = "MNIST MLP, batch 64: a step, with an evaluation forward in between"
+
+    def step_and_evaluation():
+        model.x.set_value(features[:64])
+        model.one_hot.set_value(labels[:64])
+        optimizer.one_step()
+        optimizer.update()
+        if evaluation != "none":
+            model.x.set_value(features[:1000])
+            logits.forward()
+
+    benchmark(step_and_evaluation)
+    assert np.isfinite(model.loss.flat).all()

@@ -17,7 +17,7 @@ import numpy as np
 from . import checks
 from .graph import EMPTY, Graph
 from .kernels.elementwise import feed_inputs
-from .node import Variable
+from .node import FLAT, Variable
 
 _blocks = weakref.WeakKeyDictionary()  # graph -> {inputs: (block, indices, layout)}
 
@@ -123,16 +123,37 @@ def _block(graph, inputs, batch):
             downstream = graph.downstream_indices(*inputs)
             known[inputs] = block, indices, graph.layout, graph._version, downstream
             return block, indices, downstream
-    block = np.empty((len(inputs), batch, inputs[0].dimension()), graph.dtype)
+    block = _kept_block(inputs, (batch, inputs[0].dimension()))
+    if block is None:
+        block = np.empty((len(inputs), batch, inputs[0].dimension()), graph.dtype)
     indices = np.array([node.index for node in inputs], np.int64)
     return block, indices, graph.downstream_indices(*inputs)
+
+
+def _kept_block(inputs, shape):
+    """The block whose rows the inputs keep for batches of ``shape`` (they were fed such a
+    batch before another size: see ``Node.output``), or None."""
+    block = getattr(inputs[0]._kept.get((FLAT, shape)), "base", None)
+    if block is None or block.shape != (len(inputs), *shape):
+        return None
+    for node, rows in zip(inputs, block):
+        if not _same_rows(node._kept.get((FLAT, shape)), rows):
+            return None
+    return block
+
+
+def _same_rows(array, rows):
+    """Whether ``array`` is a view of exactly ``rows`` (another view object of them)."""
+    return (array is not None and array.base is rows.base and array.shape == rows.shape
+            and array.__array_interface__["data"] == rows.__array_interface__["data"])
 
 
 def _keep(graph, inputs, block, indices, downstream):
     """Give the inputs their rows of a new ``block`` (once it holds their values) and keep
     it for the next call."""
     for node, rows in zip(inputs, block):
-        node._hold(rows)
+        kept = node._kept.get((FLAT, rows.shape))  # the view held before, if any: the
+        node._hold(kept if _same_rows(kept, rows) else rows)  # passes recorded know it
         node._sample = None
     known = _blocks.setdefault(graph, {})
     if len(known) >= 16:

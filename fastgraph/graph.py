@@ -367,7 +367,7 @@ class Graph:
                 node._batch_source = parent
                 break
         if dim != node.dim and node.flat is not None:  # its buffer has the old width
-            node.flat = node._value = node._snapshot = None
+            node._drop_buffers()
             self.layout += 1
         node.dim = dim
         self._wiring[node.index] = tuple([parent.index for parent in parents])

@@ -33,6 +33,14 @@ from . import checks
 from .graph import EMPTY, Graph, ReadOnlyList, _parents_of, get_default_graph
 from .kernels.elementwise import feed_input
 
+#: How many shapes of each of its buffers (its output, each scratch array) a node keeps
+#: after using another: a training batch, an evaluation batch, a last partial batch, one
+#: sample.
+KEPT_SHAPES = 4
+
+#: The role of a node's output among its arrays (the others are ``buffer``'s keys).
+FLAT = object()  # (an object of its own: no buffer key can be it)
+
 # The arrays ``Variable.set_value`` copies on its short path (one sample in its own shape).
 _MATRIX, _ARRAY = np.matrix, np.ndarray
 
@@ -103,6 +111,7 @@ class Node:
         self._snapshot = None
         self._snapshot_pass = 0
         self._buffers = {}
+        self._kept = {}  # (FLAT or a buffer's key, shape) -> an array it held (see output)
         self.downstream = {}  # graph version -> indices of the nodes that depend on this
         # The parent whose batch size this node's value takes (None: no batch axis).
         self._batch_source = next((parent for parent in parents if parent.batched), None)
@@ -272,34 +281,68 @@ class Node:
             )
         return value[0]
 
-    # -- buffers: allocated when the batch size changes, reused on every other step ------
+    # -- buffers: allocated for each batch size, reused on every other step ---------------
+    # A compiled pass holds the buffers its recording saw: ``graph.layout`` counts the buffers
+    # replaced, after which a pass may hold a stale one. A buffer made for the first time
+    # replaces none (the article's RNN, welded to a later step, computes nodes it never did):
+    # the passes recorded before never saw it and stay valid. A replaced buffer is kept, by
+    # its role and shape (the last ``KEPT_SHAPES`` shapes of each role): when that shape
+    # comes back (a loop that alternates training batches and an evaluation), the node
+    # takes it again, so there is one array per node, role and shape, and the passes
+    # recorded with it can point the nodes back at theirs (``compiled.Pass.valid``) rather
+    # than be recorded again.
     def output(self):
         """This node's ``flat`` output buffer, sized for the current batch."""
         rows = 1 if self._batch_source is None else self._batch_source.flat.shape[0]
         flat = self.flat
         if flat is None or flat.shape[0] != rows:
-            self._hold(np.empty((rows, self.dimension()), self.graph.dtype))
+            self._hold(self._kept_or_new(FLAT, (rows, self.dimension())))
         return self.flat
 
-    # A compiled pass holds the buffers its recording saw: ``graph.layout`` counts the buffers
-    # replaced, after which a pass may hold a stale one. A buffer made for the first time
-    # replaces none (the article's RNN, welded to a later step, computes nodes it never did):
-    # the passes recorded before never saw it and stay valid.
     def buffer(self, key, shape):
-        """A scratch array kept between steps, reallocated only when ``shape`` changes."""
+        """A scratch array kept between steps, reallocated only when ``shape`` changes (and
+        taken back, not reallocated, when a shape it had before comes back)."""
         array = self._buffers.get(key)
         if array is None or array.shape != shape:
-            if array is not None:
-                self.graph.layout += 1
-            array = self._buffers[key] = np.empty(shape, self.graph.dtype)
+            self._take(key, self._kept_or_new(key, shape))
+            array = self._buffers[key]
         return array
 
     def _hold(self, flat):
-        if self.flat is not None and flat is not self.flat:
-            self.graph.layout += 1
-        self.flat = flat
+        self._take(FLAT, flat)
         shape = (flat.shape[0], *self.dim) if self.batched else self.dim
         self._value = flat.reshape(shape)
+
+    def _take(self, role, array):
+        """Make ``array`` this node's ``role`` (``FLAT``, or a key of ``buffer``): the array
+        it replaces is kept for its shape, and the graph's layout moves on."""
+        current = self.flat if role is FLAT else self._buffers.get(role)
+        if current is array:
+            return
+        kept = self._kept
+        if kept.get((role, array.shape)) is array:
+            del kept[(role, array.shape)]
+        if current is not None:
+            self.graph.layout += 1
+            kept.pop((role, current.shape), None)
+            kept[(role, current.shape)] = current
+            same = [key for key in kept if key[0] == role]
+            if len(same) > KEPT_SHAPES:  # the oldest goes
+                del kept[same[0]]
+        if role is FLAT:
+            self.flat = array
+        else:
+            self._buffers[role] = array
+
+    def _kept_or_new(self, role, shape):
+        """The array this node keeps for ``role`` and ``shape``, or a new one."""
+        array = self._kept.get((role, shape))
+        return np.empty(shape, self.graph.dtype) if array is None else array
+
+    def _drop_buffers(self):
+        """Forget the output and every kept array (the node's shape changed)."""
+        self.flat = self._value = self._snapshot = None
+        self._kept.clear()
 
     def __repr__(self):
         return f"<{self.name} {self.dim[0]}x{self.dim[1]}{' batched' if self.batched else ''}>"
@@ -440,7 +483,7 @@ class Variable(Node):
         flat = self.flat
         fresh = flat is None or flat.shape[0] != batch
         if fresh:  # held once filled (a refused value leaves the input as it was)
-            flat = np.empty((batch, rows * cols), self.graph.dtype)
+            flat = self._kept_or_new(FLAT, (batch, rows * cols))
         graph = self.graph
         downstream = self.downstream.get(graph._version)  # kept by the graph, per wiring
         if downstream is None:

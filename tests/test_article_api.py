@@ -536,8 +536,11 @@ def test_a_held_sample_refuses_what_the_general_path_refuses():
 def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(monkeypatch):
     # Welding to a step never computed before makes that step's buffers; the passes of the
     # earlier wirings do not hold them and are kept (the graph's layout counts buffers
-    # replaced, not buffers made). A buffer replaced still invalidates them.
+    # replaced, not buffers made). A buffer replaced makes them point the nodes back at
+    # theirs, which the nodes keep (the last KEPT_SHAPES shapes of each); one no longer
+    # kept makes them record again.
     from fastgraph.engines import compiled
+    from fastgraph.node import KEPT_SHAPES
 
     recorded = []
 
@@ -557,13 +560,25 @@ def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(monkeypatch):
         optimizer.one_step()
         assert np.isfinite(optimizer.get_gradient(optimizer.params[0])).all()
     assert len(recorded) == 3  # one pass a wiring
+    optimizer.samples = 0
+    optimizer.one_step()
+    expected = optimizer.get_gradient(optimizer.params[0])  # this wiring's, one sample
+    seed = loss.buffer("seed", (1, 1))
     layout = graph.layout
     loss.buffer("seed", (2, 1))  # a buffer replaced: the passes that hold it are stale
     assert graph.layout == layout + 1
     loss.buffer("something new", (2, 1))
     assert graph.layout == layout + 1
+    optimizer.samples = 0
+    optimizer.one_step()  # its pass takes the seed back (and computes again)
+    assert len(recorded) == 3 and loss._buffers["seed"] is seed
+    np.testing.assert_array_equal(optimizer.get_gradient(optimizer.params[0]), expected)
+    for rows in range(2, KEPT_SHAPES + 3):  # the first seed is no longer kept
+        loss.buffer("seed", (rows, 1))
+    optimizer.samples = 0
     optimizer.one_step()
-    assert len(recorded) == 4
+    assert len(recorded) == 4 and loss._buffers["seed"] is not seed
+    np.testing.assert_array_equal(optimizer.get_gradient(optimizer.params[0]), expected)
 
 # -- metric nodes -------------------------------------------------------------------------------
 def test_metric_nodes_accumulate_over_forward_calls_and_reset():

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from ..graph import CACHE_SIZE, EMPTY
+from ..node import FLAT
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
     INTS_PER_ARGUMENT,
@@ -80,6 +81,7 @@ class Pass:
         self.sums, self.completion = sums, None  # (completion: see _deferred)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
+        self.bindings = _bindings(tape.nodes, program.arrays)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
         self.forward = program.rows((0, self.forward_stop))
         backward = (self.forward_stop, self.backward_stop)
@@ -159,8 +161,39 @@ class Pass:
                      self.graph.passes, code, ints, reals, NO_CYCLES)
 
     def valid(self):
-        return self.layout == self.graph.layout and all(
-            node.flat is not None for node in self.inputs)
+        """Whether the pass may run: the graph's buffers are the ones it was recorded with,
+        or can be made so again (see ``_restore``)."""
+        if self.layout != self.graph.layout and not self._restore():
+            return False
+        return all(node.flat is not None for node in self.inputs)
+
+    def _restore(self):
+        """The graph's buffers changed since the pass last ran (another batch size ran in
+        between, say). When every buffer it uses is still its node's, for its role and shape
+        (the node holds it, or keeps it: ``Node.output``), and the inputs hold theirs, the
+        nodes are pointed back at them and the pass is valid again; else it must be
+        recorded again (False).
+
+        No value is stale after it: an array is written by nothing while a node keeps it
+        (a pass that uses it runs only once it is pointed back at it), and a node's output
+        moves to another array only when its batch size changed, which marked it not
+        computed when its input was fed (a scratch array that the forward leaves the VJP,
+        a pooling's argmax, has the batch's shape too)."""
+        graph, moved = self.graph, []
+        for node, role, array in self.bindings:
+            current = node.flat if role is FLAT else node._buffers.get(role)
+            if current is array:
+                continue
+            if not node.parents or node._kept.get((role, array.shape)) is not array:
+                return False
+            moved.append((node, role, array))
+        for node, role, array in moved:
+            if role is FLAT:
+                node._hold(array)
+            else:
+                node._take(role, array)
+        self.layout = graph.layout
+        return True
 
     def run(self, first=True):
         """Forward (what is not up to date), backward, and the gradients into the sums
@@ -236,6 +269,18 @@ def _check_recorded(node, calls, start):
         return
     raise NotRecordable(f"{node.name} ({type(node).__name__}) computed its value without "
                         "a fastgraph kernel")
+
+
+def _bindings(nodes, arrays):
+    """``(node, role, array)`` for each array of ``nodes`` (its output, ``FLAT``, and its
+    scratch buffers by key) whose memory the recorded ``arrays`` use."""
+    used = {id(_owner(array)) for array in arrays}
+    bindings = []
+    for node in nodes:
+        for role, array in ((FLAT, node.flat), *node._buffers.items()):
+            if array is not None and id(_owner(array)) in used:
+                bindings.append((node, role, array))
+    return bindings
 
 
 def _accumulating_call(program, buffer, start, stop):

@@ -1,0 +1,213 @@
+"""Batch sizes that alternate (training batches and an evaluation, a last partial batch):
+each node keeps its buffers for the last few shapes, and a compiled pass recorded with
+them points the nodes back at them instead of being recorded again. Held to the walker's
+numbers, with the recordings counted."""
+
+import numpy as np
+import pytest
+
+import fastgraph as fg
+from fastgraph.engines import compiled
+from fastgraph.node import FLAT, KEPT_SHAPES
+from fastgraph.ops import loss
+from tests.helpers import with_executor
+
+pytestmark = pytest.mark.compiled
+
+
+@pytest.fixture
+def recordings(monkeypatch):
+    """The number of passes recorded so far (a list that grows by one per recording)."""
+    recorded = []
+
+    class Counting(compiled.Pass):
+        def __init__(self, *args, **kwargs):
+            recorded.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "Pass", Counting)
+    return recorded
+
+
+def _network(pooling=False):
+    """A small network with more nodes than ``vjp.FEW`` (so that a forward is a pass), on
+    6-number inputs, or with ``pooling`` on 4x4 images through a convolution and a max
+    pooling (a forward that leaves the VJP a buffer: where each maximum was)."""
+    graph = fg.Graph(dtype=np.float64, seed=3)
+    with graph:
+        if pooling:
+            x = fg.Variable((4, 4), trainable=False, name="x")
+            kernel = fg.Variable((2, 2), init=True, name="kernel")
+            maps = fg.ops.MaxPooling(fg.ops.ReLU(fg.ops.Convolve(x, kernel)), size=(2, 2),
+                                     stride=(1, 1))
+            node, size = fg.ops.Reshape(maps, shape=(16, 1)), 16
+        else:
+            x = fg.Variable((6, 1), trainable=False, name="x")
+            node, size = x, 6
+        for width in (5, 4, 4, 3, 3, 3):
+            node, size = fg.layer.fc(node, size, width, "ReLU"), width
+        logits = fg.layer.fc(node, size, 3, None)
+        cost = loss.CrossEntropyWithSoftMax(logits, fg.Variable((3, 1), trainable=False,
+                                                                name="one_hot"), name="loss")
+    return graph, x, graph.get_node("one_hot"), logits, cost
+
+
+def _loop(sizes, pooling=False, evaluate=None, jacobian=False):
+    """Train with batches of ``sizes`` in turn (one step, one update each); after each
+    step, with ``evaluate``, a forward of the logits on that many samples, with
+    ``jacobian``, the per-sample Jacobian of the logits. Returns what was computed."""
+    graph, x, one_hot, logits, cost = _network(pooling)
+    optimizer = fg.optimizer.Adam(graph, cost, 0.01)
+    rng = np.random.default_rng(5)
+    shape = x.dim if pooling else (6,)
+    seen = []
+    for size in sizes:
+        x.set_value(rng.normal(size=(size, *shape)))
+        one_hot.set_value(np.eye(3)[rng.integers(0, 3, size)])
+        optimizer.one_step()
+        optimizer.update()
+        seen.append(cost.value.copy())
+        if evaluate:
+            x.set_value(rng.normal(size=(evaluate, *shape)))
+            logits.forward()
+            seen.append(logits.value.copy())
+        if jacobian:
+            seen.append(fg.jacobian(logits, x))
+    seen.extend(param.flat.copy() for param in optimizer.params)
+    return seen
+
+
+def _same(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("pooling", [False, True])
+def test_alternating_batch_sizes_record_each_pass_once(recordings, pooling):
+    sizes = [4, 7, 4, 7, 1, 4, 7, 1, 4]
+    got = _loop(sizes, pooling)
+    assert len(recordings) == 3  # one training pass a size
+    _same(got, with_executor("python", lambda: _loop(sizes, pooling)))
+
+
+def test_training_and_evaluating_in_turn_record_each_pass_once(recordings):
+    got = _loop([4] * 6, evaluate=9)
+    assert len(recordings) == 2  # the training pass and the evaluation's forward
+    _same(got, with_executor("python", lambda: _loop([4] * 6, evaluate=9)))
+
+
+def test_training_and_per_sample_jacobians_in_turn(recordings):
+    """The two passes use one batch size and differ in the VJPs' buffers (a row per sample
+    and output against a row per sample): each takes its own back, computing again."""
+    got = _loop([4] * 5, jacobian=True)
+    assert len(recordings) == 2
+    _same(got, with_executor("python", lambda: _loop([4] * 5, jacobian=True)))
+
+
+def test_a_node_keeps_the_last_shapes_of_each_buffer():
+    graph, x, one_hot, logits, cost = _network()
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    rng = np.random.default_rng(0)
+    sizes = list(range(1, KEPT_SHAPES + 4))
+    for size in sizes:
+        x.set_value(rng.normal(size=(size, 6)))
+        one_hot.set_value(np.eye(3)[rng.integers(0, 3, size)])
+        optimizer.one_step()
+        optimizer.update()
+    for node in [x, logits, cost]:
+        kept = sorted(shape[0] for role, shape in node._kept if role is FLAT)
+        assert kept == sizes[-KEPT_SHAPES - 1:-1]  # the last ones but the one it holds
+        assert node.flat.shape[0] == sizes[-1]
+
+
+def test_a_pass_whose_buffer_is_no_longer_kept_is_recorded_again(recordings):
+    """More sizes in turn than a node keeps: the oldest size's pass cannot have its
+    buffers back and is recorded again, with the walker's numbers."""
+    sizes = list(range(1, KEPT_SHAPES + 3)) * 2
+    got = _loop(sizes)
+    assert len(recordings) == 2 * len(set(sizes))
+    _same(got, with_executor("python", lambda: _loop(sizes)))
+
+
+def test_values_read_after_a_switch_are_the_new_batchs(recordings):
+    """A node read after the nodes were pointed back at another size's buffers holds
+    what was computed there now, not what those buffers held from before."""
+    graph, x, one_hot, logits, cost = _network()
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(size=(3, 6)), rng.normal(size=(8, 6))
+    labels = np.eye(3)[[0, 1, 2]]
+    for features in (small, large, small):
+        x.set_value(features)
+        one_hot.set_value(labels if len(features) == 3 else np.eye(3)[[0] * 8])
+        optimizer.one_step()  # no update: the parameters stay as they were
+        optimizer.samples = 0
+    first = logits.value.copy()
+    x.set_value(large)
+    logits.forward()
+    x.set_value(small * 2)
+    one_hot.set_value(labels)
+    optimizer.one_step()
+    optimizer.samples = 0
+    assert logits.value.shape == (3, 3, 1)
+    assert len(recordings) == 3  # training at 3 and 8, the forward at 8
+    fresh = _network()
+    fresh[1].set_value(small * 2)
+    fresh[3].forward()
+    np.testing.assert_allclose(logits.value, fresh[3].value, rtol=1e-12)
+    assert not np.allclose(logits.value, first)
+
+
+def test_a_rewiring_that_changes_a_shape_drops_the_kept_buffers():
+    graph, x, one_hot, logits, cost = _network()
+    with graph:
+        point = fg.ops.Add(logits, name="point")
+        wide = fg.Variable((4, 1), trainable=False, name="wide")
+    rng = np.random.default_rng(2)
+    for size in (2, 5):
+        x.set_value(rng.normal(size=(size, 6)))
+        point.forward()
+    assert [shape for role, shape in point._kept if role is FLAT] == [(2, 3)]
+    graph.rewire(point, [wide])
+    assert point._kept == {} and point.flat is None
+    wide.set_value(rng.normal(size=(2, 4)))
+    point.forward()
+    np.testing.assert_array_equal(point.value, wide.value)
+
+
+def _recurrent(steps=20):
+    """An unrolled recurrent net (more nodes than ``vjp.FEW``) fed with ``set_values``."""
+    graph = fg.Graph(dtype=np.float64, seed=4)
+    with graph:
+        inputs = [fg.Variable((3, 1), trainable=False, name=f"x{t}") for t in range(steps)]
+        u, w = fg.Variable((4, 3), init=True, name="u"), fg.Variable((4, 4), init=True, name="w")
+        state = fg.ops.Tanh(fg.ops.MatMul(u, inputs[0]))
+        for x in inputs[1:]:
+            state = fg.ops.Tanh(fg.ops.Add(fg.ops.MatMul(u, x), fg.ops.MatMul(w, state)))
+        label = fg.Variable((4, 1), trainable=False, name="label")
+        cost = loss.MeanSquaredError(state, label)
+    return graph, inputs, label, cost
+
+
+def _recurrent_loop(sizes):
+    graph, inputs, label, cost = _recurrent()
+    optimizer = fg.optimizer.Adam(graph, cost, 0.01)
+    rng = np.random.default_rng(6)
+    seen = []
+    for size in sizes:
+        fg.set_values(inputs, rng.normal(size=(len(inputs), size, 3)))
+        label.set_value(np.eye(4)[rng.integers(0, 4, size)])
+        optimizer.one_step()
+        optimizer.update()
+        seen.append(cost.value.copy())
+    return seen + [param.flat.copy() for param in optimizer.params]
+
+
+def test_inputs_fed_together_take_their_block_back(recordings):
+    """``set_values`` feeds the inputs rows of one block per batch size; coming back to a
+    size, they take the same rows back, and the pass of that size is not recorded again."""
+    sizes = [5, 2, 5, 2, 5]
+    got = _recurrent_loop(sizes)
+    assert len(recordings) == 2
+    _same(got, with_executor("python", lambda: _recurrent_loop(sizes)))
