@@ -40,6 +40,22 @@ def mnist(mnist_dir):
 
 
 @pytest.fixture
+def recordings(monkeypatch):
+    """The compiled passes recorded from now on: a list that grows by one per recording."""
+    from fastgraph.engines import compiled
+
+    recorded = []
+
+    class Counting(compiled.Pass):
+        def __init__(self, *args, **kwargs):
+            recorded.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "Pass", Counting)
+    return recorded
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(20261130)
 

@@ -533,23 +533,15 @@ def test_a_held_sample_refuses_what_the_general_path_refuses():
 
 
 @pytest.mark.compiled
-def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(monkeypatch):
+def test_passes_recorded_before_a_weld_to_a_later_step_stay_valid(recordings):
     # Welding to a step never computed before makes that step's buffers; the passes of the
     # earlier wirings do not hold them and are kept (the graph's layout counts buffers
     # replaced, not buffers made). A buffer replaced makes them point the nodes back at
     # theirs, which the nodes keep (the last KEPT_SHAPES shapes of each); one no longer
     # kept makes them record again.
-    from fastgraph.engines import compiled
     from fastgraph.node import KEPT_SHAPES
 
-    recorded = []
-
-    class Counting(compiled.Pass):
-        def __init__(self, *args, **kwargs):
-            recorded.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(compiled, "Pass", Counting)
+    recorded = recordings
     graph, inputs, hiddens, end, label, loss = _welded_rnn(np.float32)
     optimizer = ms.optimizer.GradientDescent(graph, loss, 0.1)
     for x in inputs:

@@ -7,26 +7,11 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
-from fastgraph.engines import compiled
 from fastgraph.node import FLAT, KEPT_SHAPES
 from fastgraph.ops import loss
 from tests.helpers import with_executor
 
 pytestmark = pytest.mark.compiled
-
-
-@pytest.fixture
-def recordings(monkeypatch):
-    """The number of passes recorded so far (a list that grows by one per recording)."""
-    recorded = []
-
-    class Counting(compiled.Pass):
-        def __init__(self, *args, **kwargs):
-            recorded.append(1)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(compiled, "Pass", Counting)
-    return recorded
 
 
 def _network(pooling=False):
