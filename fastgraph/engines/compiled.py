@@ -19,7 +19,6 @@ import warnings
 import numpy as np
 
 from ..graph import CACHE_SIZE, EMPTY
-from ..node import FLAT
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
     INTS_PER_ARGUMENT,
@@ -34,6 +33,7 @@ from ..kernels.program import (
     machine_code,
     recording,
 )
+from ..node import FLAT
 from . import vjp
 
 
