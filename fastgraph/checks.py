@@ -136,12 +136,13 @@ def as_array(values, what):
                          f"numbers ({error})") from None
 
 
-def set_once(name, refusal):
-    """A property over ``_<name>``, given once (by the constructor); assigned again, an
-    AttributeError of ``refusal(owner)``'s words. (A property over a private attribute, not
-    a descriptor writing into ``__dict__``: an object whose ``__dict__`` is touched reads
-    every attribute slower, 40 ns against 25 in CPython 3.11.)"""
-    attribute = "_" + name
+def set_once(name, refusal, attribute=None):
+    """A property over ``attribute`` (``_<name>``), given once (by the constructor);
+    assigned again, an AttributeError of ``refusal(owner)``'s words. (A property over a
+    private attribute, not a descriptor writing into ``__dict__``: an object whose
+    ``__dict__`` is touched reads every attribute slower, 40 ns against 25 in CPython 3.11.)
+    What owns it may still change the private attribute itself."""
+    attribute = attribute or "_" + name
 
     def set_value(owner, value):
         if hasattr(owner, attribute):

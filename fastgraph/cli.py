@@ -71,7 +71,8 @@ def _parser():
     train.add_argument("--epochs", type=_positive, default=15)
     train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
     train.add_argument("--lr", type=_positive_number,
-                       help="learning rate (default: the optimizer's)")
+                       help="learning rate (default: " + ", ".join(
+                           f"{rate:g} for {name}" for name, (_, rate) in OPTIMIZERS.items()) + ")")
     train.add_argument("--lr-decay", type=_decay, default=0.8,
                        help="multiply the learning rate by this after each epoch (default 0.8)")
     train.add_argument("--engine", choices=["vjp", "jacobian"], default="vjp",

@@ -10,8 +10,6 @@ the values in and marks the inputs set and everything downstream of them stale, 
 as the separate calls would.
 """
 
-import weakref
-
 import numpy as np
 
 from . import checks
@@ -19,16 +17,16 @@ from .graph import EMPTY, Graph
 from .kernels.elementwise import feed_inputs
 from .node import FLAT, Variable
 
-_blocks = weakref.WeakKeyDictionary()  # graph -> {inputs: (block, indices, layout)}
-
 
 def set_values(inputs, values):
-    """Set ``inputs[t]`` to ``values[t]`` for every ``t``, as ``set_value`` would.
+    """Set ``inputs[t]`` to ``values[t]`` for every ``t``, as ``set_value`` would, for
+    inputs of one shape (an RNN's time steps; inputs of two shapes are refused by name).
 
-    ``values`` is an array (or a sequence of arrays) whose first axis runs over the inputs:
-    ``(T, B, rows, cols)``, or ``(T, B, rows)`` for column inputs, is one batch of ``B``
-    for each input and takes the fast path; any other shape is handed to the inputs'
-    ``set_value`` one by one (the article's single samples among them).
+    ``values`` is an array (or a sequence of arrays of one shape) whose first axis runs over
+    the inputs: ``(T, B, rows, cols)``, or ``(T, B, rows)`` for column inputs, is one batch
+    of ``B`` for each input and takes the fast path; any other shape is handed to the
+    inputs' ``set_value`` one by one (the article's single samples among them), once all
+    are checked.
     """
     if isinstance(inputs, (Variable, str, bytes)) or not hasattr(inputs, "__iter__"):
         raise TypeError(f"set_values: inputs must be a list of input nodes, got "
@@ -39,7 +37,7 @@ def set_values(inputs, values):
     graph = getattr(inputs[0], "graph", None)
     if graph is not None and not isinstance(graph, Graph):  # a node graph.clear() removed
         graph.claim("set_values")  # says so
-    known = _blocks.get(graph) if graph is not None else None
+    known = graph.feed_blocks if graph is not None else None
     if known is None or inputs not in known:  # checked once; a node's kind never changes
         _check(inputs, graph)
     array = checks.as_array(values, "set_values: the values")
@@ -103,7 +101,7 @@ def _check(inputs, graph):
         if node.dim != dim:
             raise ValueError(f"set_values: {node.name} is {node.dim[0]}x{node.dim[1]}, "
                              f"{inputs[0].name} {dim[0]}x{dim[1]}: the inputs must share a "
-                             "shape")
+                             "shape (set inputs of other shapes each with set_value)")
     if len(set(inputs)) != len(inputs):
         raise ValueError("set_values: an input appears twice")
 
@@ -112,7 +110,7 @@ def _block(graph, inputs, batch):
     """The ``(T, B, n)`` array whose rows are the inputs' batches, their indices, and the
     indices of what depends on them (for the graph's wiring now): the one they hold, or a
     new one, which ``_keep`` gives them once it is filled."""
-    known = _blocks.setdefault(graph, {})
+    known = graph.feed_blocks
     found = known.get(inputs)
     if found is not None:
         block, indices, layout, version, downstream = found
@@ -155,7 +153,7 @@ def _keep(graph, inputs, block, indices, downstream):
         kept = node._kept.get((FLAT, rows.shape))  # the view held before, if any: the
         node._hold(kept if _same_rows(kept, rows) else rows)  # passes recorded know it
         node._sample = None
-    known = _blocks.setdefault(graph, {})
+    known = graph.feed_blocks
     if len(known) >= 16:
         known.clear()
     known[inputs] = block, indices, graph.layout, graph._version, downstream

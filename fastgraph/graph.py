@@ -46,6 +46,14 @@ CACHE_SIZE = 256
 WIRINGS_KEPT = 4096  # wirings and frozen sets numbered before the numbering starts over
 
 
+class Cache(OrderedDict):
+    """Tapes, plans and compiled passes by key, least recently used first; ``checked``: the
+    graph's count of dropped buffers when its passes were last looked over for ones that
+    can no longer run (``engines.compiled``)."""
+
+    checked = -1
+
+
 class ReadOnlyList(list):
     """A graph's list of nodes, or a node's parents or children: read like a list, changed
     only by the graph (its own edits go through ``list``'s methods). Changing one by hand
@@ -194,7 +202,12 @@ class Graph:
         self._wirings = {((), ()): 0}
         self._changes = 0  # nodes added, clear()s: never repeats
         self._version = (0, 0)
-        self._cache = OrderedDict()  # (kind, *key) -> (version, value)
+        self._cache = Cache()  # ((kind, *key), version) -> value
+        self.training_passes = Cache()  # an engine caller's passes, when it keeps none
+        # {inputs: (block, indices, layout, version, downstream)} of ``feed.set_values``: on
+        # the graph, whose nodes the keys are (a process-wide weak dictionary kept them alive)
+        self.feed_blocks = {}
+        self.dropped = 0  # buffers that nodes stopped keeping (Node._take): passes died
         self._downstream = {}  # (nodes, itself) -> (version, indices), see invalidate
         self._reach = {}  # (node, version) -> its index and its followers' (see rewire)
         self._same_indices = {}  # an input's downstream indices, one array per content
@@ -286,14 +299,15 @@ class Graph:
         self.claim("clear")
         try:
             for node in self._nodes:
-                node.graph = _Detached(node.name)
+                node._graph = _Detached(node.name)
             list.clear(self._nodes)
             self._names.clear()
             self._wiring.clear()
             self._frozen.clear()
             self._wirings = {((), ()): 0}
             for cache in (self._edges, self._cache, self._downstream, self._reach,
-                          self._same_indices, self.deferred):
+                          self._same_indices, self.deferred, self.training_passes,
+                          self.feed_blocks):
                 cache.clear()
             self._edges_now = (None, None, None)
             self.unsettled = False  # the inputs' notes of one-sample feeds go too: a new
@@ -339,7 +353,7 @@ class Graph:
         parents = list(parents)
         self._check_rewiring(node, parents, caller)
         old = node.parents
-        node.parents = _parents_of(node, parents)  # what infer_dim() reads: put back unless
+        node._parents = _parents_of(node, parents)  # what infer_dim() reads: put back unless
         # it all fits
         try:
             try:
@@ -352,7 +366,7 @@ class Graph:
             if node.children and (dim != node.dim or batched != node.batched):
                 raise ValueError(_changes_followers(node, parents, dim, batched, caller))
         except BaseException:
-            node.parents = old
+            node._parents = old
             raise
         if self.unsettled:  # the inputs fed so far, along the edges they were fed with
             self.settle()
@@ -369,7 +383,7 @@ class Graph:
         if dim != node.dim and node.flat is not None:  # its buffer has the old width
             node._drop_buffers()
             self.layout += 1
-        node.dim = dim
+        node._node_dim = dim
         self._wiring[node.index] = tuple([parent.index for parent in parents])
         self._restamp()
         self.invalidate([node], EMPTY, itself=True)
@@ -554,9 +568,6 @@ class Graph:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return value
-
-    def forget(self, key):
-        self._cache.pop((key, self._version), None)
 
     def tape(self, target):
         """The :class:`Tape` of ``target`` (cached until the graph changes)."""

@@ -89,7 +89,8 @@ def per_sample_gradients(loss, params, chunk_size=None, copy=True):
     """Each sample's gradient of ``loss`` (summed over its elements) for each of ``params``.
 
     Returns a list with, for each parameter, an array ``(B, *param.shape())``; their sum
-    over the batch is the ordinary batch gradient. ``params`` may be one node.
+    over the batch is the ordinary batch gradient. ``params`` may be one node: then its
+    array itself is returned.
     ``chunk_size``: samples per pass. ``copy=False`` returns views of the engine's own
     buffers, valid until the next backward pass on the graph: a training loop that only
     reads them (to clip and sum, as DP-SGD does) saves new memory as large as the result,

@@ -63,6 +63,11 @@ def _rename(node, name):
     node._name = name
 
 
+def _changed_by_the_graph(node, kind):
+    return (f"the {kind} of {node.name} are changed only by the graph; "
+            f"{ReadOnlyList.INSTEAD[kind]}")
+
+
 class Node:
     """Base of every node. Operators subclass it and define, side by side:
 
@@ -80,6 +85,17 @@ class Node:
 
     is_input = False
     name = property(attrgetter("_name"), _rename)
+    # What the graph's structure is made of: set when the node is made, changed only by the
+    # graph (a re-wiring, ``clear()``); assigned by hand, the graph's states, caches and
+    # compiled passes went stale (the compiled executor kept the old wiring: wrong values).
+    parents = checks.set_once("parents", lambda node: _changed_by_the_graph(node, "parents"))
+    children = checks.set_once("children", lambda node: _changed_by_the_graph(node, "children"))
+    graph = checks.set_once("graph", lambda node: (
+        f"the graph of {node.name} is fixed when the node is made: build the node into "
+        "the other graph"))
+    dim = checks.set_once("dim", lambda node: (
+        f"dim of {node.name} is fixed when the node is made (its buffers and the nodes built "
+        f"on it have its shape): make a new {type(node).__name__}"), attribute="_node_dim")
 
     def __init__(self, *parents, graph=None, name=None):
         for parent in parents:
@@ -323,12 +339,15 @@ class Node:
         if kept.get((role, array.shape)) is array:
             del kept[(role, array.shape)]
         if current is not None:
-            self.graph.layout += 1
-            kept.pop((role, current.shape), None)
+            graph = self.graph
+            graph.layout += 1
+            if kept.pop((role, current.shape), current) is not current:
+                graph.dropped += 1  # another array of that shape (a reshape's parent's)
             kept[(role, current.shape)] = current
             same = [key for key in kept if key[0] == role]
             if len(same) > KEPT_SHAPES:  # the oldest goes
                 del kept[same[0]]
+                graph.dropped += 1
         if role is FLAT:
             self.flat = array
         else:
@@ -343,6 +362,7 @@ class Node:
         """Forget the output and every kept array (the node's shape changed)."""
         self.flat = self._value = self._snapshot = None
         self._kept.clear()
+        self.graph.dropped += 1
 
     def __repr__(self):
         return f"<{self.name} {self.dim[0]}x{self.dim[1]}{' batched' if self.batched else ''}>"
@@ -427,7 +447,8 @@ class Variable(Node):
         if kind is _MATRIX and value.shape != self._dim and self.is_input:
             # the article's sample (np.mat(sample).T): never a batch (a row of 4 numbers set
             # into a (4, 1) input became a batch of one, its values then no matrices)
-            hint = " (its transpose: np.mat(sample).T)" if value.shape[::-1] == self._dim else ""
+            flipped = value.shape[::-1] == self._dim
+            hint = " (its transpose: np.asmatrix(sample).T)" if flipped else ""
             raise ValueError(f"{self.name}: an np.matrix is one sample, of shape {self._dim}; "
                              f"got {value.shape}{hint}")
         graph.claim("{}.set_value", self.name)

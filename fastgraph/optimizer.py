@@ -22,8 +22,8 @@ import numpy as np
 
 from . import checks
 from .engines import get_engine
-from .engines.compiled import complete
-from .graph import CONVENTIONS, OUTDATED, Graph
+from .engines.compiled import complete, forget
+from .graph import CONVENTIONS, OUTDATED, Cache, Graph
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 from .threads import Chooser
@@ -123,6 +123,7 @@ class Optimizer:
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
         self._layouts = {}  # the sums and tables of other parameter sets (_keep_layout)
+        self._passes = Cache()  # what the compiled engine recorded for this optimizer
         self._sums = self._contiguous_sums()
         self._parked = {}  # the states of parameters the target no longer depends on
         self._stepped = (self.params, self._sums)  # the parameters one_step() computes, sums
@@ -176,7 +177,8 @@ class Optimizer:
         passes recorded with those sums are found again rather than recorded anew."""
         layouts = self._layouts
         if len(layouts) >= LAYOUTS_KEPT:
-            del layouts[next(iter(layouts))]
+            oldest = next(iter(layouts))
+            forget(self._passes, layouts.pop(oldest)[1])  # the passes that add into its sums
         layouts[self.params] = (self._buffer, self._sums, self._weights, self._starts,
                                 self._table)
 
@@ -296,7 +298,8 @@ class Optimizer:
             if self._structure != graph._version:
                 self._follow_graph()
             params, sums = self._stepped
-            self.samples += self._gradients(self.target, params, sums, self.samples == 0)
+            self.samples += self._gradients(self.target, params, sums, self.samples == 0,
+                                            self._passes)
         finally:
             graph.release()
 
@@ -353,6 +356,8 @@ class Optimizer:
 
 
 class GradientDescent(Optimizer):
+    """Plain gradient descent as ``torch.optim.SGD``: w -= lr g (lr 0.01 unless given)."""
+
     def __init__(self, graph, target, learning_rate=0.01, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
 
@@ -507,7 +512,8 @@ def _conventions(graph, conventions):
 
 def _steps_of(optimizer, table):
     """Torch's Adam counts each parameter's own updates for its bias correction (a parameter
-    that joins later, thawed or brought by a re-wiring, starts at 1): ``(t, rows)`` pairs,
+    that joins later, brought by a re-wiring or thawed, starts at 1, or goes on from its own
+    count if it was updated before it was frozen): ``(t, rows)`` pairs,
     the rows of the update's ``table`` whose parameters are at their ``t``-th update (one
     pair, all the rows, unless some joined later)."""
     counts = optimizer._updates

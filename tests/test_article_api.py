@@ -510,7 +510,8 @@ def test_a_held_sample_refuses_what_the_general_path_refuses():
                                          r"got \(2, 1\)$"):
         x.set_value(column([1.0, 2.0]))  # a column one short
     with pytest.raises(ValueError, match=r"x: an np.matrix is one sample, of shape \(3, 1\); "
-                                         r"got \(1, 3\) \(its transpose: np.mat\(sample\).T\)"):
+                                         r"got \(1, 3\) \(its transpose: "
+                                         r"np.asmatrix\(sample\).T\)"):
         x.set_value(np.asmatrix([1.0, 2.0, 3.0]))  # was a batch of one, its values no matrices
     with pytest.raises(ValueError, match=r"x: expected a batch of shape \(B, 3, 1\), "
                                          r"\(B, 3\) or one sample of shape \(3, 1\), got \(2, 1\)"):

@@ -395,7 +395,7 @@ def test_later_steps_add_each_gradient_in_place(rng):
     one_hot.set_value(labels)
     optimizer.one_step()
     optimizer.one_step()
-    (training,) = compiled.passes(graph)
+    (training,) = compiled.passes(graph, optimizer)
     code, _, _ = training.variants[False]
     assert len(code) == training.backward_stop - training.forward_stop
     once = _gradients("python", cost, list(optimizer.params))  # the walker, same sample
@@ -443,7 +443,7 @@ def test_a_wiring_seen_before_reuses_its_pass(rng):
         expected = _gradients("python", target, [w])[0]
         np.testing.assert_allclose(optimizer.get_gradient(w), expected.reshape(2, 2) / 3,
                                    rtol=1e-12)
-    assert len(compiled.passes(graph)) == 3
+    assert len(compiled.passes(graph, optimizer)) == 3
 
 
 @pytest.mark.compiled
@@ -484,7 +484,7 @@ def test_a_weight_shared_by_many_nodes_gathers_its_gradient_in_place(rng):
         x.set_value(rng.normal(size=(4, 3, 1)))
     optimizer = fg.optimizer.GradientDescent(graph, target, 0.1)
     optimizer.one_step()
-    (training,) = compiled.passes(graph)
+    (training,) = compiled.passes(graph, optimizer)
     backward = training.program.kernels[training.forward_stop:training.backward_stop]
     names = [kernel.__name__ for kernel, _ in backward]
     assert names.count("add_into") == 0  # the first two parts are summed by add_rows

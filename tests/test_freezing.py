@@ -37,7 +37,7 @@ def _train(frozen_at, steps=12, rule=fg.optimizer.Adam):
         optimizer.one_step()
         optimizer.update()
         history.append([param.value.copy() for param in params])
-    return graph, params, history
+    return graph, params, history, optimizer
 
 
 def _alternate(step):
@@ -53,8 +53,8 @@ def _assert_same(history, expected):
 @pytest.mark.parametrize("rule", [fg.optimizer.Adam, fg.optimizer.Momentum,
                                   fg.optimizer.GradientDescent])
 def test_freezing_in_turn_every_step_gives_the_walkers_numbers(rule):
-    _, _, history = _train(_alternate, rule=rule)
-    _, _, expected = with_executor("python", lambda: _train(_alternate, rule=rule))
+    _, _, history, _ = _train(_alternate, rule=rule)
+    _, _, expected, _ = with_executor("python", lambda: _train(_alternate, rule=rule))
     _assert_same(history, expected)
     for step in range(1, len(history)):  # and the frozen ones stood still
         for name, before, after in zip(("w1", "b1", "w2"), history[step - 1], history[step]):
@@ -69,11 +69,11 @@ def test_a_parameter_set_seen_before_runs_its_pass_again():
     """Freezing used to make a version of the graph that never came back: each freeze or
     thaw recorded a new pass (5-6x slower steps when toggled every step). Now the graph's
     version and the optimizer's sums return with the parameter set."""
-    graph, _, _ = _train(_alternate, steps=4)
-    recorded = len(compiled.passes(graph))
+    graph, _, _, optimizer = _train(_alternate, steps=4)
+    recorded = len(compiled.passes(graph, optimizer))
     version = graph._version
-    graph, _, _ = _train(_alternate, steps=40)
-    assert len(compiled.passes(graph)) == recorded
+    graph, _, _, optimizer = _train(_alternate, steps=40)
+    assert len(compiled.passes(graph, optimizer)) == recorded
     assert graph._version == version
 
 
@@ -129,9 +129,9 @@ def test_past_the_kept_states_the_numbering_starts_over(monkeypatch):
     def frozen_at(step):
         return states[step % len(states)]
 
-    _, _, expected = _train(frozen_at, steps=14)
+    _, _, expected, _ = _train(frozen_at, steps=14)
     monkeypatch.setattr(fastgraph.graph, "WIRINGS_KEPT", 2)
-    graph, _, history = _train(frozen_at, steps=14)
+    graph, _, history, _ = _train(frozen_at, steps=14)
     _assert_same(history, expected)
     assert graph._version[0] > len(graph.nodes)  # (nodes added, then restarts)
     assert len(graph._wirings) <= 2

@@ -128,6 +128,7 @@ def test_missing_files_say_where_they_were_looked_for(isolated, tmp_path):
     text = str(caught.value)
     assert str(tmp_path / "nowhere") in text and str(isolated) in text
     assert "FASTGRAPH_DATA" in text
+    assert "load(path=...)" in text and "--data DIR" in text  # the API's way, the CLI's
 
 
 def test_download_verifies_and_caches(mnist_dir, isolated):

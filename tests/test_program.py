@@ -288,7 +288,7 @@ def test_touching_finds_what_a_scan_of_the_calls_finds(rng):
     optimizer.one_step()
     optimizer.update()
     optimizer.one_step()
-    (training,) = compiled.passes(model.graph)
+    (training,) = compiled.passes(model.graph, optimizer)
     program = training.program
 
     def scanned(array, start, stop):

@@ -126,7 +126,8 @@ def _missing_message(searched):
     names = ", ".join(FILES)
     return (
         f"the MNIST files ({names}, gzipped or not) were not found in:\n{places}\n"
-        "Put them in one of these directories, pass load(path=...), or set FASTGRAPH_DATA."
+        "Put them in one of these directories, pass load(path=...) (`fastgraph train "
+        "--data DIR` on the command line), or set FASTGRAPH_DATA."
     )
 
 

@@ -59,8 +59,8 @@ def _executor():
     return found
 
 
-def _fast_gradients(target, params, sums, first):
-    return _executor().gradients(target, params, sums, first)
+def _fast_gradients(target, params, sums, first, passes=None):
+    return _executor().gradients(target, params, sums, first, passes)
 
 
 ENGINES = {"vjp": _fast_gradients, "python": vjp.gradients, "jacobian": jacobian.gradients}

@@ -339,14 +339,44 @@ def _owner(array):
     return array
 
 
-def _pass(graph, key, build):
-    """The cached pass under ``key``, rebuilt when the graph's layout changed; None when the
-    graph holds an operator whose work cannot be replayed (the walker then runs it)."""
-    found = graph.cached(key, lambda: _recorded(build))
-    if found is not UNRECORDABLE and not found.valid():
-        graph.forget(key)
-        found = graph.cached(key, lambda: _recorded(build))
+def _pass(graph, key, build, store=None):
+    """The pass under ``key`` in ``store`` (the graph's cache unless given), rebuilt when
+    the graph's buffers changed and cannot be given back to it; None when the graph holds an
+    operator whose work cannot be replayed (the walker then runs it)."""
+    store = graph._cache if store is None else store
+    key = (key, graph._version)
+    found = store.get(key)
+    if found is not None:
+        store.move_to_end(key)
+        if found is UNRECORDABLE or found.valid():
+            return None if found is UNRECORDABLE else found
+        del store[key]
+    _drop_dead(graph, store)  # once per recording
+    found = store[key] = _recorded(build)
+    if len(store) > CACHE_SIZE:  # least recently used first out
+        store.popitem(last=False)
     return None if found is UNRECORDABLE else found
+
+
+def _drop_dead(graph, store):
+    """Forget every pass of ``store`` that can never run again: a buffer it uses is
+    neither held nor kept by its node any more (a batch size pushed out of the node's
+    ``KEPT_SHAPES``). Each kept its buffers alive, up to CACHE_SIZE passes of them. Looked
+    over only when a node dropped a buffer since the last time."""
+    if store.checked == graph.dropped:
+        return
+    store.checked = graph.dropped
+    dead = {id(found) for found in store.values() if isinstance(found, Pass) and any(
+        (node.flat if role is FLAT else node._buffers.get(role)) is not array
+        and node._kept.get((role, array.shape)) is not array
+        for node, role, array in found.bindings)}
+    for key, found in list(store.items()):
+        if id(found) in dead:
+            del store[key]
+        elif isinstance(found, _Latest):
+            for version in [version for version, (kept, _) in found.passes.items()
+                            if id(kept) in dead]:
+                del found.passes[version]
 
 
 #: What the cache keeps for a pass that could not be recorded (so it is said once).
@@ -363,22 +393,23 @@ def _recorded(build):
         return UNRECORDABLE
 
 
-def passes(graph):
-    """The compiled passes a graph holds now (the profiler times their calls)."""
-    return [value for value in graph._cache.values() if isinstance(value, Pass)]
+def passes(graph, *optimizers):
+    """The compiled passes a graph holds now, and those it recorded for ``optimizers``."""
+    stores = [graph._cache, graph.training_passes,
+              *(optimizer._passes for optimizer in optimizers)]
+    return [value for store in stores for value in store.values() if isinstance(value, Pass)]
 
 
-# id(sums) -> (sums, layout, {graph version: (pass, batch size)}): each optimizer's passes
-# for the buffers it last saw, one per wiring (the article's RNN welds its output to
-# another time step every sample and comes back to each).
-_last = {}
-
-
-def gradients(target, params, sums, first):
+def gradients(target, params, sums, first, passes=None):
+    """Forward, backward and the gradients into ``sums``, as ``vjp.gradients``, by a pass
+    recorded once and kept in ``passes``: the caller's own store (an optimizer's, so that
+    its passes and the sums they hold go with it), else the graph's."""
     graph = target.graph
-    last = _last.get(id(sums))  # the usual case: this wiring and these buffers seen before
-    if last is not None and last[0] is sums and last[1] == graph.layout:
-        found = last[2].get(graph._version)
+    if passes is None:
+        passes = graph.training_passes
+    last = passes.get(id(sums))  # the usual case: this wiring and these buffers seen before
+    if last is not None and last.sums is sums and last.layout == graph.layout:
+        found = last.passes.get(graph._version)
         if found is not None:
             found[0].run(first)
             return found[1]
@@ -386,18 +417,37 @@ def gradients(target, params, sums, first):
     batch_size = tape.batch_size()
     key = ("training pass", target, id(sums), batch_size)  # sums: the optimizer's own tuple
     training = _pass(graph, key, lambda: Pass(tape, graph.plan(target, params), params=params,
-                                              sums=sums))
+                                              sums=sums), passes)
     if training is None:
         return vjp.gradients(target, params, sums, first)
     training.run(first)
-    if last is None or last[0] is not sums or last[1] != graph.layout:
-        if len(_last) >= 16:  # optimizers that are gone: forget the oldest
-            del _last[next(iter(_last))]
-        last = _last[id(sums)] = (sums, graph.layout, {})
-    if len(last[2]) >= CACHE_SIZE:
-        last[2].clear()
-    last[2][graph._version] = (training, batch_size or 1)
+    last = passes.get(id(sums))
+    if last is None or last.sums is not sums or last.layout != graph.layout:
+        last = passes[id(sums)] = _Latest(sums, graph.layout)
+    if len(last.passes) >= CACHE_SIZE:
+        last.passes.clear()
+    last.passes[graph._version] = (training, batch_size or 1)
     return batch_size or 1
+
+
+class _Latest:
+    """Under ``id(sums)`` in a store of ``gradients``: the passes that ran for ``sums`` at
+    the graph's ``layout``, ``{graph version: (pass, batch size)}``, one per wiring (the
+    article's RNN welds its output to another time step every sample and comes back to
+    each): found with two comparisons and a lookup."""
+
+    __slots__ = ("sums", "layout", "passes")
+
+    def __init__(self, sums, layout):
+        self.sums, self.layout, self.passes = sums, layout, {}
+
+
+def forget(passes, sums):
+    """Forget the passes of ``passes`` (an optimizer's store) that add into ``sums``, which
+    their optimizer no longer keeps."""
+    for key in [key for key, found in passes.items()
+                if getattr(found, "sums", None) is sums or key == id(sums)]:
+        del passes[key]
 
 
 def forward(node):

@@ -30,7 +30,9 @@ def one_sample_at_a_time(tape):
             yield b
 
 
-def gradients(target, params, sums, first):
+def gradients(target, params, sums, first, passes=None):
+    """The article's way: each sample's dense Jacobians, summed into ``sums`` once every
+    sample succeeded; the batch size (``passes``: the compiled engine's; nothing here)."""
     graph = target.graph
     tape = graph.tape(target)
     plan = graph.plan(target, params)

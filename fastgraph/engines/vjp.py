@@ -76,8 +76,10 @@ def accumulate(params, sums, first):
             add_into(total, param.grad)
 
 
-def gradients(target, params, sums, first):
-    """Forward, backward, and each parameter's gradient into ``sums``; the batch size."""
+def gradients(target, params, sums, first, passes=None):
+    """Forward, backward, and each parameter's gradient into ``sums``; the batch size.
+    (``passes``: where the compiled engine keeps what it records for a caller; nothing
+    here.)"""
     graph = target.graph
     batch_size = graph.tape(target).forward()
     backward(graph.plan(target, params), target)

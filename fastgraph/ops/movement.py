@@ -72,7 +72,7 @@ class Welding(Node):
     def adopt_dim(self, dim):
         """Give a welding point without a parent or shape the shape its first user expects."""
         if self.dim is None:
-            self._dim = self.dim = _check_dim(dim)
+            self._dim = self._node_dim = _check_dim(dim)
 
     def weld(self, node):
         """Make ``node`` this welding point's parent (from the next computation on)."""
