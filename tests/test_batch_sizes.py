@@ -196,3 +196,195 @@ def test_inputs_fed_together_take_their_block_back(recordings):
     got = _recurrent_loop(sizes)
     assert len(recordings) == 2
     _same(got, with_executor("python", lambda: _recurrent_loop(sizes)))
+
+
+def test_an_input_given_another_array_of_its_size_is_not_pointed_back():
+    """x takes a row of a set_values block (same batch size, another array); the pass
+    recorded with its former array must not point x back at it (it holds the old batch)."""
+    graph, x, one_hot, logits, cost = _network()
+    with graph:
+        other = fg.Variable((6, 1), trainable=False, name="other")
+    rng = np.random.default_rng(7)
+    first, second = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    x.set_value(first)
+    logits.forward()
+    fg.set_values([x, other], np.stack([second, first]))
+    logits.forward()
+    fresh = _network()
+    fresh[1].set_value(second)
+    fresh[3].forward()
+    np.testing.assert_allclose(logits.value, fresh[3].value, rtol=1e-12)
+
+
+def test_the_dense_engine_reads_the_restored_values():
+    """A restored node's ``_value`` (what the dense engine and MatMul read) follows its
+    ``flat``."""
+    graph, x, one_hot, logits, cost = _network()
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    rng = np.random.default_rng(8)
+    for size in (1, 3, 1):
+        x.set_value(rng.normal(size=(size, 6)))
+        one_hot.set_value(np.eye(3)[rng.integers(0, 3, size)])
+        optimizer.one_step()
+        optimizer.update()
+    for node in graph.nodes:
+        if node.flat is not None:
+            assert np.shares_memory(node._value, node.flat), node.name
+    np.testing.assert_allclose(x.backward(cost, engine="jacobian"),
+                               x.backward(cost, engine="vjp"), rtol=1e-9, atol=1e-12)
+
+
+def _train_evaluate_train(pooling):
+    """Train at 3, at 5, then a forward at 3 (a pass recorded after the training pass of
+    that size), then train at 3: the forward's buffers must be the ones the training pass
+    is pointed back at, or it reads what they held from the first step."""
+    graph, x, one_hot, logits, cost = _network(pooling)
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    rng = np.random.default_rng(9)
+    shape = x.dim if pooling else (6,)
+    seen = []
+    for size in (3, 5):
+        x.set_value(rng.normal(size=(size, *shape)))
+        one_hot.set_value(np.eye(3)[rng.integers(0, 3, size)])
+        optimizer.one_step()
+        optimizer.update()
+    x.set_value(rng.normal(size=(3, *shape)))
+    logits.forward()
+    seen.append(logits.value)
+    one_hot.set_value(np.eye(3)[[0, 1, 2]])
+    optimizer.one_step()
+    seen.append(cost.value)
+    seen.extend(optimizer.get_gradient(param) for param in optimizer.params)
+    return seen
+
+
+@pytest.mark.parametrize("pooling", [False, True])
+def test_a_forward_recorded_between_takes_the_kept_buffers(pooling):
+    got = _train_evaluate_train(pooling)
+    _same(got, with_executor("python", lambda: _train_evaluate_train(pooling)))
+
+
+def test_five_sizes_in_turn_record_each_pass_once(recordings):
+    """A training batch, an evaluation, a last partial batch, one sample and another: a
+    node holds one and keeps four (KEPT_SHAPES, as the README says)."""
+    sizes = [4, 7, 1, 3, 2] * 2
+    got = _loop(sizes)
+    assert len(recordings) == 5
+    _same(got, with_executor("python", lambda: _loop(sizes)))
+
+
+def test_a_block_is_taken_back_only_by_the_inputs_that_keep_its_rows():
+    """x keeps its row of the block it shared with z; fed together with y at that size,
+    y must not be given z's row (z's values would change under it)."""
+    graph = fg.Graph(dtype=np.float64)
+    with graph:
+        x, y, z = (fg.Variable((2, 1), trainable=False, name=n) for n in "xyz")
+    rng = np.random.default_rng(10)
+    zs = rng.normal(size=(3, 2, 1))
+    fg.set_values([x, z], np.stack([rng.normal(size=(3, 2, 1)), zs]))
+    x.set_value(rng.normal(size=(5, 2, 1)))  # x keeps its row of the (x, z) block
+    fg.set_values([x, y], rng.normal(size=(2, 3, 2, 1)))
+    np.testing.assert_array_equal(z.value, zs)
+    assert not np.shares_memory(y.flat, z.flat)
+
+def test_inputs_fed_in_another_order_get_their_own_rows():
+    """Fed together as ``[x, y]`` at one size, then another, then as ``[y, x]`` at the first:
+    each takes a row of the old block back only if it is its own row."""
+    graph = fg.Graph(dtype=np.float64)
+    with graph:
+        x, y = (fg.Variable((2, 1), trainable=False, name=n) for n in "xy")
+    rng = np.random.default_rng(11)
+    fg.set_values([x, y], rng.normal(size=(2, 3, 2, 1)))
+    fg.set_values([x, y], rng.normal(size=(2, 5, 2, 1)))
+    values = rng.normal(size=(2, 3, 2, 1))
+    fg.set_values([y, x], values)
+    np.testing.assert_array_equal(y.value, values[0])
+    np.testing.assert_array_equal(x.value, values[1])
+
+
+def test_a_longer_block_is_not_taken_back_by_fewer_inputs():
+    graph = fg.Graph(dtype=np.float64)
+    with graph:
+        x, y, z = (fg.Variable((2, 1), trainable=False, name=n) for n in "xyz")
+    rng = np.random.default_rng(12)
+    first = rng.normal(size=(3, 3, 2, 1))
+    fg.set_values([x, y, z], first)
+    fg.set_values([x, y], rng.normal(size=(2, 5, 2, 1)))
+    values = rng.normal(size=(2, 3, 2, 1))
+    fg.set_values([x, y], values)
+    np.testing.assert_array_equal(x.value, values[0])
+    np.testing.assert_array_equal(y.value, values[1])
+    np.testing.assert_array_equal(z.value, first[2])
+
+
+def _shared_weight(sizes_of_turns):
+    """A weight used three times (an unrolled recurrence): training steps and per-sample
+    gradients in turn on one batch size (the weight's summed gradient is (1, n) in one pass
+    and (B, n) in the other: its scratch buffer is taken back, not the pass recorded)."""
+    graph = fg.Graph(dtype=np.float64, seed=2)
+    with graph:
+        x = fg.Variable((3, 1), trainable=False, name="x")
+        w = fg.Variable((3, 3), init=True, name="w")
+        state = x
+        for _ in range(3):
+            state = fg.ops.Tanh(fg.ops.MatMul(w, state))
+        cost = loss.MeanSquaredError(state, fg.Variable((3, 1), trainable=False, name="y"))
+    y = graph.get_node("y")
+    optimizer = fg.optimizer.Adam(graph, cost, 0.05)
+    rng = np.random.default_rng(13)
+    seen = []
+    for size in sizes_of_turns:
+        x.set_value(rng.normal(size=(size, 3)))
+        y.set_value(rng.normal(size=(size, 3)))
+        optimizer.one_step()
+        optimizer.update()
+        seen.append(fg.per_sample_gradients(cost, w))
+    return seen + [w.flat.copy()]
+
+
+def test_a_shared_weights_training_and_per_sample_passes_in_turn(recordings):
+    got = _shared_weight([4] * 5)
+    assert len(recordings) == 2
+    _same(got, with_executor("python", lambda: _shared_weight([4] * 5)))
+
+
+def _pooled(sizes):
+    """A convolution, a max pooling (whose forward leaves the VJP where each maximum was)
+    and Tanh layers that let its gradient through; trained at ``sizes[0]``, then each other
+    size, then a forward at the first size (a pass recorded after the switch back), then a
+    step there: what that step's pass reads is what the forward wrote."""
+    graph = fg.Graph(dtype=np.float64, seed=5)
+    with graph:
+        x = fg.Variable((4, 4), trainable=False, name="x")
+        kernel = fg.Variable((2, 2), init=True, name="kernel")
+        maps = fg.ops.MaxPooling(fg.ops.ReLU(fg.ops.Convolve(x, kernel)), size=(2, 2),
+                                 stride=(1, 1))
+        node, size = fg.ops.Reshape(maps, shape=(16, 1)), 16
+        for _ in range(4):  # more nodes than vjp.FEW: the forward is a pass
+            node, size = fg.layer.fc(node, size, 8, "Tanh"), 8
+        logits = fg.layer.fc(node, size, 3, None)
+        one_hot = fg.Variable((3, 1), trainable=False, name="one_hot")
+        cost = loss.CrossEntropyWithSoftMax(logits, one_hot)
+    optimizer = fg.optimizer.GradientDescent(graph, cost, 0.1)
+    rng = np.random.default_rng(14)
+    for size in sizes:
+        x.set_value(rng.normal(size=(size, 4, 4)))
+        one_hot.set_value(np.eye(3)[rng.integers(0, 3, size)])
+        optimizer.one_step()
+        optimizer.update()
+    x.set_value(rng.normal(size=(sizes[0], 4, 4)))
+    logits.forward()
+    one_hot.set_value(np.eye(3)[rng.integers(0, 3, sizes[0])])
+    optimizer.one_step()
+    gradient = optimizer.get_gradient(kernel)
+    assert np.abs(gradient).max() > 1e-6  # the pooling's routing shows in it
+    return [logits.value.copy(), gradient]
+
+
+def test_a_scratch_buffer_recorded_between_is_the_one_taken_back(recordings):
+    """The forward's pass, recorded after the switch back, writes the pooling's argmax
+    into the array the training pass of that size is pointed back at (the one the node
+    keeps for that shape), not a new one it would skip."""
+    got = _pooled([3, 5])
+    assert len(recordings) == 3
+    _same(got, with_executor("python", lambda: _pooled([3, 5])))

@@ -170,7 +170,8 @@ class Pass:
     def _restore(self):
         """The graph's buffers changed since the pass last ran (another batch size ran in
         between, say). When every buffer it uses is still its node's, for its role and shape
-        (the node holds it, or keeps it: ``Node.output``), and the inputs hold theirs, the
+        (the node holds it, or keeps it: ``Node.output``), and the inputs hold theirs (a
+        leaf's scratch arrays, a shared weight's summed gradient, may be taken back), the
         nodes are pointed back at them and the pass is valid again; else it must be
         recorded again (False).
 
@@ -184,7 +185,8 @@ class Pass:
             current = node.flat if role is FLAT else node._buffers.get(role)
             if current is array:
                 continue
-            if not node.parents or node._kept.get((role, array.shape)) is not array:
+            if (role is FLAT and not node.parents  # an input holds what was fed into it
+                    or node._kept.get((role, array.shape)) is not array):
                 return False
             moved.append((node, role, array))
         for node, role, array in moved:
