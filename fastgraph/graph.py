@@ -298,6 +298,8 @@ class Graph:
         write it). The removed nodes say so if used again; an optimizer of them too."""
         self.claim("clear")
         try:
+            for compiled_pass in list(self.deferred):  # the optimizers' sums, whole: they
+                compiled_pass.complete()  # may still be read (gradient_buffer)
             for node in self._nodes:
                 node._graph = _Detached(node.name)
             list.clear(self._nodes)

@@ -64,8 +64,22 @@ def _rename(node, name):
 
 
 def _changed_by_the_graph(node, kind):
-    return (f"the {kind} of {node.name} are changed only by the graph; "
+    return (f"the {kind} of {_name_of(node)} are changed only by the graph; "
             f"{ReadOnlyList.INSTEAD[kind]}")
+
+
+def _name_of(node):
+    """A node's name, or its kind's before the graph named it (an attribute refused in a
+    subclass's constructor)."""
+    return getattr(node, "_name", type(node).__name__)
+
+
+def _fixed_dim(node):
+    if getattr(node, "_node_dim", None) is None:  # a Welding() with no shape yet
+        return (f"{_name_of(node)} has no shape yet: give {type(node).__name__}(dim=...), "
+                "build a layer on it, or weld it")
+    return (f"dim of {_name_of(node)} is fixed when the node is made (its buffers and the "
+            f"nodes built on it have its shape): make a new {type(node).__name__}")
 
 
 class Node:
@@ -88,14 +102,16 @@ class Node:
     # What the graph's structure is made of: set when the node is made, changed only by the
     # graph (a re-wiring, ``clear()``); assigned by hand, the graph's states, caches and
     # compiled passes went stale (the compiled executor kept the old wiring: wrong values).
-    parents = checks.set_once("parents", lambda node: _changed_by_the_graph(node, "parents"))
-    children = checks.set_once("children", lambda node: _changed_by_the_graph(node, "children"))
+    # (The value a node has is taken again, changing nothing: MatrixSlow's Variable writes
+    # self.dim = dim after Node.__init__, and a port may keep the line.)
+    parents = checks.set_once("parents", lambda node: _changed_by_the_graph(node, "parents"),
+                              same_taken=True)
+    children = checks.set_once("children", lambda node: _changed_by_the_graph(node, "children"),
+                               same_taken=True)
     graph = checks.set_once("graph", lambda node: (
-        f"the graph of {node.name} is fixed when the node is made: build the node into "
-        "the other graph"))
-    dim = checks.set_once("dim", lambda node: (
-        f"dim of {node.name} is fixed when the node is made (its buffers and the nodes built "
-        f"on it have its shape): make a new {type(node).__name__}"), attribute="_node_dim")
+        f"the graph of {_name_of(node)} is fixed when the node is made: build the node into "
+        "the other graph"), same_taken=True)
+    dim = checks.set_once("dim", _fixed_dim, attribute="_node_dim", same_taken=True)
 
     def __init__(self, *parents, graph=None, name=None):
         for parent in parents:
@@ -114,11 +130,13 @@ class Node:
             if parent.dim is None:  # a Welding() that has no shape yet
                 raise ValueError(f"{type(self).__name__}: {parent.name} has no shape yet: give "
                                  f"{type(parent).__name__}(dim=...) or weld it first")
-        self.graph = graph
-        self.parents = _parents_of(self, parents)
-        self.children = ReadOnlyList((), self, "children")
+        # (the private attributes, written here: what a subclass gave before calling this
+        # constructor is replaced, as it was before these were read-only)
+        self._graph = graph
+        self._parents = _parents_of(self, parents)
+        self._children = ReadOnlyList((), self, "children")
         self.batched = any(parent.batched for parent in parents)
-        self.dim = self.infer_dim()
+        self._node_dim = self.infer_dim()
         self.jacobi = None
         self.grad = None
         self.grad_owned = False

@@ -123,6 +123,7 @@ class Optimizer:
                 )
         self._index = {param: i for i, param in enumerate(self.params)}
         self._layouts = {}  # the sums and tables of other parameter sets (_keep_layout)
+        self._prefixes = {}  # (id(sums), n) -> (sums, sums[:n]): see _follow_graph
         self._passes = Cache()  # what the compiled engine recorded for this optimizer
         self._sums = self._contiguous_sums()
         self._parked = {}  # the states of parameters the target no longer depends on
@@ -178,7 +179,10 @@ class Optimizer:
         layouts = self._layouts
         if len(layouts) >= LAYOUTS_KEPT:
             oldest = next(iter(layouts))
-            forget(self._passes, layouts.pop(oldest)[1])  # the passes that add into its sums
+            sums = layouts.pop(oldest)[1]
+            forget(self._passes, sums)  # the passes that add into its sums (or a prefix)
+            self._prefixes = {key: found for key, found in self._prefixes.items()
+                              if found[0] is not sums}
         layouts[self.params] = (self._buffer, self._sums, self._weights, self._starts,
                                 self._table)
 
@@ -255,8 +259,14 @@ class Optimizer:
         params = reachable + leaving
         if params != self.params:
             self._lay_out(params)
-        self._stepped = ((reachable, self._sums[:len(reachable)]) if leaving  # one_step()'s
-                         else (self.params, self._sums))
+        if not leaving:
+            self._stepped = (self.params, self._sums)
+        else:  # one tuple of the sums' first ones, made once: the compiled passes are found by it
+            prefix = self._prefixes.get((id(self._sums), len(reachable)))
+            if prefix is None or prefix[0] is not self._sums:
+                prefix = self._prefixes[(id(self._sums), len(reachable))] = (
+                    self._sums, self._sums[:len(reachable)])
+            self._stepped = (reachable, prefix[1])
 
     def _check_not_removed(self):
         if self.target.graph is not self.graph:

@@ -121,7 +121,7 @@ _unwatched_run = compiled.Pass.run
 
 def _counted_run(compiled_pass, first=True):
     runs = _watched.get(compiled_pass.graph)
-    if runs is not None:
+    if runs is not None and runs.stepping:  # (what feed() runs is the feed's time)
         if compiled_pass not in runs:
             compiled_pass.cycles = np.zeros(len(compiled_pass.program), np.int64)
             runs[compiled_pass] = [compiled_pass.cycles, 0]
@@ -134,9 +134,16 @@ def _watch(graph):
         if graph in _watched:
             raise RuntimeError("profile_steps: this graph is being profiled already (in "
                                "another thread)")
-        runs = _watched[graph] = {}
+        runs = _watched[graph] = _Runs()
         compiled.Pass.run = _counted_run
         return runs
+
+
+class _Runs(dict):
+    """The passes run while profiling a graph, and whether the profiled optimizer's
+    ``one_step()`` is running (set by ``_loop``): only its passes are counted."""
+
+    stepping = False
 
 
 def _unwatch(graph):
@@ -159,10 +166,15 @@ def _loop(optimizer, feed, steps, entries):
     clock = time.perf_counter
     fed = updated = 0.0
     began = now = clock()
+    runs = _watched.get(optimizer.graph, _Runs())  # (the walker's profile: none)
     for step in steps:
         feed(step)
         feed_done = clock()
-        optimizer.one_step()
+        runs.stepping = True
+        try:
+            optimizer.one_step()
+        finally:
+            runs.stepping = False
         update_began = clock()
         optimizer.update()
         fed += feed_done - now

@@ -426,6 +426,8 @@ def gradients(target, params, sums, first, passes=None):
     last = passes.get(id(sums))
     if last is None or last.sums is not sums or last.layout != graph.layout:
         last = passes[id(sums)] = _Latest(sums, graph.layout)
+        if len(passes) > CACHE_SIZE:  # (a _Latest counts as an entry too)
+            passes.popitem(last=False)
     if len(last.passes) >= CACHE_SIZE:
         last.passes.clear()
     last.passes[graph._version] = (training, batch_size or 1)
@@ -447,8 +449,9 @@ class _Latest:
 def forget(passes, sums):
     """Forget the passes of ``passes`` (an optimizer's store) that add into ``sums``, which
     their optimizer no longer keeps."""
-    for key in [key for key, found in passes.items()
-                if getattr(found, "sums", None) is sums or key == id(sums)]:
+    mine = {id(total) for total in sums}  # a pass may add into a prefix of them (a
+    for key in [key for key, found in passes.items()  # parameter left mid-accumulation)
+                if any(id(total) in mine for total in getattr(found, "sums", None) or ())]:
         del passes[key]
 
 
