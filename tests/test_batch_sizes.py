@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
+from fastgraph.engines import compiled
 from fastgraph.node import FLAT, KEPT_SHAPES
 from fastgraph.ops import loss
 from tests.helpers import with_executor
@@ -22,10 +23,7 @@ def _network(pooling=False):
     with graph:
         if pooling:
             x = fg.Variable((4, 4), trainable=False, name="x")
-            kernel = fg.Variable((2, 2), init=True, name="kernel")
-            maps = fg.ops.MaxPooling(fg.ops.ReLU(fg.ops.Convolve(x, kernel)), size=(2, 2),
-                                     stride=(1, 1))
-            node, size = fg.ops.Reshape(maps, shape=(16, 1)), 16
+            node, size = _pooled_column(x), 16
         else:
             x = fg.Variable((6, 1), trainable=False, name="x")
             node, size = x, 6
@@ -35,6 +33,15 @@ def _network(pooling=False):
         cost = loss.CrossEntropyWithSoftMax(logits, fg.Variable((3, 1), trainable=False,
                                                                 name="one_hot"), name="loss")
     return graph, x, graph.get_node("one_hot"), logits, cost
+
+
+def _pooled_column(x):
+    """A 4x4 image through a convolution, a ReLU and a max pooling (whose forward leaves the
+    VJP a buffer: where each maximum was), as a column of 16."""
+    kernel = fg.Variable((2, 2), init=True, name="kernel")
+    maps = fg.ops.MaxPooling(fg.ops.ReLU(fg.ops.Convolve(x, kernel)), size=(2, 2),
+                             stride=(1, 1))
+    return fg.ops.Reshape(maps, shape=(16, 1))
 
 
 def _loop(sizes, pooling=False, evaluate=None, jacobian=False):
@@ -159,6 +166,12 @@ def test_a_rewiring_that_changes_a_shape_drops_the_kept_buffers():
     wide.set_value(rng.normal(size=(2, 4)))
     point.forward()
     np.testing.assert_array_equal(point.value, wide.value)
+    x.set_value(rng.normal(size=(3, 6)))
+    logits.forward()  # a recording: the passes through the old point can never run again
+    assert not [found for found in compiled.passes(graph) if any(
+        (node.flat if role is FLAT else node._buffers.get(role)) is not array
+        and node._kept.get((role, array.shape)) is not array
+        for node, role, array in found.bindings)]
 
 
 def _recurrent(steps=20):
@@ -356,10 +369,8 @@ def _pooled(sizes):
     graph = fg.Graph(dtype=np.float64, seed=5)
     with graph:
         x = fg.Variable((4, 4), trainable=False, name="x")
-        kernel = fg.Variable((2, 2), init=True, name="kernel")
-        maps = fg.ops.MaxPooling(fg.ops.ReLU(fg.ops.Convolve(x, kernel)), size=(2, 2),
-                                 stride=(1, 1))
-        node, size = fg.ops.Reshape(maps, shape=(16, 1)), 16
+        node, size = _pooled_column(x), 16
+        kernel = graph.get_node("kernel")
         for _ in range(4):  # more nodes than vjp.FEW: the forward is a pass
             node, size = fg.layer.fc(node, size, 8, "Tanh"), 8
         logits = fg.layer.fc(node, size, 3, None)

@@ -122,20 +122,3 @@ def test_a_loss_of_parameters_alone_counts_one_sample_a_step():
     for _ in range(3):
         optimizer.one_step()
     assert optimizer.samples == 3
-
-
-def test_passes_through_a_node_whose_shape_changed_are_not_kept():
-    """A re-wiring that changes a node's shape drops its buffers: the passes recorded with
-    them can never run again, and the next recording forgets them."""
-    graph, x, one_hot, logits, cost = _network()
-    with graph:
-        point = fg.ops.Add(logits, name="point")
-        wide = fg.Variable((4, 1), trainable=False, name="wide")
-    rng = np.random.default_rng(2)
-    for size in (2, 5):
-        x.set_value(rng.normal(size=(size, 6)))
-        point.forward()
-    graph.rewire(point, [wide])
-    x.set_value(rng.normal(size=(3, 6)))
-    logits.forward()  # a recording
-    assert not any(_dead(found) for found in compiled.passes(graph))
