@@ -132,8 +132,8 @@ def _counted_run(compiled_pass, first=True):
 def _watch(graph):
     with _watching:
         if graph in _watched:
-            raise RuntimeError("profile_steps: this graph is being profiled already (in "
-                               "another thread)")
+            raise RuntimeError("profile_steps: this graph is being profiled already (by "
+                               "this thread or another): one profile of a graph at a time")
         runs = _watched[graph] = _Runs()
         compiled.Pass.run = _counted_run
         return runs
@@ -166,7 +166,7 @@ def _loop(optimizer, feed, steps, entries):
     clock = time.perf_counter
     fed = updated = 0.0
     began = now = clock()
-    runs = _watched.get(optimizer.graph, _Runs())  # (the walker's profile: none)
+    runs = _watched[optimizer.graph]
     for step in steps:
         feed(step)
         feed_done = clock()
@@ -201,6 +201,14 @@ def _timed(owner, method, entry):
 
 
 def _profile_walker(optimizer, feed, steps, warmup):
+    _watch(optimizer.graph)  # (one profile of a graph at a time: the timers are per node)
+    try:
+        return _profile_nodes(optimizer, feed, steps, warmup)
+    finally:
+        _unwatch(optimizer.graph)
+
+
+def _profile_nodes(optimizer, feed, steps, warmup):
     entries = defaultdict(lambda: [0, 0.0])
     restores = []
     dense = getattr(optimizer, "engine", None) == "jacobian"
