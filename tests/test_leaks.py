@@ -8,7 +8,7 @@ import numpy as np
 
 import fastgraph as fg
 from fastgraph.engines import compiled
-from fastgraph.node import FLAT, KEPT_SHAPES
+from fastgraph.node import KEPT_SHAPES
 from fastgraph.optimizer import LAYOUTS_KEPT
 
 
@@ -78,18 +78,13 @@ def test_passes_that_can_never_run_again_are_not_kept():
     pushed out of the KEPT_SHAPES kept) can never run again, but stayed cached with those
     buffers: one per batch size seen, up to 256 (600 MB for a 784-256-10 MLP fed batches of
     64..512)."""
-    def dead(compiled_pass):  # (valid() would point the nodes back at the buffers)
-        return any((node.flat if role is FLAT else node._buffers.get(role)) is not array
-                   and node._kept.get((role, array.shape)) is not array
-                   for node, role, array in compiled_pass.bindings)
-
     graph, x, y, loss = _model()
     optimizer = fg.optimizer.GradientDescent(graph, loss)
     for batch in (2, 3, 4, 5, 6, 7, 8, 9):
         _feed(x, y, batch)
         optimizer.one_step()
         optimizer.update()
-    assert [p for p in compiled.passes(graph, optimizer) if dead(p)] == []
+    assert [p for p in compiled.passes(graph, optimizer) if p.dead()] == []
     assert len(compiled.passes(graph, optimizer)) <= KEPT_SHAPES + 1
 
 

@@ -9,16 +9,9 @@ import pytest
 
 import fastgraph as fg
 from fastgraph.engines import compiled
-from fastgraph.node import FLAT
 from tests.test_batch_sizes import _network
 
 pytestmark = pytest.mark.compiled
-
-
-def _dead(found):  # a pass that valid() could not point back at its buffers
-    return any((node.flat if role is FLAT else node._buffers.get(role)) is not array
-               and node._kept.get((role, array.shape)) is not array
-               for node, role, array in found.bindings)
 
 
 def _train(graph, x, one_hot, optimizer, sizes, seed=5):
@@ -39,7 +32,7 @@ def test_passes_still_alive_are_kept_when_a_size_is_dropped(recordings):
     _train(graph, x, one_hot, optimizer, [1, 2, 3, 4, 5, 6])
     assert len(recordings) == 6
     stored = compiled.passes(graph, optimizer)
-    assert len(stored) == 5 and not any(_dead(found) for found in stored)
+    assert len(stored) == 5 and not any(found.dead() for found in stored)
     _train(graph, x, one_hot, optimizer, [2, 3, 4, 5, 6, 2])
     assert len(recordings) == 6
 

@@ -167,6 +167,14 @@ class Pass:
             return False
         return all(node.flat is not None for node in self.inputs)
 
+    def dead(self):
+        """Whether the pass can never run again: a buffer it uses is neither held nor kept by
+        its node any more (a batch size pushed out of the node's ``KEPT_SHAPES``, a shape
+        changed by a re-wiring)."""
+        return any((node.flat if role is FLAT else node._buffers.get(role)) is not array
+                   and node._kept.get((role, array.shape)) is not array
+                   for node, role, array in self.bindings)
+
     def _restore(self):
         """The graph's buffers changed since the pass last ran (another batch size ran in
         between, say). When every buffer it uses is still its node's, for its role and shape
@@ -368,10 +376,7 @@ def _drop_dead(graph, store):
     if store.checked == graph.dropped:
         return
     store.checked = graph.dropped
-    dead = {id(found) for found in store.values() if isinstance(found, Pass) and any(
-        (node.flat if role is FLAT else node._buffers.get(role)) is not array
-        and node._kept.get((role, array.shape)) is not array
-        for node, role, array in found.bindings)}
+    dead = {id(found) for found in store.values() if isinstance(found, Pass) and found.dead()}
     for key, found in list(store.items()):
         if id(found) in dead:
             del store[key]
