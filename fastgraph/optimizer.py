@@ -134,6 +134,14 @@ class Optimizer:
         self.steps = 0
         self.threads = Chooser()  # the thread count of the steps, by their times
 
+    def __reduce__(self):
+        # copy.copy made a twin that added into the same gradient sums and stepped the same
+        # states (two updates of one accumulation); deepcopy and pickle reached the graph.
+        raise TypeError(f"a fastgraph {type(self).__name__} optimizer is not copied or pickled "
+                        "(it keeps the gradient sums and states of its graph's parameters): "
+                        f"make another with {type(self).__name__}(graph, loss, ...), or save "
+                        "the parameters with fastgraph.saver.save")
+
     @property
     def learning_rate(self):
         """The learning rate: a positive finite number, checked whenever it is set (a rate of

@@ -147,3 +147,24 @@ def test_gradient_sums_are_views_of_one_contiguous_buffer(rng):
     buffer[:-6] *= 2  # the buffer is what get_gradient and update() read
     for param, gradient in zip(optimizer.params, before):
         np.testing.assert_allclose(optimizer.get_gradient(param), 2 * gradient)
+
+
+@pytest.mark.parametrize("name", list(RULE_OPTIONS))
+def test_an_optimizer_is_not_copied_or_pickled(name, rng):
+    """copy.copy made a twin that added into the same gradient sums (the two one_step()s of
+    a copy and its original summed into one accumulation); deepcopy and pickle failed in the
+    graph's words. Each refuses in the optimizer's own, and the original still trains."""
+    import copy
+    import pickle
+
+    graph, x, one_hot, _, _, loss = mnist_network(hidden=(8,))
+    optimizer = getattr(fg.optimizer, name)(graph, loss, 0.01)
+    x.set_value(rng.random((4, 784, 1)))
+    one_hot.set_value(np.eye(10)[[1, 2, 3, 4]].reshape(4, 10, 1))
+    for attempt in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match=rf"^a fastgraph {name} optimizer is not copied or "
+                                            rf"pickled \(.*make another with {name}\(graph, "):
+            attempt(optimizer)
+    optimizer.one_step()
+    assert optimizer.samples == 4
+    optimizer.update()
