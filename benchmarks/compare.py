@@ -725,6 +725,7 @@ def main(argv=None):
     print(table(report))
     if args.profile:
         print("\n" + profile_report(data))
+        print("\n" + article_profile_report(data))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     chart(report, args.chart)
@@ -733,8 +734,6 @@ def main(argv=None):
 
 
 def profile_report(data, network="784-100-20-10"):
-    from fastgraph.profiler import profile_steps
-
     hidden, batch = NETWORKS[network]
     runner = Fastgraph(hidden, batch, data, he_init(np.random.default_rng(0), hidden))
     batches = iter(())
@@ -747,30 +746,61 @@ def profile_report(data, network="784-100-20-10"):
                                             np.random.default_rng(step).permutation(60000))
             next(batches)
 
-    def untimed(steps, first):  # the same loop, no timer: what the phases must add up to
-        optimizer, began = runner.optimizer, time.perf_counter()
-        for step in range(first, first + steps):
+    return (f"profile of {network}, batch {batch} (the fastest of 15 rounds):\n"
+            + alternated_profiles(runner.optimizer, feed, steps=200, every=1, first=600))
+
+
+def article_profile_report(data):
+    """The article's loop on its MNIST network: one sample a one_step(), an update every 32
+    (``benchmarks/test_article_programs.py``'s program, with MNIST's images)."""
+    import fastgraph as fg
+
+    model = fg.models.mlp(784, (100, 20), 10, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, LEARNING_RATE)
+    images, labels = data[0], data[1]
+
+    def feed(step):  # the article's way: one sample, a (784, 1) column, and its label's
+        row = step % len(images)
+        model.x.set_value(images[row][:, None])
+        model.one_hot.set_value(labels[row][:, None])
+
+    return ("profile of the article's loop, 784-100-20-10, one sample a one_step(), an update "
+            "every 32 (the fastest of 15 rounds):\n"
+            + alternated_profiles(optimizer, feed, steps=640, every=32, first=640))
+
+
+def alternated_profiles(optimizer, feed, steps, every, first):
+    """15 rounds of ``steps`` profiled and ``steps`` untimed steps (an update every
+    ``every``), which comes first alternating, after ``first`` untimed ones: the fastest
+    round's table, and how the profiled steps compare with the untimed ones."""
+    from fastgraph.profiler import profile_steps
+
+    def untimed(count, start):  # the same loop, no timer: what the phases must add up to
+        began = time.perf_counter()
+        for step in range(start, start + count):
             feed(step)
             optimizer.one_step()
-            optimizer.update()
-        return (time.perf_counter() - began) / steps * 1e6
+            if (step - start + 1) % every == 0:
+                optimizer.update()
+        return (time.perf_counter() - began) / count * 1e6
 
-    # 15 rounds of 200 profiled and 200 untimed steps, which comes first alternating, so
-    # that a change in the load (or a thread-count trial, fastgraph.threads) falls on both
-    # alike; each round's two step times give a ratio, and the median ratio is the figure.
-    untimed(600, 0)  # past the thread-count trials of the first steps
+    # Which comes first alternates, so that a change in the load (or a thread-count trial,
+    # fastgraph.threads) falls on both alike; each round's two step times give a ratio, and
+    # the median ratio is the figure.
+    untimed(first, 0)  # past the thread-count trials of the first steps
     profiles, plain = [], []
     for round_ in range(15):
+        start = (2 * steps + 5 * every) * round_
         if round_ % 2:
-            plain.append(untimed(200, 205 * round_))
-        profiles.append(profile_steps(runner.optimizer, feed, steps=200, warmup=5))
+            plain.append(untimed(steps, start))
+        profiles.append(profile_steps(optimizer, feed, steps=steps, warmup=5 * every,
+                                      update_every=every))
         if not round_ % 2:
-            plain.append(untimed(200, 205 * round_))
+            plain.append(untimed(steps, start + steps))
     profiled = [profile.step_seconds * 1e6 for profile in profiles]
     fastest = profiles[int(np.argmin(profiled))]
     ratio = np.median(np.array(profiled) / np.array(plain))
-    return (f"profile of {network}, batch {batch} (the fastest of 15 rounds):\n"
-            f"{fastest.table()}\n"
+    return (f"{fastest.table()}\n"
             f"the same loop untimed, in alternation: {min(plain):,.1f} us a step (fastest "
             f"round); the profiled steps took {ratio:.2f}x the untimed ones (median of the "
             f"rounds' ratios; rounds, profiled/untimed: "

@@ -14,6 +14,12 @@ timers themselves cost about 2 us a step of the compiled MNIST network. With
 ``engine="jacobian"`` (the article's engine, one sample at a time), the forward rows time
 every node's ``compute`` on each sample and the backward rows its ``dense_jacobian``; the
 products that chain the Jacobians, and the sums, are the engine's own work.
+
+The article's programs step one sample at a time and update once a mini-batch:
+``profile_steps(optimizer, feed, steps, update_every=32)`` profiles that loop, an
+``update()`` after every 32nd ``one_step()``; the rows are then per ``one_step()``, the
+update's share spread over the samples it applies (it includes finishing the gradient sums
+that the one-sample steps defer: ``fastgraph.engines.compiled``).
 """
 
 import numbers
@@ -35,6 +41,7 @@ class Profile:
     steps: int
     seconds: float
     entries: dict = field(default_factory=dict)  # (phase, kind) -> [calls, seconds]
+    update_every: int = 1  # one_step() calls an update() applies
 
     @property
     def step_seconds(self):
@@ -59,8 +66,9 @@ class Profile:
         return dict(totals)
 
     def table(self):
-        lines = [f"one training step: {self.step_seconds * 1e6:,.1f} us "
-                 f"(mean of {self.steps} steps)",
+        what = ("one training step" if self.update_every == 1 else
+                f"one one_step() (an update every {self.update_every})")
+        lines = [f"{what}: {self.step_seconds * 1e6:,.1f} us (mean of {self.steps} steps)",
                  "phase     node kind                    calls  us/step   share"]
         for phase, kind, calls, micros, share in self.rows():
             lines.append(f"{phase:<9} {kind:<27} {calls:6.1f} {micros:8.1f} {share:7.1%}")
@@ -69,8 +77,11 @@ class Profile:
         return "\n".join(lines)
 
 
-def profile_steps(optimizer, feed, steps=200, warmup=20):
-    """Profile ``steps`` training steps of ``optimizer``; ``feed(step)`` sets the inputs."""
+def profile_steps(optimizer, feed, steps=200, warmup=20, update_every=1):
+    """Profile ``steps`` training steps of ``optimizer``; ``feed(step)`` sets the inputs.
+    A step is ``one_step()``; ``update()`` follows every ``update_every``-th (the article's
+    programs: one sample a step, an update a mini-batch), so ``steps`` and ``warmup`` are
+    multiples of it (the optimizer ends the profile with nothing accumulated)."""
     if not all(callable(getattr(optimizer, name, None)) for name in ("one_step", "update")) \
             or getattr(optimizer, "graph", None) is None:
         raise TypeError(f"profile_steps: optimizer must be a fastgraph optimizer, got "
@@ -81,18 +92,24 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
     steps = checks.positive_integer("profile_steps: steps", steps)
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
         raise ValueError(f"profile_steps: warmup must be a non-negative integer, got {warmup!r}")
+    every = checks.positive_integer("profile_steps: update_every", update_every)
+    if steps % every or warmup % every:
+        raise ValueError(f"profile_steps: steps ({steps}) and warmup ({warmup}) must be "
+                         f"multiples of update_every ({every}), so that every one_step() is "
+                         "followed by its update()")
     for step in range(warmup):
         feed(step)
         optimizer.one_step()
-        optimizer.update()
+        if (step + 1) % every == 0:
+            optimizer.update()
     graph = optimizer.graph
     if not _runs_compiled(optimizer):
-        return _profile_walker(optimizer, feed, steps, warmup)
+        return _profile_walker(optimizer, feed, steps, warmup, every)
     entries = defaultdict(lambda: [0, 0.0])
     runs = _watch(graph)  # each pass of the graph that runs in the loop: its counters, runs
     cycles_began, clock_began = cycle_counter(), time.perf_counter()
     try:
-        seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries)
+        seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries, every)
     finally:
         cycles = cycle_counter() - cycles_began
         per_cycle = (time.perf_counter() - clock_began) / cycles
@@ -107,7 +124,7 @@ def profile_steps(optimizer, feed, steps=200, warmup=20):
                                  else type(owner).__name__)]
                 entry[0] += times
                 entry[1] += counts[pc] * per_cycle
-    return Profile(steps, seconds, dict(entries))
+    return Profile(steps, seconds, dict(entries), every)
 
 
 # The graphs being profiled (each by one thread: a graph is used by one at a time), and
@@ -160,14 +177,15 @@ def _runs_compiled(optimizer):
     return getattr(optimizer, "engine", "vjp") == "vjp" and engines._executor() is compiled
 
 
-def _loop(optimizer, feed, steps, entries):
-    """Run the steps; time the feed and the update into ``entries`` with three clock reads
-    a step (the end of one step is the start of the next). Returns the seconds they took."""
+def _loop(optimizer, feed, steps, entries, every):
+    """Run the steps, an update after every ``every``-th; time the feed and the update into
+    ``entries`` with three clock reads a step (the end of one step is the start of the
+    next). Returns the seconds they took."""
     clock = time.perf_counter
     fed = updated = 0.0
     began = now = clock()
     runs = _watched[optimizer.graph]
-    for step in steps:
+    for count, step in enumerate(steps, 1):
         feed(step)
         feed_done = clock()
         runs.stepping = True
@@ -176,12 +194,13 @@ def _loop(optimizer, feed, steps, entries):
         finally:
             runs.stepping = False
         update_began = clock()
-        optimizer.update()
+        if count % every == 0:
+            optimizer.update()
         fed += feed_done - now
         now = clock()
         updated += now - update_began
     entries[("feed", "set_value")][:] = len(steps), fed
-    entries[("update", type(optimizer).__name__)][:] = len(steps), updated
+    entries[("update", type(optimizer).__name__)][:] = len(steps) // every, updated
     return now - began
 
 
@@ -200,15 +219,15 @@ def _timed(owner, method, entry):
     return lambda: delattr(owner, method)
 
 
-def _profile_walker(optimizer, feed, steps, warmup):
+def _profile_walker(optimizer, feed, steps, warmup, every):
     _watch(optimizer.graph)  # (one profile of a graph at a time: the timers are per node)
     try:
-        return _profile_nodes(optimizer, feed, steps, warmup)
+        return _profile_nodes(optimizer, feed, steps, warmup, every)
     finally:
         _unwatch(optimizer.graph)
 
 
-def _profile_nodes(optimizer, feed, steps, warmup):
+def _profile_nodes(optimizer, feed, steps, warmup, every):
     entries = defaultdict(lambda: [0, 0.0])
     restores = []
     dense = getattr(optimizer, "engine", None) == "jacobian"
@@ -223,8 +242,8 @@ def _profile_nodes(optimizer, feed, steps, warmup):
             if type(node).vjp_summed is not Operator.vjp_summed:  # else it calls vjp: timed
                 restores.append(_timed(node, "vjp_summed", entries[("backward", kind)]))
     try:
-        seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries)
+        seconds = _loop(optimizer, feed, range(warmup, warmup + steps), entries, every)
     finally:
         for restore in restores:
             restore()
-    return Profile(steps, seconds, dict(entries))
+    return Profile(steps, seconds, dict(entries), every)

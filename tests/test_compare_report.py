@@ -44,3 +44,24 @@ def test_without_fastgraph_the_ratios_are_to_the_first_framework_run():
     assert any("vs jax" in line for line in lines)
     assert any(line.startswith("jax ") and "1.00x" in line for line in lines)
     assert any(line.startswith("fastgraph jacobian") and "833.33x" in line for line in lines)
+
+
+def test_the_articles_loop_is_profiled_with_an_update_every_32():
+    """`compare --profile` also profiles the article's loop (one sample a one_step(), an
+    update every 32) on the MNIST network, against the same loop untimed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.random((96, 784)).astype(np.float32)
+    one_hot = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 96)]
+    report = compare.article_profile_report((images, one_hot))
+    lines = report.splitlines()
+    assert lines[0].startswith("profile of the article's loop, 784-100-20-10, one sample a "
+                               "one_step(), an update every 32")
+    assert lines[1].startswith("one one_step() (an update every 32): ")
+    assert "(mean of 640 steps)" in lines[1]
+    rows = {tuple(line.split()[:2]): line.split() for line in lines[3:-2]}
+    assert rows[("feed", "set_value")][2] == "1.0" and rows[("forward", "MatMul")][2] == "3.0"
+    assert ("update", "Adam") in rows and ("overhead", "engine") in rows
+    assert lines[-1].startswith("the same loop untimed, in alternation: ")
+    assert lines[-1].split("profiled/untimed: ")[1].count("/") == 15  # each round's pair

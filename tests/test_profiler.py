@@ -73,3 +73,63 @@ def test_an_interrupted_profile_leaves_no_timer_behind(rng):
     assert compiled.passes(model.graph, optimizer)
     assert all(compiled_pass.cycles.size == 0
                for compiled_pass in compiled.passes(model.graph, optimizer))
+
+
+def _one_sample_loop(rng, profiled, every=4, steps=12, warmup=4):
+    """The article's loop on a small MLP: one sample a one_step(), an update every
+    ``every``; profiled or plain, from the same start. Returns (profile, parameters)."""
+    model = fg.models.mlp(20, (8,), 3, seed=0, dtype=np.float64)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss)
+    samples, labels = rng.random((steps + warmup, 1, 20)), np.eye(3)[rng.integers(0, 3, 16)]
+
+    def feed(step):
+        model.x.set_value(samples[step])
+        model.one_hot.set_value(labels[step % 16][None])
+
+    if profiled:
+        profile = fg.profiler.profile_steps(optimizer, feed, steps=steps, warmup=warmup,
+                                            update_every=every)
+    else:
+        profile = None
+        for step in range(warmup + steps):
+            feed(step)
+            optimizer.one_step()
+            if (step + 1) % every == 0:
+                optimizer.update()
+    assert optimizer.samples == 0  # nothing left accumulated
+    return profile, [param.value.copy() for param in optimizer.params], optimizer
+
+
+@pytest.mark.parametrize("engine", ["compiled", "python"])
+def test_the_articles_loop_is_profiled_with_an_update_every_mini_batch(rng, engine,
+                                                                        monkeypatch):
+    """update_every=4: an update() after every 4th one_step(), as the article's programs
+    do; the rows are per one_step(), add up to the loop's time, and the parameters are
+    those of the same loop unprofiled (3 updates, not 12)."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", engine)
+    profile, profiled, optimizer = _one_sample_loop(np.random.default_rng(1), True)
+    _, plain, _ = _one_sample_loop(np.random.default_rng(1), False)
+    for got, expected in zip(profiled, plain):
+        np.testing.assert_array_equal(got, expected)
+    assert optimizer.steps == 4  # one in the warm-up, three profiled
+    rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
+    assert rows[("feed", "set_value")] == 1 and rows[("update", "Adam")] == 0.25
+    assert rows[("forward", "MatMul")] == 2
+    assert sum(profile.by_phase().values()) == pytest.approx(profile.step_seconds * 1e6)
+    assert profile.table().startswith("one one_step() (an update every 4): ")
+
+
+@pytest.mark.parametrize("steps, warmup, every, message", [
+    (10, 4, 4, r"steps \(10\) and warmup \(4\) must be multiples of update_every \(4\)"),
+    (8, 2, 4, r"steps \(8\) and warmup \(2\) must be multiples of update_every \(4\)"),
+    (8, 0, 0, r"update_every must be at least 1, got 0"),
+    (8, 0, 2.5, r"update_every must be a positive integer, got 2.5"),
+])
+def test_update_every_is_checked_before_any_step(rng, steps, warmup, every, message):
+    model = fg.models.mlp(20, (8,), 3, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss)
+    fed = []
+    with pytest.raises(ValueError, match=r"^profile_steps: " + message):
+        fg.profiler.profile_steps(optimizer, fed.append, steps=steps, warmup=warmup,
+                                  update_every=every)
+    assert fed == [] and optimizer.samples == 0
