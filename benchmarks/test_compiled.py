@@ -61,6 +61,24 @@ def test_one_sample_per_step(benchmark, executor, monkeypatch, mnist_arrays):
     assert np.isfinite(model.loss.flat).all()
 
 
+def test_one_sample_per_step_as_a_batch_of_one(benchmark, mnist_arrays):
+    """The same loop, each sample fed as a batch of one, ``features[b:b + 1]`` (1, 784)."""
+    features, labels = mnist_arrays
+    model = fg.models.mlp(784, (100, 20), 10, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.001)
+    benchmark.group = "the article's loop: 64 one-sample one_step() calls and an update"
+
+    def batch_of_64():
+        for b in range(64):
+            model.x.set_value(features[b:b + 1])
+            model.one_hot.set_value(labels[b:b + 1])
+            optimizer.one_step()
+        optimizer.update()
+
+    benchmark(batch_of_64)
+    assert np.isfinite(model.loss.flat).all()
+
+
 def test_recurrent_step(benchmark):
     rng = np.random.default_rng(0)
     network = recurrent.Fastgraph(recurrent.initial(rng))
