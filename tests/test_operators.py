@@ -248,3 +248,32 @@ def test_piecewise_operators_at_their_kinks(make, values, derivative):
     np.testing.assert_array_equal(op.flat, [values])
     np.testing.assert_array_equal(op.vjp(0, np.ones((1, 3))), [derivative])
     np.testing.assert_array_equal(np.diag(op.get_jacobi(x)), derivative)
+
+
+@pytest.mark.parametrize("engine", ["vjp", "python", "jacobian"])
+def test_cross_entropys_gradient_has_the_labels_sum(engine):
+    """Labels are accepted when they sum to 1 within 1e-3; the gradient was softmax - y on
+    every path (they agreed with each other), where the loss computed has softmax * sum(y)
+    - y, as torch and finite differences give (helper hB's check against PyTorch)."""
+    z, y = np.array([2.0, -1.0, 0.5]), np.array([0.3, 0.3, 0.4009])
+    with fg.Graph(dtype=np.float64) as graph:
+        logits = fg.Variable((3, 1))
+        labels = fg.Variable((3, 1), trainable=False)
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(logits, labels)
+    logits.set_value(z.reshape(3, 1))
+    labels.set_value(y.reshape(1, 3, 1))
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1, engine=engine)
+    optimizer.one_step()
+    probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(optimizer.get_gradient(logits).ravel(), probs * y.sum() - y,
+                               rtol=1e-12)
+    step = 1e-6  # and finite differences of the loss itself
+    numeric = [(_loss_at(loss, logits, z + step * e) - _loss_at(loss, logits, z - step * e))
+               / (2 * step) for e in np.eye(3)]
+    np.testing.assert_allclose(probs * y.sum() - y, numeric, rtol=1e-6)
+
+
+def _loss_at(loss, logits, z):
+    logits.set_value(z.reshape(3, 1))
+    loss.forward()
+    return float(np.asarray(loss.value).sum())

@@ -11,7 +11,8 @@ class CrossEntropyWithSoftMax(Operator):
     """-sum(labels * log softmax(logits)) per sample, fused, for one-hot labels.
 
     ``labels`` must be one-hot, or more generally a probability distribution per sample
-    (non-negative, summing to 1); anything else raises ValueError naming the sample.
+    (non-negative, summing to 1 within 1e-3); anything else raises ValueError naming the
+    sample. The gradient is that of the loss computed, ``softmax * sum(labels) - labels``.
     """
 
     arity = 2
@@ -48,8 +49,9 @@ class CrossEntropyWithSoftMax(Operator):
         z = logits.sample().ravel()
         with np.errstate(over="ignore"):  # z - max(z) past the dtype's range is -inf: exp 0
             log_probs = z - z.max() - np.log(np.exp(z - z.max()).sum())
-        if slot == 0:
-            return (np.exp(log_probs) - labels.sample().ravel()).reshape(1, -1)
+        if slot == 0:  # (the labels sum to 1 within a tolerance: their sum is in it)
+            y = labels.sample().ravel()
+            return (np.exp(log_probs) * y.sum() - y).reshape(1, -1)
         return -log_probs.reshape(1, -1)
 
 
