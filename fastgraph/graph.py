@@ -264,11 +264,16 @@ class Graph:
         """The version after a re-wiring or a parameter frozen or thawed: the number of
         this wiring and frozen set, the same as when they were last seen (unless so many
         were seen that the numbering started over, under a new version)."""
-        key = (tuple(sorted(self._wiring.items())), tuple(sorted(self._frozen)))
+        self._version = self._stamp(self._wiring)
+
+    def _stamp(self, wiring):
+        """The version of the wiring ``wiring`` (node index -> its parents' indices) with
+        the present frozen set (see ``_restamp``)."""
+        key = (tuple(sorted(wiring.items())), tuple(sorted(self._frozen)))
         if key not in self._wirings and len(self._wirings) >= WIRINGS_KEPT:
             self._wirings = {key: 0}
             self._changes += 1
-        self._version = (self._changes, self._wirings.setdefault(key, len(self._wirings)))
+        return (self._changes, self._wirings.setdefault(key, len(self._wirings)))
 
     def freeze(self, node, frozen):
         """Note that the parameter ``node`` is frozen (or thawed): its optimizers leave it
@@ -370,25 +375,37 @@ class Graph:
         except BaseException:
             node._parents = old
             raise
+        new, node._parents = node._parents, old
+        # The changes, in an order that a Ctrl-C (Python raises it where it looks for one:
+        # as a call returns, as a function starts) can stop at any point of: the values
+        # made stale first; each parent's children made right whatever they hold, so that
+        # the same weld again repairs a stopped one; then the wiring, its version and the
+        # node's own facts, in plain stores that no such point separates.
         if self.unsettled:  # the inputs fed so far, along the edges they were fed with
             self.settle()
-        for parent in old:
-            list.remove(parent.children, node)
-        for parent in parents:
-            list.append(parent.children, node)
-        node.batched = batched
-        node._batch_source = None  # the parent whose batch size its value takes
+        self.invalidate([node], EMPTY, itself=True)  # (its downstream: the same either way)
+        for parent in old:  # as many times in each list as it is a parent (nodes compare
+            if list.count(parent.children, node) > new.count(parent):  # by identity)
+                list.remove(parent.children, node)
+        for parent in new:
+            if list.count(parent.children, node) < new.count(parent):
+                list.append(parent.children, node)
+        if dim != node.dim and node.flat is not None:  # its buffer has the old width
+            self.layout += 1  # (first: passes look again at their buffers)
+            node._drop_buffers()
+        source = None  # the parent whose batch size its value takes
         for parent in parents:
             if parent.batched:
-                node._batch_source = parent
+                source = parent
                 break
-        if dim != node.dim and node.flat is not None:  # its buffer has the old width
-            node._drop_buffers()
-            self.layout += 1
+        wiring = tuple([parent.index for parent in parents])
+        version = self._stamp({**self._wiring, node.index: wiring})
+        node._parents = new
+        self._wiring[node.index] = wiring
+        self._version = version
+        node.batched = batched
+        node._batch_source = source
         node._node_dim = dim
-        self._wiring[node.index] = tuple([parent.index for parent in parents])
-        self._restamp()
-        self.invalidate([node], EMPTY, itself=True)
 
     def _check_rewiring(self, node, parents, caller):
         """Raise unless ``node`` may take ``parents`` (see ``rewire``); changes nothing."""
@@ -623,15 +640,23 @@ class Graph:
         it meanwhile would read and write them under it: that is refused with
         :class:`GraphInUse`, before anything is changed, rather than made to wait (waiting
         would still interleave one thread's feed with another's pass). The outermost claim
-        of a thread also sets a fixed thread count in it (``threads.here``)."""
+        of a thread also sets a fixed thread count in it (``threads.here``).
+
+        A Ctrl-C can land between taking the lock and counting the claim (or between the
+        count and the release), where Python checks for one after a call returns: the
+        thread then holds the lock once more than it counts, and other threads would find
+        the graph in use for good. The thread's next outermost claim gives such a hold back
+        (the count itself is never left wrong: it changes with no call beside it)."""
+        if not self.claims:
+            threads.here()
+            if self._user._is_owned():  # held, counted by none: an interrupted claim
+                self._user._release_save()  # (the release of every hold of this thread)
         if not self._user.acquire(False):
             raise GraphInUse(
                 f"{what.format(*names)}: {self!r} is in use by another thread (it is feeding, "
                 f"computing or updating it now); a graph is used by one thread at a time: give "
                 f"each thread its own graph, or hold a lock around each thread's use of it")
         self.claims += 1
-        if self.claims == 1:
-            threads.here()
 
     def release(self):
         """End the calling thread's :meth:`claim`."""

@@ -498,13 +498,18 @@ class Variable(Node):
         graph = self.graph
         graph.passes += 1
         if not self.is_input:
-            self._set_parameter(array)
+            self._check_parameter(array)
+            # What depends on it is marked stale before the copy, not after: a Ctrl-C as
+            # the copy returns then costs a recomputation, never an old value read as new.
             graph.invalidate([self], EMPTY)
+            if self.flat is None:
+                self._hold(np.empty((1, self.dimension()), self.graph.dtype))
+            np.copyto(self._value, array, casting="unsafe")
             graph.mark_computed(self)
         else:
             self._set_input(array)
 
-    def _set_parameter(self, array):
+    def _check_parameter(self, array):
         if array.shape != self.dim:
             raise ValueError(
                 f"{self.name}: expected a value of shape {self.dim}, got {array.shape}"
@@ -512,9 +517,6 @@ class Variable(Node):
         beyond = checks.first_beyond(array, self.graph.dtype)
         if beyond is not None:
             raise checks.beyond_range(self.name, array[beyond].item(), self.graph.dtype)
-        if self.flat is None:
-            self._hold(np.empty((1, self.dimension()), self.graph.dtype))
-        np.copyto(self._value, array, casting="unsafe")
 
     def _set_input(self, array):
         rows, cols = self.dim

@@ -318,6 +318,13 @@ class Optimizer:
             params, sums = self._stepped
             self.samples += self._gradients(self.target, params, sums, self.samples == 0,
                                             self._passes)
+        except KeyboardInterrupt:
+            # A Ctrl-C lands where Python looks for one, mostly as the pass returns: its
+            # batch may be in the sums and not in the count. The accumulation is dropped
+            # (as discard() does): the next one_step() starts a new one.
+            complete(graph, self._sums)
+            self.samples = 0
+            raise
         finally:
             graph.release()
 
@@ -346,12 +353,18 @@ class Optimizer:
                 self._check_not_removed()
             if self.samples == 0:  # (checked holding the graph: another update may end one)
                 raise RuntimeError("update() needs a gradient: call one_step() first")
-            self.steps += 1
             complete(self.graph, self._sums)
-            self.apply(self._table, self._buffer, 1.0 / self.samples)
-            self.threads.tick()
+            scale = 1.0 / self.samples
+            # Counted before the rule's kernels run, not after: a Ctrl-C lands where Python
+            # looks for one, mostly as a kernel returns, and the parameters must not then
+            # look not updated (a second update() applying the same gradients again, values
+            # computed from the old ones read as current). One landing in the few
+            # statements between here and the kernel drops the accumulation instead.
+            self.steps += 1
             self.samples = 0
             graph.invalidate(self.params, OUTDATED)
+            self.apply(self._table, self._buffer, scale)
+            self.threads.tick()
         finally:
             graph.release()
 

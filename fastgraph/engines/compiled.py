@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from .. import kernels
 from ..graph import CACHE_SIZE, EMPTY
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
@@ -48,7 +49,11 @@ class Pass:
         graph.passes += 1  # the recording computes nodes: under a number of its own, so
         # that a snapshot of a value taken under the last one is not taken for the new one
         self.inputs = tape.inputs
-        with recording(graph.dtype) as calls:
+        # Not a `with`: its __exit__ is a call, at whose start a Ctrl-C could stop it and
+        # leave the thread's recorder set (every later kernel call recorded, none run);
+        # the finally's inline reset has no such point.
+        calls = recording(graph.dtype).__enter__()
+        try:
             steps = []
             for node in tape.nodes:
                 if node.parents:
@@ -77,6 +82,8 @@ class Pass:
                 vjp.accumulate(params, sums, first=True)
                 self.copy_stop = len(calls.calls)
                 vjp.accumulate(params, sums, first=False)
+        finally:
+            kernels.recording.recorder = None
         program = self.program = Program(calls)
         self.sums, self.completion = sums, None  # (completion: see _deferred)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
@@ -320,8 +327,8 @@ def _deferring(compiled_pass):
     if compiled_pass in pending:
         return
     for other in [other for other in pending if other.sums is not compiled_pass.sums]:
-        del pending[other]
-        other.complete()
+        other.complete()  # then forgotten: a Ctrl-C between the two leaves it pending, and
+        del pending[other]  # a second completion adds nothing (the kernel empties the stage)
     pending[compiled_pass] = None
 
 
@@ -336,8 +343,8 @@ def complete(graph, sums):
         mine = {id(total) for total in sums}  # parameter left during the accumulation)
         for compiled_pass in [found for found in pending
                               if any(id(total) in mine for total in found.sums)]:
+            compiled_pass.complete()  # before it is forgotten (see _deferring)
             del pending[compiled_pass]
-            compiled_pass.complete()
     finally:
         graph.release()
 
