@@ -13,7 +13,7 @@ as the separate calls would.
 import numpy as np
 
 from . import checks
-from .graph import EMPTY, Graph
+from .graph import EMPTY, Graph, each_whole
 from .kernels.elementwise import feed_inputs
 from .node import FLAT, Variable
 
@@ -64,8 +64,7 @@ def set_values(inputs, values):
                                       array[beyond].item(), graph.dtype)
         graph.claim("set_values")  # one use: no other thread's between two inputs
         try:
-            for node, value in zip(inputs, array):
-                node.set_value(value)
+            each_whole(zip(inputs, array), lambda pair: pair[0].set_value(pair[1]))
         finally:
             graph.release()
         return

@@ -667,6 +667,26 @@ class Graph:
         return f"Graph({self.node_count()} nodes, dtype={self.dtype.name})"
 
 
+def each_whole(items, action):
+    """``action(item)`` for every item, in order, even when a Ctrl-C lands between two (or
+    inside one, where Python looks for it): the item it stopped is done again and the rest
+    are done, then the KeyboardInterrupt is raised, so that several inputs or parameters set
+    together are never left half old, half new. A second Ctrl-C is raised at once."""
+    items = list(items)
+    stopped, k = None, 0
+    while k < len(items):
+        try:
+            action(items[k])
+        except KeyboardInterrupt as error:
+            if stopped is not None:
+                raise
+            stopped = error
+            continue
+        k += 1
+    if stopped is not None:
+        raise stopped
+
+
 def _topological_order(*targets):
     """``targets`` and their ancestors, each once, parents before children."""
     order, done, stack = [], set(), [(target, False) for target in reversed(targets)]
@@ -729,8 +749,7 @@ class Tape:
         try:
             yield feed
         finally:
-            for node, flat in saved:
-                node.set_value(flat.reshape(-1, *node.dim))
+            each_whole(saved, lambda pair: pair[0].set_value(pair[1].reshape(-1, *pair[0].dim)))
             graph.single_sample = single
 
     def forward(self):

@@ -30,7 +30,7 @@ import numpy as np
 from . import ops
 from .checks import beyond_range, first_beyond
 from .files import open_regular, write_atomically, write_atomically_together
-from .graph import CONVENTIONS, Graph, get_default_graph
+from .graph import CONVENTIONS, Graph, each_whole, get_default_graph
 from .node import Node, Variable
 from .ops import loss
 
@@ -646,8 +646,8 @@ def _restore(graph, specs, weights, model_path, weights_path):
         for spec in specs:
             if spec["name"] not in existing:
                 existing[spec["name"]] = _build(graph, spec, existing)
-        for name, value in weights.items():
-            existing[name].set_value(value)
+        # every value checked above: set all of them, even past a Ctrl-C (never half)
+        each_whole(weights.items(), lambda item: existing[item[0]].set_value(item[1]))
     except (KeyError, TypeError, ValueError) as error:  # checked above: not expected
         raise ModelFileError(f"{model_path}: the model does not rebuild ({error!s})") \
             from error

@@ -322,3 +322,94 @@ def test_a_weld_stopped_anywhere_computes_what_its_parents_say_and_can_be_made_a
     ctarget.set_value(np.array([[0.2]]))
     closs.forward()
     np.testing.assert_array_equal(loss.value, closs.value)
+
+
+def _interrupt_once_after(monkeypatch, when):
+    """Variable.set_value runs, then a Ctrl-C lands as it returns, the first time ``when(node,
+    value)`` holds."""
+    real = fg.Variable.set_value
+    armed = [True]
+
+    def set_value(node, value):
+        real(node, value)
+        if armed[0] and when(node, np.asarray(value)):
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fg.Variable, "set_value", set_value)
+
+
+def test_set_values_of_one_sample_each_is_never_left_half_set(monkeypatch):
+    """One sample per input is set input by input: a Ctrl-C between two left some new,
+    the rest old, and the next forward computed from the mix. Now the rest are set, then the
+    KeyboardInterrupt is raised."""
+    with fg.Graph(dtype=np.float64):
+        inputs = [fg.Variable((2, 1), trainable=False) for _ in range(3)]
+        total = fg.ops.Add(fg.ops.Add(inputs[0], inputs[1]), inputs[2])
+    fg.set_values(inputs, np.zeros((3, 2, 1)))
+    new = np.arange(6.0).reshape(3, 2, 1)
+    with monkeypatch.context() as patch:
+        _interrupt_once_after(patch, lambda node, value: node is inputs[0])
+        with pytest.raises(KeyboardInterrupt):
+            fg.set_values(inputs, new)
+    for node, value in zip(inputs, new):
+        np.testing.assert_array_equal(node.value, value)
+    total.forward()
+    np.testing.assert_array_equal(total.value, new.sum(axis=0))
+
+
+def test_a_chunked_jacobian_stopped_puts_every_input_back(monkeypatch):
+    """fg.jacobian(chunk_size=...) feeds each chunk's rows, then puts the batch back; a
+    Ctrl-C there left an input holding the last chunk (1 row of 5) and forward() gave 1
+    row. Now every input gets its batch back before the KeyboardInterrupt is raised."""
+    graph, x, y, logits, loss, batches = _model()
+    _feed(x, y, batches[0])
+    with monkeypatch.context() as patch:
+        _interrupt_once_after(patch, lambda node, value: value.shape[0] == 5)
+        with pytest.raises(KeyboardInterrupt):
+            fg.jacobian(loss, [x, y], chunk_size=2)
+    np.testing.assert_array_equal(x.value, batches[0][0])
+    np.testing.assert_array_equal(y.value, batches[0][1])
+    logits.forward()
+    assert logits.value.shape == (5, 2, 1)
+
+
+def test_the_articles_saver_load_stopped_sets_every_parameter(monkeypatch, tmp_path):
+    """Saver.load set the file's parameters one by one: a Ctrl-C between two left the graph
+    with some of the file's values and its own for the rest. Now all are set (each was
+    checked before the first), then the KeyboardInterrupt is raised."""
+    graph, x, y, logits, loss, batches = _model(seed=5)
+    fg.trainer.Saver(str(tmp_path)).save(graph=graph)
+    saved = _params(graph)
+    with fg.Graph(dtype=np.float64, seed=6) as other:
+        ox = fg.Variable((3, 1), init=False, trainable=False)
+        oy = fg.Variable((2, 1), init=False, trainable=False)
+        fg.ops.loss.CrossEntropyWithSoftMax(
+            fg.layer.fc(fg.layer.fc(ox, 3, 4, "Tanh"), 4, 2, None), oy)
+    assert not all(np.array_equal(a, b) for a, b in zip(saved, _params(other)))
+    with monkeypatch.context() as patch:
+        _interrupt_once_after(patch, lambda node, value: node.trainable)
+        with pytest.raises(KeyboardInterrupt):
+            fg.trainer.Saver(str(tmp_path)).load(to_graph=other)
+    _same(_params(other), saved)
+
+
+def test_each_whole_redoes_the_stopped_item_and_a_second_ctrl_c_stops_it():
+    from fastgraph.graph import each_whole
+
+    done, raises = [], {1: 1}
+
+    def action(item):
+        if raises.get(item):
+            raises[item] -= 1
+            raise KeyboardInterrupt
+        done.append(item)
+
+    with pytest.raises(KeyboardInterrupt):
+        each_whole(range(4), action)
+    assert done == [0, 1, 2, 3]  # 1 stopped once, done again, the rest done, then raised
+    done.clear()
+    raises.update({1: 1, 2: 1})
+    with pytest.raises(KeyboardInterrupt):
+        each_whole(range(4), action)
+    assert done == [0, 1]  # a second Ctrl-C: at once
