@@ -123,6 +123,17 @@ def _write_beside(path, payload):
     """A temporary file beside ``path`` holding ``payload``, on disk; OSError naming ``path``
     (and no temporary left) if it cannot be written or ``path`` is a directory, a FIFO, a
     device or a socket (which the rename would replace with a file)."""
+    made = []  # the temporary, named before it is made: a Ctrl-C as it is made leaves none
+    try:
+        return _write_new_beside(path, payload, made)
+    except BaseException:
+        for temporary in made:
+            if temporary.exists():
+                temporary.unlink()
+        raise
+
+
+def _write_new_beside(path, payload, made):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -135,23 +146,18 @@ def _write_beside(path, payload):
         if kind is not None:  # a device or FIFO would be replaced by a file (/dev/null!)
             raise OSError(errno.EINVAL, f"it is {kind}; only a regular file is replaced")
         mode = None if mode is None else mode & 0o7777
-        temporary, handle = _create_beside(path)
+        temporary, handle = _create_beside(path, made)
     except OSError as error:
         raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
     try:
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(payload)
-                stream.flush()
-                os.fsync(stream.fileno())
-            if mode is not None:
-                os.chmod(temporary, mode)
-        except OSError as error:
-            raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
-    except BaseException:
-        if temporary.exists():
-            temporary.unlink()
-        raise
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
+    except OSError as error:
+        raise OSError(f"{path}: cannot write ({error.strerror or error})") from None
     return temporary
 
 
@@ -170,14 +176,17 @@ def _sync_folder(folder):
         os.close(handle)
 
 
-def _create_beside(path):
+def _create_beside(path, made):
     """A new file beside ``path`` opened for writing, created as ``open()`` creates files
-    (mode 0o666 less the umask: ``mkstemp`` would make it 0o600 whatever the umask)."""
+    (mode 0o666 less the umask: ``mkstemp`` would make it 0o600 whatever the umask); its
+    name is put in ``made`` before it is created."""
     for _ in range(100):
         temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        made.append(temporary)
         try:
             return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
+        except FileExistsError:  # another's file: not to be removed
+            made.pop()
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
 

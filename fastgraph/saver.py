@@ -522,11 +522,17 @@ class Saver:
 def _npz_bytes(arrays):
     """An ``.npz`` file (uncompressed, as ``np.savez`` writes) of ``{name: array}``: any
     name, even those ``np.savez`` takes as its own arguments (``file``)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as stream:
-                np.lib.format.write_array(stream, np.asarray(array), allow_pickle=False)
+    buffer, archive = io.BytesIO(), None
+    try:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as stream:
+                    np.lib.format.write_array(stream, np.asarray(array), allow_pickle=False)
+    except ValueError as error:  # the archive's close refusing an entry left open: by a
+        if not isinstance(error.__context__, KeyboardInterrupt):  # Ctrl-C as the entry's
+            raise  # own close started; that is what is raised, the archive dropped (not
+        archive.fp = None  # closed again when collected)
+        raise error.__context__ from None
     return buffer.getvalue()
 
 

@@ -413,3 +413,53 @@ def test_each_whole_redoes_the_stopped_item_and_a_second_ctrl_c_stops_it():
     with pytest.raises(KeyboardInterrupt):
         each_whole(range(4), action)
     assert done == [0, 1]  # a second Ctrl-C: at once
+
+
+def test_a_save_stopped_as_its_temporary_is_made_leaves_no_temporary(monkeypatch, tmp_path):
+    """A Ctrl-C as the temporary file beside the model was created (as os.open returns)
+    left it there; the model itself is the old one."""
+    from fastgraph import files, saver
+
+    graph, *_ = _model()
+    path = tmp_path / "m.fgz"
+    saver.save(path, graph)
+    before = path.read_bytes()
+    real = files.os.open
+
+    def open_then_interrupt(name, *args, **kwargs):
+        handle = real(name, *args, **kwargs)
+        if str(name).endswith(".tmp"):
+            raise KeyboardInterrupt
+        return handle
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "open", open_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            saver.save(path, graph)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fgz"]
+    assert path.read_bytes() == before
+
+
+def test_the_articles_saver_stopped_while_packing_raises_the_interrupt(monkeypatch, tmp_path):
+    """A Ctrl-C as an entry of the weights' zip was being closed (its __exit__ starting)
+    surfaced as "ValueError: Can't close the ZIP file while there is an open writing handle
+    on it". The entries are written whole now; what stops while packing raises the
+    KeyboardInterrupt, and nothing is written."""
+    import zipfile
+
+    graph, *_ = _model()
+    monkeypatch.setattr(zipfile._ZipWriteFile, "close",
+                        lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    real = np.lib.format.write_array
+    calls = []
+
+    def write_then_interrupt(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fg.trainer.Saver(str(tmp_path)).save(graph=graph)
+    assert list(tmp_path.iterdir()) == []
