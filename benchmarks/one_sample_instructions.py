@@ -2,11 +2,17 @@
 32 samples) for N samples, to count its instructions, which do not depend on what else the
 machine runs:
 
-    valgrind --tool=callgrind python -m benchmarks.one_sample_instructions 256
-    valgrind --tool=callgrind python -m benchmarks.one_sample_instructions 1280
+    OPENBLAS_NUM_THREADS=1 FASTGRAPH_THREADS=1 valgrind --tool=callgrind \
+        python -m benchmarks.one_sample_instructions 256
+    OPENBLAS_NUM_THREADS=1 FASTGRAPH_THREADS=1 valgrind --tool=callgrind \
+        python -m benchmarks.one_sample_instructions 1280
 
 The difference of the two totals over 1,024 is the loop's instructions a sample (import
-and set-up cancel; run each once before, so that nothing is compiled in them)."""
+and set-up cancel; run each once before, so that nothing is compiled in them). The two
+variables keep other threads out of the count: NumPy's OpenBLAS starts worker threads that
+spin for a while (``blas_thread_server``: -11 to +12 thousand instructions a sample in
+the difference, by the luck of the two runs), and fastgraph's count of threads would be
+chosen by measuring."""
 
 import argparse
 
