@@ -647,15 +647,15 @@ class Graph:
         thread then holds the lock once more than it counts, and other threads would find
         the graph in use for good. The thread's next outermost claim gives such a hold back
         (the count itself is never left wrong: it changes with no call beside it)."""
-        if not self.claims:
-            threads.here()
-            if self._user._is_owned():  # held, counted by none: an interrupted claim
-                self._user._release_save()  # (the release of every hold of this thread)
+        if not self.claims and self._user._is_owned():  # held by this thread, counted by
+            self._user._release_save()  # none: an interrupted claim (every hold released)
         if not self._user.acquire(False):
             raise GraphInUse(
                 f"{what.format(*names)}: {self!r} is in use by another thread (it is feeding, "
                 f"computing or updating it now); a graph is used by one thread at a time: give "
                 f"each thread its own graph, or hold a lock around each thread's use of it")
+        if not self.claims:  # (this thread's count: it holds the lock) outermost: a Ctrl-C
+            threads.here()  # in here() leaves the lock held, uncounted: given back as above
         self.claims += 1
 
     def release(self):

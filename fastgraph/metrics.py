@@ -120,20 +120,14 @@ def confusion_matrix(labels, predictions, classes=None):
     """``matrix[true, predicted]`` counts, ``classes x classes``: ``classes`` given, or one per
     score column, or the largest class seen plus one. Labels and predictions must lie in
     ``[0, classes)``."""
-    return _confusion(labels, predictions, classes)[0]
-
-
-def _confusion(labels, predictions, classes):
-    """``(confusion_matrix(...), whether its classes were inferred from the largest seen)``."""
     if classes is not None:
         classes = positive_integer("classes", classes)
     truth, predicted, classes = _pair(labels, predictions, classes)
-    inferred = classes is None
-    if inferred:
+    if classes is None:
         classes = _inferred_classes(truth, predicted)
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (truth, predicted), 1)
-    return matrix, inferred
+    return matrix
 
 
 def _inferred_classes(truth, predicted):
@@ -154,19 +148,18 @@ def precision_recall_f1(labels, predictions, classes=None):
 
     Returns ``{"precision": (C,), "recall": (C,), "f1": (C,), "support": (C,),
     "macro": {"precision": p, "recall": r, "f1": f}}``. The macro averages are over every
-    class when the classes are known (``classes=``, or the score columns), and over those
-    that occur in the labels or the predictions when they are inferred from the largest
-    class seen (as scikit-learn's, which averages over the labels it sees: a class below
-    the largest that occurs nowhere is no zero in them).
+    class when ``classes`` is given, else over the classes that occur in the labels or the
+    predictions (as scikit-learn's, which averages over the labels it sees: a class that
+    occurs nowhere is no zero in them, whether the predictions are classes or scores).
     """
-    matrix, inferred = _confusion(labels, predictions, classes)
+    matrix = confusion_matrix(labels, predictions, classes)
     hits = np.diag(matrix).astype(float)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, hits / predicted, 0.0)
         recall = np.where(actual > 0, hits / actual, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    seen = (predicted + actual > 0) if inferred else slice(None)
+    seen = (predicted + actual > 0) if classes is None else slice(None)
     macro = {"precision": precision[seen].mean(), "recall": recall[seen].mean(),
              "f1": f1[seen].mean()}
     return {"precision": precision, "recall": recall, "f1": f1, "support": actual, "macro": macro}

@@ -15,6 +15,7 @@ where their nodes keep them, are passed by address in a table with each paramete
 and size in those buffers (``fastgraph.kernels.optimizers``).
 """
 
+import contextlib
 import math
 from operator import attrgetter
 
@@ -354,16 +355,19 @@ class Optimizer:
             if self.samples == 0:  # (checked holding the graph: another update may end one)
                 raise RuntimeError("update() needs a gradient: call one_step() first")
             complete(self.graph, self._sums)
-            scale = 1.0 / self.samples
-            # Counted before the rule's kernels run, not after: a Ctrl-C lands where Python
-            # looks for one, mostly as a kernel returns, and the parameters must not then
-            # look not updated (a second update() applying the same gradients again, values
-            # computed from the old ones read as current). One landing in the few
-            # statements between here and the kernel drops the accumulation instead.
+            # Counted and marked stale before the rule's kernels run, not after: a Ctrl-C
+            # lands where Python looks for one, mostly as a kernel returns, and the
+            # parameters must not then look not updated (a second update() applying the
+            # same gradients again, values computed from the old ones read as current).
+            # One landing in the few statements before the kernel drops the accumulation.
             self.steps += 1
-            self.samples = 0
             graph.invalidate(self.params, OUTDATED)
-            self.apply(self._table, self._buffer, scale)
+            try:
+                self.apply(self._table, self._buffer, 1.0 / self.samples)
+            except KeyboardInterrupt:
+                self.samples = 0
+                raise
+            self.samples = 0
             self.threads.tick()
         finally:
             graph.release()
@@ -464,10 +468,11 @@ class RMSProp(Optimizer):
     def apply(self, table, gradients, scale):
         article = self.conventions == "article"
         outside, inside = (0.0, self.eps) if article else (self.eps, 0.0)
-        for first, rows in _first_updates(self, article, table):
-            beta = 0.0 if first else self.beta  # first: s = g^2
-            kernels.rmsprop(rows, gradients, self.square_avg, self.coefficients(
-                scale, self.learning_rate, beta, 1.0 - beta, outside, inside))
+        with _whole(groups := _first_updates(self, article, table)):
+            for first, rows in groups:
+                beta = 0.0 if first else self.beta  # first: s = g^2
+                kernels.rmsprop(rows, gradients, self.square_avg, self.coefficients(
+                    scale, self.learning_rate, beta, 1.0 - beta, outside, inside))
 
 
 class _ByConventions:
@@ -519,17 +524,30 @@ class Adam(Optimizer):
 
     def apply(self, table, gradients, scale):
         if self.conventions == "article":
-            for first, rows in _first_updates(self, True, table):
-                beta_1, beta_2 = (0.0, 0.0) if first else (self.beta_1, self.beta_2)
-                kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
-                    scale, self.learning_rate, beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, 1.0,
-                    0.0, self.eps))
+            with _whole(groups := _first_updates(self, True, table)):
+                for first, rows in groups:
+                    beta_1, beta_2 = (0.0, 0.0) if first else (self.beta_1, self.beta_2)
+                    kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
+                        scale, self.learning_rate, beta_1, 1.0 - beta_1, beta_2,
+                        1.0 - beta_2, 1.0, 0.0, self.eps))
             return
-        for t, rows in _steps_of(self, table):
-            kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
-                scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1,
-                1.0 - self.beta_1, self.beta_2, 1.0 - self.beta_2,
-                1.0 / math.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
+        with _whole(groups := _steps_of(self, table)):
+            for t, rows in groups:
+                kernels.adam(rows, gradients, self.m, self.v, self.coefficients(
+                    scale, self.learning_rate / (1.0 - self.beta_1**t), self.beta_1,
+                    1.0 - self.beta_1, self.beta_2, 1.0 - self.beta_2,
+                    1.0 / math.sqrt(1.0 - self.beta_2**t), self.eps, 0.0))
+
+
+def _whole(groups):
+    """Around an update's kernels: when it runs more than one (parameters at different
+    counts), a Ctrl-C meanwhile waits until all have run (``files.interrupts_deferred``),
+    so that an update is never half applied; one kernel needs nothing (it runs whole)."""
+    if len(groups) < 2:
+        return contextlib.nullcontext()
+    from .files import interrupts_deferred  # (loaded when first needed)
+
+    return interrupts_deferred()
 
 
 def _conventions(graph, conventions):

@@ -55,6 +55,7 @@ def _same(got, expected):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.compiled
 @pytest.mark.parametrize("rule", ["GradientDescent", "Adam"])
 def test_a_one_step_stopped_as_its_pass_returns_drops_the_accumulation(monkeypatch, rule):
     """The pass added the batch to the sums, the count never saw it: the next update()
@@ -121,6 +122,7 @@ def test_an_update_stopped_as_its_kernel_returns_is_an_update_done(monkeypatch, 
     assert steps == clean_steps == 4
 
 
+@pytest.mark.compiled
 def test_a_stopped_completion_of_deferred_sums_loses_no_sample(monkeypatch):
     """The article's loop defers one-sample weight gradients; update() adds them to the
     sums first. A pass forgotten before its completion ran lost them (1.3e-2 off a clean
@@ -234,9 +236,10 @@ def test_a_claim_stopped_with_the_lock_taken_is_given_back_by_the_next_call():
     assert _other_thread_forward(logits) == [] and graph.claims == 0
 
 
-def test_a_claim_stopped_as_it_sets_the_threads_holds_nothing(monkeypatch):
+def test_a_claim_stopped_as_it_sets_the_threads_is_given_back_too(monkeypatch):
     """threads.here() ran after the lock was taken and counted: a Ctrl-C in it left both
-    the lock and the count held, and the short path of set_value off for good."""
+    the lock and the count held (the short path of set_value off for good). It runs before
+    the count now: the lock alone is left, given back by the thread's next call."""
     graph, x, _, logits, _, batches = _model()
     x.set_value(batches[0][0])
     from fastgraph import graph as graph_module
@@ -246,9 +249,12 @@ def test_a_claim_stopped_as_it_sets_the_threads_holds_nothing(monkeypatch):
                       lambda: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             logits.forward()
-    assert graph.claims == 0 and _other_thread_forward(logits) == []
+    assert graph.claims == 0
+    logits.forward()
+    assert _other_thread_forward(logits) == [] and graph.claims == 0
 
 
+@pytest.mark.compiled
 def test_a_recording_stopped_as_it_ends_leaves_no_recorder_set(monkeypatch):
     """A Ctrl-C at the start of the recording's __exit__ left the thread's recorder set:
     every later kernel call in the thread, on any graph, was recorded and not run (another
@@ -463,3 +469,30 @@ def test_the_articles_saver_stopped_while_packing_raises_the_interrupt(monkeypat
     with pytest.raises(KeyboardInterrupt):
         fg.trainer.Saver(str(tmp_path)).save(graph=graph)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_one_step_stopped_on_the_walker_drops_the_accumulation(monkeypatch):
+    """The walker adds the gradients parameter by parameter: a Ctrl-C in between left some
+    sums with the batch and some without, and the count without it."""
+    from fastgraph.engines import vjp
+
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", "python")
+    graph, x, y, _, loss, batches = _model()
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.05)
+    _feed(x, y, batches[0])
+    optimizer.one_step()
+    _feed(x, y, batches[1])
+    with monkeypatch.context() as patch:
+        _then_interrupt(patch, vjp, "accumulate")
+        with pytest.raises(KeyboardInterrupt):
+            optimizer.one_step()
+    assert optimizer.samples == 0
+    _feed(x, y, batches[2])
+    optimizer.one_step()
+    optimizer.update()
+    twin, tx, ty, _, twin_loss, _ = _model()
+    clean = fg.optimizer.GradientDescent(twin, twin_loss, 0.05)
+    _feed(tx, ty, batches[2])
+    clean.one_step()
+    clean.update()
+    _same(_params(graph), _params(twin))

@@ -40,18 +40,17 @@ def test_precision_recall_f1():
 
 
 def test_the_macro_averages_leave_out_classes_that_occur_nowhere():
-    """Classes inferred from the largest seen: class 1 of [0, 0, 2, 2] occurs in neither
-    the labels nor the predictions, and its zeros made perfect predictions' macro F1 2/3
-    (scikit-learn's, over the labels it sees: 1; helper hB). Classes given: every one
-    counts, as scikit-learn's with labels=[0, 1, 2]."""
+    """Class 1 of [0, 0, 2, 2] occurs in neither the labels nor the predictions, and its
+    zeros made perfect predictions' macro F1 2/3 (scikit-learn's, over the labels it sees:
+    1; helper hB). Classes given: every one counts, as scikit-learn's with labels=[0, 1, 2]."""
     inferred = metrics.precision_recall_f1([0, 0, 2, 2], [0, 0, 2, 2])
     assert inferred["f1"].tolist() == [1.0, 0.0, 1.0]  # the per-class rows stay
     assert inferred["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     given = metrics.precision_recall_f1([0, 0, 2, 2], [0, 0, 2, 2], classes=3)
     assert given["macro"]["f1"] == pytest.approx(2 / 3)
-    scores = np.eye(3)[[0, 0, 2, 2]]  # score columns: the classes are known, 3
-    assert metrics.precision_recall_f1([0, 0, 2, 2], scores)["macro"]["f1"] == pytest.approx(
-        2 / 3)
+    scores = np.eye(3)[[0, 0, 2, 2]]  # score columns: the same classes seen (helper hC)
+    assert metrics.precision_recall_f1([0, 0, 2, 2], scores)["macro"]["f1"] == 1.0
+    assert metrics.precision_recall_f1(scores, scores)["macro"]["f1"] == 1.0
     predicted_only = metrics.precision_recall_f1([0, 0, 2, 2], [0, 1, 2, 2])  # 1 predicted
     assert predicted_only["macro"]["precision"] == pytest.approx((1 + 0 + 1) / 3)
 
