@@ -216,3 +216,15 @@ def linear_loss(graph):
     x.set_value(np.ones((1, 2, 1)))
     t.set_value(np.zeros((1, 1, 1)))
     return w, b, loss
+
+
+def one_sample_mlp():
+    """784-8-10 with ReLU, float64, for the article's one-sample loop (its steps defer the
+    weight gradients): ``(graph, x, y, loss)``."""
+    graph = fg.Graph(dtype=np.float64, seed=0)
+    with graph:
+        x = fg.Variable((784, 1), init=False, trainable=False)
+        y = fg.Variable((10, 1), init=False, trainable=False)
+        loss = fg.ops.loss.CrossEntropyWithSoftMax(
+            fg.layer.fc(fg.layer.fc(x, 784, 8, "ReLU"), 8, 10, None), y)
+    return graph, x, y, loss

@@ -14,6 +14,7 @@ import fastgraph as fg
 from fastgraph import kernels
 from fastgraph.engines import compiled
 from fastgraph.kernels import program
+from tests.helpers import one_sample_mlp
 
 
 def _model(seed=3):
@@ -128,12 +129,7 @@ def test_a_stopped_completion_of_deferred_sums_loses_no_sample(monkeypatch):
     sums first. A pass forgotten before its completion ran lost them (1.3e-2 off a clean
     run); completed twice, it adds nothing the second time."""
     def run(interrupt):
-        graph = fg.Graph(dtype=np.float64, seed=0)
-        with graph:
-            x = fg.Variable((784, 1), init=False, trainable=False)
-            y = fg.Variable((10, 1), init=False, trainable=False)
-            loss = fg.ops.loss.CrossEntropyWithSoftMax(
-                fg.layer.fc(fg.layer.fc(x, 784, 8, "ReLU"), 8, 10, None), y)
+        graph, x, y, loss = one_sample_mlp()
         optimizer = fg.optimizer.GradientDescent(graph, loss, 0.05)
         rng = np.random.default_rng(0)
         for k in range(4):  # one sample a one_step()

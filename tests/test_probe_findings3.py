@@ -11,6 +11,7 @@ import pytest
 import fastgraph as fg
 from fastgraph.engines import compiled
 from fastgraph.graph import GraphInUse
+from tests.helpers import one_sample_mlp
 
 
 def _linear(dtype=np.float64):
@@ -86,16 +87,6 @@ def test_a_childless_node_rewired_from_a_parameter_to_an_input_is_batched():
     np.testing.assert_array_equal(t.value, np.tanh(np.full((3, 2, 1), 0.5)))
 
 
-def _one_sample_model():
-    graph = fg.Graph(dtype=np.float64, seed=0)
-    with graph:
-        x = fg.Variable((784, 1), init=False, trainable=False)
-        y = fg.Variable((10, 1), init=False, trainable=False)
-        loss = fg.ops.loss.CrossEntropyWithSoftMax(
-            fg.layer.fc(fg.layer.fc(x, 784, 8, "ReLU"), 8, 10, None), y)
-    return graph, x, y, loss
-
-
 def _params(graph):
     return [np.asarray(node.value).copy() for node in graph.nodes
             if isinstance(node, fg.Variable) and node.trainable]
@@ -110,7 +101,7 @@ def test_a_one_sample_one_step_stopped_leaves_nothing_of_its_deferred_sums(monke
     samples = [(rng.random((784, 1)), np.eye(10)[k].reshape(10, 1)) for k in range(5)]
 
     def run(interrupt):
-        graph, x, y, loss = _one_sample_model()
+        graph, x, y, loss = one_sample_mlp()
         optimizer = fg.optimizer.GradientDescent(graph, loss, 0.05)
         for k, (features, labels) in enumerate(samples):
             x.set_value(features)
@@ -144,7 +135,7 @@ def test_a_completion_stopped_as_another_optimizer_defers_loses_nothing(monkeypa
     samples = [(rng.random((784, 1)), np.eye(10)[k].reshape(10, 1)) for k in range(3)]
 
     def run(interrupt):
-        graph, x, y, loss = _one_sample_model()
+        graph, x, y, loss = one_sample_mlp()
         first = fg.optimizer.GradientDescent(graph, loss, 0.05)
         second = fg.optimizer.GradientDescent(graph, loss, 0.05)
         for features, labels in samples:
