@@ -467,7 +467,8 @@ class Variable(Node):
         if kind is _ARRAY and sample is not None and not graph.claims \
                 and value.dtype is graph.dtype and value.shape in self._batch_of_one:
             # The short path for a batch of one in a batch's shape, ``x.set_value(rows[i:i +
-            # 1])``, which took the general path at 3-4x the cost: of the graph's dtype only
+            # 1])``, which took the general path (the MNIST MLP's one-sample loop fed that
+            # way: 28.2 us a sample against 19.0 for columns): of the graph's dtype only
             # (nothing to cast, so no number beyond its range to refuse), into an input that
             # holds a batch of one; the values still read as a batch.
             sample[...] = value.reshape(self._dim)
