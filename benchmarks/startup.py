@@ -9,7 +9,8 @@ temporary directory) every kernel, adapter and replay loop is compiled; with a w
 the wall and CPU seconds of each run and the load average before and after: the machine is
 shared, so compare figures taken at similar loads, and CPU seconds when the load moves.
 ``--compiles`` also lists what the first empty-cache run compiled and the CPU seconds each
-took (of the compiling thread: the figure that moves least with the load). ``--against``
+took (of the compiling thread: the figure that moves least with the load), and what the
+worker process of ``fastgraph.kernels.ahead`` compiled beside it. ``--against``
 another checkout of fastgraph (say a ``git archive`` of an older commit in /tmp) runs it and
 this one alternately, run for run (which goes first alternating too), and sums up the
 ranges of each: a comparison that the load moves alike for both.
@@ -52,8 +53,10 @@ import numpy as np
 import fastgraph as fg
 imported = time.perf_counter() - wall
 {body}
+import sys
 print(json.dumps({{"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
-                  "import": imported, "compiles": compiles}}))
+                  "import": imported, "compiles": compiles,
+                  "ahead": getattr(sys.modules.get("fastgraph.kernels.ahead"), "report", None)}}))
 """
 
 
@@ -146,6 +149,9 @@ def main(argv=None):
                           f"{figures['import']:.2f} s); load {before} -> {load()}", flush=True)
                     for compiled, seconds in sorted(figures["compiles"], key=lambda c: -c[1]):
                         print(f"    {seconds:6.3f} s CPU  {compiled}")
+                    if figures["compiles"] and (figures.get("ahead") or {}).get("worker"):
+                        print("    and by the worker (kernels.ahead), loaded here: "
+                              + ", ".join(figures["ahead"]["worker"]))
     if args.against:
         print(f"this: {HERE}; other: {against}")
         for (label, name), figures in seen.items():

@@ -25,6 +25,7 @@ from . import checks
 from .engines import get_engine
 from .engines.compiled import complete, forget
 from .graph import CONVENTIONS, OUTDATED, Cache, Graph
+from .kernels import ahead
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 from .threads import Chooser
@@ -134,6 +135,7 @@ class Optimizer:
         self.samples = 0
         self.steps = 0
         self.threads = Chooser()  # the thread count of the steps, by their times
+        ahead.expect(self._update_calls)  # (compiled with the first pass, on an empty cache)
 
     def __reduce__(self):
         # copy.copy made a twin that added into the same gradient sums and stepped the same
@@ -238,6 +240,17 @@ class Optimizer:
 
     #: The names of the flat arrays of state a rule keeps (besides the sums).
     state_names = ()
+    #: The update kernel that ``apply`` calls (``kernels.optimizers``), with ``(table,
+    #: gradient buffer, *states, coefficients)``; None for a rule of one's own.
+    rule = None
+
+    def _update_calls(self):
+        """The kernel calls of the first update (see ``kernels.ahead``)."""
+        if self.rule is None:
+            return []
+        states = [getattr(self, name) for name in self.state_names]
+        return [(self.rule.chosen(), (self._table, self._buffer, *states, self._coefficients),
+                 None)]
 
     def _follow_graph(self):
         """After a node was re-wired (the article's ``Welding``), the target may depend on
@@ -393,6 +406,8 @@ class Optimizer:
 class GradientDescent(Optimizer):
     """Plain gradient descent as ``torch.optim.SGD``: w -= lr g (lr 0.01 unless given)."""
 
+    rule = kernels.gradient_descent
+
     def __init__(self, graph, target, learning_rate=0.01, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
 
@@ -407,6 +422,8 @@ class Momentum(Optimizer):
     settings = ("momentum",)
     momentum = _checked("momentum", _fraction_setting)
     velocity = _checked("velocity", _state_array)
+
+    rule = kernels.momentum
 
     def __init__(self, graph, target, learning_rate=0.01, momentum=0.9, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -425,6 +442,8 @@ class AdaGrad(Optimizer):
     settings = ("eps",)
     eps = _checked("eps", _positive_setting)
     square_sum = _checked("square_sum", _state_array)
+
+    rule = kernels.adagrad
 
     def __init__(self, graph, target, learning_rate=0.01, eps=1e-10, engine="vjp"):
         super().__init__(graph, target, learning_rate, engine)
@@ -453,6 +472,8 @@ class RMSProp(Optimizer):
     conventions = _checked("conventions", _conventions_setting)
     square_avg = _checked("square_avg", _state_array)
     DEFAULTS = {"torch": {"beta": 0.99, "eps": 1e-8}, "article": {"beta": 0.9, "eps": 1e-10}}
+
+    rule = kernels.rmsprop
 
     def __init__(self, graph, target, learning_rate=0.01, beta=None, eps=None, engine="vjp",
                  conventions=None):
@@ -505,6 +526,8 @@ class Adam(Optimizer):
     v = _checked("v", _state_array)
     DEFAULTS = {"torch": {"learning_rate": 0.001, "beta_2": 0.999, "eps": 1e-8},
                 "article": {"learning_rate": 0.01, "beta_2": 0.99, "eps": 1e-10}}
+
+    rule = kernels.adam
 
     def __init__(self, graph, target, learning_rate=_BY_CONVENTIONS, beta_1=0.9, beta_2=None,
                  eps=None, engine="vjp", conventions=None):

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import kernels
 from ..graph import CACHE_SIZE, EMPTY
+from ..kernels import ahead
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
     INTS_PER_ARGUMENT,
@@ -33,6 +34,7 @@ from ..kernels.program import (
     fuse_additions,
     machine_code,
     recording,
+    signature,
 )
 from ..node import FLAT
 from . import vjp
@@ -45,6 +47,9 @@ class Pass:
 
     def __init__(self, tape, plan=None, seeds=None, params=(), sums=None):
         graph = tape.target.graph
+        if ahead.pending():  # the process's first pass: on an empty cache, compile on two cores
+            ahead.decide(lambda: _survey(tape, plan, seeds, params, sums), execute_pass,
+                         _replay_types(graph))
         self.graph = graph
         graph.passes += 1  # the recording computes nodes: under a number of its own, so
         # that a snapshot of a value taken under the last one is not taken for the new one
@@ -271,6 +276,52 @@ class Pass:
         graph.invalidate([node], EMPTY, itself=True)
         node.compute()
         raise RuntimeError(f"{node.name}: a kernel reported an error that compute() did not")
+
+
+def _survey(tape, plan, seeds, params, sums):
+    """What recording this pass will compile, for ``kernels.ahead``: ``(kernel, argument
+    types, (kinds, dtype) of its adapter)`` per kernel call, found by running the pass's
+    operators with every call written down and none made (the values are left as they
+    were: a pass computes them when it runs). It stops at the first operator that is not
+    fastgraph's (its ``compute`` may do more than call kernels) and at the first error (an
+    operator that read a value it was not given): what it missed compiles when called."""
+    graph = tape.target.graph
+    calls = recording(graph.dtype).__enter__()
+    calls.replay_only = True
+    try:
+        with np.errstate(all="ignore"):
+            for node in tape.nodes:
+                if node.parents:
+                    if not type(node).__module__.startswith("fastgraph."):
+                        return _jobs(calls)
+                    node.compute()
+            if plan is not None:
+                seed = None
+                if seeds is not None:
+                    seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
+                    identity_rows(seed)
+                vjp.backward(plan, tape.target, seed)
+            if sums is not None:
+                vjp.accumulate(params, sums, first=True)
+                vjp.accumulate(params, sums, first=False)
+    except Exception:
+        pass
+    finally:
+        kernels.recording.recorder = None
+    return _jobs(calls)
+
+
+def _jobs(calls):
+    dtype = calls.dtype
+    return [(kernel, signature(kinds, dtype), (kinds, dtype)) for kernel, kinds, _ in calls.calls]
+
+
+def _replay_types(graph):
+    """The argument types of ``execute_pass`` for ``graph`` (what every pass calls)."""
+    ints, reals = np.zeros(1, np.int64), np.zeros(1)
+    return tuple(execute_pass.typeof_pyval(argument) for argument in (
+        _NO_CODE, ints, reals, _NO_STEPS, graph.states, graph.computed, graph.passes,
+        _NO_CODE, ints, reals, NO_CYCLES))
 
 
 def _check_recorded(node, calls, start):

@@ -75,6 +75,10 @@ class OnThreads:
             return self.every_core(*args)
         return self.one_core(*args)
 
+    def chosen(self):
+        """The form a call makes now."""
+        return self.every_core if threads.most > 1 else self.one_core
+
     def __repr__(self):
         return f"<update kernels {self.__module__}.{self.__name__} (one core, every core)>"
 

@@ -1,0 +1,430 @@
+"""Compiling ahead: on an empty cache, a second process compiles half of what a pass needs.
+
+Numba compiles a kernel the first time it is called with new argument types, in the calling
+thread, one function after another: on an empty cache the MNIST MLP's first training step
+compiles about twenty, 4-5 s of CPU on one core. They do not depend on one another. So when
+the compiled engine is about to record the first pass of a process and finds its replay
+loop in no cache (:func:`decide`), it lists what the pass will compile (it *surveys* the pass:
+its operators run with every kernel call written down and none made, see
+``engines.compiled``), with what the process said it runs next (an optimizer's update,
+:func:`expect`), and :func:`compile_ahead` compiles the list on two cores: this process from
+the front, and a *worker*, a second Python process (``python -m fastgraph.kernels.ahead``),
+from the back, until they meet. The worker writes what it compiles into Numba's disk cache,
+from which this process loads each function the first time it calls it, as it loads what an
+earlier process compiled. Nothing is compiled that the pass would not have compiled.
+
+The worker is only a head start. If it cannot start, fails, is killed or is slower, this
+process compiles what it did not, when it first calls it, as it would have without it; this
+process waits for the worker only while it finishes the function it is compiling, never for
+its start. Functions are given out by dispatcher (every signature of one function in one
+process): two processes that add signatures of one function to Numba's cache at once could
+each number their file 1 and write over the other's.
+
+``FASTGRAPH_COMPILE_WORKER=0`` turns it off (``auto``, the default, or ``1``: on); so does a
+process that runs on one thread (``FASTGRAPH_THREADS=1``, one core, an MPI rank with a core
+of its own), which keeps to its core, and a system without ``select`` on pipes (Windows).
+"""
+
+import importlib
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import time
+import weakref
+
+import numba
+import numba.core.event
+from numba.core.compiler_lock import global_compiler_lock
+
+from . import Kernel
+
+#: The most bytes of functions and signatures sent to a worker: what a pipe holds, so that
+#: writing them never waits for the worker (a pass of more than a few hundred distinct
+#: kernel signatures compiles in this process alone).
+MOST_SENT = 60000
+
+#: Seconds this process waits for the worker to finish the function it is compiling when
+#: this process has compiled the rest (a function takes 0.05-1.2 s here): then it is killed.
+FINISH_TIMEOUT = 60.0
+
+_decided = False  # the first pass of the process has come (compiled ahead or not)
+_spare = None  # a worker started at the first compile, before the first pass (_on_compile)
+_expected = []  # weak references to callables that list (kernel, arguments) pairs
+
+#: What the process compiled ahead, once it has: ``{"here": names, "worker": names}``, the
+#: functions (by qualified name) each process compiled (``benchmarks.startup`` prints it).
+report = None
+
+
+def setting():
+    """``FASTGRAPH_COMPILE_WORKER`` as True or False (``auto``: True)."""
+    text = os.environ.get("FASTGRAPH_COMPILE_WORKER", "auto").strip().lower() or "auto"
+    if text in ("auto", "1"):
+        return True
+    if text == "0":
+        return False
+    raise ValueError(f"FASTGRAPH_COMPILE_WORKER={text!r}: give 'auto', '1' (a worker process "
+                     "compiles half of a first pass on an empty cache) or '0' (none)")
+
+
+def enabled():
+    """Whether a worker may compile beside this process (see the module's text)."""
+    from ..threads import threads
+
+    return setting() and threads.most > 1 and hasattr(select, "select") and os.name == "posix"
+
+
+def pending():
+    """True until the first pass of the process has been recorded (cheap: a global)."""
+    return not _decided
+
+
+def expect(calls):
+    """``calls()`` lists ``(kernel, arguments)`` that this process will run soon (an
+    optimizer's update, whose first call comes after the first pass): compiled ahead with
+    that pass, if it is. Kept weakly (a bound method of an optimizer does not keep it)."""
+    if _decided:
+        return
+    try:
+        _expected.append(weakref.WeakMethod(calls))
+    except TypeError:  # (not a bound method)
+        _expected.append(lambda: calls)
+
+
+def decide(survey, dispatcher, argtypes):
+    """Called by the first pass of the process: when ``dispatcher`` (the replay loop) has no
+    code for ``argtypes`` here or in the disk cache, compile what ``survey()`` lists
+    (``(kernel, arguments)`` pairs, and ``(dispatcher, argument types)`` for the loop
+    itself), with what :func:`expect` was told, on two processes. Never raises for the
+    compiling (a function that fails to compile fails again where it is called)."""
+    global _decided, _spare
+    if _decided:
+        return
+    _decided = True
+    expected, _expected[:] = list(_expected), []
+    if not enabled() or _loaded(dispatcher, argtypes):
+        spare, _spare = _spare, None
+        _closed(spare)
+        return
+    # This process starts from the front, the worker (once it has started) from the back:
+    # the replay loop and the pass's calls in order first, the next update last (Adam's is
+    # the longest to compile: given to the worker while this process compiles the pass).
+    jobs = [(dispatcher, argtypes, None)]
+    for calls in [survey] + [reference() for reference in expected]:
+        if calls is not None:
+            try:
+                jobs.extend(calls())
+            except Exception:  # (a hint that failed: what it names compiles when called)
+                pass
+    global report
+    groups = _groups(jobs)
+    theirs = compile_ahead(groups)
+    report = {"here": [_name(group) for k, group in enumerate(groups) if k not in theirs],
+              "worker": [_name(group) for k, group in enumerate(groups) if k in theirs]}
+
+
+def _loaded(dispatcher, argtypes):
+    """Whether ``dispatcher`` has code for ``argtypes``, loading it from Numba's disk cache
+    if it is there (what ``Dispatcher.compile`` does before it compiles)."""
+    if argtypes in dispatcher.overloads:
+        return True
+    try:
+        with global_compiler_lock:
+            found = dispatcher._cache.load_overload(argtypes, dispatcher.targetctx)
+            if found is None:
+                return False
+            dispatcher.targetctx.insert_user_function(found.entry_point, found.fndesc,
+                                                      [found.library])
+            dispatcher.add_overload(found)
+            return True
+    except Exception:  # pragma: no cover - another Numba's internals: compile as usual
+        return True
+
+
+class Group:
+    """What one process compiles of one function: its signatures, each with the kinds and
+    dtype of the program adapter that calls it (``kernels.program.adapter``) or None.
+    ``where``: ``(module, attribute, variant)`` by which another process finds it."""
+
+    def __init__(self, function, where):
+        self.function, self.where, self.signatures = function, where, []
+
+    def compile(self):
+        """Compile (or load) every signature and its adapter; failures are left for the
+        call that needs them."""
+        from .program import adapter
+
+        dispatcher = _dispatcher(self.function)
+        for argtypes, calling in self.signatures:
+            try:
+                dispatcher.compile(argtypes)
+                if calling is not None:
+                    result = dispatcher.overloads[argtypes].signature.return_type
+                    adapter(*calling, result)
+            except Exception:
+                pass
+
+
+def _name(group):
+    return getattr(_dispatcher(group.function), "__qualname__", repr(group.function))
+
+
+def _dispatcher(function):
+    return function.dispatcher if isinstance(function, Kernel) else function
+
+
+def _groups(jobs):
+    """``jobs`` (``(function, argument types or arguments, adapter kinds and dtype or
+    None)``) as one :class:`Group` per function, in the order each first appears, without
+    what this process has already."""
+    groups = {}
+    for function, arguments, calling in jobs:
+        dispatcher = _dispatcher(function)
+        argtypes = tuple(argument if isinstance(argument, numba.types.Type)
+                         else dispatcher.typeof_pyval(argument) for argument in arguments)
+        if argtypes in dispatcher.overloads:
+            continue
+        group = groups.get(id(dispatcher))
+        if group is None:
+            group = groups[id(dispatcher)] = Group(function, _where(function))
+        if (argtypes, calling) not in group.signatures:
+            group.signatures.append((argtypes, calling))
+    return list(groups.values())
+
+
+def _where(function):
+    """``(module, attribute, variant)`` naming ``function`` for another process, or None
+    when it is not reachable that way (made in ``__main__``, or by a factory)."""
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    if module is None or module.__name__ == "__main__":
+        return None
+    name = function.__name__.removesuffix("_one_core")
+    found = getattr(module, name, None)
+    if found is function:
+        return module.__name__, name, None
+    for variant in ("every_core", "one_core"):
+        if getattr(found, variant, None) is function:
+            return module.__name__, name, variant
+    return None
+
+
+def _find(where):
+    module, name, variant = where
+    found = getattr(importlib.import_module(module), name)
+    return found if variant is None else getattr(found, variant)
+
+
+def compile_ahead(groups):
+    """Compile ``groups``: this process from the front, a worker from the back (those it
+    can find), until they meet. Returns the indices the worker compiled."""
+    shared = [k for k, group in enumerate(groups) if group.where is not None]
+    worker = _Worker.start([groups[k].where for k in shared], [groups[k].signatures
+                                                               for k in shared]) \
+        if len(shared) > 1 else None
+    if worker is None:
+        for group in groups:
+            group.compile()
+        return set()
+    try:
+        position = {k: i for i, k in enumerate(shared)}
+        met = False  # the worker compiled (or compiles) every shared group from here on
+        for k, group in enumerate(groups):
+            if k in position:
+                if not met:
+                    worker.read()
+                    met = position[k] in worker.started
+                if met:
+                    continue
+                worker.take(position[k])
+            group.compile()
+        worker.finish()
+        return {shared[i] for i in worker.done}
+    finally:
+        worker.close()
+
+
+class _Worker:
+    """The worker process, as this process sees it: it is sent the functions (where to find
+    them, their signatures) and then, as this process takes each, its index; it says which
+    it starts and which it is done with."""
+
+    #: How the worker is started (the pickled functions are then written to its input).
+    command = (sys.executable, "-m", __name__)
+
+    @classmethod
+    def spawn(cls):
+        """A worker process, started (it imports fastgraph meanwhile), or None."""
+        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [package, *filter(None, [environment.get("PYTHONPATH")])])
+        if numba.config.CACHE_DIR:  # (set in this process: the worker must write there)
+            environment["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+        try:
+            return cls(subprocess.Popen(
+                list(cls.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=environment, bufsize=0))
+        except (OSError, ValueError):
+            return None
+
+    @classmethod
+    def start(cls, where, signatures):
+        """The spare worker (see :func:`_on_compile`), or a new one, sent its functions."""
+        global _spare
+        payload = pickle.dumps((list(sys.path), where, signatures))
+        worker, _spare = _spare, None
+        if len(payload) > MOST_SENT:
+            return _closed(worker)
+        if worker is None or worker.process.poll() is not None:
+            _closed(worker)
+            worker = cls.spawn()
+            if worker is None:
+                return None
+        try:
+            os.write(worker.to, struct.pack("<Q", len(payload)))
+            _write_all(worker.to, payload)
+        except OSError:
+            return _closed(worker)
+        return worker
+
+    def __init__(self, process):
+        self.process = process
+        self.to, self.source = process.stdin.fileno(), process.stdout.fileno()
+        self.started, self.done = set(), set()
+        self.ended = False
+        self._partial = b""
+
+    def read(self, timeout=0.0):
+        """Take in what the worker said (waiting up to ``timeout`` seconds for something)."""
+        while not self.ended:
+            ready, _, _ = select.select([self.source], [], [], timeout)
+            if not ready:
+                return
+            chunk = os.read(self.source, 4096)
+            if not chunk:
+                self.ended = True
+                return
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            for line in lines:
+                word, _, index = line.partition(b" ")
+                if word in (b"s", b"d") and index.isdigit():
+                    (self.started if word == b"s" else self.done).add(int(index))
+            timeout = 0.0
+
+    def take(self, index):
+        """Tell the worker that this process compiles ``index`` (it stops before it)."""
+        try:
+            os.write(self.to, b"%d\n" % index)
+        except OSError:
+            self.ended = True
+
+    def finish(self):
+        """Wait while the worker completes the function it is compiling; stop it."""
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        self.read()
+        while not self.ended and self.started - self.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.read(timeout=left)
+
+    def close(self):
+        """Stop the worker (at once if it is not compiling) and collect it."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        if self.process.poll() is None:  # importing still, or stopped by an error here
+            self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+def _closed(worker):
+    if worker is not None:
+        worker.close()
+
+
+def _on_compile(dispatcher):
+    """Numba is about to compile ``dispatcher``: if it is fastgraph's and no pass has been
+    recorded yet, the cache is missing what this process runs, so a worker is started now,
+    to import while this process compiles (its work comes with the first pass: 0.4-0.5 s of
+    importing gained, here). If no pass ever comes, it exits with this process."""
+    global _spare
+    if (_decided or _spare is not None
+            or not getattr(dispatcher, "__module__", "").startswith("fastgraph.")
+            or not enabled()):
+        return
+    _spare = _Worker.spawn()
+
+
+class _Listener(numba.core.event.Listener):
+    def on_start(self, event):
+        if not _decided and _spare is None:
+            try:
+                _on_compile(event.data["dispatcher"])
+            except Exception:  # (a bad setting is said where it is read: at the first pass)
+                pass
+
+    def on_end(self, event):
+        pass
+
+
+# (Numba tells it of compiles only, never of functions loaded from the cache: a process
+# with a warm cache never hears from it.)
+numba.core.event.register("numba:compile", _Listener())
+
+
+def _write_all(descriptor, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]
+
+
+def _read_exactly(descriptor, size):
+    parts, left = [], size
+    while left:
+        chunk = os.read(descriptor, left)
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def main():
+    """The worker: compile the functions it is sent from the last, until the next is one
+    the other process took (or it closes the pipe)."""
+    source, to = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # (what Numba's debug settings print)
+    size, = struct.unpack("<Q", _read_exactly(source, 8))
+    path, where, signatures = pickle.loads(_read_exactly(source, size))
+    sys.path[:] = path
+    taken, partial, ended = -1, b"", False
+    for index in reversed(range(len(where))):
+        while not ended and select.select([source], [], [], 0)[0]:
+            chunk = os.read(source, 4096)
+            ended = not chunk
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            taken = max([taken, *map(int, lines)])
+        if ended or index <= taken:
+            return
+        os.write(to, b"s %d\n" % index)
+        try:
+            group = Group(_find(where[index]), where[index])
+            group.signatures = signatures[index]
+            group.compile()
+        finally:
+            os.write(to, b"d %d\n" % index)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (KeyboardInterrupt, BrokenPipeError, EOFError):
+        pass

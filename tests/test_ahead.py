@@ -1,0 +1,341 @@
+"""Compiling ahead (fastgraph/kernels/ahead.py): the survey of a pass lists what recording
+it compiles and changes no value; a worker process that fails, hangs or talks nonsense never
+holds this process up nor changes a number; and, on an empty cache, the worker compiles part
+of the MNIST MLP's first step, which this process then loads instead of compiling."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import fastgraph as fg
+from fastgraph.engines import compiled
+from fastgraph.kernels import ahead
+from fastgraph.kernels.elementwise import add_into
+from tests.test_compiled import random_graphs, relevant
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- the survey -------------------------------------------------------------------------------
+def _recorded_and_surveyed(graph, target, params):
+    tape = graph.tape(target)
+    plan = graph.plan(target, params)
+    sums = tuple(np.zeros_like(param.flat) for param in params)
+    surveyed = {(kernel, kinds) for kernel, _, (kinds, _) in compiled._survey(
+        tape, plan, None, params, sums)}
+    recorded = compiled.Pass(tape, plan, params=params, sums=sums)
+    return set(recorded.program.kernels), surveyed
+
+
+@pytest.mark.compiled
+@relevant
+@given(random_graphs())
+def test_the_survey_lists_every_kernel_call_the_recording_makes(case):
+    graph, target, _, params = case
+    reachable = set(graph.tape(target).nodes)
+    params = [param for param in params if param in reachable]
+    if not params:
+        return
+    recorded, surveyed = _recorded_and_surveyed(graph, target, params)
+    assert recorded <= surveyed
+    # What the recording has less: additions it folded into the call that made the part.
+    assert {kernel for kernel, _ in surveyed - recorded} <= {add_into}
+
+
+@pytest.mark.compiled
+@relevant
+@given(random_graphs())
+def test_the_survey_changes_no_value_and_no_state(case):
+    graph, target, _, params = case
+    params = [param for param in params if param in set(graph.tape(target).nodes)]
+    target.forward()
+    nodes = graph.tape(target).nodes
+    values = [node.flat.copy() for node in nodes]
+    states, computed = graph.states.copy(), graph.computed.copy()
+    plan = graph.plan(target, params) if params else None
+    sums = tuple(np.zeros_like(param.flat) for param in params) if params else None
+    jobs = compiled._survey(graph.tape(target), plan, None, params, sums)
+    assert jobs  # (it saw the calls)
+    for node, value in zip(nodes, values):
+        np.testing.assert_array_equal(node.flat, value, err_msg=node.name)
+    np.testing.assert_array_equal(graph.states, states)
+    np.testing.assert_array_equal(graph.computed, computed)
+    from fastgraph import kernels
+    assert getattr(kernels.recording, "recorder", None) is None
+
+
+@pytest.mark.compiled
+def test_the_survey_stops_at_an_operator_that_is_not_fastgraphs():
+    class Doubled(fg.ops.ReLU):  # defined here: its compute is not fastgraph's
+        pass
+
+    graph = fg.Graph(dtype=np.float64, seed=0)
+    with graph:
+        x = fg.Variable((3, 1), trainable=False)
+        w = fg.Variable((3, 3))
+        y = fg.ops.Logistic(Doubled(fg.ops.MatMul(w, x)))
+    x.set_value(np.ones((2, 3, 1)))
+    w.set_value(np.eye(3))
+    kernels = [kernel.__name__ for kernel, _, _ in compiled._survey(graph.tape(y), None, None,
+                                                                    (), None)]
+    assert kernels and "logistic" not in kernels and "relu" not in kernels
+
+
+# -- the worker, as this process sees it ------------------------------------------------------
+class _Group:
+    """A stand-in for ahead.Group: counts its compiles, which take ``seconds``."""
+
+    def __init__(self, name, seconds=0.0):
+        self.where, self.signatures, self.compiled = ("nowhere", name, None), [], 0
+        self.seconds = seconds
+
+    def compile(self):
+        time.sleep(self.seconds)
+        self.compiled += 1
+
+
+def _script(text):
+    return (sys.executable, "-c", text)
+
+
+#: Fake workers: each reads its input as the real one does, or not at all.
+SILENT_EXIT = _script("pass")
+NEVER_READS = _script("import time; time.sleep(60)")
+STARTS_LAST_AND_HANGS = _script(
+    "import os, struct, sys, time\n"
+    "size, = struct.unpack('<Q', os.read(0, 8)); os.read(0, size)\n"
+    "os.write(1, b's 3\\n'); time.sleep(60)")
+TALKS_NONSENSE = _script(
+    "import os, time\n"
+    "os.write(1, b'hello\\ns x\\nd\\n\\x00\\xff\\n'); time.sleep(60)")
+
+
+@pytest.mark.parametrize("command", [SILENT_EXIT, NEVER_READS, STARTS_LAST_AND_HANGS,
+                                     TALKS_NONSENSE, ("/nonexistent/python",)],
+                         ids=["exits", "never-reads", "hangs-mid-function", "nonsense",
+                              "cannot-start"])
+def test_a_worker_that_fails_leaves_every_function_compiled_here(command, monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", command)
+    monkeypatch.setattr(ahead, "FINISH_TIMEOUT", 0.5)
+    started = []
+    real_start = ahead._Worker.start.__func__
+
+    def start(cls, *args):
+        worker = real_start(cls, *args)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(ahead._Worker, "start", classmethod(start))
+    # (long enough, for the one that says it started the last, that it has said so)
+    seconds = 0.4 if command == STARTS_LAST_AND_HANGS else 0.0
+    groups = [_Group(f"g{k}", seconds) for k in range(4)]
+    began = time.monotonic()
+    theirs = ahead.compile_ahead(groups)
+    assert time.monotonic() - began < 10  # (the fake workers sleep 60 s)
+    if command == STARTS_LAST_AND_HANGS:  # it said it started the last: left to it
+        assert [group.compiled for group in groups] == [1, 1, 1, 0] and theirs == set()
+    else:
+        assert [group.compiled for group in groups] == [1, 1, 1, 1] and theirs == set()
+    for worker in started:
+        if worker is not None:
+            assert worker.process.poll() is not None  # collected, not left running
+
+
+def test_a_function_another_process_cannot_find_is_compiled_here(monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    groups = [_Group("a"), _Group("b")]
+    groups[1].where = None  # made in __main__, say
+    assert ahead.compile_ahead(groups) == set()
+    assert [group.compiled for group in groups] == [1, 1]
+
+
+def test_where_names_a_kernel_and_each_form_of_an_update_for_another_process():
+    from fastgraph.kernels import elementwise, optimizers, program
+
+    assert ahead._where(elementwise.relu) == ("fastgraph.kernels.elementwise", "relu", None)
+    assert ahead._where(program.execute_pass) == ("fastgraph.kernels.program", "execute_pass",
+                                                  None)
+    for variant in ("every_core", "one_core"):
+        where = ahead._where(getattr(optimizers.adam, variant))
+        assert where == ("fastgraph.kernels.optimizers", "adam", variant)
+        assert ahead._find(where) is getattr(optimizers.adam, variant)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", True), ("1", True), (" 0 ", False),
+                                             ("", True)])
+def test_the_setting(value, expected, monkeypatch):
+    monkeypatch.setenv("FASTGRAPH_COMPILE_WORKER", value)
+    assert ahead.setting() is expected
+
+
+def test_a_bad_setting_is_named(monkeypatch):
+    monkeypatch.setenv("FASTGRAPH_COMPILE_WORKER", "yes")
+    with pytest.raises(ValueError, match="FASTGRAPH_COMPILE_WORKER='yes'.*'auto', '1'.*'0'"):
+        ahead.setting()
+
+
+def test_one_thread_means_no_worker(monkeypatch):
+    from fastgraph.threads import threads
+
+    monkeypatch.delenv("FASTGRAPH_COMPILE_WORKER", raising=False)
+    monkeypatch.setattr(threads, "most", 1)
+    assert not ahead.enabled()
+    monkeypatch.setattr(threads, "most", 2)
+    assert ahead.enabled() is (os.name == "posix")
+
+
+@pytest.mark.compiled
+def test_a_warm_process_surveys_nothing(monkeypatch):
+    graph, *_ = _mlp_graph()
+    monkeypatch.setattr(ahead, "_decided", False)
+    monkeypatch.setattr(ahead, "_expected", [])
+    compiled.execute_pass.compile(compiled._replay_types(graph))  # (in this process: warm)
+    surveyed = []
+    ahead.decide(lambda: surveyed.append(1) or [], compiled.execute_pass,
+                 compiled._replay_types(graph))
+    assert surveyed == [] and not ahead.pending()
+
+
+def _mlp_graph():
+    graph = fg.Graph(dtype=np.float32, seed=0)
+    with graph:
+        x = fg.Variable((4, 1), trainable=False)
+        y = fg.Variable((2, 1), trainable=False)
+        cost = fg.ops.loss.CrossEntropyWithSoftMax(fg.layer.fc(x, 4, 2, None), y)
+    return graph, x, y, cost
+
+
+# -- on an empty cache ------------------------------------------------------------------------
+FIRST_STEP = """
+import json, sys, time
+from numba.core import event
+compiles = []
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        self.depth = getattr(self, "depth", 0) + 1
+        if self.depth == 1:
+            compiles.append(ev.data["dispatcher"].__qualname__)
+
+    def on_end(self, ev):
+        self.depth -= 1
+
+event.register("numba:compile", Listener())
+import numpy as np
+import fastgraph as fg
+from fastgraph.kernels import ahead
+model = fg.models.mlp(seed=0)
+optimizer = fg.optimizer.Adam(model.graph, model.loss)
+model.x.set_value(np.linspace(0, 1, 64 * 784, dtype=np.float32).reshape(64, 784))
+model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+before = len(compiles)
+optimizer.one_step()
+optimizer.update()
+print(json.dumps({"compiled": compiles[before:], "report": ahead.report,
+                  "loss": float(model.loss.value.sum()),
+                  "weights": [float(np.abs(p.flat).sum()) for p in optimizer.params]}))
+"""
+
+
+def _first_step(cache, worker):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache),
+           "FASTGRAPH_COMPILE_WORKER": worker, "FASTGRAPH_THREADS": "auto"}
+    env.pop("FASTGRAPH_EXECUTOR", None)
+    result = subprocess.run([sys.executable, "-c", FIRST_STEP], env=env, capture_output=True,
+                            text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.compiled
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or os.name != "posix",
+                    reason="a worker compiles beside a process that may use two cores")
+def test_on_an_empty_cache_the_worker_compiles_part_of_the_first_step(tmp_path):
+    cold = _first_step(tmp_path / "cache", "auto")
+    report = cold["report"]
+    assert report["worker"] and report["here"]  # each did a part
+    assert "execute_pass" in report["here"]  # this process starts with the replay loop...
+    assert "adam" in report["worker"]  # ... the worker with the update, the last named
+    # This process loaded what the worker compiled, and compiled nothing the survey missed
+    # (but the recorder's own address_of, which the survey calls).
+    assert set(cold["compiled"]) - {"address_of"} <= set(report["here"])
+    assert not set(cold["compiled"]) & set(report["worker"])
+    warm = _first_step(tmp_path / "cache", "0")  # (loaded: the same machine code)
+    assert warm["compiled"] == [] and warm["report"] is None
+    assert (cold["loss"], cold["weights"]) == (warm["loss"], warm["weights"])
+
+
+# -- the spare worker, started at the first compile -------------------------------------------
+class _Dispatcher:
+    def __init__(self, module):
+        self.__module__ = module
+
+
+def test_a_compile_of_fastgraphs_before_the_first_pass_starts_a_worker(monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    monkeypatch.setattr(ahead, "_decided", False)
+    monkeypatch.setattr(ahead, "_spare", None)
+    monkeypatch.delenv("FASTGRAPH_COMPILE_WORKER", raising=False)
+    monkeypatch.setattr(ahead, "enabled", lambda: True)
+    ahead._on_compile(_Dispatcher("numpy.user_code"))  # someone else's function: no
+    assert ahead._spare is None
+    ahead._on_compile(_Dispatcher("fastgraph.kernels.elementwise"))
+    spare = ahead._spare
+    assert spare is not None and spare.process.poll() is None
+    ahead._on_compile(_Dispatcher("fastgraph.kernels.softmax"))  # one is enough
+    assert ahead._spare is spare
+    # A first pass that finds the replay loop cached (a partly warm cache) stops it.
+    graph, *_ = _mlp_graph()
+    compiled.execute_pass.compile(compiled._replay_types(graph))
+    ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types(graph))
+    assert spare.process.poll() is not None and ahead._spare is None
+
+
+def test_no_worker_after_the_first_pass_or_when_turned_off(monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    monkeypatch.setattr(ahead, "_spare", None)
+    monkeypatch.setattr(ahead, "_decided", True)
+    ahead._on_compile(_Dispatcher("fastgraph.kernels.elementwise"))
+    assert ahead._spare is None
+    monkeypatch.setattr(ahead, "_decided", False)
+    monkeypatch.setenv("FASTGRAPH_COMPILE_WORKER", "0")
+    ahead._on_compile(_Dispatcher("fastgraph.kernels.elementwise"))
+    assert ahead._spare is None
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[:2] == ["State:", "Z"] for line in status)  # (exited)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.compiled
+@pytest.mark.skipif(not os.path.isdir("/proc/self") or len(os.sched_getaffinity(0)) < 2,
+                    reason="reads /proc; a worker starts where there are two cores")
+def test_a_worker_no_pass_came_for_exits_with_its_process(tmp_path):
+    code = """
+import numpy as np
+import fastgraph
+from fastgraph.kernels import ahead, elementwise
+elementwise.fill(np.zeros((2, 2)), 1.0)  # compiled (an empty cache): a worker starts
+print(ahead._spare.process.pid)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(tmp_path),
+           "FASTGRAPH_COMPILE_WORKER": "1", "FASTGRAPH_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pid = int(result.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
