@@ -228,3 +228,24 @@ def one_sample_mlp():
         loss = fg.ops.loss.CrossEntropyWithSoftMax(
             fg.layer.fc(fg.layer.fc(x, 784, 8, "ReLU"), 8, 10, None), y)
     return graph, x, y, loss
+
+
+class _ProbeCompile:
+    """A function as ``kernels.ahead`` gives one to a worker, for ``tests/test_ahead.py``:
+    compiling it compiles a fastgraph function for real (``cycle_counter``, on an empty
+    cache), then writes to the file named by its one argument type whether the worker's
+    ``kernels.ahead`` took that compile for a reason to start a worker of its own."""
+
+    __module__ = __name__
+
+    def compile(self, argtypes):
+        import json
+
+        from fastgraph.kernels import ahead, program
+
+        program.cycle_counter()
+        with open(argtypes[0], "w") as file:
+            json.dump({"decided": ahead._decided, "spare": ahead._spare is not None}, file)
+
+
+probe_compile = _ProbeCompile()

@@ -339,3 +339,16 @@ print(ahead._spare.process.pid)
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid)
+
+
+def test_the_workers_own_compiles_start_no_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))  # (cycle_counter compiles)
+    monkeypatch.setenv("FASTGRAPH_THREADS", "2")  # (conftest's 1 would turn it off there)
+    monkeypatch.setattr(ahead, "_spare", None)
+    monkeypatch.setattr(ahead.numba.config, "CACHE_DIR", str(tmp_path / "cache"))
+    probe = ahead.Group(None, ("tests.helpers", "probe_compile", None))
+    probe.signatures = [((str(tmp_path / "probe.json"),), None)]
+    here = _Group("here", seconds=3.0)  # (time for the worker to start and take the probe)
+    assert ahead.compile_ahead([here, probe]) == {1}
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"decided": True,
+                                                                 "spare": False}

@@ -375,8 +375,10 @@ class _Listener(numba.core.event.Listener):
 
 
 # (Numba tells it of compiles only, never of functions loaded from the cache: a process
-# with a warm cache never hears from it.)
-numba.core.event.register("numba:compile", _Listener())
+# with a warm cache never hears from it. Not in the worker, which runs this file as
+# __main__: see work().)
+if __name__ != "__main__":
+    numba.core.event.register("numba:compile", _Listener())
 
 
 def _write_all(descriptor, data):
@@ -396,9 +398,11 @@ def _read_exactly(descriptor, size):
     return b"".join(parts)
 
 
-def main():
+def work():
     """The worker: compile the functions it is sent from the last, until the next is one
-    the other process took (or it closes the pipe)."""
+    the other process took (or it closes the pipe). Its own compiles start no worker."""
+    global _decided
+    _decided = True
     source, to = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # (what Numba's debug settings print)
     size, = struct.unpack("<Q", _read_exactly(source, 8))
@@ -424,7 +428,9 @@ def main():
 
 
 if __name__ == "__main__":
+    from fastgraph.kernels import ahead  # (the package's module, whose state its kernels see)
+
     try:
-        main()
+        ahead.work()
     except (KeyboardInterrupt, BrokenPipeError, EOFError):
         pass
