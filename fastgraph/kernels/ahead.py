@@ -9,9 +9,12 @@ its operators run with every kernel call written down and none made, see
 ``engines.compiled``), with what the process said it runs next (an optimizer's update,
 :func:`expect`), and :func:`compile_ahead` compiles the list on two cores: this process from
 the front, and a *worker*, a second Python process (``python -m fastgraph.kernels.ahead``),
-from the back, until they meet. The worker writes what it compiles into Numba's disk cache,
-from which this process loads each function the first time it calls it, as it loads what an
-earlier process compiled. Nothing is compiled that the pass would not have compiled.
+from the back, until they meet. The worker is started earlier, at the first compile of a
+fastgraph function in the process (:func:`_on_compile`: on an empty cache, the first
+``set_value``'s), so that it has imported fastgraph when the pass comes. It writes what it
+compiles into Numba's disk cache, from which this process loads each function the first
+time it calls it, as it loads what an earlier process compiled. Nothing is compiled that
+the pass would not have compiled.
 
 The worker is only a head start. If it cannot start, fails, is killed or is slower, this
 process compiles what it did not, when it first calls it, as it would have without it; this
@@ -83,9 +86,10 @@ def pending():
 
 
 def expect(calls):
-    """``calls()`` lists ``(kernel, arguments)`` that this process will run soon (an
-    optimizer's update, whose first call comes after the first pass): compiled ahead with
-    that pass, if it is. Kept weakly (a bound method of an optimizer does not keep it)."""
+    """``calls()`` lists the calls this process will make soon (an optimizer's update,
+    whose first call comes after the first pass), as ``(kernel, arguments, None)``:
+    compiled ahead with that pass, if it is. Kept weakly (a bound method of an optimizer
+    does not keep it)."""
     if _decided:
         return
     try:
@@ -96,11 +100,11 @@ def expect(calls):
 
 def decide(survey, dispatcher, argtypes):
     """Called by the first pass of the process: when ``dispatcher`` (the replay loop) has no
-    code for ``argtypes`` here or in the disk cache, compile what ``survey()`` lists
-    (``(kernel, arguments)`` pairs, and ``(dispatcher, argument types)`` for the loop
-    itself), with what :func:`expect` was told, on two processes. Never raises for the
-    compiling (a function that fails to compile fails again where it is called)."""
-    global _decided, _spare
+    code for ``argtypes`` here or in the disk cache, compile it, what ``survey()`` lists and
+    what :func:`expect` was told, on two processes. Each is ``(function, its arguments or
+    their Numba types, the kinds and dtype of its program adapter or None)``. Never raises
+    for the compiling (a function that fails to compile fails again where it is called)."""
+    global _decided, _spare, report
     if _decided:
         return
     _decided = True
@@ -119,7 +123,6 @@ def decide(survey, dispatcher, argtypes):
                 jobs.extend(calls())
             except Exception:  # (a hint that failed: what it names compiles when called)
                 pass
-    global report
     groups = _groups(jobs)
     theirs = compile_ahead(groups)
     report = {"here": [_name(group) for k, group in enumerate(groups) if k not in theirs],
@@ -182,9 +185,12 @@ def _groups(jobs):
     what this process has already."""
     groups = {}
     for function, arguments, calling in jobs:
-        dispatcher = _dispatcher(function)
-        argtypes = tuple(argument if isinstance(argument, numba.types.Type)
-                         else dispatcher.typeof_pyval(argument) for argument in arguments)
+        try:
+            dispatcher = _dispatcher(function)
+            argtypes = tuple(argument if isinstance(argument, numba.types.Type)
+                             else dispatcher.typeof_pyval(argument) for argument in arguments)
+        except Exception:  # (left to the call that needs it)
+            continue
         if argtypes in dispatcher.overloads:
             continue
         group = groups.get(id(dispatcher))
