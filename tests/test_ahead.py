@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -17,8 +19,9 @@ from hypothesis import given
 import fastgraph as fg
 from fastgraph.engines import compiled
 from fastgraph.kernels import ahead
-from fastgraph.kernels.elementwise import add_into
+from fastgraph.kernels.elementwise import add_into, copy_rows
 from tests.test_compiled import random_graphs, relevant
+from tests.test_startup import MLP_STEP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,8 +31,7 @@ def _recorded_and_surveyed(graph, target, params):
     tape = graph.tape(target)
     plan = graph.plan(target, params)
     sums = tuple(np.zeros_like(param.flat) for param in params)
-    surveyed = {(kernel, kinds) for kernel, _, (kinds, _) in compiled._survey(
-        tape, plan, None, params, sums)}
+    surveyed = {(kernel, kinds) for kernel, _, (kinds, _) in compiled._survey(tape, plan, None)}
     recorded = compiled.Pass(tape, plan, params=params, sums=sums)
     return set(recorded.program.kernels), surveyed
 
@@ -44,8 +46,10 @@ def test_the_survey_lists_every_kernel_call_the_recording_makes(case):
     if not params:
         return
     recorded, surveyed = _recorded_and_surveyed(graph, target, params)
-    assert recorded <= surveyed
-    # What the recording has less: additions it folded into the call that made the part.
+    # What the recording has more: the copies and additions into the sums, which the survey
+    # leaves out (the backward mostly writes the sums itself).
+    assert {kernel for kernel, _ in recorded - surveyed} <= {add_into, copy_rows}
+    # ... and less: additions it folded into the call that made the part.
     assert {kernel for kernel, _ in surveyed - recorded} <= {add_into}
 
 
@@ -60,8 +64,7 @@ def test_the_survey_changes_no_value_and_no_state(case):
     values = [node.flat.copy() for node in nodes]
     states, computed = graph.states.copy(), graph.computed.copy()
     plan = graph.plan(target, params) if params else None
-    sums = tuple(np.zeros_like(param.flat) for param in params) if params else None
-    jobs = compiled._survey(graph.tape(target), plan, None, params, sums)
+    jobs = compiled._survey(graph.tape(target), plan, None)
     assert jobs  # (it saw the calls)
     for node, value in zip(nodes, values):
         np.testing.assert_array_equal(node.flat, value, err_msg=node.name)
@@ -83,8 +86,7 @@ def test_the_survey_stops_at_an_operator_that_is_not_fastgraphs():
         y = fg.ops.Logistic(Doubled(fg.ops.MatMul(w, x)))
     x.set_value(np.ones((2, 3, 1)))
     w.set_value(np.eye(3))
-    kernels = [kernel.__name__ for kernel, _, _ in compiled._survey(graph.tape(y), None, None,
-                                                                    (), None)]
+    kernels = [kernel.__name__ for kernel, _, _ in compiled._survey(graph.tape(y), None, None)]
     assert kernels and "logistic" not in kernels and "relu" not in kernels
 
 
@@ -352,3 +354,238 @@ def test_the_workers_own_compiles_start_no_worker(tmp_path, monkeypatch):
     assert ahead.compile_ahead([here, probe]) == {1}
     assert json.loads((tmp_path / "probe.json").read_text()) == {"decided": True,
                                                                  "spare": False}
+
+
+# -- helper hD's probe (findings F1-F5, and mutants of ahead.py the tests above let live) ------
+TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or os.name != "posix",
+                               reason="a worker compiles beside a process that may use two cores")
+
+
+def _env(cache, **more):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache),
+           "FASTGRAPH_COMPILE_WORKER": "auto", "FASTGRAPH_THREADS": "auto", **more}
+    env.pop("FASTGRAPH_EXECUTOR", None)
+    return env
+
+
+#: A cold first training step of the MNIST MLP (test_startup's); prints ahead.report as JSON.
+STEP = """
+import json
+import fastgraph as fg
+from fastgraph.kernels import ahead
+{before}
+""" + MLP_STEP.replace("{", "{{").replace("}", "}}") + """
+print(json.dumps(ahead.report))
+"""
+
+
+# -- 1. HIGH: a worker that dies kills, by SIGPIPE, a process that restored SIGPIPE ---------
+@pytest.mark.parametrize("worker", ["pass", "import os, time; os.close(0); time.sleep(60)"],
+                         ids=["exits", "closes-its-input"])
+def test_a_worker_that_died_does_not_kill_a_process_that_restored_sigpipe(tmp_path, worker):
+    # `signal.signal(SIGPIPE, SIG_DFL)` is the usual idiom of a script piped into `head`; a
+    # worker that exits (cannot import, is killed, runs out of memory) then made take()'s
+    # os.write end the training process silently (status -13, no traceback).
+    code = textwrap.dedent("""
+        import signal, sys, time
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        from fastgraph.kernels import ahead
+
+        class Group:
+            where, signatures, compiled = ("nowhere", "g", None), [], 0
+
+            def compile(self):
+                time.sleep(0.3)  # (long enough for the worker to have exited)
+                self.compiled += 1
+
+        ahead._Worker.command = (sys.executable, "-c", WORKER)  # gone at once
+        ahead.FINISH_TIMEOUT = 0.5
+        groups = [Group() for _ in range(4)]
+        assert ahead.compile_ahead(groups) == set()
+        print([group.compiled for group in groups])
+    """).replace("WORKER", repr(worker))
+    result = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.split("\n")[0] == "[1, 1, 1, 1]"
+
+
+# -- 2. a worker starts workers of its own (and `python -m __main__`) ----------------------
+SPY = (sys.executable, "-c", textwrap.dedent("""
+    import os, runpy, subprocess
+    real = subprocess.Popen.__init__
+
+    def spy(self, args, *more, **options):
+        with open(os.environ["SPAWNED"], "a") as out:
+            out.write(repr(args) + "\\n")
+        return real(self, args, *more, **options)
+
+    subprocess.Popen.__init__ = spy
+    runpy.run_module("fastgraph.kernels.ahead", run_name="__main__", alter_sys=True)
+"""))
+
+
+@pytest.mark.compiled
+@TWO_CORES
+def test_the_worker_starts_no_process_of_its_own(tmp_path):
+    spawned = tmp_path / "spawned"
+    before = f"ahead._Worker.command = {SPY!r}"
+    result = subprocess.run([sys.executable, "-c", STEP.format(before=before)],
+                            env=_env(tmp_path / "cache", SPAWNED=str(spawned)),
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # (nothing of the worker's on this process's stderr either)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["worker"]  # the worker compiled...
+    assert not spawned.exists(), spawned.read_text()  # ... and started nothing
+
+
+# -- 3. the worker imports the fastgraph of the current directory ---------------------------
+@pytest.mark.compiled
+@TWO_CORES
+def test_the_worker_imports_this_process_fastgraph_not_the_current_directory(tmp_path):
+    # A directory holding another fastgraph (an older checkout, say) as the current one:
+    # `python -m` puts it first on the worker's path.
+    marker = tmp_path / "imported"
+    other = tmp_path / "work" / "fastgraph"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').write('the other fastgraph')\nraise ImportError\n")
+    script = tmp_path / "run" / "step.py"
+    script.parent.mkdir()
+    script.write_text(STEP.format(before=""))
+    result = subprocess.run([sys.executable, str(script)], env=_env(tmp_path / "cache"),
+                            capture_output=True, text=True, cwd=tmp_path / "work", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not marker.exists()
+    assert json.loads(result.stdout.strip().splitlines()[-1])["worker"]
+
+
+# -- 4. MEDIUM: a bad setting is refused once, then ignored ---------------------------------
+@pytest.mark.compiled
+def test_a_bad_setting_is_refused_every_time_not_once(monkeypatch):
+    monkeypatch.setattr(ahead, "_decided", False)
+    monkeypatch.setattr(ahead, "_expected", [])
+    monkeypatch.setenv("FASTGRAPH_COMPILE_WORKER", "yes")
+    graph, *_ = _mlp_graph()
+    for _ in range(2):  # (a notebook cell run again, a loop that catches and retries)
+        with pytest.raises(ValueError, match="FASTGRAPH_COMPILE_WORKER='yes'"):
+            ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types(graph))
+
+
+# -- mutants that tests/test_ahead.py lets live ---------------------------------------------
+def test_the_worker_talking_nonsense_while_this_process_compiles_is_ignored(monkeypatch):
+    # (tests/test_ahead.py's "nonsense" worker is never read: its groups take no time)
+    monkeypatch.setattr(ahead._Worker, "command", (sys.executable, "-c", (
+        "import os, time\nos.write(1, b'hello\\ns x\\nd\\n\\x00\\xff\\ns -1\\nd 1e3\\n')\n"
+        "time.sleep(60)")))
+    monkeypatch.setattr(ahead, "FINISH_TIMEOUT", 0.5)
+    groups = [_Group(f"g{k}", 0.3) for k in range(4)]
+    assert ahead.compile_ahead(groups) == set()
+    assert [group.compiled for group in groups] == [1, 1, 1, 1]
+
+
+def test_a_spare_that_has_exited_is_replaced(monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", (sys.executable, "-c", "pass"))
+    spare = ahead._Worker.spawn()
+    spare.process.wait()
+    monkeypatch.setattr(ahead, "_spare", spare)
+    monkeypatch.setattr(ahead._Worker, "command", (sys.executable, "-c",
+                                                   "import time; time.sleep(60)"))
+    worker = ahead._Worker.start([("m", "a", None), ("m", "b", None)], [[], []])
+    try:
+        assert worker is not spare and worker.process.poll() is None
+    finally:
+        worker.close()
+
+
+def test_expect_after_the_first_pass_keeps_nothing(monkeypatch):
+    monkeypatch.setattr(ahead, "_decided", True)
+    monkeypatch.setattr(ahead, "_expected", [])
+    graph, _, _, cost = _mlp_graph()
+    for _ in range(3):  # (an optimizer made at every trial of a search)
+        fg.optimizer.Adam(graph, cost)
+    assert ahead._expected == []
+
+
+def test_expect_keeps_an_optimizer_weakly(monkeypatch):
+    import gc
+    import weakref
+
+    monkeypatch.setattr(ahead, "_decided", False)
+    monkeypatch.setattr(ahead, "_expected", [])
+    graph, _, _, cost = _mlp_graph()
+    optimizer = fg.optimizer.Adam(graph, cost)
+    gone = weakref.ref(optimizer)
+    del optimizer
+    gc.collect()
+    assert gone() is None and all(reference() is None for reference in ahead._expected)
+
+
+@pytest.mark.compiled
+def test_a_group_compiles_the_adapter_of_each_signature(monkeypatch):
+    from fastgraph.kernels import elementwise, program
+    from fastgraph.kernels.program import signature
+
+    kinds, dtype = "Cf", np.dtype(np.float32)
+    key = (kinds, dtype.name, "none")
+    monkeypatch.setattr(program, "_adapters", {k: v for k, v in program._adapters.items()
+                                               if k != key})
+    group = ahead.Group(elementwise.fill, ahead._where(elementwise.fill))
+    group.signatures = [(signature(kinds, dtype), (kinds, dtype))]
+    group.compile()
+    assert key in program._adapters
+
+
+def test_the_worker_is_told_the_cache_directory_this_process_uses(monkeypatch, tmp_path):
+    # numba.config.CACHE_DIR set in the process (a .numba_config.yaml, or by hand) rather
+    # than by the environment: the worker must write where this process reads.
+    seen = tmp_path / "seen"
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "here"))
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(ahead._Worker, "command", (sys.executable, "-c", (
+        f"import os; open({str(seen)!r}, 'w').write(os.environ.get('NUMBA_CACHE_DIR', ''))")))
+    worker = ahead._Worker.spawn()
+    worker.process.wait()
+    worker.close()
+    assert seen.read_text() == str(tmp_path / "here")
+
+
+# -- 5. LOW: a spare worker idles beside a process that never records a compiled pass --------
+@pytest.mark.compiled
+@TWO_CORES
+@pytest.mark.parametrize("setting", [{"FASTGRAPH_EXECUTOR": "python"},
+                                     {"FASTGRAPH_BLAS": "numpy"}], ids=["walker", "numpy-blas"])
+def test_no_worker_idles_beside_a_process_that_records_no_pass(tmp_path, setting):
+    # (the walker runs every pass: the worker started at the first compile, ~100 MB and
+    # 0.7 s of CPU importing fastgraph, then waits for the whole run for work never sent)
+    code = STEP.format(before="").replace("print(json.dumps(ahead.report))",
+                                          "print(ahead._spare is None)")
+    result = subprocess.run([sys.executable, "-c", code],
+                            env={**_env(tmp_path / "cache"), **setting},
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True"]
+
+
+def test_no_spare_after_the_first_pass_where_a_worker_may_run(monkeypatch):
+    # (tests/test_ahead.py's test_no_worker_after_the_first_pass_or_when_turned_off passes
+    # by enabled() alone under FASTGRAPH_THREADS=1: the _decided check is not what it sees)
+    monkeypatch.setattr(ahead._Worker, "command", (sys.executable, "-c",
+                                                   "import time; time.sleep(60)"))
+    monkeypatch.setattr(ahead, "_spare", None)
+    monkeypatch.setattr(ahead, "_decided", True)
+    monkeypatch.setattr(ahead, "enabled", lambda: True)
+    ahead._on_compile(_Dispatcher("fastgraph.kernels.elementwise"))
+    spare = ahead._spare
+    ahead._closed(spare)
+    assert spare is None
+
+
+def test_a_bad_setting_stops_the_import():
+    result = subprocess.run([sys.executable, "-c", "import fastgraph"],
+                            env={**os.environ, "PYTHONPATH": str(REPO),
+                                 "FASTGRAPH_COMPILE_WORKER": "sometimes"},
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode != 0
+    assert "ValueError: FASTGRAPH_COMPILE_WORKER='sometimes'" in result.stderr

@@ -48,8 +48,7 @@ class Pass:
     def __init__(self, tape, plan=None, seeds=None, params=(), sums=None):
         graph = tape.target.graph
         if ahead.pending():  # the process's first pass: on an empty cache, compile on two cores
-            ahead.decide(lambda: _survey(tape, plan, seeds, params, sums), execute_pass,
-                         _replay_types(graph))
+            ahead.decide(lambda: _survey(tape, plan, seeds), execute_pass, _replay_types(graph))
         self.graph = graph
         graph.passes += 1  # the recording computes nodes: under a number of its own, so
         # that a snapshot of a value taken under the last one is not taken for the new one
@@ -278,13 +277,15 @@ class Pass:
         raise RuntimeError(f"{node.name}: a kernel reported an error that compute() did not")
 
 
-def _survey(tape, plan, seeds, params, sums):
+def _survey(tape, plan, seeds):
     """What recording this pass will compile, for ``kernels.ahead``: ``(kernel, argument
     types, (kinds, dtype) of its adapter)`` per kernel call, found by running the pass's
     operators with every call written down and none made (the values are left as they
     were: a pass computes them when it runs). It stops at the first operator that is not
     fastgraph's (its ``compute`` may do more than call kernels) and at the first error (an
-    operator that read a value it was not given): what it missed compiles when called."""
+    operator that read a value it was not given): what it missed compiles when called.
+    The gradients' copies into an optimizer's sums are left out: a training pass mostly
+    has the backward write the sums instead (``_first``, ``_adding``)."""
     graph = tape.target.graph
     calls = recording(graph.dtype).__enter__()
     calls.replay_only = True
@@ -301,9 +302,6 @@ def _survey(tape, plan, seeds, params, sums):
                     seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
                     identity_rows(seed)
                 vjp.backward(plan, tape.target, seed)
-            if sums is not None:
-                vjp.accumulate(params, sums, first=True)
-                vjp.accumulate(params, sums, first=False)
     except Exception:
         pass
     finally:

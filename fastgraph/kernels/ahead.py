@@ -25,13 +25,14 @@ each number their file 1 and write over the other's.
 
 ``FASTGRAPH_COMPILE_WORKER=0`` turns it off (``auto``, the default, or ``1``: on); so does a
 process that runs on one thread (``FASTGRAPH_THREADS=1``, one core, an MPI rank with a core
-of its own), which keeps to its core, and a system without ``select`` on pipes (Windows).
+of its own), which keeps to its core, and a system without ``MSG_NOSIGNAL`` (Linux has it).
 """
 
 import importlib
 import os
 import pickle
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -53,6 +54,12 @@ MOST_SENT = 60000
 #: this process has compiled the rest (a function takes 0.05-1.2 s here): then it is killed.
 FINISH_TIMEOUT = 60.0
 
+#: Seconds a worker waits for its work (the first pass) before it exits: a program that
+#: compiles a kernel and records no pass for that long (a model loaded and evaluated a few
+#: nodes at a time, by the walker) does not keep an idle process; one that records a pass
+#: later starts another.
+IDLE_TIMEOUT = 30.0
+
 _decided = False  # the first pass of the process has come (compiled ahead or not)
 _spare = None  # a worker started at the first compile, before the first pass (_on_compile)
 _expected = []  # weak references to callables that list (kernel, arguments) pairs
@@ -73,11 +80,15 @@ def setting():
                      "compiles half of a first pass on an empty cache) or '0' (none)")
 
 
+setting()  # (a bad value stops the import, as a bad FASTGRAPH_THREADS does)
+
+
 def enabled():
     """Whether a worker may compile beside this process (see the module's text)."""
     from ..threads import threads
 
-    return setting() and threads.most > 1 and hasattr(select, "select") and os.name == "posix"
+    return (setting() and threads.most > 1 and os.name == "posix"
+            and hasattr(socket, "MSG_NOSIGNAL"))
 
 
 def pending():
@@ -107,9 +118,10 @@ def decide(survey, dispatcher, argtypes):
     global _decided, _spare, report
     if _decided:
         return
+    on = enabled()  # (a bad setting is refused at every first pass it stops, not once)
     _decided = True
     expected, _expected[:] = list(_expected), []
-    if not enabled() or _loaded(dispatcher, argtypes):
+    if not on or _loaded(dispatcher, argtypes):
         spare, _spare = _spare, None
         _closed(spare)
         return
@@ -156,11 +168,11 @@ class Group:
         self.function, self.where, self.signatures = function, where, []
 
     def compile(self):
-        """Compile (or load) every signature and its adapter; failures are left for the
-        call that needs them."""
+        """Compile (or load) every signature and its adapter; whether all did. Failures are
+        left for the call that needs them."""
         from .program import adapter
 
-        dispatcher = _dispatcher(self.function)
+        dispatcher, whole = _dispatcher(self.function), True
         for argtypes, calling in self.signatures:
             try:
                 dispatcher.compile(argtypes)
@@ -168,7 +180,8 @@ class Group:
                     result = dispatcher.overloads[argtypes].signature.return_type
                     adapter(*calling, result)
             except Exception:
-                pass
+                whole = False
+        return whole
 
 
 def _name(group):
@@ -255,10 +268,17 @@ def compile_ahead(groups):
 class _Worker:
     """The worker process, as this process sees it: it is sent the functions (where to find
     them, their signatures) and then, as this process takes each, its index; it says which
-    it starts and which it is done with."""
+    it starts and which it is done with.
+
+    Its input is one end of a socket pair written with ``MSG_NOSIGNAL``: a worker that has
+    gone (killed, or unable to import) makes a write fail with BrokenPipeError, never send
+    SIGPIPE, which ends a program that restored its default action (as a tool piped into
+    ``head`` does) with no word."""
 
     #: How the worker is started (the pickled functions are then written to its input).
-    command = (sys.executable, "-m", __name__)
+    #: ``-P``: the current directory is not put first on its path (a directory that holds
+    #: another fastgraph, an older checkout, would be imported instead of this one).
+    command = (sys.executable, "-P", "-m", __name__)
 
     @classmethod
     def spawn(cls):
@@ -267,14 +287,19 @@ class _Worker:
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             [package, *filter(None, [environment.get("PYTHONPATH")])])
+        environment["FASTGRAPH_COMPILE_WORKER"] = "0"  # (its own compiles start none)
         if numba.config.CACHE_DIR:  # (set in this process: the worker must write there)
             environment["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+        mine, theirs = socket.socketpair()
         try:
-            return cls(subprocess.Popen(
-                list(cls.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, env=environment, bufsize=0))
+            process = subprocess.Popen(list(cls.command), stdin=theirs, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, env=environment, bufsize=0)
         except (OSError, ValueError):
+            mine.close()
             return None
+        finally:
+            theirs.close()
+        return cls(process, mine)
 
     @classmethod
     def start(cls, where, signatures):
@@ -290,18 +315,23 @@ class _Worker:
             if worker is None:
                 return None
         try:
-            os.write(worker.to, struct.pack("<Q", len(payload)))
-            _write_all(worker.to, payload)
+            worker.send(struct.pack("<Q", len(payload)) + payload)
         except OSError:
             return _closed(worker)
         return worker
 
-    def __init__(self, process):
-        self.process = process
-        self.to, self.source = process.stdin.fileno(), process.stdout.fileno()
-        self.started, self.done = set(), set()
+    def __init__(self, process, to):
+        self.process, self.to = process, to
+        self.source = process.stdout.fileno()
+        self.started, self.done, self.failed = set(), set(), set()
         self.ended = False
         self._partial = b""
+
+    def send(self, data):
+        """Write ``data`` to the worker (OSError if it has gone: no SIGPIPE)."""
+        view = memoryview(data)
+        while view:
+            view = view[self.to.send(view, socket.MSG_NOSIGNAL):]
 
     def read(self, timeout=0.0):
         """Take in what the worker said (waiting up to ``timeout`` seconds for something)."""
@@ -317,14 +347,17 @@ class _Worker:
             self._partial = lines.pop()
             for line in lines:
                 word, _, index = line.partition(b" ")
-                if word in (b"s", b"d") and index.isdigit():
-                    (self.started if word == b"s" else self.done).add(int(index))
+                said = {b"s": self.started, b"d": self.done, b"f": self.failed}.get(word)
+                if said is not None and index.isdigit():
+                    said.add(int(index))
             timeout = 0.0
 
     def take(self, index):
         """Tell the worker that this process compiles ``index`` (it stops before it)."""
+        if self.ended:
+            return
         try:
-            os.write(self.to, b"%d\n" % index)
+            self.send(b"%d\n" % index)
         except OSError:
             self.ended = True
 
@@ -332,7 +365,7 @@ class _Worker:
         """Wait while the worker completes the function it is compiling; stop it."""
         deadline = time.monotonic() + FINISH_TIMEOUT
         self.read()
-        while not self.ended and self.started - self.done:
+        while not self.ended and self.started - self.done - self.failed:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -340,10 +373,7 @@ class _Worker:
 
     def close(self):
         """Stop the worker (at once if it is not compiling) and collect it."""
-        try:
-            self.process.stdin.close()
-        except OSError:
-            pass
+        self.to.close()
         if self.process.poll() is None:  # importing still, or stopped by an error here
             self.process.kill()
         self.process.wait()
@@ -364,6 +394,10 @@ def _on_compile(dispatcher):
     if (_decided or _spare is not None
             or not getattr(dispatcher, "__module__", "").startswith("fastgraph.")
             or not enabled()):
+        return
+    from .. import engines
+
+    if engines._executor() is not engines.compiled:  # (the walker records no pass)
         return
     _spare = _Worker.spawn()
 
@@ -387,12 +421,6 @@ if __name__ != "__main__":
     numba.core.event.register("numba:compile", _Listener())
 
 
-def _write_all(descriptor, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view):]
-
-
 def _read_exactly(descriptor, size):
     parts, left = [], size
     while left:
@@ -406,11 +434,14 @@ def _read_exactly(descriptor, size):
 
 def work():
     """The worker: compile the functions it is sent from the last, until the next is one
-    the other process took (or it closes the pipe). Its own compiles start no worker."""
+    the other process took (or it closes the pipe). Its own compiles start no worker; with
+    no work within ``IDLE_TIMEOUT`` seconds, it exits."""
     global _decided
     _decided = True
     source, to = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # (what Numba's debug settings print)
+    if not select.select([source], [], [], IDLE_TIMEOUT)[0]:
+        return
     size, = struct.unpack("<Q", _read_exactly(source, 8))
     path, where, signatures = pickle.loads(_read_exactly(source, size))
     sys.path[:] = path
@@ -427,10 +458,12 @@ def work():
         os.write(to, b"s %d\n" % index)
         try:
             group = Group(_find(where[index]), where[index])
-            group.signatures = signatures[index]
-            group.compile()
-        finally:
-            os.write(to, b"d %d\n" % index)
+        except Exception:  # (not found here: the other process compiles it when it calls it)
+            os.write(to, b"f %d\n" % index)
+            continue
+        group.signatures = signatures[index]
+        # Said done only once compiled (a Ctrl-C to the process group stops it unsaid).
+        os.write(to, b"%s %d\n" % (b"d" if group.compile() else b"f", index))
 
 
 if __name__ == "__main__":
