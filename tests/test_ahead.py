@@ -112,17 +112,19 @@ SILENT_EXIT = _script("pass")
 NEVER_READS = _script("import time; time.sleep(60)")
 STARTS_LAST_AND_HANGS = _script(
     "import os, struct, sys, time\n"
-    "size, = struct.unpack('<Q', os.read(0, 8)); os.read(0, size)\n"
+    "kind, size = struct.unpack('<cQ', os.read(0, 9)); os.read(0, size)\n"
     "os.write(1, b's 3\\n'); time.sleep(60)")
+BEGINS_A_FIRST_ONE_AND_HANGS = _script("import os, time; os.write(1, b'b 0\\n'); time.sleep(60)")
 TALKS_NONSENSE = _script(
     "import os, time\n"
     "os.write(1, b'hello\\ns x\\nd\\n\\x00\\xff\\n'); time.sleep(60)")
 
 
 @pytest.mark.parametrize("command", [SILENT_EXIT, NEVER_READS, STARTS_LAST_AND_HANGS,
-                                     TALKS_NONSENSE, ("/nonexistent/python",)],
-                         ids=["exits", "never-reads", "hangs-mid-function", "nonsense",
-                              "cannot-start"])
+                                     BEGINS_A_FIRST_ONE_AND_HANGS, TALKS_NONSENSE,
+                                     ("/nonexistent/python",)],
+                         ids=["exits", "never-reads", "hangs-mid-function",
+                              "hangs-in-a-first-one", "nonsense", "cannot-start"])
 def test_a_worker_that_fails_leaves_every_function_compiled_here(command, monkeypatch):
     monkeypatch.setattr(ahead._Worker, "command", command)
     monkeypatch.setattr(ahead, "FINISH_TIMEOUT", 0.5)
@@ -263,8 +265,10 @@ def test_on_an_empty_cache_the_worker_compiles_part_of_the_first_step(tmp_path):
     cold = _first_step(tmp_path / "cache", "auto")
     report = cold["report"]
     assert report["worker"] and report["here"]  # each did a part
-    assert "execute_pass" in report["here"]  # this process starts with the replay loop...
-    assert "adam" in report["worker"]  # ... the worker with the update, the last named
+    # The worker compiles first what the process said it runs: the replay loop (at import)
+    # and the optimizer's update; then the pass's kernels from the back.
+    assert report["worker"][:2] == ["execute_pass", "adam"]
+    assert "gemm_owned_mkl" in report["here"]  # (the pass's first kernel: this process's)
     # This process loaded what the worker compiled, and compiled nothing the survey missed
     # (but the recorder's own address_of, which the survey calls).
     assert set(cold["compiled"]) - {"address_of"} <= set(report["here"])
@@ -589,3 +593,53 @@ def test_a_bad_setting_stops_the_import():
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode != 0
     assert "ValueError: FASTGRAPH_COMPILE_WORKER='sometimes'" in result.stderr
+
+
+# -- what the worker compiles first, and the frames it is sent --------------------------------
+@pytest.mark.compiled
+def test_the_replay_loop_sent_first_has_the_types_every_graph_calls_it_with():
+    (function, argtypes, _), = compiled._replay_calls()
+    graph, *_ = _mlp_graph()
+    assert function is compiled.execute_pass
+    assert argtypes == compiled._replay_types(graph)
+
+
+def test_the_worker_reads_frames_however_they_arrive():
+    import socket
+    import struct
+
+    mine, theirs = socket.socketpair()
+    frames = ahead._Frames(theirs.fileno())
+    data = (struct.pack("<cQ", b"E", 3) + b"abc" + struct.pack("<cQQ", b"T", 8, 7)
+            + struct.pack("<cQ", b"M", 0))
+    assert frames.next(0.0) is None  # nothing yet
+    mine.sendall(data[:5])  # a header in two pieces
+    assert frames.next(0.05) is None
+    mine.sendall(data[5:])
+    assert frames.next(0.0) == (b"E", b"abc")
+    assert frames.next(0.0) == (b"T", struct.pack("<Q", 7))
+    assert frames.next(0.0) == (b"M", b"")
+    mine.close()
+    assert frames.next(1.0) is None and frames.ended
+    theirs.close()
+
+
+@pytest.mark.compiled
+def test_what_is_sent_first_is_sent_once(monkeypatch):
+    from fastgraph.kernels import elementwise
+    from fastgraph.kernels.program import signature
+
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    worker = ahead._Worker.spawn()
+    try:
+        group = ahead.Group(elementwise.fill, ahead._where(elementwise.fill))
+        group.signatures = [(signature("Cf", np.float64), None)]
+        worker.first_of_all([group])
+        worker.first_of_all([group])  # (asked again at every compile before the first pass)
+        assert worker.first == ["fill"]
+        nowhere = _Group("nowhere")
+        nowhere.where = None  # (another process cannot find it: kept here)
+        worker.first_of_all([nowhere])
+        assert worker.first == ["fill"]
+    finally:
+        worker.close()

@@ -316,10 +316,21 @@ def _jobs(calls):
 
 def _replay_types(graph):
     """The argument types of ``execute_pass`` for ``graph`` (what every pass calls)."""
+    return _typed_replay(graph.states, graph.computed, graph.passes)
+
+
+def _typed_replay(states, computed, stamp):
     ints, reals = np.zeros(1, np.int64), np.zeros(1)
     return tuple(execute_pass.typeof_pyval(argument) for argument in (
-        _NO_CODE, ints, reals, _NO_STEPS, graph.states, graph.computed, graph.passes,
-        _NO_CODE, ints, reals, NO_CYCLES))
+        _NO_CODE, ints, reals, _NO_STEPS, states, computed, stamp, _NO_CODE, ints, reals,
+        NO_CYCLES))
+
+
+def _replay_calls():
+    """The replay loop, as every graph's passes call it (a graph's states and computed
+    passes: ``Graph``'s int8 and int64 rows), for ``kernels.ahead`` to compile first."""
+    return [(execute_pass, _typed_replay(np.zeros(1, np.int8), np.zeros((4, 1), np.int64)[0],
+                                         1), None)]
 
 
 def _check_recorded(node, calls, start):
@@ -547,3 +558,6 @@ def per_sample(result, nodes, seeds, into=None):
         return compiled.run_into(into)
     compiled.run()
     return compiled.results
+
+
+ahead.expect(_replay_calls)  # (compiled first by a worker, on an empty cache)

@@ -10,8 +10,10 @@ its operators run with every kernel call written down and none made, see
 :func:`expect`), and :func:`compile_ahead` compiles the list on two cores: this process from
 the front, and a *worker*, a second Python process (``python -m fastgraph.kernels.ahead``),
 from the back, until they meet. The worker is started earlier, at the first compile of a
-fastgraph function in the process (:func:`_on_compile`: on an empty cache, the first
-``set_value``'s), so that it has imported fastgraph when the pass comes. It writes what it
+fastgraph function in the process (:func:`_on_compile`: on an empty cache, a model's
+first), so that it has imported fastgraph when the pass comes, and is given at once what
+the process said it runs (:func:`expect`: the replay loop, an optimizer's update), which it
+compiles first while this process compiles the first feed's kernels. It writes what it
 compiles into Numba's disk cache, from which this process loads each function the first
 time it calls it, as it loads what an earlier process compiled. Nothing is compiled that
 the pass would not have compiled.
@@ -63,6 +65,7 @@ IDLE_TIMEOUT = 30.0
 _decided = False  # the first pass of the process has come (compiled ahead or not)
 _spare = None  # a worker started at the first compile, before the first pass (_on_compile)
 _expected = []  # weak references to callables that list (kernel, arguments) pairs
+_first_ready = []  # the names of what the worker compiled first (see _Worker)
 
 #: What the process compiled ahead, once it has: ``{"here": names, "worker": names}``, the
 #: functions (by qualified name) each process compiled (``benchmarks.startup`` prints it).
@@ -97,48 +100,58 @@ def pending():
 
 
 def expect(calls):
-    """``calls()`` lists the calls this process will make soon (an optimizer's update,
-    whose first call comes after the first pass), as ``(kernel, arguments, None)``:
-    compiled ahead with that pass, if it is. Kept weakly (a bound method of an optimizer
-    does not keep it)."""
+    """``calls()`` lists the calls this process will make soon, as ``(kernel, arguments,
+    None)``: the replay loop that every pass runs, an optimizer's update (whose first call
+    comes after the first pass). Sent to the worker as soon as there is one, to compile
+    before the pass's functions (it has nothing else to do until the pass comes), or else
+    compiled ahead with the first pass. ``calls()`` may fail until its object is complete
+    (an optimizer's states are made after the base class calls this): it is asked again at
+    the next compile. Kept weakly (a bound method of an optimizer does not keep it)."""
     if _decided:
         return
     try:
         _expected.append(weakref.WeakMethod(calls))
     except TypeError:  # (not a bound method)
         _expected.append(lambda: calls)
+    _first_of_all()
 
 
 def decide(survey, dispatcher, argtypes):
     """Called by the first pass of the process: when ``dispatcher`` (the replay loop) has no
-    code for ``argtypes`` here or in the disk cache, compile it, what ``survey()`` lists and
-    what :func:`expect` was told, on two processes. Each is ``(function, its arguments or
-    their Numba types, the kinds and dtype of its program adapter or None)``. Never raises
-    for the compiling (a function that fails to compile fails again where it is called)."""
+    code for ``argtypes`` here or in the disk cache, or a worker was started (a function of
+    fastgraph's was compiled), compile it, what ``survey()`` lists and what :func:`expect`
+    was told, on two processes. Each is ``(function, its arguments or their Numba types,
+    the kinds and dtype of its program adapter or None)``. Never raises for the compiling (a
+    function that fails to compile fails again where it is called)."""
     global _decided, _spare, report
     if _decided:
         return
     on = enabled()  # (a bad setting is refused at every first pass it stops, not once)
     _decided = True
-    expected, _expected[:] = list(_expected), []
-    if not on or _loaded(dispatcher, argtypes):
+    expected = _expected_calls() if on else []
+    _expected[:] = []
+    if not on or (_spare is None and _loaded(dispatcher, argtypes)):
         spare, _spare = _spare, None
         _closed(spare)
         return
-    # This process starts from the front, the worker (once it has started) from the back:
-    # the replay loop and the pass's calls in order first, the next update last (Adam's is
-    # the longest to compile: given to the worker while this process compiles the pass).
+    # This process starts from the front, the worker (once it has compiled what it was sent
+    # first) from the back: the replay loop and the pass's calls in order, the next update
+    # last (Adam's is the longest to compile).
     jobs = [(dispatcher, argtypes, None)]
-    for calls in [survey] + [reference() for reference in expected]:
-        if calls is not None:
-            try:
-                jobs.extend(calls())
-            except Exception:  # (a hint that failed: what it names compiles when called)
-                pass
-    groups = _groups(jobs)
+    try:
+        jobs.extend(survey())
+    except Exception:  # (a hint that failed: what it names compiles when called)
+        pass
+    groups = _groups(jobs + expected)
+    sent = _spare.sent if _spare is not None else set()
+    for group in groups:  # (what the worker compiles first is not the pass's to share)
+        group.signatures = [(argtypes, calling) for argtypes, calling in group.signatures
+                            if (id(_dispatcher(group.function)), argtypes) not in sent]
+    groups = [group for group in groups if group.signatures]
     theirs = compile_ahead(groups)
     report = {"here": [_name(group) for k, group in enumerate(groups) if k not in theirs],
-              "worker": [_name(group) for k, group in enumerate(groups) if k in theirs]}
+              "worker": _first_ready + [_name(group) for k, group in enumerate(groups)
+                                        if k in theirs]}
 
 
 def _loaded(dispatcher, argtypes):
@@ -240,9 +253,8 @@ def compile_ahead(groups):
     """Compile ``groups``: this process from the front, a worker from the back (those it
     can find), until they meet. Returns the indices the worker compiled."""
     shared = [k for k, group in enumerate(groups) if group.where is not None]
-    worker = _Worker.start([groups[k].where for k in shared], [groups[k].signatures
-                                                               for k in shared]) \
-        if len(shared) > 1 else None
+    worker = _Worker.start([groups[k].where for k in shared],
+                           [groups[k].signatures for k in shared], len(shared) > 1)
     if worker is None:
         for group in groups:
             group.compile()
@@ -262,13 +274,18 @@ def compile_ahead(groups):
         worker.finish()
         return {shared[i] for i in worker.done}
     finally:
+        _first_ready[:] = [worker.first[n] for n in sorted(worker.ready)
+                           if n < len(worker.first)]
         worker.close()
 
 
 class _Worker:
-    """The worker process, as this process sees it: it is sent the functions (where to find
-    them, their signatures) and then, as this process takes each, its index; it says which
-    it starts and which it is done with.
+    """The worker process, as this process sees it. It is sent frames: ``E``, functions to
+    compile first, in order (what the process expects to run: the replay loop, an
+    optimizer's update; sent as soon as both the worker and they are there); ``M``, the
+    pass's functions, which it compiles from the last; ``T``, the index of one this process
+    takes. It answers in lines: ``b n`` / ``e n`` (``x n``: failed) as it begins and ends
+    the n-th function sent first, ``s i`` / ``d i`` (``f i``) for the pass's.
 
     Its input is one end of a socket pair written with ``MSG_NOSIGNAL``: a worker that has
     gone (killed, or unable to import) makes a write fail with BrokenPipeError, never send
@@ -302,28 +319,28 @@ class _Worker:
         return cls(process, mine)
 
     @classmethod
-    def start(cls, where, signatures):
-        """The spare worker (see :func:`_on_compile`), or a new one, sent its functions."""
+    def start(cls, where, signatures, new=True):
+        """The spare worker (see :func:`_on_compile`), or a new one if ``new``, sent the
+        pass's functions; None if there is none."""
         global _spare
-        payload = pickle.dumps((list(sys.path), where, signatures))
         worker, _spare = _spare, None
-        if len(payload) > MOST_SENT:
-            return _closed(worker)
-        if worker is None or worker.process.poll() is not None:
-            _closed(worker)
-            worker = cls.spawn()
+        if worker is not None and worker.process.poll() is not None:
+            worker = _closed(worker)
+        if worker is None:
+            worker = cls.spawn() if new and where else None
             if worker is None:
                 return None
-        try:
-            worker.send(struct.pack("<Q", len(payload)) + payload)
-        except OSError:
+        if not worker.frame(b"M", (where, signatures)):
             return _closed(worker)
         return worker
 
     def __init__(self, process, to):
         self.process, self.to = process, to
         self.source = process.stdout.fileno()
-        self.started, self.done, self.failed = set(), set(), set()
+        self.started, self.done, self.failed = set(), set(), set()  # the pass's, by index
+        self.first = []  # the names of the functions sent to compile first
+        self.sent = set()  # (id of their dispatcher, argument types)
+        self.begun, self.ready, self.missed = set(), set(), set()  # theirs, by number
         self.ended = False
         self._partial = b""
 
@@ -333,8 +350,33 @@ class _Worker:
         while view:
             view = view[self.to.send(view, socket.MSG_NOSIGNAL):]
 
+    def frame(self, kind, functions):
+        """Send ``(where, signatures)`` as a frame of ``kind``; False if it cannot be."""
+        body = pickle.dumps((list(sys.path), *functions))
+        if len(body) > MOST_SENT or self.ended:
+            return False
+        try:
+            self.send(struct.pack("<cQ", kind, len(body)) + body)
+        except OSError:
+            self.ended = True
+            return False
+        return True
+
+    def first_of_all(self, groups):
+        """Send ``groups`` (those it can find, not sent yet) to be compiled before the pass."""
+        groups = [group for group in groups if group.where is not None and not all(
+            (id(_dispatcher(group.function)), argtypes) in self.sent
+            for argtypes, _ in group.signatures)]
+        if groups and self.frame(b"E", ([group.where for group in groups],
+                                        [group.signatures for group in groups])):
+            self.first.extend(_name(group) for group in groups)
+            self.sent.update((id(_dispatcher(group.function)), argtypes)
+                             for group in groups for argtypes, _ in group.signatures)
+
     def read(self, timeout=0.0):
         """Take in what the worker said (waiting up to ``timeout`` seconds for something)."""
+        said = {b"s": self.started, b"d": self.done, b"f": self.failed, b"b": self.begun,
+                b"e": self.ready, b"x": self.missed}
         while not self.ended:
             ready, _, _ = select.select([self.source], [], [], timeout)
             if not ready:
@@ -347,25 +389,24 @@ class _Worker:
             self._partial = lines.pop()
             for line in lines:
                 word, _, index = line.partition(b" ")
-                said = {b"s": self.started, b"d": self.done, b"f": self.failed}.get(word)
-                if said is not None and index.isdigit():
-                    said.add(int(index))
+                if word in said and index.isdigit():
+                    said[word].add(int(index))
             timeout = 0.0
 
     def take(self, index):
         """Tell the worker that this process compiles ``index`` (it stops before it)."""
-        if self.ended:
-            return
-        try:
-            self.send(b"%d\n" % index)
-        except OSError:
-            self.ended = True
+        if not self.ended:
+            try:
+                self.send(struct.pack("<cQQ", b"T", 8, index))
+            except OSError:
+                self.ended = True
 
     def finish(self):
         """Wait while the worker completes the function it is compiling; stop it."""
         deadline = time.monotonic() + FINISH_TIMEOUT
         self.read()
-        while not self.ended and self.started - self.done - self.failed:
+        while not self.ended and (self.started - self.done - self.failed
+                                  or self.begun - self.ready - self.missed):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -388,8 +429,9 @@ def _closed(worker):
 def _on_compile(dispatcher):
     """Numba is about to compile ``dispatcher``: if it is fastgraph's and no pass has been
     recorded yet, the cache is missing what this process runs, so a worker is started now,
-    to import while this process compiles (its work comes with the first pass: 0.4-0.5 s of
-    importing gained, here). If no pass ever comes, it exits with this process."""
+    to import while this process compiles, and given what the process expects to run first
+    (see :func:`expect`); the pass's functions come with the first pass. If no pass ever
+    comes, it exits (after ``IDLE_TIMEOUT``, or with this process)."""
     global _spare
     if (_decided or _spare is not None
             or not getattr(dispatcher, "__module__", "").startswith("fastgraph.")
@@ -400,13 +442,32 @@ def _on_compile(dispatcher):
     if engines._executor() is not engines.compiled:  # (the walker records no pass)
         return
     _spare = _Worker.spawn()
+    _first_of_all()
+
+
+def _first_of_all():
+    """Give the spare worker what the process expects to run (compiled first)."""
+    if _spare is not None:
+        _spare.first_of_all(_groups(_expected_calls()))
+
+
+def _expected_calls():
+    calls = []
+    for reference in _expected:
+        found = reference()
+        if found is not None:
+            try:
+                calls.extend(found())
+            except Exception:  # (a hint that failed: what it names compiles when called)
+                pass
+    return calls
 
 
 class _Listener(numba.core.event.Listener):
     def on_start(self, event):
-        if not _decided and _spare is None:
-            try:
-                _on_compile(event.data["dispatcher"])
+        if not _decided:
+            try:  # (an optimizer made since the last compile is complete now: see expect)
+                _on_compile(event.data["dispatcher"]) if _spare is None else _first_of_all()
             except Exception:  # (a bad setting is said where it is read: at the first pass)
                 pass
 
@@ -421,49 +482,74 @@ if __name__ != "__main__":
     numba.core.event.register("numba:compile", _Listener())
 
 
-def _read_exactly(descriptor, size):
-    parts, left = [], size
-    while left:
-        chunk = os.read(descriptor, left)
-        if not chunk:
-            raise EOFError
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
+class _Frames:
+    """The frames this process sends, as the worker reads them from ``descriptor``."""
+
+    def __init__(self, descriptor):
+        self.descriptor, self.buffer, self.ended = descriptor, b"", False
+
+    def next(self, timeout):
+        """The next frame, ``(kind, body)``, waiting up to ``timeout`` seconds; None if none
+        came (or the other process closed its end: ``ended``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buffer) >= 9:
+                kind, size = struct.unpack("<cQ", self.buffer[:9])
+                if len(self.buffer) >= 9 + size:
+                    body, self.buffer = self.buffer[9:9 + size], self.buffer[9 + size:]
+                    return kind, body
+            if self.ended or not select.select([self.descriptor], [], [], max(
+                    0.0, deadline - time.monotonic()))[0]:
+                return None
+            chunk = os.read(self.descriptor, 65536)
+            self.ended = not chunk
+            self.buffer += chunk
+
+
+def _compiled(where, signatures):
+    """Compile the function at ``where`` for ``signatures``: whether it all compiled."""
+    try:
+        group = Group(_find(where), where)
+    except Exception:  # (not found here: the other process compiles it when it calls it)
+        return False
+    group.signatures = signatures
+    return group.compile()
 
 
 def work():
-    """The worker: compile the functions it is sent from the last, until the next is one
-    the other process took (or it closes the pipe). Its own compiles start no worker; with
-    no work within ``IDLE_TIMEOUT`` seconds, it exits."""
+    """The worker: compile the functions it is sent first, in order, then the pass's from
+    the last, until the next is one the other process took (or it closes its end). Its own
+    compiles start no worker; with no work within ``IDLE_TIMEOUT`` seconds, it exits."""
     global _decided
     _decided = True
-    source, to = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
+    frames, to = _Frames(sys.stdin.fileno()), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # (what Numba's debug settings print)
-    if not select.select([source], [], [], IDLE_TIMEOUT)[0]:
-        return
-    size, = struct.unpack("<Q", _read_exactly(source, 8))
-    path, where, signatures = pickle.loads(_read_exactly(source, size))
-    sys.path[:] = path
-    taken, partial, ended = -1, b"", False
-    for index in reversed(range(len(where))):
-        while not ended and select.select([source], [], [], 0)[0]:
-            chunk = os.read(source, 4096)
-            ended = not chunk
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            taken = max([taken, *map(int, lines)])
-        if ended or index <= taken:
-            return
-        os.write(to, b"s %d\n" % index)
-        try:
-            group = Group(_find(where[index]), where[index])
-        except Exception:  # (not found here: the other process compiles it when it calls it)
-            os.write(to, b"f %d\n" % index)
+    first = 0  # functions compiled first, so far
+    while (frame := frames.next(IDLE_TIMEOUT)) is not None:
+        kind, body = frame
+        if kind not in (b"E", b"M"):
             continue
-        group.signatures = signatures[index]
-        # Said done only once compiled (a Ctrl-C to the process group stops it unsaid).
-        os.write(to, b"%s %d\n" % (b"d" if group.compile() else b"f", index))
+        path, where, signatures = pickle.loads(body)
+        sys.path[:] = path
+        if kind == b"E":
+            for k in range(len(where)):
+                os.write(to, b"b %d\n" % first)
+                # Said done only once compiled (a Ctrl-C to the process group stops it unsaid).
+                os.write(to, b"%s %d\n" % (b"e" if _compiled(where[k], signatures[k]) else b"x",
+                                           first))
+                first += 1
+            continue
+        taken = -1
+        for index in reversed(range(len(where))):
+            while (frame := frames.next(0.0)) is not None:
+                if frame[0] == b"T":
+                    taken = max(taken, struct.unpack("<Q", frame[1])[0])
+            if frames.ended or index <= taken:
+                return
+            os.write(to, b"s %d\n" % index)
+            os.write(to, b"%s %d\n" % (b"d" if _compiled(where[index], signatures[index])
+                                       else b"f", index))
+        return
 
 
 if __name__ == "__main__":
