@@ -643,3 +643,64 @@ def test_what_is_sent_first_is_sent_once(monkeypatch):
         assert worker.first == ["fill"]
     finally:
         worker.close()
+
+
+# -- helper hE's probe of what is compiled first ----------------------------------------------
+OVERLAP = textwrap.dedent("""
+    import numpy as np
+    from fastgraph.kernels import ahead, elementwise
+    from fastgraph.kernels.program import signature
+
+    worker = ahead._Worker.spawn()
+    first = ahead.Group(elementwise.fill, ahead._where(elementwise.fill))
+    first.signatures = [(signature("Cf", np.float64), None)]
+    worker.first_of_all([first])
+    while 0 not in worker.begun:  # the worker is compiling fill(float64), sent first
+        worker.read(timeout=5.0)
+    ahead._spare = worker
+    theirs = ahead.Group(elementwise.fill, ahead._where(elementwise.fill))
+    theirs.signatures = [(signature("Cf", np.float32), None)]  # the pass's: another signature
+    original = ahead.Group.compile
+    def compile(group):
+        alive = worker.process.poll() is None  # (closed: stopped, waited for)
+        if alive:
+            worker.read()
+        print("overlap" if alive and worker.begun - worker.ready - worker.missed else "apart")
+        return original(group)
+    ahead.Group.compile = compile
+    ahead.compile_ahead([theirs])
+""")
+
+
+@pytest.mark.compiled
+def test_a_function_sent_first_is_never_compiled_by_both_processes_at_once(tmp_path):
+    # Functions are given out by dispatcher (the module's text): two processes adding
+    # signatures of one function to Numba's cache at once can number their files alike.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "FASTGRAPH_THREADS": "auto",
+           "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", OVERLAP], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "overlap" not in result.stdout
+
+
+@pytest.mark.compiled
+def test_a_signature_sent_first_is_not_sent_again_with_a_new_one(monkeypatch):
+    from fastgraph.kernels import elementwise
+    from fastgraph.kernels.program import signature
+
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    worker = ahead._Worker.spawn()
+    try:
+        frames, send = [], worker.frame
+        monkeypatch.setattr(worker, "frame", lambda kind, functions: (
+            frames.append(functions[1]), send(kind, functions))[1])
+        group = ahead.Group(elementwise.fill, ahead._where(elementwise.fill))
+        group.signatures = [(signature("Cf", np.float64), None)]
+        worker.first_of_all([group])
+        group.signatures = group.signatures + [(signature("Cf", np.float32), None)]
+        worker.first_of_all([group])  # (a second optimizer, of another dtype)
+        assert frames == [[[(signature("Cf", np.float64), None)]],
+                          [[(signature("Cf", np.float32), None)]]]  # each signature once
+    finally:
+        worker.close()

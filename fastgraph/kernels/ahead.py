@@ -252,7 +252,12 @@ def _find(where):
 def compile_ahead(groups):
     """Compile ``groups``: this process from the front, a worker from the back (those it
     can find), until they meet. Returns the indices the worker compiled."""
-    shared = [k for k, group in enumerate(groups) if group.where is not None]
+    # A function the worker was sent first (another signature of it) is compiled here once
+    # the worker has stopped: never by both processes at once (see the module's text).
+    first = {sent[0] for sent in _spare.sent} if _spare is not None else set()
+    later = [k for k, group in enumerate(groups)
+             if id(_dispatcher(getattr(group, "function", None))) in first]
+    shared = [k for k, group in enumerate(groups) if group.where is not None and k not in later]
     worker = _Worker.start([groups[k].where for k in shared],
                            [groups[k].signatures for k in shared], len(shared) > 1)
     if worker is None:
@@ -263,6 +268,8 @@ def compile_ahead(groups):
         position = {k: i for i, k in enumerate(shared)}
         met = False  # the worker compiled (or compiles) every shared group from here on
         for k, group in enumerate(groups):
+            if k in later:
+                continue
             if k in position:
                 if not met:
                     worker.read()
@@ -272,11 +279,14 @@ def compile_ahead(groups):
                 worker.take(position[k])
             group.compile()
         worker.finish()
-        return {shared[i] for i in worker.done}
+        done = {shared[i] for i in worker.done}
     finally:
-        _first_ready[:] = [worker.first[n] for n in sorted(worker.ready)
-                           if n < len(worker.first)]
+        _first_ready[:] = dict.fromkeys(worker.first[n] for n in sorted(worker.ready)
+                                        if n < len(worker.first))  # (a name once)
         worker.close()
+    for k in later:
+        groups[k].compile()
+    return done
 
 
 class _Worker:
@@ -363,15 +373,21 @@ class _Worker:
         return True
 
     def first_of_all(self, groups):
-        """Send ``groups`` (those it can find, not sent yet) to be compiled before the pass."""
-        groups = [group for group in groups if group.where is not None and not all(
-            (id(_dispatcher(group.function)), argtypes) in self.sent
-            for argtypes, _ in group.signatures)]
-        if groups and self.frame(b"E", ([group.where for group in groups],
-                                        [group.signatures for group in groups])):
-            self.first.extend(_name(group) for group in groups)
-            self.sent.update((id(_dispatcher(group.function)), argtypes)
-                             for group in groups for argtypes, _ in group.signatures)
+        """Send ``groups`` (those it can find, the signatures not sent yet) to be compiled
+        before the pass."""
+        new = []
+        for group in groups:
+            if group.where is not None:
+                key = id(_dispatcher(group.function))
+                signatures = [(argtypes, calling) for argtypes, calling in group.signatures
+                              if (key, argtypes) not in self.sent]
+                if signatures:
+                    new.append((group, key, signatures))
+        if new and self.frame(b"E", ([group.where for group, _, _ in new],
+                                     [signatures for _, _, signatures in new])):
+            self.first.extend(_name(group) for group, _, _ in new)
+            self.sent.update((key, argtypes) for _, key, signatures in new
+                             for argtypes, _ in signatures)
 
     def read(self, timeout=0.0):
         """Take in what the worker said (waiting up to ``timeout`` seconds for something)."""
