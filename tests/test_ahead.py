@@ -284,6 +284,7 @@ class _Dispatcher:
         self.__module__ = module
 
 
+@pytest.mark.compiled  # (the walker records no pass: no worker beside it)
 def test_a_compile_of_fastgraphs_before_the_first_pass_starts_a_worker(monkeypatch):
     monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
     monkeypatch.setattr(ahead, "_decided", False)
