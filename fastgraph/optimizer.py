@@ -241,7 +241,8 @@ class Optimizer:
     #: The names of the flat arrays of state a rule keeps (besides the sums).
     state_names = ()
     #: The update kernel that ``apply`` calls (``kernels.optimizers``), with ``(table,
-    #: gradient buffer, *states, coefficients)``; None for a rule of one's own.
+    #: gradient buffer, *states, coefficients)``: compiled ahead on an empty cache
+    #: (``kernels.ahead``); None for a rule of one's own.
     rule = None
 
     def _update_calls(self):

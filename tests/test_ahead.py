@@ -76,8 +76,9 @@ def test_the_survey_changes_no_value_and_no_state(case):
 
 @pytest.mark.compiled
 def test_the_survey_stops_at_an_operator_that_is_not_fastgraphs():
-    class Doubled(fg.ops.ReLU):  # defined here: its compute is not fastgraph's
-        pass
+    class Doubled(fg.ops.ReLU):
+        """A user's operator (a class of this module): the survey cannot know what its
+        compute does, and stops before it."""
 
     graph = fg.Graph(dtype=np.float64, seed=0)
     with graph:

@@ -71,11 +71,7 @@ class Pass:
             self.results = []
             if plan is not None:
                 calls.owner = tape.target  # its seed: the first call of the backward
-                seed = None
-                if seeds is not None:
-                    seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
-                    identity_rows(seed)
-                vjp.backward(plan, tape.target, seed, visit=lambda node: setattr(
+                vjp.backward(plan, tape.target, _seed(tape, seeds), visit=lambda node: setattr(
                     calls, "owner", node))
                 self.results = [source.grad for source in plan.sources]
                 fuse_additions(calls, self.forward_stop, len(calls.calls), add_into)
@@ -297,16 +293,22 @@ def _survey(tape, plan, seeds):
                         return _jobs(calls)
                     node.compute()
             if plan is not None:
-                seed = None
-                if seeds is not None:
-                    seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
-                    identity_rows(seed)
-                vjp.backward(plan, tape.target, seed)
+                vjp.backward(plan, tape.target, _seed(tape, seeds))
     except Exception:
         pass
     finally:
         kernels.recording.recorder = None
     return _jobs(calls)
+
+
+def _seed(tape, seeds):
+    """The seed of a backward from the tape's target: ``seeds`` identity rows per sample
+    (written by a recorded kernel call), or None (ones)."""
+    if seeds is None:
+        return None
+    seed = tape.target.buffer("identity seeds", (tape.batch_size() * seeds, seeds))
+    identity_rows(seed)
+    return seed
 
 
 def _jobs(calls):
