@@ -17,6 +17,7 @@ graph checks every node and value before it changes anything in the graph.
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import io
 import json
@@ -31,6 +32,7 @@ from . import ops
 from .checks import beyond_range, first_beyond
 from .files import open_regular, write_atomically, write_atomically_together
 from .graph import CONVENTIONS, Graph, each_whole, get_default_graph
+from .layer import ARTICLE_RELU_SLOPE
 from .node import Node, Variable
 from .ops import loss
 
@@ -43,6 +45,11 @@ NODE_TYPES = {
     if isinstance(cls, type) and hasattr(cls, "compute")
 }
 NODE_TYPES["Variable"] = Variable
+#: In a file MatrixSlow's own Saver wrote, the node types of MatrixSlow that compute other
+#: numbers than fastgraph's of the same name: its ``ReLU`` lets 0.1 of a negative input
+#: through (it is what ``layer.fc``'s "ReLU" makes under the article's conventions). Such a
+#: file has no "dtype", which fastgraph's Saver has always written.
+MATRIXSLOW_TYPES = {"ReLU": functools.partial(ops.LeakyReLU, slope=ARTICLE_RELU_SLOPE)}
 
 
 class ModelFileError(Exception):
@@ -511,7 +518,8 @@ class Saver:
         weights = _read_weights(weights_path, model.get("weights_sha256"), model_path)
         graph.claim(where)
         try:
-            _restore(graph, model["graph"], weights, model_path, weights_path)
+            _restore(graph, model["graph"], weights, model_path, weights_path,
+                     written_by_matrixslow="dtype" not in model)
         finally:
             graph.release()
         print(f"Load and restore model from {model_path} and {weights_path}")
@@ -599,10 +607,12 @@ def _written_by_matrixslow(spec):
     return spec["node_type"] == "Variable" and "trainable" not in spec.get("kargs", {})
 
 
-def _restore(graph, specs, weights, model_path, weights_path):
+def _restore(graph, specs, weights, model_path, weights_path, written_by_matrixslow=False):
     """Build the nodes ``graph`` lacks and give every saved parameter its value, after
     checking all of it (on a scratch graph standing in for ``graph``): on a ModelFileError
-    nothing in ``graph`` has changed."""
+    nothing in ``graph`` has changed. Nodes of a file ``written_by_matrixslow`` are built as
+    MatrixSlow computes them (``MATRIXSLOW_TYPES``)."""
+    types = {**NODE_TYPES, **MATRIXSLOW_TYPES} if written_by_matrixslow else NODE_TYPES
     def refuse(reason):
         return ModelFileError(f"{model_path}: the model does not rebuild ({reason}); the "
                               "graph was left as it was")
@@ -631,7 +641,7 @@ def _restore(graph, specs, weights, model_path, weights_path):
         for spec in specs:
             name, node = spec["name"], existing.get(spec["name"])
             if node is None:
-                stand_ins[name] = _build(scratch, spec, stand_ins)
+                stand_ins[name] = _build(scratch, spec, stand_ins, types)
             elif name not in stand_ins:
                 stand_ins[name] = _stand_in(node, scratch, name)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
@@ -651,7 +661,7 @@ def _restore(graph, specs, weights, model_path, weights_path):
     try:
         for spec in specs:
             if spec["name"] not in existing:
-                existing[spec["name"]] = _build(graph, spec, existing)
+                existing[spec["name"]] = _build(graph, spec, existing, types)
         # every value checked above: set all of them, even past a Ctrl-C (never half)
         each_whole(weights.items(), lambda item: existing[item[0]].set_value(item[1]))
     except (KeyError, TypeError, ValueError) as error:  # checked above: not expected
@@ -667,9 +677,10 @@ def _stand_in(node, scratch, name):
     return Variable(node.dim, trainable=not node.batched, graph=scratch, name=name)
 
 
-def _build(graph, spec, nodes):
-    """The node ``spec`` describes, built in ``graph`` on the parents ``nodes`` names."""
-    cls = NODE_TYPES[spec["node_type"]]
+def _build(graph, spec, nodes, types=NODE_TYPES):
+    """The node ``spec`` describes, built in ``graph`` on the parents ``nodes`` names (its
+    type looked up in ``types``)."""
+    cls = types[spec["node_type"]]
     parents = [nodes[name] if name in nodes else graph.get_node(name)
                for name in spec["parents"]]
     options = spec.get("kargs", {})
