@@ -26,8 +26,10 @@ replaced, a pair from two saves refused, nothing in the graph changed by a load 
 """
 
 import contextlib
+import difflib
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -35,9 +37,56 @@ from . import checks
 from .node import Node, Variable
 from .saver import Saver as Saver  # the article's Saver, re-exported (fastgraph.trainer)
 
+#: The options the article's trainer reads, and those of its signature.
+_READ_OPTIONS = ("print_iteration_interval", "eval_batch_size")
+_SIGNATURE = ("input_x", "input_y", "loss_op", "optimizer", "epoches", "batch_size",
+              "eval_on_train", "metrics_ops")
+
+
+def _warn_ignored(args, kargs):
+    """The article's trainer takes any further arguments and reads none of them; a
+    misspelt option (the article's own ``batch=16``, ``metric_ops=``) then trained with the
+    default in silence. They are still taken, as the article's programs pass them, with a
+    warning that names each and the option it may have meant."""
+    ignored = [f"{len(args)} more positional argument{'s' * (len(args) > 1)}"] if args else []
+    for name in kargs:
+        if name not in _READ_OPTIONS:
+            near = difflib.get_close_matches(name, _SIGNATURE + _READ_OPTIONS, n=1)
+            ignored.append(f"{name!r}" + (f" (did you mean {near[0]}?)" if near else ""))
+    if ignored:
+        warnings.warn(f"SimpleTrainer: the article's trainer ignores {', '.join(ignored)}; "
+                      f"it takes {', '.join(_SIGNATURE)} and the options "
+                      f"{', '.join(_READ_OPTIONS)}", stacklevel=4)
+
+
+def _described(argument):
+    """A node by its name, a list of nodes by theirs, an optimizer by its class."""
+    if isinstance(argument, (list, tuple)):
+        return "[" + ", ".join(map(_described, argument)) + "]"
+    if isinstance(argument, Node):
+        return argument.name
+    if hasattr(argument, "one_step"):
+        return f"the optimizer {type(argument).__name__}"
+    return f"{argument!r:.40}"
+
 
 class Trainer:
     """The article's trainer; ``SimpleTrainer`` is the one to use (see the module doc)."""
+
+    def __new__(cls, *args, **kargs):
+        # An argument given by place and by name ended in Python's "got multiple values for
+        # argument 'epoches'" (the article's chapter 9 deepfm_titanic passes its output node
+        # before the loss: each argument then lands one place late).
+        for name in kargs:
+            if name in _SIGNATURE[:len(args)]:
+                place = _SIGNATURE.index(name)
+                given = ", ".join(f"{_SIGNATURE[k]}={_described(a)}"
+                                  for k, a in enumerate(args[:place + 1]))
+                raise TypeError(
+                    f"SimpleTrainer: {name} is given by name and as argument {place + 1}; the "
+                    f"article's trainer takes ({', '.join(_SIGNATURE)}), so the arguments "
+                    f"given by place read {given}: is one of them one too many?")
+        return super().__new__(cls)
 
     def __init__(self, input_x, input_y, loss_op, optimizer, epoches, batch_size=8,
                  eval_on_train=False, metrics_ops=None, *args, **kargs):
@@ -62,6 +111,7 @@ class Trainer:
             if getattr(op, "graph", graph) is not graph:  # "x has no value" in eval()
                 raise ValueError(f"metrics_ops: {op.name} is a node of another graph than the "
                                  "optimizer's")
+        _warn_ignored(args, kargs)
         self.print_iteration_interval = checks.positive_integer(  # 0: ZeroDivisionError
             "print_iteration_interval", kargs.get("print_iteration_interval", 100))
         self.eval_batch_size = checks.positive_integer(  # -1 evaluated nothing, silently

@@ -16,6 +16,19 @@ __all__ = ["ArticleSimpleTrainer", "Saver", "SimpleTrainer", "Trainer", "Trainin
            "article_batch"]
 
 
+#: The article's distributed trainers (its chapter 11), which fastgraph does not provide.
+_NOT_PROVIDED = ("DistTrainerParameterServer", "DistTrainerRingAllReduce")
+
+
+def __getattr__(name):
+    if name in _NOT_PROVIDED:  # (``from fastgraph.trainer import ...`` raises it as it is)
+        raise ImportError(
+            f"fastgraph.trainer has no {name}: the article's distributed trainers are not "
+            "provided; fastgraph.distributed.DataParallel trains data-parallel over MPI "
+            "(README: Data-parallel training on MPI)", name=name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # What only the article's SimpleTrainer(input_x, input_y, loss_op, optimizer, epoches, ...)
 # takes: given with a node first, the call was meant for it.
 _ARTICLE_OPTIONS = ("epoches", "eval_on_train", "metrics_ops", "print_iteration_interval",

@@ -203,3 +203,48 @@ def test_constant_inputs_still_repeated_with_the_checks():
         trainer.train_and_eval({"x": features.tolist()}, labels.tolist(), {"x": features},
                                labels)
     assert "Epoch [2] evaluation metrics Accuracy: " in out.getvalue()
+
+
+def test_options_the_article_trainer_ignores_are_named_in_a_warning():
+    """The article's chapter 9 programs pass ``batch=16``: trained with batch 8, silently,
+    and a misspelt ``metric_ops=`` turned evaluation off without a word (helper hF). They
+    are still taken (the article's programs pass them), with a warning naming each."""
+    g = _graph()
+    with pytest.warns(UserWarning, match=r"ignores 'batch' \(did you mean batch_size\?\), "
+                                         r"'metric_ops' \(did you mean metrics_ops\?\)"):
+        trainer = SimpleTrainer([g["x"]], g["label"], g["loss"], g["optimizer"], epoches=1,
+                                batch=16, metric_ops=[])
+    assert trainer.batch_size == 8 and trainer.metrics_ops == []
+    with pytest.warns(UserWarning, match=r"ignores 1 more positional argument;"):
+        SimpleTrainer([g["x"]], g["label"], g["loss"], g["optimizer"], 1, 8, False, None,
+                      "extra")
+
+
+def test_the_options_the_article_trainer_reads_give_no_warning(recwarn):
+    g = _graph()
+    SimpleTrainer([g["x"]], g["label"], g["loss"], g["optimizer"], epoches=1, batch_size=4,
+                  print_iteration_interval=10, eval_batch_size=16)
+    assert not [w for w in recwarn if "SimpleTrainer" in str(w.message)]
+
+
+def test_an_argument_given_by_place_and_by_name_is_named():
+    """The article's chapter 9 deepfm_titanic passes its output node before the loss, so its
+    ``epoches=`` met the optimizer in epoches' place: Python's "got multiple values for
+    argument 'epoches'" (as in MatrixSlow) said nothing of which (helper hF)."""
+    g = _graph()
+    with pytest.raises(TypeError, match=r"epoches is given by name and as argument 5; .* read "
+                                        r"input_x=\[x\], input_y=label, loss_op=predict, "
+                                        r"optimizer=loss, epoches=the optimizer Adam:"):
+        SimpleTrainer([g["x"]], g["label"], g["predict"], g["loss"], g["optimizer"],
+                      epoches=1)
+
+
+@pytest.mark.parametrize("name", ["DistTrainerParameterServer", "DistTrainerRingAllReduce"])
+def test_the_articles_distributed_trainers_are_refused_naming_what_stands_in(name):
+    """Chapter 11's programs import them: "cannot import name" said nothing of why
+    (helper hF); other missing names still raise AttributeError."""
+    with pytest.raises(ImportError, match=rf"fastgraph.trainer has no {name}: .* "
+                                          r"fastgraph.distributed.DataParallel"):
+        exec(f"from fastgraph.trainer import {name}", {})
+    with pytest.raises(AttributeError, match="has no attribute 'DistTrainer'"):
+        ms.trainer.DistTrainer  # noqa: B018
