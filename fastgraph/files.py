@@ -12,6 +12,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system
+    fcntl = None
+
 #: What an existing path that is not a regular file is, for the errors that refuse it.
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -75,7 +80,8 @@ def write_atomically_together(files):
     try:
         for path, payload in files:
             written.append((_write_beside(path, payload), path))
-        with interrupts_deferred():
+        # (the lock first: a Ctrl-C while it waits for another save stops this one)
+        with folders_locked(path.parent for _, path in written), interrupts_deferred():
             replaced = []
             for temporary, path in written:
                 try:
@@ -92,6 +98,41 @@ def write_atomically_together(files):
             if temporary.exists():
                 temporary.unlink()
         raise
+
+
+#: Held, with the folders' ``flock``, by the renames of files written together (see
+#: :func:`folders_locked`).
+_renaming = threading.Lock()
+
+
+@contextlib.contextmanager
+def folders_locked(folders, shared=False):
+    """Hold ``folders`` (paths) against files written together in them by another thread or
+    process: exclusively around the renames of :func:`write_atomically_together`, shared
+    (``shared=True``) around reading such files, so that two saves of a pair into one folder
+    at once leave one save's pair whole (the renames interleaved: each file from another
+    save, and neither loaded) and a reader sees a pair from one save. A lock of this process
+    and ``flock`` on each folder (a directory can be locked: no lock file is left); a folder
+    that cannot be opened or locked (no ``fcntl``, a filesystem without locks) is only held
+    against this process's threads."""
+    folders = sorted(dict.fromkeys(os.path.abspath(folder) for folder in folders))
+    handles = []
+    with contextlib.ExitStack() as stack:
+        if not shared:
+            stack.enter_context(_renaming)
+        stack.callback(lambda: [os.close(handle) for handle in handles])
+        for folder in folders:
+            try:
+                handle = os.open(folder, os.O_RDONLY)
+            except OSError:
+                continue
+            handles.append(handle)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                except OSError:
+                    pass
+        yield
 
 
 @contextlib.contextmanager

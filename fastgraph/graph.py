@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from operator import attrgetter
@@ -188,6 +189,7 @@ class Graph:
         self._edges = {}  # graph version -> every node's children (see settle)
         self._edges_now = (None, None, None)  # the version settle() last saw, and its edges
         self.layout = 0  # counts reallocated buffers: compiled passes recorded the old ones
+        _GRAPHS.add(self)  # (a forked child records every graph's passes again)
         self._names = {}
         # What cached tapes, plans and passes are valid for: the nodes added so far, and the
         # parents of every re-wired node. A wiring seen before finds its passes again (the
@@ -852,6 +854,11 @@ def _children(nodes):
 
 
 # -- the default graph and name scopes ------------------------------------------------------
+#: Every graph alive (``fastgraph.threads``: a child forked from a process that used GNU
+#: OpenMP records every graph's compiled passes again, on its plain kernels).
+_GRAPHS = weakref.WeakSet()
+
+
 class _Context(threading.local):
     """Each thread's own ``with Graph():`` blocks and name scopes: a block entered in one
     thread does not decide where another thread's nodes go."""

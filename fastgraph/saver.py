@@ -30,7 +30,7 @@ import numpy as np
 
 from . import ops
 from .checks import beyond_range, first_beyond
-from .files import open_regular, write_atomically, write_atomically_together
+from .files import folders_locked, open_regular, write_atomically, write_atomically_together
 from .graph import CONVENTIONS, Graph, each_whole, get_default_graph
 from .layer import ARTICLE_RELU_SLOPE
 from .node import Node, Variable
@@ -514,8 +514,9 @@ class Saver:
         graph = get_default_graph() if to_graph is None else _check_graph(
             to_graph, where, "to_graph")
         model_path, weights_path = self._paths(model_file_name, weights_file_name, where)
-        model = _read_model(model_path)
-        weights = _read_weights(weights_path, model.get("weights_sha256"), model_path)
+        with folders_locked({model_path.parent, weights_path.parent}, shared=True):
+            model = _read_model(model_path)  # (the pair of one save: see folders_locked)
+            weights = _read_weights(weights_path, model.get("weights_sha256"), model_path)
         graph.claim(where)
         try:
             _restore(graph, model["graph"], weights, model_path, weights_path,

@@ -24,19 +24,23 @@ faster now:
 Both counts compute the same numbers except where a product is split along its inner
 dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
 run that must repeat bit for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads,
-always. The counts are set per Python thread (Numba's count is a thread's own, and MKL's is
-set with ``MKL_Set_Num_Threads_Local``): a graph trained in each of two threads runs on the
-count its own optimizer chose, and a fixed count holds in every thread that computes. Before
-MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of Numba's own
-threads, so the process has one pool of threads rather than two spinning side by side
-(unless ``MKL_THREADING_LAYER`` is set).
+always (at most Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger number is
+taken as that, with a warning). The counts are set per Python thread (Numba's count is a
+thread's own, and MKL's is set with ``MKL_Set_Num_Threads_Local``): a graph trained in each
+of two threads runs on the count its own optimizer chose, and a fixed count holds in every
+thread that computes. Before MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of
+Numba's own threads, so the process has one pool of threads rather than two spinning side by
+side (unless ``MKL_THREADING_LAYER`` is set). A child forked after the parent computed runs
+on one thread (see ``_forked``).
 """
 
 import ctypes
 import functools
 import inspect
 import os
+import sys
 import threading
+import warnings
 import weakref
 from time import perf_counter
 
@@ -68,6 +72,9 @@ class _Threads:
         self.fixed = _requested()
         self.most = min(self.fixed or len(os.sched_getaffinity(0)),
                         numba.config.NUMBA_NUM_THREADS)
+        if self.fixed is not None and self.fixed > self.most:  # (1000 became 2, unsaid)
+            warnings.warn(f"FASTGRAPH_THREADS={self.fixed}: Numba runs at most {self.most} "
+                          f"threads here (NUMBA_NUM_THREADS); using {self.most}", stacklevel=2)
         self._local = threading.local()  # this Python thread's (limit number, count)
         self._limits = 0  # calls of limit(): a count set before the last is set again
         self._mkl = None
@@ -109,6 +116,29 @@ class _Threads:
 
 
 threads = _Threads()
+
+
+def _forked():
+    """In a child just forked (``os.fork``, multiprocessing's default on Linux): when the
+    parent ran fastgraph's kernels, GNU OpenMP, on which Numba's ``prange`` loops and MKL
+    run, cannot serve the child (Numba stops a forked child at its first parallel region,
+    and MKL waits forever for threads that fork did not copy). The child then runs on one
+    thread, its ``prange`` kernels as plain loops and its graphs' passes recorded again on
+    them (``engines.compiled.forked_child``), as PyTorch runs a forked child on one
+    thread. A child of a parent that computed nothing yet is left as it is."""
+    from . import kernels
+
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if not (kernels.ran() or getattr(parallel, "_is_initialized", False)):
+        return
+    threads.limit(1)
+    from .engines import compiled
+
+    compiled.forked_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class Chooser:

@@ -8,6 +8,7 @@ import numpy as np
 from .. import checks
 from ..graph import EMPTY
 from ..kernels.data import gather_batch, gather_inputs
+from ..threads import threads
 
 
 def _fixed(name):
@@ -118,6 +119,7 @@ class Batches:
         order = self._checked(order)
         for rows in self._batches(order):
             x, y = self._buffers(len(rows))
+            threads.here()  # (a fixed count holds in a thread that claimed no graph yet)
             gather_batch(self._features, self._labels, rows, self._scale, x, y)
             yield x, y
 
@@ -184,6 +186,7 @@ class Batches:
             if (x.flat is None or one_hot.flat is None or x.flat.shape[0] != size
                     or one_hot.flat.shape[0] != size):
                 features, labels = self._buffers(size)
+                threads.here()  # (gathered before the claim below, which would set it)
                 gather_batch(self._features, self._labels, rows, self._scale, features, labels)
                 graph.claim("Batches.feed")  # both inputs in one use
                 try:

@@ -88,6 +88,7 @@ class Pass:
         self.sums, self.completion = sums, None  # (completion: see _deferred)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
+        self.kernels = _kernels[0]  # the kernels' machine code it calls (see forked_child)
         self.bindings = _bindings(tape.nodes, program.arrays)
         self.steps = np.array(steps or np.empty((0, 3)), np.int64).reshape(-1, 3)
         self.forward = program.rows((0, self.forward_stop))
@@ -170,7 +171,8 @@ class Pass:
     def valid(self):
         """Whether the pass may run: the graph's buffers are the ones it was recorded with,
         or can be made so again (see ``_restore``)."""
-        if self.layout != self.graph.layout and not self._restore():
+        if self.layout != self.graph.layout and (self.kernels is not _kernels[0]
+                                                 or not self._restore()):
             return False
         return all(node.flat is not None for node in self.inputs)
 
@@ -374,6 +376,24 @@ def _accumulating_call(program, buffer, start, stop):
     if names[-1:] == ("beta",) and kinds[-1] == "f" and arguments == [len(names) - 2]:
         return call
     return None
+
+
+#: Which kernels the passes recorded now call: a new object once a forked child runs its
+#: kernels on one core (``forked_child``), so that no pass recorded before it is run again.
+_kernels = [object()]
+
+
+def forked_child():
+    """In a child forked from a process that used GNU OpenMP (``fastgraph.threads``): every
+    kernel of ``prange`` loops runs its plain twin from now on, and every graph's passes,
+    which call the parallel kernels' code, are recorded again when next run (each graph's
+    ``layout`` moves on, and a pass of the old kernels is never restored)."""
+    from ..graph import _GRAPHS
+
+    kernels.run_on_one_core()
+    _kernels[0] = object()
+    for graph in list(_GRAPHS):
+        graph.layout += 1
 
 
 #: A pass's empty forward, for running its completion alone.

@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import sys
 import threading
+import types as types_module
 
 from llvmlite import ir
 from numba import njit, types
@@ -36,6 +37,10 @@ class Kernel:
     0.4 ms (the cache's locator reads the source file), and of the 90-odd kernels a program
     uses a few (the MNIST MLP's first step 13), so ``import fastgraph`` makes none."""
 
+    #: For a kernel of ``prange`` loops: the kernel that runs them as plain loops, which a
+    #: forked child calls instead (see :func:`run_on_one_core`); made on first need.
+    twin = None
+
     def __init__(self, function, options):
         self.py_func = function
         self._options = options
@@ -43,6 +48,8 @@ class Kernel:
         self.__qualname__ = function.__qualname__
         self.__doc__ = function.__doc__
         self.__module__ = function.__module__
+        if options.get("parallel"):
+            _PARALLEL.append(self)
 
     @functools.cached_property
     def dispatcher(self):
@@ -65,6 +72,39 @@ class Kernel:
 
 def _kernel_decorator(**options):
     return lambda function: Kernel(function, options)
+
+
+def ran():
+    """Whether a kernel has been made ready to run in this process (compiled or loaded)."""
+    return _load_numba_registries.cache_info().currsize > 0
+
+
+#: Every kernel compiled with ``parallel=True`` (made at import: a fixed list).
+_PARALLEL = []
+
+
+def plain_twin(function, options):
+    """``function`` (a kernel's Python function) as a kernel of plain loops: ``prange`` runs
+    as ``range``, on the calling thread, with the other ``options``. Its own name
+    (``<name>_one_core``): Numba's cache files code under a function's name."""
+    name = f"{function.__name__}_one_core"
+    plain = types_module.FunctionType(function.__code__, function.__globals__, name,
+                                      function.__defaults__, function.__closure__)
+    plain.__qualname__ = name
+    return Kernel(plain, {key: value for key, value in options.items() if key != "parallel"})
+
+
+def run_on_one_core():
+    """From now on, every kernel of ``prange`` loops runs its plain twin, and nothing of
+    this process starts a parallel region (``fastgraph.threads``: in a child forked from a
+    process that used GNU OpenMP, where Numba stops the process at its first parallel region
+    and MKL waits for threads that fork did not copy). Calls from Python and passes recorded
+    from now on take the twins; passes recorded before must be recorded again."""
+    for parallel in _PARALLEL:
+        if parallel.twin is None:
+            parallel.twin = plain_twin(parallel.py_func, parallel._options)
+        parallel.__dict__["dispatcher"] = parallel.twin.dispatcher
+        parallel.__dict__.pop("_numba_type_", None)
 
 
 class _NoScipyLinalg:

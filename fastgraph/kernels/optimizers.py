@@ -30,13 +30,11 @@ thread; a process compiles the one it runs. Neither takes floating-point freedom
 ``fastmath``), so the two give the same numbers bit for bit, on any thread count.
 """
 
-import types as pytypes
-
 import numpy as np
 from numba import prange
 
 from ..threads import threads
-from . import PARALLEL_MIN, _kernel_decorator, array_at, inline, kernel
+from . import PARALLEL_MIN, _kernel_decorator, array_at, inline, plain_twin
 
 #: The parallel compilation of an update: ``prange`` loops on every core, and no ``fastmath``
 #: (with it, the parallel loop and the plain one rounded differently: the last bit of about
@@ -65,10 +63,7 @@ class OnThreads:
         self.__name__, self.__doc__ = function.__name__, function.__doc__
         self.__module__ = function.__module__
         self.every_core = _parallel_update(function)
-        name = f"{function.__name__}_one_core"  # its own name: Numba's cache files code by it
-        plain = pytypes.FunctionType(function.__code__, function.__globals__, name)
-        plain.__qualname__ = name
-        self.one_core = kernel(plain)
+        self.one_core = self.every_core.twin = plain_twin(function, self.every_core._options)
 
     def __call__(self, *args):
         if threads.most > 1:

@@ -1,0 +1,163 @@
+"""Processes forked after fastgraph computed (multiprocessing's default start on Linux), and
+two processes or threads saving into one folder (helper hG's findings): a forked child ran
+into GNU OpenMP, which cannot serve it (killed at its first parallel loop, or waiting forever
+in MKL's product), and the Pool waited forever."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import fastgraph as fg
+
+linux = pytest.mark.skipif(sys.platform != "linux", reason="fork and /proc are Linux's")
+
+TRAIN = textwrap.dedent("""
+    import multiprocessing, sys
+    import numpy as np, fastgraph as fg
+
+    def mlp(seed):
+        rng = np.random.default_rng(seed)
+        m = fg.models.mlp(784, (100,), 10, seed=seed)  # a weight of 78,400: owned in parts
+        o = fg.optimizer.Adam(m.graph, m.loss, 0.001)
+        x, y = rng.integers(0, 256, (640, 784)).astype(np.uint8), rng.integers(0, 10, 640)
+        for _ in fg.datasets.Batches(x, y, 64, scale=1 / 255, seed=seed).feed(m.x, m.one_hot):
+            o.one_step(); o.update()  # Batches.feed: a prange gather
+        return [p.value.tobytes() for p in o.params]
+
+    def lenet(seed):
+        rng = np.random.default_rng(seed)
+        m = fg.models.lenet5(seed=seed)
+        o = fg.optimizer.Adam(m.graph, m.loss, 0.001)
+        x, y = rng.integers(0, 256, (64, 784)).astype(np.uint8), rng.integers(0, 10, 64)
+        for _ in fg.datasets.Batches(x, y, 16, scale=1 / 255, seed=seed).feed(m.x, m.one_hot):
+            o.one_step(); o.update()  # im2col, pooling: prange kernels
+        return [p.value.tobytes() for p in o.params]
+
+    if __name__ == "__main__":
+        train = {"mlp": mlp, "lenet": lenet}[sys.argv[1]]
+        alone = train(1)
+        train(0)  # the parent computes first
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            forked = pool.apply_async(train, (1,)).get(timeout=100)
+        print("same" if forked == alone else "differs")
+""")
+
+
+def _run(script, args, threads, tmp_path, timeout=200):
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = dict(os.environ, FASTGRAPH_THREADS=threads)
+    try:
+        return subprocess.run([sys.executable, str(path), *args], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"hung: {error.stderr!r:.400}")
+
+
+@linux
+@pytest.mark.parametrize("threads", ["1", "auto"])
+@pytest.mark.parametrize("model", ["mlp", "lenet"])
+def test_a_child_forked_after_the_parent_computed_trains_as_a_fresh_process(
+        tmp_path, model, threads):
+    """The child runs on one thread, its prange kernels as plain loops: the same numbers,
+    bit for bit, as the parent's own run of the same training (on one thread, or on the
+    thread count its chooser took: the products give the same numbers on either)."""
+    done = _run(TRAIN, [model], threads, tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "same", \
+        done.stdout + done.stderr[-800:]
+
+
+CONTINUE = textwrap.dedent("""
+    import multiprocessing
+    import numpy as np, fastgraph as fg
+
+    rng = np.random.default_rng(0)
+    m = fg.models.mlp(784, (100,), 10, seed=0)
+    o = fg.optimizer.Adam(m.graph, m.loss, 0.001)
+    x, y = rng.integers(0, 256, (640, 784)).astype(np.uint8), rng.integers(0, 10, 640)
+    batches = fg.datasets.Batches(x, y, 64, scale=1 / 255, shuffle=False)
+
+    def epoch(_=None):  # the parent's graph, its passes recorded in the parent
+        for _ in batches.feed(m.x, m.one_hot):
+            o.one_step(); o.update()
+        return [p.value.tobytes() for p in o.params]
+
+    if __name__ == "__main__":
+        epoch()
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            forked = pool.apply_async(epoch).get(timeout=100)
+        print("same" if forked == epoch() else "differs")
+""")
+
+
+@linux
+def test_a_forked_child_goes_on_with_the_parents_graph(tmp_path):
+    """A graph trained in the parent, trained on in the child: its passes (which call the
+    parallel kernels) are recorded again on the plain ones; the same numbers as the
+    parent's own next epoch."""
+    done = _run(CONTINUE, [], "auto", tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "same", \
+        done.stdout + done.stderr[-800:]
+
+
+def test_two_saves_into_one_folder_at_once_leave_one_whole_pair(tmp_path):
+    """Two threads saving their own graphs with the article's Saver into one folder at the
+    same moment left model.json of one save and weights.npz of the other in 40 of 300
+    rounds: a pair that no load accepts, the old pair gone. One save's pair, whole, now."""
+    models = [fg.models.mlp(20, (16,), 3, seed=seed) for seed in (0, 1)]
+    target = fg.models.mlp(20, (16,), 3, seed=5)
+    rounds = 100
+    go, done = threading.Barrier(3), threading.Barrier(3)
+
+    def save(model):
+        for _ in range(rounds):
+            go.wait()
+            fg.saver.Saver(tmp_path).save(model.graph)
+            done.wait()
+
+    savers = [threading.Thread(target=save, args=(model,)) for model in models]
+    for saver in savers:
+        saver.start()
+    refused = 0
+    for _ in range(rounds):
+        go.wait()
+        done.wait()
+        try:
+            fg.saver.Saver(tmp_path).load(target.graph)
+        except fg.saver.ModelFileError:
+            refused += 1
+    for saver in savers:
+        saver.join(30)
+    assert refused == 0
+
+
+@linux
+def test_a_fixed_thread_count_holds_for_batches_in_a_thread_that_claimed_no_graph():
+    """Batches.iterate gathered on Numba's default count (every core) in a thread that had
+    claimed no graph, whatever FASTGRAPH_THREADS said."""
+    script = textwrap.dedent("""
+        import threading, numpy as np, numba, fastgraph as fg
+        seen = []
+        def feed():
+            rng = np.random.default_rng(0)
+            for _ in fg.datasets.Batches(rng.random((512, 784)), rng.integers(0, 10, 512), 256):
+                pass
+            seen.append(numba.get_num_threads())
+        thread = threading.Thread(target=feed); thread.start(); thread.join()
+        print(seen[0])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, FASTGRAPH_THREADS="1"), timeout=120)
+    assert done.stdout.strip() == "1", done.stdout + done.stderr[-600:]
+
+
+def test_more_threads_than_numba_has_are_taken_with_a_warning():
+    done = subprocess.run([sys.executable, "-c", "import fastgraph"], capture_output=True,
+                          text=True, env=dict(os.environ, FASTGRAPH_THREADS="1000"),
+                          timeout=120)
+    assert done.returncode == 0
+    assert "FASTGRAPH_THREADS=1000: Numba runs at most" in done.stderr
