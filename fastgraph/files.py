@@ -130,8 +130,8 @@ def folders_locked(folders, shared=False):
             if fcntl is not None:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                except OSError:
-                    pass
+                except OSError:  # a filesystem without locks: this process's threads only
+                    continue
         yield
 
 

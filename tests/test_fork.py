@@ -104,6 +104,42 @@ def test_a_forked_child_goes_on_with_the_parents_graph(tmp_path):
         done.stdout + done.stderr[-800:]
 
 
+LATER = textwrap.dedent("""
+    import multiprocessing, sys
+    import numpy as np, fastgraph as fg
+
+    def batches(seed):  # fastgraph.datasets, first imported in the child
+        rng = np.random.default_rng(seed)
+        m = fg.models.mlp(784, (100,), 10, seed=seed)
+        o = fg.optimizer.Adam(m.graph, m.loss, 0.001)
+        x, y = rng.integers(0, 256, (256, 784)).astype(np.uint8), rng.integers(0, 10, 256)
+        for _ in fg.datasets.Batches(x, y, 64, scale=1 / 255, seed=seed).feed(m.x, m.one_hot):
+            o.one_step(); o.update()
+        return [p.value.tobytes() for p in o.params]
+
+    if __name__ == "__main__":
+        m = fg.models.mlp(784, (100,), 10, seed=0)  # the parent feeds with set_value only
+        o = fg.optimizer.Adam(m.graph, m.loss, 0.001)
+        for _ in range(3):
+            m.x.set_value(np.ones((64, 784), np.float32))
+            m.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+            o.one_step(); o.update()
+        assert "fastgraph.datasets" not in sys.modules
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            forked = pool.apply_async(batches, (1,)).get(timeout=100)
+        print("same" if forked == batches(1) else "differs")
+""")
+
+
+@linux
+def test_kernels_a_forked_child_imports_later_run_on_one_core_too(tmp_path):
+    """``fastgraph.datasets`` loads on first use: its gathering kernels, made after the
+    fork, ran their parallel loops, and Numba stopped the child."""
+    done = _run(LATER, [], "auto", tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "same", \
+        done.stdout + done.stderr[-800:]
+
+
 def test_two_saves_into_one_folder_at_once_leave_one_whole_pair(tmp_path):
     """Two threads saving their own graphs with the article's Saver into one folder at the
     same moment left model.json of one save and weights.npz of the other in 40 of 300

@@ -50,6 +50,8 @@ class Kernel:
         self.__module__ = function.__module__
         if options.get("parallel"):
             _PARALLEL.append(self)
+            if _ONE_CORE:  # made after run_on_one_core() (a module imported since)
+                _on_one_core(self)
 
     @functools.cached_property
     def dispatcher(self):
@@ -79,8 +81,10 @@ def ran():
     return _load_numba_registries.cache_info().currsize > 0
 
 
-#: Every kernel compiled with ``parallel=True`` (made at import: a fixed list).
+#: Every kernel compiled with ``parallel=True`` (made as their modules are imported).
 _PARALLEL = []
+#: Whether run_on_one_core() was called: the kernels made since run their twins too.
+_ONE_CORE = []
 
 
 def plain_twin(function, options):
@@ -100,11 +104,16 @@ def run_on_one_core():
     process that used GNU OpenMP, where Numba stops the process at its first parallel region
     and MKL waits for threads that fork did not copy). Calls from Python and passes recorded
     from now on take the twins; passes recorded before must be recorded again."""
+    _ONE_CORE.append(True)
     for parallel in _PARALLEL:
-        if parallel.twin is None:
-            parallel.twin = plain_twin(parallel.py_func, parallel._options)
-        parallel.__dict__["dispatcher"] = parallel.twin.dispatcher
-        parallel.__dict__.pop("_numba_type_", None)
+        _on_one_core(parallel)
+
+
+def _on_one_core(parallel):
+    if parallel.twin is None:
+        parallel.twin = plain_twin(parallel.py_func, parallel._options)
+    parallel.__dict__["dispatcher"] = parallel.twin.dispatcher
+    parallel.__dict__.pop("_numba_type_", None)
 
 
 class _NoScipyLinalg:
