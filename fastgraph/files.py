@@ -103,6 +103,25 @@ def write_atomically_together(files):
 #: Held, with the folders' ``flock``, by the renames of files written together (see
 #: :func:`folders_locked`).
 _renaming = threading.Lock()
+#: The folders' handles that this process holds locked now.
+_held = set()
+
+
+def _forked():
+    """In a child just forked: another thread's save that held the folders at the fork
+    never ends here, so the child takes a new lock and closes its copies of the handles
+    (a copy kept would hold the parent's ``flock`` until the child ended: the parent's next
+    save waited for it)."""
+    global _renaming
+    _renaming = threading.Lock()
+    for handle in list(_held):
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 @contextlib.contextmanager
@@ -117,16 +136,23 @@ def folders_locked(folders, shared=False):
     against this process's threads."""
     folders = sorted(dict.fromkeys(os.path.abspath(folder) for folder in folders))
     handles = []
+
+    def close():
+        for handle in handles:
+            _held.discard(handle)
+            os.close(handle)
+
     with contextlib.ExitStack() as stack:
         if not shared:
             stack.enter_context(_renaming)
-        stack.callback(lambda: [os.close(handle) for handle in handles])
+        stack.callback(close)
         for folder in folders:
             try:
-                handle = os.open(folder, os.O_RDONLY)
+                handle = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             handles.append(handle)
+            _held.add(handle)
             if fcntl is not None:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

@@ -171,6 +171,53 @@ def test_two_saves_into_one_folder_at_once_leave_one_whole_pair(tmp_path):
     assert refused == 0
 
 
+FORK_WHILE_SAVING = textwrap.dedent("""
+    import contextlib, io, os, signal, sys, threading, time
+    import fastgraph as fg
+    from fastgraph import files
+
+    root = sys.argv[1]
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable(dim=(3, 1), init=False, trainable=False)
+        fg.layer.fc(x, 3, 2, None)
+    inside = threading.Event()
+
+    def renaming():  # what a save holds around its renames
+        with files.folders_locked([root]):
+            inside.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=renaming)
+    thread.start()
+    inside.wait()
+    child = os.fork()
+    if child == 0:
+        signal.alarm(20)
+        with contextlib.redirect_stdout(io.StringIO()):
+            fg.trainer.Saver(root).save(graph)  # the other thread's hold never ends here
+        time.sleep(3)  # a worker lives on
+        os._exit(0)
+    thread.join()
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        fg.trainer.Saver(root).save(graph)
+    waited = time.perf_counter() - began
+    status = os.waitpid(child, 0)[1]
+    print(f"child {status} parent waited {waited:.1f}")
+""")
+
+
+@linux
+def test_a_fork_while_another_thread_saves_blocks_neither_process(tmp_path):
+    """A fork while another thread held a folder for its renames (helper hH): the child's
+    save waited forever for the lock that thread held (it does not exist in the child), and
+    the child's copy of the folder's handle kept the flock, so the parent's next save
+    waited until the child ended."""
+    done = _run(FORK_WHILE_SAVING, [str(tmp_path)], "1", tmp_path, timeout=60)
+    child, parent = done.stdout.split()[1], float(done.stdout.split()[-1])
+    assert done.returncode == 0 and child == "0" and parent < 2, done.stdout + done.stderr
+
+
 @linux
 def test_a_fixed_thread_count_holds_for_batches_in_a_thread_that_claimed_no_graph():
     """Batches.iterate gathered on Numba's default count (every core) in a thread that had
