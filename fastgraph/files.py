@@ -134,7 +134,6 @@ def folders_locked(folders, shared=False):
     and ``flock`` on each folder (a directory can be locked: no lock file is left); a folder
     that cannot be opened or locked (no ``fcntl``, a filesystem without locks) is only held
     against this process's threads."""
-    folders = sorted(dict.fromkeys(os.path.abspath(folder) for folder in folders))
     handles = []
 
     def close():
@@ -146,13 +145,17 @@ def folders_locked(folders, shared=False):
         if not shared:
             stack.enter_context(_renaming)
         stack.callback(close)
-        for folder in folders:
+        opened = {}  # (device, inode) -> handle: a folder reached by two names (a symbolic
+        for folder in folders:  # link) is locked once, or the save waited on itself
             try:
                 handle = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             handles.append(handle)
             _held.add(handle)
+            status = os.fstat(handle)
+            opened.setdefault((status.st_dev, status.st_ino), handle)
+        for _, handle in sorted(opened.items()):  # one order in every process: no deadlock
             if fcntl is not None:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

@@ -218,6 +218,31 @@ def test_a_fork_while_another_thread_saves_blocks_neither_process(tmp_path):
     assert done.returncode == 0 and child == "0" and parent < 2, done.stdout + done.stderr
 
 
+TWO_NAMES = textwrap.dedent("""
+    import contextlib, io, os, sys
+    import fastgraph as fg
+
+    root = sys.argv[1]
+    os.symlink(".", os.path.join(root, "same"))
+    with fg.Graph(seed=0) as graph:
+        x = fg.Variable(dim=(3, 1), init=False, trainable=False)
+        fg.layer.fc(x, 3, 2, None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        fg.trainer.Saver(root).save(graph, model_file_name="same/model.json")
+    print(sorted(name for name in os.listdir(root) if name.endswith((".json", ".npz"))))
+""")
+
+
+def test_a_pair_saved_through_two_names_of_one_folder_does_not_wait_on_itself(tmp_path):
+    """model.json through a symbolic link to the folder of weights.npz: the folder was
+    locked twice, the second lock waited for the first, and the save never ended (helper
+    hH). Run in a process of its own, with a timeout."""
+    root = tmp_path / "models"
+    root.mkdir()
+    done = _run(TWO_NAMES, [str(root)], "1", tmp_path, timeout=60)
+    assert done.stdout.strip() == "['model.json', 'weights.npz']", done.stdout + done.stderr
+
+
 @linux
 def test_a_fixed_thread_count_holds_for_batches_in_a_thread_that_claimed_no_graph():
     """Batches.iterate gathered on Numba's default count (every core) in a thread that had
