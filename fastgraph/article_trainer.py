@@ -76,8 +76,9 @@ class Trainer:
     def __new__(cls, *args, **kargs):
         # An argument given by place and by name ended in Python's "got multiple values for
         # argument 'epoches'" (the article's chapter 9 deepfm_titanic passes its output node
-        # before the loss: each argument then lands one place late).
-        for name in kargs:
+        # before the loss: each argument then lands one place late). A subclass with its own
+        # __init__ has its own signature: Python's error is its.
+        for name in kargs if cls.__init__ is Trainer.__init__ else ():
             if name in _SIGNATURE[:len(args)]:
                 place = _SIGNATURE.index(name)
                 given = ", ".join(f"{_SIGNATURE[k]}={_described(a)}"
@@ -111,7 +112,8 @@ class Trainer:
             if getattr(op, "graph", graph) is not graph:  # "x has no value" in eval()
                 raise ValueError(f"metrics_ops: {op.name} is a node of another graph than the "
                                  "optimizer's")
-        _warn_ignored(args, kargs)
+        if type(self).__init__ is Trainer.__init__:  # (a subclass may read more options)
+            _warn_ignored(args, kargs)
         self.print_iteration_interval = checks.positive_integer(  # 0: ZeroDivisionError
             "print_iteration_interval", kargs.get("print_iteration_interval", 100))
         self.eval_batch_size = checks.positive_integer(  # -1 evaluated nothing, silently

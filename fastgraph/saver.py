@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -634,7 +635,15 @@ def _restore(graph, specs, weights, model_path, weights_path, written_by_matrixs
         try:
             existing[spec["name"]] = graph.get_node(spec["name"])
         except KeyError:
-            pass
+            continue
+        if written_by_matrixslow and type(existing[spec["name"]]) is NODE_TYPES.get(
+                spec["node_type"]) is not types[spec["node_type"]]:
+            warnings.warn(
+                f"{model_path}: {spec['name']} is fastgraph's {spec['node_type']} in this graph, "
+                f"where MatrixSlow's file saved its own (its ReLU lets 0.1 of a negative "
+                f"through): the loaded model computes other numbers than MatrixSlow's; load "
+                f"into an empty graph, or build that node as layer.fc/layer.conv's \"ReLU\" "
+                f"under the article's conventions (a LeakyReLU)", stacklevel=3)
     # The nodes to build, built on a scratch graph in which a leaf of the same shape stands
     # for each node the graph has: their options and shapes checked, the graph untouched.
     scratch, stand_ins = Graph(dtype=graph.dtype, conventions=graph.conventions), {}

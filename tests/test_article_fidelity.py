@@ -124,6 +124,25 @@ def test_a_relu_matrixslow_saved_computes_what_matrixslow_computes(tmp_path, con
         np.testing.assert_allclose(np.asarray(out.value), matrixslow(column), rtol=1e-12)
 
 
+def test_a_matrixslow_relu_loaded_onto_a_plain_relu_of_the_graph_is_warned_of(tmp_path):
+    """Loaded into a graph that has the node already, as fastgraph's plain ReLU (the
+    article's code with ``ops.ReLU``), the saved weights fed another function, silently
+    (helper hH: up to 0.39 from MatrixSlow's outputs)."""
+    rng = np.random.default_rng(11)
+    _matrixslow_relu_pair(tmp_path, rng)
+    graph = ms.Graph(dtype=np.float64, conventions="article")
+    with graph:
+        x = ms.Variable((4, 1), name="Variable:0")
+        w1, b1 = ms.Variable((5, 4), name="Variable:1"), ms.Variable((5, 1), name="Variable:2")
+        hidden = ms.ops.ReLU(ms.ops.Add(ms.ops.MatMul(w1, x, name="MatMul:3"), b1,
+                                        name="Add:4"), name="ReLU:5")
+        w2, b2 = ms.Variable((3, 5), name="Variable:6"), ms.Variable((3, 1), name="Variable:7")
+        ms.ops.Add(ms.ops.MatMul(w2, hidden, name="MatMul:8"), b2, name="Add:9")
+    with pytest.warns(UserWarning, match=r"ReLU:5 is fastgraph's ReLU in this graph, where "
+                                         r"MatrixSlow's file saved its own"):
+        ms.trainer.Saver(str(tmp_path)).load(to_graph=graph)
+
+
 def test_a_relu_fastgraph_saved_stays_fastgraphs(tmp_path):
     """Only MatrixSlow's files (no "dtype") take its ReLU: a plain ReLU that fastgraph's
     Saver wrote loads as a plain ReLU."""

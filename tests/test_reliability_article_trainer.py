@@ -248,3 +248,21 @@ def test_the_articles_distributed_trainers_are_refused_naming_what_stands_in(nam
         exec(f"from fastgraph.trainer import {name}", {})
     with pytest.raises(AttributeError, match="has no attribute 'DistTrainer'"):
         ms.trainer.DistTrainer  # noqa: B018
+
+
+def test_a_subclass_with_its_own_signature_and_options_is_left_to_it(recwarn):
+    """A trainer of the article's kind with its own first argument and options (as its
+    chapter 11 trainers add ``cluster_conf``) was held to SimpleTrainer's signature and
+    warned of options it reads (helper hH)."""
+    from fastgraph.article_trainer import Trainer
+
+    class Distributed(Trainer):
+        def __init__(self, cluster, *args, cluster_conf=None, **kargs):
+            self.cluster, self.cluster_conf = cluster, cluster_conf
+            super().__init__(*args, **kargs)
+
+    g = _graph()
+    trainer = Distributed("ps", [g["x"]], g["label"], g["loss"], g["optimizer"], 1,
+                          batch_size=4, cluster_conf={"workers": 2})
+    assert trainer.batch_size == 4 and trainer.cluster_conf == {"workers": 2}
+    assert not [w for w in recwarn if "SimpleTrainer" in str(w.message)]
