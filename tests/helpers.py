@@ -74,9 +74,9 @@ def replay(calls):
     compiled = program.Program(calls)
     code = compiled.rows((0, len(compiled)))
     steps = np.array([[0, 0, len(compiled)]], np.int64)
-    status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
-                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
-                                  compiled.ints, compiled.reals, program.NO_CYCLES)
+    status = program.execute(code, compiled.ints, compiled.reals, steps,
+                              np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                              compiled.ints, compiled.reals, program.NO_CYCLES)
     return status, compiled
 
 

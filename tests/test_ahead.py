@@ -201,10 +201,10 @@ def test_a_warm_process_surveys_nothing(monkeypatch):
     graph, *_ = _mlp_graph()
     monkeypatch.setattr(ahead, "_decided", False)
     monkeypatch.setattr(ahead, "_expected", [])
-    compiled.execute_pass.compile(compiled._replay_types(graph))  # (in this process: warm)
+    compiled.execute_pass.compile(compiled._replay_types())  # (in this process: warm)
     surveyed = []
     ahead.decide(lambda: surveyed.append(1) or [], compiled.execute_pass,
-                 compiled._replay_types(graph))
+                 compiled._replay_types())
     assert surveyed == [] and not ahead.pending()
 
 
@@ -301,8 +301,8 @@ def test_a_compile_of_fastgraphs_before_the_first_pass_starts_a_worker(monkeypat
     assert ahead._spare is spare
     # A first pass that finds the replay loop cached (a partly warm cache) stops it.
     graph, *_ = _mlp_graph()
-    compiled.execute_pass.compile(compiled._replay_types(graph))
-    ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types(graph))
+    compiled.execute_pass.compile(compiled._replay_types())
+    ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types())
     assert spare.process.poll() is not None and ahead._spare is None
 
 
@@ -476,7 +476,7 @@ def test_a_bad_setting_is_refused_every_time_not_once(monkeypatch):
     graph, *_ = _mlp_graph()
     for _ in range(2):  # (a notebook cell run again, a loop that catches and retries)
         with pytest.raises(ValueError, match="FASTGRAPH_COMPILE_WORKER='yes'"):
-            ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types(graph))
+            ahead.decide(lambda: [], compiled.execute_pass, compiled._replay_types())
 
 
 # -- mutants that tests/test_ahead.py lets live ---------------------------------------------
@@ -603,7 +603,7 @@ def test_the_replay_loop_sent_first_has_the_types_every_graph_calls_it_with():
     (function, argtypes, _), = compiled._replay_calls()
     graph, *_ = _mlp_graph()
     assert function is compiled.execute_pass
-    assert argtypes == compiled._replay_types(graph)
+    assert argtypes == compiled._replay_types()
 
 
 def test_the_worker_reads_frames_however_they_arrive():

@@ -191,9 +191,9 @@ for dtype in (np.float32, np.float64):
         compiled = program.Program(calls)
         code = compiled.rows((0, 2))
         steps = np.array([[0, 0, 2]], np.int64)
-        status = program.execute_pass(code, compiled.ints, compiled.reals, steps,
-                                      np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
-                                      compiled.ints, compiled.reals, program.NO_CYCLES)
+        status = program.execute(code, compiled.ints, compiled.reals, steps,
+                                  np.ones(1, np.int8), np.zeros(1, np.int64), 1, code[:0],
+                                  compiled.ints, compiled.reals, program.NO_CYCLES)
         if status != -1 or not np.allclose(out, a * dtype(0.5) + b, rtol=1e-6):
             errors.append((np.dtype(dtype).name, type(scale).__name__, int(status)))
 hits = {"-".join(key): found.cache_hits for key, found in program._adapters.items()}

@@ -23,6 +23,7 @@ from ..graph import CACHE_SIZE, EMPTY
 from ..kernels import ahead
 from ..kernels.elementwise import add_into, identity_rows
 from ..kernels.program import (
+    H_BACKWARD_INTS,
     INTS_PER_ARGUMENT,
     NO_CYCLES,
     NotRecordable,
@@ -32,6 +33,7 @@ from ..kernels.program import (
     argument_names,
     execute_pass,
     fuse_additions,
+    header,
     machine_code,
     recording,
     signature,
@@ -48,7 +50,7 @@ class Pass:
     def __init__(self, tape, plan=None, seeds=None, params=(), sums=None):
         graph = tape.target.graph
         if ahead.pending():  # the process's first pass: on an empty cache, compile on two cores
-            ahead.decide(lambda: _survey(tape, plan, seeds), execute_pass, _replay_types(graph))
+            ahead.decide(lambda: _survey(tape, plan, seeds), execute_pass, _replay_types())
         self.graph = graph
         graph.passes += 1  # the recording computes nodes: under a number of its own, so
         # that a snapshot of a value taken under the last one is not taken for the new one
@@ -87,6 +89,7 @@ class Pass:
         program = self.program = Program(calls)
         self.sums, self.completion = sums, None  # (completion: see _deferred)
         self.cycles = NO_CYCLES  # the profiler gives a pass one counter per call
+        self.headers = {}  # see _bind
         self.layout = graph.layout  # the buffers the recording saw (it may have made some)
         self.kernels = _kernels[0]  # the kernels' machine code it calls (see forked_child)
         self.bindings = _bindings(tape.nodes, program.arrays)
@@ -164,9 +167,10 @@ class Pass:
 
     def complete(self):
         """Add what the deferring calls still keep into the sums."""
-        code, ints, reals = self.completion
-        execute_pass(_NO_CODE, ints, reals, _NO_STEPS, self.graph.states, self.graph.computed,
-                     self.graph.passes, code, ints, reals, NO_CYCLES)
+        bound = self.headers.get("complete")
+        if bound is None or bound[1] is not self.graph._states:
+            bound = self._bind("complete")
+        execute_pass(bound[0], self.graph.passes, 0)
 
     def valid(self):
         """Whether the pass may run: the graph's buffers are the ones it was recorded with,
@@ -216,17 +220,46 @@ class Pass:
 
     def run(self, first=True):
         """Forward (what is not up to date), backward, and the gradients into the sums
-        (written directly on the ``first`` step after an update, else added)."""
-        graph, program = self.graph, self.program
+        (written directly on the ``first`` step after an update, else added). The inputs
+        fed on the short path since the graph last settled are settled in the same call."""
+        graph = self.graph
         graph.passes += 1
-        code, ints, reals = self.variants.get(first) or self.variants["only"]
         if first is False and self.completion is not None:
             _deferring(self)
-        failed = execute_pass(self.forward, program.ints, program.reals, self.steps,
-                              graph.states, graph.computed, graph.passes, code, ints, reals,
-                              self.cycles)
+        settle = 0
+        if graph.unsettled:  # Graph.settle's bookkeeping; its compiled part is the call's
+            graph.unsettled = False
+            graph.passes += 1
+            settle = EMPTY
+        bound = self.headers.get(first)
+        if bound is None or bound[1] is not graph._states or bound[2] is not self.cycles:
+            bound = self._bind(first)
+        failed = execute_pass(bound[0], graph.passes, settle)
         if failed >= 0:
             self._explain(failed)
+
+    def _bind(self, key):
+        """The header of the variant ``key`` (a key of ``variants``, or "complete") over the
+        graph's arrays now, kept in ``headers`` as ``(its address, the graph's states, the
+        profiler's counters, the header, the arrays it points at)``: made again when the
+        states or the counters are other arrays (the edges it settles along are those of the
+        pass's own wiring, which never change). It keeps every array it points at alive."""
+        graph = self.graph
+        if key == "complete":
+            forward, ints, reals, steps = _NO_CODE, *self.completion[1:], _NO_STEPS
+            backward, backward_ints, backward_reals = self.completion
+        else:
+            forward, ints, reals, steps = self.forward, self.program.ints, \
+                self.program.reals, self.steps
+            backward, backward_ints, backward_reals = self.variants.get(key) or \
+                self.variants["only"]
+        cycles = NO_CYCLES if key == "complete" else self.cycles  # (completions: not timed)
+        first, children = graph.edges()
+        arrays = (forward, ints, reals, steps, graph._states, graph._computed, backward,
+                  backward_ints, backward_reals, cycles, graph._table, first, children)
+        made = header(*arrays)
+        bound = self.headers[key] = (address_of(made), graph._states, cycles, made, arrays)
+        return bound
 
     #: Per result of a per-sample pass, where ints hold its address when ``run_into`` may
     #: have its one writer write it elsewhere (``Program.sole_output``), else None.
@@ -252,9 +285,14 @@ class Pass:
                     and target.size == results[k].size and target.flags.c_contiguous):
                 ints[slot], results[k] = address_of(target), target
         graph.passes += 1
-        failed = execute_pass(self.forward, program.ints, program.reals, self.steps,
-                              graph.states, graph.computed, graph.passes,
-                              self.variants["only"][0], ints, program.reals, self.cycles)
+        if graph.unsettled:  # (settled in Python: this pass runs once a batch)
+            graph.settle()
+        bound = self.headers.get("only")
+        if bound is None or bound[1] is not graph._states or bound[2] is not self.cycles:
+            bound = self._bind("only")
+        made = bound[3].copy()
+        made[H_BACKWARD_INTS] = address_of(ints)
+        failed = execute_pass(address_of(made), graph.passes, 0)
         if failed >= 0:
             self._explain(failed)
         return results
@@ -318,23 +356,14 @@ def _jobs(calls):
     return [(kernel, signature(kinds, dtype), (kinds, dtype)) for kernel, kinds, _ in calls.calls]
 
 
-def _replay_types(graph):
-    """The argument types of ``execute_pass`` for ``graph`` (what every pass calls)."""
-    return _typed_replay(graph.states, graph.computed, graph.passes)
-
-
-def _typed_replay(states, computed, stamp):
-    ints, reals = np.zeros(1, np.int64), np.zeros(1)
-    return tuple(execute_pass.typeof_pyval(argument) for argument in (
-        _NO_CODE, ints, reals, _NO_STEPS, states, computed, stamp, _NO_CODE, ints, reals,
-        NO_CYCLES))
+def _replay_types():
+    """The argument types of ``execute_pass``: every pass calls it with three integers."""
+    return (execute_pass.typeof_pyval(0),) * 3
 
 
 def _replay_calls():
-    """The replay loop, as every graph's passes call it (a graph's states and computed
-    passes: ``Graph``'s int8 and int64 rows), for ``kernels.ahead`` to compile first."""
-    return [(execute_pass, _typed_replay(np.zeros(1, np.int8), np.zeros((4, 1), np.int64)[0],
-                                         1), None)]
+    """The replay loop, as every pass calls it, for ``kernels.ahead`` to compile first."""
+    return [(execute_pass, _replay_types(), None)]
 
 
 def _check_recorded(node, calls, start):
