@@ -474,14 +474,6 @@ class Graph:
         (``states``, ``computed``, a new node, a re-wiring)."""
         self.unsettled = False
         self.passes += 1
-        first, children = self.edges()
-        # The compiled function itself: settling is never part of a recorded pass. (A
-        # compiled pass settles in its own call: ``engines.compiled.Pass.run``.)
-        settle_fed.dispatcher(self._table, self._states, first, children, self.passes, EMPTY)
-
-    def edges(self):
-        """The graph's edges now, ``(first, children)`` (see ``_children``): the same arrays
-        whenever the graph comes back to a wiring it had (kept per version)."""
         version, first, children = self._edges_now
         if version is not self._version:
             edges = self._edges.get(self._version)
@@ -491,7 +483,8 @@ class Graph:
                 edges = self._edges[self._version] = _children(self.nodes)
             self._edges_now = (self._version, *edges)
             first, children = edges
-        return first, children
+        # The compiled function itself: settling is never part of a recorded pass.
+        settle_fed.dispatcher(self._table, self._states, first, children, self.passes, EMPTY)
 
     def invalidate(self, nodes, state, itself=False):
         """Raise the state of everything downstream of ``nodes`` (and of ``nodes`` too, with

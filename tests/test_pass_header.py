@@ -1,8 +1,7 @@
 """A compiled pass is one call of ``execute_pass`` with the address of its header (the
-addresses of the arrays it reads), and a one-sample step settles the inputs fed on the short
-path in that same call. These tests hold that call to the walker's numbers, see that the
-settling happens there and nowhere else, that a header follows the arrays it points at, and
-that a header is refused for arrays the loop cannot read."""
+addresses of the arrays it reads). These tests hold the one-sample loop that runs such calls
+to the walker's numbers, see that a header follows the arrays it points at, and that a
+header is refused for arrays the loop cannot read."""
 
 import numpy as np
 import pytest
@@ -43,17 +42,11 @@ def _train(samples, labels, steps=20):
     return np.array(losses), [node.value.copy() for node in optimizer.params]
 
 
-def test_one_sample_steps_settle_in_the_pass_and_match_the_walker(monkeypatch):
+def test_one_sample_steps_match_the_walker():
     rng = np.random.default_rng(0)
     samples, labels = rng.normal(size=(7, 5)), np.eye(3)[[0, 2, 1, 1, 0, 2, 2]]
     walked = with_executor("python", lambda: _train(samples, labels))
-    settled = []
-    settle = fg.Graph.settle
-    monkeypatch.setattr(fg.Graph, "settle", lambda graph: settled.append(1) or settle(graph))
     losses, weights = _train(samples, labels)
-    # Only the first sample takes the general path (the inputs held nothing yet); every
-    # later one is settled inside the compiled call, never by Graph.settle.
-    assert len(settled) <= 2
     np.testing.assert_allclose(losses, walked[0], rtol=1e-5)
     for mine, theirs in zip(weights, walked[1]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
@@ -99,16 +92,20 @@ def test_a_header_follows_the_profilers_counters_and_the_graphs_states():
 def test_a_header_is_refused_for_arrays_the_loop_cannot_read():
     code, steps = np.zeros((0, 4), np.int64), np.zeros((0, 3), np.int64)
     ints, reals = np.zeros(4, np.int64), np.zeros(1)
-    states, table = np.zeros(8, np.int8), np.zeros((4, 8), np.int64)
-    first = np.zeros(2, np.int64)
-    program.header(code, ints, reals, steps, states, table[0], code, ints, reals,
-                   program.NO_CYCLES, table, first, first)  # (well formed)
+    states, computed = np.zeros(8, np.int8), np.zeros(8, np.int64)
+
+    def made(**changed):
+        arrays = dict(code=code, ints=ints, reals=reals, steps=steps, states=states,
+                      computed=computed, backward=code, backward_ints=ints,
+                      backward_reals=reals, cycles=program.NO_CYCLES)
+        return program.header(**{**arrays, **changed})
+
+    assert made().dtype == np.int64 and len(made()) == program.HEADER_SIZE
     with pytest.raises(ValueError, match="C-contiguous"):
-        program.header(code, np.zeros(8, np.int64)[::2], reals, steps, states, table[0],
-                       code, ints, reals, program.NO_CYCLES)
-    with pytest.raises(ValueError, match="must match its states"):
-        program.header(code, ints, reals, steps, states, table[0], code, ints, reals,
-                       program.NO_CYCLES, np.zeros((4, 4), np.int64), first, first)
-    with pytest.raises(ValueError, match="must match its states"):
-        program.header(code, ints, reals, steps, states, np.zeros(4, np.int64), code, ints,
-                       reals, program.NO_CYCLES)
+        made(ints=np.zeros(8, np.int64)[::2])
+    with pytest.raises(ValueError, match="rows of 4"):
+        made(backward=np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="rows of 3"):
+        made(steps=np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match="as many as its states"):
+        made(computed=np.zeros(4, np.int64))

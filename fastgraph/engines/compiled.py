@@ -170,7 +170,7 @@ class Pass:
         bound = self.headers.get("complete")
         if bound is None or bound[1] is not self.graph._states:
             bound = self._bind("complete")
-        execute_pass(bound[0], self.graph.passes, 0)
+        execute_pass(bound[0], self.graph.passes)
 
     def valid(self):
         """Whether the pass may run: the graph's buffers are the ones it was recorded with,
@@ -220,21 +220,17 @@ class Pass:
 
     def run(self, first=True):
         """Forward (what is not up to date), backward, and the gradients into the sums
-        (written directly on the ``first`` step after an update, else added). The inputs
-        fed on the short path since the graph last settled are settled in the same call."""
+        (written directly on the ``first`` step after an update, else added)."""
         graph = self.graph
         graph.passes += 1
         if first is False and self.completion is not None:
             _deferring(self)
-        settle = 0
-        if graph.unsettled:  # Graph.settle's bookkeeping; its compiled part is the call's
-            graph.unsettled = False
-            graph.passes += 1
-            settle = EMPTY
+        if graph.unsettled:  # (what the inputs fed on the short path owe: see Graph.states)
+            graph.settle()
         bound = self.headers.get(first)
         if bound is None or bound[1] is not graph._states or bound[2] is not self.cycles:
             bound = self._bind(first)
-        failed = execute_pass(bound[0], graph.passes, settle)
+        failed = execute_pass(bound[0], graph.passes)
         if failed >= 0:
             self._explain(failed)
 
@@ -242,8 +238,7 @@ class Pass:
         """The header of the variant ``key`` (a key of ``variants``, or "complete") over the
         graph's arrays now, kept in ``headers`` as ``(its address, the graph's states, the
         profiler's counters, the header, the arrays it points at)``: made again when the
-        states or the counters are other arrays (the edges it settles along are those of the
-        pass's own wiring, which never change). It keeps every array it points at alive."""
+        states or the counters are other arrays. It keeps every array it points at alive."""
         graph = self.graph
         if key == "complete":
             forward, ints, reals, steps = _NO_CODE, *self.completion[1:], _NO_STEPS
@@ -254,9 +249,8 @@ class Pass:
             backward, backward_ints, backward_reals = self.variants.get(key) or \
                 self.variants["only"]
         cycles = NO_CYCLES if key == "complete" else self.cycles  # (completions: not timed)
-        first, children = graph.edges()
         arrays = (forward, ints, reals, steps, graph._states, graph._computed, backward,
-                  backward_ints, backward_reals, cycles, graph._table, first, children)
+                  backward_ints, backward_reals, cycles)
         made = header(*arrays)
         bound = self.headers[key] = (address_of(made), graph._states, cycles, made, arrays)
         return bound
@@ -292,7 +286,7 @@ class Pass:
             bound = self._bind("only")
         made = bound[3].copy()
         made[H_BACKWARD_INTS] = address_of(ints)
-        failed = execute_pass(address_of(made), graph.passes, 0)
+        failed = execute_pass(address_of(made), graph.passes)
         if failed >= 0:
             self._explain(failed)
         return results
@@ -357,8 +351,8 @@ def _jobs(calls):
 
 
 def _replay_types():
-    """The argument types of ``execute_pass``: every pass calls it with three integers."""
-    return (execute_pass.typeof_pyval(0),) * 3
+    """The argument types of ``execute_pass``: every pass calls it with two integers."""
+    return (execute_pass.typeof_pyval(0),) * 2
 
 
 def _replay_calls():

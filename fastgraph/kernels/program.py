@@ -34,7 +34,6 @@ from numba.core.callconv import excinfo_t
 from numba.extending import intrinsic
 
 from . import Kernel, array_at
-from .elementwise import settle_fed
 
 _package = sys.modules[__package__]
 
@@ -75,92 +74,81 @@ def cycle_counter():
 
 
 #: A pass's header: an int64 array, whose address :func:`execute_pass` is given, holding
-#: the address of each array the pass reads (and the lengths its loops need). Three
-#: integers cost Numba's dispatcher about 0.4 us a call, eleven arrays 1.5 us (a tenth of
-#: a one-sample step of the article's MLP): see :func:`header`.
+#: the address of each array the pass reads and the lengths its loops need. Two integers
+#: cost Numba's dispatcher about 0.4 us a call, eleven arrays 1.5 us (a tenth of a
+#: one-sample step of the article's MLP): see :func:`header`.
 (H_FORWARD, H_FORWARD_ROWS, H_INTS, H_REALS, H_STEPS, H_STEPS_ROWS, H_STATES, H_COMPUTED,
- H_BACKWARD, H_BACKWARD_ROWS, H_BACKWARD_INTS, H_BACKWARD_REALS, H_CYCLES, H_CYCLES_SIZE,
- H_TABLE, H_CAPACITY, H_FIRST, H_NODES, H_CHILDREN, H_EDGES, HEADER_SIZE) = range(21)
+ H_NODES, H_BACKWARD, H_BACKWARD_ROWS, H_BACKWARD_INTS, H_BACKWARD_REALS, H_CYCLES,
+ H_CYCLES_SIZE, HEADER_SIZE) = range(16)
 
 
 @njit(cache=True, nogil=True)
-def execute_pass(header, stamp, settle):
+def execute_pass(header, stamp):
     """A whole compiled pass in one call, its arrays read from the header at address
-    ``header``. First, with ``settle`` (a state, else 0), what the inputs fed one sample
-    each still owe (``settle_fed``: each marked computed by ``stamp``, what depends on them
-    raised to ``settle``). The forward: for each node in order (``steps``: its index in the
+    ``header``. The forward: for each node in order (``steps``: rows of its index in the
     graph and the range of its rows of ``code``), run its calls if its state is not 0
     (computed), then mark it computed by pass ``stamp``. Then every row of ``backward``
     with its own ints and reals. -1, or the row of the forward call that returned a
     status. ``cycles``: empty, or one counter per recorded call (``code[pc, 2]``) to which
-    each call adds the cycles it took (the profiler's)."""
+    each call adds the cycles it took (the profiler's). The rows are read flat (``code[4
+    * row + column]``): a reshape costs a third more of compiling."""
     h = array_at(header, HEADER_SIZE, np.int64)
-    states = array_at(h[H_STATES], h[H_CAPACITY], np.int8)
-    if settle != 0:
-        table = array_at(h[H_TABLE], 4 * h[H_CAPACITY], np.int64).reshape((4, h[H_CAPACITY]))
-        settle_fed(table, states, array_at(h[H_FIRST], h[H_NODES] + 1, np.int64),
-                   array_at(h[H_CHILDREN], h[H_EDGES], np.int64), stamp, settle)
-    computed = array_at(h[H_COMPUTED], h[H_CAPACITY], np.int64)
-    code = array_at(h[H_FORWARD], 4 * h[H_FORWARD_ROWS], np.int64).reshape((h[H_FORWARD_ROWS],
-                                                                            4))
-    steps = array_at(h[H_STEPS], 3 * h[H_STEPS_ROWS], np.int64).reshape((h[H_STEPS_ROWS], 3))
+    states = array_at(h[H_STATES], h[H_NODES], np.int8)
+    computed = array_at(h[H_COMPUTED], h[H_NODES], np.int64)
+    code = array_at(h[H_FORWARD], 4 * h[H_FORWARD_ROWS], np.int64)
+    steps = array_at(h[H_STEPS], 3 * h[H_STEPS_ROWS], np.int64)
     cycles = array_at(h[H_CYCLES], h[H_CYCLES_SIZE], np.int64)
     timed = h[H_CYCLES_SIZE] != 0  # (one loop body per pass, not a helper: half the compiling)
     address, real = h[H_INTS], h[H_REALS]
-    for s in range(steps.shape[0]):
-        node = steps[s, 0]
+    for s in range(h[H_STEPS_ROWS]):
+        node = steps[3 * s]
         if states[node] != 0:
-            for pc in range(steps[s, 1], steps[s, 2]):
+            for pc in range(4 * steps[3 * s + 1], 4 * steps[3 * s + 2], 4):
                 began = _cycles() if timed else 0
-                status = _call(code[pc, 0], code[pc, 3], address + code[pc, 1] * 8, real)
+                status = _call(code[pc], code[pc + 3], address + code[pc + 1] * 8, real)
                 if timed:
-                    cycles[code[pc, 2]] += _cycles() - began
+                    cycles[code[pc + 2]] += _cycles() - began
                 if status >= 0:
-                    return pc
+                    return pc // 4
             states[node] = 0
             computed[node] = stamp
-    backward = array_at(h[H_BACKWARD], 4 * h[H_BACKWARD_ROWS], np.int64).reshape(
-        (h[H_BACKWARD_ROWS], 4))
+    backward = array_at(h[H_BACKWARD], 4 * h[H_BACKWARD_ROWS], np.int64)
     address, real = h[H_BACKWARD_INTS], h[H_BACKWARD_REALS]
-    for pc in range(backward.shape[0]):
+    for pc in range(0, 4 * h[H_BACKWARD_ROWS], 4):
         began = _cycles() if timed else 0
-        _call(backward[pc, 0], backward[pc, 3], address + backward[pc, 1] * 8, real)
+        _call(backward[pc], backward[pc + 3], address + backward[pc + 1] * 8, real)
         if timed:
-            cycles[backward[pc, 2]] += _cycles() - began
+            cycles[backward[pc + 2]] += _cycles() - began
     return -1
 
 
 def header(code, ints, reals, steps, states, computed, backward, backward_ints,
-           backward_reals, cycles, table=None, first=None, children=None):
+           backward_reals, cycles):
     """The header of a pass over these arrays (C-contiguous; ``code`` and ``backward``
     rows of 4, ``steps`` rows of 3), for :func:`execute_pass`. The caller keeps every array
-    alive while the header is used: it holds only their addresses. ``table`` (the graph's
-    4 rows as long as ``states``), ``first`` and ``children`` (its edges) are what a
-    settling reads; without them the pass must not settle."""
-    if table is None:
-        table, first, children = _NO_TABLE, _NO_FIRST, _NO_FIRST
+    alive while the header is used: it holds only their addresses."""
     for array in (code, ints, reals, steps, states, computed, backward, backward_ints,
-                  backward_reals, cycles, table, first, children):
+                  backward_reals, cycles):
         if not array.flags.c_contiguous:
             raise ValueError("a pass's arrays must be C-contiguous")
-    if (table is not _NO_TABLE and table.shape != (4, len(states))) or len(computed) < len(
-            states):
-        raise ValueError("a pass's graph table and computed passes must match its states")
+    if code.shape[1:] != (4,) or backward.shape[1:] != (4,) or steps.shape[1:] != (3,):
+        raise ValueError("a pass's code has rows of 4 numbers, its steps rows of 3")
+    if len(computed) < len(states):
+        raise ValueError("a pass's computed passes must be as many as its states")
     return np.array([
         address_of(code), len(code), address_of(ints), address_of(reals), address_of(steps),
-        len(steps), address_of(states), address_of(computed), address_of(backward),
-        len(backward), address_of(backward_ints), address_of(backward_reals),
-        address_of(cycles), len(cycles), address_of(table), len(states), address_of(first),
-        len(first) - 1, address_of(children), len(children)], np.int64)
+        len(steps), address_of(states), address_of(computed), len(states),
+        address_of(backward), len(backward), address_of(backward_ints),
+        address_of(backward_reals), address_of(cycles), len(cycles)], np.int64)
 
 
 def execute(code, ints, reals, steps, states, computed, stamp, backward, backward_ints,
             backward_reals, cycles):
-    """:func:`execute_pass` of these arrays, with no settling (tests, rare calls: the
-    engine keeps its passes' headers)."""
+    """:func:`execute_pass` of these arrays (tests, rare calls: the engine keeps its
+    passes' headers)."""
     made = header(code, ints, reals, steps, states, computed, backward, backward_ints,
                   backward_reals, cycles)
-    return execute_pass(address_of(made), stamp, 0)
+    return execute_pass(address_of(made), stamp)
 
 
 # -- adapters ---------------------------------------------------------------------------------
@@ -562,5 +550,3 @@ class Program:
 
 #: ``cycles`` for a run that is not profiled.
 NO_CYCLES = np.zeros(0, np.int64)
-#: A header's table and edges when the pass does not settle: a graph of no nodes.
-_NO_TABLE, _NO_FIRST = np.zeros((4, 0), np.int64), np.zeros(1, np.int64)
