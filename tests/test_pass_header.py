@@ -109,3 +109,24 @@ def test_a_header_is_refused_for_arrays_the_loop_cannot_read():
         made(steps=np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError, match="as many as its states"):
         made(computed=np.zeros(4, np.int64))
+
+
+def test_settling_follows_a_graph_that_grew_past_its_state_arrays():
+    graph = fg.Graph(seed=0)
+    with graph:
+        x = fg.core.Variable(dim=(2, 1), init=False, trainable=False)
+        y = fg.ops.ReLU(x)
+        x.set_value(np.asmatrix([[1.0], [-2.0]]))
+        y.forward()
+        x.set_value(np.asmatrix([[3.0], [4.0]]))  # the short path: settled on the next read
+        y.forward()
+        states = graph._states
+        chain = y
+        for _ in range(40):  # past the 16 entries the graph's arrays started with
+            chain = fg.ops.Add(chain, x)
+        assert graph._states is not states
+        x.set_value(np.asmatrix([[5.0], [-6.0]]))
+        assert graph.unsettled
+        chain.forward()
+    np.testing.assert_allclose(y.value, [[5.0], [0.0]])
+    np.testing.assert_allclose(chain.value, [[5.0 + 40 * 5.0], [-40 * 6.0]])

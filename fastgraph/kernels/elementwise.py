@@ -3,7 +3,7 @@
 import numpy as np
 from numba import prange
 
-from . import inline, kernel, parallel_kernel
+from . import array_at, inline, kernel, parallel_kernel
 
 # -- rows: an operand with fewer rows than ``out`` is read at row i * rows // out_rows -------
 # One row stands for every row of the batch (a parameter beside a batch); B rows stand for
@@ -304,32 +304,39 @@ def feed_inputs(source, block, states, inputs, downstream, state, computed, stam
 
 
 @kernel
-def settle_fed(table, states, first, children, stamp, state):
+def settle_fed(header, stamp, state):
     """What the inputs fed one sample each since the last call still owe: each marked
     computed by pass ``stamp``, and everything downstream of any of them raised to
-    ``state``, each node once. ``table``'s rows, one entry per node: the pass that computed
-    it, 1 for an input fed, and scratch (the nodes reached hold ``stamp``; a stack). The
-    graph's edges: node i's children are ``children[first[i]:first[i + 1]]``."""
-    computed, fed, seen, stack = table[0], table[1], table[2], table[3]
+    ``state``, each node once. ``header``: the address of 7 integers (``Graph.settle``):
+    the address of the graph's table and its row length (one entry per node), of its
+    states, of ``first`` and its length less one (the nodes), of ``children`` and its
+    length. The table's rows: the pass that computed each node, 1 for an input fed, and
+    scratch (the nodes reached hold ``stamp``; a stack), read flat here. The graph's edges:
+    node i's children are ``children[first[i]:first[i + 1]]``."""
+    h = array_at(header, 7, np.int64)
+    n = h[1]
+    table, states = array_at(h[0], 4 * n, np.int64), array_at(h[2], n, np.int8)
+    first, children = array_at(h[3], h[4] + 1, np.int64), array_at(h[5], h[6], np.int64)
+    fed, seen, stack = n, 2 * n, 3 * n  # where each row starts (the first: computed)
     top = 0
-    for i in range(first.shape[0] - 1):
-        if fed[i]:
-            fed[i] = 0
+    for i in range(h[4]):
+        if table[fed + i]:
+            table[fed + i] = 0
             states[i] = 0
-            computed[i] = stamp
-            seen[i] = stamp
-            stack[top] = i
+            table[i] = stamp
+            table[seen + i] = stamp
+            table[stack + top] = i
             top += 1
     while top > 0:
         top -= 1
-        node = stack[top]
+        node = table[stack + top]
         for k in range(first[node], first[node + 1]):
             child = children[k]
-            if seen[child] != stamp:
-                seen[child] = stamp
+            if table[seen + child] != stamp:
+                table[seen + child] = stamp
                 if states[child] < state:
                     states[child] = state
-                stack[top] = child
+                table[stack + top] = child
                 top += 1
 
 
