@@ -476,6 +476,8 @@ class Graph:
         self.unsettled = False
         self.passes += 1
         version, states, address, _ = self._settling
+        # One identity check covers the table too: ``add`` makes the states and the table
+        # again together, and the edges are the wiring's (``_version``).
         if version is not self._version or states is not self._states:
             edges = self._edges.get(self._version)
             if edges is None:

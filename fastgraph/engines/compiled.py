@@ -167,10 +167,7 @@ class Pass:
 
     def complete(self):
         """Add what the deferring calls still keep into the sums."""
-        bound = self.headers.get("complete")
-        if bound is None or bound[1] is not self.graph._states:
-            bound = self._bind("complete")
-        execute_pass(bound[0], self.graph.passes)
+        execute_pass(self._header("complete"), self.graph.passes)
 
     def valid(self):
         """Whether the pass may run: the graph's buffers are the ones it was recorded with,
@@ -227,18 +224,24 @@ class Pass:
             _deferring(self)
         if graph.unsettled:  # (what the inputs fed on the short path owe: see Graph.states)
             graph.settle()
-        bound = self.headers.get(first)
-        if bound is None or bound[1] is not graph._states or bound[2] is not self.cycles:
-            bound = self._bind(first)
-        failed = execute_pass(bound[0], graph.passes)
+        failed = execute_pass(self._header(first), graph.passes)
         if failed >= 0:
             self._explain(failed)
 
-    def _bind(self, key):
+    def _header(self, key):
+        """The address of the header of the variant ``key`` (see ``_bind``), made again when
+        the graph's states or the profiler's counters are other arrays than it points at."""
+        bound = self.headers.get(key)
+        cycles = NO_CYCLES if key == "complete" else self.cycles  # (completions: not timed)
+        if bound is None or bound[1] is not self.graph._states or bound[2] is not cycles:
+            bound = self._bind(key, cycles)
+        return bound[0]
+
+    def _bind(self, key, cycles):
         """The header of the variant ``key`` (a key of ``variants``, or "complete") over the
-        graph's arrays now, kept in ``headers`` as ``(its address, the graph's states, the
-        profiler's counters, the header, the arrays it points at)``: made again when the
-        states or the counters are other arrays. It keeps every array it points at alive."""
+        graph's arrays now and the profiler's counters ``cycles``, kept in ``headers`` as
+        ``(its address, the graph's states, the counters, the header, the arrays it points
+        at)`` (see ``_header``). It keeps every array it points at alive."""
         graph = self.graph
         if key == "complete":
             forward, ints, reals, steps = _NO_CODE, *self.completion[1:], _NO_STEPS
@@ -248,7 +251,6 @@ class Pass:
                 self.program.reals, self.steps
             backward, backward_ints, backward_reals = self.variants.get(key) or \
                 self.variants["only"]
-        cycles = NO_CYCLES if key == "complete" else self.cycles  # (completions: not timed)
         arrays = (forward, ints, reals, steps, graph._states, graph._computed, backward,
                   backward_ints, backward_reals, cycles)
         made = header(*arrays)
@@ -281,10 +283,8 @@ class Pass:
         graph.passes += 1
         if graph.unsettled:  # (settled in Python: this pass runs once a batch)
             graph.settle()
-        bound = self.headers.get("only")
-        if bound is None or bound[1] is not graph._states or bound[2] is not self.cycles:
-            bound = self._bind("only")
-        made = bound[3].copy()
+        self._header("only")  # (made again if the states or the counters moved)
+        made = self.headers["only"][3].copy()
         made[H_BACKWARD_INTS] = address_of(ints)
         failed = execute_pass(address_of(made), graph.passes)
         if failed >= 0:
