@@ -28,7 +28,7 @@ from operator import attrgetter
 import numpy as np
 
 from .kernels.elementwise import raise_states, settle_fed
-from .kernels.program import address_of
+from .kernels.program import located
 from .threads import threads
 
 # A node's state. Forward computes every node whose state is not COMPUTED (which is 0).
@@ -485,11 +485,11 @@ class Graph:
                     self._edges.clear()
                 edges = self._edges[self._version] = _children(self.nodes)
             arrays = (self._table, self._states, *edges)  # (kept alive with the header)
-            header = np.array([address_of(self._table), len(self._states),
-                               address_of(self._states), address_of(edges[0]),
-                               len(edges[0]) - 1, address_of(edges[1]), len(edges[1])],
+            header = np.array([located(self._table), len(self._states),
+                               located(self._states), located(edges[0]),
+                               len(edges[0]) - 1, located(edges[1]), len(edges[1])],
                               np.int64)
-            address = address_of(header)
+            address = located(header)
             self._settling = (self._version, self._states, address, (header, arrays))
         # The compiled function itself (settling is never part of a recorded pass), given
         # the address of its arrays' addresses: 0.4 us to call, where six arrays took 0.9.

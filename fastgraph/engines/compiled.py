@@ -34,6 +34,7 @@ from ..kernels.program import (
     execute_pass,
     fuse_additions,
     header,
+    located,
     machine_code,
     recording,
     signature,
@@ -254,7 +255,7 @@ class Pass:
         arrays = (forward, ints, reals, steps, graph._states, graph._computed, backward,
                   backward_ints, backward_reals, cycles)
         made = header(*arrays)
-        bound = self.headers[key] = (address_of(made), graph._states, cycles, made, arrays)
+        bound = self.headers[key] = (located(made), graph._states, cycles, made, arrays)
         return bound
 
     #: Per result of a per-sample pass, where ints hold its address when ``run_into`` may
