@@ -231,7 +231,9 @@ class Pass:
 
     def _header(self, key):
         """The address of the header of the variant ``key`` (see ``_bind``), made again when
-        the graph's states or the profiler's counters are other arrays than it points at."""
+        the graph's states or the profiler's counters are other arrays than it points at
+        (the computed stamps, a row of the graph's table, are made again with the states, in
+        ``Graph.add``: one identity check covers both)."""
         bound = self.headers.get(key)
         cycles = NO_CYCLES if key == "complete" else self.cycles  # (completions: not timed)
         if bound is None or bound[1] is not self.graph._states or bound[2] is not cycles:
