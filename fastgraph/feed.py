@@ -13,7 +13,7 @@ as the separate calls would.
 import numpy as np
 
 from . import checks
-from .graph import EMPTY, Graph, each_whole
+from .graph import EMPTY, Graph, each_whole, refuse_removed
 from .kernels.elementwise import feed_inputs
 from .node import FLAT, Variable
 
@@ -43,7 +43,6 @@ def set_values(inputs, values):
     array = checks.as_array(values, "set_values: the values")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"set_values: expected numeric values, got dtype {array.dtype}")
-    array = checks.kernel_numbers(array, graph.dtype)  # float16, long double: cast
     if array.ndim == 0 or len(array) != len(inputs):
         raise ValueError(f"set_values: {len(inputs)} inputs but values of shape "
                          f"{array.shape} (the first axis runs over the inputs)")
@@ -55,6 +54,12 @@ def set_values(inputs, values):
         batch = array.shape[1]
     else:
         batch = 0
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # long double: refused before
+        beyond = checks.first_beyond(array, graph.dtype)  # the cast that would make it
+        if beyond is not None:  # infinite, as float64 is by the checks after it
+            raise checks.beyond_range(f"set_values: {inputs[beyond[0]].name}", array[beyond],
+                                      graph.dtype, beyond[1] if batch else None)
+    array = checks.kernel_numbers(array, graph.dtype)  # float16, long double: cast
     if batch < 2:  # one sample (the article's matrices) or a shape set_value will explain
         # Every input's values are checked before the first is set (the inputs share one
         # shape, so the first's set_value refuses a wrong one before anything changes).
@@ -95,6 +100,7 @@ def _check(inputs, graph):
             raise ValueError(f"set_values: {getattr(node, 'name', node)!r} is not an input "
                              "(a Variable with trainable=False)")
         if node.graph is not graph:
+            refuse_removed(node)
             raise ValueError(f"set_values: {node.name} belongs to another graph than the first "
                              f"input, {inputs[0].name}")
         if node.dim != dim:

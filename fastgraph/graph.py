@@ -134,8 +134,19 @@ class _Detached:
         self.removed = name
 
     def __getattr__(self, attribute):
+        self.refuse()
+
+    def refuse(self):
         raise RuntimeError(f"{self.removed} was removed from its graph by Graph.clear(): "
                            "build it again")
+
+
+def refuse_removed(node):
+    """Raise :class:`_Detached`'s RuntimeError when ``node`` is one that ``Graph.clear()``
+    removed (a use of it that would otherwise be told it belongs to another graph)."""
+    graph = getattr(node, "graph", None)
+    if isinstance(graph, _Detached):
+        graph.refuse()
 
 
 class GraphInUse(RuntimeError):
@@ -416,6 +427,7 @@ class Graph:
             if not hasattr(node, "parents"):
                 raise TypeError(f"{caller}: expected a node to re-wire, got "
                                 f"{type(node).__name__}")
+            refuse_removed(node)
             raise ValueError(f"{caller}: {node.name} belongs to another graph")
         from .node import Variable  # (node imports graph)
 
@@ -440,6 +452,7 @@ class Graph:
                 if not hasattr(parent, "parents"):
                     raise TypeError(f"{caller}: {node.name} takes nodes as parents, got "
                                     f"{type(parent).__name__}")
+                refuse_removed(parent)
                 raise ValueError(f"{parent.name} belongs to another graph than {node.name}")
             if parent.dim is None:
                 raise ValueError(f"{caller}: {node.name} cannot take {parent.name}, which has "

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import checks, engines
 from .engines.vjp import backward
+from .graph import refuse_removed
 from .node import Node
 from .threads import chosen
 
@@ -169,6 +170,7 @@ def _prepare(result, nodes, chunk_size, caller):
     graph = result.graph
     for node in nodes:
         if node.graph is not graph:
+            refuse_removed(node)
             raise ValueError(f"{caller}: {node.name} belongs to another graph than {result.name}")
     tape = graph.tape(result)
     missing = [node.name for node in nodes if node not in tape.nodes]

@@ -3,6 +3,7 @@
 import numpy as np
 
 from . import checks
+from .graph import refuse_removed
 from .node import Node, Variable
 from .ops import (
     Add,
@@ -105,6 +106,7 @@ def conv(feature_maps, input_shape, kernels, kernel_shape, activation):
     graph = feature_maps[0].graph
     for i, fm in enumerate(feature_maps):  # before any node is made: a refused call leaves
         if fm.graph is not graph:  # the graph as it was (the node's check named a kernel)
+            refuse_removed(fm)
             raise ValueError(f"conv: feature_maps[{i}] {fm.name} belongs to another graph than "
                              f"feature_maps[0] {feature_maps[0].name}")
         if fm.dim != input_shape and not _unshaped_welding(fm):
@@ -153,6 +155,9 @@ def conv2d(input, out_channels, kernel_size, image_shape=None, stride=1, padding
         raise ValueError(f"conv2d: kernel_size must be positive, got {(kh, kw)}")
     Conv2D.settings(input, image_shape, (kh, kw), stride, padding)  # before any parameter
     bias = checks.flag("conv2d: bias", bias)
+    if input.dim is None:  # an unwelded Welding: its channels, which the weights need, unknown
+        raise ValueError(f"conv2d: {input.name} has no shape yet: give "
+                         f"{type(input).__name__}(dim=...) or weld it first")
     fan_in = kh * kw * input.dim[1]
     weights = Variable((out_channels, fan_in), trainable=True, graph=graph)
     weights.set_value(graph.rng.normal(0.0, np.sqrt(2.0 / fan_in), weights.dim))

@@ -8,9 +8,10 @@ logits, to which the caller attaches a ``SoftMax`` or a loss, as in the article.
 
 import numpy as np
 
+from . import checks
 from .graph import name_scope
 from .layer import fc, fc_activation
-from .node import Variable
+from .node import MOST_NUMBERS, Variable
 from .ops import Add, MatMul
 
 __all__ = ["logistic_regression", "multilayer_perception"]
@@ -18,6 +19,7 @@ __all__ = ["logistic_regression", "multilayer_perception"]
 
 def logistic_regression(input_size, classes):
     """Multi-class logistic regression: ``logits = W x + b``, parameters from N(0, 0.001)."""
+    input_size, classes = _sizes("logistic_regression", input_size, classes)
     with name_scope("Input"):
         x = Variable((input_size, 1), init=False, trainable=False)
     with name_scope("Parameter"):
@@ -35,6 +37,10 @@ def multilayer_perception(input_size, classes, hidden_layers, activation):
         raise ValueError(f"multilayer_perception: hidden_layers must be a list of layer "
                          f"sizes, such as [100, 20] or [] for none, got {hidden_layers!r}")
     fc_activation(activation)  # a near miss ("relu") refused with no hidden layer too
+    input_size, classes = _sizes("multilayer_perception", input_size, classes)
+    hidden_layers = [checks.positive_integer(f"multilayer_perception: hidden_layers[{i}]", width,
+                                             MOST_NUMBERS)
+                     for i, width in enumerate(hidden_layers)]
     with name_scope("Input"):
         x = Variable((input_size, 1), init=False, trainable=False)
     output, size = x, input_size
@@ -44,3 +50,14 @@ def multilayer_perception(input_size, classes, hidden_layers, activation):
     with name_scope("Logits"):
         logits = fc(output, size, classes, None)
     return x, logits
+
+
+def _sizes(caller, input_size, classes):
+    """The two sizes as ints, checked before any node is made: a refused call leaves the
+    default graph as it was (a layer refusing its size would leave the layers before)."""
+    input_size = checks.positive_integer(f"{caller}: input_size", input_size, MOST_NUMBERS)
+    classes = checks.positive_integer(f"{caller}: classes", classes, MOST_NUMBERS)
+    if input_size * classes > MOST_NUMBERS:
+        raise ValueError(f"{caller}: {input_size:,} inputs by {classes:,} classes are more "
+                         f"weights than an array can hold ({MOST_NUMBERS:,} at most)")
+    return input_size, classes

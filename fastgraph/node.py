@@ -30,8 +30,20 @@ from operator import attrgetter
 import numpy as np
 
 from . import checks
-from .graph import EMPTY, Graph, ReadOnlyList, _parents_of, get_default_graph
+from .graph import (
+    EMPTY,
+    Graph,
+    ReadOnlyList,
+    _Detached,
+    _parents_of,
+    get_default_graph,
+    refuse_removed,
+)
 from .kernels.elementwise import feed_input
+
+#: The most numbers a node's value may have: what NumPy can index in float64 (its arrays'
+#: sizes in bytes are ``intp``s). A larger ``dim`` is refused by name, not by NumPy.
+MOST_NUMBERS = np.iinfo(np.intp).max // 8
 
 #: How many shapes of each of its buffers (its output, each scratch array) a node keeps
 #: after using another: a training batch, an evaluation batch, a last partial batch, one
@@ -122,10 +134,13 @@ class Node:
         if graph is None:
             graph = parents[0].graph if parents else get_default_graph()
         elif not isinstance(graph, Graph):
+            if isinstance(graph, _Detached):  # a removed node's (a layer built on one)
+                graph.refuse()
             raise TypeError(f"{type(self).__name__}: graph must be a fastgraph Graph or None, "
                             f"got {type(graph).__name__} {graph!r:.60}")
         for parent in parents:
             if parent.graph is not graph:
+                refuse_removed(parent)
                 raise ValueError(f"{parent.name} belongs to another graph than this node")
             if parent.dim is None:  # a Welding() that has no shape yet
                 raise ValueError(f"{type(self).__name__}: {parent.name} has no shape yet: give "
@@ -492,9 +507,15 @@ class Variable(Node):
     def _set_claimed(self, value):
         """``set_value`` past its short path, holding the graph (a sample that the short
         path would take while a claim is held comes here too: the general copy serves it)."""
-        array = np.asarray(value)
+        array = checks.as_array(value, f"{self.name}: the values")
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{self.name}: expected a numeric array, got dtype {array.dtype}")
+        if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # long double: refused here
+            beyond = checks.first_beyond(array, self.graph.dtype)  # where the cast below
+            if beyond is not None:  # would make it infinite, as float64 is after it
+                batch = self.is_input and array.shape != self.dim
+                raise checks.beyond_range(self.name, array[beyond], self.graph.dtype,
+                                          beyond[0] if batch else None)
         array = checks.kernel_numbers(array, self.graph.dtype)  # float16, long double
         graph = self.graph
         graph.passes += 1
@@ -568,4 +589,7 @@ def _check_dim(dim):
         ok = False
     if not ok:
         raise ValueError(f"dim must be a pair of positive integers (rows, cols), got {dim!r}")
+    if rows * cols > MOST_NUMBERS:
+        raise ValueError(f"dim {dim!r:.80}: more numbers than an array can hold "
+                         f"({MOST_NUMBERS:,} at most)")
     return (rows, cols)
