@@ -261,10 +261,24 @@ def _create_beside(path, made):
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
+def check_file_name(name, what):
+    """ValueError naming ``what`` (``"<where>: <option>"``) for a name no file can have: one
+    with a NUL character (the system's calls refuse it, "embedded null byte", naming nothing),
+    or one that names a folder, ending in a separator or in ``.`` or ``..``. ``Path`` drops a
+    trailing ``/`` or ``/.``: ``save("/tmp/x/.", graph)`` replaced a file ``/tmp/x``."""
+    text = os.fspath(name)
+    if "\x00" in text:
+        raise ValueError(f"{what} {text!r} has a NUL character, which no file name can hold")
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if text.endswith(separators) or os.path.basename(text) in (".", ".."):
+        raise ValueError(f"{what} {text!r} names a folder, not a file: expected a file name")
+
+
 def check_writable(path, option):
     """ValueError naming ``option`` unless a file can be written at ``path`` (the directories
     on the way may be missing: they are made when it is written). Checked before long work,
     so that its result is not lost at the end."""
+    check_file_name(path, option)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a directory, expected a file name")

@@ -31,7 +31,13 @@ import numpy as np
 
 from . import ops
 from .checks import beyond_range, first_beyond
-from .files import folders_locked, open_regular, write_atomically, write_atomically_together
+from .files import (
+    check_file_name,
+    folders_locked,
+    open_regular,
+    write_atomically,
+    write_atomically_together,
+)
 from .graph import CONVENTIONS, Graph, each_whole, get_default_graph
 from .layer import ARTICLE_RELU_SLOPE
 from .node import Node, Variable
@@ -97,6 +103,7 @@ def save(path, graph, meta=None):
         reason = str(error).removeprefix(f"{path}: ")
         raise ValueError(f"{path}: cannot save the graph: the file would not load back "
                          f"({reason})") from None
+    _check_folders_on_the_way(path, f"{path}: cannot save the graph")
     write_atomically(path, payload)
 
 
@@ -106,6 +113,9 @@ def load(path):
     Nothing is inflated before it is known to be expected: the zip's entry names are checked
     first (``__graph__.npy`` and ``param/<name>.npy`` only), the graph description is read
     within ``MAX_GRAPH_BYTES``, and each parameter within the size its shape announces.
+    Nothing is allocated for what is only described: every parameter's value must be stored
+    (a description's ``init`` is ignored), and a described shape allocates nothing (see
+    ``_check_built``).
     """
     path = _check_path(path, "fastgraph.saver.load")
     return _load(path, path)
@@ -143,23 +153,60 @@ def _load(source, path):
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
             RuntimeError, zlib.error) as error:
         raise ModelFileError(f"{path}: not a readable fastgraph model file ({error})") from error
+    missing = [name for name in shapes if name not in arrays]
+    if missing:  # (never made up from a description's "init": see _check_built)
+        raise ModelFileError(f"{path}: the model does not rebuild (no values for the "
+                             f"parameters {', '.join(missing)}: the file must hold each "
+                             "parameter's value, as param/<name>.npy)")
     try:
         graph = Graph(dtype=header["dtype"], conventions=header["conventions"])
         built = {}
         for spec in header["nodes"]:
             cls = NODE_TYPES[spec["type"]]
             parents = [built[name] for name in spec["parents"]]
-            built[spec["name"]] = cls(*parents, graph=graph, name=spec["name"], **spec["config"])
+            node = cls(*parents, graph=graph, name=spec["name"],
+                       **_described_options(cls, spec["config"]))
+            _check_built(node, arrays.get(spec["name"]))
+            built[spec["name"]] = node
         for name, value in arrays.items():
             built[name].set_value(value)
-        missing = [node.name for node in graph.nodes
-                   if isinstance(node, Variable) and not node.is_input and node.flat is None]
-        if missing:
-            raise ValueError(f"no values for the parameters {', '.join(missing)}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
             RecursionError) as error:
         raise ModelFileError(f"{path}: the model does not rebuild ({error!s})") from error
+    except MemoryError as error:
+        raise ModelFileError(f"{path}: the model does not rebuild ({_no_memory(error)})") \
+            from error
     return graph, header["meta"]
+
+
+def _described_options(cls, options):
+    """The options to build a ``cls`` node with, from a model file: a Variable's ``init``
+    left out (a parameter's value is the one stored, an input's the one fed)."""
+    if cls is Variable and isinstance(options, dict):
+        return {key: value for key, value in options.items() if key != "init"}
+    return options
+
+
+def _check_built(node, stored):
+    """Check ``node``, just built from a model file's description, before anything is built
+    on it: a parameter takes ``stored``, the value the file holds for it (None: none), which
+    must have its shape (ValueError otherwise). Loading allocates what the file stores, not
+    what it describes: no Variable is built with the description's ``init`` (a parameter
+    takes its stored value, an input holds nothing until it is fed), and no operator
+    allocates for its shape as it is built (the window operators make their table of
+    windows when a dense Jacobian first asks), so a described shape costs nothing by
+    itself."""
+    if isinstance(node, Variable) and not node.is_input:
+        got = "none" if stored is None else stored.shape
+        if got != node.dim:
+            raise ValueError(f"{node.name}: expected a value of shape {node.dim}, got {got}")
+    return node
+
+
+def _no_memory(error):
+    """What a MemoryError while building a described graph says (NumPy's names the array's
+    size and shape: "Unable to allocate 7.28 TiB for an array with shape ...")."""
+    return f"building it needs more memory than there is: {error}"
 
 
 #: The largest graph description a model file may hold (JSON, uncompressed).
@@ -311,7 +358,20 @@ def _check_path(path, where, hint=""):
                         f"{_given(path)}{hint}")
     if not os.fspath(path):
         raise ValueError(f"{where}: path is empty, expected a file name")
+    check_file_name(path, f"{where}: path")
     return Path(path)
+
+
+def _check_folders_on_the_way(path, where):
+    """ValueError naming ``where`` and the file if a file lies where a folder of ``path``
+    must be (the missing folders are made as it is written: that said "cannot write (File
+    exists)", naming neither)."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if os.path.isdir(folder):
+            return
+        if os.path.lexists(folder):
+            raise ValueError(f"{where}: {folder} is a file, where a folder is needed (to "
+                             f"hold {path})")
 
 
 def _check_graph(graph, where, argument="graph"):
@@ -423,6 +483,9 @@ class Saver:
         if not _is_name(root_dir):
             raise TypeError(f"Saver: root_dir must be a folder name (a str or os.PathLike), "
                             f"got {_given(root_dir)}")
+        if "\x00" in os.fspath(root_dir):  # (the system's calls say "embedded null byte")
+            raise ValueError(f"Saver: root_dir {os.fspath(root_dir)!r} has a NUL character, "
+                             "which no folder name can hold")
         self.root_dir = root_dir
         if os.fspath(root_dir):  # made by save(): a load from a mistyped folder made it
             folder = Path(os.path.abspath(root_dir))
@@ -459,6 +522,7 @@ class Saver:
                                 f"{_given(name)}")
             if not os.fspath(name):
                 raise ValueError(f"{where}: {option} is empty, expected a file name")
+            check_file_name(name, f"{where}: {option}")
             paths.append(Path(os.path.join(self.root_dir, name)))
         if os.path.abspath(paths[0]) == os.path.abspath(paths[1]):
             raise ValueError(f"{where}: model_file_name and weights_file_name are the same "
@@ -500,6 +564,8 @@ class Saver:
         # The weights first, model.json (which names their checksum) last: a save stopped
         # between the two renames leaves a pair that load() refuses, never one it misreads.
         self._make_root()
+        for path in (weights_path, model_path):  # (a name may hold folders: "sub/model.json")
+            _check_folders_on_the_way(path, f"{where}: cannot save the graph")
         write_atomically_together([(weights_path, payload),
                                    (model_path, json.dumps(model, indent=4).encode())])
         print(f"Save model into file: {model_path}")
@@ -650,12 +716,15 @@ def _restore(graph, specs, weights, model_path, weights_path, written_by_matrixs
     try:
         for spec in specs:
             name, node = spec["name"], existing.get(spec["name"])
-            if node is None:
-                stand_ins[name] = _build(scratch, spec, stand_ins, types)
+            if node is None:  # (checked before a node is built on it)
+                stand_ins[name] = _check_built(_build(scratch, spec, stand_ins, types),
+                                               weights.get(name))
             elif name not in stand_ins:
                 stand_ins[name] = _stand_in(node, scratch, name)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
         raise refuse(error) from error
+    except MemoryError as error:
+        raise refuse(_no_memory(error)) from error
     for name, value in weights.items():
         node = existing[name] if name in existing else stand_ins[name]
         if not (isinstance(node, Variable) and (not node.is_input or name in samples)):
@@ -693,7 +762,7 @@ def _build(graph, spec, nodes, types=NODE_TYPES):
     cls = types[spec["node_type"]]
     parents = [nodes[name] if name in nodes else graph.get_node(name)
                for name in spec["parents"]]
-    options = spec.get("kargs", {})
+    options = _described_options(cls, spec.get("kargs", {}))
     if _written_by_matrixslow(spec) and "dim" not in options:  # its shape beside the options
         options = {**options, "dim": spec.get("dim")}
     return cls(*parents, graph=graph, name=spec["name"], **options)

@@ -52,6 +52,7 @@ VJP protocol: ``vjp(slot, upstream)`` is always per upstream row; ``vjp_summed``
 sum over rows for a parameter when one GEMM over the batch is cheaper than the rows.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -128,12 +129,19 @@ class _Windows(Operator):
                              f"({ph}, {pw}) does not fit an image of {H}x{W}")
         self.geometry = (H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo)
         self.output_image = (Ho, Wo)
+        self.__dict__.pop("_windows", None)  # (a re-wired node's geometry: made again)
+
+    @functools.cached_property
+    def _windows(self):
+        """``(Ho * Wo, kh * kw)`` input pixels, made when a dense Jacobian first asks: a node
+        built (from a model file's description, say) allocates nothing for its shape."""
+        H, W, _, kh, kw, sh, sw, ph, pw, Ho, Wo = self.geometry
         rows = np.arange(Ho)[:, None] * sh - ph + np.arange(kh)[None, :]  # (Ho, kh)
         cols = np.arange(Wo)[:, None] * sw - pw + np.arange(kw)[None, :]  # (Wo, kw)
         iy = rows[:, None, :, None]
         ix = cols[None, :, None, :]
         inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        self._windows = np.where(inside, iy * W + ix, -1).reshape(Ho * Wo, kh * kw)
+        return np.where(inside, iy * W + ix, -1).reshape(Ho * Wo, kh * kw)
 
     def _pool_jacobian(self, weights):
         """Dense Jacobian of a pooling: output (p, c) takes ``weights[p, k]`` of input
