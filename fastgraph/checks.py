@@ -5,6 +5,7 @@ command line), so a value that can only give NaN or nothing (a learning rate of 
 NaN, an epsilon of 0, a batch of 0 samples) is refused before any work is done.
 """
 
+import decimal
 import math
 import numbers
 from operator import attrgetter
@@ -21,31 +22,59 @@ def flag(name, value):
     raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r:.60}")
 
 
-def positive_integer(name, value):
-    """``value`` as an int >= 1 (an integral float such as 64.0 is accepted)."""
+def shown(value):
+    """``repr(value)`` for a message, but an integer of thousands of digits said by its
+    size."""
+    if isinstance(value, numbers.Integral) and abs(value) >= 10**30:
+        exponent = int(math.log10(abs(value)))  # (exact for Python ints of any size)
+        return f"{'-' if value < 0 else ''}an integer of about 10**{exponent}"
+    return repr(value)
+
+
+def _integral(value):
+    """``value`` (a real number) is a whole number (an int, or a float such as 64.0)."""
+    if isinstance(value, numbers.Integral):
+        return True
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # a Fraction beyond float's range: finite all the same
+        finite = True
+    return finite and value == int(value)
+
+
+def positive_integer(name, value, most=None):
+    """``value`` as an int >= 1 (an integral float such as 64.0 is accepted), and, with
+    ``most``, at most that."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value != int(value)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            or not _integral(value)):
+        raise ValueError(f"{name} must be a positive integer, got {shown(value)}")
     if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value!r}")
+        raise ValueError(f"{name} must be at least 1, got {shown(value)}")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most:,}, got {shown(value)}")
     return int(value)
 
 
 def positive_number(name, value, dtype=None):
     """``value`` as a finite float > 0; with ``dtype``, also finite and > 0 in that dtype
-    (1e-50 is 0 in float32, 1e39 is infinity)."""
+    (1e-50 is 0 in float32, 1e39 is infinity). An integer beyond float64's range (10**400)
+    is refused as not finite, by name."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        finite = "" if value <= 0 else " (it must be finite)"  # NaN and inf get the note
-        raise ValueError(f"{name} must be a positive number, got {value!r}{finite}")
+    try:
+        number, note = float(value), " (it must be finite)"  # NaN and inf get the note
+    except OverflowError:  # (math.isfinite and every float conversion raise it)
+        number, note = math.inf if value > 0 else -math.inf, " (beyond the range of float64)"
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive number, got {shown(value)}"
+                         f"{'' if number <= 0 else note}")
     if dtype is not None:
         with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: said below
-            rounded = np.dtype(dtype).type(value)
+            rounded = np.dtype(dtype).type(number)
         if not (np.isfinite(rounded) and rounded > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}, which is "
                              f"{rounded} in {np.dtype(dtype).name}")
-    return float(value)
+    return number
 
 
 def fraction(name, value, low_open=False, high_closed=False):
@@ -56,7 +85,7 @@ def fraction(name, value, low_open=False, high_closed=False):
           and (0 < value if low_open else 0 <= value)
           and (value <= 1 if high_closed else value < 1))
     if not ok:
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+        raise ValueError(f"{name} must be a number in {interval}, got {shown(value)}")
     return float(value)
 
 
@@ -97,10 +126,62 @@ def first_beyond(array, dtype, scale=1.0):
 
 def decayed_to_zero(rate, decay, epochs, dtype):
     """``(epoch, rate)`` where ``rate`` multiplied by ``decay`` after each of ``epochs``
-    epochs is first 0 in ``dtype`` (the optimizer would refuse it then), or None."""
-    for epoch in range(1, epochs + 1):
+    epochs is first 0 in ``dtype`` (the optimizer would refuse it then), or None.
+
+    In constant time, whatever ``epochs``: a loop over the epochs took a microsecond each
+    (``--epochs 1000000000 --lr-decay 1`` hung before training). A decay of 1 never reaches
+    0; otherwise the epoch is estimated with logarithms and the first one at which the rate
+    is 0 in ``dtype`` found near it, each rate looked at computed to 40 digits (``rate *
+    decay**epoch``), then rounded to float64 and to ``dtype``, as the trainer holds it. In
+    float64 the rate, a Python float, goes through float64's subnormals, where those last
+    (at most 54) epochs are multiplied out as the trainer multiplies them: a decay above
+    1/2 leaves its smallest, 5e-324, as it is, so that the rate never reaches 0."""
+    dtype = np.dtype(dtype)
+    if not decay < 1 or epochs < 1:  # (a decay of 1 leaves the rate as it is)
+        return None
+    if not (rate > 0 and decay > 0):
+        return 1, rate * decay
+    context = decimal.Context(prec=40, Emin=-10**9, Emax=10**9)
+    start, factor = decimal.Decimal(rate), decimal.Decimal(decay)
+
+    def after(epoch):  # the rate after ``epoch`` epochs, as a float
+        return float(context.multiply(start, context.power(factor, epoch)))
+
+    def first(reached, limit):
+        """The first epoch after which ``reached(epoch)``, the rate being about ``limit``
+        then, or None within ``epochs``: ``reached`` only turns true (the rate decreases)."""
+        if not reached(epochs):
+            return None
+        estimate = (math.log(rate) - math.log(limit)) / -math.log(decay)
+        guess = epochs if not estimate < epochs else max(math.ceil(estimate), 1)
+        low, high = 0, epochs  # not reached after epoch ``low`` (0: the start), after ``high``
+        window = 2 + guess // 10**9  # (the estimate's rounding, for a decay near 1)
+        if low < guess - window and not reached(guess - window):
+            low = guess - window
+        if guess + window < high and reached(guess + window):
+            high = guess + window
+        while high - low > 1:  # a few steps when the estimate holds; log2(epochs) at most
+            middle = (low + high) // 2
+            if reached(middle):
+                high = middle
+            else:
+                low = middle
+        return high
+
+    normal = float(np.finfo(np.float64).tiny)
+    smallest = float(np.finfo(dtype).smallest_subnormal)
+    if smallest >= normal:  # float32: 0 below 2**-150, where float64 is exact enough
+        epoch = first(lambda epoch: not dtype.type(after(epoch)) > 0, smallest / 2)
+        return None if epoch is None else (epoch, after(epoch))
+    if decay > 0.5:  # 5e-324 * decay rounds to 5e-324
+        return None
+    subnormal = first(lambda epoch: after(epoch) < normal, normal)
+    if subnormal is None:
+        return None
+    rate = after(subnormal - 1)
+    for epoch in range(subnormal, epochs + 1):  # each at least halves it: 54 at most
         rate *= decay
-        if not np.dtype(dtype).type(rate) > 0:
+        if not dtype.type(rate) > 0:
             return epoch, rate
     return None
 

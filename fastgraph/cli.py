@@ -21,7 +21,7 @@ from .files import check_writable, interrupts_deferred, open_regular
 from .layer import ACTIVATIONS
 from .models import lenet5, mlp
 from .saver import ModelFileError
-from .trainer import SimpleTrainer, TrainingDiverged
+from .trainer import MOST_EPOCHS, SimpleTrainer, TrainingDiverged
 
 OPTIMIZERS = {
     "adam": (optimizers.Adam, 0.002),
@@ -128,10 +128,11 @@ def _check_train(args):
             checks.positive_number("--lr", args.lr, args.dtype)
         except ValueError as error:
             raise ValueError(f"{error} (--dtype {args.dtype})") from None
+    checks.positive_integer("--epochs", args.epochs, most=MOST_EPOCHS)  # (10**400 parses)
     start = OPTIMIZERS[args.optimizer][1] if args.lr is None else args.lr
     zero = checks.decayed_to_zero(start, args.lr_decay, args.epochs, args.dtype)
     if zero is not None:  # said by the trainer too, but only once the data are read
-        raise ValueError(f"--lr-decay {args.lr_decay:g} takes the learning rate from {start:g} "
+        raise ValueError(f"--lr-decay {args.lr_decay!r} takes the learning rate from {start:g} "
                          f"to {zero[1]:g} after epoch {zero[0]} of --epochs {args.epochs}, "
                          f"which is 0 in {args.dtype}: give a larger --lr-decay or fewer "
                          "--epochs")

@@ -18,12 +18,17 @@ import math
 
 import numpy as np
 
-from .checks import as_array, positive_integer
+from .checks import as_array, positive_integer, shown
 
 #: The most classes ``confusion_matrix`` infers from class indices (the largest seen plus
 #: one) without being given ``classes=``: a stray label of 10**6 is an error naming it, not
 #: a request for a matrix of 10**12 counts.
 INFERRED_CLASSES = 1024
+
+#: The most classes ``confusion_matrix`` counts, even when given ``classes=``: its matrix
+#: holds classes x classes int64 counts, 2 GiB at 16,384 (ImageNet-21k's 21,841 would be
+#: 3.6 GiB; 10**6 classes asked NumPy for 7.28 TiB and raised its MemoryError).
+MOST_CLASSES = 2**14
 
 
 def class_labels(labels, name="labels", classes=None):
@@ -33,6 +38,10 @@ def class_labels(labels, name="labels", classes=None):
     with k >= 2 (and ``(N, k, 1)``) are one-hot rows. With ``classes``, every label must lie
     in ``[0, classes)``; negative labels never pass.
     """
+    return _class_labels(labels, name, _classes(classes))
+
+
+def _class_labels(labels, name, classes):
     labels = as_array(labels, name)
     shape = labels.shape
     if labels.ndim == 3 and labels.shape[2] == 1:
@@ -73,10 +82,15 @@ def _index_column(predictions):
 
 def predicted_classes(predictions, classes=None):
     """Class indices from integer indices (``(N,)``, or a column ``(N, 1)``) or from
-    per-class scores (argmax); NaN scores raise."""
+    per-class scores (argmax); NaN scores raise. With ``classes`` (a positive integer),
+    indices must lie in ``[0, classes)`` and scores have one column per class."""
+    return _predicted_classes(predictions, _classes(classes))
+
+
+def _predicted_classes(predictions, classes):
     predictions = as_array(predictions, "predictions")
     if _index_column(predictions):
-        return class_labels(predictions, "predictions", classes)
+        return _class_labels(predictions, "predictions", classes)
     if predictions.ndim == 3 and predictions.shape[2] == 1:
         predictions = predictions[:, :, 0]
     if predictions.ndim == 2:
@@ -95,15 +109,23 @@ def predicted_classes(predictions, classes=None):
                 raise ValueError(f"the scores of row {bad} hold NaN: no class can be predicted "
                                  f"({predictions[bad].tolist()})")
         return predictions.argmax(axis=1)
-    return class_labels(predictions, "predictions", classes)
+    return _class_labels(predictions, "predictions", classes)
+
+
+def _classes(classes):
+    """``classes`` as an int >= 1, or None (ValueError naming it: "3" met NumPy's
+    comparison, -1 asked for labels in [0, -1))."""
+    return None if classes is None else positive_integer("classes", classes)
 
 
 def _pair(labels, predictions, classes=None):
+    """(``classes`` checked, or None; the number of score columns, 0 too, taken as it is:
+    no column is said by ``_predicted_classes``.)"""
     predictions = as_array(predictions, "predictions")
     if classes is None and predictions.ndim >= 2 and not _index_column(predictions):
         classes = predictions.shape[1]  # scores: one column per class
-    truth = class_labels(labels, "labels", classes)
-    predicted = predicted_classes(predictions, classes)
+    truth = _class_labels(labels, "labels", classes)
+    predicted = _predicted_classes(predictions, classes)
     if truth.shape != predicted.shape:
         raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
     if len(truth) == 0:
@@ -120,14 +142,25 @@ def confusion_matrix(labels, predictions, classes=None):
     """``matrix[true, predicted]`` counts, ``classes x classes``: ``classes`` given, or one per
     score column, or the largest class seen plus one. Labels and predictions must lie in
     ``[0, classes)``."""
-    if classes is not None:
-        classes = positive_integer("classes", classes)
+    classes = _classes(classes)
+    if classes is not None and classes > MOST_CLASSES:  # before any array is made
+        matrix = f" ({_bytes(8 * classes**2)})" if classes < 10**15 else ""
+        raise ValueError(f"confusion_matrix: classes must be at most {MOST_CLASSES:,} (a "
+                         f"matrix of {_bytes(8 * MOST_CLASSES**2)} of counts), got "
+                         f"{f'{classes:,}' if matrix else shown(classes)}{matrix}")
     truth, predicted, classes = _pair(labels, predictions, classes)
     if classes is None:
         classes = _inferred_classes(truth, predicted)
     matrix = np.zeros((classes, classes), np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return matrix
+
+
+def _bytes(size):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.2f} {unit}"
+        size /= 1024
 
 
 def _inferred_classes(truth, predicted):

@@ -36,14 +36,28 @@ SPARE = 6
 LAYOUTS_KEPT = 4  # parameter sets whose sums an optimizer keeps for when they come back
 
 
+_UNSET = object()
+
+
 def _checked(name, check):
     """A rule's setting (or state array), checked by ``check(optimizer, name, value)``
     whenever it is set: by the constructor, or later on a live optimizer (a momentum
-    warm-up, a beta schedule), as ``learning_rate`` is. A property over ``_<name>``."""
+    warm-up, a beta schedule), as ``learning_rate`` is; then the step's coefficients that
+    the learning rate makes with it (Adam's ``beta_1``) are checked, and on an error the
+    setting keeps the value it had. A property over ``_<name>``."""
     attribute = "_" + name
 
     def set_checked(optimizer, value):
+        previous = getattr(optimizer, attribute, _UNSET)
         setattr(optimizer, attribute, check(optimizer, name, value))
+        try:
+            optimizer._check_rate(optimizer.learning_rate)
+        except ValueError:
+            if previous is _UNSET:
+                delattr(optimizer, attribute)
+            else:
+                setattr(optimizer, attribute, previous)
+            raise
 
     return property(attrgetter(attribute), set_checked)
 
@@ -91,6 +105,19 @@ class Optimizer:
 
     graph = _set_once("graph")
     target = _set_once("target")
+    #: The gradients' engine, chosen when the optimizer is made (assigned later, it was
+    #: taken and ignored).
+    engine = checks.set_once("engine", lambda optimizer: (
+        f"{type(optimizer).__name__}.engine is fixed when the optimizer is made (its "
+        f"gradients are computed by the engine chosen then): make a new optimizer with "
+        "engine=..."))
+    #: The trainable parameters the target depends on, which the optimizer follows itself
+    #: (a re-wiring, a parameter frozen or thawed): assigned, the sums, states and table laid
+    #: out for the others no longer matched them (``params = ()`` failed in ``update()``).
+    params = checks.set_once("params", lambda optimizer: (
+        f"{type(optimizer).__name__}.params are the trainable parameters its target depends "
+        "on, which it follows itself: freeze one with trainable=False, or make a new "
+        "optimizer"))
     #: The rule's settings besides the learning rate (data-parallel ranks compare them).
     settings = ()
 
@@ -132,6 +159,7 @@ class Optimizer:
         self._stepped = (self.params, self._sums)  # the parameters one_step() computes, sums
         self._structure = graph._version  # see _follow_graph
         self._coefficients = np.empty(9, graph.dtype)  # refilled at every update
+        self._largest = float(np.finfo(graph.dtype).max)  # (what a coefficient may be)
         self.samples = 0
         self.steps = 0
         self.threads = Chooser()  # the thread count of the steps, by their times
@@ -153,8 +181,33 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value):
-        self._learning_rate = checks.positive_number("learning_rate", value,
-                                                     self.graph.dtype)
+        rate = checks.positive_number("learning_rate", value, self.graph.dtype)
+        self._check_rate(rate)
+        self._learning_rate = rate
+
+    def _rate_factor(self):
+        """The most that a step's coefficients multiply the learning rate by (1, but for
+        torch's Adam, whose bias correction divides it by 1 - beta_1 at a parameter's first
+        update), the settings that make it and its formula, in words."""
+        return 1.0, "", "lr"
+
+    def _check_rate(self, rate):
+        """Refuse, by name, a learning rate whose step coefficient is infinite in the
+        graph's dtype (Adam's lr / (1 - beta_1): 1e38 gave 1e39, every weight inf in float32,
+        after a NumPy warning from the cast): checked when the rate or a setting that
+        scales it is set, so a rate set later or decayed is covered too."""
+        factor, settings, formula = self._rate_factor()
+        if factor == 1.0:
+            return
+        dtype = np.dtype(self.graph.dtype)
+        with np.errstate(over="ignore"):
+            coefficient = dtype.type(rate * factor)
+        if not np.isfinite(coefficient):
+            raise ValueError(
+                f"{type(self).__name__}: learning_rate {rate:g}{settings} makes the "
+                f"coefficient of a parameter's first step, {formula}, {rate * factor:g}, "
+                f"which is infinite in {dtype.name}: give a learning rate below "
+                f"{float(np.finfo(dtype).max) / factor:.3g}")
 
     def _contiguous_sums(self, previous=None):
         """The gradient sums: one array per parameter, all views of ``gradient_buffer`` (with
@@ -234,7 +287,17 @@ class Optimizer:
         return getattr(self, name)[start:start + size].reshape(node.dim)
 
     def coefficients(self, *values):
-        """The scalars of an update as one array in the parameters' dtype (see the kernels)."""
+        """The scalars of an update as one array in the parameters' dtype (see the kernels).
+        ValueError, before the kernel runs, for one that the dtype cannot hold (NumPy would
+        warn of an overflow in the cast and the kernel make every weight infinite): the
+        rules' own are checked when their settings are set; a rule of one's own may make
+        any."""
+        if max(values) > self._largest or min(values) < -self._largest:  # (< 1 us an update)
+            number, value = max(enumerate(values), key=lambda item: abs(item[1]))
+            raise ValueError(
+                f"{type(self).__name__}: coefficient {number} of the update is {value:g}, "
+                f"which is infinite in {np.dtype(self.graph.dtype).name} (learning_rate "
+                f"{self.learning_rate:g}): nothing was applied; give a smaller learning rate")
         self._coefficients[: len(values)] = values
         return self._coefficients
 
@@ -308,7 +371,7 @@ class Optimizer:
                 self._parked[param] = {name: state[start:start + size].copy()
                                        for name, state in states.items()}
         self._keep_layout()
-        self.params = params
+        self._params = params
         self._sums = self._contiguous_sums(previous)
         self._index = {param: i for i, param in enumerate(params)}
         for name, before in states.items():  # each parameter's state moves to its new place
@@ -545,6 +608,13 @@ class Adam(Optimizer):
         self.v = self.zeros()
         self._started = set()  # parameters updated at least once (see _first_updates)
         self._updates = {}  # parameter -> its updates so far (see _steps_of)
+
+    def _rate_factor(self):
+        # (while the constructor sets the learning rate, before the settings: checked as
+        # each is set)
+        if getattr(self, "_conventions", "article") == "article" or not hasattr(self, "_beta_1"):
+            return 1.0, "", "lr"
+        return 1.0 / (1.0 - self._beta_1), f" with beta_1 {self._beta_1!r}", "lr / (1 - beta_1)"
 
     def apply(self, table, gradients, scale):
         if self.conventions == "article":

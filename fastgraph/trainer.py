@@ -3,6 +3,7 @@ each epoch, and a history. The command line uses it; so can a user."""
 
 import math
 import signal
+import sys
 import threading
 import time
 
@@ -35,6 +36,27 @@ _ARTICLE_OPTIONS = ("epoches", "eval_on_train", "metrics_ops", "print_iteration_
                     "input_x", "input_y", "loss_op")
 
 
+#: The most epochs ``train()`` takes (2**63 - 1): an epoch count is a count a run could
+#: reach (a large one, 10**9, trains until Ctrl-C), not a number of hundreds of digits.
+MOST_EPOCHS = sys.maxsize
+
+#: What ``SimpleTrainer`` calls on its optimizer: one of ``fastgraph.optimizer``'s, or
+#: ``fastgraph.distributed.DataParallel``, which wraps one and is not a subclass.
+_OPTIMIZER_NEEDS = ("target", "params", "learning_rate", "one_step", "update", "discard")
+
+
+def _check_optimizer(optimizer):
+    missing = [name for name in _OPTIMIZER_NEEDS if not hasattr(optimizer, name)]
+    if missing:  # (None had "no attribute 'target'")
+        raise TypeError(f"SimpleTrainer: optimizer must be a fastgraph optimizer made on the "
+                        f"loss (fastgraph.optimizer.Adam(graph, loss), ...), got "
+                        f"{type(optimizer).__name__} {optimizer!r:.60}")
+
+
+def _silent(line):
+    """``log=None``: the lines go nowhere."""
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss or a parameter became NaN or infinite: training stopped there."""
 
@@ -48,9 +70,11 @@ class SimpleTrainer:
     ``x.dimension()`` numbers, of any numeric dtype, multiplied by ``scale`` (positive and
     finite in the graph's dtype) as they are batched (MNIST's uint8 pixels with
     ``scale=1/255``); features that are not finite, or not once scaled, are refused before
-    training (and by :meth:`scores`). Labels are integer classes or one-hot rows. ``log``
-    receives one line per epoch. ``lr_decay`` multiplies the optimizer's learning rate after
-    each epoch.
+    training (and by :meth:`scores`). Labels are integer classes or one-hot rows.
+    ``optimizer`` is one of ``fastgraph.optimizer``'s (or a ``DataParallel`` of one), made on
+    the loss. ``log`` is called with one line per epoch (``print`` unless given; None: no
+    lines). ``progress`` (True or False) shows a bar during each epoch. ``lr_decay``
+    multiplies the optimizer's learning rate after each epoch.
     Ctrl-C stops training after the batch that is running; ``interrupted`` tells.
 
     A batch whose loss is NaN or infinite, or an epoch that ends with a non-finite
@@ -79,6 +103,7 @@ class SimpleTrainer:
 
     def __init__(self, x, labels, predict, optimizer, batch_size=64, seed=None, progress=True,
                  eval_batch_size=10_000, log=print, lr_decay=1.0, scale=1.0):
+        _check_optimizer(optimizer)
         for role, node in (("x", x), ("labels", labels)):
             if not getattr(node, "is_input", False):
                 raise ValueError(f"SimpleTrainer: {role} {getattr(node, 'name', node)!s:.60} is "
@@ -93,6 +118,9 @@ class SimpleTrainer:
         eval_batch_size = checks.positive_integer("eval_batch_size", eval_batch_size)
         self.lr_decay = checks.fraction("lr_decay", lr_decay, low_open=True, high_closed=True)
         scale = checks.positive_number("scale", scale, x.graph.dtype)  # 1e-50 is 0 in float32
+        if log is not None and not callable(log):  # found only after a whole epoch, else
+            raise TypeError(f"SimpleTrainer: log must be a function that takes a line (print), "
+                            f"or None for no lines, got {type(log).__name__} {log!r:.60}")
         self.x, self.labels, self.predict = x, labels, predict
         self.optimizer = optimizer
         self.loss = optimizer.target
@@ -100,14 +128,14 @@ class SimpleTrainer:
         self.eval_batch_size = int(eval_batch_size)
         self.seed = seed
         self.scale = scale
-        self.progress = progress
-        self.log = log
+        self.progress = checks.flag("progress", progress)
+        self.log = _silent if log is None else log
         self.history = []
         self.interrupted = False
 
     def train(self, features, labels, test_features=None, test_labels=None, epochs=1):
         """Run ``epochs`` epochs; returns the history, one dict per epoch."""
-        epochs = checks.positive_integer("epochs", epochs)
+        epochs = checks.positive_integer("epochs", epochs, most=MOST_EPOCHS)
         self._check_decay(epochs)
         features, truth = self._check_features(features, labels, "training")
         batches = self.batches(features, truth)
@@ -178,7 +206,7 @@ class SimpleTrainer:
         zero = checks.decayed_to_zero(start, self.lr_decay, epochs, dtype)
         if zero is not None:
             raise ValueError(
-                f"lr_decay {self.lr_decay:g} takes the learning rate from {start:g} to "
+                f"lr_decay {self.lr_decay!r} takes the learning rate from {start:g} to "
                 f"{zero[1]:g} after epoch {zero[0]} of {epochs}, which is 0 in {dtype.name}: "
                 "use a larger lr_decay or fewer epochs")
 

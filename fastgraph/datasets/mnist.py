@@ -15,6 +15,7 @@ that fails the check is never kept.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -52,6 +53,38 @@ def cache_dir():
     return Path(os.environ.get("FASTGRAPH_CACHE") or Path.home() / ".cache" / "fastgraph" / "mnist")
 
 
+#: What ``Path.is_file`` takes as "no such file" (it raises the others).
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def _check_place(place, named):
+    """A place to look in that gives an error other than "no such file" (a name too long, a
+    folder not searchable) is a DatasetError naming where it came from (``named``: the
+    variable), not an OSError naming a path of thousands of characters."""
+    try:
+        os.stat(place)
+    except OSError as error:
+        if error.errno not in _ABSENT:
+            text = str(place)
+            shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+            raise DatasetError(f"{named} does not name a directory that can be looked in: "
+                               f"{error.strerror} ({shown})") from None
+    return place
+
+
+def _places(path):
+    """``(place, what names it)``, in the order they are looked in."""
+    if path is not None:
+        yield Path(path), "the path given"
+    if os.environ.get("FASTGRAPH_DATA"):
+        yield Path(os.environ["FASTGRAPH_DATA"]), "$FASTGRAPH_DATA"
+    yield cache_dir(), _cache_named()
+
+
+def _cache_named():
+    return "$FASTGRAPH_CACHE" if os.environ.get("FASTGRAPH_CACHE") else "the cache directory"
+
+
 def load(path=None, *, download=True, mirrors=None, timeout=30):
     """``(x_train, y_train, x_test, y_test)`` as uint8 arrays (see the module docstring)."""
     directory = find(path)
@@ -67,9 +100,16 @@ def load(path=None, *, download=True, mirrors=None, timeout=30):
 
 
 def features(images, dtype=np.float32):
-    """Images as ``(N, 784)`` rows of floats in [0, 1]."""
-    if np.dtype(dtype).kind != "f":  # integers would round every pixel but white to 0
-        raise ValueError(f"features: dtype must be a float type, got {np.dtype(dtype)}")
+    """Images as ``(N, 784)`` rows of floats in [0, 1]; ``dtype`` float32 (the default) or
+    float64, what the models take."""
+    try:
+        chosen = np.dtype(dtype)
+    except TypeError:  # ("data type 'foo' not understood", not naming the option)
+        chosen = None
+    if chosen not in (np.float32, np.float64):  # integers would round every pixel but white to 0
+        given = repr(dtype) if chosen is None else chosen
+        raise ValueError(f"features: dtype must be a float type, got {given} (float32 or "
+                         "float64)")
     images = np.asarray(images)
     if images.ndim < 2 or not len(images) or images.dtype.kind not in "biuf":
         raise ValueError(f"features: expected images (N, rows, cols) or rows (N, pixels) of "
@@ -92,19 +132,13 @@ def one_hot(labels, classes=10, dtype=np.float32):
 
 # -- finding files ----------------------------------------------------------------------------
 def _candidates(path):
-    places = []
-    if path is not None:
-        places.append(Path(path))
-    if os.environ.get("FASTGRAPH_DATA"):
-        places.append(Path(os.environ["FASTGRAPH_DATA"]))
-    places.append(cache_dir())
-    return places
+    return [place for place, _ in _places(path)]
 
 
 def find(path=None):
     """The first place, in the documented order, that holds all four files (or None)."""
-    for place in _candidates(path):
-        if all(_file_in(place, name) is not None for name in FILES):
+    for place, named in _places(path):  # (each checked only when it is looked in)
+        if all(_file_in(_check_place(place, named), name) is not None for name in FILES):
             return place
     return None
 
@@ -195,7 +229,7 @@ def fetch(mirrors=None, timeout=30, searched=()):
                          f"{timeout!r}")
     if isinstance(mirrors, (str, bytes)):
         mirrors = [mirrors]  # one URL, not its characters
-    target = cache_dir()
+    target = _check_place(cache_dir(), _cache_named())
     mirrors = list(mirrors or os.environ.get("FASTGRAPH_MNIST_MIRRORS", "").split() or MIRRORS)
     failures = []
     for name, md5 in FILES.items():
