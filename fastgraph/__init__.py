@@ -10,12 +10,30 @@ plotting library.
 """
 
 import importlib
+import os
+import sys
 
-from . import core, layer, models, ops, optimizer
-from .feed import set_values
-from .graph import Graph, GraphInUse, get_default_graph, get_node_from_graph, name_scope
-from .jacobians import jacobian, per_sample_gradients
-from .node import Node, Variable
+
+def _the_command():
+    """Whether this process is fastgraph's command line: its script (``fastgraph``), or
+    ``python -m fastgraph.cli`` (whose ``sys.argv[0]`` is still "-m" as the package loads)."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    module = argv[argv.index("-m") + 1:argv.index("-m") + 2] if "-m" in argv else []
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "fastgraph" or \
+        module == ["fastgraph.cli"]
+
+
+try:
+    from . import core, layer, models, ops, optimizer
+    from .feed import set_values
+    from .graph import Graph, GraphInUse, get_default_graph, get_node_from_graph, name_scope
+    from .jacobians import jacobian, per_sample_gradients
+    from .node import Node, Variable
+except ValueError as error:  # a FASTGRAPH_ variable read as the modules load (threads, BLAS,
+    if not ("FASTGRAPH_" in str(error) and _the_command()):  # the compile worker): the
+        raise  # command line says it as it says every mistake, in one line, status 2
+    print(f"fastgraph: error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 __version__ = "0.1.0"
 

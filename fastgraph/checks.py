@@ -191,7 +191,10 @@ def beyond_range(where, value, dtype, sample=None):
     :func:`first_beyond`)."""
     dtype = np.dtype(dtype)
     at = "" if sample is None else f" (sample {sample})"
-    return ValueError(f"{where}: {value!r}{at} is beyond the range of {dtype.name} (largest "
+    shown = repr(value)
+    if isinstance(value, np.floating):  # a long double's digits, not "np.longdouble('1e+39')"
+        shown = repr(float(value)) if value.dtype.itemsize <= 8 else str(value)
+    return ValueError(f"{where}: {shown}{at} is beyond the range of {dtype.name} (largest "
                       f"{np.finfo(dtype).max:.4g}), in which the graph computes: it would be "
                       "infinite")
 

@@ -320,18 +320,25 @@ def test_lr_1e38_on_the_command_line_is_one_line(mnist_dir):
 
 
 # -- 6. a bad environment variable read at import -------------------------------------------
-@pytest.mark.xfail(strict=True, reason="needs fastgraph/__init__.py (or pyproject's entry "
-                                       "point): importing the package raises before "
-                                       "fastgraph/cli.py runs; see the sweep 18 report")
 @pytest.mark.parametrize("variable, value", [("FASTGRAPH_COMPILE_WORKER", "garbage"),
                                              ("FASTGRAPH_BLAS", "garbage"),
                                              ("FASTGRAPH_THREADS", "0")])
-def test_a_bad_variable_read_at_import_is_one_line_on_the_command_line(variable, value):
-    result = subprocess.run([sys.executable, "-m", "fastgraph.cli", "predict", "m.fgz", "x.png"],
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "fastgraph.cli"],
+                                     [os.path.join(os.path.dirname(sys.executable), "fastgraph")]],
+                         ids=["-m fastgraph.cli", "script"])
+def test_a_bad_variable_read_at_import_is_one_line_on_the_command_line(variable, value, command):
+    result = subprocess.run([*command, "predict", "m.fgz", "x.png"],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, variable: value})
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert variable in result.stderr
+    assert result.stderr.startswith(f"fastgraph: error: {variable}=")
+
+
+def test_a_bad_variable_read_at_import_is_still_a_valueerror_in_a_program():
+    result = subprocess.run([sys.executable, "-c", "import fastgraph"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "FASTGRAPH_THREADS": "0"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("ValueError: FASTGRAPH_THREADS='0'")
 
 
 # -- 7. small ones --------------------------------------------------------------------------
