@@ -570,6 +570,9 @@ class Graph:
 
         if ax is None:
             ax = plt.figure(figsize=(12, 8)).add_subplot(111)
+        elif not all(hasattr(ax, name) for name in ("plot", "scatter", "annotate", "axis")):
+            raise TypeError(f"draw: ax must be matplotlib Axes (or None for a new figure), "
+                            f"got {type(ax).__name__} {ax!r:.60}")
         depth = {}  # parents first: a welded node may have been built after its child
         for node in _topological_order(*self.nodes):
             depth[node] = 1 + max((depth[parent] for parent in node.parents), default=-1)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .files import write_atomically
+from .files import check_file_name, write_atomically
 from .graph import Graph
 from .node import Variable
 
@@ -15,6 +15,7 @@ from .node import Variable
 def to_dot(graph):
     """The graph in DOT: nodes labelled with their names and per-sample shapes, as the
     article draws them; inputs, parameters and operators in different shapes and colours."""
+    _check_graph(graph, "to_dot")
     lines = [DOT_FIRST_LINE, '  rankdir="BT";', '  node [fontname="Helvetica"];']
     ids = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
     for node, ident in ids.items():
@@ -30,6 +31,13 @@ def to_dot(graph):
         lines.extend(f"  {ids[parent]} -> {ident};" for parent in node.parents)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _check_graph(graph, caller):
+    if not isinstance(graph, Graph):
+        hint = " (pass its graph: node.graph)" if hasattr(graph, "graph") else ""
+        raise TypeError(f"{caller}: expected a fastgraph Graph, got "
+                        f"{type(graph).__name__}{hint}")
 
 
 def _quoted(text):
@@ -113,10 +121,7 @@ def write_graph(graph, path):
     fastgraph did not write is not replaced (ValueError, see :func:`check_fallback`). Files
     are written whole (a temporary renamed into place), and missing folders are made.
     """
-    if not isinstance(graph, Graph):
-        hint = " (pass its graph: node.graph)" if hasattr(graph, "graph") else ""
-        raise TypeError(f"write_graph: expected a fastgraph Graph, got "
-                        f"{type(graph).__name__}{hint}")
+    _check_graph(graph, "write_graph")
     if not isinstance(path, (str, os.PathLike)) or "\0" in os.fspath(path):
         raise TypeError(f"write_graph: path must be a file name (a str or os.PathLike without "
                         f"NUL), got {type(path).__name__} {path!r:.60}")
@@ -146,9 +151,17 @@ def plot_history(history, path):
     """Loss and accuracy per epoch, side by side, in the format ``path``'s suffix names (PNG
     without one, its name then ending in .png). Returns the path written; the file is
     written whole and missing folders are made."""
-    history = list(history)
+    try:
+        history = list(history)
+    except TypeError:  # (None: "'NoneType' object is not iterable")
+        raise TypeError(f"plot_history: history must be the epochs' records "
+                        f"(SimpleTrainer.train's list), got {type(history).__name__}") from None
     if not history:
         raise ValueError(f"{path}: no epochs to plot (the history is empty)")
+    check_file_name(path, "plot_history: path")
+    if os.path.isdir(path):  # (it was given .png and written beside the folder)
+        raise ValueError(f"plot_history: path {os.fspath(path)!r} is a folder, expected a "
+                         "file name")
     path = Path(path)
     if not path.suffix:  # "curves", or "curves." (whose suffix is "" too: not "curves..png")
         path = path.with_name(path.name.rstrip(".") + ".png")

@@ -134,9 +134,14 @@ class Batches:
 
     def _batches(self, order):
         """The indices of each batch of ``order`` (a data-parallel subclass takes its share
-        of each, which may be empty)."""
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        of each, which may be empty). The size is read at every batch: one set during a
+        pass makes the next batch, which starts where the last ended (a step fixed when the
+        pass began skipped or repeated samples)."""
+        start = 0
+        while start < len(order):
+            stop = start + self.batch_size
+            yield order[start:stop]
+            start = stop
 
     def _checked(self, order):
         order = np.asarray(order)
@@ -160,6 +165,9 @@ class Batches:
         them; yields each batch's size (0 for a data-parallel rank's empty share of a batch,
         the nodes left as they are)."""
         graph = x.graph
+        if x is one_hot:  # (the features, then the labels over them, in one node)
+            raise ValueError(f"Batches.feed: {getattr(x, 'name', x)!r} is given as both x and "
+                             "one_hot: the features and the labels need an input each")
         for node, width, what in ((x, self.features.shape[1], "features"),
                                   (one_hot, self._y.shape[1], "classes")):
             if not getattr(node, "is_input", False) or not hasattr(node, "set_value"):
