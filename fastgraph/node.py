@@ -86,6 +86,15 @@ def _name_of(node):
     return getattr(node, "_name", type(node).__name__)
 
 
+def _other_graph(parent, parents, graph):
+    """Why ``parent`` cannot join a node built in ``graph`` with ``parents``: names are unique
+    only within a graph, so the parents of that graph are named beside it."""
+    here = [other.name for other in parents if other.graph is graph]
+    where = (f"than {', '.join(here)}" if here else "than the graph it is built in (the "
+             "innermost `with Graph():`, or graph=)")
+    return f"its parent {parent.name} belongs to another graph {where}"
+
+
 def _fixed_dim(node):
     if getattr(node, "_node_dim", None) is None:  # a Welding() with no shape yet
         return (f"{_name_of(node)} has no shape yet: give {type(node).__name__}(dim=...), "
@@ -141,7 +150,7 @@ class Node:
         for parent in parents:
             if parent.graph is not graph:
                 refuse_removed(parent)
-                raise ValueError(f"{parent.name} belongs to another graph than this node")
+                raise ValueError(f"{type(self).__name__}: {_other_graph(parent, parents, graph)}")
             if parent.dim is None:  # a Welding() that has no shape yet
                 raise ValueError(f"{type(self).__name__}: {parent.name} has no shape yet: give "
                                  f"{type(parent).__name__}(dim=...) or weld it first")

@@ -408,6 +408,9 @@ class Optimizer:
 
     def get_gradient(self, node):
         """The mean gradient over the samples accumulated so far, shaped like ``node.value``."""
+        if isinstance(node, str):  # a name where the node goes (the article keys some by name)
+            raise TypeError(f"get_gradient takes the parameter node, got the str {node!r:.60}: "
+                            f"give the node (graph.get_node({node!r:.60}))")
         if node not in self._index:
             raise KeyError(f"{getattr(node, 'name', node)} is not a parameter of this optimizer")
         graph = self.graph

@@ -37,9 +37,17 @@ def test_an_operator_names_a_parent_that_is_no_node_or_of_another_graph(network)
     with pytest.raises(TypeError, match=r"^Add takes nodes as parents, got int$"):
         fg.ops.Add(out, 3)
     stranger = fg.Variable((2, 1), trainable=False, graph=fg.Graph(), name="stranger")
+    local = fg.Variable((2, 1), trainable=False, graph=graph)
     count = graph.node_count()
-    with pytest.raises(ValueError, match=r"^stranger belongs to another graph than this node$"):
+    with pytest.raises(ValueError, match=rf"^Add: its parent stranger belongs to another graph "
+                                         rf"than {out.name}$"):
         fg.ops.Add(out, stranger)
+    with pytest.raises(ValueError, match=r"^Add: its parent Variable:\d+ belongs to another "
+                                         r"graph than stranger$"):  # (the first parent's graph)
+        fg.ops.Add(stranger, local)
+    with pytest.raises(ValueError, match=r"^Add: its parent stranger belongs to another graph "
+                                         r"than the graph it is built in \(the innermost"):
+        fg.ops.Add(stranger, stranger, graph=graph)
     assert graph.node_count() == count
 
 

@@ -125,3 +125,25 @@ def test_the_articles_models_refuse_bad_sizes_before_making_a_node(build):
 def test_a_variable_too_large_for_an_array_is_refused_by_name():
     with pytest.raises(ValueError, match=r"more numbers than an array can hold"):
         fg.Variable((10**10, 10**10), graph=fg.Graph())
+
+
+def test_get_gradient_given_a_name_asks_for_the_node():
+    graph = fg.Graph()
+    x = fg.Variable((3, 1), trainable=False, graph=graph, name="x")
+    w = fg.Variable((1, 3), init=True, graph=graph, name="w")
+    optimizer = fg.optimizer.GradientDescent(graph, fg.ops.MatMul(w, x), 0.1)
+    x.set_value(np.ones((3, 1)))
+    optimizer.one_step()
+    with pytest.raises(TypeError, match=r"get_gradient takes the parameter node, got the str "
+                                        r"'w': give the node \(graph.get_node\('w'\)\)"):
+        optimizer.get_gradient("w")
+    assert optimizer.get_gradient(graph.get_node("w")).shape == (1, 3)
+
+
+def test_a_parent_of_another_graph_is_named_with_the_operator_and_the_other_parents():
+    with fg.Graph():
+        y = fg.ops.MatMul(fg.Variable((1, 3), init=True), fg.Variable((3, 1), trainable=False))
+    stranger = fg.Variable((1, 1), init=True)  # the default graph's
+    with pytest.raises(ValueError, match=rf"^Add: its parent {stranger.name} belongs to another "
+                                         rf"graph than {y.name}$"):
+        fg.ops.Add(y, stranger)
