@@ -13,18 +13,21 @@ run as ``mpiexec -n 2 python program.py``, or ``launch(2, [sys.executable, "prog
 Needs ``pip install 'fastgraph[mpi]'`` (mpi4py and MPICH's wheel, which brings mpiexec).
 
 Faults: an exception that reaches the top of a rank aborts every rank (``MPI_Abort``) with
-the rank's message, and mpiexec ends the job when a rank dies of a signal, so a job never
-hangs waiting for a rank that is gone. A Ctrl-C reaches every rank (mpiexec forwards it);
-the ranks agree on stopping inside the all-reduce, so they all stop after the same step.
+the rank's message, a rank whose program ends (``sys.exit`` too) while others wait for it in
+``DataParallel()``, ``update()`` or ``agree()`` meets them there at exit and aborts them,
+and mpiexec ends the job when a rank dies of a signal, so a job never hangs waiting for a
+rank that is gone. A Ctrl-C reaches every rank (mpiexec forwards it); the ranks agree on
+stopping inside the all-reduce, so they all stop after the same step.
 
 Agreement: the ranks must make the same collective calls with the same sizes, so whatever
 decides them (the model and optimizer; the data, epochs and batch size of a ``train()``)
 is compared with one small ``allgather`` before it is used: ``DataParallel()`` compares the
-optimizers, ``DistributedTrainer.train`` its arguments and options. When the ranks were
-given different values, every rank raises the same :class:`RanksDisagree`, naming what and
-each rank's value, instead of one of them waiting forever in an all-reduce. Each update's
-all-reduce also carries a fingerprint of every rank's optimizer settings, so a setting
-changed on some ranks only is found at the next update, before it is applied.
+optimizers and models, ``DistributedTrainer.train`` its arguments and options. When the
+ranks were given different values, every rank raises the same :class:`RanksDisagree`,
+naming what and each rank's value, instead of one of them waiting forever in an
+all-reduce. Each update's all-reduce also carries a fingerprint of every rank's optimizer
+settings, so a setting changed on some ranks only is found at the next update, before it is
+applied.
 """
 
 import atexit
@@ -259,6 +262,22 @@ def _check_comm(comm, where):
     return comm
 
 
+def _check_program(program, where, empty=False):
+    """``program`` as a list of strings: an argv such as ``[sys.executable, "train.py"]``
+    (a list or tuple of strings or paths; empty only with ``empty``), else a TypeError or
+    ValueError naming ``where``. A string would be split into characters, one per word."""
+    expected = (f"{where}: program must be a{'' if empty else ' non-empty'} list of strings "
+                '(an argv, such as [sys.executable, "train.py"])')
+    if not isinstance(program, (list, tuple)):
+        raise TypeError(f"{expected}, got {type(program).__name__} {program!r:.60}")
+    for number, word in enumerate(program, 1):
+        if not isinstance(word, (str, os.PathLike)):
+            raise TypeError(f"{expected}; word {number} is {type(word).__name__} {word!r:.60}")
+    if not program and not empty:
+        raise ValueError(f"{expected}, got an empty {type(program).__name__}")
+    return [os.fspath(word) for word in program]
+
+
 def _check_processes(processes, where):
     if isinstance(processes, bool) or not isinstance(processes, numbers.Integral) \
             or processes < 1:
@@ -298,7 +317,7 @@ class DataParallel:
 
     ``one_step()`` is the wrapped optimizer's, on this rank's share of the batch; a rank
     with no share calls only ``update()``. ``update()`` adds up every rank's gradient sums
-    and sample counts (one in-place ``Allreduce`` of one buffer) and applies the wrapped
+    and sample counts (one in-place all-reduce of one buffer) and applies the wrapped
     rule to the total, the same on every rank. At construction rank 0's parameter values
     are broadcast, so every rank starts from them.
 
@@ -307,11 +326,14 @@ class DataParallel:
 
     Every rank must wrap the same optimizer of the same model: the constructor compares
     (one ``allgather``) the optimizer's kind, settings (learning rate, betas, ...) and step
-    count, the dtype and the number and shapes of the parameters, and when they differ
-    every rank raises :class:`RanksDisagree` naming the first difference and each rank's
-    value. Every ``update()`` compares the settings and step count again, at no extra
-    call (a fingerprint in its all-reduce): changed on some ranks only, they make every
-    rank raise :class:`RanksDisagree` naming the setting, and that update is not applied.
+    count, the dtype and the number and shapes of the parameters, and the model (each node
+    of the loss's tape: its kind, options, parents and shape), and when they differ every
+    rank raises :class:`RanksDisagree` naming the first difference and each rank's value.
+    Before that the ranks meet (one all-reduce of one number): a rank whose program ended
+    instead (``sys.exit`` too) meets it at exit, and every rank stops. Every ``update()``
+    compares the settings and step count again, at no extra call (a fingerprint in its
+    all-reduce): changed on some ranks only, they make every rank raise
+    :class:`RanksDisagree` naming the setting, and that update is not applied.
 
     Every rank must call ``update()`` the same number of times: each is one all-reduce, so
     a rank that calls it once more than the others waits for them. ``DistributedTrainer``
@@ -320,8 +342,9 @@ class DataParallel:
     ``optimizer.agree("my loop", [("epochs", epochs), ("batches", len(batches))])``. Checked
     at no cost per step: a rank whose program ends, or that calls ``agree()`` (a new
     ``train()``), while another still calls ``update()`` meets that update with an
-    all-reduce of the same shape, so both raise :class:`RanksDisagree` (the rank that ended
-    aborts the job) instead of waiting. The ranks' batch sizes need not agree: the update
+    all-reduce of the same shape (on a duplicate of ``comm`` for each shape of update), so
+    both raise :class:`RanksDisagree` (the rank that ended aborts the job) instead of
+    waiting. The ranks' batch sizes need not agree: the update
     divides by all ranks' samples together, and a rank may feed none.
     """
 
@@ -329,10 +352,17 @@ class DataParallel:
         self.optimizer = optimizer
         self.comm = communicator() if comm is None else _check_comm(comm, "DataParallel")
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # First, meet the others (one number): a rank whose program has ended meets this
+        # call at exit (see _ExitCheck), where the others would wait in the comparison.
+        _, ended, wrapping = _meet(self.comm, np.zeros(1), _AGREEING)
+        if wrapping < self.size:
+            raise RanksDisagree(f"DataParallel: {_elsewhere(self.size, ended=ended)} while "
+                                f"rank {self.rank} called DataParallel(); {_SAME_WRAPPING}")
+        _ExitCheck.of(self.comm)  # a program that ends from now on meets the next one here
         try:
             _check_optimizer(optimizer)
             self._params = optimizer.params
-            settings = _optimizer_settings(optimizer)
+            settings = _optimizer_settings(optimizer, self.rank)
         except Exception as error:  # tell the other ranks before raising, or they would wait
             agree(self.comm, "DataParallel", failure=error)
             raise
@@ -351,7 +381,9 @@ class DataParallel:
         self._watched = _setting_names(optimizer)
         self._stop_requested = False
         self.stopping = False
+        self._updates = 0
         self.broadcast_parameters()
+        # The updates' meetings, on a communicator of this shape's (see _ExitCheck).
         self._exit = _ExitCheck.of(self.comm, self._count + _EXTRA, optimizer.graph.dtype)
 
     def __getattr__(self, name):  # params, target, graph, steps, get_gradient, ...
@@ -398,7 +430,7 @@ class DataParallel:
         calls it before the first step of every ``train()``; call it before a loop of your
         own. One all-reduce of the model's size and one small ``allgather``."""
         buffer = np.zeros(self._count + _EXTRA, self.optimizer.graph.dtype)
-        _, ended, agreeing = _meet(self.comm, buffer, _AGREEING)
+        _, ended, agreeing = _meet(self._exit.comm, buffer, _AGREEING)
         if agreeing < self.size:
             if failure is not None:
                 return None  # this rank raises its own error
@@ -426,12 +458,13 @@ class DataParallel:
             buffer[:count] = 0
         buffer[count] = local
         buffer[count + 1:count + 5] = _fingerprint(self.optimizer, self._watched)
+        self._updates += 1
         self._exit.updates += 1
-        stops, ended, agreeing = _meet(self.comm, buffer, _STOP, self._stop_requested)
+        stops, ended, agreeing = _meet(self._exit.comm, buffer, _STOP, self._stop_requested)
         if ended or agreeing:  # the other ranks are elsewhere: this sum means nothing
             raise RanksDisagree(
                 f"DataParallel.update: {_elsewhere(self.size, 0, ended, agreeing)} while rank "
-                f"{self.rank} called update() for the {_nth(self._exit.updates)} time; "
+                f"{self.rank} called update() for the {_nth(self._updates)} time; "
                 f"{_SAME_UPDATES}")
         if not _alike(buffer[count + 1:count + 5], self.size):  # the same verdict on each
             agree(self.comm, "DataParallel.update", _rule_settings(self.optimizer),
@@ -458,8 +491,9 @@ def _check_optimizer(optimizer):
                         f"fg.optimizer.Adam(graph, loss)), got {type(optimizer).__name__}")
 
 
-def _optimizer_settings(optimizer):
-    """What the ranks' optimizers must agree on, as ``(name, value)`` pairs."""
+def _optimizer_settings(optimizer, rank=0):
+    """What the ranks' optimizers must agree on, as ``(name, value)`` pairs: the rule, the
+    parameters, the model (``_tape_items``), then the rule's settings."""
     params = optimizer.params
     frozen = tuple(param.name for param in _parameters_read(optimizer) if not param.trainable)
     settings = [("the optimizer", type(optimizer).__name__),
@@ -469,7 +503,33 @@ def _optimizer_settings(optimizer):
     settings += [(f"the shape of parameter {number} ({param.name})",
                   tuple(int(size) for size in param.dim))
                  for number, param in enumerate(params, 1)]
-    return settings + _rule_settings(optimizer)
+    return settings + _tape_items(optimizer, rank) + _rule_settings(optimizer)
+
+
+def _tape_items(optimizer, rank=0):
+    """The model the optimizer trains, one ``(name, value)`` pair a node of its target's
+    tape: ``("node 7 of loss's tape (ReLU:6 on rank 0)", "ReLU(#6) 16x1")``, the value the
+    node's kind, its parents by their position on the tape, its options (``config()``) and
+    its shape. Positions, not names or ids: a rank that numbered its nodes differently
+    (another node built first) or hashes differently (``PYTHONHASHSEED``) builds the same
+    values for the same model, since the tape follows the parents in their order."""
+    target = optimizer.target
+    nodes = optimizer.graph.tape(target).nodes
+    position = {node: number for number, node in enumerate(nodes, 1)}
+    items = []
+    for number, node in enumerate(nodes, 1):
+        options = [f"#{position[parent]}" for parent in node.parents]
+        options += [f"{key}={_compact(value)}" for key, value in node.config().items()
+                    if key != "dim"]  # the shape follows
+        shape = "x".join(str(int(size)) for size in node.dim)
+        items.append((f"node {number} of {target.name}'s tape ({node.name} on rank {rank})",
+                      f"{type(node).__name__}({' '.join(options)}) {shape}"))
+    return items
+
+
+def _compact(value):
+    """``value`` as one word: ``[2,8]``, ``0.01``, ``'same'``, ``True``."""
+    return repr(_plain(value)).replace(", ", ",").replace(": ", ":")
 
 
 def _parameters_read(optimizer):
@@ -517,30 +577,38 @@ _SAME_SETTINGS = ("a setting changed on some ranks only; change the optimizer's 
 # The update's buffer: [gradient sums..., samples, the settings' fingerprint (4), what].
 _EXTRA = 6
 
-# What a rank is doing when it joins an all-reduce of the update's shape (update() does one,
-# DataParallel.agree one, and _ExitCheck one when the program ends): the last element of
-# the buffer says it, as a count in a digit of its own, so that the sum counts the ranks
-# doing each and a rank that meets another kind of call learns it. Each digit's unit is
-# more than twice what all the digits below it can add up to, so the digits are read by
-# rounding from the top: exact while the sums are (160 ranks in float32); past that only
-# the count of stop requests blurs, which matters in an update alone, where it is exact.
+# What a rank is doing when it joins a *meeting*: an all-reduce whose last element says it,
+# as a count in a digit of its own, so that the sum counts the ranks doing each and a rank
+# that meets another kind of call learns it. update() meets on its updates' communicator,
+# DataParallel.agree there too, DataParallel() on its communicator (one number), and
+# _ExitCheck on each of those when the program ends. Each digit's unit is more than twice
+# what all the digits below it can add up to, so the digits are read by rounding from the
+# top: exact while the sums are (160 ranks in float32); past that only the count of stop
+# requests blurs, which matters in an update alone, where it is exact. Meetings are
+# non-blocking all-reduces (MPI matches a non-blocking collective call only with another).
 _STOP, _ENDED, _AGREEING = 0, 1, 2
 _SAME_UPDATES = ("every rank must call update() the same number of times (the same number "
                  "of batches, epochs and train() calls on every rank)")
+_SAME_WRAPPING = ("every rank must wrap its optimizer in DataParallel() at the same point; "
+                  "a rank that cannot go on must raise (which stops every rank), not end")
 
 
 def _units(size):
     return 1, 2 * (size + 1), 4 * (size + 1) ** 2
 
 
-def _meet(comm, buffer, digit, count=1):
-    """All-reduce ``buffer`` (``[gradient sums..., samples, what]``, in place) with ``count``
-    ranks in ``digit`` of its last element from this one. Returns the number of ranks that
-    ask to stop (in an update), whose program ended and that are agreeing."""
+def _post(comm, buffer, digit, count=1):
+    """Start a meeting: all-reduce ``buffer`` (``[gradient sums..., samples, what]``, in
+    place) with ``count`` ranks in ``digit`` of its last element from this one."""
     MPI = _mpi()
-    stop, ended, agreeing = units = _units(comm.Get_size())
-    buffer[-1] = count * units[digit]
-    comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+    buffer[-1] = count * _units(comm.Get_size())[digit]
+    return comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+
+
+def _counts(buffer, size):
+    """The number of ranks that asked to stop (in an update), whose program ended and that
+    are agreeing, read from the last element of a meeting's buffer."""
+    stop, ended, agreeing = _units(size)
     rest = float(buffer[-1])
     counts = []
     for unit in (agreeing, ended, stop):
@@ -549,10 +617,16 @@ def _meet(comm, buffer, digit, count=1):
     return tuple(reversed(counts))
 
 
-def _elsewhere(size, updating=0, ended=0, agreeing=0):
+def _meet(comm, buffer, digit, count=1):
+    """A meeting (see ``_post``), waited for; returns ``_counts``."""
+    _post(comm, buffer, digit, count).Wait()
+    return _counts(buffer, comm.Get_size())
+
+
+def _elsewhere(size, updating=0, ended=0, agreeing=0, wrapping=0):
     """``"1 of the 2 ranks ended their program"``: what the other ranks were doing."""
     doing = [(updating, "called update()"), (ended, "ended their program"),
-             (agreeing, "called train() or agree()")]
+             (agreeing, "called train() or agree()"), (wrapping, "called DataParallel()")]
     return " and ".join(f"{count} of the {size} ranks {what}" for count, what in doing if count)
 
 
@@ -563,45 +637,84 @@ def _nth(number):
 
 
 class _ExitCheck:
-    """At exit, one last all-reduce of the update's shape on each communicator a
-    ``DataParallel`` used: a rank whose program ends while another still calls
-    ``update()`` meets that update there, so both learn it (the updating rank raises in
-    ``update()``, this one aborts the job) instead of the other rank waiting forever. When
-    every rank ends normally, they all meet here and the check passes."""
+    """At exit, one last meeting wherever another rank could be waiting for this one: on
+    every communicator of a ``DataParallel()`` (and on ``MPI.COMM_WORLD`` under a launcher,
+    before any), whose constructor meets there first, and on each communicator of updates,
+    one per communicator and shape of update (a duplicate: meetings of two shapes on one
+    communicator would not match), where ``update()`` and ``agree()`` meet. A rank whose
+    program ends (returning, or ``sys.exit`` with any status) while another waits in one of
+    those calls meets it there, so both learn it (the waiting rank raises, this one aborts
+    the job) instead of the other waiting forever. It cannot know where the others wait, so
+    it joins every meeting at once; when every rank ends, they all meet everywhere and the
+    check passes, whatever their exit status."""
 
-    _all = []  # in the order of construction, the same on every rank
+    _all = []  # in the order of registration, the same on every rank
 
-    def __init__(self, comm):
-        self.comm, self.length, self.dtype, self.updates = comm, 0, None, 0
+    def __init__(self, parent, shape=None):
+        # parent: the communicator given to DataParallel (None: MPI.COMM_WORLD, which this
+        # process may not have started yet); shape: None for DataParallel()'s meetings on
+        # it, else (length, dtype) of the updates, which meet on a duplicate of it.
+        self.parent, self.shape, self.updates = parent, shape, 0
+        self.comm = None if parent is None or shape is None else parent.Dup()
+        if not self._all:
+            atexit.register(self.run_all)
+        self._all.append(self)
 
     @classmethod
-    def of(cls, comm, length, dtype):
+    def of(cls, comm, length=None, dtype=None):
+        """The check of ``DataParallel()`` on ``comm`` or, given the update's length and
+        dtype, of the updates of that shape on ``comm`` (the first time, every rank makes
+        it at once: a collective call on ``comm``)."""
+        shape = None if length is None else (int(length), np.dtype(dtype).name)
         for check in cls._all:
-            if check.comm is comm:
-                break
-        else:
-            check = cls(comm)
-            if not cls._all:
-                atexit.register(cls.run_all)
-            cls._all.append(check)
-        check.length, check.dtype = length, dtype  # the latest DataParallel's update
-        return check
+            if check.shape == shape and check.communicator(parent=True) == comm:
+                return check
+        return cls(comm, shape)
+
+    def communicator(self, parent=False):
+        """Where this check meets (or, with ``parent``, the communicator it checks)."""
+        if self.parent is None:
+            return _mpi().COMM_WORLD
+        return self.parent if parent or self.shape is None else self.comm
 
     @classmethod
     def run_all(cls):
-        for check in reversed(cls._all):  # the latest communicator first
-            check.run()
-
-    def run(self):
-        MPI = _mpi()
-        if MPI.Is_finalized() or self.comm == MPI.COMM_NULL:
+        try:
+            MPI = _mpi()  # under a launcher, this may start MPI: the others may wait for it
+        except MPIUnavailable:
             return
-        size, rank = self.comm.Get_size(), self.comm.Get_rank()
-        _, ended, agreeing = _meet(self.comm, np.zeros(self.length, self.dtype), _ENDED)
-        if ended < size:
-            elsewhere = _elsewhere(size, size - ended - agreeing, 0, agreeing)
-            abort(self.comm, f"RanksDisagree: DataParallel: the program of rank {rank} ended "
-                  f"after {self.updates} update() calls while {elsewhere}; {_SAME_UPDATES}")
+        if MPI.Is_finalized():
+            return
+        meetings = []
+        for check in cls._all:
+            comm = check.communicator()
+            if comm == MPI.COMM_NULL:  # freed by the program
+                continue
+            buffer = np.zeros(check.shape[0] if check.shape else 1,
+                              check.shape[1] if check.shape else np.float64)
+            meetings.append((check, buffer, _post(comm, buffer, _ENDED)))
+        requests = [request for _, _, request in meetings]
+        for _ in meetings:
+            check, buffer, _ = meetings[MPI.Request.Waitany(requests)]
+            comm = check.communicator(parent=True)  # the program's, unless it freed it
+            comm = check.communicator() if comm == MPI.COMM_NULL else comm
+            failure = check.failure(buffer, comm.Get_size(), comm.Get_rank())
+            if failure:
+                abort(comm, failure)
+                return
+
+    def failure(self, buffer, size, rank):
+        """Why the job must end, from this check's meeting at exit (``buffer``); None when
+        every rank ended its program."""
+        _, ended, agreeing = _counts(buffer, size)
+        if ended == size:
+            return None
+        if self.shape is None:
+            return (f"RanksDisagree: DataParallel: the program of rank {rank} ended while "
+                    f"{_elsewhere(size, wrapping=size - ended)}; {_SAME_WRAPPING}")
+        elsewhere = _elsewhere(size, size - ended - agreeing, 0, agreeing)
+        return (f"RanksDisagree: DataParallel: the program of rank {rank} ended after "
+                f"{self.updates} update() calls while {elsewhere}; {_SAME_UPDATES}")
 
 
 class ShardedBatches(Batches):
@@ -738,8 +851,11 @@ def find_mpiexec():
 
 
 def mpiexec_command(processes, program):
-    """``(argv, env)`` that run ``program`` (an argv list) in ``processes`` MPI processes."""
+    """``(argv, env)`` that run ``program`` (an argv: a list of strings, such as
+    ``[sys.executable, "train.py"]``) in ``processes`` MPI processes; with an empty
+    ``program``, mpiexec's part of the command, to add one to."""
     processes = _check_processes(processes, "mpiexec_command")
+    program = _check_program(program, "mpiexec_command", empty=True)
     _mpi_importable()
     mpiexec = find_mpiexec()
     env = dict(os.environ)
@@ -772,13 +888,15 @@ def _end_with_parent():
 
 
 def launch(processes, program):
-    """Run ``program`` (an argv list) in ``processes`` MPI processes; return the exit status.
+    """Run ``program`` (an argv: a non-empty list of strings, such as ``[sys.executable,
+    "train.py"]``) in ``processes`` MPI processes; return the exit status.
 
     mpiexec runs in its own session, so a Ctrl-C in the terminal reaches this launcher
     alone, which passes each SIGINT or SIGTERM on once (mpiexec forwards it to every rank).
     A failed job ends with a line on stderr that says so.
     """
-    argv, env = mpiexec_command(processes, program)
+    processes = _check_processes(processes, "launch")
+    argv, env = mpiexec_command(processes, _check_program(program, "launch"))
     cores = len(os.sched_getaffinity(0))
     if processes > cores:
         print(f"fastgraph: note: {processes} processes on {cores} cores: MPI processes wait "
@@ -821,5 +939,15 @@ def _abort_on_uncaught_exception_under_a_launcher():
     sys.excepthook = hook
 
 
+def _check_exit_under_a_launcher():
+    """Under an MPI launcher of several ranks, a program that ends (``sys.exit`` too) before
+    it wrapped its optimizer meets, at exit, the others' ``DataParallel()`` on
+    ``MPI.COMM_WORLD`` (see ``_ExitCheck``): they would wait for it there forever. MPI starts
+    at exit, in the check, when the program did not start it."""
+    if launched_size() > 1 and not _ExitCheck._all:
+        _ExitCheck(None)
+
+
 _abort_on_uncaught_exception_under_a_launcher()
+_check_exit_under_a_launcher()
 

@@ -10,6 +10,12 @@
     python tests/mpi_worker.py uncaught WHAT     the same, the error left to end the job
     python tests/mpi_worker.py seed-none         train with seed=None; rank 0 prints whether
                                                  the ranks' shares covered each epoch once
+    python tests/mpi_worker.py end-early WHERE   a rank's program ends while the other calls
+                                                 DataParallel() (see ``end_early``)
+    python tests/mpi_worker.py two-models        two DataParallels of other shapes; rank 1
+                                                 ends after one update fewer
+    python tests/mpi_worker.py models            models that differ, and alike but numbered
+                                                 differently (see ``models``)
 
 The test runs ``train_model`` in its own process too, as the single-process reference.
 """
@@ -156,9 +162,88 @@ def seed_none(comm):
               f"not covered: {every}", flush=True)
 
 
+def rank_from_launcher():
+    return int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+
+
+def end_early(where):
+    """Rank 0 wraps its optimizer in DataParallel() while rank 1's program ends: with
+    ``sys.exit(1)`` before it started MPI (``before-mpi``: its data could not be read), or
+    (``unwrapped``) rank 0's program ends, status 0, without wrapping while rank 1 wraps."""
+    waiting = 1 if where == "unwrapped" else 0
+    if rank_from_launcher() != waiting:
+        if where == "before-mpi":
+            sys.exit(1)
+        distributed.communicator()
+        return 0
+    model = mlp(FEATURES, (16,), CLASSES, seed=11)
+    distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss, 0.01))
+    return 0
+
+
+def two_models(comm):
+    """Two DataParallels of other shapes on one communicator; rank 0 updates the first three
+    times, rank 1 twice, then its program ends."""
+    first, second = (mlp(FEATURES, (hidden,), CLASSES, seed=11) for hidden in (16, 8))
+    optimizer = distributed.DataParallel(fg.optimizer.Adam(first.graph, first.loss, 0.01), comm)
+    distributed.DataParallel(fg.optimizer.Adam(second.graph, second.loss, 0.01), comm)
+    features, labels = data()
+    batches = Batches(features, labels, 32, classes=CLASSES, seed=3)
+    for _ in zip(range(3 if comm.Get_rank() == 0 else 2), batches.feed(first.x, first.one_hot)):
+        optimizer.one_step()
+        optimizer.update()
+
+
+def numbered_model(shift):
+    """A 12-4 softmax regression; with ``shift``, another node built first numbers its
+    nodes differently."""
+    with fg.Graph(seed=5) as graph:
+        if shift:
+            fg.Variable((3, 1), trainable=False)
+        x = fg.Variable((FEATURES, 1), trainable=False)
+        one_hot = fg.Variable((CLASSES, 1), trainable=False)
+        weights = fg.Variable((CLASSES, FEATURES), init=True)
+        loss = fg.ops.CrossEntropyWithSoftMax(fg.ops.MatMul(weights, x), one_hot)
+    return graph, x, one_hot, loss
+
+
+def models(comm):
+    """Rank 1's model has Tanh where rank 0's has ReLU: each rank prints the error it gets.
+    Then the same model, numbered differently on rank 1, and an MLP (two DataParallels of
+    other shapes) train two steps each and agree; each rank prints the sum of its parameters
+    and its hash of a string. Then rank 1 ends with status 3, rank 0 half a second later."""
+    rank = comm.Get_rank()
+    model = mlp(FEATURES, (16,), CLASSES, activation="Tanh" if rank == 1 else "ReLU", seed=11)
+    try:
+        distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss, 0.01), comm)
+    except distributed.RanksDisagree as error:
+        print(f"rank {rank}: {type(error).__name__}: {error}", flush=True)
+    graph, x, one_hot, loss = numbered_model(shift=rank == 1)
+    first = distributed.DataParallel(fg.optimizer.Adam(graph, loss, 0.01), comm)
+    model = mlp(FEATURES, (16,), CLASSES, seed=11 + rank)
+    second = distributed.DataParallel(fg.optimizer.Adam(model.graph, model.loss, 0.01), comm)
+    features, labels = data()
+    for optimizer, inputs in ((first, (x, one_hot)), (second, (model.x, model.one_hot))):
+        for _ in zip(range(2), Batches(features, labels, 32, classes=CLASSES,
+                                       seed=3).feed(*inputs)):
+            optimizer.one_step()
+            optimizer.update()
+        optimizer.agree("my loop", [("epochs", 1)])
+    total = sum(float(param.value.astype(np.float64).sum())
+                for optimizer in (first, second) for param in optimizer.params)
+    print(f"<rank {rank} parameters: {total!r}> <rank {rank} hash: {hash('fastgraph')}>",
+          flush=True)
+    if rank == 1:
+        sys.exit(3)  # its collective calls are done: the job ends when rank 0's program does
+    time.sleep(0.5)
+    print("rank 0 ended last", flush=True)
+
+
 def main(argv):
     if argv[0] == "--launch":
         return distributed.launch(int(argv[1]), [sys.executable, __file__, *argv[2:]])
+    if argv[0] == "end-early":  # before any communicator, on one rank
+        return end_early(argv[1])
     if argv[0] == "raise-before":  # before any communicator: the others wait in DataParallel
         if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 1:
             raise RuntimeError("rank 1 could not read its data")
@@ -180,6 +265,10 @@ def main(argv):
         disagree_run(argv[1], comm)
     elif argv[0] == "seed-none":
         seed_none(comm)
+    elif argv[0] == "two-models":
+        two_models(comm)
+    elif argv[0] == "models":
+        models(comm)
     elif argv[0] == "frozen":  # the first layer's weights frozen on every rank (or rank 1)
         model = mlp(FEATURES, (16,), CLASSES, seed=11 + comm.Get_rank())  # rank 0's win
         first = model.graph.get_node("Variable:2")
