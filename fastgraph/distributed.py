@@ -358,7 +358,6 @@ class DataParallel:
         if wrapping < self.size:
             raise RanksDisagree(f"DataParallel: {_elsewhere(self.size, ended=ended)} while "
                                 f"rank {self.rank} called DataParallel(); {_SAME_WRAPPING}")
-        _ExitCheck.of(self.comm)  # a program that ends from now on meets the next one here
         try:
             _check_optimizer(optimizer)
             self._params = optimizer.params
@@ -383,7 +382,10 @@ class DataParallel:
         self.stopping = False
         self._updates = 0
         self.broadcast_parameters()
-        # The updates' meetings, on a communicator of this shape's (see _ExitCheck).
+        # A program that ends from now on meets the next DataParallel() on this communicator
+        # at exit, and the updates' meetings, on a communicator of this shape's (see
+        # _ExitCheck). (Made once the ranks agreed: a refused one raised on every rank.)
+        _ExitCheck.of(self.comm)
         self._exit = _ExitCheck.of(self.comm, self._count + _EXTRA, optimizer.graph.dtype)
 
     def __getattr__(self, name):  # params, target, graph, steps, get_gradient, ...
