@@ -7,16 +7,23 @@ import numpy as np
 import fastgraph as fg
 
 
-def test_chain_of_100000_adds_runs_forward_and_backward(rng):
+def chain(length):
+    """x + c + c + ... (``length`` Adds) in a float64 graph: ``(graph, x, c, last node)``,
+    longer than the recursion limit allows a recursive walk to go."""
     assert sys.getrecursionlimit() <= 10_000
     with fg.Graph(dtype=np.float64) as graph:
         x = fg.Variable((2, 1), trainable=False)
         c = fg.Variable((2, 1))
         c.set_value([[0.5], [-1.0]])
         node = x
-        for _ in range(100_000):
+        for _ in range(length):
             node = fg.ops.Add(node, c)
-        optimizer = fg.optimizer.GradientDescent(graph, node, 1e-9)
+    return graph, x, c, node
+
+
+def test_chain_of_100000_adds_runs_forward_and_backward():
+    graph, x, c, node = chain(100_000)
+    optimizer = fg.optimizer.GradientDescent(graph, node, 1e-9)
     x.set_value(np.ones((3, 2)))
     optimizer.one_step()
     np.testing.assert_allclose(node.value[:, :, 0], [[50_001, -99_999]] * 3)
@@ -26,14 +33,7 @@ def test_chain_of_100000_adds_runs_forward_and_backward(rng):
 def test_a_chain_longer_than_the_recursion_limit_has_its_jacobians():
     """backward() and the article's dense engine walk plans too: no recursion (a chain of
     12,000, beyond the limit, where the 100,000 one above took 6 s more to record)."""
-    assert sys.getrecursionlimit() <= 10_000
-    with fg.Graph(dtype=np.float64):
-        x = fg.Variable((2, 1), trainable=False)
-        c = fg.Variable((2, 1))
-        c.set_value([[0.5], [-1.0]])
-        node = x
-        for _ in range(12_000):
-            node = fg.ops.Add(node, c)
+    _, x, c, node = chain(12_000)
     x.set_value(np.ones((3, 2)))
     np.testing.assert_allclose(c.backward(node), np.broadcast_to(12_000 * np.eye(2), (3, 2, 2)))
     x.set_value(np.ones((2, 1)))  # one sample: the article's dense algorithm

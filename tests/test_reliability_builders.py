@@ -235,7 +235,7 @@ class OneRank:
         return self  # the sum is its own)
 
     def Wait(self):  # noqa: N802
-        pass
+        """Nothing to wait for: one rank's sum is its own, made at once."""
 
 
 @pytest.mark.parametrize("optimizer, message", [
