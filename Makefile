@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check fastgraph tests benchmarks examples
-	$(BIN)/python -m pytest -q tests benchmarks --benchmark-disable
+	$(BIN)/python -m pytest -q -n 2 tests benchmarks --benchmark-disable
 
 train: $(BIN)/.installed
 	$(BIN)/fastgraph train mnist

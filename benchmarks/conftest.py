@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tests.workers  # noqa: F401 (first: a Numba cache for each test process)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

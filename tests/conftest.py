@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import tests.workers  # noqa: F401 (first: a Numba cache for each test process)
+
 # One thread unless the run asks otherwise: the thread chooser (fastgraph.threads) decides
 # from timings, and a few products (LeNet-5's first convolution) differ in their last bits
 # between thread counts, so tests that compare two runs bit for bit would depend on the
