@@ -489,15 +489,18 @@ def test_im2col_and_col2im_against_numpy(case, dtype, rng):
                                             (2, 3, 1, 1)])
 def test_max_pool_2x2_matches_the_general_kernel(H, W, C, batch, dtype, rng):
     """max_pool_2x2 gives max_pool's values and positions bit for bit: ties (the first in
-    row-major order), NaNs (the first wins), -inf everywhere, odd sides."""
+    row-major order), NaNs (the first wins, with its own bits), -0.0 and 0.0 (equal: the
+    first, with its sign), -inf everywhere, infinities, odd sides."""
     from fastgraph.kernels.convolution import max_pool, max_pool_2x2
 
     Ho, Wo = H // 2, W // 2
-    x = rng.normal(size=(batch + 3, H * W * C)).astype(dtype)
+    x = rng.normal(size=(batch + 5, H * W * C)).astype(dtype)
     x[0, ::3] = 0.5  # ties
     x[1, 1::5] = np.nan
     x[1, ::4] = 0.5
     x[2] = -np.inf
+    x[3] = rng.choice([-0.0, 0.0, -1.0], size=x.shape[1])  # signed zeros, tied
+    x[4] = rng.choice([np.nan, -np.nan, np.inf, -np.inf, 2.0], size=x.shape[1])
     x[-1, ::2] = np.nan
     x[-1, 1::2] = np.inf
     shape = (x.shape[0], Ho * Wo * C)
@@ -505,8 +508,10 @@ def test_max_pool_2x2_matches_the_general_kernel(H, W, C, batch, dtype, rng):
     max_pool(x, H, W, C, 2, 2, 2, 2, 0, 0, Ho, Wo, expected, expected_where)
     out, where = np.full(shape, 7.0, dtype), np.full(shape, 7.0, dtype)
     max_pool_2x2(x, W, C, Ho, Wo, out, where)
-    np.testing.assert_array_equal(out, expected)  # NaN where NaN
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(out.view(bits), expected.view(bits))  # signs, NaNs' bits
     np.testing.assert_array_equal(where, expected_where)
+    assert np.signbit(out[3]).any() and (out[3] == 0).any()  # the -0.0 case happened
     windows = x.astype(np.float64).reshape(-1, H, W, C)[:, :2 * Ho, :2 * Wo]
     windows = windows.reshape(-1, Ho, 2, Wo, 2, C).max(axis=(2, 4))  # NumPy: NaN wins too
     np.testing.assert_array_equal(out.astype(np.float64), windows.reshape(shape))

@@ -513,7 +513,7 @@ class MaxPool2D(_MaxWindows):
 
     2x2 windows with stride 2 and no padding (LeNet's) never clip, and go by
     ``max_pool_2x2`` (four reads in straight-line code, the same choice of pixel as the
-    general loop): 0.36 against 0.91 ms on 28x28x6, batch 64, one core."""
+    general loop, made without branching on the values; its figures are in its docstring)."""
 
     image_shape = fixed("image_shape")
     kernel_size = fixed("kernel_size")
