@@ -125,3 +125,88 @@ def test_profiler_accounts_for_the_step(rng, engine):
     assert total == pytest.approx(profile.step_seconds * 1e6)
     assert "one training step" in profile.table()
     assert not any("compute" in vars(node) for node in model.graph.nodes)  # timers removed
+
+
+KERNEL_FORM = """
+from fastgraph.kernels import convolution, data
+for kernel in (convolution.conv_shifted, convolution.max_pool_2x2, data.gather_batch):
+    print(kernel.dispatcher.py_func.__name__, kernel.dispatcher.targetoptions.get("parallel"))
+"""
+
+
+@pytest.mark.parametrize("setting, parallel", [("1", False), ("2", True)])
+def test_a_process_fixed_to_one_thread_compiles_the_plain_loops_of_parallel_kernels(
+        setting, parallel):
+    """A kernel of ``prange`` loops is, in a process that never runs more than one thread,
+    its plain twin (2.5-4x quicker to compile; the same numbers, as tests/test_fork.py
+    holds a forked child's training to its parent's); with more threads, the parallel
+    kernel. Its dispatcher is only made here, nothing compiled."""
+    env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", KERNEL_FORM], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = ["conv_shifted", "max_pool_2x2", "gather_batch"]
+    expected = [f"{name}_one_core None" if not parallel else f"{name} True" for name in names]
+    assert result.stdout.split("\n")[:3] == expected
+
+
+#: A small network of every ``prange`` kernel's operator (both convolution paths, general,
+#: 2x2 and average pooling, a batch gather, per-sample products), trained a few batches,
+#: then its per-sample gradients and a Jacobian: saved to argv[1].
+EVERY_PARALLEL_KERNEL = """
+import sys
+import numpy as np
+import fastgraph as fg
+from fastgraph import layer, ops
+
+graph = fg.Graph(dtype=np.float32, seed=0)
+with graph:
+    x = fg.Variable((64, 3), init=False, trainable=False, name="x")
+    y = fg.Variable((3, 1), init=False, trainable=False, name="y")
+    node = layer.conv2d(x, 4, 3, image_shape=(8, 8), padding=1)
+    node = ops.ReLU(layer.max_pool2d(node, 3, stride=1, padding=1))
+    node = layer.conv2d(node, 6, 3, image_shape=(8, 8), stride=2, padding=1)
+    node = ops.AvgPool2D(node, (4, 4), 2)
+    node = ops.ReLU(layer.max_pool2d(node, 2))
+    logits = layer.fc(ops.Reshape(node, (6, 1)), 6, 3, None)
+    loss = ops.loss.CrossEntropyWithSoftMax(logits, y)
+    optimizer = fg.optimizer.Adam(graph, loss, 0.01)
+rng = np.random.default_rng(0)
+images, labels = rng.integers(0, 256, (48, 192)).astype(np.uint8), rng.integers(0, 3, 48)
+for _ in fg.datasets.Batches(images, labels, 16, classes=3, scale=1 / 255, seed=0).feed(x, y):
+    optimizer.one_step()
+    optimizer.update()
+x.set_value((images[:16] / 255.0).reshape(16, 64, 3))
+y.set_value(np.eye(3)[labels[:16]].reshape(16, 3, 1))
+parts = [p.value.ravel() for p in optimizer.params]
+parts += [g.ravel() for g in fg.per_sample_gradients(loss, optimizer.params)]
+parts.append(fg.jacobian(logits, x).ravel())
+np.save(sys.argv[1], np.concatenate([np.asarray(p, np.float64).ravel() for p in parts]))
+from fastgraph import kernels
+print(sorted(kernel.dispatcher.py_func.__name__ for kernel in kernels._PARALLEL
+             if "dispatcher" in kernel.__dict__ and kernel.dispatcher.overloads))
+"""
+
+
+def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
+    """The suite runs on one thread, where every kernel of ``prange`` loops is its plain
+    twin: here a process on two threads runs the parallel kernels themselves (every one a
+    training step, per-sample gradients and a Jacobian call), and gives the numbers of a
+    process on one thread, bit for bit."""
+    results, compiled = {}, {}
+    for setting in ("1", "2"):
+        env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2"}
+        path = tmp_path / f"threads-{setting}.npy"
+        done = subprocess.run([sys.executable, "-c", EVERY_PARALLEL_KERNEL, str(path)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[setting] = np.load(path)
+        compiled[setting] = done.stdout.strip().splitlines()[-1]
+    twins, ran = ({name.strip(" '") for name in compiled[setting].strip("[]").split(",")}
+                  for setting in ("1", "2"))
+    assert {"conv_shifted", "conv_weight_vjp_shifted", "im2col", "col2im", "pad_channels",
+            "max_pool", "max_pool_2x2", "max_pool_vjp", "avg_pool", "avg_pool_vjp",
+            "gather_inputs", "outer_rows", "adam"} <= ran, ran
+    # (on one thread the optimizer calls Adam's plain form itself: ``OnThreads``)
+    assert twins == {f"{name}_one_core" for name in ran - {"adam"}}, twins
+    np.testing.assert_array_equal(results["2"], results["1"])

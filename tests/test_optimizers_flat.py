@@ -268,7 +268,8 @@ def test_a_call_runs_the_compilation_for_the_threads_the_process_may_use(monkeyp
 def test_a_process_compiles_the_update_it_may_run(setting, compiled_ahead):
     """In a fresh process, on one thread (as in auto mode at first): the parallel update is
     what a process that may use two threads compiles and runs, the plain one what a process
-    fixed to one thread does (the parallel loop is never compiled there)."""
+    fixed to one thread does (the parallel loop is never compiled there, where the parallel
+    kernel is its twin)."""
     code = """
 import json
 import numba
@@ -287,8 +288,8 @@ for _ in range(3):
     optimizer.one_step()
     assert numba.get_num_threads() == 1
     optimizer.update()
-    seen.append([len(optimizers.adam.every_core.dispatcher.overloads),
-                 len(optimizers.adam.one_core.dispatcher.overloads)])
+    every, one = optimizers.adam.every_core.dispatcher, optimizers.adam.one_core.dispatcher
+    seen.append([len(every.overloads), len(one.overloads), every is one])
 print(json.dumps(seen))
 """
     env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2",
@@ -297,7 +298,9 @@ print(json.dumps(seen))
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == ([[1, 0]] * 3 if compiled_ahead else [[0, 1]] * 3)
+    # Fixed to one thread, the parallel kernel is its plain twin (``Kernel.dispatcher``):
+    # the parallel loop is never compiled.
+    assert seen == ([[1, 0, False]] * 3 if compiled_ahead else [[1, 1, True]] * 3)
 
 
 @pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),

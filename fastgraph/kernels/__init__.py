@@ -56,6 +56,14 @@ class Kernel:
     @functools.cached_property
     def dispatcher(self):
         _load_numba_registries()
+        if self._options.get("parallel") and _threads().most == 1:
+            # A process that never runs more than one thread (FASTGRAPH_THREADS=1, one
+            # core, an MPI rank with a core of its own) compiles the plain loops, as it does
+            # the optimizers' updates (``OnThreads``): a parallel kernel is 2.5-4x longer to
+            # compile (LeNet-5's convolution 5.5 s of CPU, its plain loops 1.6).
+            if self.twin is None:
+                self.twin = plain_twin(self.py_func, self._options)
+            return self.twin.dispatcher
         return njit(**self._options)(self.py_func)
 
     @functools.cached_property
@@ -74,6 +82,14 @@ class Kernel:
 
 def _kernel_decorator(**options):
     return lambda function: Kernel(function, options)
+
+
+def _threads():
+    """``fastgraph.threads.threads`` (imported when first asked: that module imports this
+    package's BLAS on first use)."""
+    from ..threads import threads
+
+    return threads
 
 
 def ran():
