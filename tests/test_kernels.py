@@ -1,5 +1,6 @@
 """The BLAS backends, the batch iterator and the profiler."""
 
+import json
 import os
 import subprocess
 import sys
@@ -182,9 +183,10 @@ parts = [p.value.ravel() for p in optimizer.params]
 parts += [g.ravel() for g in fg.per_sample_gradients(loss, optimizer.params)]
 parts.append(fg.jacobian(logits, x).ravel())
 np.save(sys.argv[1], np.concatenate([np.asarray(p, np.float64).ravel() for p in parts]))
+import json
 from fastgraph import kernels
-print(sorted(kernel.dispatcher.py_func.__name__ for kernel in kernels._PARALLEL
-             if "dispatcher" in kernel.__dict__ and kernel.dispatcher.overloads))
+print(json.dumps([kernel.dispatcher.py_func.__name__ for kernel in kernels._PARALLEL
+                  if "dispatcher" in kernel.__dict__ and kernel.dispatcher.overloads]))
 """
 
 
@@ -201,9 +203,8 @@ def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         results[setting] = np.load(path)
-        compiled[setting] = done.stdout.strip().splitlines()[-1]
-    twins, ran = ({name.strip(" '") for name in compiled[setting].strip("[]").split(",")}
-                  for setting in ("1", "2"))
+        compiled[setting] = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    twins, ran = compiled["1"], compiled["2"]  # the kernels that ran, by compiled name
     assert {"conv_shifted", "conv_weight_vjp_shifted", "im2col", "col2im", "pad_channels",
             "max_pool", "max_pool_2x2", "max_pool_vjp", "avg_pool", "avg_pool_vjp",
             "gather_inputs", "outer_rows", "adam"} <= ran, ran
