@@ -152,8 +152,8 @@ def test_a_process_fixed_to_one_thread_compiles_the_plain_loops_of_parallel_kern
 
 
 #: A small network of every ``prange`` kernel's operator (both convolution paths, general,
-#: 2x2 and average pooling, a batch gather, per-sample products), trained a few batches,
-#: then its per-sample gradients and a Jacobian: saved to argv[1].
+#: 2x2, average and the article's pooling, a batch gather, per-sample products), trained a
+#: few batches, then its per-sample gradients and a Jacobian: saved to argv[1].
 EVERY_PARALLEL_KERNEL = """
 import sys
 import numpy as np
@@ -169,16 +169,23 @@ with graph:
     node = layer.conv2d(node, 6, 3, image_shape=(8, 8), stride=2, padding=1)
     node = ops.AvgPool2D(node, (4, 4), 2)
     node = ops.ReLU(layer.max_pool2d(node, 2))
-    logits = layer.fc(ops.Reshape(node, (6, 1)), 6, 3, None)
+    z = fg.Variable((6, 6), init=False, trainable=False, name="z")  # the article's pooling
+    pooled = ops.Reshape(ops.MaxPooling(z, (3, 3), (2, 2)), (9, 1))
+    logits = ops.Add(layer.fc(ops.Reshape(node, (6, 1)), 6, 3, None),
+                     layer.fc(pooled, 9, 3, None))
     loss = ops.loss.CrossEntropyWithSoftMax(logits, y)
     optimizer = fg.optimizer.Adam(graph, loss, 0.01)
 rng = np.random.default_rng(0)
 images, labels = rng.integers(0, 256, (48, 192)).astype(np.uint8), rng.integers(0, 3, 48)
-for _ in fg.datasets.Batches(images, labels, 16, classes=3, scale=1 / 255, seed=0).feed(x, y):
+maps = rng.normal(size=(48, 6, 6)).astype(np.float32)
+for step, _ in enumerate(
+        fg.datasets.Batches(images, labels, 16, classes=3, scale=1 / 255, seed=0).feed(x, y)):
+    z.set_value(maps[16 * step:16 * step + 16])
     optimizer.one_step()
     optimizer.update()
 x.set_value((images[:16] / 255.0).reshape(16, 64, 3))
 y.set_value(np.eye(3)[labels[:16]].reshape(16, 3, 1))
+z.set_value(maps[:16])
 parts = [p.value.ravel() for p in optimizer.params]
 parts += [g.ravel() for g in fg.per_sample_gradients(loss, optimizer.params)]
 parts.append(fg.jacobian(logits, x).ravel())
@@ -207,7 +214,7 @@ def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
     twins, ran = compiled["1"], compiled["2"]  # the kernels that ran, by compiled name
     assert {"conv_shifted", "conv_weight_vjp_shifted", "im2col", "col2im", "pad_channels",
             "max_pool", "max_pool_2x2", "max_pool_vjp", "avg_pool", "avg_pool_vjp",
-            "gather_inputs", "outer_rows", "adam"} <= ran, ran
+            "max_pool_map_rows", "gather_inputs", "outer_rows", "adam"} <= ran, ran
     # (on one thread the optimizer calls Adam's plain form itself: ``OnThreads``)
     assert twins == {f"{name}_one_core" for name in ran - {"adam"}}, twins
     np.testing.assert_array_equal(results["2"], results["1"])
