@@ -61,10 +61,14 @@ class Kernel:
             # core, an MPI rank with a core of its own) compiles the plain loops, as it does
             # the optimizers' updates (``OnThreads``): a parallel kernel is 2.5-4x longer to
             # compile (LeNet-5's convolution 5.5 s of CPU, its plain loops 1.6).
-            if self.twin is None:
-                self.twin = plain_twin(self.py_func, self._options)
-            return self.twin.dispatcher
+            return self.plain().dispatcher
         return njit(**self._options)(self.py_func)
+
+    def plain(self):
+        """The plain twin of this kernel of ``prange`` loops, made on first need."""
+        if self.twin is None:
+            self.twin = plain_twin(self.py_func, self._options)
+        return self.twin
 
     @functools.cached_property
     def _numba_type_(self):
@@ -126,9 +130,7 @@ def run_on_one_core():
 
 
 def _on_one_core(parallel):
-    if parallel.twin is None:
-        parallel.twin = plain_twin(parallel.py_func, parallel._options)
-    parallel.__dict__["dispatcher"] = parallel.twin.dispatcher
+    parallel.__dict__["dispatcher"] = parallel.plain().dispatcher
     parallel.__dict__.pop("_numba_type_", None)
 
 
