@@ -1,7 +1,7 @@
 """Start-up: ``import fastgraph``, build a model and one training step, in fresh processes.
 
     python -m benchmarks.startup [--model mlp|lenet5|recurrent] [--runs 3] [--compiles]
-                                 [--against DIRECTORY] [--source]
+                                 [--against DIRECTORY] [--source] [--steps 1]
 
 Each run is a new Python process. With an empty cache (``NUMBA_CACHE_DIR`` pointed at a new
 temporary directory) every kernel, adapter and replay loop is compiled; with a warm one
@@ -13,7 +13,9 @@ took (of the compiling thread: the figure that moves least with the load), and w
 worker process of ``fastgraph.kernels.ahead`` compiled beside it. ``--against``
 another checkout of fastgraph (say a ``git archive`` of an older commit in /tmp) runs it and
 this one alternately, run for run (which goes first alternating too), and sums up the
-ranges of each: a comparison that the load moves alike for both.
+ranges of each: a comparison that the load moves alike for both. ``--steps N`` times N
+training steps instead of one (the same batch again): what a start costs a short training,
+compiling left for later steps included.
 
 fastgraph's modules are read from their bytecode cache (``__pycache__``, written with
 ``compileall`` before the runs), as for an installed package, even when
@@ -66,14 +68,17 @@ model = fg.models.{name}(seed=0)
 optimizer = fg.optimizer.Adam(model.graph, model.loss)
 model.x.set_value(np.zeros((64, 784), np.float32))
 model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
-optimizer.one_step()
-optimizer.update()
+for _ in range({{steps}}):
+    optimizer.one_step()
+    optimizer.update()
 """
 #: ... or the recurrent net of ``benchmarks.recurrent`` (583 nodes, batch 16).
 RECURRENT = """
 from benchmarks import recurrent
 network = recurrent.Fastgraph(recurrent.initial(np.random.default_rng(0)))
-network.step(*recurrent.data(np.random.default_rng(0)))
+batch = recurrent.data(np.random.default_rng(0))
+for _ in range({steps}):
+    network.step(*batch)
 """
 BODIES = {"mlp": CLASSIFIER.format(name="mlp"), "lenet5": CLASSIFIER.format(name="lenet5"),
           "recurrent": RECURRENT}
@@ -83,10 +88,12 @@ BODIES = {"mlp": CLASSIFIER.format(name="mlp"), "lenet5": CLASSIFIER.format(name
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(model, cache, compiles=False, tree=HERE, source=False):
+def run(model, cache, compiles=False, tree=HERE, source=False, steps=1):
     """One fresh process with ``NUMBA_CACHE_DIR=cache``, importing fastgraph from the
-    checkout ``tree`` (from bytecode unless ``source``): its figures as a dict."""
-    code = "import json\n" + STEP.format(body=BODIES[model], compiles=compiles)
+    checkout ``tree`` (from bytecode unless ``source``), making ``steps`` training steps:
+    its figures as a dict."""
+    body = BODIES[model].format(steps=steps)
+    code = "import json\n" + STEP.format(body=body, compiles=compiles)
     env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": tree}
     if not source:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -111,14 +118,20 @@ def main(argv=None):
                         help="list what the first empty-cache run compiled")
     parser.add_argument("--against", metavar="DIRECTORY",
                         help="another checkout of fastgraph, run alternately with this one")
+    parser.add_argument("--steps", type=int, default=1,
+                        help="training steps timed after the build (default 1)")
     parser.add_argument("--source", action="store_true",
                         help="no compileall, and PYTHONDONTWRITEBYTECODE kept if set "
                              "(modules with no bytecode cache compiled in every run)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     source = args.source and bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
-    print(f"{args.model}: import fastgraph, build, one_step() + update(), Adam; modules "
+    steps = "one_step() + update()" if args.steps == 1 else \
+        f"{args.steps:,} steps of one_step() + update()"
+    print(f"{args.model}: import fastgraph, build, {steps}, Adam; modules "
           f"{'as found (no compileall)' if source else 'from their bytecode cache'}")
     trees = {"": HERE}
     if args.against:
@@ -139,10 +152,11 @@ def main(argv=None):
                     cache = os.path.join(root, f"{name.strip()}-" + (
                         "warm" if warm else f"empty-{index}"))
                     if warm and index == 0:
-                        run(args.model, cache, tree=tree, source=source)  # fills it
+                        run(args.model, cache, tree=tree, source=source,
+                            steps=args.steps)  # fills it
                     before = load()
                     figures = run(args.model, cache, args.compiles and not warm and index == 0,
-                                  tree, source)
+                                  tree, source, args.steps)
                     seen.setdefault((label, name), []).append((figures["wall"], figures["cpu"]))
                     print(f"{name}{' ' if name else ''}{label:<11} run {index + 1}: "
                           f"{figures['wall']:5.2f} s wall, {figures['cpu']:5.2f} s CPU (import "

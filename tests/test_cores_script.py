@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from benchmarks import cores
@@ -57,3 +58,29 @@ def test_startup_runs_must_be_at_least_one(capsys):
     with pytest.raises(SystemExit) as exit_:
         startup.main(["--runs", "0"])
     assert exit_.value.code == 2 and "--runs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_startup_steps_must_be_at_least_one(capsys):
+    from benchmarks import startup
+
+    with pytest.raises(SystemExit) as exit_:
+        startup.main(["--steps", "0"])
+    assert exit_.value.code == 2 and "--steps must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_startup_makes_the_steps_asked_for():
+    """``--steps N``: the timed body makes N training steps of the model (here with stand-ins
+    for fastgraph that count the calls)."""
+    from types import SimpleNamespace
+
+    from benchmarks import startup
+
+    made = []
+    node = SimpleNamespace(set_value=lambda value: made.append("set_value"))
+    model = SimpleNamespace(x=node, one_hot=node, graph=None, loss=None)
+    optimizer = SimpleNamespace(one_step=lambda: made.append("one_step"),
+                                update=lambda: made.append("update"))
+    fg = SimpleNamespace(models=SimpleNamespace(mlp=lambda seed: model),
+                         optimizer=SimpleNamespace(Adam=lambda graph, loss: optimizer))
+    exec(startup.BODIES["mlp"].format(steps=3), {"fg": fg, "np": np})
+    assert made == ["set_value"] * 2 + ["one_step", "update"] * 3
