@@ -28,7 +28,7 @@ from .graph import CONVENTIONS, OUTDATED, Cache, Graph
 from .kernels import ahead
 from .kernels import optimizers as kernels
 from .node import Node, Variable
-from .threads import Chooser
+from .threads import Chooser, threads
 
 #: Elements after the gradient sums in ``Optimizer.gradient_buffer``, free for callers
 #: (``fastgraph.distributed`` ships the sample count and a fingerprint of the settings there).
@@ -164,6 +164,7 @@ class Optimizer:
         self.steps = 0
         self.threads = Chooser()  # the thread count of the steps, by their times
         ahead.expect(self._update_calls)  # (compiled with the first pass, on an empty cache)
+        ahead.expect_later(self._later_update_calls)  # (and after it: see kernels.ahead)
 
     def __reduce__(self):
         # copy.copy made a twin that added into the same gradient sums and stepped the same
@@ -315,6 +316,13 @@ class Optimizer:
         states = [getattr(self, name) for name in self.state_names]
         return [(self.rule.chosen(), (self._table, self._buffer, *states, self._coefficients),
                  None)]
+
+    def _later_update_calls(self):
+        """The calls of the first update on more threads, where the first runs on one
+        (``kernels.optimizers.OnThreads``): what the thread chooser's first trial needs."""
+        if self.rule is None or threads.most == 1 or self.rule.chosen() is self.rule.every_core:
+            return []
+        return [(self.rule.every_core, call[1], None) for call in self._update_calls()]
 
     def _follow_graph(self):
         """After a node was re-wired (the article's ``Welding``), the target may depend on

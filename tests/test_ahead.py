@@ -97,7 +97,7 @@ class _Group:
 
     def __init__(self, name, seconds=0.0):
         self.where, self.signatures, self.compiled = ("nowhere", name, None), [], 0
-        self.seconds = seconds
+        self.seconds, self.function = seconds, name
 
     def compile(self):
         time.sleep(self.seconds)
@@ -151,6 +151,65 @@ def test_a_worker_that_fails_leaves_every_function_compiled_here(command, monkey
     for worker in started:
         if worker is not None:
             assert worker.process.poll() is not None  # collected, not left running
+
+
+def _later_group():
+    group = _Group("later")
+    group.signatures = [(("a signature",), None)]
+    return group
+
+
+@pytest.mark.parametrize("command", [SILENT_EXIT, NEVER_READS, BEGINS_A_FIRST_ONE_AND_HANGS,
+                                     TALKS_NONSENSE],
+                         ids=["exits", "never-reads", "hangs-in-it", "nonsense"])
+def test_a_worker_that_fails_in_the_background_is_stopped_and_left_behind(command,
+                                                                          monkeypatch):
+    """What the worker compiles after the pass (``expect_later``): one that exits, never
+    reads, hangs or talks nonsense is no longer waited for after ``FINISH_TIMEOUT``, and is
+    stopped; its work is left to this process (the callers compile it when they call it)."""
+    monkeypatch.setattr(ahead._Worker, "command", command)
+    monkeypatch.setattr(ahead, "FINISH_TIMEOUT", 0.5)
+    monkeypatch.setattr(ahead, "_background", None)
+    worker = ahead._Worker.spawn()
+    ahead._in_background(worker, [_later_group()])
+    began = time.monotonic()
+    while not ahead.background_done():
+        assert ahead._background is worker
+        time.sleep(0.02)
+    assert time.monotonic() - began < 5  # (the fake workers sleep 60 s)
+    assert ahead._background is None and worker.process.poll() is not None
+
+
+def test_waiting_for_the_background_worker_ends_when_it_has_compiled_it_all(monkeypatch):
+    """A worker that says it compiled the work it was sent after the pass: done, stopped;
+    waiting for it takes as long as it compiles, not ``FINISH_TIMEOUT``."""
+    monkeypatch.setattr(ahead._Worker, "command", _script(
+        "import os, struct, time\n"
+        "kind, size = struct.unpack('<cQ', os.read(0, 9)); os.read(0, size)\n"
+        "os.write(1, b'b 0\\n'); time.sleep(0.3); os.write(1, b'e 0\\n'); time.sleep(60)"))
+    monkeypatch.setattr(ahead, "FINISH_TIMEOUT", 30.0)
+    monkeypatch.setattr(ahead, "_background", None)
+    worker = ahead._Worker.spawn()
+    ahead._in_background(worker, [_later_group()])
+    assert ahead._background is worker and not ahead.background_done()
+    began = time.monotonic()
+    assert ahead.background_done(wait=True)
+    assert time.monotonic() - began < 10 and worker.process.poll() is not None
+
+
+def test_a_forked_child_leaves_its_parents_background_worker_alone(monkeypatch):
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    monkeypatch.setattr(ahead, "_background", None)
+    worker = ahead._Worker.spawn()
+    ahead._in_background(worker, [_later_group()])
+    try:
+        monkeypatch.setattr(worker, "owner", -1)  # as a child sees its parent's
+        assert ahead.background_done() and ahead._background is None
+        ahead._background = worker
+        ahead._stop_background()
+        assert ahead._background is None and worker.process.poll() is None  # not stopped
+    finally:
+        worker.close()
 
 
 def test_a_function_another_process_cannot_find_is_compiled_here(monkeypatch):
@@ -243,7 +302,14 @@ model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
 before = len(compiles)
 optimizer.one_step()
 optimizer.update()
-print(json.dumps({"compiled": compiles[before:], "report": ahead.report,
+first = compiles[before:]
+background = ahead._background is not None
+ahead.background_done(wait=True)
+from fastgraph.kernels import optimizers
+before = len(compiles)
+assert optimizers.compile_parallel_forms()
+print(json.dumps({"compiled": first, "report": ahead.report, "background": background,
+                  "parallel_update_compiled": compiles[before:],
                   "loss": float(model.loss.value.sum()),
                   "weights": [float(np.abs(p.flat).sum()) for p in optimizer.params]}))
 """
@@ -267,15 +333,21 @@ def test_on_an_empty_cache_the_worker_compiles_part_of_the_first_step(tmp_path):
     report = cold["report"]
     assert report["worker"] and report["here"]  # each did a part
     # The worker compiles first what the process said it runs: the replay loop (at import)
-    # and the optimizer's update; then the pass's kernels from the back.
-    assert report["worker"][:2] == ["execute_pass", "adam"]
+    # and the optimizer's update on one thread (the chooser's first steps); then the pass's
+    # kernels from the back.
+    assert report["worker"][:2] == ["execute_pass", "adam_one_core"]
     assert "gemm_owned_mkl" in report["here"]  # (the pass's first kernel: this process's)
     # This process loaded what the worker compiled, and compiled nothing the survey missed
     # (but the recorder's own address_of, which the survey calls).
     assert set(cold["compiled"]) - {"address_of"} <= set(report["here"])
     assert not set(cold["compiled"]) & set(report["worker"])
+    # The parallel update (two threads' steps) was left to the worker, compiled after the
+    # pass while this process went on: this process loaded it from the cache.
+    assert cold["background"] and "adam" not in cold["compiled"]
+    assert cold["parallel_update_compiled"] == []
     warm = _first_step(tmp_path / "cache", "0")  # (loaded: the same machine code)
-    assert warm["compiled"] == [] and warm["report"] is None
+    assert warm["compiled"] == [] and warm["report"] is None and not warm["background"]
+    assert warm["parallel_update_compiled"] == []
     assert (cold["loss"], cold["weights"]) == (warm["loss"], warm["weights"])
 
 

@@ -245,31 +245,43 @@ def test_the_update_loop_gives_each_thread_the_rows_it_owns(rows, columns):
         assert (ran[start * columns:stop * columns] == part).all()
 
 
-def test_a_call_runs_the_compilation_for_the_threads_the_process_may_use(monkeypatch):
-    """A process that may use more than one thread: every_core (on however many threads
-    Numba has now); one that never will: one_core (here stand-ins that say which ran)."""
+def test_a_call_runs_the_compilation_for_the_threads_it_runs_on_now(monkeypatch):
+    """On one thread, one_core (a process fixed to one, or the thread chooser's first steps
+    in one that may use more); on more, every_core; a Python thread that set no count runs
+    on Numba's, every core (here stand-ins that say which ran)."""
     from fastgraph.threads import threads
 
     rule = kernels.OnThreads(kernels.adam.one_core.py_func)
+    kernels._RULES.remove(rule)
     ran = []
     monkeypatch.setattr(rule, "one_core", lambda *args: ran.append("one"))
     monkeypatch.setattr(rule, "every_core", lambda *args: ran.append("every"))
+    now = {"count": 1}
+    monkeypatch.setattr(type(threads), "current", property(lambda self: now["count"]))
+    # The parallel form being compiled by the worker in the background: a call that needs
+    # it waits for the worker (never two processes compiling one function at once).
+    waited = []
+    monkeypatch.setattr(kernels.ahead, "_background", "compiling")
+    monkeypatch.setattr(kernels.ahead, "background_done", lambda wait=False: waited.append(wait))
     monkeypatch.setattr(threads, "most", 1)
     rule(1)
     monkeypatch.setattr(threads, "most", 2)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)  # the chooser's first steps
-    rule(2)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    rule(2)  # the chooser's first steps
+    assert waited == []
+    now["count"] = 2
     rule(3)
-    assert ran == ["one", "every", "every"]
+    now["count"] = None
+    rule(4)
+    assert ran == ["one", "one", "every", "every"] and waited == [True, True]
 
 
-@pytest.mark.parametrize("setting, compiled_ahead", [("1", False), ("2", True)])
-def test_a_process_compiles_the_update_it_may_run(setting, compiled_ahead):
-    """In a fresh process, on one thread (as in auto mode at first): the parallel update is
-    what a process that may use two threads compiles and runs, the plain one what a process
-    fixed to one thread does (the parallel loop is never compiled there, where the parallel
-    kernel is its twin)."""
+@pytest.mark.parametrize("setting", ["1", "2"])
+def test_a_process_compiles_the_update_forms_it_runs(setting):
+    """In a fresh process, steps on one thread (as in auto mode at first) compile and run
+    the plain update only; where more threads may run, the parallel one is compiled before
+    they do (``compile_parallel_forms``, which the thread chooser calls before its first
+    trial of them), and runs on two. A process fixed to one thread never compiles it: its
+    parallel kernel is the plain twin (``Kernel.dispatcher``)."""
     code = """
 import json
 import numba
@@ -282,14 +294,23 @@ optimizer = fg.optimizer.Adam(model.graph, model.loss)
 optimizer.threads.fixed, optimizer.threads.counts = True, (1, 1)  # as its first steps
 threads.use(1)
 seen = []
-for _ in range(3):
+
+def step():
     model.x.set_value(np.zeros((64, 784), np.float32))
     model.one_hot.set_value(np.eye(10, dtype=np.float32)[np.arange(64) % 10])
     optimizer.one_step()
-    assert numba.get_num_threads() == 1
     optimizer.update()
     every, one = optimizers.adam.every_core.dispatcher, optimizers.adam.one_core.dispatcher
     seen.append([len(every.overloads), len(one.overloads), every is one])
+
+for _ in range(2):
+    step()
+if threads.most > 1:
+    optimizers.compile_parallel_forms()
+    seen.append("compiled")
+    optimizer.threads.counts = (2, 2)
+    threads.use(2)
+    step()
 print(json.dumps(seen))
 """
     env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2",
@@ -298,9 +319,10 @@ print(json.dumps(seen))
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    # Fixed to one thread, the parallel kernel is its plain twin (``Kernel.dispatcher``):
-    # the parallel loop is never compiled.
-    assert seen == ([[1, 0, False]] * 3 if compiled_ahead else [[1, 1, True]] * 3)
+    if setting == "1":  # the parallel kernel is its plain twin: one form, ever
+        assert seen == [[1, 1, True]] * 2
+    else:  # the plain form for one thread, the parallel one compiled before two run it
+        assert seen == [[0, 1, False]] * 2 + ["compiled", [1, 1, False]]
 
 
 @pytest.mark.parametrize("name, conventions", [("Momentum", "torch"), ("RMSProp", "article"),

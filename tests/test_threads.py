@@ -84,6 +84,58 @@ def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
     assert {clock.step() for _ in range(100)} == {2}
 
 
+def _preparing_chooser(prepare, cost, monkeypatch):
+    """A fake clock with a chooser on two cores whose ``before_more_threads`` is
+    ``prepare``, its steps timed by ``cost(count, step)``, the clock started."""
+    monkeypatch.setattr(threads_module, "before_more_threads", [prepare])
+    monkeypatch.setattr(threads, "most", 2)
+    monkeypatch.setattr(threads, "fixed", None)
+    monkeypatch.setattr(threads, "use", lambda count: None)
+    clock = FakeClock(cost)
+    clock.chooser = Chooser(clock)
+    clock.chooser.tick()
+    return clock
+
+
+def test_what_more_threads_need_is_compiled_before_their_trial_untimed(monkeypatch):
+    """``before_more_threads`` runs once as each trial of two threads begins (never for
+    one thread's steps), and the time it takes (compiling, on an empty cache) is in no
+    step's: the trial's first step is as long as waking the threads made it, and a trial
+    that loses waits the steps its own cost asks for."""
+    prepared = []
+
+    def compile_forms():
+        prepared.append(clock.steps)
+        clock.now += 100.0  # a compile: 100 one-thread steps
+        return True
+
+    clock = _preparing_chooser(compile_forms, lambda n, step: 1.2 if n == 2 else 1.0,
+                               monkeypatch)  # two threads lose
+    counts = [clock.step() for _ in range(300)]
+    trials = [i for i in range(1, len(counts)) if counts[i] == 2 and counts[i - 1] == 1]
+    assert prepared == trials[:len(prepared)] and len(prepared) == len(trials) >= 2
+    assert trials[:2] == [8, 17 + 64]  # as without it: the first loss waits 64 steps
+    assert clock.chooser.medians == pytest.approx([1.0, 1.2])
+
+
+def test_a_trial_waits_on_one_thread_while_what_it_needs_compiles_elsewhere(monkeypatch):
+    """``before_more_threads`` saying not yet (the compile worker is still at the parallel
+    update): the steps stay on one thread, untimed by it, and it is asked again 8 steps
+    later, until it is ready; the trial then runs as it would have."""
+    asked, ready_at = [], 40
+
+    def compiled_elsewhere():
+        asked.append(clock.steps)
+        return clock.steps >= ready_at
+
+    clock = _preparing_chooser(compiled_elsewhere, lambda n, step: 1.0 if n == 2 else 1.6,
+                               monkeypatch)  # two threads win
+    counts = [clock.step() for _ in range(70)]
+    assert asked == [8, 16, 24, 32, 40]  # (a step: 8 of one thread's, a median, then asked)
+    assert counts[:40] == [1] * 40 and counts[40:49] == [2] * 9 and counts[49:] == [2] * 21
+    assert clock.chooser.medians == pytest.approx([1.6, 1.0]) and clock.chooser.home == 1
+
+
 @pytest.mark.parametrize("text", ["0", "-1", "two", "1.5"])
 def test_a_bad_fastgraph_threads_is_named(monkeypatch, text):
     monkeypatch.setenv("FASTGRAPH_THREADS", text)

@@ -18,6 +18,14 @@ compiles into Numba's disk cache, from which this process loads each function th
 time it calls it, as it loads what an earlier process compiled. Nothing is compiled that
 the pass would not have compiled.
 
+Then the worker compiles, in the background, what the process said it may run later
+(:func:`expect_later`: an optimizer's parallel update, which steps on more than one thread
+run and the thread chooser's first steps, on one thread, do not), while this process runs
+its steps on the other core; the chooser's first trial of more threads waits until
+:func:`background_done` (``kernels.optimizers.compile_parallel_forms``). A worker that
+takes longer than ``FINISH_TIMEOUT`` is stopped and what it did not compile is compiled
+here when called; one still compiling when the process exits is stopped.
+
 The worker is only a head start. If it cannot start, fails, is killed or is slower, this
 process compiles what it did not, when it first calls it, as it would have without it; this
 process waits for the worker only while it finishes the function it is compiling, never for
@@ -30,6 +38,7 @@ process that runs on one thread (``FASTGRAPH_THREADS=1``, one core, an MPI rank 
 of its own), which keeps to its core, and a system without ``MSG_NOSIGNAL`` (Linux has it).
 """
 
+import atexit
 import importlib
 import os
 import pickle
@@ -65,6 +74,8 @@ IDLE_TIMEOUT = 30.0
 _decided = False  # the first pass of the process has come (compiled ahead or not)
 _spare = None  # a worker started at the first compile, before the first pass (_on_compile)
 _expected = []  # weak references to callables that list (kernel, arguments) pairs
+_later = []  # the same, for what the worker compiles after the pass (see expect_later)
+_background = None  # the worker compiling it while this process runs (see background_done)
 _first_ready = []  # the names of what the worker compiled first (see _Worker)
 
 #: What the process compiled ahead, once it has: ``{"here": names, "worker": names}``, the
@@ -107,13 +118,50 @@ def expect(calls):
     compiled ahead with the first pass. ``calls()`` may fail until its object is complete
     (an optimizer's states are made after the base class calls this): it is asked again at
     the next compile. Kept weakly (a bound method of an optimizer does not keep it)."""
-    if _decided:
-        return
+    if not _decided:
+        _keep(_expected, calls)
+        _first_of_all()
+
+
+def expect_later(calls):
+    """``calls()`` lists calls this process may make later, as :func:`expect`'s: what only
+    steps on more than one thread run (an optimizer's parallel update, which its first
+    steps, on one thread, do not). On an empty cache the worker compiles them after its
+    share of the first pass, while this process runs its steps, and
+    :func:`background_done` says when it has. Kept weakly."""
+    if not _decided:
+        _keep(_later, calls)
+
+
+def _keep(references, calls):
+    """Keep ``calls`` in ``references``, weakly if it is a bound method."""
     try:
-        _expected.append(weakref.WeakMethod(calls))
+        references.append(weakref.WeakMethod(calls))
     except TypeError:  # (not a bound method)
-        _expected.append(lambda: calls)
-    _first_of_all()
+        references.append(lambda: calls)
+
+
+def background_done(wait=False):
+    """Whether what :func:`expect_later` listed is compiled (into the disk cache, from
+    which the calls load it), or left for this process to compile when it calls it (no
+    worker was started, it failed, or it took ``FINISH_TIMEOUT``): True then, the worker
+    stopped. False while the worker compiles; with ``wait``, waits for it instead."""
+    global _background
+    worker = _background
+    if worker is None:
+        return True
+    if worker.owner != os.getpid():  # (a forked child's copy: the parent's worker)
+        _background = None
+        return True
+    worker.read()
+    while (not worker.ended and len(worker.ready | worker.missed) < len(worker.first)
+           and time.monotonic() < worker.deadline):
+        if not wait:
+            return False
+        worker.read(timeout=max(0.0, worker.deadline - time.monotonic()))
+    _background = None
+    worker.close()
+    return True
 
 
 def decide(survey, dispatcher, argtypes):
@@ -128,8 +176,9 @@ def decide(survey, dispatcher, argtypes):
         return
     on = enabled()  # (a bad setting is refused at every first pass it stops, not once)
     _decided = True
-    expected = _expected_calls() if on else []
-    _expected[:] = []
+    expected = _calls(_expected) if on else []
+    later = _calls(_later) if on else []
+    _expected[:], _later[:] = [], []
     if not on or (_spare is None and _loaded(dispatcher, argtypes)):
         spare, _spare = _spare, None
         _closed(spare)
@@ -148,7 +197,7 @@ def decide(survey, dispatcher, argtypes):
         group.signatures = [(argtypes, calling) for argtypes, calling in group.signatures
                             if (id(_dispatcher(group.function)), argtypes) not in sent]
     groups = [group for group in groups if group.signatures]
-    theirs = compile_ahead(groups)
+    theirs = compile_ahead(groups, _groups(later))
     report = {"here": [_name(group) for k, group in enumerate(groups) if k not in theirs],
               "worker": _first_ready + [_name(group) for k, group in enumerate(groups)
                                         if k in theirs]}
@@ -249,9 +298,11 @@ def _find(where):
     return found if variant is None else getattr(found, variant)
 
 
-def compile_ahead(groups):
+def compile_ahead(groups, background=()):
     """Compile ``groups``: this process from the front, a worker from the back (those it
-    can find), until they meet. Returns the indices the worker compiled."""
+    can find), until they meet. Returns the indices the worker compiled. The worker is then
+    given ``background`` (groups too), which it compiles while this process goes on (see
+    :func:`background_done`); with none, it is stopped."""
     # A function the worker was sent first (another signature of it) is compiled here once
     # the worker has stopped: never by both processes at once (see the module's text).
     first = {sent[0] for sent in _spare.sent} if _spare is not None else set()
@@ -280,13 +331,38 @@ def compile_ahead(groups):
             group.compile()
         worker.finish()
         done = {shared[i] for i in worker.done}
-    finally:
         _first_ready[:] = dict.fromkeys(worker.first[n] for n in sorted(worker.ready)
                                         if n < len(worker.first))  # (a name once)
-        worker.close()
+        _in_background(worker, background)
+    finally:
+        if _background is not worker:
+            worker.close()
     for k in later:
         groups[k].compile()
     return done
+
+
+def _in_background(worker, groups):
+    """Give ``worker``, done with the pass, the ``groups`` it can find, to compile while
+    this process goes on: it is then :func:`background_done`'s."""
+    global _background
+    sent = len(worker.first)
+    if groups and not worker.ended:
+        worker.first_of_all(groups)
+    if len(worker.first) > sent:
+        worker.deadline, worker.owner = time.monotonic() + FINISH_TIMEOUT, os.getpid()
+        _background = worker
+        atexit.register(_stop_background)
+
+
+def _stop_background():
+    """At exit: stop a worker still compiling in the background (what it compiled so far
+    is in the cache; the rest is compiled by the next process that needs it), never one
+    that a forked child's copy of this module holds."""
+    global _background
+    worker, _background = _background, None
+    if worker is not None and worker.owner == os.getpid():
+        worker.close()
 
 
 class _Worker:
@@ -468,8 +544,13 @@ def _first_of_all():
 
 
 def _expected_calls():
+    return _calls(_expected)
+
+
+def _calls(references):
+    """The calls that the callables kept in ``references`` list now."""
     calls = []
-    for reference in _expected:
+    for reference in references:
         found = reference()
         if found is not None:
             try:
@@ -503,10 +584,13 @@ class _Frames:
 
     def __init__(self, descriptor):
         self.descriptor, self.buffer, self.ended = descriptor, b"", False
+        self.queued = []  # frames read and put back, served first
 
     def next(self, timeout):
         """The next frame, ``(kind, body)``, waiting up to ``timeout`` seconds; None if none
         came (or the other process closed its end: ``ended``)."""
+        if self.queued:
+            return self.queued.pop(0)
         deadline = time.monotonic() + timeout
         while True:
             if len(self.buffer) >= 9:
@@ -534,8 +618,9 @@ def _compiled(where, signatures):
 
 def work():
     """The worker: compile the functions it is sent first, in order, then the pass's from
-    the last, until the next is one the other process took (or it closes its end). Its own
-    compiles start no worker; with no work within ``IDLE_TIMEOUT`` seconds, it exits."""
+    the last, until the next is one the other process took, then what it is sent next (the
+    functions to compile in the background), until the other process closes its end. Its
+    own compiles start no worker; with no work within ``IDLE_TIMEOUT`` seconds, it exits."""
     global _decided
     _decided = True
     frames, to = _Frames(sys.stdin.fileno()), os.dup(sys.stdout.fileno())
@@ -555,17 +640,19 @@ def work():
                                            first))
                 first += 1
             continue
-        taken = -1
+        taken, aside = -1, []  # (aside: what came with the takes, served after the pass)
         for index in reversed(range(len(where))):
             while (frame := frames.next(0.0)) is not None:
                 if frame[0] == b"T":
                     taken = max(taken, struct.unpack("<Q", frame[1])[0])
+                else:
+                    aside.append(frame)
             if frames.ended or index <= taken:
-                return
+                break
             os.write(to, b"s %d\n" % index)
             os.write(to, b"%s %d\n" % (b"d" if _compiled(where[index], signatures[index])
                                        else b"f", index))
-        return
+        frames.queued.extend(aside)
 
 
 if __name__ == "__main__":

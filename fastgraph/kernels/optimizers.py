@@ -25,16 +25,16 @@ RMSProp and Adam also take an eps inside the square root, for the article's form
 rules.
 
 Each rule is compiled in two forms from one text (:class:`OnThreads`): with ``prange``,
-for a process that may run on several threads, and as plain loops, for one fixed to one
-thread; a process compiles the one it runs. Neither takes floating-point freedoms (no
-``fastmath``), so the two give the same numbers bit for bit, on any thread count.
+for the steps that run on several threads, and as plain loops, for those on one; a process
+compiles the forms it runs. Neither takes floating-point freedoms (no ``fastmath``), so the
+two give the same numbers bit for bit, on any thread count.
 """
 
 import numpy as np
 from numba import prange
 
-from ..threads import threads
-from . import PARALLEL_MIN, _kernel_decorator, array_at, inline, plain_twin
+from ..threads import before_more_threads, threads
+from . import PARALLEL_MIN, _kernel_decorator, ahead, array_at, inline, plain_twin
 
 #: The parallel compilation of an update: ``prange`` loops on every core, and no ``fastmath``
 #: (with it, the parallel loop and the plain one rounded differently: the last bit of about
@@ -52,30 +52,64 @@ class OnThreads:
     on Numba's threads, ``one_core`` runs them as plain loops (the same numbers, bit for
     bit: no fastmath in either, so the thread count never changes a result).
 
-    A process that may use more than one thread (``fastgraph.threads``: auto on several
-    cores, or a fixed count above 1) calls ``every_core`` for every update, which runs on
-    one thread as a plain loop would while the thread chooser has one thread; a process that
-    never will (``FASTGRAPH_THREADS=1``, one core, an MPI rank with a core of its own) calls
-    ``one_core``, and never compiles the parallel loop (Adam: 0.6-0.9 s of CPU on an empty
-    cache, against 0.3 s for the plain one). Each process compiles one of the two."""
+    A call runs the form for the thread count that the calling Python thread runs on now
+    (``fastgraph.threads``): ``one_core`` on one thread, ``every_core`` on more. A process
+    that never runs more than one (``FASTGRAPH_THREADS=1``, one core, an MPI rank with a
+    core of its own) never compiles the parallel loop, and one whose thread chooser starts
+    on one thread (auto, on several cores) makes it ready only before the chooser's first
+    trial of more threads (:func:`compile_parallel_forms`), not in its first step: on an
+    empty cache Adam's parallel loop is 1.3 s of CPU to compile, its plain loop about 0.5,
+    and the compile worker compiles the parallel one meanwhile (``kernels.ahead``; the
+    optimizer lists it with ``ahead.expect_later``)."""
 
     def __init__(self, function):
         self.__name__, self.__doc__ = function.__name__, function.__doc__
         self.__module__ = function.__module__
         self.every_core = _parallel_update(function)
         self.one_core = self.every_core.twin = plain_twin(function, self.every_core._options)
+        _RULES.append(self)
 
     def __call__(self, *args):
-        if threads.most > 1:
-            return self.every_core(*args)
-        return self.one_core(*args)
+        return self.chosen()(*args)
 
     def chosen(self):
-        """The form a call makes now."""
-        return self.every_core if threads.most > 1 else self.one_core
+        """The form a call makes now: the parallel loops where more than one thread runs
+        them (a Python thread that set no count yet runs on Numba's, every core)."""
+        count = threads.current
+        if (threads.most if count is None else count) == 1:
+            return self.one_core
+        if ahead._background is not None:  # (never two processes compiling one function)
+            ahead.background_done(wait=True)
+        return self.every_core
 
     def __repr__(self):
         return f"<update kernels {self.__module__}.{self.__name__} (one core, every core)>"
+
+
+#: Every update rule (:class:`OnThreads`), for :func:`compile_parallel_forms`.
+_RULES = []
+
+
+def compile_parallel_forms():
+    """Compile, or load from the cache, the parallel form of every update rule for each
+    argument type its plain form was called with (the steps on one thread so far): called
+    by the thread chooser before it times the first step of a trial of more threads, so
+    that compiling is no step's time (``fastgraph.threads.before_more_threads``). False,
+    with nothing done, while the compile worker compiles them (``ahead.background_done``)."""
+    if not ahead.background_done():
+        return False
+    for rule in _RULES:
+        plain = rule.one_core.__dict__.get("dispatcher")  # (made if the rule ran)
+        if plain is None:
+            continue
+        parallel = rule.every_core.dispatcher
+        for argtypes in list(plain.overloads):
+            if argtypes not in parallel.overloads:
+                parallel.compile(argtypes)
+    return True
+
+
+before_more_threads.append(compile_parallel_forms)
 
 
 @inline
