@@ -197,6 +197,24 @@ def test_waiting_for_the_background_worker_ends_when_it_has_compiled_it_all(monk
     assert time.monotonic() - began < 10 and worker.process.poll() is not None
 
 
+def test_a_worker_still_at_what_it_was_sent_first_is_not_kept_in_the_background(
+        monkeypatch):
+    """This process compiles the replay loop and the first update itself when it calls
+    them and the worker has not: a worker that has not finished them is stopped after the
+    pass as before, not given more, so one function is never compiled by two processes."""
+    monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
+    monkeypatch.setattr(ahead, "_background", None)
+    worker = ahead._Worker.spawn()
+    try:
+        first = _Group("first")
+        first.signatures = [(("a signature",), None)]
+        worker.first_of_all([first])  # (sent first, never said done)
+        ahead._in_background(worker, [_later_group()])
+        assert ahead._background is None and worker.first == ["'first'"]
+    finally:
+        worker.close()
+
+
 def test_a_forked_child_leaves_its_parents_background_worker_alone(monkeypatch):
     monkeypatch.setattr(ahead._Worker, "command", NEVER_READS)
     monkeypatch.setattr(ahead, "_background", None)

@@ -344,10 +344,14 @@ def compile_ahead(groups, background=()):
 
 def _in_background(worker, groups):
     """Give ``worker``, done with the pass, the ``groups`` it can find, to compile while
-    this process goes on: it is then :func:`background_done`'s."""
+    this process goes on: it is then :func:`background_done`'s. Only a worker that has
+    compiled all it was sent first: this process compiles what it has not (the replay loop,
+    the first update) as soon as it calls them, and one function is never compiled by two
+    processes at once."""
     global _background
     sent = len(worker.first)
-    if groups and not worker.ended:
+    worker.read()
+    if groups and not worker.ended and len(worker.ready | worker.missed) == sent:
         worker.first_of_all(groups)
     if len(worker.first) > sent:
         worker.deadline, worker.owner = time.monotonic() + FINISH_TIMEOUT, os.getpid()
@@ -540,11 +544,7 @@ def _on_compile(dispatcher):
 def _first_of_all():
     """Give the spare worker what the process expects to run (compiled first)."""
     if _spare is not None:
-        _spare.first_of_all(_groups(_expected_calls()))
-
-
-def _expected_calls():
-    return _calls(_expected)
+        _spare.first_of_all(_groups(_calls(_expected)))
 
 
 def _calls(references):
