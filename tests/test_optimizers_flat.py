@@ -261,7 +261,6 @@ def test_a_call_runs_the_compilation_for_the_threads_it_runs_on_now(monkeypatch)
     # The parallel form being compiled by the worker in the background: a call that needs
     # it waits for the worker (never two processes compiling one function at once).
     waited = []
-    monkeypatch.setattr(kernels.ahead, "_background", "compiling")
     monkeypatch.setattr(kernels.ahead, "background_done", lambda wait=False: waited.append(wait))
     monkeypatch.setattr(threads, "most", 1)
     rule(1)

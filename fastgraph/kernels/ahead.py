@@ -432,6 +432,7 @@ class _Worker:
         self.sent = set()  # (id of their dispatcher, argument types)
         self.begun, self.ready, self.missed = set(), set(), set()  # theirs, by number
         self.ended = False
+        self.deadline = self.owner = None  # (set once it compiles in the background)
         self._partial = b""
 
     def send(self, data):

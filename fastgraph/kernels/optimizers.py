@@ -78,8 +78,7 @@ class OnThreads:
         count = threads.current
         if (threads.most if count is None else count) == 1:
             return self.one_core
-        if ahead._background is not None:  # (never two processes compiling one function)
-            ahead.background_done(wait=True)
+        ahead.background_done(wait=True)  # (never two processes compiling one function)
         return self.every_core
 
     def __repr__(self):
