@@ -142,8 +142,13 @@ ZERO = np.float32(0.0)
 
 @inline
 def _decayed(x, g):
-    """``x``, or zero when it is below TINY and the gradient ``g`` is 0."""
-    return ZERO if g == 0 and abs(x) < TINY else x  # (NaN < TINY is False: NaN kept)
+    """``x``, or zero when it is below TINY and the gradient ``g`` is 0.
+
+    Both tests are made, joined by ``&`` rather than ``and``: a short-circuit ``and`` is a
+    branch in the loop, which LLVM vectorised with masked loads of the state and a scatter
+    to store it (AVX-512 here), and Adam's update ran at half speed: 47-51 against 28-32 us
+    on the MLP's 80,730 numbers on two threads."""
+    return ZERO if (g == 0) & (abs(x) < TINY) else x  # (NaN < TINY is False: NaN kept)
 
 
 @inline
