@@ -27,9 +27,11 @@ faster now:
   compiles the parallel loop after its share of the first pass, while the steps run on
   one thread; trials wait for it.
 
-Both counts compute the same numbers except where a product is split along its inner
-dimension (MKL does so for a few shapes, e.g. 6x25 by 25x50176: the last bits differ), so a
-run that must repeat bit for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads,
+Both counts compute the same numbers: MKL runs in its strict reproducible mode
+(``kernels.blas._strict_results``), and the updates take no fastmath. (Before that mode, MKL
+split a few products along their inner dimension on AMD's processors, e.g. 6x25 by
+25x50176, and summed some in another order on an Intel Xeon: the last bits differed.) A
+run that must repeat bit for bit still sets ``FASTGRAPH_THREADS`` to a number: that many threads,
 always (at most Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger number is
 taken as that, with a warning). The counts are set per Python thread (Numba's count is a
 thread's own, and MKL's is set with ``MKL_Set_Num_Threads_Local``): a graph trained in each

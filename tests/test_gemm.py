@@ -160,6 +160,111 @@ def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, monkeypatch
     assert not differ
 
 
+#: The MNIST networks' products (batch, units, inputs) that are large enough to split.
+NETWORK_PRODUCTS = [(64, 100, 784), (128, 256, 784), (128, 128, 256), (64, 256, 784),
+                    (64, 512, 784), (17, 100, 784), (1000, 100, 784)]
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
+@pytest.mark.parametrize("batch, units, inputs", NETWORK_PRODUCTS)
+def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_count(
+        rng, monkeypatch, batch, units, inputs):
+    """A layer's forward product x @ W.T, weight gradient upstream.T @ x and input gradient
+    upstream @ W, each made whole and split by W's rows (``gemm_owned``), on one thread and
+    on two: one set of bits. On an Intel Xeon (AVX-512) MKL summed some of them in another
+    order on two threads (64x784 by 784x100, whole) or whole than in parts (784 inputs to
+    256 or more units), until fastgraph asked MKL for its strict reproducible mode
+    (``blas._strict_results``)."""
+    import numba
+
+    from fastgraph.threads import threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only here")
+    monkeypatch.setattr(threads, "most", 2)
+    before = threads.current
+    x = rng.normal(size=(batch, inputs)).astype(np.float32)
+    w = rng.normal(size=(units, inputs)).astype(np.float32)
+    upstream = rng.normal(size=(batch, units)).astype(np.float32)
+    products = {  # name: (along, a, ta, b, tb, shape of out)
+        "forward": (blas.OUT_COLUMNS, x, False, w, True, (batch, units)),
+        "weight gradient": (blas.OUT_ROWS, upstream, True, x, False, (units, inputs)),
+        "input gradient": (blas.WHOLE, upstream, False, w, False, (batch, inputs))}
+    differ = []
+    try:
+        for name, (along, a, ta, b, tb, shape) in products.items():
+            made = {}
+            for count in (1, 2):
+                threads.use(count)
+                for how in {along, blas.WHOLE}:
+                    out = np.zeros(shape, np.float32)
+                    blas.gemm_owned(how, a, ta, b, tb, out, 0.0)
+                    made[count, how] = out
+            first = next(iter(made.values()))
+            differ += [(name, key) for key, out in made.items()
+                       if not np.array_equal(out, first)]
+    finally:
+        threads.use(before or 1)
+    assert not differ
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
+def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(monkeypatch):
+    """784-256-128-10, Adam, four steps of batch 128 at a fixed count each: the same weights
+    on one thread and on two (its first layer's forward product, split by W's rows, differed
+    in the last bits on an Intel Xeon before MKL's strict mode)."""
+    import numba
+
+    import fastgraph as fg
+    from fastgraph.threads import threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only here")
+    monkeypatch.setattr(threads, "most", 2)
+    before = threads.current
+    trained = []
+    try:
+        for count in (1, 2):
+            threads.use(count)
+            model = fg.models.mlp(784, (256, 128), 10, seed=0)
+            optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+            optimizer.threads.fixed, optimizer.threads.counts = True, (count, count)
+            rng = np.random.default_rng(1)
+            for _ in range(4):
+                model.x.set_value(rng.random((128, 784, 1), np.float32))
+                model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
+                optimizer.one_step()
+                optimizer.update()
+            trained.append(np.concatenate([node.flat.ravel() for node in optimizer.params]))
+    finally:
+        threads.use(before or 1)
+    assert np.any(trained[0] != 0)  # (weights, not an empty result)
+    np.testing.assert_array_equal(trained[1], trained[0])
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
+def test_mkl_is_asked_for_its_strict_reproducible_mode_unless_the_user_chose(tmp_path):
+    """MKL reports the mode fastgraph set (``AUTO | STRICT``) before its first product, and
+    a setting of ``MKL_CBWR`` is left to MKL."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import ctypes; from fastgraph.kernels import blas; "
+            "print(ctypes.CDLL(blas.LIBRARY).MKL_CBWR_Get(ctypes.c_int(-1)))")
+    seen = {}
+    for setting in ("", "COMPATIBLE"):
+        env = {key: value for key, value in os.environ.items() if key != "MKL_CBWR"}
+        if setting:
+            env["MKL_CBWR"] = setting
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen[setting] = int(result.stdout.split()[-1])
+    assert seen[""] == blas.MKL_CBWR_AUTO | blas.MKL_CBWR_STRICT
+    assert seen["COMPATIBLE"] == 3  # mkl_service.h's MKL_CBWR_COMPATIBLE, as set
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_sample_products_match_numpy(dtype):
     """matvec and vecmat, MatMul's products for a single sample: rows in blocks of four and

@@ -68,6 +68,7 @@ def _find_mkl():
         except BlasUnavailable:
             continue
         _share_threads(ctypes.CDLL(found))
+        _strict_results(ctypes.CDLL(found))
         return found
     raise BlasUnavailable("MKL not found (pip install mkl)")
 
@@ -83,6 +84,28 @@ def _share_threads(mkl):
     except OSError:
         return  # no GNU OpenMP here: MKL keeps its own threads
     mkl.MKL_Set_Threading_Layer(ctypes.c_int(MKL_THREADING_GNU))
+
+
+#: ``mkl_service.h``: Conditional Numerical Reproducibility on the code path MKL would choose
+#: for this processor (``AUTO``), in its strict mode.
+MKL_CBWR_AUTO, MKL_CBWR_STRICT = 2, 0x10000
+
+
+def _strict_results(mkl):
+    """Ask MKL, before its first call, for products whose bits do not depend on its thread
+    count (its strict CNR mode, ``MKL_CBWR=AUTO,STRICT``; a setting the user made in
+    ``MKL_CBWR`` is kept). Without it, on an Intel Xeon (AVX-512), a product made on two
+    threads, or split in parts, summed in another order than on one thread for some shapes
+    (the 784-256-128-10 network's first layer, split by ``gemm_owned``: it trained to other
+    last bits on one thread than on two; 64x784 by 784x100 made whole by MKL on two
+    threads); on AMD's processors the parts had the whole product's bits. With it, on
+    both, every product of the tests' shapes has the same bits on one thread and on two,
+    split or whole, at the same speed (training steps of both MLPs, one and two threads,
+    four processes each, in turn). If MKL refuses the mode (an old MKL), the products are
+    as before."""
+    if os.environ.get("MKL_CBWR"):
+        return
+    mkl.MKL_CBWR_Set(ctypes.c_int(MKL_CBWR_AUTO | MKL_CBWR_STRICT))
 
 
 def _find_openblas():
@@ -181,9 +204,10 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     each core works on the same part of the weights, their gradient sums and their
     optimizer states from one step to the next and finds it in its own cache (MKL's own
     split of these products differs from the update's). Each element of ``out`` is the same
-    sum in the same order either way (no split along k), so the numbers do not depend on
-    the thread count: MKL's single-precision batches give each block of rows or columns the
-    bits of the whole product (160 of 160 shapes tried), its double-precision ones do not
+    sum either way (no split along k), so the numbers do not depend on the thread count:
+    MKL's single-precision batches give each block of rows or columns the bits of the whole
+    product (160 of 160 shapes tried on AMD's processors; on an Intel Xeon, only in MKL's
+    strict mode, see ``_strict_results``), its double-precision ones do not
     (60 of 80 blocks of rows, 52 of 80 of columns differed in the last bits), so float64
     products are made whole (``tests/test_gemm.py`` holds both to it).
 
