@@ -28,6 +28,22 @@ def _tolerance(dtype):
                                                                        "atol": 1e-12}
 
 
+@pytest.fixture
+def two_threads(monkeypatch):
+    """``fastgraph.threads``, allowed two threads (the test skipped where Numba runs one);
+    the calling thread's count set back afterwards."""
+    import numba
+
+    from fastgraph.threads import threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only here")
+    monkeypatch.setattr(threads, "most", 2)
+    before = threads.current
+    yield threads
+    threads.use(before or 1)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta, tb", FLAGS)
 @pytest.mark.parametrize("beta", [0.0, 1.0])
@@ -130,33 +146,22 @@ def test_a_program_replays_every_transposition(rng, dtype, beta):
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
-def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, monkeypatch):
+def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, two_threads):
     """MKL splits products of a few rows (5-11) between threads in a way that changes their
     last bits; gemm runs those on one thread (``SERIAL_ROWS``), so a training run gives the
     same numbers whatever the thread count (``fastgraph.threads``)."""
-    import numba
-
-    from fastgraph.threads import threads
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread only here")
-    monkeypatch.setattr(threads, "most", 2)
-    before = threads.current
     differ = []
-    try:
-        for m in [*range(2, 17), 20, 64]:
-            for n, k in ((20, 64), (84, 25), (784, 64)):
-                for ta, tb in FLAGS[:3]:
-                    a, b, _, _ = _operands(rng, np.float32, ta, tb, m, k, n)
-                    outs = []
-                    for count in (1, 2):
-                        threads.use(count)
-                        outs.append(np.zeros((m, n), np.float32))
-                        blas.gemm(a, ta, b, tb, outs[-1], 0.0)
-                    if not np.array_equal(*outs):
-                        differ.append((m, n, k, ta, tb))
-    finally:
-        threads.use(before or 1)
+    for m in [*range(2, 17), 20, 64]:
+        for n, k in ((20, 64), (84, 25), (784, 64)):
+            for ta, tb in FLAGS[:3]:
+                a, b, _, _ = _operands(rng, np.float32, ta, tb, m, k, n)
+                outs = []
+                for count in (1, 2):
+                    two_threads.use(count)
+                    outs.append(np.zeros((m, n), np.float32))
+                    blas.gemm(a, ta, b, tb, outs[-1], 0.0)
+                if not np.array_equal(*outs):
+                    differ.append((m, n, k, ta, tb))
     assert not differ
 
 
@@ -168,21 +173,13 @@ NETWORK_PRODUCTS = [(64, 100, 784), (128, 256, 784), (128, 128, 256), (64, 256, 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
 @pytest.mark.parametrize("batch, units, inputs", NETWORK_PRODUCTS)
 def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_count(
-        rng, monkeypatch, batch, units, inputs):
+        rng, two_threads, batch, units, inputs):
     """A layer's forward product x @ W.T, weight gradient upstream.T @ x and input gradient
     upstream @ W, each made whole and split by W's rows (``gemm_owned``), on one thread and
     on two: one set of bits. On an Intel Xeon (AVX-512) MKL summed some of them in another
     order on two threads (64x784 by 784x100, whole) or whole than in parts (784 inputs to
     256 or more units), until fastgraph asked MKL for its strict reproducible mode
     (``blas._strict_results``)."""
-    import numba
-
-    from fastgraph.threads import threads
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread only here")
-    monkeypatch.setattr(threads, "most", 2)
-    before = threads.current
     x = rng.normal(size=(batch, inputs)).astype(np.float32)
     w = rng.normal(size=(units, inputs)).astype(np.float32)
     upstream = rng.normal(size=(batch, units)).astype(np.float32)
@@ -191,53 +188,39 @@ def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_cou
         "weight gradient": (blas.OUT_ROWS, upstream, True, x, False, (units, inputs)),
         "input gradient": (blas.WHOLE, upstream, False, w, False, (batch, inputs))}
     differ = []
-    try:
-        for name, (along, a, ta, b, tb, shape) in products.items():
-            made = {}
-            for count in (1, 2):
-                threads.use(count)
-                for how in {along, blas.WHOLE}:
-                    out = np.zeros(shape, np.float32)
-                    blas.gemm_owned(how, a, ta, b, tb, out, 0.0)
-                    made[count, how] = out
-            first = next(iter(made.values()))
-            differ += [(name, key) for key, out in made.items()
-                       if not np.array_equal(out, first)]
-    finally:
-        threads.use(before or 1)
+    for name, (along, a, ta, b, tb, shape) in products.items():
+        made = {}
+        for count in (1, 2):
+            two_threads.use(count)
+            for how in {along, blas.WHOLE}:
+                out = np.zeros(shape, np.float32)
+                blas.gemm_owned(how, a, ta, b, tb, out, 0.0)
+                made[count, how] = out
+        first = next(iter(made.values()))
+        differ += [(name, key) for key, out in made.items() if not np.array_equal(out, first)]
     assert not differ
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
-def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(monkeypatch):
+def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(two_threads):
     """784-256-128-10, Adam, four steps of batch 128 at a fixed count each: the same weights
     on one thread and on two (its first layer's forward product, split by W's rows, differed
     in the last bits on an Intel Xeon before MKL's strict mode)."""
-    import numba
-
     import fastgraph as fg
-    from fastgraph.threads import threads
 
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread only here")
-    monkeypatch.setattr(threads, "most", 2)
-    before = threads.current
     trained = []
-    try:
-        for count in (1, 2):
-            threads.use(count)
-            model = fg.models.mlp(784, (256, 128), 10, seed=0)
-            optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
-            optimizer.threads.fixed, optimizer.threads.counts = True, (count, count)
-            rng = np.random.default_rng(1)
-            for _ in range(4):
-                model.x.set_value(rng.random((128, 784, 1), np.float32))
-                model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
-                optimizer.one_step()
-                optimizer.update()
-            trained.append(np.concatenate([node.flat.ravel() for node in optimizer.params]))
-    finally:
-        threads.use(before or 1)
+    for count in (1, 2):
+        two_threads.use(count)
+        model = fg.models.mlp(784, (256, 128), 10, seed=0)
+        optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+        optimizer.threads.fixed, optimizer.threads.counts = True, (count, count)
+        rng = np.random.default_rng(1)
+        for _ in range(4):
+            model.x.set_value(rng.random((128, 784, 1), np.float32))
+            model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
+            optimizer.one_step()
+            optimizer.update()
+        trained.append(np.concatenate([node.flat.ravel() for node in optimizer.params]))
     assert np.any(trained[0] != 0)  # (weights, not an empty result)
     np.testing.assert_array_equal(trained[1], trained[0])
 
