@@ -27,13 +27,14 @@ faster now:
   compiles the parallel loop after its share of the first pass, while the steps run on
   one thread; trials wait for it.
 
-Both counts compute the same numbers: MKL runs in its strict reproducible mode
-(``kernels.blas._strict_results``), and the updates take no fastmath. (Before that mode, MKL
-split a few products along their inner dimension on AMD's processors, e.g. 6x25 by
-25x50176, and summed some in another order on an Intel Xeon: the last bits differed.) A
-run that must repeat bit for bit still sets ``FASTGRAPH_THREADS`` to a number: that many threads,
-always (at most Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger number is
-taken as that, with a warning). The counts are set per Python thread (Numba's count is a
+Both counts compute the same numbers except where MKL splits a product itself in another
+order than on one thread: along the inner dimension for a few shapes on AMD's processors
+(e.g. 6x25 by 25x50176), and a layer of 784 inputs to 512 units or more on an Intel Xeon
+(``kernels.blas.gemm_owned``; ``MKL_CBWR=AUTO,STRICT`` makes every product's bits
+independent of the count, at a cost to small products). So a run that must repeat bit
+for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads, always (at most
+Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger number is taken as that,
+with a warning). The counts are set per Python thread (Numba's count is a
 thread's own, and MKL's is set with ``MKL_Set_Num_Threads_Local``): a graph trained in each
 of two threads runs on the count its own optimizer chose, and a fixed count holds in every
 thread that computes. Before MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of
@@ -97,6 +98,26 @@ class _Threads:
         """Use at most ``most`` threads (``fastgraph.distributed``: cores / ranks a node)."""
         self.most = max(1, min(int(most), numba.config.NUMBA_NUM_THREADS))
         self._limits += 1
+
+    @property
+    def most(self):
+        """The most threads this process's kernels run on; set, it is MKL's own count too
+        (``share_most``)."""
+        return self._most
+
+    @most.setter
+    def most(self, count):
+        self._most = count
+        self.share_most()
+
+    def share_most(self):
+        """Set MKL's own thread count, the process's, to ``most``: MKL runs the calls of a
+        Python thread that set no count of its own on it, and ``kernels.blas.gemm_owned``
+        splits a parameter's products into that many parts whatever count runs them (so
+        that the count does not change their numbers)."""
+        blas = sys.modules.get("fastgraph.kernels.blas")
+        if blas is not None and blas.BACKEND == "mkl":
+            ctypes.CDLL(blas.LIBRARY).MKL_Set_Num_Threads(ctypes.c_int(self.most))
 
     def use(self, count):
         """Run the kernels that the calling Python thread calls next on ``count`` threads

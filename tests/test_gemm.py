@@ -6,6 +6,8 @@ of a graph, whatever their transpositions, share one compiled specialization per
 point of the flags: one compile at start-up instead of one per layout).
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,8 +32,9 @@ def _tolerance(dtype):
 
 @pytest.fixture
 def two_threads(monkeypatch):
-    """``fastgraph.threads``, allowed two threads (the test skipped where Numba runs one);
-    the calling thread's count set back afterwards."""
+    """``fastgraph.threads``, in a process of two threads (the tests run in processes held to
+    one: ``conftest.py``; MKL's process-wide count follows ``most``), the calling thread's
+    count set back afterwards. Skipped where Numba runs one thread."""
     import numba
 
     from fastgraph.threads import threads
@@ -165,21 +168,20 @@ def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, two_threads
     assert not differ
 
 
-#: The MNIST networks' products (batch, units, inputs) that are large enough to split.
+#: Layers' products (batch, units, inputs): the MNIST networks' and others around them.
 NETWORK_PRODUCTS = [(64, 100, 784), (128, 256, 784), (128, 128, 256), (64, 256, 784),
-                    (64, 512, 784), (17, 100, 784), (1000, 100, 784)]
+                    (17, 100, 784), (1000, 100, 784), (64, 300, 784)]
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
 @pytest.mark.parametrize("batch, units, inputs", NETWORK_PRODUCTS)
-def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_count(
+def test_a_layer_s_products_give_the_same_bits_on_one_thread_and_on_two(
         rng, two_threads, batch, units, inputs):
-    """A layer's forward product x @ W.T, weight gradient upstream.T @ x and input gradient
-    upstream @ W, each made whole and split by W's rows (``gemm_owned``), on one thread and
-    on two: one set of bits. On an Intel Xeon (AVX-512) MKL summed some of them in another
-    order on two threads (64x784 by 784x100, whole) or whole than in parts (784 inputs to
-    256 or more units), until fastgraph asked MKL for its strict reproducible mode
-    (``blas._strict_results``)."""
+    """A layer's forward product x @ W.T and weight gradient upstream.T @ x, split by W's
+    rows as MatMul makes them (``gemm_owned``), and its input gradient upstream @ W, made
+    whole: the same bits on one thread and on two. On an Intel Xeon (AVX-512) the forward
+    product of 784 inputs to 256 or more units, made whole on one thread and in two parts
+    on two, summed in another order, until the parts were the process's on any count."""
     x = rng.normal(size=(batch, inputs)).astype(np.float32)
     w = rng.normal(size=(units, inputs)).astype(np.float32)
     upstream = rng.normal(size=(batch, units)).astype(np.float32)
@@ -189,15 +191,13 @@ def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_cou
         "input gradient": (blas.WHOLE, upstream, False, w, False, (batch, inputs))}
     differ = []
     for name, (along, a, ta, b, tb, shape) in products.items():
-        made = {}
+        made = []
         for count in (1, 2):
             two_threads.use(count)
-            for how in {along, blas.WHOLE}:
-                out = np.zeros(shape, np.float32)
-                blas.gemm_owned(how, a, ta, b, tb, out, 0.0)
-                made[count, how] = out
-        first = next(iter(made.values()))
-        differ += [(name, key) for key, out in made.items() if not np.array_equal(out, first)]
+            made.append(np.zeros(shape, np.float32))
+            blas.gemm_owned(along, a, ta, b, tb, made[-1], 0.0)
+        if not np.array_equal(*made):
+            differ.append(name)
     assert not differ
 
 
@@ -205,7 +205,7 @@ def test_a_layer_s_products_give_the_same_bits_whole_split_and_on_any_thread_cou
 def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(two_threads):
     """784-256-128-10, Adam, four steps of batch 128 at a fixed count each: the same weights
     on one thread and on two (its first layer's forward product, split by W's rows, differed
-    in the last bits on an Intel Xeon before MKL's strict mode)."""
+    in the last bits on an Intel Xeon while one thread made it whole)."""
     import fastgraph as fg
 
     trained = []
@@ -226,26 +226,42 @@ def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(two_thr
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
-def test_mkl_is_asked_for_its_strict_reproducible_mode_unless_the_user_chose(tmp_path):
-    """MKL reports the mode fastgraph set (``AUTO | STRICT``) before its first product, and
-    a setting of ``MKL_CBWR`` is left to MKL."""
+def test_mkl_s_own_count_is_the_process_s_most():
+    """MKL's process-wide count is ``threads.most`` once fastgraph loads MKL, and again after
+    ``threads.limit`` (what ``gemm_owned`` splits a product by), while a Python thread's own
+    count (``threads.use``) stays its own."""
     import os
     import subprocess
     import sys
 
-    code = ("import ctypes; from fastgraph.kernels import blas; "
-            "print(ctypes.CDLL(blas.LIBRARY).MKL_CBWR_Get(ctypes.c_int(-1)))")
+    code = """
+import ctypes, json
+from fastgraph.kernels import blas
+from fastgraph.threads import threads
+mkl = ctypes.CDLL(blas.LIBRARY)
+def process_count():
+    mine = mkl.MKL_Set_Num_Threads_Local(0)
+    most = mkl.MKL_Get_Max_Threads()
+    mkl.MKL_Set_Num_Threads_Local(mine)
+    return most
+seen = [threads.most, process_count()]
+threads.use(1)
+seen += [process_count(), mkl.MKL_Get_Max_Threads()]
+threads.limit(1)
+seen += [process_count()]
+print(json.dumps(seen))
+"""
     seen = {}
-    for setting in ("", "COMPATIBLE"):
-        env = {key: value for key, value in os.environ.items() if key != "MKL_CBWR"}
-        if setting:
-            env["MKL_CBWR"] = setting
+    for setting in ("auto", "1"):
+        env = {**os.environ, "FASTGRAPH_THREADS": setting, "NUMBA_NUM_THREADS": "2",
+               "MKL_NUM_THREADS": "7"}
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
-        seen[setting] = int(result.stdout.split()[-1])
-    assert seen[""] == blas.MKL_CBWR_AUTO | blas.MKL_CBWR_STRICT
-    assert seen["COMPATIBLE"] == 3  # mkl_service.h's MKL_CBWR_COMPATIBLE, as set
+        seen[setting] = json.loads(result.stdout.split("\n")[-2])
+    most = seen["auto"][0]
+    assert seen["auto"] == [most, most, most, 1, 1]  # (not MKL_NUM_THREADS' 7)
+    assert seen["1"] == [1, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -341,6 +357,8 @@ def test_owned_products_are_gemms_bit_for_bit_on_any_thread_count(rng, dtype, al
 
 
 _VERBOSE = """
+import json
+
 import numpy as np
 from fastgraph.kernels import blas
 from fastgraph.threads import threads
@@ -352,29 +370,34 @@ blas.gemm_owned(blas.OUT_ROWS, np.ones((64, 100), np.{dtype}), True, x, False, w
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="only MKL's products are split")
-@pytest.mark.parametrize("count, dtype, calls", [
-    (2, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]), (1, "float32", ["SGEMM", "SGEMM"]),
-    (2, "float64", ["DGEMM", "DGEMM"])])
-def test_the_split_is_one_batch_of_a_product_per_thread(count, dtype, calls):
-    """What MKL is asked (``MKL_VERBOSE``): on two threads, each of the MLP's two products
-    of its 100x784 weights as a batch of two products, 50 of the weights' rows each; on one
-    thread, or in float64, one product each."""
+@pytest.mark.parametrize("setting, count, dtype, calls", [
+    ("2", 2, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]),
+    ("auto", 1, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]),
+    ("1", 1, "float32", ["SGEMM", "SGEMM"]),
+    ("2", 2, "float64", ["DGEMM", "DGEMM"])])
+def test_the_split_is_one_batch_of_a_product_per_thread_of_the_process(setting, count, dtype,
+                                                                        calls):
+    """What MKL is asked (``MKL_VERBOSE``): in a process of two threads, each of the MLP's
+    two products of its 100x784 weights as a batch of two products, 50 of the weights' rows
+    each, also when it runs on one thread now (the parts, not the count, fix the numbers);
+    in a process held to one thread, or in float64, one product each."""
     import os
     import subprocess
     import sys
 
     import numba
 
-    if count > numba.config.NUMBA_NUM_THREADS:
+    if numba.config.NUMBA_NUM_THREADS < 2 and setting != "1":
         pytest.skip("one thread only here")
-    env = {**os.environ, "MKL_VERBOSE": "1", "FASTGRAPH_THREADS": str(count)}
+    env = {**os.environ, "MKL_VERBOSE": "1", "FASTGRAPH_THREADS": setting}
     ran = subprocess.run([sys.executable, "-c", _VERBOSE.format(count=count, dtype=dtype)],
                          env=env, capture_output=True, text=True, check=True).stdout
     made = [line.split()[1].split("(")[0] for line in ran.splitlines()
             if line.startswith("MKL_VERBOSE") and "(" in line.split()[1]]
     assert made == calls, ran
-    if count == 2 and dtype == "float32":
+    if calls[0] == "SGEMM_BATCH":
         assert ran.count("{50,50}") == 2, ran
+        assert ran.count(f"NThr:{count}") == 2, ran  # (run on the count set now)
 
 
 @pytest.mark.skipif(not COMPILED, reason="only compiled kernels are recorded")

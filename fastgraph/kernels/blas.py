@@ -37,7 +37,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-from . import PARALLEL_MIN, array_at, kernel, owned_rows, reducing_kernel, stack_bytes
+from . import PARALLEL_MIN, _threads, array_at, kernel, owned_rows, reducing_kernel, stack_bytes
 from .elementwise import outer
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
@@ -68,7 +68,6 @@ def _find_mkl():
         except BlasUnavailable:
             continue
         _share_threads(ctypes.CDLL(found))
-        _strict_results(ctypes.CDLL(found))
         return found
     raise BlasUnavailable("MKL not found (pip install mkl)")
 
@@ -84,28 +83,6 @@ def _share_threads(mkl):
     except OSError:
         return  # no GNU OpenMP here: MKL keeps its own threads
     mkl.MKL_Set_Threading_Layer(ctypes.c_int(MKL_THREADING_GNU))
-
-
-#: ``mkl_service.h``: Conditional Numerical Reproducibility on the code path MKL would choose
-#: for this processor (``AUTO``), in its strict mode.
-MKL_CBWR_AUTO, MKL_CBWR_STRICT = 2, 0x10000
-
-
-def _strict_results(mkl):
-    """Ask MKL, before its first call, for products whose bits do not depend on its thread
-    count (its strict CNR mode, ``MKL_CBWR=AUTO,STRICT``; a setting the user made in
-    ``MKL_CBWR`` is kept). Without it, on an Intel Xeon (AVX-512), a product made on two
-    threads, or split in parts, summed in another order than on one thread for some shapes
-    (the 784-256-128-10 network's first layer, split by ``gemm_owned``: it trained to other
-    last bits on one thread than on two; 64x784 by 784x100 made whole by MKL on two
-    threads); on AMD's processors the parts had the whole product's bits. With it, on
-    both, every product of the tests' shapes has the same bits on one thread and on two,
-    split or whole, at the same speed (training steps of both MLPs, one and two threads,
-    four processes each, in turn). If MKL refuses the mode (an old MKL), the products are
-    as before."""
-    if os.environ.get("MKL_CBWR"):
-        return
-    mkl.MKL_CBWR_Set(ctypes.c_int(MKL_CBWR_AUTO | MKL_CBWR_STRICT))
 
 
 def _find_openblas():
@@ -151,10 +128,22 @@ _mkl_local_threads = types.ExternalFunction("MKL_Set_Num_Threads_Local",
 _mkl_sgemm_batch = types.ExternalFunction("cblas_sgemm_batch", types.void(
     types.int32, *[types.intp] * 13, types.int32, types.intp))
 
-#: ``MKL_Get_Max_Threads()``: the threads MKL runs a call on (``fastgraph.threads`` sets it
-#: with Numba's count). Read in compiled code where Numba's ``get_num_threads`` would be,
-#: because a function that calls that one cannot be cached.
+#: ``MKL_Get_Max_Threads()``: the threads MKL runs a call on, the calling thread's own count
+#: where it set one (``MKL_Set_Num_Threads_Local``), else the process's.
 _mkl_threads = types.ExternalFunction("MKL_Get_Max_Threads", types.int32())
+
+
+@njit(inline="always")
+def _mkl_most():
+    """The process's thread count, ``fastgraph.threads``' ``most``, which it sets as MKL's
+    own (``MKL_Set_Num_Threads``), the calling thread's count (``threads.use``, set as its
+    local count) set aside for the question. Read in compiled code where Numba's
+    ``get_num_threads`` would be, because a function that calls that one cannot be
+    cached."""
+    mine = _mkl_local_threads(0)  # (0: the process's count; returns the thread's own)
+    most = _mkl_threads()
+    _mkl_local_threads(mine)
+    return most
 
 
 @njit(inline="always")
@@ -198,18 +187,29 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
 
     ``along``: ``WHOLE``, one CBLAS call on MKL's threads (on one thread for 2 to
     ``SERIAL_ROWS`` rows); ``OUT_ROWS`` when ``out`` is the parameter (its rows are m);
-    ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n). Split, with MKL on
-    several threads and a parameter of ``PARALLEL_MIN`` numbers or more, the product is one
-    MKL batch call of one product per part, which MKL runs each on one of its threads, so
-    each core works on the same part of the weights, their gradient sums and their
-    optimizer states from one step to the next and finds it in its own cache (MKL's own
-    split of these products differs from the update's). Each element of ``out`` is the same
-    sum either way (no split along k), so the numbers do not depend on the thread count:
-    MKL's single-precision batches give each block of rows or columns the bits of the whole
-    product (160 of 160 shapes tried on AMD's processors; on an Intel Xeon, only in MKL's
-    strict mode, see ``_strict_results``), its double-precision ones do not
-    (60 of 80 blocks of rows, 52 of 80 of columns differed in the last bits), so float64
-    products are made whole (``tests/test_gemm.py`` holds both to it).
+    ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n). Split, in a process
+    that may run several threads (``fastgraph.threads.most``, which it sets as MKL's own
+    count) and for a parameter of ``PARALLEL_MIN`` numbers or more, the product is one MKL
+    batch call of one product per thread of the process, which MKL runs each on one of its
+    threads, so each core works on the same part of the weights, their gradient sums and
+    their optimizer states from one step to the next and finds it in its own cache (MKL's
+    own split of these products differs from the update's). The parts are the process's,
+    not the calling thread's count now: on one thread the batch runs them one after the
+    other, each the product it is on two (no split along k), so the thread count does not
+    change the numbers. Made whole on one thread instead, as before, the product summed in
+    another order than its parts for 8 of 80 shapes on an Intel Xeon (AVX-512: 784 inputs
+    to 256 or more units; the 784-256-128-10 network's first layer trained to other last
+    bits on one thread than on two), where on AMD's processors the parts had the whole
+    product's bits (160 of 160 shapes); the parts cost a one-thread step of the MNIST MLP
+    0-2%. Beyond 256 units a part (784 inputs to 512 units on two threads) MKL splits a
+    part between its threads itself, on the Xeon in another order: such a layer's last bits
+    still depend on the count there. MKL's strict reproducible mode (``MKL_CBWR=AUTO,
+    STRICT``) makes every product's bits independent of the count, but its products of a
+    few rows take 1.3-1.9x longer (16x12 by 12x12: 0.37-0.41 against 0.22-0.27 us), and the
+    recurrent net's step, made of them, 25-40% longer on one thread: fastgraph leaves it to
+    the user. Double-precision batches differ from their products made alone (60 of 80
+    blocks of rows, 52 of 80 of columns, in the last bits), so float64 products are made
+    whole (``tests/test_gemm.py`` holds both to it).
 
     ``_sgemm``, ``_dgemm``, ``_sbatch``, ``_threads`` and ``_local_threads`` are the
     backend's (see ``_gemm_kernels``)."""
@@ -240,7 +240,7 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
     rows = m if along == OUT_ROWS else n
     whole = along == WHOLE or size == 8 or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
-    parts = 1 if whole else min(_threads(), MAX_PARTS)  # noqa: F821  (as fastgraph.threads set it)
+    parts = 1 if whole else min(_most(), MAX_PARTS)  # noqa: F821  (not the count now: above)
     if parts == 1:
         serial = 1 < m < SERIAL_ROWS
         previous = _local_threads(1) if serial else 0  # noqa: F821
@@ -286,22 +286,22 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
             p + w, i + 6 * g, r + 4 * MAX_PARTS, p + 2 * w, i + 7 * g, groups, i + 8 * g)
 
 
-def _gemm_kernel(name, single, double, local_threads, batch=None, threads_now=None):
+def _gemm_kernel(name, single, double, local_threads, batch=None, most=None):
     """The kernel ``gemm_owned`` of a backend: ``_gemm_owned`` calling its routines
     ``single`` and ``double``, ``local_threads`` to run a call on one thread, and, where it
     splits products between the threads (MKL), its single-precision ``batch`` routine and
-    ``threads_now``, the thread count it runs on. One text, a function per backend (its own
-    globals), so that Numba's cache, which files code under the function's name, never
-    serves one library's code to another."""
+    ``most``, the process's thread count (the parts of a split). One text, a function per
+    backend (its own globals), so that Numba's cache, which files code under the function's
+    name, never serves one library's code to another."""
     names = {"_sgemm": single, "_dgemm": double, "_local_threads": local_threads,
-             "_sbatch": batch or _no_batch, "_threads": threads_now or _one_thread}
+             "_sbatch": batch or _no_batch, "_most": most or _one_thread}
     function = FunctionType(_gemm_owned.__code__, {**globals(), **names}, name)
     function.__qualname__, function.__doc__ = name, _gemm_owned.__doc__
     return kernel(function)
 
 
 gemm_owned_mkl = _gemm_kernel("gemm_owned_mkl", _mkl_sgemm, _mkl_dgemm, _mkl_local_threads,
-                              _mkl_sgemm_batch, _mkl_threads)
+                              _mkl_sgemm_batch, _mkl_most)
 gemm_owned_openblas = _gemm_kernel("gemm_owned_openblas", _openblas_sgemm, _openblas_dgemm,
                                    _threads_kept)
 
@@ -376,6 +376,7 @@ def _choose(requested):
 
 
 BACKEND, LIBRARY, gemm_owned = _choose(os.environ.get("FASTGRAPH_BLAS", "").strip().lower())
+_threads().share_most()  # (MKL's own count: the parts gemm_owned splits a product into)
 
 
 def gemm(a, ta, b, tb, out, beta):
