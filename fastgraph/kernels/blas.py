@@ -211,8 +211,8 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     blocks of rows, 52 of 80 of columns, in the last bits), so float64 products are made
     whole (``tests/test_gemm.py`` holds both to it).
 
-    ``_sgemm``, ``_dgemm``, ``_sbatch``, ``_threads`` and ``_local_threads`` are the
-    backend's (see ``_gemm_kernels``)."""
+    ``_sgemm``, ``_dgemm``, ``_sbatch``, ``_most`` and ``_local_threads`` are the
+    backend's (see ``_gemm_kernel``)."""
     size = out.itemsize
     if a.itemsize != size or b.itemsize != size:
         raise ValueError("gemm: a, b and out must have one dtype")
