@@ -370,18 +370,22 @@ blas.gemm_owned(blas.OUT_ROWS, np.ones((64, 100), np.{dtype}), True, x, False, w
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="only MKL's products are split")
-@pytest.mark.parametrize("setting, count, dtype, calls", [
-    ("2", 2, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]),
-    ("auto", 1, "float32", ["SGEMM_BATCH", "SGEMM_BATCH"]),
-    ("1", 1, "float32", ["SGEMM", "SGEMM"]),
-    ("2", 2, "float64", ["DGEMM", "DGEMM"])])
-def test_the_split_is_one_batch_of_a_product_per_thread_of_the_process(setting, count, dtype,
-                                                                        calls):
+@pytest.mark.parametrize("setting, count, dtype, calls, threads_of_parts", [
+    ("2", 2, "float32", ["SGEMM"] * 4, [0, 1]),
+    ("auto", 1, "float32", ["SGEMM"] * 4, [0, 0]),
+    ("1", 1, "float32", ["SGEMM", "SGEMM"], None),
+    ("2", 2, "float64", ["DGEMM", "DGEMM"], None)])
+def test_each_part_of_a_split_is_one_product_on_the_thread_that_owns_its_rows(
+        setting, count, dtype, calls, threads_of_parts):
     """What MKL is asked (``MKL_VERBOSE``): in a process of two threads, each of the MLP's
-    two products of its 100x784 weights as a batch of two products, 50 of the weights' rows
-    each, also when it runs on one thread now (the parts, not the count, fix the numbers);
-    in a process held to one thread, or in float64, one product each."""
+    two products of its 100x784 weights as two products on one thread each, 50 of the
+    weights' rows each, the first rows' on thread 0 and the others' on thread 1, as the
+    update's loop gives them (the premise: ``test_optimizers_flat``); also when the process
+    runs on one thread now, the two parts one after the other on it (the parts, not the
+    count, fix the numbers); in a process held to one thread, or in float64, one product
+    each, on MKL's threads."""
     import os
+    import re
     import subprocess
     import sys
 
@@ -392,12 +396,20 @@ def test_the_split_is_one_batch_of_a_product_per_thread_of_the_process(setting, 
     env = {**os.environ, "MKL_VERBOSE": "1", "FASTGRAPH_THREADS": setting}
     ran = subprocess.run([sys.executable, "-c", _VERBOSE.format(count=count, dtype=dtype)],
                          env=env, capture_output=True, text=True, check=True).stdout
-    made = [line.split()[1].split("(")[0] for line in ran.splitlines()
-            if line.startswith("MKL_VERBOSE") and "(" in line.split()[1]]
-    assert made == calls, ran
-    if calls[0] == "SGEMM_BATCH":
-        assert ran.count("{50,50}") == 2, ran
-        assert ran.count(f"NThr:{count}") == 2, ran  # (run on the count set now)
+    lines = [line for line in ran.splitlines()
+             if line.startswith("MKL_VERBOSE") and "(" in line.split()[1]]
+    assert [line.split()[1].split("(")[0] for line in lines] == calls, ran
+    if threads_of_parts is None:
+        return
+    for product in (lines[:2], lines[2:]):  # the forward's parts, the weight gradient's
+        parts = []
+        for line in product:
+            arguments = line.split()[1].split("(")[1].rstrip(")").split(",")
+            assert 50 in (int(arguments[2]), int(arguments[3])), line  # m or n: 50 rows
+            assert "NThr:1" in line, line
+            thread = int(re.search(r"TID:(\d+)", line).group(1))
+            parts.append((int(arguments[11], 16), thread))  # (the part's place in out)
+        assert [thread for _, thread in sorted(parts)] == threads_of_parts, ran
 
 
 @pytest.mark.skipif(not COMPILED, reason="only compiled kernels are recorded")

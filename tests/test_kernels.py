@@ -152,8 +152,9 @@ def test_a_process_fixed_to_one_thread_compiles_the_plain_loops_of_parallel_kern
 
 
 #: A small network of every ``prange`` kernel's operator (both convolution paths, general,
-#: 2x2, average and the article's pooling, a batch gather, per-sample products), trained a
-#: few batches, then its per-sample gradients and a Jacobian: saved to argv[1].
+#: 2x2, average and the article's pooling, a batch gather, per-sample products, a layer
+#: whose weights' products are split between the threads), trained a few batches, then its
+#: per-sample gradients and a Jacobian: saved to argv[1].
 EVERY_PARALLEL_KERNEL = """
 import sys
 import numpy as np
@@ -171,8 +172,9 @@ with graph:
     node = ops.ReLU(layer.max_pool2d(node, 2))
     z = fg.Variable((6, 6), init=False, trainable=False, name="z")  # the article's pooling
     pooled = ops.Reshape(ops.MaxPooling(z, (3, 3), (2, 2)), (9, 1))
-    logits = ops.Add(layer.fc(ops.Reshape(node, (6, 1)), 6, 3, None),
-                     layer.fc(pooled, 9, 3, None))
+    wide = layer.fc(ops.Reshape(x, (192, 1)), 192, 96, "ReLU")  # 18,432 weights: split
+    logits = ops.Add(ops.Add(layer.fc(ops.Reshape(node, (6, 1)), 6, 3, None),
+                             layer.fc(pooled, 9, 3, None)), layer.fc(wide, 96, 3, None))
     loss = ops.loss.CrossEntropyWithSoftMax(logits, y)
     optimizer = fg.optimizer.Adam(graph, loss, 0.01)
 rng = np.random.default_rng(0)
@@ -215,6 +217,7 @@ def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
     assert {"conv_shifted", "conv_weight_vjp_shifted", "im2col", "col2im", "pad_channels",
             "max_pool", "max_pool_2x2", "max_pool_vjp", "avg_pool", "avg_pool_vjp",
             "max_pool_map_rows", "gather_inputs", "outer_rows", "adam"} <= ran, ran
+    assert blas.BACKEND != "mkl" or "gemm_owned_mkl" in ran, ran
     # (on one thread the optimizer calls Adam's plain form itself: ``OnThreads``)
     assert twins == {f"{name}_one_core" for name in ran - {"adam"}}, twins
     np.testing.assert_array_equal(results["2"], results["1"])

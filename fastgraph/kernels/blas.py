@@ -21,8 +21,8 @@ Every product is made by one kernel, ``gemm_owned(along, a, ta, b, tb, out, beta
 ``gemm`` calls it with ``along`` = ``WHOLE``. An operator whose product makes or reads a
 parameter by its rows (MatMul's forward ``x @ W.T`` and weight gradient) says so with
 ``along``: with MKL on several threads the product is then split by the parameter's rows
-into one batch of a product per thread, the rows that the optimizer's update gives that
-thread (``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer
+into one product per thread, made on the thread that the optimizer's update gives those
+rows (``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer
 states stay in its cache from one step to the next.
 """
 
@@ -35,9 +35,9 @@ from types import FunctionType
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 
-from . import PARALLEL_MIN, _threads, array_at, kernel, owned_rows, reducing_kernel, stack_bytes
+from . import PARALLEL_MIN, Kernel, _threads, kernel, owned_rows, reducing_kernel
 from .elementwise import outer
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
@@ -123,11 +123,6 @@ _mkl_local_threads = types.ExternalFunction("MKL_Set_Num_Threads_Local",
                                             types.int32(types.int32))
 
 
-#: MKL's ``cblas_sgemm_batch``: groups of products (one product a group here), which MKL
-#: shares out between its threads.
-_mkl_sgemm_batch = types.ExternalFunction("cblas_sgemm_batch", types.void(
-    types.int32, *[types.intp] * 13, types.int32, types.intp))
-
 #: ``MKL_Get_Max_Threads()``: the threads MKL runs a call on, the calling thread's own count
 #: where it set one (``MKL_Set_Num_Threads_Local``), else the process's.
 _mkl_threads = types.ExternalFunction("MKL_Get_Max_Threads", types.int32())
@@ -158,19 +153,11 @@ def _one_thread():
     return 1
 
 
-@njit(inline="always")
-def _no_batch(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, groups, sizes):
-    """For OpenBLAS: never called (one part, see ``_one_thread``)."""
-
-
 #: ``gemm_owned``'s ``along``: the parameter is the product's output (a weight gradient), or
 #: its ``op(b)`` is the parameter's transpose, each of its rows a column of ``out`` (the
 #: network's forward product ``x @ W.T``), or the product is not split (``WHOLE``: it is
 #: ``gemm``).
 OUT_ROWS, OUT_COLUMNS, WHOLE = 0, 1, 2
-
-#: The most parts ``gemm_owned`` splits a product into (the threads of 64 cores).
-MAX_PARTS = 64
 
 
 def _gemm_owned(along, a, ta, b, tb, out, beta):
@@ -189,14 +176,21 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     ``SERIAL_ROWS`` rows); ``OUT_ROWS`` when ``out`` is the parameter (its rows are m);
     ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n). Split, in a process
     that may run several threads (``fastgraph.threads.most``, which it sets as MKL's own
-    count) and for a parameter of ``PARALLEL_MIN`` numbers or more, the product is one MKL
-    batch call of one product per thread of the process, which MKL runs each on one of its
-    threads, so each core works on the same part of the weights, their gradient sums and
-    their optimizer states from one step to the next and finds it in its own cache (MKL's
-    own split of these products differs from the update's). The parts are the process's,
-    not the calling thread's count now: on one thread the batch runs them one after the
-    other, each the product it is on two (no split along k), so the thread count does not
-    change the numbers. Made whole on one thread instead, as before, the product summed in
+    count) and for a parameter of ``PARALLEL_MIN`` numbers or more, the product is made in
+    one part per thread of the process by a ``prange`` loop, part t an MKL call on thread t
+    alone: the thread that Numba's static schedule gives the same rows in the update's loop
+    (``MKL_VERBOSE`` shows it in a test), so each core works on the same part of the
+    weights, their gradient sums and their optimizer states from one step to the next and
+    finds it in its own cache (MKL's own split of these products differs from the
+    update's). The loop replaced one MKL batch call of the parts (``cblas_sgemm_batch``,
+    same bits): on an Intel Xeon (two threads) the MNIST MLP's step took 0.905-0.953 of the
+    batch's time (medians of 30 rounds' ratios, three runs, the two kinds of graph taking
+    turns in one process; the 784-256-128-10 net's 0.95 and 1.00), the first layer's
+    forward product alone about 60 us against 70; its parallel loop costs the MLP's
+    empty-cache start 0.2-0.3 s of compiling. The parts are the process's, not the calling
+    thread's count now: on one thread the loop runs them one after the other, each the
+    product it is on two (no split along k), so the thread count does not change the
+    numbers. Made whole on one thread instead, as before, the product summed in
     another order than its parts for 8 of 80 shapes on an Intel Xeon (AVX-512: 784 inputs
     to 256 or more units; the 784-256-128-10 network's first layer trained to other last
     bits on one thread than on two), where on AMD's processors the parts had the whole
@@ -208,12 +202,12 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     STRICT``) makes every product's bits independent of the count, but its products of a
     few rows take 1.3-1.9x longer (16x12 by 12x12: 0.37-0.41 against 0.22-0.27 us), and the
     recurrent net's step, made of them, 25-40% longer on one thread: fastgraph leaves it to
-    the user. Double-precision batches differ from their products made alone (60 of 80
-    blocks of rows, 52 of 80 of columns, in the last bits), so float64 products are made
-    whole (``tests/test_gemm.py`` holds both to it).
+    the user. Double-precision parts made as MKL batches differed from the products made
+    whole (60 of 80 blocks of rows, 52 of 80 of columns, in the last bits), so float64
+    products are made whole (``tests/test_gemm.py`` holds both to it).
 
-    ``_sgemm``, ``_dgemm``, ``_sbatch``, ``_most`` and ``_local_threads`` are the
-    backend's (see ``_gemm_kernel``)."""
+    ``_sgemm``, ``_dgemm``, ``_most`` and ``_local_threads`` are the backend's (see
+    ``_gemm_kernel``)."""
     size = out.itemsize
     if a.itemsize != size or b.itemsize != size:
         raise ValueError("gemm: a, b and out must have one dtype")
@@ -241,7 +235,7 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
     rows = m if along == OUT_ROWS else n
     whole = along == WHOLE or size == 8 or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
-    parts = 1 if whole else min(_most(), MAX_PARTS)  # noqa: F821  (not the count now: above)
+    parts = 1 if whole else _most()  # noqa: F821  (the process's, not the count now: above)
     if parts == 1:
         serial = 1 < m < SERIAL_ROWS
         previous = _local_threads(1) if serial else 0  # noqa: F821
@@ -253,56 +247,40 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
         if serial:
             _local_threads(previous)  # noqa: F821
         return
-    # The batch's arguments, a group of one float32 product per part, in arrays on the
-    # stack: nine int32 arrays (transa, transb, m, n, k, lda, ldb, ldc, group size), three
-    # of addresses (a, b, c), two of floats (alpha, beta); 76 bytes a part.
-    space = stack_bytes(4864)  # 76 * MAX_PARTS
-    ints = array_at(space, 9 * MAX_PARTS, np.int32)
-    addresses = array_at(space + 36 * MAX_PARTS, 3 * MAX_PARTS, np.int64)
-    reals = array_at(space + 60 * MAX_PARTS, 2 * MAX_PARTS, np.float32)
-    groups = 0
-    for part in range(parts):
+    for part in prange(parts):  # part t on thread t (Numba's static schedule, as the update's)
         start, stop = owned_rows(rows, parts, part)
-        if stop == start:
-            continue
-        if along == OUT_ROWS:  # rows start:stop of op(a) and out
-            addresses[groups] = pa + start * (lda if op_a == NO_TRANSPOSE else 1) * 4
-            addresses[MAX_PARTS + groups] = pb
-            addresses[2 * MAX_PARTS + groups] = pc + start * ldc * 4
-        else:  # columns start:stop of op(b) and out
-            addresses[groups] = pa
-            addresses[MAX_PARTS + groups] = pb + start * (ldb if op_b == TRANSPOSE else 1) * 4
-            addresses[2 * MAX_PARTS + groups] = pc + start * 4
-        ints[groups], ints[MAX_PARTS + groups] = op_a, op_b
-        ints[2 * MAX_PARTS + groups] = stop - start if along == OUT_ROWS else m
-        ints[3 * MAX_PARTS + groups] = n if along == OUT_ROWS else stop - start
-        ints[4 * MAX_PARTS + groups], ints[5 * MAX_PARTS + groups] = k, lda
-        ints[6 * MAX_PARTS + groups], ints[7 * MAX_PARTS + groups] = ldb, ldc
-        ints[8 * MAX_PARTS + groups] = 1
-        reals[groups], reals[MAX_PARTS + groups] = 1.0, beta
-        groups += 1
-    i, p, r = ints.ctypes.data, addresses.ctypes.data, reals.ctypes.data
-    g, w = 4 * MAX_PARTS, 8 * MAX_PARTS  # bytes from one int32 array (address array) to next
-    _sbatch(ROW_MAJOR, i, i + g, i + 2 * g, i + 3 * g, i + 4 * g, r, p, i + 5 * g,  # noqa: F821
-            p + w, i + 6 * g, r + 4 * MAX_PARTS, p + 2 * w, i + 7 * g, groups, i + 8 * g)
+        if stop > start:
+            previous = _local_threads(1)  # noqa: F821
+            if along == OUT_ROWS:  # rows start:stop of op(a) and out
+                _sgemm(ROW_MAJOR, op_a, op_b, stop - start, n, k, np.float32(1),  # noqa: F821
+                       pa + start * (lda if op_a == NO_TRANSPOSE else 1) * 4, lda, pb, ldb,
+                       np.float32(beta), pc + start * ldc * 4, ldc)
+            else:  # columns start:stop of op(b) and out
+                _sgemm(ROW_MAJOR, op_a, op_b, m, stop - start, k, np.float32(1), pa, lda,  # noqa: F821
+                       pb + start * (ldb if op_b == TRANSPOSE else 1) * 4, ldb, np.float32(beta),
+                       pc + start * 4, ldc)
+            _local_threads(previous)  # noqa: F821
 
 
-def _gemm_kernel(name, single, double, local_threads, batch=None, most=None):
+def _gemm_kernel(name, single, double, local_threads, most=None):
     """The kernel ``gemm_owned`` of a backend: ``_gemm_owned`` calling its routines
     ``single`` and ``double``, ``local_threads`` to run a call on one thread, and, where it
-    splits products between the threads (MKL), its single-precision ``batch`` routine and
-    ``most``, the process's thread count (the parts of a split). One text, a function per
-    backend (its own globals), so that Numba's cache, which files code under the function's
-    name, never serves one library's code to another."""
+    splits products between the threads (MKL), ``most``, the process's thread count (the
+    parts of a split): then a kernel of a ``prange`` loop, whose plain twin a process held
+    to one thread runs (``kernels.Kernel``). One text, a function per backend (its own
+    globals), so that Numba's cache, which files code under the function's name, never
+    serves one library's code to another."""
     names = {"_sgemm": single, "_dgemm": double, "_local_threads": local_threads,
-             "_sbatch": batch or _no_batch, "_most": most or _one_thread}
+             "_most": most or _one_thread}
     function = FunctionType(_gemm_owned.__code__, {**globals(), **names}, name)
     function.__qualname__, function.__doc__ = name, _gemm_owned.__doc__
-    return kernel(function)
+    if most is None:
+        return kernel(function)
+    return Kernel(function, dict(cache=True, error_model="numpy", nogil=True, parallel=True))
 
 
 gemm_owned_mkl = _gemm_kernel("gemm_owned_mkl", _mkl_sgemm, _mkl_dgemm, _mkl_local_threads,
-                              _mkl_sgemm_batch, _mkl_most)
+                              _mkl_most)
 gemm_owned_openblas = _gemm_kernel("gemm_owned_openblas", _openblas_sgemm, _openblas_dgemm,
                                    _threads_kept)
 
