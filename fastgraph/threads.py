@@ -29,18 +29,20 @@ faster now:
 
 Both counts compute the same numbers except where MKL splits a product itself in another
 order than on one thread: along the inner dimension for a few shapes on AMD's processors
-(e.g. 6x25 by 25x50176), and a layer of 784 inputs to 512 units or more on an Intel Xeon
-(``kernels.blas.gemm_owned``; ``MKL_CBWR=AUTO,STRICT`` makes every product's bits
-independent of the count, at a cost to small products). So a run that must repeat bit
-for bit sets ``FASTGRAPH_THREADS`` to a number: that many threads, always (at most
-Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger number is taken as that,
-with a warning). The counts are set per Python thread (Numba's count is a
-thread's own, and MKL's is set with ``MKL_Set_Num_Threads_Local``): a graph trained in each
-of two threads runs on the count its own optimizer chose, and a fixed count holds in every
-thread that computes. Before MKL runs, fastgraph asks it to use GNU OpenMP, the runtime of
-Numba's own threads, so the process has one pool of threads rather than two spinning side by
-side (unless ``MKL_THREADING_LAYER`` is set). A child forked after the parent computed runs
-on one thread (see ``_forked``).
+(e.g. 6x25 by 25x50176), and the input gradient of a layer of 1024 units on an Intel Xeon
+(64x1024 by 1024x784; ``kernels.blas.gemm_owned`` splits a weight's own products into the
+process's parts on any count; ``MKL_CBWR=AUTO,STRICT`` makes every product's bits
+independent of the count, at a cost to small products). So a run that must repeat bit for
+bit sets ``FASTGRAPH_THREADS`` to a number (the same number: a process fixed to one thread
+makes those products whole, and may get other bits than one fixed to two): that many
+threads, always (at most Numba's, ``NUMBA_NUM_THREADS``, the cores unless set: a larger
+number is taken as that, with a warning). The counts are set per Python thread (Numba's
+count is a thread's own, and MKL's is set with ``MKL_Set_Num_Threads_Local``): a graph
+trained in each of two threads runs on the count its own optimizer chose, and a fixed count
+holds in every thread that computes. Before MKL runs, fastgraph asks it to use GNU OpenMP,
+the runtime of Numba's own threads, so the process has one pool of threads rather than two
+spinning side by side (unless ``MKL_THREADING_LAYER`` is set). A child forked after the
+parent computed runs on one thread (see ``_forked``).
 """
 
 import ctypes

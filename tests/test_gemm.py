@@ -170,7 +170,7 @@ def test_a_product_gives_the_same_bits_on_one_thread_and_on_two(rng, two_threads
 
 #: Layers' products (batch, units, inputs): the MNIST networks' and others around them.
 NETWORK_PRODUCTS = [(64, 100, 784), (128, 256, 784), (128, 128, 256), (64, 256, 784),
-                    (17, 100, 784), (1000, 100, 784), (64, 300, 784)]
+                    (17, 100, 784), (1000, 100, 784), (64, 300, 784), (128, 512, 784)]
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
@@ -181,7 +181,9 @@ def test_a_layer_s_products_give_the_same_bits_on_one_thread_and_on_two(
     rows as MatMul makes them (``gemm_owned``), and its input gradient upstream @ W, made
     whole: the same bits on one thread and on two. On an Intel Xeon (AVX-512) the forward
     product of 784 inputs to 256 or more units, made whole on one thread and in two parts
-    on two, summed in another order, until the parts were the process's on any count."""
+    on two, summed in another order, until the parts were the process's on any count; and
+    to 512 or more, while MKL's batch call made the parts (it split a part of more than 256
+    units between its threads), until each part was an MKL call on one thread."""
     x = rng.normal(size=(batch, inputs)).astype(np.float32)
     w = rng.normal(size=(units, inputs)).astype(np.float32)
     upstream = rng.normal(size=(batch, units)).astype(np.float32)

@@ -195,10 +195,12 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
     to 256 or more units; the 784-256-128-10 network's first layer trained to other last
     bits on one thread than on two), where on AMD's processors the parts had the whole
     product's bits (160 of 160 shapes); the parts cost a one-thread step of the MNIST MLP
-    1-3% (minima and medians of 30 rounds; none on 784-256-128-10). Beyond 256 units a part
-    (784 inputs to 512 units on two threads) MKL splits a part between its threads itself,
-    on the Xeon in another order: such a layer's last bits still depend on the count
-    there. MKL's strict reproducible mode (``MKL_CBWR=AUTO,
+    1-3% (minima and medians of 30 rounds; none on 784-256-128-10). Each part is an MKL
+    call on one thread, also a part of more than 256 units, which MKL's batch call had split
+    between its threads in another order on the Xeon (784 inputs to 512 units: other bits on
+    one thread than on two). A process fixed to one thread (``most`` 1) makes the products
+    whole: its bits may differ from a two-thread process's (the 784-256-128-10 network,
+    four steps, on the Xeon). MKL's strict reproducible mode (``MKL_CBWR=AUTO,
     STRICT``) makes every product's bits independent of the count, but its products of a
     few rows take 1.3-1.9x longer (16x12 by 12x12: 0.37-0.41 against 0.22-0.27 us), and the
     recurrent net's step, made of them, 25-40% longer on one thread: fastgraph leaves it to
