@@ -430,3 +430,59 @@ def test_a_program_replays_owned_products(rng):
         wanted = start.copy()
         blas.gemm_owned(along, a, ta, b, tb, wanted, 1.0)
         np.testing.assert_array_equal(out, wanted)
+
+
+# -- grouped_product: a per-sample pass's product, each sample's zero columns skipped ---------
+def _grouped_operands(rng, groups, m, units, k, share):
+    """u of ``groups`` groups of ``m`` rows, each group's columns active with probability
+    ``share`` (zero in all its rows otherwise, as after a ReLU), one row of the first group
+    zero throughout and the last group zero everywhere; w of ``units`` rows."""
+    u = rng.normal(size=(groups * m, units)).astype(np.float32)
+    u *= np.repeat(rng.random((groups, units)) < share, m, axis=0)
+    u[1] = 0
+    u[-m:] = 0
+    return u, rng.normal(size=(units, k)).astype(np.float32)
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="MKL's kernel (MatMul takes it with MKL)")
+@pytest.mark.parametrize("groups, m, units, k, share", [
+    (64, 10, 100, 784, 0.49),  # the MNIST MLP's Jacobian: 64 and 16 columns a block
+    (9, 7, 37, 101, 0.3),  # a short block of 2 rows, 5 last columns
+    (6, 12, 64, 80, 0.5),  # a block of 10 rows, then 2 on their own
+    (5, 13, 17, 16, 0.4),
+    (3, 5, 100, 70, 0.0),  # no column active anywhere
+    (8, 10, 100, 784, 0.9)])  # most columns active: one dense GEMM
+def test_a_grouped_product_is_the_product(rng, two_threads, groups, m, units, k, share):
+    """Every element of ``u @ w``, on one thread and on two, with the same bits on both,
+    whichever way the groups' active columns made it."""
+    u, w = _grouped_operands(rng, groups, m, units, k, share)
+    wanted = u.astype(np.float64) @ w.astype(np.float64)
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        made.append(np.full((groups * m, k), np.nan, np.float32))
+        blas.grouped_product(u, w, made[-1], m)
+    scale = np.abs(u).sum(axis=1, keepdims=True) @ np.abs(w).max(axis=0, keepdims=True)
+    np.testing.assert_allclose(made[0], wanted, rtol=0, atol=1e-6 * scale.max() + 1e-30)
+    np.testing.assert_array_equal(made[0], made[1])
+    assert (made[0][-m:] == 0).all() and (made[0][1] == 0).all()
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="MKL's kernel (MatMul takes it with MKL)")
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_weight_that_is_not_finite_reaches_the_grouped_product_as_it_reaches_a_gemm(
+        rng, bad):
+    """A group skips the rows of w of its inactive columns: a NaN or infinity there would be
+    lost for it, where a dense product makes it NaN (0 * inf) wherever it meets a zero.
+    Such a w is multiplied densely, as ``gemm`` multiplies it: the same NaNs and
+    infinities in the same places."""
+    u, w = _grouped_operands(rng, 16, 10, 100, 96, 0.49)
+    skipping = (u[:, 3] == 0).reshape(16, 10).all(axis=1)
+    assert skipping.any() and not skipping.all()  # (groups that skip row 3, and others)
+    w[3, 7] = bad
+    out, wanted = np.empty((160, 96), np.float32), np.empty((160, 96), np.float32)
+    blas.grouped_product(u, w, out, 10)
+    blas.gemm(u, False, w, False, wanted, 0.0)
+    assert np.isnan(wanted[np.repeat(skipping, 10), 7]).all()
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))

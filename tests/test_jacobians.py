@@ -96,6 +96,37 @@ def test_mnist_network_inputs_and_parameters(mnist):
     assert np.abs(got[0]).max() > 0
 
 
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+def test_mnist_network_jacobian_in_float32(mnist, monkeypatch, executor):
+    """In float32 (with MKL), the first layer's product of a per-sample pass skips each
+    sample's inactive units (``kernels.blas.grouped_product``, which MatMul takes for 10
+    rows a sample and 78,400 weights): the article's dense engine's Jacobian, on either
+    executor; a sample whose first layer is all inactive gets zeros. And MatMul takes the
+    dense product where the skipping one is not asked for."""
+    from fastgraph.kernels import blas
+    from fastgraph.ops.arithmetic import MatMul
+
+    x_train, y_train, _, _ = mnist
+    graph, x, one_hot, logits, _, _ = mnist_network(np.float32, seed=2)
+    features = dataset.features(x_train[:8], np.float32)
+    w1, b1 = [n.value for n in graph.nodes if isinstance(n, fg.Variable) and n.trainable][:2]
+    solved = np.linalg.lstsq(w1.astype(np.float64), -1 - b1.ravel().astype(np.float64),
+                             rcond=None)[0]
+    features[3] = solved  # (every unit of layer 1 inactive for sample 3: w1 x + b1 = -1)
+    x.set_value(features)
+    one_hot.set_value(dataset.one_hot(y_train[:8], dtype=np.float32))
+    grouped = []
+    real = MatMul._grouped
+    monkeypatch.setattr(MatMul, "_grouped", lambda self, upstream: grouped.append(
+        real(self, upstream)) or grouped[-1])
+    got = with_executor(executor, lambda: fg.jacobian(logits, x))
+    assert grouped == [False, False, blas.BACKEND == "mkl"]  # (layers 3, 2, 1)
+    wanted = dense.jacobian(logits, x)
+    scale = np.abs(wanted).max()
+    np.testing.assert_allclose(got, wanted, rtol=0, atol=2e-6 * scale)
+    assert (got[3] == 0).all() and np.abs(got).max() > 0
+
+
 def test_finite_differences(rng):
     graph, x, _, logits, _, _ = mnist_network(np.float64, seed=5, hidden=(6,), activation="Tanh")
     features = rng.random((3, 784))

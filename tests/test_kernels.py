@@ -154,7 +154,8 @@ def test_a_process_fixed_to_one_thread_compiles_the_plain_loops_of_parallel_kern
 #: A small network of every ``prange`` kernel's operator (both convolution paths, general,
 #: 2x2, average and the article's pooling, a batch gather, per-sample products, a layer
 #: whose weights' products are split between the threads), trained a few batches, then its
-#: per-sample gradients and a Jacobian: saved to argv[1].
+#: per-sample gradients and two Jacobians (the second's product skipping each sample's
+#: inactive units): saved to argv[1].
 EVERY_PARALLEL_KERNEL = """
 import sys
 import numpy as np
@@ -191,6 +192,7 @@ z.set_value(maps[:16])
 parts = [p.value.ravel() for p in optimizer.params]
 parts += [g.ravel() for g in fg.per_sample_gradients(loss, optimizer.params)]
 parts.append(fg.jacobian(logits, x).ravel())
+parts.append(fg.jacobian(wide, x).ravel())  # (96 rows a sample: its zero columns skipped)
 np.save(sys.argv[1], np.concatenate([np.asarray(p, np.float64).ravel() for p in parts]))
 import json
 from fastgraph import kernels
@@ -217,7 +219,7 @@ def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
     assert {"conv_shifted", "conv_weight_vjp_shifted", "im2col", "col2im", "pad_channels",
             "max_pool", "max_pool_2x2", "max_pool_vjp", "avg_pool", "avg_pool_vjp",
             "max_pool_map_rows", "gather_inputs", "outer_rows", "adam"} <= ran, ran
-    assert blas.BACKEND != "mkl" or "gemm_owned_mkl" in ran, ran
+    assert blas.BACKEND != "mkl" or {"gemm_owned_mkl", "_grouped_product"} <= ran, ran
     # (on one thread the optimizer calls Adam's plain form itself: ``OnThreads``)
     assert twins == {f"{name}_one_core" for name in ran - {"adam"}}, twins
     np.testing.assert_array_equal(results["2"], results["1"])

@@ -35,9 +35,22 @@ from types import FunctionType
 
 import llvmlite.binding as llvm
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from . import PARALLEL_MIN, Kernel, _threads, kernel, owned_rows, reducing_kernel
+from . import (
+    PARALLEL_MIN,
+    Kernel,
+    _threads,
+    array_at,
+    inline,
+    kernel,
+    owned_rows,
+    reducing_kernel,
+    stack_bytes,
+)
 from .elementwise import outer
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
@@ -364,6 +377,191 @@ def gemm(a, ta, b, tb, out, beta):
     """out = op(a) @ op(b) + beta * out, where op(x) is x.T when its flag is true, else x:
     ``gemm_owned`` of a product made whole (what its recording and replay are)."""
     gemm_owned(WHOLE, a, ta, b, tb, out, beta)
+
+
+# -- a per-sample pass's product: each sample's zero columns skipped ------------------------
+#: ``grouped_product``'s register block: this many rows of a group by 64 (or 16) columns.
+BLOCK_ROWS = 5
+#: The most columns of ``u`` (units of the layer) whose active ones a group lists on the
+#: stack; wider layers take the dense product.
+GROUPED_MOST = 1024
+#: The share of the groups' columns that may be active for the skipping product: above it
+#: one dense GEMM is faster (the block made a multiply-add at about 0.65x the rate of MKL's
+#: dense product of that layer, 49% active).
+SPARSE_AT_MOST = 0.6
+#: The groups whose active columns choose between the two (the first ones).
+SAMPLED_GROUPS = 8
+
+
+def _vector_block(quads):
+    """An intrinsic ``block(out, ldo, w, ldw, rows, coefficients, n)`` that sets a block of
+    ``BLOCK_ROWS`` rows by ``16 * quads`` columns of ``out`` (at address ``out``, rows
+    ``ldo`` numbers apart) to ``sum_t coefficients[t, r] * w[rows[t], :]`` over the ``n``
+    listed rows of ``w`` (at the block's first column, rows ``ldw`` apart; ``rows`` int64,
+    ``coefficients`` float32 ``(n, BLOCK_ROWS)``), in order of t. Explicit 16-float vectors
+    held in registers across the loop (zmm where the processor has AVX-512, two ymm
+    otherwise): LLVM's own vectoriser prefers 256-bit vectors on AVX-512 processors and
+    keeps no block of accumulators in registers."""
+
+    @intrinsic
+    def block(typingctx, out, ldo, w, ldw, rows, coefficients, n):
+        signature = types.void(*[types.int64] * 7)
+
+        def codegen(context, builder, signature, args):
+            out, ldo, w, ldw, rows, coefficients, n = args
+            word, single = ir.IntType(64), ir.FloatType()
+            vector = ir.VectorType(single, 16)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+            undefined = ir.Constant(vector, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
+                     for _ in range(quads)] for _ in range(BLOCK_ROWS)]
+
+            def at(address, kind):
+                return builder.inttoptr(address, kind.as_pointer())
+
+            def plus(address, count):
+                return builder.add(address, ir.Constant(word, count))
+
+            with cgutils.for_range(builder, n) as loop:
+                t = loop.index
+                row = builder.load(at(builder.add(rows, builder.shl(t, ir.Constant(word, 3))),
+                                      word))
+                start = builder.add(w, builder.shl(builder.mul(row, ldw), ir.Constant(word, 2)))
+                parts = [builder.load(at(plus(start, 64 * q), vector), align=4)
+                         for q in range(quads)]
+                first = builder.add(coefficients, builder.mul(t, ir.Constant(word,
+                                                                            4 * BLOCK_ROWS)))
+                for r in range(BLOCK_ROWS):
+                    scalar = builder.load(at(plus(first, 4 * r), single), align=4)
+                    spread = builder.shuffle_vector(builder.insert_element(
+                        undefined, scalar, ir.Constant(ir.IntType(32), 0)), undefined, splat)
+                    for q in range(quads):
+                        builder.store(builder.call(fma, [spread, parts[q],
+                                                         builder.load(sums[r][q])]), sums[r][q])
+            for r in range(BLOCK_ROWS):
+                start = builder.add(out, builder.shl(builder.mul(ir.Constant(word, r), ldo),
+                                                     ir.Constant(word, 2)))
+                for q in range(quads):
+                    builder.store(builder.load(sums[r][q]), at(plus(start, 64 * q), vector),
+                                  align=4)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return block
+
+
+_block64, _block16 = _vector_block(4), _vector_block(1)
+
+
+@inline
+def _grouped_rows(u, w, out, m, g, first, rows, coefficients, n):
+    """Rows ``first:first + 2 * BLOCK_ROWS`` of group ``g`` (fewer at the group's end): their
+    coefficients packed, then for 64 columns at a time (then 16) a block of each whole
+    ``BLOCK_ROWS`` rows, the two blocks one after the other while those columns of the
+    listed rows of ``w`` are in L1; the rest (a short block, the last columns) one by one."""
+    k = w.shape[1]
+    count = min(2 * BLOCK_ROWS, m - first)
+    blocks = count // BLOCK_ROWS
+    for b in range(2):
+        for t in range(n):
+            for r in range(BLOCK_ROWS):
+                row = first + b * BLOCK_ROWS + r
+                coefficients[(b * n + t) * BLOCK_ROWS + r] = (
+                    u[g * m + row, rows[t]] if row < first + count else 0)
+    ldo, ldw = out.strides[0] // 4, w.strides[0] // 4
+    base, step = out.ctypes.data + (g * m + first) * ldo * 4, BLOCK_ROWS * ldo * 4
+    packed, listed, c = coefficients.ctypes.data, rows.ctypes.data, 0
+    if blocks:
+        while c + 64 <= k:
+            for b in range(blocks):
+                _block64(base + b * step + c * 4, ldo, w.ctypes.data + c * 4, ldw, listed,
+                         packed + b * n * BLOCK_ROWS * 4, n)
+            c += 64
+        while c + 16 <= k:
+            for b in range(blocks):
+                _block16(base + b * step + c * 4, ldo, w.ctypes.data + c * 4, ldw, listed,
+                         packed + b * n * BLOCK_ROWS * 4, n)
+            c += 16
+    for r in range(count):  # the last columns; every column of a short block's rows
+        start = c if r < blocks * BLOCK_ROWS else 0
+        b, within = r // BLOCK_ROWS, r % BLOCK_ROWS
+        line = out[g * m + first + r]
+        for j in range(start, k):
+            line[j] = 0
+        for t in range(n):
+            a = coefficients[(b * n + t) * BLOCK_ROWS + within]
+            source = w[rows[t]]
+            for j in range(start, k):
+                line[j] += a * source[j]
+
+
+def _grouped_product(u, w, out, m):
+    """out = u @ w, for a per-sample pass: u's rows come in groups of ``m``, a sample's
+    (``fastgraph.jacobians``: a result of m numbers), and after a ReLU a group's rows share
+    their zero columns (the units that sample left inactive), which take no part in its
+    rows of the product. Each group lists its active columns and multiplies only those
+    rows of ``w``, ``BLOCK_ROWS`` of its rows at a time in a block of vectors
+    (``_vector_block``). Where the first ``SAMPLED_GROUPS`` groups have more than
+    ``SPARSE_AT_MOST`` of their columns active (no ReLU before), or the layer is wider than
+    ``GROUPED_MOST`` units, or a weight is not finite (skipped, its NaN or infinity times
+    0 would be missing from the product), the product is one dense GEMM, as ``gemm`` makes
+    it. float32, rows C-contiguous; MKL's. On the MNIST MLP's first layer in its Jacobian
+    (640x100 by 100x784, 49% of the columns active in each group) 0.23-0.24 ms against
+    MKL's 0.34-0.39 (two threads, an Intel Xeon); every group's rows are made by one
+    thread, so the thread count does not change them. Skipping exact zeros drops no term
+    of a finite product (a weight that is not finite takes the dense one, above); the
+    order of the remaining terms is the columns' own, so the bits may differ from MKL's
+    (they were the same on that layer)."""
+    rows, units = u.shape
+    k = w.shape[1]
+    groups = rows // m
+    looked, active = min(groups, SAMPLED_GROUPS), 0  # (a parallel loop to count them all
+    for g in range(looked):  # cost more than the choice)
+        for j in range(units):
+            for r in range(m):
+                if u[g * m + r, j] != 0:
+                    active += 1
+                    break
+    unusual = 0  # a weight that is not finite: the dense product's 0 * inf is NaN, as it
+    for i in range(units):  # is everywhere else (skipped, it would be 0)
+        line = w[i]
+        for j in range(k):
+            unusual |= (line[j] - line[j]) != 0
+    if (unusual or units > GROUPED_MOST
+            or active > SPARSE_AT_MOST * looked * units):
+        previous = _mkl_local_threads(1) if 1 < rows < SERIAL_ROWS else 0
+        _mkl_sgemm(ROW_MAJOR, NO_TRANSPOSE, NO_TRANSPOSE, rows, k, units, np.float32(1),
+                   u.ctypes.data, u.strides[0] // 4, w.ctypes.data, w.strides[0] // 4,
+                   np.float32(0), out.ctypes.data, out.strides[0] // 4)
+        if 1 < rows < SERIAL_ROWS:
+            _mkl_local_threads(previous)
+        return
+    for g in prange(groups):
+        space = stack_bytes(50176)  # (8 + 4 * 2 * BLOCK_ROWS + 1) * GROUPED_MOST bytes
+        listed = array_at(space, GROUPED_MOST, np.int64)
+        coefficients = array_at(space + 8 * GROUPED_MOST, 2 * BLOCK_ROWS * GROUPED_MOST,
+                                np.float32)
+        seen = array_at(space + (8 + 8 * BLOCK_ROWS) * GROUPED_MOST, GROUPED_MOST, np.int8)
+        for j in range(units):  # the group's active columns, its rows read along
+            seen[j] = 0
+        for r in range(m):
+            line = u[g * m + r]
+            for j in range(units):
+                seen[j] |= line[j] != 0
+        n = 0
+        for j in range(units):
+            if seen[j]:
+                listed[n] = j
+                n += 1
+        for first in range(0, m, 2 * BLOCK_ROWS):
+            _grouped_rows(u, w, out, m, g, first, listed, coefficients, n)
+
+
+grouped_product = Kernel(_grouped_product, dict(cache=True, error_model="numpy", nogil=True,
+                                                parallel=True))
 
 
 # -- deferred one-sample weight gradients -----------------------------------------------------

@@ -4,12 +4,16 @@ import numbers
 
 import numpy as np
 
+from ..kernels import PARALLEL_MIN
 from ..kernels.blas import (
+    BACKEND,
+    BLOCK_ROWS,
     OUT_COLUMNS,
     OUT_ROWS,
     STAGED_ROWS,
     WHOLE,
     gemm_owned,
+    grouped_product,
     matvec,
     outer_staged,
     vecmat,
@@ -104,6 +108,8 @@ class MatMul(Operator):
             outer_rows(upstream, b.flat, out)
         elif self._vectors and upstream.shape[0] == 1:
             vecmat(upstream, a._value, out)
+        elif self._vectors and self._grouped(upstream):  # a per-sample pass: m rows a sample
+            grouped_product(upstream, a._value, out, upstream.shape[0] // b.flat.shape[0])
         elif self._vectors:  # upstream @ W for the batch of columns
             gemm_owned(WHOLE, upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
@@ -114,6 +120,17 @@ class MatMul(Operator):
         else:  # dB = A^T U
             matmul_rows(a.flat, upstream, out, k, m, n, True, False)
         return out
+
+    def _grouped(self, upstream):
+        """Whether upstream @ W is a per-sample pass's (``fastgraph.jacobians``: ``m`` rows a
+        sample, ``BLOCK_ROWS`` or more) for a weight of ``PARALLEL_MIN`` numbers or more,
+        which ``grouped_product`` makes skipping each sample's zero columns (the units a ReLU
+        left inactive for it): the MNIST MLP's Jacobian (64, 10, 784), 49% of its first
+        layer's units active, took 0.73-0.92 of the dense product's time (medians of 25
+        rounds each way, in one process, three runs). MKL, float32."""
+        rows, batch = upstream.shape[0], self.parents[1].flat.shape[0]
+        return (BACKEND == "mkl" and upstream.dtype == np.float32 and rows % batch == 0
+                and rows >= BLOCK_ROWS * batch and self.parents[0]._value.size >= PARALLEL_MIN)
 
     def vjp_summed(self, slot, upstream):
         """The weight gradient summed over the batch as one GEMM (the other slots: rows)."""
