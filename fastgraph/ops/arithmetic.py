@@ -70,8 +70,9 @@ class MatMul(Operator):
     is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
     transposes as flags, no copies, through one kernel (``gemm_owned``) that splits the
     products which make or read a parameter by its rows between the threads, as the
-    optimizer's update splits it; the others it makes whole. Other cases multiply the small
-    matrices row by row.
+    optimizer's update splits it; the others it makes whole. A per-sample pass's input
+    gradient, m rows a sample, skips each sample's inactive units (``_grouped``). Other
+    cases multiply the small matrices row by row.
     """
 
     arity = 2
