@@ -500,26 +500,27 @@ def _grouped_rows(u, w, out, m, g, first, rows, coefficients, n):
 
 def _grouped_product(u, w, out, m):
     """out = u @ w, for a per-sample pass: u's rows come in groups of ``m``, a sample's
-    (``fastgraph.jacobians``: a result of m numbers), and after a ReLU a group's rows share
-    their zero columns (the units that sample left inactive), which take no part in its
-    rows of the product. Each group lists its active columns and multiplies only those
-    rows of ``w``, ``BLOCK_ROWS`` of its rows at a time in a block of vectors
+    (``fastgraph.jacobians``: a result of m numbers), and after a ReLU a group's rows
+    share their zero columns (the units that sample left inactive), which take no part
+    in its rows of the product. Each group lists its active columns and multiplies only
+    those rows of ``w``, ``BLOCK_ROWS`` of its rows at a time in a block of vectors
     (``_vector_block``). Where the first ``SAMPLED_GROUPS`` groups have more than
-    ``SPARSE_AT_MOST`` of their columns active (no ReLU before), or the layer is wider than
-    ``GROUPED_MOST`` units, or a weight is not finite (skipped, its NaN or infinity times
-    0 would be missing from the product), the product is one dense GEMM, as ``gemm`` makes
-    it. float32, rows C-contiguous; MKL's. On the MNIST MLP's first layer in its Jacobian
-    (640x100 by 100x784, 49% of the columns active in each group) 0.23-0.24 ms against
-    MKL's 0.34-0.39 (two threads, an Intel Xeon); every group's rows are made by one
-    thread, so the thread count does not change them. Skipping exact zeros drops no term
-    of a finite product (a weight that is not finite takes the dense one, above); the
-    order of the remaining terms is the columns' own, so the bits may differ from MKL's
-    (they were the same on that layer)."""
+    ``SPARSE_AT_MOST`` of their columns active (no ReLU before), or the layer is wider
+    than ``GROUPED_MOST`` units, or a weight is not finite (skipped, its NaN or infinity
+    times 0 would be missing from the product), the product is one dense GEMM, as
+    ``gemm`` makes it. float32, rows C-contiguous; MKL's. On the MNIST MLP's first layer
+    in its Jacobian (640x100 by 100x784, 49% of the columns active in each group)
+    0.23-0.24 ms against MKL's 0.34-0.39 (two threads, an Intel Xeon), and as slow as
+    MKL's (0.37-0.44 ms both) at an hour the machine ran slower: both write the 2 MB
+    result. Every group's rows are made by one thread, so the thread count does not
+    change them. Skipping exact zeros drops no term of a finite product (a weight that
+    is not finite takes the dense one, above); the order of the remaining terms is the
+    columns' own, so the bits may differ from MKL's (they were the same on that layer)."""
     rows, units = u.shape
     k = w.shape[1]
     groups = rows // m
-    looked, active = min(groups, SAMPLED_GROUPS), 0  # (a parallel loop to count them all
-    for g in range(looked):  # cost more than the choice)
+    looked, active = min(groups, SAMPLED_GROUPS), 0  # (the first groups, on this thread:
+    for g in range(looked):  # no parallel loop of its own for the choice)
         for j in range(units):
             for r in range(m):
                 if u[g * m + r, j] != 0:
