@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgraph.kernels import blas, program
 from tests.helpers import replay
@@ -486,3 +488,29 @@ def test_a_weight_that_is_not_finite_reaches_the_grouped_product_as_it_reaches_a
     assert np.isnan(wanted[np.repeat(skipping, 10), 7]).all()
     np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
     np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
+
+
+@pytest.mark.skipif(blas.BACKEND != "mkl", reason="MKL's kernel (MatMul takes it with MKL)")
+@settings(max_examples=60, deadline=None)
+@given(groups=st.integers(1, 12), m=st.integers(5, 23), units=st.integers(1, 160),
+       k=st.integers(1, 300), share=st.floats(0, 1), seed=st.integers(0, 2**32 - 1),
+       nans=st.integers(0, 2))
+def test_grouped_products_of_any_shape_and_zeros_are_the_product(groups, m, units, k, share,
+                                                                  seed, nans):
+    """Random shapes (short blocks, tail columns, fewer columns than a block), random shares
+    of each group's active columns (either path), rows zero within a group, and NaNs in u:
+    u @ w to float32's precision, NaN in exactly the rows a NaN of u reaches."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(groups * m, units)).astype(np.float32)
+    u *= np.repeat(rng.random((groups, units)) < share, m, axis=0)
+    u[rng.random(groups * m) < 0.2] = 0
+    for _ in range(nans):
+        u[rng.integers(groups * m), rng.integers(units)] = np.nan
+    w = rng.normal(size=(units, k)).astype(np.float32)
+    out = np.full((groups * m, k), -7.0, np.float32)
+    blas.grouped_product(u, w, out, m)
+    wanted = u.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
+    bound = np.nan_to_num(np.abs(u)).sum(axis=1, keepdims=True) * np.abs(w).max() + 1e-30
+    error = np.abs(np.nan_to_num(out - wanted))
+    assert (error <= 1e-6 * bound).all(), float((error / bound).max())
