@@ -8,6 +8,13 @@ core 0, then on core 1, over and over, and prints how often one was much slower 
 other:
 
     python -m benchmarks.cores --seconds 40
+
+With ``--together``, two threads run the same compiled loop of about 20 us side by side in
+one parallel region, as a step's parts do, each timed by the cycle counter, region after
+region; it prints how much longer the slower thread took, and what equal halves cost
+against a split by the threads' speeds: the sum of the slower thread's times over the sum of
+the two times' harmonic means (the time each region would take if each thread had work in
+proportion to its speed there).
 """
 
 import argparse
@@ -16,6 +23,12 @@ import os
 import time
 
 import numpy as np
+from numba import njit, prange
+
+from fastgraph.kernels.program import cycle_counter
+
+#: Passes of the side-by-side loop over its 4,096 numbers: about 20 us.
+REPEATS = 60
 
 
 def loop_ms(iterations=200_000):
@@ -26,15 +39,60 @@ def loop_ms(iterations=200_000):
     return (time.perf_counter() - began) * 1e3
 
 
+@njit(parallel=True, cache=True)
+def _side_by_side(numbers, cycles, region):
+    for thread in prange(numbers.shape[0]):  # one iteration a thread (a static schedule)
+        began = cycle_counter()
+        line = numbers[thread]
+        for _ in range(REPEATS):
+            for i in range(line.shape[0]):
+                line[i] = line[i] * np.float32(0.999) + np.float32(0.001)
+        cycles[region, thread] = cycle_counter() - began
+
+
+def summary(cycles):
+    """``(slower / faster percentiles 50, 75, 95, equal halves / split by speed)`` of the
+    threads' times, a row per region."""
+    cycles = np.asarray(cycles, float)
+    slower, faster = cycles.max(1), cycles.min(1)
+    harmonic = 2 / (1 / cycles[:, 0] + 1 / cycles[:, 1])
+    return np.percentile(slower / faster, [50, 75, 95]), slower.sum() / harmonic.sum()
+
+
+def together(seconds):
+    numbers = np.ones((2, 4096), np.float32)
+    blocks = [np.zeros((4096, 2), np.int64)]
+    _side_by_side(numbers, blocks[0], 0)  # compiled or loaded before timing
+    regions, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end or regions == 0:
+        if regions == len(blocks) * 4096:
+            blocks.append(np.zeros((4096, 2), np.int64))
+        _side_by_side(numbers, blocks[-1], regions % 4096)
+        regions += 1
+    cycles = np.concatenate(blocks)[:regions]
+    spread, cost = summary(cycles)
+    medians = np.median(cycles, 0)
+    print(f"{regions} regions: thread 0 {medians[0]:.0f} cycles, thread 1 {medians[1]:.0f} "
+          "(medians)")
+    print("slower / faster thread, percentiles 50, 75, 95: "
+          + ", ".join(f"{q:.2f}" for q in spread))
+    print(f"equal halves took {cost:.3f}x the time of a split by the threads' speeds")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--together", action="store_true",
+                        help="time two threads side by side in one parallel region")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.seconds) and args.seconds > 0):  # 0: no pair; inf: no end
         parser.error(f"--seconds must be a positive, finite number, got {args.seconds}")
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("benchmarks.cores: this process may run on one core only")
+    if args.together:
+        together(args.seconds)
+        return
     first, second = cores[:2]
     times = {first: [], second: []}
     end = time.monotonic() + args.seconds

@@ -84,3 +84,25 @@ def test_startup_makes_the_steps_asked_for():
                          optimizer=SimpleNamespace(Adam=lambda graph, loss: optimizer))
     exec(startup.BODIES["mlp"].format(steps=3), {"fg": fg, "np": np})
     assert made == ["set_value"] * 2 + ["one_step", "update"] * 3
+
+
+def test_summary_compares_equal_halves_with_a_split_by_speed():
+    """Each region's slower thread against the harmonic mean of the two threads' times: the
+    time the region would take with work in proportion to each thread's speed there."""
+    spread, cost = cores.summary([[1, 2], [2, 2], [3, 1]])
+    assert spread == pytest.approx(np.percentile([2.0, 1.0, 3.0], [50, 75, 95]))
+    harmonic = 4 / 3 + 2 + 3 / 2  # 2 / (1/1 + 1/2), 2 / (1/2 + 1/2), 2 / (1/3 + 1/1)
+    assert cost == pytest.approx((2 + 2 + 3) / harmonic)
+    assert cores.summary([[5, 5], [7, 7]])[1] == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_together_times_two_threads_side_by_side(capsys):
+    cores.main(["--together", "--seconds", "0.2"])
+    lines = capsys.readouterr().out.splitlines()
+    regions, words = int(lines[0].split()[0]), lines[0].split()
+    assert regions >= 1 and words[1:3] == ["regions:", "thread"]
+    assert float(words[4]) > 0 and float(words[7]) > 0  # each thread's median, in cycles
+    assert lines[1].startswith("slower / faster thread, percentiles 50, 75, 95: ")
+    assert all(float(q) >= 1 for q in lines[1].split(": ")[1].split(", "))
+    assert lines[2].startswith("equal halves took ") and float(lines[2].split()[3][:-1]) >= 1
