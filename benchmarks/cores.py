@@ -22,6 +22,7 @@ import math
 import os
 import time
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -91,6 +92,9 @@ def main(argv=None):
     if len(cores) < 2:
         raise SystemExit("benchmarks.cores: this process may run on one core only")
     if args.together:
+        if numba.config.NUMBA_NUM_THREADS < 2:  # both halves would run on one thread
+            raise SystemExit("benchmarks.cores --together: Numba runs one thread here "
+                             "(NUMBA_NUM_THREADS)")
         together(args.seconds)
         return
     first, second = cores[:2]

@@ -106,3 +106,10 @@ def test_together_times_two_threads_side_by_side(capsys):
     assert lines[1].startswith("slower / faster thread, percentiles 50, 75, 95: ")
     assert all(float(q) >= 1 for q in lines[1].split(": ")[1].split(", "))
     assert lines[2].startswith("equal halves took ") and float(lines[2].split()[3][:-1]) >= 1
+
+
+def test_together_needs_two_numba_threads(monkeypatch):
+    monkeypatch.setattr(cores.numba.config, "NUMBA_NUM_THREADS", 1)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1})
+    with pytest.raises(SystemExit, match="Numba runs one thread here"):
+        cores.main(["--together", "--seconds", "0.1"])
