@@ -223,3 +223,71 @@ def test_the_parallel_kernels_compute_what_their_plain_twins_do(tmp_path):
     # (on one thread the optimizer calls Adam's plain form itself: ``OnThreads``)
     assert twins == {f"{name}_one_core" for name in ran - {"adam"}}, twins
     np.testing.assert_array_equal(results["2"], results["1"])
+
+
+
+@pytest.fixture
+def two_threads():
+    """Numba's count for this thread set to two (the suite's steps may have set one)."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    yield
+    numba.set_num_threads(before)
+
+
+def test_each_piece_of_a_shared_out_board_is_taken_once(two_threads):
+    """``kernels.take`` is one atomic step: two threads taking pieces as fast as they can,
+    from their own shares and then from each other's, are handed each piece exactly once.
+    (With the exchange written as a load and a store, 36,000-128,000 of 200,000 pieces went
+    to both threads.)"""
+    from numba import njit, prange
+
+    from fastgraph.kernels import share_out, stack_bytes, take
+
+    @njit(parallel=True)
+    def hand_out(n, taken):
+        board = stack_bytes(4096)
+        share_out(board, n, 2)
+        for part in prange(2):
+            piece = take(board, part, 2)
+            while piece >= 0:
+                taken[part, piece] += 1
+                piece = take(board, part, 2)
+
+    taken = np.zeros((2, 200_000), np.int64)
+    hand_out(200_000, taken)
+    np.testing.assert_array_equal(taken.sum(0), 1)
+
+
+def test_a_thread_takes_its_own_share_first_then_the_end_of_a_slower_ones(two_threads):
+    """Thread 0 takes one piece and then waits until thread 1 has nothing left to take:
+    thread 1 makes its own share in order (the pieces Numba's static schedule gives it, as
+    the update does: ``owned_rows``), then takes over thread 0's from the end."""
+    from numba import njit, prange
+
+    from fastgraph.kernels import _load_share, share_out, stack_bytes, take
+
+    @njit(parallel=True)
+    def hand_out(n, order, counts, done):
+        board = stack_bytes(4096)
+        share_out(board, n, 2)
+        for part in prange(2):
+            piece = take(board, part, 2)
+            while piece >= 0:
+                order[part, counts[part]] = piece
+                counts[part] += 1
+                waited = 0
+                while part == 0 and _load_share(done.ctypes.data) == 0 and waited < 10 ** 9:
+                    waited += 1  # (bounded: a failure, not a hang)
+                piece = take(board, part, 2)
+            if part == 1:
+                done[0] = 1
+
+    order, counts, done = np.zeros((2, 10), np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64)
+    hand_out(10, order, counts, done)
+    assert list(order[0, :counts[0]]) == [0]
+    assert list(order[1, :counts[1]]) == [5, 6, 7, 8, 9, 4, 3, 2, 1]

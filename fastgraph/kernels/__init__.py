@@ -19,6 +19,7 @@ import sys
 import threading
 import types as types_module
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -256,3 +257,77 @@ def stack_bytes(typingctx, count):
         return builder.ptrtoint(space, ir.IntType(64))
 
     return types.int64(count), codegen
+
+
+
+#: Bytes a thread's entry of a board of shares takes (:func:`share_out`): a cache line each,
+#: so that a thread taking from its own share does not move the others' lines.
+SHARE_BYTES = 64
+#: The most threads a board serves (its bytes, ``SHARE_BYTES`` each, are a literal size on
+#: the kernel's stack); a thread past it takes nothing of its own and helps the others.
+SHARES_MOST = 64
+
+
+@intrinsic
+def _load_share(typingctx, address):
+    """The int64 at ``address``, read atomically."""
+
+    def codegen(context, builder, signature, args):
+        word = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load_atomic(word, "monotonic", 8)
+
+    return types.int64(address), codegen
+
+
+@intrinsic
+def _exchange_share(typingctx, address, expected, new):
+    """Set the int64 at ``address`` to ``new`` if it holds ``expected``, in one atomic step;
+    returns what it held (``expected`` when the exchange was made)."""
+
+    def codegen(context, builder, signature, args):
+        word = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        pair = builder.cmpxchg(word, args[1], args[2], "monotonic", "monotonic")
+        return builder.extract_value(pair, 0)
+
+    return types.int64(address, expected, new), codegen
+
+
+@inline
+def share_out(board, count, parts):
+    """Write on ``board`` (``SHARE_BYTES * SHARES_MOST`` bytes, e.g. a kernel's
+    :func:`stack_bytes`) each of ``parts`` threads' share of ``count`` pieces of work: the
+    pieces Numba's static schedule would give it (:func:`owned_rows`), as ``(first << 32) |
+    stop``. Then each thread of a ``prange(parts)`` loop takes pieces with :func:`take`."""
+    for part in range(min(parts, SHARES_MOST)):
+        first, stop = owned_rows(count, min(parts, SHARES_MOST), part)
+        array_at(board + part * SHARE_BYTES, 1, np.int64)[0] = (first << 32) | stop
+
+
+@inline
+def take(board, part, parts):
+    """The next piece of work for thread ``part`` of ``parts`` (:func:`share_out`), or -1 when
+    none is left: the first piece left of its own share, else the last left of another
+    thread's, taken in one atomic step. So on equally fast cores each thread does its own
+    share, the pieces its cache holds from the step before (``owned_rows``), and a thread
+    that finishes early takes over the end of a slower one's (on a shared machine one core
+    may run at half the other's speed for seconds: ``python -m benchmarks.cores
+    --together``). Which thread makes a piece never changes its numbers."""
+    shares = min(parts, SHARES_MOST)
+    mine = board + part * SHARE_BYTES
+    while part < shares:
+        held = _load_share(mine)
+        first, stop = held >> 32, held & 0xFFFFFFFF
+        if first >= stop:
+            break
+        if _exchange_share(mine, held, ((first + 1) << 32) | stop) == held:
+            return first
+    for step in range(1, shares + 1):
+        other = board + ((part + step) % shares) * SHARE_BYTES
+        while True:
+            held = _load_share(other)
+            first, stop = held >> 32, held & 0xFFFFFFFF
+            if first >= stop:
+                break
+            if _exchange_share(other, held, (first << 32) | (stop - 1)) == held:
+                return stop - 1
+    return -1
