@@ -259,7 +259,6 @@ def stack_bytes(typingctx, count):
     return types.int64(count), codegen
 
 
-
 #: Bytes a thread's entry of a board of shares takes (:func:`share_out`): a cache line each,
 #: so that a thread taking from its own share does not move the others' lines.
 SHARE_BYTES = 64
