@@ -264,30 +264,35 @@ def test_each_piece_of_a_shared_out_board_is_taken_once(two_threads):
 
 
 def test_a_thread_takes_its_own_share_first_then_the_end_of_a_slower_ones(two_threads):
-    """Thread 0 takes one piece and then waits until thread 1 has nothing left to take:
-    thread 1 makes its own share in order (the pieces Numba's static schedule gives it, as
-    the update does: ``owned_rows``), then takes over thread 0's from the end."""
+    """Thread 1 waits until thread 0 has taken one piece, and thread 0 then waits until
+    thread 1 has nothing left to take: thread 1 makes its own share in order (the pieces
+    Numba's static schedule gives it, as the update does: ``owned_rows``), then takes over
+    thread 0's from the end."""
     from numba import njit, prange
 
     from fastgraph.kernels import _load_share, share_out, stack_bytes, take
 
     @njit(parallel=True)
-    def hand_out(n, order, counts, done):
+    def hand_out(n, order, counts, flags):
         board = stack_bytes(4096)
         share_out(board, n, 2)
         for part in prange(2):
+            waited = 0  # (each wait bounded: a failure, not a hang)
+            while part == 1 and _load_share(flags.ctypes.data) == 0 and waited < 10 ** 9:
+                waited += 1  # thread 1 starts once thread 0 has its first piece
             piece = take(board, part, 2)
             while piece >= 0:
                 order[part, counts[part]] = piece
                 counts[part] += 1
-                waited = 0
-                while part == 0 and _load_share(done.ctypes.data) == 0 and waited < 10 ** 9:
-                    waited += 1  # (bounded: a failure, not a hang)
+                if part == 0:
+                    flags[0] = 1
+                    while _load_share(flags.ctypes.data + 8) == 0 and waited < 10 ** 9:
+                        waited += 1  # thread 0 goes on once thread 1 has finished
                 piece = take(board, part, 2)
             if part == 1:
-                done[0] = 1
+                flags[1] = 1
 
-    order, counts, done = np.zeros((2, 10), np.int64), np.zeros(2, np.int64), np.zeros(1, np.int64)
-    hand_out(10, order, counts, done)
+    order, counts, flags = np.zeros((2, 10), np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64)
+    hand_out(10, order, counts, flags)
     assert list(order[0, :counts[0]]) == [0]
     assert list(order[1, :counts[1]]) == [5, 6, 7, 8, 9, 4, 3, 2, 1]
