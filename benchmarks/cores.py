@@ -63,13 +63,18 @@ def summary(cycles):
 def together(seconds):
     numbers = np.ones((2, 4096), np.float32)
     blocks = [np.zeros((4096, 2), np.int64)]
-    _side_by_side(numbers, blocks[0], 0)  # compiled or loaded before timing
-    regions, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end or regions == 0:
-        if regions == len(blocks) * 4096:
-            blocks.append(np.zeros((4096, 2), np.int64))
-        _side_by_side(numbers, blocks[-1], regions % 4096)
-        regions += 1
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)  # (a count this thread set before, one say, would run both)
+    try:
+        _side_by_side(numbers, blocks[0], 0)  # compiled or loaded before timing
+        regions, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end or regions == 0:
+            if regions == len(blocks) * 4096:
+                blocks.append(np.zeros((4096, 2), np.int64))
+            _side_by_side(numbers, blocks[-1], regions % 4096)
+            regions += 1
+    finally:
+        numba.set_num_threads(before)
     cycles = np.concatenate(blocks)[:regions]
     spread, cost = summary(cycles)
     medians = np.median(cycles, 0)

@@ -246,11 +246,11 @@ def test_each_piece_of_a_shared_out_board_is_taken_once(two_threads):
     to both threads.)"""
     from numba import njit, prange
 
-    from fastgraph.kernels import share_out, stack_bytes, take
+    from fastgraph.kernels import BOARD_BYTES, share_out, stack_bytes, take
 
     @njit(parallel=True)
     def hand_out(n, taken):
-        board = stack_bytes(4096)
+        board = stack_bytes(BOARD_BYTES)
         share_out(board, n, 2)
         for part in prange(2):
             piece = take(board, part, 2)
@@ -270,11 +270,11 @@ def test_a_thread_takes_its_own_share_first_then_the_end_of_a_slower_ones(two_th
     thread 0's from the end."""
     from numba import njit, prange
 
-    from fastgraph.kernels import _load_share, share_out, stack_bytes, take
+    from fastgraph.kernels import BOARD_BYTES, _load_share, share_out, stack_bytes, take
 
     @njit(parallel=True)
     def hand_out(n, order, counts, flags):
-        board = stack_bytes(4096)
+        board = stack_bytes(BOARD_BYTES)
         share_out(board, n, 2)
         for part in prange(2):
             waited = 0  # (each wait bounded: a failure, not a hang)

@@ -262,9 +262,11 @@ def stack_bytes(typingctx, count):
 #: Bytes a thread's entry of a board of shares takes (:func:`share_out`): a cache line each,
 #: so that a thread taking from its own share does not move the others' lines.
 SHARE_BYTES = 64
-#: The most threads a board serves (its bytes, ``SHARE_BYTES`` each, are a literal size on
-#: the kernel's stack); a thread past it takes nothing of its own and helps the others.
+#: The most threads a board serves; a thread past it takes nothing of its own and helps the
+#: others.
 SHARES_MOST = 64
+#: A board's bytes: ``stack_bytes(BOARD_BYTES)`` in the kernel that shares out its work.
+BOARD_BYTES = SHARE_BYTES * SHARES_MOST
 
 
 @intrinsic
@@ -293,10 +295,10 @@ def _exchange_share(typingctx, address, expected, new):
 
 @inline
 def share_out(board, count, parts):
-    """Write on ``board`` (``SHARE_BYTES * SHARES_MOST`` bytes, e.g. a kernel's
-    :func:`stack_bytes`) each of ``parts`` threads' share of ``count`` pieces of work: the
-    pieces Numba's static schedule would give it (:func:`owned_rows`), as ``(first << 32) |
-    stop``. Then each thread of a ``prange(parts)`` loop takes pieces with :func:`take`."""
+    """Write on ``board`` (``BOARD_BYTES`` bytes: ``stack_bytes(BOARD_BYTES)``) each of
+    ``parts`` threads' share of ``count`` pieces of work: the pieces Numba's static schedule
+    would give it (:func:`owned_rows`), as ``(first << 32) | stop``. Then each thread of a
+    ``prange(parts)`` loop takes pieces with :func:`take`."""
     for part in range(min(parts, SHARES_MOST)):
         first, stop = owned_rows(count, min(parts, SHARES_MOST), part)
         array_at(board + part * SHARE_BYTES, 1, np.int64)[0] = (first << 32) | stop

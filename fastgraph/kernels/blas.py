@@ -41,6 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import (
+    BOARD_BYTES,
     PARALLEL_MIN,
     Kernel,
     _threads,
@@ -547,7 +548,7 @@ def _grouped_product(u, w, out, m):
             _mkl_local_threads(previous)
         return
     parts = _mkl_most()
-    board = stack_bytes(4096)  # SHARE_BYTES * SHARES_MOST: each thread's share of the groups
+    board = stack_bytes(BOARD_BYTES)  # each thread's share of the groups
     share_out(board, groups, parts)
     for part in prange(parts):  # part t on thread t (Numba's static schedule)
         space = stack_bytes(50176)  # (8 + 4 * 2 * BLOCK_ROWS + 1) * GROUPED_MOST bytes
