@@ -104,8 +104,9 @@ def test_together_times_two_threads_side_by_side(capsys):
     assert regions >= 1 and words[1:3] == ["regions:", "thread"]
     assert float(words[4]) > 0 and float(words[7]) > 0  # each thread's median, in cycles
     assert lines[1].startswith("slower / faster thread, percentiles 50, 75, 95: ")
-    assert all(float(q) >= 1 for q in lines[1].split(": ")[1].split(", "))
-    assert lines[2].startswith("equal halves took ") and float(lines[2].split()[3][:-1]) >= 1
+    assert len(lines[1].split(": ")[1].split(", ")) == 3
+    assert lines[2].startswith("equal halves took ") and lines[2].split()[3].endswith("x")
+    # (no bound on the figures themselves: summary() is tested on known times above)
 
 
 def test_together_needs_two_numba_threads(monkeypatch):
