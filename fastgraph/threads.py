@@ -17,6 +17,14 @@ faster now:
   trial at least 20 times the time it lost passes before the next (a trial step on every
   core can take 50 times a one-thread step when another process holds a core: trials then
   cost a few percent, not a third of the time);
+- a trial of fewer threads that wins is confirmed by the current count's next 8 steps
+  (after one that wakes its threads, not judged): the switch is made only if they are
+  still slower (one step twice the trial's time confirms it at once). A burst of slow
+  steps on every core (3-12 ms where the 784-256-128-10 step takes 1 ms, for a few dozen
+  steps) both starts a trial at once and inflates the median it is judged against; a
+  one-thread trial then won in the burst and held for 64 steps, each about 1.6x the two
+  threads' time after it. Where another process takes a core for longer, the
+  confirmation costs two more slow steps;
 - a trial's first step is not judged: it wakes the other threads, which may have slept
   since the last trial (1.5-63 ms for a first Jacobian on two threads under load, where
   the next calls took 0.6 ms), and a trial ended by it came back only ~900 calls later.
@@ -200,6 +208,7 @@ class Chooser:
         self.times = []
         self.waking = None  # the time of a trial's first step, kept apart (see _decide)
         self.last = None  # the clock at the last tick
+        self.rival = None  # (a trial's count that won, what its trial lost) until confirmed
         self.interval = _FIRST_INTERVAL // 2  # doubled by a losing first trial
         self.until_trial = 0  # steps until the other count is tried: the first at once
         threads.use(self.counts[0])
@@ -240,6 +249,8 @@ class Chooser:
         home = self.medians[self.home]
         if self.trying != self.home and seconds > _ABORT * home:
             self._decide(seconds)  # far slower already: no need for the other steps
+        elif self.rival is not None and seconds > _ABORT * self.medians[self.rival[0]]:
+            self._decide(seconds)  # still far slower than the trial that beat it
         elif len(self.times) == _TRIAL_STEPS:
             self._decide(sorted(self.times)[_TRIAL_STEPS // 2])
 
@@ -247,6 +258,14 @@ class Chooser:
         steps, waking = len(self.times) + (self.waking is not None), self.waking or 0.0
         lost = sum(self.times) + waking - steps * (self.medians[self.home] or 0.0)
         self.times, self.waking = [], None
+        if self.rival is not None:  # the current count again, after a trial that beat it
+            (rival, lost), self.rival = self.rival, None
+            self.medians[self.home] = median
+            if self.medians[rival] < _WIN * median:
+                self._switch(rival)
+            else:  # it had beaten steps slowed by a passing burst: lost after all
+                self._lost(lost)
+            return
         if self.trying == self.home:
             last, self.medians[self.home] = self.medians[self.home], median
             self.until_trial -= _TRIAL_STEPS
@@ -257,11 +276,25 @@ class Chooser:
             return
         self.medians[self.trying] = median
         if median < _WIN * self.medians[self.home]:
-            self.home = self.trying
-            self.interval = _FIRST_INTERVAL
-        else:  # lost: wait longer, and long enough that trials cost a few percent at most
-            self.interval = max(min(2 * self.interval, _LONGEST_INTERVAL),
-                                int(_BUDGET * lost / self.medians[self.home]))
+            if self.counts[self.trying] < self.counts[self.home]:
+                # Fewer threads won: the current count's next steps confirm it first (the
+                # first not judged: it wakes the threads that slept through the trial).
+                self.rival, self.trying, self.waking = (self.trying, lost), self.home, False
+                return
+            self._switch(self.trying)
+        else:
+            self._lost(lost)
+
+    def _switch(self, index):
+        """Keep the count ``index`` from now on; the other is tried after 64 steps."""
+        self.home = self.trying = index
+        self.interval = self.until_trial = _FIRST_INTERVAL
+
+    def _lost(self, lost):
+        """A trial lost, costing ``lost`` seconds: wait longer before the next, and long
+        enough that trials cost a few percent at most."""
+        self.interval = max(min(2 * self.interval, _LONGEST_INTERVAL),
+                            int(_BUDGET * lost / self.medians[self.home]))
         self.trying = self.home
         self.until_trial = self.interval
 

@@ -70,7 +70,27 @@ def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
     clock = FakeClock(lambda n, step: 5.0 if n == 2 else 1.5)
     clock.chooser, chooser.clock = chooser, clock
     seen = [clock.step() for _ in range(24)]
-    assert seen[:17] == [2] * 8 + [1] * 9 and seen[17:] == [1] * 7  # not 64 steps later
+    assert seen[:17] == [2] * 8 + [1] * 9  # not 64 steps later
+    # one thread won: two more steps on two threads, one waking them and one 2x as slow as
+    # one thread's, confirm it
+    assert seen[17:] == [2, 2] + [1] * 5 and chooser.home == 0
+
+
+def test_a_one_thread_trial_that_beat_a_burst_is_confirmed_before_it_is_kept(monkeypatch):
+    """A burst of slow steps on both cores starts a trial at once and inflates the median
+    that the trial is judged against: a trial of one thread that wins then is held to the
+    two threads' next steps, and keeps them where the burst has passed."""
+    def cost(count, step):
+        if count == 1:
+            return 1.6
+        return 3.0 if 20 <= step < 36 else 1.0  # a burst at steps 20-35, on two threads
+
+    counts, chooser = chosen_counts(cost, 120, monkeypatch, 2)
+    assert counts[17:25] == [2] * 8  # two threads won the first trial; then the burst
+    assert counts[25:34] == [1] * 9  # the load changed: one thread tried at once, and won
+    assert counts[34:] == [2] * (120 - 34)  # two threads again, faster: kept, not 64 steps
+    assert chooser.home == 1 and chooser.medians == pytest.approx([1.6, 1.0])
+    assert chooser.interval == 128  # the trial counts as lost
 
 
 def test_a_fixed_count_or_one_core_never_tries_another(monkeypatch):
