@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastgraph as fg
 from fastgraph.kernels import blas, program
 from tests.helpers import replay
 
@@ -514,3 +515,125 @@ def test_grouped_products_of_any_shape_and_zeros_are_the_product(groups, m, unit
     bound = np.nan_to_num(np.abs(u)).sum(axis=1, keepdims=True) * np.abs(w).max() + 1e-30
     error = np.abs(np.nan_to_num(out - wanted))
     assert (error <= 1e-6 * bound).all(), float((error / bound).max())
+
+
+# -- small products: kernels MKL generates for their shape ------------------------------------
+MKL = blas.BACKEND == "mkl"
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta, tb", FLAGS)
+def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype, ta, tb):
+    """For each flag pair, both betas the generated kernels serve and one they do not (then
+    ``cblas``): the product, against float64; beta 0 overwrites what ``out`` held (a NaN
+    too); the description says what it was made for."""
+    for m, k, n in [(16, 16, 12), (1, 1, 1), (5, 7, 3), (64, 100, 20)]:
+        a, b, op_a, op_b = _operands(rng, dtype, ta, tb, m, k, n)
+        start = rng.normal(size=(m, n)).astype(dtype)
+        start[0, 0] = np.nan
+        description = blas.small_product(a, ta, b, tb, start)
+        assert description != 0
+        made, = [kept for kept in blas._jitted.values()
+                 if kept is not None and kept.ctypes.data == description]
+        assert list(made[4:]) == [ta, tb, m, n, k, a.shape[1], b.shape[1], n]
+        for beta in (0.0, 1.0, 0.5):
+            out = start.copy()
+            blas.gemm_generated(description, a, b, out, beta)
+            wanted = op_a.astype(np.float64) @ op_b + (beta * start if beta else 0)
+            np.testing.assert_allclose(out[1:], wanted[1:], **_tolerance(dtype))
+            assert np.isnan(out[0, 0]) == (beta != 0)
+        assert blas.small_product(a, ta, b, tb, start) == description  # generated once
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+def test_what_no_kernel_is_generated_for_takes_gemm_owned(rng, monkeypatch):
+    """More than JIT_MOST multiply-adds, a transposed view, another dtype, shapes that do not
+    match, a full table of shapes: no description (0), and ``product`` makes them with
+    ``gemm_owned``, which refuses shapes that do not match by name."""
+    a, b, op_a, op_b = _operands(rng, np.float32, False, True, 8, 9, 10)
+    out = np.zeros((8, 10), np.float32)
+    assert blas.small_product(a, False, b, True, out) != 0
+    big = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    assert 64 ** 3 > blas.JIT_MOST
+    assert blas.small_product(big[0], False, big[1], False, np.zeros((64, 64), np.float32)) == 0
+    assert blas.small_product(np.asfortranarray(a), False, b, True, out) == 0
+    assert blas.small_product(a.astype(np.float64), False, b, True, out) == 0
+    assert blas.small_product(a, True, b, True, out) == 0  # op(a) is 9x8: no match
+    monkeypatch.setattr(blas, "JIT_SHAPES_MOST", len(blas._jitted))
+    fresh = np.zeros((7, 10), np.float32)
+    assert blas.small_product(a[:7], False, b, True, fresh) == 0
+    blas.product(blas.WHOLE, a[:7], False, b, True, fresh, 0.0)  # made by gemm_owned
+    np.testing.assert_allclose(fresh, op_a[:7] @ op_b, **_tolerance(np.float32))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        blas.product(blas.WHOLE, a, True, b, True, out, 0.0)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+def test_operands_a_kernel_was_not_generated_for_take_cblas(rng):
+    """A description used for operands of another shape (a program replayed on other
+    buffers, say): the product is still right, made by cblas with the description's flags;
+    operands that cannot be multiplied are refused."""
+    a, b, op_a, op_b = _operands(rng, np.float32, True, False, 6, 5, 4)
+    description = blas.small_product(a, True, b, False, np.zeros((6, 4), np.float32))
+    other_a, other_b, op_other_a, op_other_b = _operands(rng, np.float32, True, False, 3, 8, 2)
+    out = np.ones((3, 2), np.float32)
+    blas.gemm_generated(description, other_a, other_b, out, 1.0)
+    np.testing.assert_allclose(out, op_other_a @ op_other_b + 1, **_tolerance(np.float32))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        blas.gemm_generated(description, other_a, b, out, 0.0)
+    with pytest.raises(ValueError, match="C-contiguous"):  # (its leading dimension unknown)
+        blas.gemm_generated(description, np.asfortranarray(other_a), other_b, out, 0.0)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+def test_a_recurrent_net_s_products_are_generated_kernels(monkeypatch, executor):
+    """The article's recurrent cell on a batch of 16 (16x16 by 16x12, 16x12 by 12x12 and
+    their gradients, a weight shared by every time step): every product is a generated
+    kernel's, on either executor, and training gives the numbers cblas gives (allclose)."""
+    calls = {"generated": 0, "owned": 0}
+
+    def counted(name, kernel):
+        def call(*args):
+            calls[name] += 1
+            return kernel(*args)
+        return call
+
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+
+    def train(most):
+        monkeypatch.setattr(blas, "JIT_MOST", most)
+        rng = np.random.default_rng(0)
+        with fg.Graph(seed=0) as graph:
+            inputs = [fg.Variable((16, 1), trainable=False) for _ in range(4)]
+            u, w, bias = fg.Variable((12, 16), init=True), fg.Variable((12, 12), init=True), \
+                fg.Variable((12, 1), init=True)
+            state = None
+            for x in inputs:
+                h = fg.ops.Add(fg.ops.MatMul(u, x), bias)
+                if state is not None:
+                    h = fg.ops.Add(fg.ops.MatMul(w, state), h)
+                state = fg.ops.ReLU(h)
+            label = fg.Variable((12, 1), trainable=False)
+            loss = fg.ops.loss.MeanSquaredError(state, label)
+            optimizer = fg.optimizer.Adam(graph, loss, 0.01)
+        for _ in range(5):
+            for x in inputs:
+                x.set_value(rng.normal(size=(16, 16, 1)).astype(np.float32))
+            label.set_value(rng.normal(size=(16, 12, 1)).astype(np.float32))
+            optimizer.one_step()
+            optimizer.update()
+        return [node.value.copy() for node in (u, w, bias)]
+
+    monkeypatch.setattr(blas, "gemm_generated", counted("generated", blas.gemm_generated))
+    monkeypatch.setattr(blas, "gemm_owned", counted("owned", blas.gemm_owned))
+    made = train(blas.JIT_MOST)
+    # a step's products: 4 + 3 forward, 3 input gradients, 4 + 3 weight gradients; the
+    # compiled executor calls them from Python in the pass it records, then replays them
+    steps = 5 if executor == "python" else 1
+    assert calls == {"generated": steps * 17, "owned": 0}
+    plain = train(0)  # every product through gemm_owned (cblas)
+    assert calls == {"generated": steps * 17, "owned": steps * 17}
+    for one, other in zip(made, plain):
+        np.testing.assert_allclose(one, other, rtol=1e-5, atol=1e-6)

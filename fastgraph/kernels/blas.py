@@ -382,6 +382,154 @@ def gemm(a, ta, b, tb, out, beta):
     gemm_owned(WHOLE, a, ta, b, tb, out, beta)
 
 
+# -- small products: kernels that MKL generates for one shape ---------------------------------
+#: Products of at most this many multiply-adds (m * n * k), which ``gemm_owned`` would make
+#: whole, are made by a kernel that MKL generates for their shape, flags and ``beta``
+#: (``mkl_cblas_jit_create_sgemm``, its "JIT" GEMM), called by its address: no argument
+#: checks, no choice of threads or blocking on each call. The recurrent net's products
+#: (16x16 by 16x12, 16x12 by 12x12, 12x16 by 16x16) took 41-100 ns against 330-420 through
+#: ``cblas_sgemm`` (called from compiled code, an Intel Xeon, one thread; the same bits), and
+#: every shape up to 128x256 by 256x128 measured was as fast or faster on one thread.
+JIT_MOST = 1 << 17
+#: The most shapes given a generated kernel in a process (each holds a few KB of code for
+#: the process's life); the products of others go through ``gemm_owned``.
+JIT_SHAPES_MOST = 4096
+#: A generated product's description, int64: the kernel and its generator for ``beta`` 0,
+#: the same for ``beta`` 1, then the flags, shape and leading dimensions it was made for.
+_FN0, _GEN0, _FN1, _GEN1, _TA, _TB, _M, _N, _K, _LDA, _LDB, _LDC = range(12)
+JIT_SLOTS = 12
+_jitted = {}  # (itemsize, ta, tb, m, n, k, lda, ldb, ldc) -> its description (or None)
+_generators = []  # MKL's create and get-pointer routines, by itemsize, once looked up
+
+
+def _generator(itemsize):
+    """``(create, pointer)``: MKL's routines that generate a GEMM of this itemsize (4 or 8)
+    and give the generated kernel's address."""
+    if not _generators:
+        mkl = ctypes.CDLL(LIBRARY)
+        found = {}
+        for size, kind, real in ((4, "s", ctypes.c_float), (8, "d", ctypes.c_double)):
+            create = getattr(mkl, f"mkl_cblas_jit_create_{kind}gemm")  # (mkl.h's C names; the
+            create.restype = ctypes.c_int  # plain ones are Fortran's, which read characters)
+            create.argtypes = [ctypes.POINTER(ctypes.c_void_p)] + [ctypes.c_int] * 6 + [
+                real, ctypes.c_int, ctypes.c_int, real, ctypes.c_int]
+            pointer = getattr(mkl, f"mkl_jit_get_{kind}gemm_ptr")
+            pointer.restype, pointer.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            found[size] = (create, pointer)
+        _generators.append(found)
+    return _generators[0][itemsize]
+
+
+def _generate(key):
+    """The description of the generated kernels for ``key`` (both betas), or None where MKL
+    generates none (``MKL_JIT_ERROR``; its ``MKL_NO_JIT`` still gives a working kernel)."""
+    itemsize, ta, tb, m, n, k, lda, ldb, ldc = key
+    create, pointer = _generator(itemsize)
+    made = []
+    for beta in (0.0, 1.0):
+        generator = ctypes.c_void_p()
+        status = create(ctypes.byref(generator), ROW_MAJOR, TRANSPOSE if ta else NO_TRANSPOSE,
+                        TRANSPOSE if tb else NO_TRANSPOSE, m, n, k, 1.0, lda, ldb, beta, ldc)
+        if status == 2 or not generator.value:
+            return None  # (a generator made for beta 0 is kept: a few KB, never reused)
+        made += [pointer(generator), generator.value]
+    return np.array(made + [ta, tb, m, n, k, lda, ldb, ldc], np.int64)
+
+
+def small_product(a, ta, b, tb, out):
+    """The address of the description of MKL's generated kernels for the product ``out =
+    op(a) @ op(b)`` (``+ out``), or 0 when it takes ``gemm_owned``: another backend, more
+    than ``JIT_MOST`` multiply-adds, operands that are not C-contiguous arrays of ``out``'s
+    dtype (float32 or float64), shapes that do not match (``gemm_owned`` says so), or
+    ``JIT_SHAPES_MOST`` shapes already generated."""
+    if BACKEND != "mkl" or out.dtype.kind != "f" or out.itemsize not in (4, 8):
+        return 0
+    if not (a.dtype == b.dtype == out.dtype and a.ndim == b.ndim == out.ndim == 2
+            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+        return 0
+    (m, n), (rows_a, cols_a), (rows_b, cols_b) = out.shape, a.shape, b.shape
+    k = rows_a if ta else cols_a
+    if ((cols_a if ta else rows_a) != m or (cols_b if tb else rows_b) != k
+            or (rows_b if tb else cols_b) != n or not 0 < m * n * k <= JIT_MOST):
+        return 0
+    key = (out.itemsize, bool(ta), bool(tb), m, n, k, cols_a, cols_b, n)
+    description = _jitted.get(key, _jitted)
+    if description is _jitted:  # (not generated yet)
+        if len(_jitted) >= JIT_SHAPES_MOST:
+            return 0
+        # Two Python threads generating one shape at once both get the one kept: its
+        # address lives in their programs as long as the process.
+        description = _jitted.setdefault(key, _generate(key))
+    return 0 if description is None else description.ctypes.data
+
+
+@intrinsic
+def _call_generated(typingctx, function, generator, a, b, out):
+    """Call the generated GEMM at address ``function``: ``function(generator, a, b, out)``
+    (MKL's ``sgemm_jit_kernel_t``: the generator and the three operands' addresses)."""
+    def codegen(context, builder, signature, args):
+        pointer = ir.IntType(8).as_pointer()
+        kind = ir.FunctionType(ir.VoidType(), [pointer] * 4)
+        called = builder.inttoptr(args[0], kind.as_pointer())
+        builder.call(called, [builder.inttoptr(value, pointer) for value in args[1:]])
+        return context.get_dummy_value()
+
+    return types.void(function, generator, a, b, out), codegen
+
+
+@inline
+def _c_rows(operand):
+    """Whether ``operand`` is C-contiguous (rows of ``shape[1]`` numbers, back to back)."""
+    rows, cols = operand.shape
+    return ((cols <= 1 or operand.strides[1] == operand.itemsize)
+            and (rows <= 1 or operand.strides[0] == cols * operand.itemsize))
+
+
+@kernel
+def gemm_generated(description, a, b, out, beta):
+    """out = op(a) @ op(b) + beta * out by the kernel MKL generated for the product's shape,
+    flags and beta (``description``: :func:`small_product`'s address). Operands that are not
+    what it was generated for, or a beta other than 0 and 1, take ``cblas_?gemm`` with the
+    description's flags and the operands' own shapes (refused if they do not match)."""
+    d = array_at(description, JIT_SLOTS, np.int64)
+    ta, tb = d[_TA], d[_TB]
+    m, n = out.shape
+    if not (_c_rows(a) and _c_rows(b) and _c_rows(out)):  # as ``small_product`` takes them
+        raise ValueError("gemm_generated: operands must be C-contiguous")
+    k = a.shape[0] if ta else a.shape[1]
+    if (a.shape[1] if ta else a.shape[0]) != m or (b.shape[1] if tb else b.shape[0]) != k \
+            or (b.shape[0] if tb else b.shape[1]) != n:
+        raise ValueError("gemm: shapes do not match")
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    if m == d[_M] and n == d[_N] and k == d[_K] and a.shape[1] == d[_LDA] \
+            and b.shape[1] == d[_LDB] and n == d[_LDC] and (beta == 0 or beta == 1):
+        if beta == 0:
+            _call_generated(d[_FN0], d[_GEN0], pa, pb, pc)
+        else:
+            _call_generated(d[_FN1], d[_GEN1], pa, pb, pc)
+        return
+    op_a, op_b = TRANSPOSE if ta else NO_TRANSPOSE, TRANSPOSE if tb else NO_TRANSPOSE
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(n, 1)
+    if out.itemsize == 4:
+        _mkl_sgemm(ROW_MAJOR, op_a, op_b, m, n, k, np.float32(1), pa, lda, pb, ldb,
+                   np.float32(beta), pc, ldc)
+    else:
+        _mkl_dgemm(ROW_MAJOR, op_a, op_b, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
+
+
+def product(along, a, ta, b, tb, out, beta):
+    """``gemm_owned(along, a, ta, b, tb, out, beta)``, but a small product that it would make
+    whole (``along`` WHOLE, or a parameter of fewer than ``PARALLEL_MIN`` numbers) by the
+    kernel MKL generates for its shape (``gemm_generated``). What the operators call."""
+    parameter = (out.shape[0] * out.shape[1] if along == OUT_ROWS
+                 else (b.shape[0] * b.shape[1] if along == OUT_COLUMNS else 0))
+    description = small_product(a, ta, b, tb, out) if parameter < PARALLEL_MIN else 0
+    if description:
+        gemm_generated(description, a, b, out, beta)
+    else:
+        gemm_owned(along, a, ta, b, tb, out, beta)
+
+
 # -- a per-sample pass's product: each sample's zero columns skipped ------------------------
 #: ``grouped_product``'s register block: this many rows of a group by 64 (or 16) columns.
 BLOCK_ROWS = 5

@@ -12,10 +12,10 @@ from ..kernels.blas import (
     OUT_ROWS,
     STAGED_ROWS,
     WHOLE,
-    gemm_owned,
     grouped_product,
     matvec,
     outer_staged,
+    product,
     vecmat,
 )
 from ..kernels.elementwise import (
@@ -70,7 +70,9 @@ class MatMul(Operator):
     is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
     transposes as flags, no copies, through one kernel (``gemm_owned``) that splits the
     products which make or read a parameter by its rows between the threads, as the
-    optimizer's update splits it; the others it makes whole. A per-sample pass's input
+    optimizer's update splits it; the others it makes whole, and a small one of those
+    (``JIT_MOST`` multiply-adds) is made by the kernel MKL generates for its shape
+    (``kernels.blas.product``). A per-sample pass's input
     gradient, m rows a sample, skips each sample's inactive units (``_grouped``). Other
     cases multiply the small matrices row by row.
     """
@@ -94,9 +96,9 @@ class MatMul(Operator):
         if self._vectors and b.flat.shape[0] == 1:  # one sample: faster than BLAS's M = 1
             matvec(b.flat, a._value, out)
         elif self._vectors:  # x @ W.T, split between the threads by W's rows (gemm_owned)
-            gemm_owned(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0)
+            product(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0)
         elif self._stacked:
-            gemm_owned(WHOLE, a._value.reshape(-1, a.dim[1]), False, b._value, False,
+            product(WHOLE, a._value.reshape(-1, a.dim[1]), False, b._value, False,
                        out.reshape(-1, self.dim[1]), 0.0)
         else:
             matmul_rows(a.flat, b.flat, out, self.dim[0], a.dim[1], self.dim[1], False, False)
@@ -112,9 +114,9 @@ class MatMul(Operator):
         elif self._vectors and self._grouped(upstream):  # a per-sample pass: m rows a sample
             grouped_product(upstream, a._value, out, upstream.shape[0] // b.flat.shape[0])
         elif self._vectors:  # upstream @ W for the batch of columns
-            gemm_owned(WHOLE, upstream, False, a._value, False, out, 0.0)
+            product(WHOLE, upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
-            gemm_owned(WHOLE, upstream.reshape(-1, n), False, b._value, True,
+            product(WHOLE, upstream.reshape(-1, n), False, b._value, True,
                        out.reshape(-1, k), 0.0)
         elif slot == 0:  # dA = U B^T
             matmul_rows(upstream, b.flat, out, m, n, k, False, True)
@@ -146,10 +148,10 @@ class MatMul(Operator):
             elif upstream.shape[0] == 1:  # MKL's k = 1 GEMM is 4x slower
                 outer(upstream, b.flat, out, 0.0)
             else:
-                gemm_owned(OUT_ROWS, upstream, True, b.flat, False, out, 0.0)
+                product(OUT_ROWS, upstream, True, b.flat, False, out, 0.0)
         elif slot == 1 and self._stacked:  # the stacked a^T @ the stacked upstream
             out = self.buffer("summed", b.dim)
-            gemm_owned(OUT_ROWS, a._value.reshape(-1, a.dim[1]), True,
+            product(OUT_ROWS, a._value.reshape(-1, a.dim[1]), True,
                        upstream.reshape(-1, self.dim[1]), False, out, 0.0)
         else:
             return super().vjp_summed(slot, upstream)
