@@ -525,9 +525,9 @@ MKL = blas.BACKEND == "mkl"
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta, tb", FLAGS)
 def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype, ta, tb):
-    """For each flag pair, both betas the generated kernels serve and one they do not (then
-    ``cblas``): the product, against float64; beta 0 overwrites what ``out`` held (a NaN
-    too); the description says what it was made for."""
+    """For each flag pair and both betas: the product, against float64; beta 0 overwrites
+    what ``out`` held (a NaN too); the description says what it was made for; another beta
+    is refused."""
     for m, k, n in [(16, 16, 12), (1, 1, 1), (5, 7, 3), (64, 100, 20)]:
         a, b, op_a, op_b = _operands(rng, dtype, ta, tb, m, k, n)
         start = rng.normal(size=(m, n)).astype(dtype)
@@ -537,13 +537,17 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
         made, = [kept for kept in blas._jitted.values()
                  if kept is not None and kept.ctypes.data == description]
         assert list(made[4:]) == [ta, tb, m, n, k, a.shape[1], b.shape[1], n]
-        for beta in (0.0, 1.0, 0.5):
+        for beta in (0.0, 1.0):
             out = start.copy()
             blas.gemm_generated(description, a, b, out, beta)
             wanted = op_a.astype(np.float64) @ op_b + (beta * start if beta else 0)
             np.testing.assert_allclose(out[1:], wanted[1:], **_tolerance(dtype))
             assert np.isnan(out[0, 0]) == (beta != 0)
         assert blas.small_product(a, ta, b, tb, start) == description  # generated once
+        out = start.copy()
+        with pytest.raises(ValueError, match="beta must be 0 or 1"):
+            blas.gemm_generated(description, a, b, out, 0.5)
+        np.testing.assert_array_equal(out[1:], start[1:])
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -570,20 +574,25 @@ def test_what_no_kernel_is_generated_for_takes_gemm_owned(rng, monkeypatch):
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
-def test_operands_a_kernel_was_not_generated_for_take_cblas(rng):
-    """A description used for operands of another shape (a program replayed on other
-    buffers, say): the product is still right, made by cblas with the description's flags;
-    operands that cannot be multiplied are refused."""
+def test_operands_a_kernel_was_not_generated_for_are_refused(rng):
+    """A description used for operands of another shape, or other leading dimensions, or not
+    C-contiguous: refused by name (the kernel would read and write past them), ``out``
+    untouched."""
     a, b, op_a, op_b = _operands(rng, np.float32, True, False, 6, 5, 4)
     description = blas.small_product(a, True, b, False, np.zeros((6, 4), np.float32))
-    other_a, other_b, op_other_a, op_other_b = _operands(rng, np.float32, True, False, 3, 8, 2)
+    other_a, other_b, _, _ = _operands(rng, np.float32, True, False, 3, 8, 2)
     out = np.ones((3, 2), np.float32)
-    blas.gemm_generated(description, other_a, other_b, out, 1.0)
-    np.testing.assert_allclose(out, op_other_a @ op_other_b + 1, **_tolerance(np.float32))
-    with pytest.raises(ValueError, match="shapes do not match"):
-        blas.gemm_generated(description, other_a, b, out, 0.0)
-    with pytest.raises(ValueError, match="C-contiguous"):  # (its leading dimension unknown)
-        blas.gemm_generated(description, np.asfortranarray(other_a), other_b, out, 0.0)
+    wide_a = np.zeros((5, 7), np.float32)  # op(a) 7x5 where 6x5 was generated
+    for operands in ((other_a, other_b, out), (a, b, np.ones((6, 5), np.float32)),
+                     (wide_a, b, np.ones((7, 4), np.float32)),
+                     (np.asfortranarray(a), b, np.ones((6, 4), np.float32))):
+        before = operands[2].copy()
+        with pytest.raises(ValueError, match="other than the kernel was generated for"):
+            blas.gemm_generated(description, *operands, 0.0)
+        np.testing.assert_array_equal(operands[2], before)
+    out = np.ones((6, 4), np.float32)
+    blas.gemm_generated(description, a, b, out, 1.0)
+    np.testing.assert_allclose(out, op_a @ op_b + 1, **_tolerance(np.float32))
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
