@@ -71,7 +71,7 @@ class MatMul(Operator):
     transposes as flags, no copies, through one kernel (``gemm_owned``) that splits the
     products which make or read a parameter by its rows between the threads, as the
     optimizer's update splits it; the others it makes whole, and a small one of those
-    (``JIT_MOST`` multiply-adds) is made by the kernel MKL generates for its shape
+    (at most ``JIT_MOST`` multiply-adds) by the kernel MKL generates for its shape
     (``kernels.blas.product``). A per-sample pass's input
     gradient, m rows a sample, skips each sample's inactive units (``_grouped``). Other
     cases multiply the small matrices row by row.
