@@ -536,7 +536,7 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
         assert description != 0
         made, = [kept for kept in blas._jitted.values()
                  if kept is not None and kept.ctypes.data == description]
-        assert list(made[4:]) == [ta, tb, m, n, k, a.shape[1], b.shape[1], n]
+        assert list(made[4:]) == [ta, tb, m, n, k]
         for beta in (0.0, 1.0):
             out = start.copy()
             blas.gemm_generated(description, a, b, out, beta)

@@ -395,10 +395,11 @@ JIT_MOST = 1 << 17
 #: the process's life); the products of others go through ``gemm_owned``.
 JIT_SHAPES_MOST = 4096
 #: A generated product's description, int64: the kernel and its generator for ``beta`` 0,
-#: the same for ``beta`` 1, then the flags, shape and leading dimensions it was made for.
-_FN0, _GEN0, _FN1, _GEN1, _TA, _TB, _M, _N, _K, _LDA, _LDB, _LDC = range(12)
-JIT_SLOTS = 12
-_jitted = {}  # (itemsize, ta, tb, m, n, k, lda, ldb, ldc) -> its description (or None)
+#: the same for ``beta`` 1, then the flags and shape it was made for (C-contiguous operands:
+#: their leading dimensions follow from these).
+_FN0, _GEN0, _FN1, _GEN1, _TA, _TB, _M, _N, _K = range(9)
+JIT_SLOTS = 9
+_jitted = {}  # (itemsize, ta, tb, m, n, k) -> its description (or None)
 _generators = []  # MKL's create and get-pointer routines, by itemsize, once looked up
 
 
@@ -423,17 +424,18 @@ def _generator(itemsize):
 def _generate(key):
     """The description of the generated kernels for ``key`` (both betas), or None where MKL
     generates none (``MKL_JIT_ERROR``; its ``MKL_NO_JIT`` still gives a working kernel)."""
-    itemsize, ta, tb, m, n, k, lda, ldb, ldc = key
+    itemsize, ta, tb, m, n, k = key
+    lda, ldb = (m if ta else k), (k if tb else n)  # (C-contiguous rows)
     create, pointer = _generator(itemsize)
     made = []
     for beta in (0.0, 1.0):
         generator = ctypes.c_void_p()
         status = create(ctypes.byref(generator), ROW_MAJOR, TRANSPOSE if ta else NO_TRANSPOSE,
-                        TRANSPOSE if tb else NO_TRANSPOSE, m, n, k, 1.0, lda, ldb, beta, ldc)
+                        TRANSPOSE if tb else NO_TRANSPOSE, m, n, k, 1.0, lda, ldb, beta, n)
         if status == 2 or not generator.value:
             return None  # (a generator made for beta 0 is kept: a few KB, never reused)
         made += [pointer(generator), generator.value]
-    return np.array(made + [ta, tb, m, n, k, lda, ldb, ldc], np.int64)
+    return np.array(made + [ta, tb, m, n, k], np.int64)
 
 
 def small_product(a, ta, b, tb, out):
@@ -452,7 +454,7 @@ def small_product(a, ta, b, tb, out):
     if ((cols_a if ta else rows_a) != m or (cols_b if tb else rows_b) != k
             or (rows_b if tb else cols_b) != n or not 0 < m * n * k <= JIT_MOST):
         return 0
-    key = (out.itemsize, bool(ta), bool(tb), m, n, k, cols_a, cols_b, n)
+    key = (out.itemsize, bool(ta), bool(tb), m, n, k)
     description = _jitted.get(key, _jitted)
     if description is _jitted:  # (not generated yet)
         if len(_jitted) >= JIT_SHAPES_MOST:
@@ -495,10 +497,10 @@ def gemm_generated(description, a, b, out, beta):
     0.25-0.33, on an empty cache's first step.)"""
     d = array_at(description, JIT_SLOTS, np.int64)
     m, n = out.shape
-    if not (m == d[_M] and n == d[_N] and (a.shape[0] if d[_TA] else a.shape[1]) == d[_K]
-            and (a.shape[1] if d[_TA] else a.shape[0]) == m and a.shape[1] == d[_LDA]
-            and (b.shape[1] if d[_TB] else b.shape[0]) == d[_K] and b.shape[1] == d[_LDB]
-            and _c_rows(a) and _c_rows(b) and _c_rows(out)):
+    k = d[_K]
+    if not (m == d[_M] and n == d[_N] and a.shape == ((k, m) if d[_TA] else (m, k))
+            and b.shape == ((n, k) if d[_TB] else (k, n)) and _c_rows(a) and _c_rows(b)
+            and _c_rows(out)):
         raise ValueError("gemm_generated: operands other than the kernel was generated for")
     if beta == 0:
         _call_generated(d[_FN0], d[_GEN0], a.ctypes.data, b.ctypes.data, out.ctypes.data)
