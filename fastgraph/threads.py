@@ -97,6 +97,7 @@ class _Threads:
         self._local = threading.local()  # this Python thread's (limit number, count)
         self._limits = 0  # calls of limit(): a count set before the last is set again
         self._mkl = None
+        self._parts = None  # a forked child's: its parent's most (see parts)
 
     @property
     def current(self):
@@ -108,6 +109,17 @@ class _Threads:
         """Use at most ``most`` threads (``fastgraph.distributed``: cores / ranks a node)."""
         self.most = max(1, min(int(most), numba.config.NUMBA_NUM_THREADS))
         self._limits += 1
+        self._parts = None
+
+    @property
+    def parts(self):
+        """The parts that a product split by a parameter's rows is made in by the kernels
+        MKL generates for them (``kernels.blas.split_product``): ``most``, but in a child
+        forked from a process that computed, its parent's. The child runs on one thread
+        (``_forked``) and makes those parts one after the other: its numbers are its
+        parent's. (The products ``gemm_owned`` makes in parts by MKL's count, one in the
+        child, it makes whole there.)"""
+        return self._parts or self.most
 
     @property
     def most(self):
@@ -170,7 +182,9 @@ def _forked():
     parallel = sys.modules.get("numba.np.ufunc.parallel")
     if not (kernels.ran() or getattr(parallel, "_is_initialized", False)):
         return
+    parts = threads.most
     threads.limit(1)
+    threads._parts = parts
     from .engines import compiled
 
     compiled.forked_child()

@@ -207,22 +207,24 @@ def test_a_layer_s_products_give_the_same_bits_on_one_thread_and_on_two(
 
 
 @pytest.mark.skipif(blas.BACKEND != "mkl", reason="fastgraph sets MKL's thread count only")
-def test_the_larger_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(two_threads):
-    """784-256-128-10, Adam, four steps of batch 128 at a fixed count each: the same weights
-    on one thread and on two (its first layer's forward product, split by W's rows, differed
-    in the last bits on an Intel Xeon while one thread made it whole)."""
+@pytest.mark.parametrize("hidden, batch", [((256, 128), 128), ((100, 20), 64)])
+def test_an_mlp_trains_to_the_same_bits_on_one_thread_and_on_two(two_threads, hidden, batch):
+    """784-256-128-10 and 784-100-20-10, Adam, four steps at a fixed count each: the same
+    weights on one thread and on two (the larger net's first layer's forward product, split
+    by W's rows, differed in the last bits on an Intel Xeon while one thread made it whole;
+    the smaller net's first layer's parts are generated kernels)."""
     import fastgraph as fg
 
     trained = []
     for count in (1, 2):
         two_threads.use(count)
-        model = fg.models.mlp(784, (256, 128), 10, seed=0)
+        model = fg.models.mlp(784, hidden, 10, seed=0)
         optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
         optimizer.threads.fixed, optimizer.threads.counts = True, (count, count)
         rng = np.random.default_rng(1)
         for _ in range(4):
-            model.x.set_value(rng.random((128, 784, 1), np.float32))
-            model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 128)])
+            model.x.set_value(rng.random((batch, 784, 1), np.float32))
+            model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)])
             optimizer.one_step()
             optimizer.update()
         trained.append(np.concatenate([node.flat.ravel() for node in optimizer.params]))
@@ -536,7 +538,8 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
         assert description != 0
         made, = [kept for kept in blas._jitted.values()
                  if kept is not None and kept.ctypes.data == description]
-        assert list(made[4:]) == [ta, tb, m, n, k]
+        assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, blas.WHOLE, 1]
+        assert len(made) == blas.JIT_HEADER + blas.JIT_PART_SLOTS and all(made[-4:])
         for beta in (0.0, 1.0):
             out = start.copy()
             blas.gemm_generated(description, a, b, out, beta)
@@ -593,6 +596,119 @@ def test_operands_a_kernel_was_not_generated_for_are_refused(rng):
     out = np.ones((6, 4), np.float32)
     blas.gemm_generated(description, a, b, out, 1.0)
     np.testing.assert_allclose(out, op_a @ op_b + 1, **_tolerance(np.float32))
+
+
+#: Layers' products whose parts MKL generates kernels for (batch, units, inputs): the MNIST
+#: MLP's first layer, parts of unequal rows (101 units), a batch of 17, a second layer.
+SPLIT_PRODUCTS = [(64, 100, 784), (64, 101, 784), (17, 100, 784), (128, 128, 256)]
+
+
+def _layer_products(rng, batch, units, inputs):
+    """A layer's forward product and weight gradient as MatMul makes them: ``(along, a,
+    ta, b, tb, out shape)``."""
+    x = rng.normal(size=(batch, inputs)).astype(np.float32)
+    w = rng.normal(size=(units, inputs)).astype(np.float32)
+    upstream = rng.normal(size=(batch, units)).astype(np.float32)
+    return [(blas.OUT_COLUMNS, x, False, w, True, (batch, units)),
+            (blas.OUT_ROWS, upstream, True, x, False, (units, inputs))]
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.parametrize("batch, units, inputs", SPLIT_PRODUCTS)
+def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads, batch, units,
+                                                               inputs):
+    """A product that gemm_owned splits by a parameter's rows: a description of one part per
+    thread, each with its kernels; both betas against float64 (beta 0 overwrites a NaN);
+    the same bits on one thread and on two; another beta refused, ``out`` untouched."""
+    for along, a, ta, b, tb, shape in _layer_products(rng, batch, units, inputs):
+        start = rng.normal(size=shape).astype(np.float32)
+        start[0, 0] = np.nan
+        description = blas.split_product(along, a, ta, b, tb, start)
+        assert description != 0
+        made, = [kept for kept in blas._jitted.values()
+                 if kept is not None and kept.ctypes.data == description]
+        m, n = shape
+        k = a.shape[0] if ta else a.shape[1]
+        assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, along, 2]
+        assert len(made) == blas.JIT_HEADER + 2 * blas.JIT_PART_SLOTS and all(made[7:])
+        op_a, op_b = (a.T if ta else a), (b.T if tb else b)
+        for beta in (0.0, 1.0):
+            outs = []
+            for count in (1, 2):
+                two_threads.use(count)
+                outs.append(start.copy())
+                blas.gemm_generated(description, a, b, outs[-1], beta)
+            np.testing.assert_array_equal(outs[0], outs[1])
+            wanted = op_a.astype(np.float64) @ op_b + (beta * start if beta else 0)
+            np.testing.assert_allclose(outs[0].ravel()[1:], wanted.ravel()[1:], rtol=1e-4,
+                                       atol=1e-4)
+            assert np.isnan(outs[0][0, 0]) == (beta != 0)
+        out = start.copy()
+        with pytest.raises(ValueError, match="beta must be 0 or 1"):
+            blas.gemm_generated(description, a, b, out, 2.0)
+        np.testing.assert_array_equal(out[1:], start[1:])
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypatch):
+    """No description (0) for: float64 (gemm_owned makes it whole), a product made whole,
+    a transposed view, a process of one thread, parts MKL generates no code for (the
+    784-256-128-10 net's first layer), operands of another shape; ``product`` then makes
+    them with gemm_owned, to the same numbers. A split description refuses operands of
+    another shape by name."""
+    (along, a, ta, b, tb, shape), _ = _layer_products(rng, 64, 100, 784)
+    out = np.zeros(shape, np.float32)
+    description = blas.split_product(along, a, ta, b, tb, out)
+    assert description != 0
+    assert blas.split_product(along, a.astype(np.float64), ta, b.astype(np.float64), tb,
+                              out.astype(np.float64)) == 0
+    assert blas.split_product(blas.WHOLE, a, ta, b, tb, out) == 0
+    assert blas.split_product(along, np.asfortranarray(a), ta, b, tb, out) == 0
+    assert blas.split_product(along, a[:, :700], ta, b, tb, out) == 0  # k differs: no match
+    monkeypatch.setattr(two_threads, "most", 1)
+    assert blas.split_product(along, a, ta, b, tb, out) == 0
+    monkeypatch.setattr(two_threads, "most", 2)
+    for along, a, ta, b, tb, shape in _layer_products(rng, 128, 256, 784):
+        out = np.full(shape, np.nan, np.float32)
+        assert blas.split_product(along, a, ta, b, tb, out) == 0
+        blas.product(along, a, ta, b, tb, out, 0.0)  # gemm_owned's parts
+        wanted = np.zeros(shape, np.float32)
+        blas.gemm_owned(along, a, ta, b, tb, wanted, 0.0)
+        np.testing.assert_array_equal(out, wanted)
+    (along, a, ta, b, tb, shape), _ = _layer_products(rng, 32, 100, 784)
+    out = np.ones(shape, np.float32)
+    with pytest.raises(ValueError, match="other than the kernel was generated for"):
+        blas.gemm_generated(description, a, b, out, 0.0)  # a batch of 32, made for 64
+    np.testing.assert_array_equal(out, 1)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypatch, executor):
+    """784-100-20-10, batch 64, on two threads: its first layer's forward product and weight
+    gradient are split products made by generated kernels (two parts each), its other
+    products small ones (one part), none through gemm_owned; on either executor."""
+    import fastgraph as fg
+
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+    parts, owned = [], []
+
+    def generated(description, *args):
+        made = {kept.ctypes.data: kept for kept in blas._jitted.values() if kept is not None}
+        parts.append(int(made[description][blas._PARTS]))
+        return kernel(description, *args)
+
+    kernel = blas.gemm_generated
+    monkeypatch.setattr(blas, "gemm_generated", generated)
+    monkeypatch.setattr(blas, "gemm_owned", lambda *args: owned.append(args))
+    model = fg.models.mlp(784, (100, 20), 10, seed=0)
+    optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+    rng = np.random.default_rng(0)
+    model.x.set_value(rng.random((64, 784, 1), np.float32))
+    model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)])
+    optimizer.one_step()
+    # forward: 3 products; backward: 3 weight gradients, 2 input gradients
+    assert sorted(parts) == [1] * 6 + [2, 2] and not owned
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")

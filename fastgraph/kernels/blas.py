@@ -23,7 +23,9 @@ parameter by its rows (MatMul's forward ``x @ W.T`` and weight gradient) says so
 ``along``: with MKL on several threads the product is then split by the parameter's rows
 into one product per thread, made on the thread that the optimizer's update gives those
 rows (``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer
-states stay in its cache from one step to the next.
+states stay in its cache from one step to the next. The operators call ``product``, which
+hands a small product, and the parts of a split one, to kernels that MKL generates for
+their shapes where it can (``gemm_generated``).
 """
 
 import ctypes
@@ -382,7 +384,7 @@ def gemm(a, ta, b, tb, out, beta):
     gemm_owned(WHOLE, a, ta, b, tb, out, beta)
 
 
-# -- small products: kernels that MKL generates for one shape ---------------------------------
+# -- products by kernels that MKL generates for one shape ------------------------------------
 #: Products of at most this many multiply-adds (m * n * k), which ``gemm_owned`` would make
 #: whole, are made by a kernel that MKL generates for their shape, flags and ``beta``
 #: (``mkl_cblas_jit_create_sgemm``, its "JIT" GEMM), called by its address: no argument
@@ -391,16 +393,20 @@ def gemm(a, ta, b, tb, out, beta):
 #: ``cblas_sgemm`` (called from compiled code, an Intel Xeon, one thread; the same bits); the
 #: 47 shapes of at most 2^17 multiply-adds measured took 0.15-0.87 of cblas's time.
 JIT_MOST = 1 << 17
-#: The most shapes given a generated kernel in a process (each holds a few KB of code for
-#: the process's life); the products of others go through ``gemm_owned``.
+#: The most products given generated kernels in a process (each holds a few KB of code for
+#: the process's life); the others go through ``gemm_owned``.
 JIT_SHAPES_MOST = 4096
-#: A generated product's description, int64: the kernel and its generator for ``beta`` 0,
-#: the same for ``beta`` 1, then the flags and shape it was made for (C-contiguous operands:
-#: their leading dimensions follow from these).
-_FN0, _GEN0, _FN1, _GEN1, _TA, _TB, _M, _N, _K = range(9)
-JIT_SLOTS = 9
-_jitted = {}  # (itemsize, ta, tb, m, n, k) -> its description (or None)
+#: A generated product's description, int64: the flags and shape it was made for
+#: (C-contiguous operands: their leading dimensions follow from these), how it is split
+#: (``along``, as ``gemm_owned``'s, and the parts: 1 for a product made whole), then for
+#: each part the kernel and its generator for ``beta`` 0 and the same for ``beta`` 1.
+_TA, _TB, _M, _N, _K, _ALONG, _PARTS = range(7)
+JIT_HEADER = 7
+JIT_PART_SLOTS = 4  # a part's: kernel and generator for beta 0, then for beta 1
+_jitted = {}  # (itemsize, ta, tb, m, n, k, along, parts) -> its description (or None)
+_part_kernels = {}  # (itemsize, ta, tb, m, n, k, lda, ldb, ldc, own) -> four slots (or None)
 _generators = []  # MKL's create and get-pointer routines, by itemsize, once looked up
+MKL_JIT_SUCCESS, MKL_NO_JIT, MKL_JIT_ERROR = 0, 1, 2
 
 
 def _generator(itemsize):
@@ -421,29 +427,53 @@ def _generator(itemsize):
     return _generators[0][itemsize]
 
 
-def _generate(key):
-    """The description of the generated kernels for ``key`` (both betas), or None where MKL
-    generates none (``MKL_JIT_ERROR``; its ``MKL_NO_JIT`` still gives a working kernel)."""
-    itemsize, ta, tb, m, n, k = key
-    lda, ldb = (m if ta else k), (k if tb else n)  # (C-contiguous rows)
+def _kernels_for(key):
+    """The four slots of the kernels MKL generates for one product (``key``: itemsize,
+    flags, shape, leading dimensions, and whether it runs as one thread's part), or None
+    where it generates none. A part must be generated code (``MKL_JIT_SUCCESS``): with
+    ``MKL_NO_JIT`` the kernel's address runs MKL's own GEMM, on MKL's threads, inside a
+    thread's part of a split product. A product made whole takes that too."""
+    found = _part_kernels.get(key, _part_kernels)
+    if found is not _part_kernels:
+        return found
+    itemsize, ta, tb, m, n, k, lda, ldb, ldc, own = key
     create, pointer = _generator(itemsize)
     made = []
     for beta in (0.0, 1.0):
         generator = ctypes.c_void_p()
         status = create(ctypes.byref(generator), ROW_MAJOR, TRANSPOSE if ta else NO_TRANSPOSE,
-                        TRANSPOSE if tb else NO_TRANSPOSE, m, n, k, 1.0, lda, ldb, beta, n)
-        if status == 2 or not generator.value:
-            return None  # (a generator made for beta 0 is kept: a few KB, never reused)
+                        TRANSPOSE if tb else NO_TRANSPOSE, m, n, k, 1.0, lda, ldb, beta, ldc)
+        if (status == MKL_JIT_ERROR or not generator.value
+                or (own and status != MKL_JIT_SUCCESS)):
+            made = None  # (a generator made for beta 0 is kept: a few KB, never reused)
+            break
         made += [pointer(generator), generator.value]
-    return np.array(made + [ta, tb, m, n, k], np.int64)
+    return _part_kernels.setdefault(key, made)
 
 
-def small_product(a, ta, b, tb, out):
-    """The address of the description of MKL's generated kernels for the product ``out =
-    op(a) @ op(b)`` (``+ out``), or 0 when it takes ``gemm_owned``: another backend, more
-    than ``JIT_MOST`` multiply-adds, operands that are not C-contiguous arrays of ``out``'s
-    dtype (float32 or float64), shapes that do not match (``gemm_owned`` says so), or
-    ``JIT_SHAPES_MOST`` shapes already generated."""
+def _generate(key):
+    """The description of the generated kernels for ``key`` (both betas, each part), or
+    None where MKL generates none for a part."""
+    itemsize, ta, tb, m, n, k, along, parts = key
+    lda, ldb, ldc = (m if ta else k), (k if tb else n), n  # (C-contiguous rows)
+    rows = m if along == OUT_ROWS else n
+    made = [ta, tb, m, n, k, along, parts]
+    for part in range(parts):
+        start, stop = rows * part // parts, rows * (part + 1) // parts
+        if stop == start:  # (fewer rows than parts: gemm_owned skips them too)
+            made += [0] * JIT_PART_SLOTS
+            continue
+        shape = (stop - start, n) if along == OUT_ROWS else (m, stop - start)
+        kernels = _kernels_for((itemsize, ta, tb, *shape, k, lda, ldb, ldc, parts > 1))
+        if kernels is None:
+            return None
+        made += kernels
+    return np.array(made, np.int64)
+
+
+def _described(a, ta, b, tb, out, along, parts, most):
+    """The address of the description for this product split so (0: none), generated on
+    first need. ``most``: the most multiply-adds it may have."""
     if BACKEND != "mkl" or out.dtype.kind != "f" or out.itemsize not in (4, 8):
         return 0
     if not (a.dtype == b.dtype == out.dtype and a.ndim == b.ndim == out.ndim == 2
@@ -452,9 +482,9 @@ def small_product(a, ta, b, tb, out):
     (m, n), (rows_a, cols_a), (rows_b, cols_b) = out.shape, a.shape, b.shape
     k = rows_a if ta else cols_a
     if ((cols_a if ta else rows_a) != m or (cols_b if tb else rows_b) != k
-            or (rows_b if tb else cols_b) != n or not 0 < m * n * k <= JIT_MOST):
+            or (rows_b if tb else cols_b) != n or not 0 < m * n * k <= most):
         return 0
-    key = (out.itemsize, bool(ta), bool(tb), m, n, k)
+    key = (out.itemsize, bool(ta), bool(tb), m, n, k, along, parts)
     description = _jitted.get(key, _jitted)
     if description is _jitted:  # (not generated yet)
         if len(_jitted) >= JIT_SHAPES_MOST:
@@ -463,6 +493,42 @@ def small_product(a, ta, b, tb, out):
         # address lives in their programs as long as the process.
         description = _jitted.setdefault(key, _generate(key))
     return 0 if description is None else description.ctypes.data
+
+
+def small_product(a, ta, b, tb, out):
+    """The address of the description of MKL's generated kernels for the product ``out =
+    op(a) @ op(b)`` (``+ out``) made whole, or 0 when it takes ``gemm_owned``: another
+    backend, more than ``JIT_MOST`` multiply-adds, operands that are not C-contiguous
+    arrays of ``out``'s dtype (float32 or float64), shapes that do not match
+    (``gemm_owned`` says so), or ``JIT_SHAPES_MOST`` products already generated."""
+    return _described(a, ta, b, tb, out, WHOLE, 1, JIT_MOST)
+
+
+#: The most multiply-adds of a split product whose parts MKL's generated kernels make
+#: (MKL generates none for much larger parts; see ``split_product``).
+JIT_SPLIT_MOST = 1 << 24
+
+
+def split_product(along, a, ta, b, tb, out):
+    """The description's address (0: none) for a product that ``gemm_owned`` splits by a
+    parameter's rows (``along`` ``OUT_ROWS`` or ``OUT_COLUMNS``) into one part per thread
+    of the process (``fastgraph.threads.parts``, 2 or more), each part made by a kernel
+    generated for its shape, on the thread that owns those rows. float32 only (a float64
+    product is made whole), the operands and limits of :func:`small_product`, and only
+    where MKL generates code for every part (its ``MKL_JIT_SUCCESS``). On an Intel Xeon
+    (one thread, 171 part-like shapes of 2^17 to 2^23 multiply-adds, each timed once
+    against ``cblas_sgemm``) the generated kernels took a median 0.88 of cblas's time
+    (0.32-1.39, single timings on a noisy machine: one shape 0.68 in one sweep and 1.33 in
+    the next; ``/work/notes/s25/sweep_parts.py``). The MNIST MLP's first layer's parts,
+    64x784 by 784x50 forward and 50x64 by 64x784 its weight gradient, took 0.67 and 0.93
+    of cblas's time, and its two-thread step 0.76-0.93 of its time (medians of 30 rounds
+    each way, two graphs in one process, three runs). MKL generates none for
+    784-256-128-10's first layer's parts (128x784 by 784x128), which ``gemm_owned``
+    makes."""
+    parts = _threads().parts
+    if along not in (OUT_ROWS, OUT_COLUMNS) or parts < 2 or out.dtype != np.float32:
+        return 0
+    return _described(a, ta, b, tb, out, along, parts, JIT_SPLIT_MOST)
 
 
 @intrinsic
@@ -487,36 +553,61 @@ def _c_rows(operand):
             and (rows <= 1 or operand.strides[0] == cols * operand.itemsize))
 
 
-@kernel
 def gemm_generated(description, a, b, out, beta):
-    """out = op(a) @ op(b) + beta * out by the kernel MKL generated for the product's shape,
-    flags and beta (``description``: :func:`small_product`'s address). Operands other than
-    those it was generated for (C-contiguous, of its shape), or a beta other than 0 and 1,
-    are refused: a kernel made for other arrays would read and write past them. (A fallback
-    to ``cblas_?gemm`` here doubled the kernel's compile, 0.42-0.55 s of CPU against
-    0.25-0.33, on an empty cache's first step.)"""
-    d = array_at(description, JIT_SLOTS, np.int64)
+    """out = op(a) @ op(b) + beta * out by the kernels MKL generated for the product's
+    shape, flags and beta (``description``: :func:`small_product`'s or
+    :func:`split_product`'s address): one call for a product made whole; for a split one,
+    part t on thread t (the rows ``owned_rows`` gives it, as ``gemm_owned`` splits), the
+    parts one after the other on fewer threads, so the thread count does not change the
+    numbers. Operands other than those it was generated for (C-contiguous, of its shape),
+    or a beta other than 0 and 1, are refused: a kernel made for other arrays would read
+    and write past them. (A fallback to ``cblas_?gemm`` here doubled the kernel's compile,
+    0.42-0.55 s of CPU against 0.25-0.33, on an empty cache's first step.)"""
+    head = array_at(description, JIT_HEADER, np.int64)
+    parts = head[_PARTS]
+    d = array_at(description, JIT_HEADER + JIT_PART_SLOTS * parts, np.int64)
     m, n = out.shape
     k = d[_K]
-    if not (m == d[_M] and n == d[_N] and a.shape == ((k, m) if d[_TA] else (m, k))
-            and b.shape == ((n, k) if d[_TB] else (k, n)) and _c_rows(a) and _c_rows(b)
+    ta, tb = d[_TA] != 0, d[_TB] != 0
+    if not (m == d[_M] and n == d[_N] and a.shape == ((k, m) if ta else (m, k))
+            and b.shape == ((n, k) if tb else (k, n)) and _c_rows(a) and _c_rows(b)
             and _c_rows(out)):
         raise ValueError("gemm_generated: operands other than the kernel was generated for")
-    if beta == 0:
-        _call_generated(d[_FN0], d[_GEN0], a.ctypes.data, b.ctypes.data, out.ctypes.data)
-    elif beta == 1:
-        _call_generated(d[_FN1], d[_GEN1], a.ctypes.data, b.ctypes.data, out.ctypes.data)
-    else:
+    if beta != 0 and beta != 1:
         raise ValueError("gemm_generated: beta must be 0 or 1")
+    slot = JIT_HEADER + (0 if beta == 0 else 2)
+    size = out.itemsize
+    pa, pb, pc = np.int64(a.ctypes.data), np.int64(b.ctypes.data), np.int64(out.ctypes.data)
+    if parts == 1:
+        _call_generated(d[slot], d[slot + 1], pa, pb, pc)
+        return
+    along = d[_ALONG]
+    rows = m if along == OUT_ROWS else n
+    for part in prange(parts):  # part t on thread t (Numba's static schedule, as the update's)
+        start, stop = owned_rows(rows, parts, part)
+        at = slot + JIT_PART_SLOTS * part
+        if stop > start and along == OUT_ROWS:  # rows start:stop of op(a) and out
+            _call_generated(d[at], d[at + 1], pa + start * (1 if ta else k) * size, pb,
+                            pc + start * n * size)
+        elif stop > start:  # columns start:stop of op(b) and out
+            _call_generated(d[at], d[at + 1], pa, pb + start * (k if tb else 1) * size,
+                            pc + start * size)
+
+
+gemm_generated = Kernel(gemm_generated, dict(cache=True, error_model="numpy", nogil=True,
+                                             parallel=True))
 
 
 def product(along, a, ta, b, tb, out, beta):
-    """``gemm_owned(along, a, ta, b, tb, out, beta)``, but a small product that it would make
-    whole (``along`` WHOLE, or a parameter of fewer than ``PARALLEL_MIN`` numbers) by the
-    kernel MKL generates for its shape (``gemm_generated``). What the operators call."""
+    """``gemm_owned(along, a, ta, b, tb, out, beta)``, but by kernels that MKL generates for
+    the product's shape where it can (``gemm_generated``): a small product that
+    ``gemm_owned`` would make whole (``along`` WHOLE, or a parameter of fewer than
+    ``PARALLEL_MIN`` numbers; :func:`small_product`), or each thread's part of one it
+    splits (:func:`split_product`). What the operators call."""
     parameter = (out.shape[0] * out.shape[1] if along == OUT_ROWS
                  else (b.shape[0] * b.shape[1] if along == OUT_COLUMNS else 0))
-    description = small_product(a, ta, b, tb, out) if parameter < PARALLEL_MIN else 0
+    description = (small_product(a, ta, b, tb, out) if parameter < PARALLEL_MIN
+                   else split_product(along, a, ta, b, tb, out))
     if description:
         gemm_generated(description, a, b, out, beta)
     else:

@@ -70,9 +70,10 @@ class MatMul(Operator):
     is one GEMM on the ``(B * m, k)`` stack. Both call BLAS directly (``kernels.blas``),
     transposes as flags, no copies, through one kernel (``gemm_owned``) that splits the
     products which make or read a parameter by its rows between the threads, as the
-    optimizer's update splits it; the others it makes whole, and a small one of those
-    (at most ``JIT_MOST`` multiply-adds) by the kernel MKL generates for its shape
-    (``kernels.blas.product``). A per-sample pass's input
+    optimizer's update splits it; the others it makes whole. MKL's generated kernels
+    make a small one of those (at most ``JIT_MOST`` multiply-adds) and the parts of a
+    split one where MKL generates code for them (``kernels.blas.product``). A per-sample
+    pass's input
     gradient, m rows a sample, skips each sample's inactive units (``_grouped``). Other
     cases multiply the small matrices row by row.
     """
