@@ -354,7 +354,7 @@ def test_on_an_empty_cache_the_worker_compiles_part_of_the_first_step(tmp_path):
     # and the optimizer's update on one thread (the chooser's first steps); then the pass's
     # kernels from the back.
     assert report["worker"][:2] == ["execute_pass", "adam_one_core"]
-    assert "gemm_generated" in report["here"]  # (the pass's first kernel: this process's)
+    assert "gemm_split_generated" in report["here"]  # (the pass's first kernel: this process's)
     # This process loaded what the worker compiled, and compiled nothing the survey missed
     # (but the recorder's own address_of, which the survey calls).
     assert set(cold["compiled"]) - {"address_of"} <= set(report["here"])

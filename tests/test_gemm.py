@@ -637,7 +637,7 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
             for count in (1, 2):
                 two_threads.use(count)
                 outs.append(start.copy())
-                blas.gemm_generated(description, a, b, outs[-1], beta)
+                blas.gemm_split_generated(description, a, b, outs[-1], beta)
             np.testing.assert_array_equal(outs[0], outs[1])
             wanted = op_a.astype(np.float64) @ op_b + (beta * start if beta else 0)
             np.testing.assert_allclose(outs[0].ravel()[1:], wanted.ravel()[1:], rtol=1e-4,
@@ -645,7 +645,7 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
             assert np.isnan(outs[0][0, 0]) == (beta != 0)
         out = start.copy()
         with pytest.raises(ValueError, match="beta must be 0 or 1"):
-            blas.gemm_generated(description, a, b, out, 2.0)
+            blas.gemm_split_generated(description, a, b, out, 2.0)
         np.testing.assert_array_equal(out[1:], start[1:])
 
 
@@ -678,7 +678,12 @@ def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypat
     (along, a, ta, b, tb, shape), _ = _layer_products(rng, 32, 100, 784)
     out = np.ones(shape, np.float32)
     with pytest.raises(ValueError, match="other than the kernel was generated for"):
-        blas.gemm_generated(description, a, b, out, 0.0)  # a batch of 32, made for 64
+        blas.gemm_split_generated(description, a, b, out, 0.0)  # a batch of 32, made for 64
+    np.testing.assert_array_equal(out, 1)
+    (along, a, ta, b, tb, shape), _ = _layer_products(rng, 64, 100, 784)
+    out = np.ones(shape, np.float32)
+    with pytest.raises(ValueError, match="a split product's description"):
+        blas.gemm_generated(description, a, b, out, 0.0)
     np.testing.assert_array_equal(out, 1)
 
 
@@ -687,19 +692,21 @@ def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypat
 def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypatch, executor):
     """784-100-20-10, batch 64, on two threads: its first layer's forward product and weight
     gradient are split products made by generated kernels (two parts each), its other
-    products small ones (one part), none through gemm_owned; on either executor."""
+    products small ones, none through gemm_owned; on either executor."""
     import fastgraph as fg
 
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
     parts, owned = [], []
 
-    def generated(description, *args):
-        made = {kept.ctypes.data: kept for kept in blas._jitted.values() if kept is not None}
-        parts.append(int(made[description][blas._PARTS]))
-        return kernel(description, *args)
+    def counted(kernel):
+        def call(description, *args):
+            made = {kept.ctypes.data: kept for kept in blas._jitted.values() if kept is not None}
+            parts.append(int(made[description][blas._PARTS]))
+            return kernel(description, *args)
+        return call
 
-    kernel = blas.gemm_generated
-    monkeypatch.setattr(blas, "gemm_generated", generated)
+    for name in ("gemm_generated", "gemm_split_generated"):
+        monkeypatch.setattr(blas, name, counted(getattr(blas, name)))
     monkeypatch.setattr(blas, "gemm_owned", lambda *args: owned.append(args))
     model = fg.models.mlp(784, (100, 20), 10, seed=0)
     optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)

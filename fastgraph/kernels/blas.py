@@ -25,7 +25,7 @@ into one product per thread, made on the thread that the optimizer's update give
 rows (``kernels.owned_rows``), so that a core's weights, gradient sums and optimizer
 states stay in its cache from one step to the next. The operators call ``product``, which
 hands a small product, and the parts of a split one, to kernels that MKL generates for
-their shapes where it can (``gemm_generated``).
+their shapes where it can (``gemm_generated``, ``gemm_split_generated``).
 """
 
 import ctypes
@@ -51,6 +51,7 @@ from . import (
     inline,
     kernel,
     owned_rows,
+    parallel_kernel,
     reducing_kernel,
     share_out,
     stack_bytes,
@@ -553,19 +554,14 @@ def _c_rows(operand):
             and (rows <= 1 or operand.strides[0] == cols * operand.itemsize))
 
 
-def gemm_generated(description, a, b, out, beta):
-    """out = op(a) @ op(b) + beta * out by the kernels MKL generated for the product's
-    shape, flags and beta (``description``: :func:`small_product`'s or
-    :func:`split_product`'s address): one call for a product made whole; for a split one,
-    part t on thread t (the rows ``owned_rows`` gives it, as ``gemm_owned`` splits), the
-    parts one after the other on fewer threads, so the thread count does not change the
-    numbers. Operands other than those it was generated for (C-contiguous, of its shape),
-    or a beta other than 0 and 1, are refused: a kernel made for other arrays would read
-    and write past them. (A fallback to ``cblas_?gemm`` here doubled the kernel's compile,
-    0.42-0.55 s of CPU against 0.25-0.33, on an empty cache's first step.)"""
+@inline
+def _generated_operands(description, a, b, out, beta):
+    """The description at ``description`` (an address), the slot of the kernels for
+    ``beta`` in it, and the three operands' addresses, once the operands are checked: those
+    the kernels were generated for (C-contiguous, of its shape) and a beta of 0 or 1, else
+    ValueError (a kernel made for other arrays would read and write past them)."""
     head = array_at(description, JIT_HEADER, np.int64)
-    parts = head[_PARTS]
-    d = array_at(description, JIT_HEADER + JIT_PART_SLOTS * parts, np.int64)
+    d = array_at(description, JIT_HEADER + JIT_PART_SLOTS * head[_PARTS], np.int64)
     m, n = out.shape
     k = d[_K]
     ta, tb = d[_TA] != 0, d[_TB] != 0
@@ -575,18 +571,43 @@ def gemm_generated(description, a, b, out, beta):
         raise ValueError("gemm_generated: operands other than the kernel was generated for")
     if beta != 0 and beta != 1:
         raise ValueError("gemm_generated: beta must be 0 or 1")
-    slot = JIT_HEADER + (0 if beta == 0 else 2)
-    size = out.itemsize
-    pa, pb, pc = np.int64(a.ctypes.data), np.int64(b.ctypes.data), np.int64(out.ctypes.data)
-    if parts == 1:
-        _call_generated(d[slot], d[slot + 1], pa, pb, pc)
-        return
-    along = d[_ALONG]
-    rows = m if along == OUT_ROWS else n
+    return (d, JIT_HEADER + (0 if beta == 0 else 2), np.int64(a.ctypes.data),
+            np.int64(b.ctypes.data), np.int64(out.ctypes.data))
+
+
+@kernel
+def gemm_generated(description, a, b, out, beta):
+    """out = op(a) @ op(b) + beta * out by the kernel MKL generated for the product's shape,
+    flags and beta (``description``: :func:`small_product`'s address), made whole.
+    Operands other than those it was generated for, or a beta other than 0 and 1, are
+    refused (``_generated_operands``). A plain kernel, apart from the split products' (a
+    ``prange`` kernel took the recurrent net's start, whose products are all small ones,
+    from 3.30-3.61 s to 4.12-4.68 with an empty cache, 0.57-0.79 s to 0.85-0.94 warm). (A
+    fallback to ``cblas_?gemm`` here doubled the kernel's compile, 0.42-0.55 s of CPU
+    against 0.25-0.33, on an empty cache's first step.)"""
+    d, slot, pa, pb, pc = _generated_operands(description, a, b, out, beta)
+    if d[_PARTS] != 1:
+        raise ValueError("gemm_generated: a split product's description "
+                         "(gemm_split_generated makes it)")
+    _call_generated(d[slot], d[slot + 1], pa, pb, pc)
+
+
+@parallel_kernel
+def gemm_split_generated(description, a, b, out, beta):
+    """out = op(a) @ op(b) + beta * out in the parts of :func:`split_product`'s description,
+    each by the kernel MKL generated for it: part t on thread t (the rows ``owned_rows``
+    gives it, as ``gemm_owned`` splits), the parts one after the other on fewer threads, so
+    the thread count does not change the numbers. Operands other than those they were
+    generated for, or a beta other than 0 and 1, are refused (``_generated_operands``)."""
+    d, slot, pa, pb, pc = _generated_operands(description, a, b, out, beta)
+    m, n = out.shape
+    k, parts, size = d[_K], d[_PARTS], out.itemsize
+    ta, tb = d[_TA] != 0, d[_TB] != 0
+    rows = m if d[_ALONG] == OUT_ROWS else n
     for part in prange(parts):  # part t on thread t (Numba's static schedule, as the update's)
         start, stop = owned_rows(rows, parts, part)
         at = slot + JIT_PART_SLOTS * part
-        if stop > start and along == OUT_ROWS:  # rows start:stop of op(a) and out
+        if stop > start and d[_ALONG] == OUT_ROWS:  # rows start:stop of op(a) and out
             _call_generated(d[at], d[at + 1], pa + start * (1 if ta else k) * size, pb,
                             pc + start * n * size)
         elif stop > start:  # columns start:stop of op(b) and out
@@ -594,24 +615,25 @@ def gemm_generated(description, a, b, out, beta):
                             pc + start * size)
 
 
-gemm_generated = Kernel(gemm_generated, dict(cache=True, error_model="numpy", nogil=True,
-                                             parallel=True))
-
-
 def product(along, a, ta, b, tb, out, beta):
     """``gemm_owned(along, a, ta, b, tb, out, beta)``, but by kernels that MKL generates for
-    the product's shape where it can (``gemm_generated``): a small product that
-    ``gemm_owned`` would make whole (``along`` WHOLE, or a parameter of fewer than
-    ``PARALLEL_MIN`` numbers; :func:`small_product`), or each thread's part of one it
-    splits (:func:`split_product`). What the operators call."""
+    the product's shape where it can: a small product that ``gemm_owned`` would make whole
+    (``along`` WHOLE, or a parameter of fewer than ``PARALLEL_MIN`` numbers;
+    :func:`small_product`, ``gemm_generated``), or each thread's part of one it splits
+    (:func:`split_product`, ``gemm_split_generated``). What the operators call."""
     parameter = (out.shape[0] * out.shape[1] if along == OUT_ROWS
                  else (b.shape[0] * b.shape[1] if along == OUT_COLUMNS else 0))
-    description = (small_product(a, ta, b, tb, out) if parameter < PARALLEL_MIN
-                   else split_product(along, a, ta, b, tb, out))
-    if description:
-        gemm_generated(description, a, b, out, beta)
+    if parameter < PARALLEL_MIN:
+        description = small_product(a, ta, b, tb, out)
+        if description:
+            gemm_generated(description, a, b, out, beta)
+            return
     else:
-        gemm_owned(along, a, ta, b, tb, out, beta)
+        description = split_product(along, a, ta, b, tb, out)
+        if description:
+            gemm_split_generated(description, a, b, out, beta)
+            return
+    gemm_owned(along, a, ta, b, tb, out, beta)
 
 
 # -- a per-sample pass's product: each sample's zero columns skipped ------------------------
