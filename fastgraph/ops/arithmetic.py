@@ -73,9 +73,8 @@ class MatMul(Operator):
     optimizer's update splits it; the others it makes whole. MKL's generated kernels
     make a small one of those (at most ``JIT_MOST`` multiply-adds) and the parts of a
     split one where MKL generates code for them (``kernels.blas.product``). A per-sample
-    pass's input
-    gradient, m rows a sample, skips each sample's inactive units (``_grouped``). Other
-    cases multiply the small matrices row by row.
+    pass's input gradient, m rows a sample, skips each sample's inactive units
+    (``_grouped``). Other cases multiply the small matrices row by row.
     """
 
     arity = 2
