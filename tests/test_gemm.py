@@ -650,6 +650,25 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+def test_a_part_with_no_rows_is_skipped(rng, two_threads):
+    """A weight of one row (1 x 16,384: a parameter split by rows, fewer rows than parts):
+    its first part has none, no kernels in the description, and is skipped; the product is
+    right on one thread and on two."""
+    for along, a, ta, b, tb, shape in _layer_products(rng, 4, 1, 16384):
+        description = blas.split_product(along, a, ta, b, tb, np.zeros(shape, np.float32))
+        made, = [kept for kept in blas._jitted.values()
+                 if kept is not None and kept.ctypes.data == description]
+        first, second = np.split(made[blas.JIT_HEADER:], 2)
+        assert not first.any() and second.all()
+        wanted = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+        for count in (1, 2):
+            two_threads.use(count)
+            out = np.full(shape, np.nan, np.float32)
+            blas.gemm_split_generated(description, a, b, out, 0.0)
+            np.testing.assert_allclose(out, wanted, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
 def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypatch):
     """No description (0) for: float64 (gemm_owned makes it whole), a product made whole,
     a transposed view, a process of one thread, parts MKL generates no code for (the
