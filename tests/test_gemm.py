@@ -523,6 +523,22 @@ def test_grouped_products_of_any_shape_and_zeros_are_the_product(groups, m, unit
 MKL = blas.BACKEND == "mkl"
 
 
+def _description_at(address):
+    """The description kept at ``address`` (what ``small_product`` or ``split_product``
+    returned)."""
+    made, = [kept for kept in blas._jitted.values()
+             if kept is not None and kept.ctypes.data == address]
+    return made
+
+
+def _refuses_another_beta(kernel, description, a, b, start, beta):
+    """``kernel`` refuses ``beta`` by name and leaves ``out`` (a copy of ``start``) as it was."""
+    out = start.copy()
+    with pytest.raises(ValueError, match="beta must be 0 or 1"):
+        kernel(description, a, b, out, beta)
+    np.testing.assert_array_equal(out[1:], start[1:])
+
+
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta, tb", FLAGS)
@@ -536,8 +552,7 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
         start[0, 0] = np.nan
         description = blas.small_product(a, ta, b, tb, start)
         assert description != 0
-        made, = [kept for kept in blas._jitted.values()
-                 if kept is not None and kept.ctypes.data == description]
+        made = _description_at(description)
         assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, blas.WHOLE, 1]
         assert len(made) == blas.JIT_HEADER + blas.JIT_PART_SLOTS and all(made[-4:])
         for beta in (0.0, 1.0):
@@ -547,10 +562,7 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
             np.testing.assert_allclose(out[1:], wanted[1:], **_tolerance(dtype))
             assert np.isnan(out[0, 0]) == (beta != 0)
         assert blas.small_product(a, ta, b, tb, start) == description  # generated once
-        out = start.copy()
-        with pytest.raises(ValueError, match="beta must be 0 or 1"):
-            blas.gemm_generated(description, a, b, out, 0.5)
-        np.testing.assert_array_equal(out[1:], start[1:])
+        _refuses_another_beta(blas.gemm_generated, description, a, b, start, 0.5)
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -625,8 +637,7 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
         start[0, 0] = np.nan
         description = blas.split_product(along, a, ta, b, tb, start)
         assert description != 0
-        made, = [kept for kept in blas._jitted.values()
-                 if kept is not None and kept.ctypes.data == description]
+        made = _description_at(description)
         m, n = shape
         k = a.shape[0] if ta else a.shape[1]
         assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, along, 2]
@@ -643,10 +654,7 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
             np.testing.assert_allclose(outs[0].ravel()[1:], wanted.ravel()[1:], rtol=1e-4,
                                        atol=1e-4)
             assert np.isnan(outs[0][0, 0]) == (beta != 0)
-        out = start.copy()
-        with pytest.raises(ValueError, match="beta must be 0 or 1"):
-            blas.gemm_split_generated(description, a, b, out, 2.0)
-        np.testing.assert_array_equal(out[1:], start[1:])
+        _refuses_another_beta(blas.gemm_split_generated, description, a, b, start, 2.0)
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -656,8 +664,7 @@ def test_a_part_with_no_rows_is_skipped(rng, two_threads):
     right on one thread and on two."""
     for along, a, ta, b, tb, shape in _layer_products(rng, 4, 1, 16384):
         description = blas.split_product(along, a, ta, b, tb, np.zeros(shape, np.float32))
-        made, = [kept for kept in blas._jitted.values()
-                 if kept is not None and kept.ctypes.data == description]
+        made = _description_at(description)
         first, second = np.split(made[blas.JIT_HEADER:], 2)
         assert not first.any() and second.all()
         wanted = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
