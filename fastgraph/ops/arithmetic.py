@@ -99,7 +99,7 @@ class MatMul(Operator):
             product(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0)
         elif self._stacked:
             product(WHOLE, a._value.reshape(-1, a.dim[1]), False, b._value, False,
-                       out.reshape(-1, self.dim[1]), 0.0)
+                    out.reshape(-1, self.dim[1]), 0.0)
         else:
             matmul_rows(a.flat, b.flat, out, self.dim[0], a.dim[1], self.dim[1], False, False)
 
@@ -117,7 +117,7 @@ class MatMul(Operator):
             product(WHOLE, upstream, False, a._value, False, out, 0.0)
         elif self._stacked and slot == 0:  # the stack of upstream rows times b^T
             product(WHOLE, upstream.reshape(-1, n), False, b._value, True,
-                       out.reshape(-1, k), 0.0)
+                    out.reshape(-1, k), 0.0)
         elif slot == 0:  # dA = U B^T
             matmul_rows(upstream, b.flat, out, m, n, k, False, True)
         else:  # dB = A^T U
@@ -152,7 +152,7 @@ class MatMul(Operator):
         elif slot == 1 and self._stacked:  # the stacked a^T @ the stacked upstream
             out = self.buffer("summed", b.dim)
             product(OUT_ROWS, a._value.reshape(-1, a.dim[1]), True,
-                       upstream.reshape(-1, self.dim[1]), False, out, 0.0)
+                    upstream.reshape(-1, self.dim[1]), False, out, 0.0)
         else:
             return super().vjp_summed(slot, upstream)
         return out.reshape(1, -1)
