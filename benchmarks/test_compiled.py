@@ -36,6 +36,10 @@ def test_chain_of_10000_adds(benchmark, executor, monkeypatch):
         optimizer.one_step()
         optimizer.samples = 0
 
+    # A step first, outside the timing: the first records the pass (some milliseconds),
+    # and pytest-benchmark, sizing its rounds by the first call, then made only five
+    # (their minimum once fell in a slow spell of the machine: 2.4 ms against 0.4-0.8).
+    step()
     benchmark(step)
     assert node.flat[0, 0] == pytest.approx(10_000)
 
