@@ -521,6 +521,9 @@ def test_grouped_products_of_any_shape_and_zeros_are_the_product(groups, m, unit
 
 # -- small products: kernels MKL generates for their shape ------------------------------------
 MKL = blas.BACKEND == "mkl"
+#: Whether MKL generates code on this processor (Intel's; on AMD's every kernel it gives is
+#: its own GEMM, and a split product's parts are made without it).
+GENERATES = MKL and blas.generates_code()
 
 
 def _description_at(address):
@@ -553,7 +556,8 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
         description = blas.small_product(a, ta, b, tb, start)
         assert description != 0
         made = _description_at(description)
-        assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, blas.WHOLE, 1]
+        assert list(made[:blas._STANDARD]) == [ta, tb, m, n, k, blas.WHOLE, 1]
+        assert GENERATES or made[blas._STANDARD] == 1  # (MKL's own GEMM: no code made)
         assert len(made) == blas.JIT_HEADER + blas.JIT_PART_SLOTS and all(made[-4:])
         for beta in (0.0, 1.0):
             out = start.copy()
@@ -563,6 +567,27 @@ def test_a_small_product_is_made_by_a_kernel_generated_for_its_shape(rng, dtype,
             assert np.isnan(out[0, 0]) == (beta != 0)
         assert blas.small_product(a, ta, b, tb, start) == description  # generated once
         _refuses_another_beta(blas.gemm_generated, description, a, b, start, 0.5)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.parametrize("m, k, n", [(10, 64, 20), (12, 100, 100), (64, 100, 20)])
+def test_a_small_product_gives_the_same_bits_on_one_thread_and_on_two(rng, two_threads, m, k,
+                                                                       n):
+    """A small product's kernel on one thread and on two: one set of bits. Where MKL
+    generates no code (AMD's processors) the kernel is MKL's own GEMM, which on MKL's two
+    threads split an MLP's last weight gradient (10x64 by 64x20) in rows 8 and 9, with
+    other last bits: it runs on one thread."""
+    a = rng.normal(size=(k, m)).astype(np.float32)  # op(a) = a.T: a weight gradient's
+    b = rng.normal(size=(k, n)).astype(np.float32)
+    outs = []
+    for count in (1, 2):
+        two_threads.use(count)
+        outs.append(np.empty((m, n), np.float32))
+        description = blas.small_product(a, True, b, False, outs[-1])
+        assert description != 0
+        blas.gemm_generated(description, a, b, outs[-1], 0.0)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], a.T.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -625,7 +650,7 @@ def _layer_products(rng, batch, units, inputs):
             (blas.OUT_ROWS, upstream, True, x, False, (units, inputs))]
 
 
-@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.skipif(not GENERATES, reason="MKL generates code on Intel's processors")
 @pytest.mark.parametrize("batch, units, inputs", SPLIT_PRODUCTS)
 def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads, batch, units,
                                                                inputs):
@@ -640,8 +665,9 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
         made = _description_at(description)
         m, n = shape
         k = a.shape[0] if ta else a.shape[1]
-        assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, along, 2]
-        assert len(made) == blas.JIT_HEADER + 2 * blas.JIT_PART_SLOTS and all(made[7:])
+        assert list(made[:blas.JIT_HEADER]) == [ta, tb, m, n, k, along, 2, 0]
+        assert len(made) == blas.JIT_HEADER + 2 * blas.JIT_PART_SLOTS
+        assert all(made[blas.JIT_HEADER:])
         op_a, op_b = (a.T if ta else a), (b.T if tb else b)
         for beta in (0.0, 1.0):
             outs = []
@@ -657,7 +683,7 @@ def test_a_split_product_s_parts_are_made_by_generated_kernels(rng, two_threads,
         _refuses_another_beta(blas.gemm_split_generated, description, a, b, start, 2.0)
 
 
-@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.skipif(not GENERATES, reason="MKL generates code on Intel's processors")
 def test_a_part_with_no_rows_is_skipped(rng, two_threads):
     """A weight of one row (1 x 16,384: a parameter split by rows, fewer rows than parts):
     its first part has none, no kernels in the description, and is skipped; the product is
@@ -675,7 +701,7 @@ def test_a_part_with_no_rows_is_skipped(rng, two_threads):
             np.testing.assert_allclose(out, wanted, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+@pytest.mark.skipif(not GENERATES, reason="MKL generates code on Intel's processors")
 def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypatch):
     """No description (0) for: float64 (gemm_owned makes it whole), a product made whole,
     a transposed view, a process of one thread, parts MKL generates no code for (the
@@ -718,22 +744,28 @@ def test_what_gets_no_split_kernels_takes_gemm_owned(rng, two_threads, monkeypat
 def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypatch, executor):
     """784-100-20-10, batch 64, on two threads: its first layer's forward product and weight
     gradient are split products made by generated kernels (two parts each), its other
-    products small ones, none through gemm_owned; on either executor."""
+    products small ones, none through gemm_owned; on either executor. Where MKL generates
+    no code (AMD's processors) gemm_owned makes the first layer's two in parts, and the
+    small products' kernels are MKL's own GEMM (which ``gemm_generated`` runs on one
+    thread)."""
     import fastgraph as fg
 
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
-    parts, owned = [], []
+    parts, standard, owned = [], [], []
 
     def counted(kernel):
         def call(description, *args):
             made = {kept.ctypes.data: kept for kept in blas._jitted.values() if kept is not None}
             parts.append(int(made[description][blas._PARTS]))
+            standard.append(int(made[description][blas._STANDARD]))
             return kernel(description, *args)
         return call
 
     for name in ("gemm_generated", "gemm_split_generated"):
         monkeypatch.setattr(blas, name, counted(getattr(blas, name)))
-    monkeypatch.setattr(blas, "gemm_owned", lambda *args: owned.append(args))
+    gemm_owned = blas.gemm_owned
+    monkeypatch.setattr(blas, "gemm_owned",
+                        lambda *args: (owned.append(args[0]), gemm_owned(*args)))
     model = fg.models.mlp(784, (100, 20), 10, seed=0)
     optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
     rng = np.random.default_rng(0)
@@ -741,7 +773,11 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
     model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)])
     optimizer.one_step()
     # forward: 3 products; backward: 3 weight gradients, 2 input gradients
-    assert sorted(parts) == [1] * 6 + [2, 2] and not owned
+    if GENERATES:
+        assert sorted(parts) == [1] * 6 + [2, 2] and not owned
+    else:
+        assert parts == [1] * 6 and standard == [1] * 6
+        assert sorted(owned) == [blas.OUT_ROWS, blas.OUT_COLUMNS]
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")

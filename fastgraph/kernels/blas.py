@@ -399,10 +399,11 @@ JIT_MOST = 1 << 17
 JIT_SHAPES_MOST = 4096
 #: A generated product's description, int64: the flags and shape it was made for
 #: (C-contiguous operands: their leading dimensions follow from these), how it is split
-#: (``along``, as ``gemm_owned``'s, and the parts: 1 for a product made whole), then for
-#: each part the kernel and its generator for ``beta`` 0 and the same for ``beta`` 1.
-_TA, _TB, _M, _N, _K, _ALONG, _PARTS = range(7)
-JIT_HEADER = 7
+#: (``along``, as ``gemm_owned``'s, and the parts: 1 for a product made whole), whether
+#: its kernel is MKL's own GEMM (``_STANDARD``: see ``_kernels_for``), then for each part
+#: the kernel and its generator for ``beta`` 0 and the same for ``beta`` 1.
+_TA, _TB, _M, _N, _K, _ALONG, _PARTS, _STANDARD = range(8)
+JIT_HEADER = 8
 JIT_PART_SLOTS = 4  # a part's: kernel and generator for beta 0, then for beta 1
 _jitted = {}  # (itemsize, ta, tb, m, n, k, along, parts) -> its description (or None)
 _part_kernels = {}  # (itemsize, ta, tb, m, n, k, lda, ldb, ldc, own) -> four slots (or None)
@@ -430,17 +431,25 @@ def _generator(itemsize):
 
 def _kernels_for(key):
     """The four slots of the kernels MKL generates for one product (``key``: itemsize,
-    flags, shape, leading dimensions, and whether it runs as one thread's part), or None
-    where it generates none. A part must be generated code (``MKL_JIT_SUCCESS``): with
-    ``MKL_NO_JIT`` the kernel's address runs MKL's own GEMM, which took 128x784 by 784x128
-    in 106 us where ``cblas_sgemm`` on one thread took 171 (on MKL's threads, then: inside
-    a thread's part of a split product). A product made whole takes that too."""
+    flags, shape, leading dimensions, and whether it runs as one thread's part) and whether
+    they are MKL's own GEMM, or None where it generates none. With ``MKL_NO_JIT`` (every
+    shape on the AMD EPYCs here, where MKL generates no code) the kernel's address runs
+    MKL's own GEMM: a part must be generated code
+    (``MKL_JIT_SUCCESS``: the standard GEMM ran on MKL's threads, inside a thread's part of
+    a split product), a product made whole may be the standard GEMM, which
+    ``gemm_generated`` runs on one thread: on MKL's threads it split an MLP's last weight
+    gradient (10x64 by 64x20) between two with other last bits, so that the MLP trained to
+    other numbers on two threads than on one. On an AMD EPYC (Zen 4) the recurrent net's
+    step took 0.64 of its time with ``cblas_sgemm`` (medians of 20 alternating rounds, two
+    graphs in one process, two runs; ``/work/notes/s28/rec_nojit.py``), and the MNIST MLP's
+    two-thread step 0.954 and 0.955 of its time with the standard GEMM on MKL's threads
+    (30 rounds of 150 steps, two runs; ``std_ab.py``)."""
     found = _part_kernels.get(key, _part_kernels)
     if found is not _part_kernels:
         return found
     itemsize, ta, tb, m, n, k, lda, ldb, ldc, own = key
     create, pointer = _generator(itemsize)
-    made = []
+    made, standard = [], False
     for beta in (0.0, 1.0):
         generator = ctypes.c_void_p()
         status = create(ctypes.byref(generator), ROW_MAJOR, TRANSPOSE if ta else NO_TRANSPOSE,
@@ -450,7 +459,27 @@ def _kernels_for(key):
             made = None  # (a generator made for beta 0 is kept: a few KB, never reused)
             break
         made += [pointer(generator), generator.value]
-    return _part_kernels.setdefault(key, made)
+        standard = standard or status != MKL_JIT_SUCCESS
+    return _part_kernels.setdefault(key, None if made is None else (made, standard))
+
+
+_generates = []
+
+
+def generates_code():
+    """Whether MKL generates code for products on this processor (its JIT GEMM answers
+    ``MKL_JIT_SUCCESS`` for a 16x16 by 16x16 product): yes on the Intel Xeon of this
+    project's series, no on its AMD EPYCs, where every description's kernel is MKL's own
+    GEMM and a split product's parts take ``gemm_owned``."""
+    if not _generates:
+        found = False
+        if BACKEND == "mkl":
+            create, _ = _generator(4)
+            generator = ctypes.c_void_p()
+            found = create(ctypes.byref(generator), ROW_MAJOR, NO_TRANSPOSE, NO_TRANSPOSE,
+                           16, 16, 16, 1.0, 16, 16, 0.0, 16) == MKL_JIT_SUCCESS
+        _generates.append(found)
+    return _generates[0]
 
 
 def _generate(key):
@@ -459,7 +488,7 @@ def _generate(key):
     itemsize, ta, tb, m, n, k, along, parts = key
     lda, ldb, ldc = (m if ta else k), (k if tb else n), n  # (C-contiguous rows)
     rows = m if along == OUT_ROWS else n
-    made = [ta, tb, m, n, k, along, parts]
+    made = [ta, tb, m, n, k, along, parts, 0]
     for part in range(parts):
         start, stop = rows * part // parts, rows * (part + 1) // parts
         if stop == start:  # (fewer rows than parts: gemm_owned skips them too)
@@ -469,7 +498,8 @@ def _generate(key):
         kernels = _kernels_for((itemsize, ta, tb, *shape, k, lda, ldb, ldc, parts > 1))
         if kernels is None:
             return None
-        made += kernels
+        made += kernels[0]
+        made[_STANDARD] |= kernels[1]
     return np.array(made, np.int64)
 
 
@@ -581,7 +611,9 @@ def gemm_generated(description, a, b, out, beta):
     """out = op(a) @ op(b) + beta * out by the kernel MKL generated for the product's shape,
     flags and beta (``description``: :func:`small_product`'s address), made whole.
     Operands other than those it was generated for, or a beta other than 0 and 1, are
-    refused (``_generated_operands``). A plain kernel, apart from the split products' (a
+    refused (``_generated_operands``). Where MKL generated no code for the shape (its
+    ``MKL_NO_JIT``: the description's ``_STANDARD``) the kernel is MKL's own GEMM, run on
+    one thread (see ``_kernels_for``). A plain kernel, apart from the split products' (a
     ``prange`` kernel took the recurrent net's start, whose products are all small ones,
     from 3.30-3.61 s to 4.12-4.68 with an empty cache, 0.57-0.79 s to 0.85-0.94 warm). (A
     fallback to ``cblas_?gemm`` here doubled the kernel's compile, 0.42-0.55 s of CPU
@@ -590,7 +622,12 @@ def gemm_generated(description, a, b, out, beta):
     if d[_PARTS] != 1:
         raise ValueError("gemm_generated: a split product's description "
                          "(gemm_split_generated makes it)")
-    _call_generated(d[slot], d[slot + 1], pa, pb, pc)
+    if d[_STANDARD]:  # MKL's own GEMM, on one thread: on MKL's threads it split 10x64 by
+        previous = _mkl_local_threads(1)  # 64x20 (an MLP's last weight gradient) between
+        _call_generated(d[slot], d[slot + 1], pa, pb, pc)  # two with other last bits
+        _mkl_local_threads(previous)
+    else:
+        _call_generated(d[slot], d[slot + 1], pa, pb, pc)
 
 
 @parallel_kernel
