@@ -136,6 +136,13 @@ _openblas_sgemm, _openblas_dgemm = _cblas("scipy_cblas_{kind}gemm64_", types.int
 #: MLP's 2-thread step took 263-270 us with this, 272-280 without (alternating, one process).
 SERIAL_ROWS = 16
 
+#: Small products (at most ``JIT_MOST`` multiply-adds) of at least this many run on one
+#: thread where MKL generates no code for them (see ``_kernels_for``): a second thread
+#: costs them more than it gains (the MNIST MLP's two-thread step 0.957-0.980 of its time
+#: with them on MKL's threads, on a Zen 4). Fewer are left to MKL: setting the thread's
+#: count around each costs the recurrent net, 576 products of 3,072 a step, 2-3%.
+SERIAL_MACS = 8192
+
 #: ``MKL_Set_Num_Threads_Local(n)``: this thread's MKL calls on n threads (0: the process's
 #: count again); returns the previous setting.
 _mkl_local_threads = types.ExternalFunction("MKL_Set_Num_Threads_Local",
@@ -400,9 +407,10 @@ JIT_SHAPES_MOST = 4096
 #: A generated product's description, int64: the flags and shape it was made for
 #: (C-contiguous operands: their leading dimensions follow from these), how it is split
 #: (``along``, as ``gemm_owned``'s, and the parts: 1 for a product made whole), whether
-#: its kernel is MKL's own GEMM (``_STANDARD``: see ``_kernels_for``), then for each part
-#: the kernel and its generator for ``beta`` 0 and the same for ``beta`` 1.
-_TA, _TB, _M, _N, _K, _ALONG, _PARTS, _STANDARD = range(8)
+#: it runs on one thread (``_SERIAL``: MKL's own GEMM, see ``_kernels_for``),
+#: then for each part the kernel and its generator for ``beta`` 0 and the same for ``beta``
+#: 1.
+_TA, _TB, _M, _N, _K, _ALONG, _PARTS, _SERIAL = range(8)
 JIT_HEADER = 8
 JIT_PART_SLOTS = 4  # a part's: kernel and generator for beta 0, then for beta 1
 _jitted = {}  # (itemsize, ta, tb, m, n, k, along, parts) -> its description (or None)
@@ -430,20 +438,25 @@ def _generator(itemsize):
 
 
 def _kernels_for(key):
-    """The four slots of the kernels MKL generates for one product (``key``: itemsize,
-    flags, shape, leading dimensions, and whether it runs as one thread's part) and whether
-    they are MKL's own GEMM, or None where it generates none. With ``MKL_NO_JIT`` (every
-    shape on the AMD EPYCs here, where MKL generates no code) the kernel's address runs
-    MKL's own GEMM: a part must be generated code
-    (``MKL_JIT_SUCCESS``: the standard GEMM ran on MKL's threads, inside a thread's part of
-    a split product), a product made whole may be the standard GEMM, which
-    ``gemm_generated`` runs on one thread: on MKL's threads it split an MLP's last weight
-    gradient (10x64 by 64x20) between two with other last bits, so that the MLP trained to
-    other numbers on two threads than on one. On an AMD EPYC (Zen 4) the recurrent net's
-    step took 0.64 of its time with ``cblas_sgemm`` (medians of 20 alternating rounds, two
-    graphs in one process, two runs; ``/work/notes/s28/rec_nojit.py``), and the MNIST MLP's
-    two-thread step 0.954 and 0.955 of its time with the standard GEMM on MKL's threads
-    (30 rounds of 150 steps, two runs; ``std_ab.py``)."""
+    """The four slots of the kernels MKL generates for one product (``key``: itemsize, flags,
+    shape, leading dimensions, and whether it runs as one thread's part) and whether they
+    are MKL's own GEMM, or None where it generates none. With ``MKL_NO_JIT`` (every shape on
+    the AMD EPYCs here, where MKL generates no code) the kernel's address runs MKL's own
+    GEMM: a part must be generated code (``MKL_JIT_SUCCESS``: the standard GEMM ran on MKL's
+    threads, inside a thread's part of a split product), a product made whole may be the
+    standard GEMM, which ``gemm_generated`` runs on one thread where it has 2 to
+    ``SERIAL_ROWS - 1`` rows (as ``gemm_owned`` runs them) or ``SERIAL_MACS`` multiply-adds
+    or more (the description's ``_SERIAL``). On MKL's threads it split products of 5 and 10
+    rows between two with other last bits (369 of the 6,312 shapes of 1 to 128 rows, columns
+    and inner length tried, every one of 5 or 10 rows, from 500 multiply-adds up:
+    ``/work/notes/s28/split_sweep.py``), an MLP's last weight gradient (10x64 by 64x20)
+    among them, so that the MLP trained to other numbers on two threads than on one. Called
+    by its address it skips cblas's argument checks: on an AMD EPYC (Zen 4) the recurrent
+    net's step took 0.911-0.917 of its time with ``cblas_sgemm`` with every such product on
+    MKL's threads (three runs), 0.927 and 0.935 with those of 2 to 15 rows on one thread
+    (two; medians of 20 alternating rounds of 200 steps, three graphs in one process,
+    ``rec_ab.py``); the MNIST MLP's two-thread step 0.957 and 0.980 of its time with its
+    products of 8192 multiply-adds or more on one thread too (``rule_ab.py``)."""
     found = _part_kernels.get(key, _part_kernels)
     if found is not _part_kernels:
         return found
@@ -499,7 +512,8 @@ def _generate(key):
         if kernels is None:
             return None
         made += kernels[0]
-        made[_STANDARD] |= kernels[1]
+        made[_SERIAL] |= kernels[1] and (1 < shape[0] < SERIAL_ROWS
+                                         or shape[0] * shape[1] * k >= SERIAL_MACS)
     return np.array(made, np.int64)
 
 
@@ -609,22 +623,22 @@ def _generated_operands(description, a, b, out, beta):
 @kernel
 def gemm_generated(description, a, b, out, beta):
     """out = op(a) @ op(b) + beta * out by the kernel MKL generated for the product's shape,
-    flags and beta (``description``: :func:`small_product`'s address), made whole.
-    Operands other than those it was generated for, or a beta other than 0 and 1, are
-    refused (``_generated_operands``). Where MKL generated no code for the shape (its
-    ``MKL_NO_JIT``: the description's ``_STANDARD``) the kernel is MKL's own GEMM, run on
-    one thread (see ``_kernels_for``). A plain kernel, apart from the split products' (a
-    ``prange`` kernel took the recurrent net's start, whose products are all small ones,
-    from 3.30-3.61 s to 4.12-4.68 with an empty cache, 0.57-0.79 s to 0.85-0.94 warm). (A
-    fallback to ``cblas_?gemm`` here doubled the kernel's compile, 0.42-0.55 s of CPU
-    against 0.25-0.33, on an empty cache's first step.)"""
+    flags and beta (``description``: :func:`small_product`'s address), made whole. Operands
+    other than those it was generated for, or a beta other than 0 and 1, are refused
+    (``_generated_operands``). Where MKL generated no code for the shape (its
+    ``MKL_NO_JIT``) the kernel is MKL's own GEMM, on one thread where the description's
+    ``_SERIAL`` says so (see ``_kernels_for``). A plain kernel, apart from the split
+    products' (a ``prange`` kernel took the recurrent net's start, whose products are all
+    small ones, from 3.30-3.61 s to 4.12-4.68 with an empty cache, 0.57-0.79 s to 0.85-0.94
+    warm). (A fallback to ``cblas_?gemm`` here doubled the kernel's compile, 0.42-0.55 s of
+    CPU against 0.25-0.33, on an empty cache's first step.)"""
     d, slot, pa, pb, pc = _generated_operands(description, a, b, out, beta)
     if d[_PARTS] != 1:
         raise ValueError("gemm_generated: a split product's description "
                          "(gemm_split_generated makes it)")
-    if d[_STANDARD]:  # MKL's own GEMM, on one thread: on MKL's threads it split 10x64 by
-        previous = _mkl_local_threads(1)  # 64x20 (an MLP's last weight gradient) between
-        _call_generated(d[slot], d[slot + 1], pa, pb, pc)  # two with other last bits
+    if d[_SERIAL]:  # MKL's own GEMM, on one thread: on MKL's threads it split 10x64 by
+        previous = _mkl_local_threads(1)  # 64x20 (an MLP's last weight gradient) in two,
+        _call_generated(d[slot], d[slot + 1], pa, pb, pc)  # with other last bits
         _mkl_local_threads(previous)
     else:
         _call_generated(d[slot], d[slot + 1], pa, pb, pc)
