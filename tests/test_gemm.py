@@ -617,6 +617,19 @@ def test_what_no_kernel_is_generated_for_takes_gemm_owned(rng, monkeypatch):
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
+def test_no_description_is_refused(rng):
+    """The 0 that small_product and split_product return where they generate nothing,
+    given to the kernels anyway: refused by name, ``out`` untouched (read as an address, it
+    took the process down)."""
+    a, b = np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)
+    for kernel in (blas.gemm_generated, blas.gemm_split_generated):
+        out = np.full((4, 2), 7.0, np.float32)
+        with pytest.raises(ValueError, match="no description"):
+            kernel(0, a, b, out, 0.0)
+        np.testing.assert_array_equal(out, 7)
+
+
+@pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
 def test_operands_a_kernel_was_not_generated_for_are_refused(rng):
     """A description used for operands of another shape, or other leading dimensions, or not
     C-contiguous: refused by name (the kernel would read and write past them), ``out``

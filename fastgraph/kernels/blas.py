@@ -604,7 +604,12 @@ def _generated_operands(description, a, b, out, beta):
     """The description at ``description`` (an address), the slot of the kernels for
     ``beta`` in it, and the three operands' addresses, once the operands are checked: those
     the kernels were generated for (C-contiguous, of its shape) and a beta of 0 or 1, else
-    ValueError (a kernel made for other arrays would read and write past them)."""
+    ValueError (a kernel made for other arrays would read and write past them). A
+    description of 0, what :func:`small_product` and :func:`split_product` return where
+    they generate none, is refused too (read, it took the process down)."""
+    if description == 0:
+        raise ValueError("gemm_generated: no description (0: no kernels were generated for "
+                         "this product; product() makes it with gemm_owned)")
     head = array_at(description, JIT_HEADER, np.int64)
     d = array_at(description, JIT_HEADER + JIT_PART_SLOTS * head[_PARTS], np.int64)
     m, n = out.shape
