@@ -476,23 +476,16 @@ def _kernels_for(key):
     return _part_kernels.setdefault(key, None if made is None else (made, standard))
 
 
-_generates = []
-
-
 def generates_code():
     """Whether MKL generates code for products on this processor (its JIT GEMM answers
-    ``MKL_JIT_SUCCESS`` for a 16x16 by 16x16 product): yes on the Intel Xeon of this
-    project's series, no on its AMD EPYCs, where every description's kernel is MKL's own
-    GEMM and a split product's parts take ``gemm_owned``."""
-    if not _generates:
-        found = False
-        if BACKEND == "mkl":
-            create, _ = _generator(4)
-            generator = ctypes.c_void_p()
-            found = create(ctypes.byref(generator), ROW_MAJOR, NO_TRANSPOSE, NO_TRANSPOSE,
-                           16, 16, 16, 1.0, 16, 16, 0.0, 16) == MKL_JIT_SUCCESS
-        _generates.append(found)
-    return _generates[0]
+    ``MKL_JIT_SUCCESS`` for a 16x16 by 16x16 product, whose kernels ``_kernels_for`` keeps):
+    yes on the Intel Xeon of this project's series, no on its AMD EPYCs, where every
+    description's kernel is MKL's own GEMM and a split product's parts take
+    ``gemm_owned``."""
+    if BACKEND != "mkl":
+        return False
+    found = _kernels_for((4, False, False, 16, 16, 16, 16, 16, 16, False))
+    return found is not None and not found[1]
 
 
 def _generate(key):
