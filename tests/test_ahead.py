@@ -26,6 +26,16 @@ from tests.test_startup import MLP_STEP
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def no_spare_worker(monkeypatch):
+    """No test here meets a spare worker that this process's earlier compiling started
+    (``ahead._spare``, put back afterwards): ``_Worker.start`` hands that one out before it
+    starts the test's own (fake) worker, and a warm real worker took the fake groups of a
+    test of failing workers as its own (flaky: only after an earlier test had compiled,
+    e.g. once a kernel's source had changed)."""
+    monkeypatch.setattr(ahead, "_spare", None)
+
+
 # -- the survey -------------------------------------------------------------------------------
 def _recorded_and_surveyed(graph, target, params):
     tape = graph.tape(target)
