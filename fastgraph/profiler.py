@@ -48,7 +48,10 @@ class Profile:
         return self.seconds / self.steps
 
     def rows(self):
-        """``(phase, kind, calls per step, microseconds per step, share)``, largest first."""
+        """``(phase, kind, calls per step, microseconds per step, share)``, largest first.
+        The calls are, with the compiled executor, the kernel calls of the nodes of that
+        kind (a product made as its transpose is two, ``kernels.blas.flips``; a node whose
+        work needs no kernel, none); with the walker, their ``compute`` and ``vjp`` calls."""
         measured = sum(seconds for _, seconds in self.entries.values())
         rows = [(phase, kind, calls / self.steps, seconds / self.steps * 1e6,
                  seconds / self.seconds)

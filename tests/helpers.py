@@ -8,6 +8,15 @@ import numpy as np
 import fastgraph as fg
 
 
+def turned_products(batch, layers):
+    """How many of the layers' forward products (``(units, inputs)`` each, on a float32
+    batch) are made as their transpose (``kernels.blas.flips``): each one kernel call more
+    in a compiled pass (the copy back), which the profiler counts under its MatMul."""
+    from fastgraph.kernels import blas
+
+    return sum(blas.flips(batch, units, inputs, np.float32) for units, inputs in layers)
+
+
 def mnist_network(dtype=np.float64, seed=0, hidden=(100, 20), activation="ReLU"):
     """The article's network: x -> fc ReLU -> fc ReLU -> fc -> softmax / cross-entropy."""
     graph = fg.Graph(dtype=dtype, seed=seed)

@@ -318,15 +318,16 @@ def test_a_single_sample_and_a_batch_give_one_matmul_result():
 # -- gemm_owned: a parameter's products split by its rows between the threads -------------------
 def _owned_operands(rng, dtype, along, ta, tb, rows=137, other=150, k=64):
     """Storage and flags of a product whose parameter has ``rows`` rows: ``out`` itself
-    (OUT_ROWS: m = rows, n = other) or op(b)'s transpose (OUT_COLUMNS: n = rows, k =
-    other)."""
-    m, n, k = (rows, other, k) if along == blas.OUT_ROWS else (k, rows, other)
+    (OUT_ROWS: m = rows, n = other), op(b)'s transpose (OUT_COLUMNS: n = rows, k = other)
+    or op(a) (A_ROWS: m = rows, k = other)."""
+    m, n, k = {blas.OUT_ROWS: (rows, other, k), blas.OUT_COLUMNS: (k, rows, other),
+               blas.A_ROWS: (rows, k, other)}[along]
     a, b, _, _ = _operands(rng, dtype, ta, tb, m, k, n)
     return a, b, rng.normal(size=(m, n)).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("along", [blas.OUT_ROWS, blas.OUT_COLUMNS])
+@pytest.mark.parametrize("along", [blas.OUT_ROWS, blas.OUT_COLUMNS, blas.A_ROWS])
 @pytest.mark.parametrize("ta, tb", FLAGS)
 def test_owned_products_are_gemms_bit_for_bit_on_any_thread_count(rng, dtype, along, ta, tb,
                                                                    monkeypatch):
@@ -342,7 +343,7 @@ def test_owned_products_are_gemms_bit_for_bit_on_any_thread_count(rng, dtype, al
     monkeypatch.setattr(threads, "most", max(2, threads.most))
     before = threads.current
     a, b, start = _owned_operands(rng, dtype, along, ta, tb)
-    assert 137 * 150 >= PARALLEL_MIN  # the parameter is split
+    assert 137 * 150 >= PARALLEL_MIN  # the parameter (137 by 150) is split
     wide = np.zeros((a.shape[0], a.shape[1] + 3), dtype)
     wide[:, 2:2 + a.shape[1]] = a
     try:
@@ -761,9 +762,10 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
     """784-100-20-10, batch 64, on two threads: its first layer's forward product and weight
     gradient are split products made by generated kernels (two parts each), its other
     products small ones, none through gemm_owned; on either executor. Where MKL generates
-    no code (AMD's processors) gemm_owned makes the first layer's two in parts, and the
-    small products' kernels are MKL's own GEMM (which ``gemm_generated`` runs on one
-    thread)."""
+    no code (AMD's processors) gemm_owned makes the first layer's two in parts, its forward
+    product as its transpose (``blas.flips``: W @ x.T, split by W's rows, A_ROWS), and the
+    small products' kernels (the last layer's forward product turned too) are MKL's own
+    GEMM (which ``gemm_generated`` runs on one thread)."""
     import fastgraph as fg
 
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
@@ -793,7 +795,7 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
         assert sorted(parts) == [1] * 6 + [2, 2] and not owned
     else:
         assert parts == [1] * 6 and serial == [1] * 6  # (of 12,800 multiply-adds or more)
-        assert sorted(owned) == [blas.OUT_ROWS, blas.OUT_COLUMNS]
+        assert sorted(owned) == [blas.OUT_ROWS, blas.A_ROWS]
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -847,3 +849,87 @@ def test_a_recurrent_net_s_products_are_generated_kernels(monkeypatch, executor)
     assert calls == {"generated": steps * 17, "owned": steps * 17}
     for one, other in zip(made, plain):
         np.testing.assert_allclose(one, other, rtol=1e-5, atol=1e-6)
+
+
+# -- products made as their transpose (blas.flips, blas.turned_product) -----------------------
+@pytest.mark.parametrize("m, n, k, turned", [
+    (64, 10, 20, True),     # the MNIST MLP's last layer
+    (64, 100, 784, True),   # its first
+    (17, 10, 64, True),     # n below 16: any m of 16 or more
+    (16, 12, 16, False),    # the recurrent benchmark's: k below 20
+    (16, 12, 19, False),
+    (8, 10, 100, False),    # m below 16
+    (64, 3, 784, False),    # n below 4
+    (128, 256, 784, False),  # n a multiple of 16
+    (50, 100, 784, False),  # n above 16: m a multiple of 16 only
+    (64, 20, 100, False),   # ... and k of 256 or more
+])
+def test_flips_turns_the_shapes_measured_faster_turned_where_mkl_generates_no_code(
+        monkeypatch, m, n, k, turned):
+    """The choice depends on the shapes and the dtype (float32 only), and is never made
+    where MKL generates code for its shapes (``generates_code``)."""
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    assert blas.flips(m, n, k, np.float32) is turned
+    assert blas.flips(m, n, k, np.float64) is False
+    monkeypatch.setattr(blas, "generates_code", lambda: True)
+    assert blas.flips(m, n, k, np.float32) is False
+
+
+@pytest.mark.parametrize("along", [blas.WHOLE, blas.OUT_COLUMNS])
+@pytest.mark.parametrize("ta, tb", FLAGS)
+@pytest.mark.parametrize("m, n, k", [(64, 10, 20), (64, 100, 784), (33, 7, 50), (48, 300, 257)])
+def test_a_turned_product_is_the_product(rng, two_threads, along, ta, tb, m, n, k):
+    """op(b).T @ op(a).T, then its transpose: the product (numpy's, float64), the same
+    bits on one thread and on two (split by op(b)'s rows where ``along`` is OUT_COLUMNS: a
+    parameter of PARALLEL_MIN numbers or more is split), for every transposition, with a
+    scratch array that held other numbers."""
+    a, b, op_a, op_b = _operands(rng, np.float32, ta, tb, m, k, n)
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        out = np.full((m, n), np.nan, np.float32)
+        blas.turned_product(along, a, ta, b, tb, out, np.full((n, m), 7, np.float32))
+        made.append(out)
+    np.testing.assert_array_equal(made[1], made[0])
+    np.testing.assert_allclose(made[0], op_a.astype(np.float64) @ op_b, rtol=1e-5,
+                               atol=1e-5 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+@pytest.mark.parametrize("batch, units, inputs", [(64, 10, 20), (64, 100, 784), (40, 12, 30)])
+def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, executor, batch,
+                                                           units, inputs):
+    """MatMul(W, x) on a batch, its forward product turned (``flips``, forced here on any
+    processor): x @ W.T, the value the unturned product gives (allclose), and the same
+    gradient of W, on either executor; a batch of another size (a new scratch array) and
+    back."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+    transposed = []
+    transpose = blas.transpose
+    monkeypatch.setattr(blas, "transpose",
+                        lambda *args: (transposed.append(args[1].shape), transpose(*args)))
+    w_value = rng.normal(size=(units, inputs)).astype(np.float32)
+    xs = [rng.normal(size=(size, inputs, 1)).astype(np.float32) for size in (batch, 16, batch)]
+    made = {}
+    for turned in (False, True):
+        monkeypatch.setattr(blas, "flips", lambda *args, turned=turned: turned)
+        with fg.Graph(seed=0) as graph:
+            x = fg.Variable((inputs, 1), trainable=False)
+            w = fg.Variable((units, inputs))
+            w.set_value(w_value)
+            y = fg.ops.MatMul(w, x)
+            loss = fg.ops.loss.CrossEntropyWithSoftMax(y, fg.Variable((units, 1),
+                                                                      trainable=False))
+        label = next(node for node in graph.nodes if node not in (x, w, y, loss))
+        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)  # (no update)
+        for value in xs:
+            x.set_value(value)
+            label.set_value(np.eye(units, dtype=np.float32)[np.arange(len(value)) % units])
+            optimizer.one_step()
+            made.setdefault(turned, []).append((y.value.copy(), optimizer.get_gradient(w).copy()))
+    assert sorted(set(transposed)) == sorted({(size, units) for size in (batch, 16)})
+    for (value, gradient), (plain, plain_gradient), x_value in zip(made[True], made[False], xs):
+        np.testing.assert_allclose(value, plain, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(value[..., 0], x_value[..., 0].astype(np.float64)
+                                   @ w_value.T, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(gradient, plain_gradient, rtol=1e-4, atol=1e-6)

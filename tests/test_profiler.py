@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import fastgraph as fg
+from fastgraph import engines
 from fastgraph.engines import compiled
+from tests.helpers import turned_products
 
 
 def _profile(rng, engine, steps=20):
@@ -31,7 +33,9 @@ def test_the_phases_add_up_to_the_steps_and_are_named(rng, engine):
     assert all(micros > 0 for phase, micros in phases.items() if phase != "overhead")
     rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
     assert rows[("feed", "set_value")] == 1 and rows[("update", "Adam")] == 1
-    assert rows[("forward", "MatMul")] == 2
+    walker = engine == "python" or engines._executor() is engines.vjp  # (its fallbacks)
+    turned = 0 if walker else turned_products(64, ((8, 20), (3, 8)))  # (compiled: kernel calls)
+    assert rows[("forward", "MatMul")] == 2 + turned
     table = profile.table()
     for phase in phases:
         assert f"{phase} " in table.split("by phase: ")[1]
@@ -114,7 +118,7 @@ def test_the_articles_loop_is_profiled_with_an_update_every_mini_batch(rng, engi
     assert optimizer.steps == 4  # one in the warm-up, three profiled
     rows = {(phase, kind): calls for phase, kind, calls, _, _ in profile.rows()}
     assert rows[("feed", "set_value")] == 1 and rows[("update", "Adam")] == 0.25
-    assert rows[("forward", "MatMul")] == 2
+    assert rows[("forward", "MatMul")] == 2  # (one sample: no product is turned)
     assert sum(profile.by_phase().values()) == pytest.approx(profile.step_seconds * 1e6)
     assert profile.table().startswith("one one_step() (an update every 4): ")
 

@@ -58,6 +58,7 @@ from . import (
     take,
 )
 from .elementwise import outer
+from .movement import transpose
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
 
@@ -182,8 +183,9 @@ def _one_thread():
 #: ``gemm_owned``'s ``along``: the parameter is the product's output (a weight gradient), or
 #: its ``op(b)`` is the parameter's transpose, each of its rows a column of ``out`` (the
 #: network's forward product ``x @ W.T``), or the product is not split (``WHOLE``: it is
-#: ``gemm``).
-OUT_ROWS, OUT_COLUMNS, WHOLE = 0, 1, 2
+#: ``gemm``), or ``op(a)`` is the parameter, each of its rows a row of ``out`` (that
+#: forward product made as its transpose, ``W @ x.T``: see ``flips``).
+OUT_ROWS, OUT_COLUMNS, WHOLE, A_ROWS = 0, 1, 2, 3
 
 
 def _gemm_owned(along, a, ta, b, tb, out, beta):
@@ -200,7 +202,8 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
 
     ``along``: ``WHOLE``, one CBLAS call on MKL's threads (on one thread for 2 to
     ``SERIAL_ROWS`` rows); ``OUT_ROWS`` when ``out`` is the parameter (its rows are m);
-    ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n). Split, in a process
+    ``OUT_COLUMNS`` when ``op(b)`` is its transpose (its rows are n); ``A_ROWS`` when
+    ``op(a)`` is the parameter (its rows are m, as ``out``'s). Split, in a process
     that may run several threads (``fastgraph.threads.most``, which it sets as MKL's own
     count) and for a parameter of ``PARALLEL_MIN`` numbers or more, the product is made in
     one part per thread of the process by a ``prange`` loop, part t an MKL call on thread t
@@ -261,7 +264,7 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
         raise ValueError("gemm: shapes do not match")
     ldc = max(out.strides[0] // size, n, 1)
     pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    rows = m if along == OUT_ROWS else n
+    rows = n if along == OUT_COLUMNS else m
     whole = along == WHOLE or size == 8 or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
     parts = 1 if whole else _most()  # noqa: F821  (the process's, not the count now: above)
     if parts == 1:
@@ -279,7 +282,7 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
         start, stop = owned_rows(rows, parts, part)
         if stop > start:
             previous = _local_threads(1)  # noqa: F821
-            if along == OUT_ROWS:  # rows start:stop of op(a) and out
+            if along != OUT_COLUMNS:  # rows start:stop of op(a) and out
                 _sgemm(ROW_MAJOR, op_a, op_b, stop - start, n, k, np.float32(1),  # noqa: F821
                        pa + start * (lda if op_a == NO_TRANSPOSE else 1) * 4, lda, pb, ldb,
                        np.float32(beta), pc + start * ldc * 4, ldc)
@@ -665,14 +668,26 @@ def gemm_split_generated(description, a, b, out, beta):
                             pc + start * size)
 
 
-def product(along, a, ta, b, tb, out, beta):
+def product(along, a, ta, b, tb, out, beta, turned=None):
     """``gemm_owned(along, a, ta, b, tb, out, beta)``, but by kernels that MKL generates for
     the product's shape where it can: a small product that ``gemm_owned`` would make whole
     (``along`` WHOLE, or a parameter of fewer than ``PARALLEL_MIN`` numbers;
     :func:`small_product`, ``gemm_generated``), or each thread's part of one it splits
-    (:func:`split_product`, ``gemm_split_generated``). What the operators call."""
+    (:func:`split_product`, ``gemm_split_generated``). What the operators call.
+
+    ``turned``: None, or a function of a shape that gives a scratch array of that shape kept
+    between steps (the operator's). With it, a product that :func:`flips` says is faster
+    as its transpose (``along`` WHOLE or OUT_COLUMNS, ``beta`` 0) is made so, ``op(b).T @
+    op(a).T`` into that array (split by the parameter's rows as before: ``A_ROWS``), which
+    is then written transposed into ``out`` (``kernels.movement.transpose``)."""
+    if turned is not None and beta == 0 and along in (WHOLE, OUT_COLUMNS):
+        m, n = out.shape
+        if flips(m, n, a.shape[0] if ta else a.shape[1], out.dtype):
+            turned_product(along, a, ta, b, tb, out, turned((n, m)))
+            return
     parameter = (out.shape[0] * out.shape[1] if along == OUT_ROWS
-                 else (b.shape[0] * b.shape[1] if along == OUT_COLUMNS else 0))
+                 else b.shape[0] * b.shape[1] if along == OUT_COLUMNS
+                 else a.shape[0] * a.shape[1] if along == A_ROWS else 0)
     if parameter < PARALLEL_MIN:
         description = small_product(a, ta, b, tb, out)
         if description:
@@ -684,6 +699,34 @@ def product(along, a, ta, b, tb, out, beta):
             gemm_split_generated(description, a, b, out, beta)
             return
     gemm_owned(along, a, ta, b, tb, out, beta)
+
+
+def turned_product(along, a, ta, b, tb, out, scratch):
+    """``out = op(a) @ op(b)`` (``along`` WHOLE or OUT_COLUMNS) made as its transpose:
+    ``scratch = op(b).T @ op(a).T`` (split by op(b)'s rows, the parameter's, where ``along``
+    is OUT_COLUMNS: ``A_ROWS``), then ``out = scratch.T``. ``scratch``: (n, m), C-ordered."""
+    product(A_ROWS if along == OUT_COLUMNS else WHOLE, b, not tb, a, not ta, scratch, 0.0)
+    transpose(scratch, out)
+
+
+def flips(m, n, k, dtype):
+    """Whether ``product`` makes a float32 product ``out (m, n) = op(a) @ op(b)`` (k the
+    inner dimension) as its transpose where it may (:func:`turned_product`). Where MKL
+    generates no code (AMD's processors, :func:`generates_code`), its GEMM makes an ``out``
+    of a row-major width ``n`` that is not a multiple of 16 slowly; the turned product runs
+    along its m rows. On a Zen 4 on one thread (``python -m benchmarks.orientation``, three
+    runs), the turned way with its copy back took, of the straight way's time: 0.47-0.54 for
+    64x10x20 (the MNIST MLP's last layer), 0.31-0.38 for 128x10x128, 0.52-0.63 for other n of
+    4 to 15 with k of 20 or more, but 1.10-1.33 for the recurrent benchmark's k of 12 and 16
+    (and 1.05 for m 8); 0.94 for 64x100x784 (the MLP's first layer) and 0.84-0.88 for its
+    two-thread part 64x50x784, n above 16 with k of 256 or more, but 1.08-1.11 for m of 50
+    and 1,000 there, mixed for k below 256 (0.76-1.09); n of 1 to 3 no faster (README,
+    "Narrow products turned around"). The bits are the product's except for n below 16,
+    which MKL sums in another order there; the choice depends on the shapes alone, never on
+    the thread count."""
+    if dtype != np.float32 or n % 16 == 0 or n < 4 or generates_code():
+        return False
+    return m >= 16 and k >= 20 if n < 16 else m % 16 == 0 and k >= 256
 
 
 # -- a per-sample pass's product: each sample's zero columns skipped ------------------------

@@ -96,7 +96,7 @@ class MatMul(Operator):
         if self._vectors and b.flat.shape[0] == 1:  # one sample: faster than BLAS's M = 1
             matvec(b.flat, a._value, out)
         elif self._vectors:  # x @ W.T, split between the threads by W's rows (gemm_owned)
-            product(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0)
+            product(OUT_COLUMNS, b.flat, False, a._value, True, out, 0.0, self._turned)
         elif self._stacked:
             product(WHOLE, a._value.reshape(-1, a.dim[1]), False, b._value, False,
                     out.reshape(-1, self.dim[1]), 0.0)
@@ -123,6 +123,10 @@ class MatMul(Operator):
         else:  # dB = A^T U
             matmul_rows(a.flat, upstream, out, k, m, n, True, False)
         return out
+
+    def _turned(self, shape):
+        """Where ``product`` makes the forward product as its transpose (``flips``)."""
+        return self.buffer("turned product", shape)
 
     def _grouped(self, upstream):
         """Whether upstream @ W is a per-sample pass's (``fastgraph.jacobians``: ``m`` rows a
