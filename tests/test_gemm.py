@@ -866,11 +866,17 @@ def test_a_recurrent_net_s_products_are_generated_kernels(monkeypatch, executor)
 ])
 def test_flips_turns_the_shapes_measured_faster_turned_where_mkl_generates_no_code(
         monkeypatch, m, n, k, turned):
-    """The choice depends on the shapes and the dtype (float32 only), and is never made
-    where MKL generates code for its shapes (``generates_code``)."""
+    """The choice depends on the shapes and the dtype (float32 only), and is MKL's alone:
+    never made where MKL generates code for its shapes (``generates_code``), nor on another
+    backend (OpenBLAS makes these shapes fast as they are)."""
     monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
     assert blas.flips(m, n, k, np.float32) is turned
     assert blas.flips(m, n, k, np.float64) is False
+    for backend in ("openblas", "numpy"):
+        monkeypatch.setattr(blas, "BACKEND", backend)
+        assert blas.flips(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
     monkeypatch.setattr(blas, "generates_code", lambda: True)
     assert blas.flips(m, n, k, np.float32) is False
 

@@ -721,10 +721,12 @@ def flips(m, n, k, dtype):
     (and 1.05 for m 8); 0.94 for 64x100x784 (the MLP's first layer) and 0.84-0.88 for its
     two-thread part 64x50x784, n above 16 with k of 256 or more, but 1.08-1.11 for m of 50
     and 1,000 there, mixed for k below 256 (0.76-1.09); n of 1 to 3 no faster (README,
-    "Narrow products turned around"). The bits are the product's except for n below 16,
-    which MKL sums in another order there; the choice depends on the shapes alone, never on
-    the thread count."""
-    if dtype != np.float32 or n % 16 == 0 or n < 4 or generates_code():
+    "Narrow products turned around"). MKL's alone: OpenBLAS (``FASTGRAPH_BLAS=openblas``,
+    ``OPENBLAS_NUM_THREADS=1``) makes narrow shapes fast as they are (turned, n below 16
+    and 64x50x784 took 1.02-1.79 of its time; 64x100x784, made whole, 0.89). The bits are
+    the product's except for n below 16, which MKL sums in another order there; the choice
+    depends on the shapes alone, never on the thread count."""
+    if BACKEND != "mkl" or dtype != np.float32 or n % 16 == 0 or n < 4 or generates_code():
         return False
     return m >= 16 and k >= 20 if n < 16 else m % 16 == 0 and k >= 256
 
