@@ -16,9 +16,9 @@ def test_only_copy_a_sees_the_predicate_off(monkeypatch, capsys):
     always = lambda *args: True  # noqa: E731
     monkeypatch.setattr(blas, "flips", always)
     copies = []
-    transpose = blas.transpose
-    monkeypatch.setattr(blas, "transpose",
-                        lambda *args: (copies.append(args[1].shape), transpose(*args)))
+    transpose_rows = blas.transpose_rows  # (the copy back: out as one row of m * n)
+    monkeypatch.setattr(blas, "transpose_rows",
+                        lambda *args: (copies.append((args[2], args[1])), transpose_rows(*args)))
     result = ab.main(["--off", "fastgraph.kernels.blas.flips", "--model", "mlp:8", "--batch",
                       "16", "--rounds", "2", "--steps", "2", "--warmup", "1"])
     assert sorted(copies) == sorted([(16, 8), (16, 10)] * (1 + 2 * 2))

@@ -911,9 +911,9 @@ def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, ex
     back."""
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
     transposed = []
-    transpose = blas.transpose
-    monkeypatch.setattr(blas, "transpose",
-                        lambda *args: (transposed.append(args[1].shape), transpose(*args)))
+    transpose_rows = blas.transpose_rows  # (the copy back: out as one row of m * n)
+    monkeypatch.setattr(blas, "transpose_rows", lambda *args: (
+        transposed.append((args[2], args[1])), transpose_rows(*args)))
     w_value = rng.normal(size=(units, inputs)).astype(np.float32)
     xs = [rng.normal(size=(size, inputs, 1)).astype(np.float32) for size in (batch, 16, batch)]
     made = {}

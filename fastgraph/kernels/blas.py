@@ -58,7 +58,7 @@ from . import (
     take,
 )
 from .elementwise import outer
-from .movement import transpose
+from .movement import transpose_rows
 
 ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE = 101, 111, 112
 
@@ -679,7 +679,7 @@ def product(along, a, ta, b, tb, out, beta, turned=None):
     between steps (the operator's). With it, a product that :func:`flips` says is faster
     as its transpose (``along`` WHOLE or OUT_COLUMNS, ``beta`` 0) is made so, ``op(b).T @
     op(a).T`` into that array (split by the parameter's rows as before: ``A_ROWS``), which
-    is then written transposed into ``out`` (``kernels.movement.transpose``)."""
+    is then written transposed into ``out`` (``kernels.movement.transpose_rows``, one row)."""
     if turned is not None and beta == 0 and along in (WHOLE, OUT_COLUMNS):
         m, n = out.shape
         if flips(m, n, a.shape[0] if ta else a.shape[1], out.dtype):
@@ -706,7 +706,8 @@ def turned_product(along, a, ta, b, tb, out, scratch):
     ``scratch = op(b).T @ op(a).T`` (split by op(b)'s rows, the parameter's, where ``along``
     is OUT_COLUMNS: ``A_ROWS``), then ``out = scratch.T``. ``scratch``: (n, m), C-ordered."""
     product(A_ROWS if along == OUT_COLUMNS else WHOLE, b, not tb, a, not ta, scratch, 0.0)
-    transpose(scratch, out)
+    n, m = scratch.shape
+    transpose_rows(scratch.reshape(1, n * m), n, m, out.reshape(1, m * n))
 
 
 def flips(m, n, k, dtype):
