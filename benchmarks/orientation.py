@@ -1,16 +1,19 @@
-"""A layer's forward product ``x @ W.T`` made as it is and as its transpose, as the compiled
-tape runs them: what ``fastgraph.kernels.blas.flips`` decides from.
+"""A layer's forward product ``x @ W.T`` made as it is, as its transpose, and by dot products,
+as the compiled tape runs them: what ``fastgraph.kernels.blas.flips`` and ``dots`` decide
+from.
 
     python -m benchmarks.orientation [--shapes 64x100x784 16x12x16 ...] [--threads 1]
 
 For each shape ``m x n x k`` (batch, units, inputs: ``out`` is m by n), both ways are
 recorded, ``--calls`` times over, and replayed by the compiled replay loop (no Python
 between calls): straight, ``blas.product(OUT_COLUMNS, x, False, W, True, out)`` without a
-scratch array; turned, ``blas.turned_product``, ``W @ x.T`` into a scratch array, then its
-transpose into ``out``. Each way's time a product is the best of ``--rounds`` replays, the
-two ways taking turns. It prints the turned way's time over the straight way's, and what
-``flips`` chooses on this machine (never on a processor where MKL generates code for the
-shape, where ``product`` uses those kernels)."""
+scratch array, and with ``dots`` off; turned, ``blas.turned_product``, ``W @ x.T`` into a
+scratch array, then its transpose into ``out``; dots, ``gemm_owned``'s DOTS (fastgraph's
+own dot products, in the parameter's parts). Each way's time a product is the best of
+``--rounds`` replays, the ways taking turns. It prints the turned and dots ways' times over
+the straight way's, and what ``flips`` and ``dots`` choose on this machine (never on a
+processor where MKL generates code for the shape, where ``product`` uses those kernels).
+``--threads 2`` times the split products as a two-thread step runs them."""
 
 import argparse
 import time
@@ -59,20 +62,30 @@ def _program(call, times):
 
 
 def measure(m, n, k, calls=200, rounds=7, seed=0):
-    """(straight, turned) microseconds a product, best of ``rounds``; the two outs agree."""
+    """(straight, turned, dots) microseconds a product, best of ``rounds``; the outs
+    agree."""
     from fastgraph.kernels import blas
 
     rng = np.random.default_rng(seed)
     x = rng.random((m, k), np.float32)
     w = rng.random((n, k), np.float32)
-    outs = [np.zeros((m, n), np.float32) for _ in range(2)]
+    outs = [np.zeros((m, n), np.float32) for _ in range(3)]
     scratch = np.zeros((n, m), np.float32)
-    ways = [_program(lambda: blas.product(blas.OUT_COLUMNS, x, False, w, True, outs[0], 0.0),
-                     calls),
+    dots = blas.dots
+    blas.dots = lambda *args: False  # (while recording: the kernels the calls make are kept)
+    try:
+        straight = _program(lambda: blas.product(blas.OUT_COLUMNS, x, False, w, True, outs[0],
+                                                  0.0), calls)
+    finally:
+        blas.dots = dots
+    ways = [straight,
             _program(lambda: blas.turned_product(blas.OUT_COLUMNS, x, False, w, True,
-                                                 outs[1], scratch), calls)]
-    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5 * k)
-    best = [float("inf"), float("inf")]
+                                                 outs[1], scratch), calls),
+            _program(lambda: blas.gemm_owned(blas.DOTS, x, False, w, True, outs[2], 0.0),
+                     calls)]
+    for out in outs[1:]:
+        np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5 * k)
+    best = [float("inf")] * len(ways)
     for _ in range(rounds):
         for i, (_, run) in enumerate(ways):
             start = time.perf_counter()
@@ -99,18 +112,20 @@ def main(argv=None):
     used, rows = threads.most, []
     try:
         for m, n, k in args.shapes:
-            straight, turned = measure(m, n, k, args.calls, args.rounds)
-            rows.append((m, n, k, straight, turned, blas.flips(m, n, k, np.float32)))
+            straight, turned, dots = measure(m, n, k, args.calls, args.rounds)
+            rows.append((m, n, k, straight, turned, dots, blas.flips(m, n, k, np.float32),
+                         blas.dots(m, n, k, np.float32)))
     finally:  # (the process's threads as they were: main may be called in a longer run)
         threads.limit(most)
         if before:
             threads.use(before)
     print(f"{used} thread(s); MKL generates code: {blas.generates_code()}")
-    print(f"{'m x n x k':>14} {'straight us':>12} {'turned us':>10} {'turned/straight':>16} "
-          "flips")
-    for m, n, k, straight, turned, chosen in rows:
-        print(f"{f'{m}x{n}x{k}':>14} {straight:12.3f} {turned:10.3f} {turned / straight:16.2f} "
-              f"{'yes' if chosen else 'no'}")
+    print(f"{'m x n x k':>14} {'straight us':>12} {'turned us':>10} {'dots us':>9} "
+          f"{'turned/straight':>16} {'dots/straight':>14} flips dots")
+    for m, n, k, straight, turned, dots, flipped, dotted in rows:
+        print(f"{f'{m}x{n}x{k}':>14} {straight:12.3f} {turned:10.3f} {dots:9.3f} "
+              f"{turned / straight:16.2f} {dots / straight:14.2f} "
+              f"{'yes' if flipped else 'no':>5} {'yes' if dotted else 'no':>4}")
     return rows
 
 

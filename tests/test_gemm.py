@@ -763,9 +763,9 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
     gradient are split products made by generated kernels (two parts each), its other
     products small ones, none through gemm_owned; on either executor. Where MKL generates
     no code (AMD's processors) gemm_owned makes the first layer's two in parts, its forward
-    product as its transpose (``blas.flips``: W @ x.T, split by W's rows, A_ROWS), and the
-    small products' kernels (the last layer's forward product turned too) are MKL's own
-    GEMM (which ``gemm_generated`` runs on one thread)."""
+    product by fastgraph's own dot products (``blas.dots``: DOTS, split by W's rows), and
+    the small products' kernels (the last layer's forward product turned, ``blas.flips``)
+    are MKL's own GEMM (which ``gemm_generated`` runs on one thread)."""
     import fastgraph as fg
 
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
@@ -795,7 +795,7 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
         assert sorted(parts) == [1] * 6 + [2, 2] and not owned
     else:
         assert parts == [1] * 6 and serial == [1] * 6  # (of 12,800 multiply-adds or more)
-        assert sorted(owned) == [blas.OUT_ROWS, blas.A_ROWS]
+        assert sorted(owned) == [blas.OUT_ROWS, blas.DOTS]
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -901,6 +901,39 @@ def test_a_turned_product_is_the_product(rng, two_threads, along, ta, tb, m, n, 
                                atol=1e-5 * np.sqrt(k))
 
 
+def _one_layer_steps(monkeypatch, switch, w_value, xs):
+    """MatMul(W, x) with a cross-entropy loss, W set to ``w_value``, stepped (no update)
+    on each batch of ``xs`` with ``blas``'s predicate ``switch`` answering False, then
+    True: ``{answer: [(y's value, W's gradient) a batch]}``."""
+    units, inputs = w_value.shape
+    made = {}
+    for answer in (False, True):
+        monkeypatch.setattr(blas, switch, lambda *args, answer=answer: answer)
+        with fg.Graph(seed=0) as graph:
+            x = fg.Variable((inputs, 1), trainable=False)
+            w = fg.Variable((units, inputs))
+            w.set_value(w_value)
+            y = fg.ops.MatMul(w, x)
+            loss = fg.ops.loss.CrossEntropyWithSoftMax(y, fg.Variable((units, 1),
+                                                                      trainable=False))
+        label = next(node for node in graph.nodes if node not in (x, w, y, loss))
+        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)  # (no update)
+        for value in xs:
+            x.set_value(value)
+            label.set_value(np.eye(units, dtype=np.float32)[np.arange(len(value)) % units])
+            optimizer.one_step()
+            made.setdefault(answer, []).append((y.value.copy(), optimizer.get_gradient(w).copy()))
+    return made
+
+
+def _assert_the_layer_s_products(made, xs, w_value, atol):
+    for (value, gradient), (plain, plain_gradient), x_value in zip(made[True], made[False], xs):
+        np.testing.assert_allclose(value, plain, rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(value[..., 0], x_value[..., 0].astype(np.float64)
+                                   @ w_value.T, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(gradient, plain_gradient, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("executor", ["compiled", "python"])
 @pytest.mark.parametrize("batch, units, inputs", [(64, 10, 20), (64, 100, 784), (40, 12, 30)])
 def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, executor, batch,
@@ -916,26 +949,115 @@ def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, ex
         transposed.append((args[2], args[1])), transpose_rows(*args)))
     w_value = rng.normal(size=(units, inputs)).astype(np.float32)
     xs = [rng.normal(size=(size, inputs, 1)).astype(np.float32) for size in (batch, 16, batch)]
-    made = {}
-    for turned in (False, True):
-        monkeypatch.setattr(blas, "flips", lambda *args, turned=turned: turned)
-        with fg.Graph(seed=0) as graph:
-            x = fg.Variable((inputs, 1), trainable=False)
-            w = fg.Variable((units, inputs))
-            w.set_value(w_value)
-            y = fg.ops.MatMul(w, x)
-            loss = fg.ops.loss.CrossEntropyWithSoftMax(y, fg.Variable((units, 1),
-                                                                      trainable=False))
-        label = next(node for node in graph.nodes if node not in (x, w, y, loss))
-        optimizer = fg.optimizer.GradientDescent(graph, loss, 0.1)  # (no update)
-        for value in xs:
-            x.set_value(value)
-            label.set_value(np.eye(units, dtype=np.float32)[np.arange(len(value)) % units])
-            optimizer.one_step()
-            made.setdefault(turned, []).append((y.value.copy(), optimizer.get_gradient(w).copy()))
+    monkeypatch.setattr(blas, "dots", lambda *args: False)  # (which would come first)
+    made = _one_layer_steps(monkeypatch, "flips", w_value, xs)
     assert sorted(set(transposed)) == sorted({(size, units) for size in (batch, 16)})
-    for (value, gradient), (plain, plain_gradient), x_value in zip(made[True], made[False], xs):
-        np.testing.assert_allclose(value, plain, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(value[..., 0], x_value[..., 0].astype(np.float64)
-                                   @ w_value.T, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(gradient, plain_gradient, rtol=1e-4, atol=1e-6)
+    _assert_the_layer_s_products(made, xs, w_value, 1e-5)
+
+
+# -- forward products by fastgraph's own dot products (blas.dots, gemm_owned's DOTS) --------
+@pytest.mark.parametrize("m, n, k, taken", [
+    (64, 100, 784, True),    # the MNIST MLP's first layer
+    (128, 256, 784, True),   # 784-256-128-10's first
+    (128, 128, 256, True),   # ... and its second
+    (16, 100, 784, True),    # a batch of 16
+    (8, 100, 784, False),    # below 16 samples
+    (64, 100, 255, False),   # below 256 inputs
+    (64, 16, 784, False),    # a parameter below PARALLEL_MIN numbers: not split
+    (64, 10, 20, False),     # the MLP's last layer (turned: blas.flips)
+])
+def test_dots_takes_the_shapes_measured_faster_where_mkl_generates_no_code(monkeypatch, m, n,
+                                                                           k, taken):
+    """The choice depends on the shapes and the dtype (float32 only), and is made against
+    MKL's GEMM alone: never where MKL generates code for the parts (``generates_code``),
+    nor on another backend."""
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    assert blas.dots(m, n, k, np.float32) is taken
+    assert blas.dots(m, n, k, np.float64) is False
+    for backend in ("openblas", "numpy"):
+        monkeypatch.setattr(blas, "BACKEND", backend)
+        assert blas.dots(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "generates_code", lambda: True)
+    assert blas.dots(m, n, k, np.float32) is False
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("m, n, k", [(64, 100, 784), (37, 101, 300), (5, 130, 129),
+                                     (3, 2, 9), (64, 22, 784)])
+def test_dot_products_are_the_product_with_the_same_bits_on_one_thread_and_on_two(
+        rng, two_threads, m, n, k):
+    """``gemm_owned(DOTS, x, False, W, True, out, 0)``: x @ W.T (numpy's, float64), every
+    number written (out held NaN), batches and parts of unit counts that are no multiple
+    of four (the rows left over), a row slice of a wider matrix as x, and the same bits on
+    one thread as on two (the parts are the process's: each number is summed the same way
+    whichever thread makes it)."""
+    x = rng.normal(size=(m, k + 5)).astype(np.float32)[:, 2:2 + k]
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        out = np.full((m, n), np.nan, np.float32)
+        blas.gemm_owned(blas.DOTS, x, False, w, True, out, 0.0)
+        made.append(out)
+    np.testing.assert_array_equal(made[1], made[0])
+    np.testing.assert_allclose(made[0], x.astype(np.float64) @ w.T.astype(np.float64),
+                               rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+def test_dot_products_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads):
+    """No freedom the dot products take drops a NaN or an infinity: a NaN weight makes its
+    unit's column NaN, an infinite input times a zero weight NaN, as the product does."""
+    m, n, k = 40, 60, 300
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    w[7, 3] = np.nan
+    x[5, 11] = np.inf
+    w[:, 11] = 0.0
+    w[9, 11] = 2.0
+    out = np.zeros((m, n), np.float32)
+    blas.gemm_owned(blas.DOTS, x, False, w, True, out, 0.0)
+    with np.errstate(invalid="ignore"):
+        wanted = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
+    assert np.isnan(out[:, 7]).all() and np.isnan(out[5]).sum() == n - 1 and out[5, 9] == np.inf
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("ta, tb, beta, dtype, columns", [
+    (True, True, 0.0, np.float32, False), (False, False, 0.0, np.float32, False),
+    (False, True, 1.0, np.float32, False), (False, True, 0.0, np.float64, False),
+    (False, True, 0.0, np.float32, True)])
+def test_dots_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype, columns):
+    """DOTS makes x @ W.T, written, in float32, from rows that lie contiguous: anything else
+    is refused before a number is read (an F-ordered x, ``columns``, too)."""
+    a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
+    a = np.asfortranarray(a) if columns else a
+    with pytest.raises(ValueError, match=r"^gemm: DOTS makes out = a @ b\.T \(ta False, tb "
+                                         r"True, beta 0\), float32, a and b with contiguous "
+                                         r"rows$"):
+        blas.gemm_owned(blas.DOTS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+@pytest.mark.parametrize("batch, units, inputs", [(64, 100, 784), (42, 66, 300)])
+def test_a_layer_whose_forward_product_is_dot_products_computes_x_w_t(monkeypatch, rng,
+                                                                      executor, batch, units,
+                                                                      inputs):
+    """MatMul(W, x) on a batch, its forward product by dot products (``dots``, forced here
+    on any processor): x @ W.T, the value MKL's product gives (allclose), and the same
+    gradient of W, on either executor; a batch of another size and back."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+    owned = []
+    gemm_owned = blas.gemm_owned
+    monkeypatch.setattr(blas, "gemm_owned", lambda *args: (
+        owned.append(args[5].shape) if args[0] == blas.DOTS else None, gemm_owned(*args)))
+    w_value = rng.normal(size=(units, inputs)).astype(np.float32)
+    xs = [rng.normal(size=(size, inputs, 1)).astype(np.float32) for size in (batch, 16, batch)]
+    made = _one_layer_steps(monkeypatch, "dots", w_value, xs)
+    assert sorted(set(owned)) == sorted({(size, units) for size in (batch, 16)})
+    _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(inputs))
