@@ -275,34 +275,23 @@ def _dot_block(rows, columns):
     return block
 
 
-_dots_4x4, _dots_1x4, _dots_4x1, _dots_1x1 = (_dot_block(4, 4), _dot_block(1, 4),
-                                              _dot_block(4, 1), _dot_block(1, 1))
+_dots_4x4, _dots_1x1 = _dot_block(4, 4), _dot_block(1, 1)
 
 
 def _dot_rows(po, ldo, pa, lda, pb, ldb, m, k, start, stop):
     """``out[:, start:stop] = a @ b[start:stop].T`` (float32, ``a (m, k)``, ``b (., k)``, at
     addresses ``pa``, ``pb`` and ``po``, rows ``lda``, ``ldb`` and ``ldo`` numbers apart):
-    blocks of four rows of ``a`` by four of ``b``, then the rows of ``a`` left over four
-    columns at a time, then the columns left over (``_dot_block``)."""
-    j = start
-    while j + 4 <= stop:
-        i = 0
-        while i + 4 <= m:
+    blocks of four rows of ``a`` by four of ``b``, then each number left over (the rows of
+    ``a`` past the last block of four, the columns past the last block) one at a time: one
+    call of each block (``_dot_block``), whose code is written out where it is called (each
+    kind 0.1 s more of compiling)."""
+    blocks, rows = start + (stop - start) // 4 * 4, m // 4 * 4
+    for j in range(start, blocks, 4):
+        for i in range(0, rows, 4):
             _dots_4x4(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
-            i += 4
-        while i < m:
-            _dots_1x4(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
-            i += 1
-        j += 4
-    while j < stop:
-        i = 0
-        while i + 4 <= m:
-            _dots_4x1(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
-            i += 4
-        while i < m:
+    for j in range(start, stop):  # the rest: the rows left over, then the columns
+        for i in range(rows if j < blocks else 0, m):
             _dots_1x1(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
-            i += 1
-        j += 1
 
 
 #: ``_dot_rows`` compiled as a C function, which ``gemm_owned`` calls by this symbol: called
@@ -911,9 +900,10 @@ def dots(m, n, k, dtype):
     between the threads (n k of ``PARALLEL_MIN`` or more) of 256 inputs or more, on a batch
     of 16 or more. On a Zen 4, two threads, the parts of MKL's GEMM took longer side by
     side than alone (64x784 by 784x100, the MNIST MLP's first layer: 74-82 us against 57-70
-    for one part alone), where the dot products made the product in 52-58 us; in a training
-    step, two copies of the network in turn, the MLP's step took 0.92-0.96 of its time,
-    784-256-128-10's 0.93-0.95 (README, "Forward products by dot products"). The bits
+    for one part alone); the dot products took 0.45-0.83 of its time on the MNIST networks'
+    shapes (``python -m benchmarks.orientation --threads 2``), and in a training step, two
+    copies of the network in turn (``benchmarks.ab``), the MLP's step 0.79-0.91 of its
+    time, 784-256-128-10's 0.85-0.96 (README, "Forward products by dot products"). The bits
     depend on the parts, as the split GEMM's do, never on the thread count."""
     return (BACKEND == "mkl" and dtype == np.float32 and not generates_code() and m >= 16
             and k >= 256 and n * k >= PARALLEL_MIN)
