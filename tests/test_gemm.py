@@ -774,9 +774,10 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
     gradient are split products made by generated kernels (two parts each), its other
     products small ones, none through gemm_owned; on either executor. Where MKL generates
     no code (AMD's processors) gemm_owned makes the first layer's two in parts, its forward
-    product by fastgraph's own dot products (``blas.dots``: DOTS, split by W's rows), and
-    the small products' kernels (the last layer's forward product turned, ``blas.flips``)
-    are MKL's own GEMM (which ``gemm_generated`` runs on one thread)."""
+    product by fastgraph's own dot products (``blas.dots``: DOTS, split by W's rows; without
+    AVX-512, turned, ``blas.flips``: W @ x.T, A_ROWS), and the small products' kernels (the
+    last layer's forward product turned, ``blas.flips``) are MKL's own GEMM (which
+    ``gemm_generated`` runs on one thread)."""
     import fastgraph as fg
 
     monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
@@ -807,7 +808,8 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
         assert sorted(parts) == [1] * 6 + [2, 2] and not owned
     else:
         assert parts == [1] * 6 and serial == [1] * 6  # (of 12,800 multiply-adds or more)
-        assert sorted(owned) == [blas.OUT_ROWS, blas.DOTS]
+        first = blas.DOTS if blas.dots(64, 100, 784, np.float32) else blas.A_ROWS  # (AVX-512?)
+        assert sorted(owned) == sorted([blas.OUT_ROWS, first])
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -982,10 +984,15 @@ def test_dots_takes_the_shapes_measured_faster_where_mkl_generates_no_code(monke
                                                                            k, taken):
     """The choice depends on the shapes and the dtype (float32 only), and is made against
     MKL's GEMM alone: never where MKL generates code for the parts (``generates_code``),
-    nor on another backend."""
+    nor on another backend, nor on a processor without AVX-512 (``wide_vectors``: the
+    block's sums would not fit in its registers)."""
     monkeypatch.setattr(blas, "generates_code", lambda: False)
     monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
     assert blas.dots(m, n, k, np.float32) is taken
+    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
+    assert blas.dots(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
     assert blas.dots(m, n, k, np.float64) is False
     for backend in ("openblas", "numpy"):
         monkeypatch.setattr(blas, "BACKEND", backend)

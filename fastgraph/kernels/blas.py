@@ -896,7 +896,8 @@ def dots(m, n, k, dtype):
     """Whether ``product`` makes a layer's forward product ``x @ W.T`` (``out (m, n)``: m
     samples, n units, k inputs) by fastgraph's own dot products (``gemm_owned``'s DOTS:
     ``dot_rows`` in its parts) rather than MKL's GEMM: float32, where MKL generates
-    no code for the parts (AMD's processors, :func:`generates_code`), for a parameter split
+    no code for the parts (AMD's processors, :func:`generates_code`) and the processor has
+    AVX-512 (:func:`wide_vectors`: a Zen 4, not a Zen 3), for a parameter split
     between the threads (n k of ``PARALLEL_MIN`` or more) of 256 inputs or more, on a batch
     of 16 or more. On a Zen 4, two threads, the parts of MKL's GEMM took longer side by
     side than alone (64x784 by 784x100, the MNIST MLP's first layer: 74-82 us against 57-70
@@ -905,8 +906,17 @@ def dots(m, n, k, dtype):
     copies of the network in turn (``benchmarks.ab``), the MLP's step 0.79-0.91 of its
     time, 784-256-128-10's 0.85-0.96 (README, "Forward products by dot products"). The bits
     depend on the parts, as the split GEMM's do, never on the thread count."""
-    return (BACKEND == "mkl" and dtype == np.float32 and not generates_code() and m >= 16
-            and k >= 256 and n * k >= PARALLEL_MIN)
+    return (BACKEND == "mkl" and dtype == np.float32 and m >= 16 and k >= 256
+            and n * k >= PARALLEL_MIN and not generates_code() and wide_vectors())
+
+
+@functools.cache
+def wide_vectors():
+    """Whether the processor has 512-bit vector registers (AVX-512), 32 of them: the dot
+    products' block holds its sixteen 16-float sums in registers there (measured on a Zen 4);
+    with AVX2's sixteen 256-bit ones (a Zen 3) they would not fit, and ``dots`` leaves the
+    products to MKL (not measured there)."""
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
 # -- a per-sample pass's product: each sample's zero columns skipped ------------------------
