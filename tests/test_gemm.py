@@ -774,8 +774,10 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
     gradient are split products made by generated kernels (two parts each), its other
     products small ones, none through gemm_owned; on either executor. Where MKL generates
     no code (AMD's processors) gemm_owned makes the first layer's two in parts, its forward
-    product by fastgraph's own dot products (``blas.dots``: DOTS, split by W's rows; without
-    AVX-512, turned, ``blas.flips``: W @ x.T, A_ROWS), and the small products' kernels (the
+    product by fastgraph's own dot products and its weight gradient by its own outer
+    products (``blas.dots``, ``blas.outers``: DOTS and OUTERS, split by W's rows; without
+    AVX-512, MKL's, the forward product turned, ``blas.flips``: W @ x.T, A_ROWS), and the
+    small products' kernels (the
     last layer's forward product turned, ``blas.flips``) are MKL's own GEMM (which
     ``gemm_generated`` runs on one thread)."""
     import fastgraph as fg
@@ -808,8 +810,9 @@ def test_the_mlp_s_first_layer_is_made_in_generated_parts(two_threads, monkeypat
         assert sorted(parts) == [1] * 6 + [2, 2] and not owned
     else:
         assert parts == [1] * 6 and serial == [1] * 6  # (of 12,800 multiply-adds or more)
-        first = blas.DOTS if blas.dots(64, 100, 784, np.float32) else blas.A_ROWS  # (AVX-512?)
-        assert sorted(owned) == sorted([blas.OUT_ROWS, first])
+        own = blas.dots(64, 100, 784, np.float32)  # (AVX-512?)
+        assert sorted(owned) == sorted([blas.DOTS, blas.OUTERS] if own else
+                                       [blas.A_ROWS, blas.OUT_ROWS])
 
 
 @pytest.mark.skipif(not MKL, reason="MKL generates the kernels")
@@ -1080,3 +1083,102 @@ def test_a_layer_whose_forward_product_is_dot_products_computes_x_w_t(monkeypatc
     made = _one_layer_steps(monkeypatch, "dots", w_value, xs)
     assert sorted(set(owned)) == sorted({(size, units) for size in (batch, 16)})
     _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(inputs))
+
+
+# -- weight gradients by fastgraph's own outer products (blas.outers, gemm_owned's OUTERS) --
+@pytest.mark.parametrize("m, n, k, taken", [
+    (100, 784, 64, True),    # the MNIST MLP's first layer: 100 units, 784 inputs, 64 samples
+    (256, 784, 128, True),   # 784-256-128-10's first
+    (128, 256, 128, True),   # ... and its second
+    (100, 784, 8, False),    # below 16 samples
+    (300, 60, 64, False),    # below 64 inputs
+    (20, 100, 64, False),    # a weight below PARALLEL_MIN numbers: not split
+])
+def test_outers_takes_the_weight_gradients_of_the_layers_dots_takes(monkeypatch, m, n, k,
+                                                                     taken):
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    assert blas.outers(m, n, k, np.float32) is taken
+    assert blas.outers(m, n, k, np.float64) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
+    assert blas.outers(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    monkeypatch.setattr(blas, "generates_code", lambda: True)
+    assert blas.outers(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "openblas")
+    assert blas.outers(m, n, k, np.float32) is False
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("batch, units, inputs", [(64, 100, 784), (37, 101, 300),
+                                                  (64, 22, 790), (5, 130, 129), (3, 2, 9)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_outer_products_are_the_product_with_the_same_bits_on_one_thread_and_on_two(
+        rng, two_threads, batch, units, inputs, beta):
+    """``gemm_owned(OUTERS, u, True, x, False, out, beta)``: u.T @ x (+ out with beta 1),
+    numpy's in float64, every number written (out held NaN for beta 0), units and inputs
+    that are no multiple of 4, 16 or 64 (the blocks left over, the last columns one number
+    at a time), a row slice of a wider matrix as u, and the same bits on one thread as on
+    two."""
+    u = rng.normal(size=(batch, units + 3)).astype(np.float32)[:, 1:1 + units]
+    x = rng.normal(size=(batch, inputs)).astype(np.float32)
+    start = rng.normal(size=(units, inputs)).astype(np.float32)
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        out = start.copy() if beta else np.full((units, inputs), np.nan, np.float32)
+        blas.gemm_owned(blas.OUTERS, u, True, x, False, out, beta)
+        made.append(out)
+    np.testing.assert_array_equal(made[1], made[0])
+    np.testing.assert_allclose(made[0], u.T.astype(np.float64) @ x + (start if beta else 0),
+                               rtol=1e-5, atol=1e-5 * np.sqrt(batch))
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+def test_outer_products_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads):
+    batch, units, inputs = 40, 60, 300
+    u = rng.normal(size=(batch, units)).astype(np.float32)
+    x = rng.normal(size=(batch, inputs)).astype(np.float32)
+    u[3, 7] = np.nan
+    x[5, 290] = np.inf  # (a column past the last block of 16)
+    u[:, 9] = 0.0
+    out = np.zeros((units, inputs), np.float32)
+    blas.gemm_owned(blas.OUTERS, u, True, x, False, out, 0.0)
+    with np.errstate(invalid="ignore"):
+        wanted = u.T.astype(np.float64) @ x
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
+    assert np.isnan(out[7]).all() and np.isnan(out[9, 290]) and np.isinf(out[0, 290])
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("ta, tb, beta, dtype", [
+    (False, False, 0.0, np.float32), (True, True, 0.0, np.float32),
+    (True, False, 0.5, np.float32), (True, False, 0.0, np.float64)])
+def test_outers_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype):
+    a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
+    with pytest.raises(ValueError, match=r"^gemm: OUTERS makes out = a\.T @ b \(ta True, tb "
+                                         r"False, beta 0 or 1\), float32, a and b with "
+                                         r"contiguous rows$"):
+        blas.gemm_owned(blas.OUTERS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+def test_a_layer_whose_weight_gradient_is_outer_products_has_mkl_s_gradient(monkeypatch, rng,
+                                                                          executor):
+    """MatMul(W, x) on a batch, its weight gradient by outer products (``outers``, forced
+    here on any processor): the gradient MKL's product gives, on either executor, a batch
+    of another size and back, the sums added into on the second step of an accumulation."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+    owned = []
+    gemm_owned = blas.gemm_owned
+    monkeypatch.setattr(blas, "gemm_owned", lambda *args: (
+        owned.append(args[5].shape) if args[0] == blas.OUTERS else None, gemm_owned(*args)))
+    w_value = rng.normal(size=(50, 400)).astype(np.float32)
+    xs = [rng.normal(size=(size, 400, 1)).astype(np.float32) for size in (48, 16, 48)]
+    made = _one_layer_steps(monkeypatch, "outers", w_value, xs)
+    assert sorted(set(owned)) == [(50, 400)]
+    _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(400))

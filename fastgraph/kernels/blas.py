@@ -278,51 +278,130 @@ def _dot_block(rows, columns):
 _dots_4x4, _dots_1x1 = _dot_block(4, 4), _dot_block(1, 1)
 
 
-def _dot_rows(po, ldo, pa, lda, pb, ldb, m, k, start, stop):
-    """``out[:, start:stop] = a @ b[start:stop].T`` (float32, ``a (m, k)``, ``b (., k)``, at
-    addresses ``pa``, ``pb`` and ``po``, rows ``lda``, ``ldb`` and ``ldo`` numbers apart):
-    blocks of four rows of ``a`` by four of ``b``, then each number left over (the rows of
-    ``a`` past the last block of four, the columns past the last block) one at a time: one
-    call of each block (``_dot_block``), whose code is written out where it is called (each
-    kind 0.1 s more of compiling)."""
-    blocks, rows = start + (stop - start) // 4 * 4, m // 4 * 4
-    for j in range(start, blocks, 4):
-        for i in range(0, rows, 4):
-            _dots_4x4(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
-    for j in range(start, stop):  # the rest: the rows left over, then the columns
-        for i in range(rows if j < blocks else 0, m):
-            _dots_1x1(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4, ldb, k)
+def _outer_block(units, quads):
+    """An intrinsic ``block(out, ldo, a, lda, x, ldx, batch, add)`` that sets ``units`` rows
+    by ``16 * quads`` columns of ``out`` (float32, at address ``out``, rows ``ldo`` apart)
+    to ``sum_b a[b, r] * x[b, :]`` over the ``batch`` rows (``a`` at the block's first unit,
+    rows ``lda`` apart; ``x`` at its first column, rows ``ldx`` apart), added to what
+    ``out`` holds where ``add`` is not 0: a weight gradient's block, its sums held in
+    16-float vectors across the batch, each summed in the batch's order (so a number has
+    the same bits whichever block makes it)."""
+
+    @intrinsic
+    def block(typingctx, out, ldo, a, lda, x, ldx, batch, add):
+        signature = types.void(*[types.int64] * 8)
+
+        def codegen(context, builder, signature, args):
+            out, ldo, a, lda, x, ldx, batch, add = args
+            word, single = ir.IntType(64), ir.FloatType()
+            vector = ir.VectorType(single, 16)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+            undefined = ir.Constant(vector, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+
+            def at(base, row, stride, column, kind):  # number ``column`` of row ``row``
+                index = builder.add(builder.mul(row, stride), ir.Constant(word, column))
+                return builder.inttoptr(builder.add(base, builder.shl(index, ir.Constant(
+                    word, 2))), kind.as_pointer())
+
+            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
+                     for _ in range(quads)] for _ in range(units)]
+            with cgutils.for_range(builder, batch) as loop:
+                xs = [builder.load(at(x, loop.index, ldx, 16 * q, vector), align=4)
+                      for q in range(quads)]
+                for r in range(units):
+                    scalar = builder.load(at(a, loop.index, lda, r, single), align=4)
+                    spread = builder.shuffle_vector(builder.insert_element(
+                        undefined, scalar, ir.Constant(ir.IntType(32), 0)), undefined, splat)
+                    for q in range(quads):
+                        builder.store(builder.call(fma, [spread, xs[q],
+                                                         builder.load(sums[r][q])]), sums[r][q])
+            adding = builder.icmp_unsigned("!=", add, ir.Constant(word, 0))
+            for r in range(units):
+                for q in range(quads):
+                    place = at(out, ir.Constant(word, r), ldo, 16 * q, vector)
+                    value = builder.load(sums[r][q])
+                    builder.store(builder.select(adding, builder.fadd(builder.load(
+                        place, align=4), value), value), place, align=4)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return block
 
 
-#: ``_dot_rows`` compiled as a C function, which ``gemm_owned`` calls by this symbol: called
-#: as a Numba function from its parallel loop, it took 1.1 s more of compiling there (the
-#: MLP's first step on an empty cache), on top of its own 0.5.
-DOT_ROWS = "fastgraph_dot_rows"
-dot_rows = types.ExternalFunction(DOT_ROWS, types.void(*[types.int64] * 10))
-_dot_rows_compiled = []
+_outers_4x4, _outers_1x1 = _outer_block(4, 4), _outer_block(1, 1)
 
 
-def _define_dot_rows():
-    """Compile (or load from Numba's cache) ``_dot_rows`` and give its address to LLVM as
-    ``DOT_ROWS``: before ``gemm_owned`` is compiled or loaded (``_OwnedKernel``), whose code
-    calls it by that name."""
-    if not _dot_rows_compiled:
-        compiled = cfunc(types.void(*[types.int64] * 10), cache=True, error_model="numpy",
-                         nogil=True)(_dot_rows)
-        llvm.add_symbol(DOT_ROWS, compiled.address)
-        _dot_rows_compiled.append(compiled)  # (its code stays as long as the process)
+def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
+    """A part of a product by fastgraph's own kernels (float32; addresses ``po``, ``pa`` and
+    ``pb``, rows ``ldo``, ``lda`` and ``ldb`` numbers apart). ``kind`` 0 (DOTS):
+    ``out[:, start:stop] = a @ b[start:stop].T``, ``a (m, k)``: blocks of four rows of ``a``
+    by four of ``b`` (``_dot_block``), then each number left over one at a time. ``kind`` 1
+    (OUTERS): ``out[start:stop, :] = a[:, start:stop].T @ b`` (``add``: plus what ``out``
+    holds), ``a (k, .)``, ``b (k, m)``, ``k`` the batch: blocks of four rows of ``out`` by
+    64 columns (``_outer_block``), then single rows by 16 columns, the last ``m % 16``
+    columns one number at a time. One call of each block kind: a block's code is written
+    out where it is called (each kind about 0.1 s more of compiling)."""
+    if kind == 0:
+        blocks, rows = start + (stop - start) // 4 * 4, m // 4 * 4
+        for j in range(start, blocks, 4):
+            for i in range(0, rows, 4):
+                _dots_4x4(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4,
+                          ldb, k)
+        for j in range(start, stop):  # the rest: the rows left over, then the columns
+            for i in range(rows if j < blocks else 0, m):
+                _dots_1x1(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4,
+                          ldb, k)
+        return
+    blocks, wide, narrow = start + (stop - start) // 4 * 4, m // 64 * 64, m // 16 * 16
+    for u in range(start, blocks, 4):
+        for c in range(0, wide, 64):
+            _outers_4x4(po + (u * ldo + c) * 4, ldo, pa + u * 4, lda, pb + c * 4, ldb, k, add)
+    weights = array_at(pa, k * lda, np.float32)
+    inputs = array_at(pb, k * ldb, np.float32)
+    out = array_at(po, stop * ldo, np.float32)
+    for u in range(start, stop):
+        for c in range(wide if u < blocks else 0, narrow, 16):
+            _outers_1x1(po + (u * ldo + c) * 4, ldo, pa + u * 4, lda, pb + c * 4, ldb, k, add)
+        for c in range(narrow, m):
+            total = np.float32(0)
+            for b in range(k):
+                total += weights[b * lda + u] * inputs[b * ldb + c]
+            out[u * ldo + c] = total + out[u * ldo + c] if add else total
+
+
+#: ``_own_products`` compiled as a C function, which ``gemm_owned`` calls by this symbol:
+#: called as a Numba function from its parallel loop, it took 1.1 s more of compiling there
+#: (the MLP's first step on an empty cache), on top of its own 0.5.
+OWN_PRODUCTS = "fastgraph_own_products"
+own_products = types.ExternalFunction(OWN_PRODUCTS, types.void(*[types.int64] * 12))
+_own_products_compiled = []
+
+
+def _define_own_products():
+    """Compile (or load from Numba's cache) ``_own_products`` and give its address to LLVM
+    as ``OWN_PRODUCTS``: before ``gemm_owned`` is compiled or loaded (``_OwnedKernel``),
+    whose code calls it by that name."""
+    if not _own_products_compiled:
+        compiled = cfunc(types.void(*[types.int64] * 12), cache=True, error_model="numpy",
+                         nogil=True)(_own_products)
+        llvm.add_symbol(OWN_PRODUCTS, compiled.address)
+        _own_products_compiled.append(compiled)  # (its code stays as long as the process)
 
 
 class _OwnedKernel(Kernel):
-    """``gemm_owned``: a kernel whose code calls ``_dot_rows`` by its symbol, defined first."""
+    """``gemm_owned``: a kernel whose code calls ``_own_products`` by its symbol, defined
+    first."""
 
     @functools.cached_property
     def dispatcher(self):
-        _define_dot_rows()
+        _define_own_products()
         return Kernel.dispatcher.func(self)
 
     def plain(self):
-        _define_dot_rows()
+        _define_own_products()
         return super().plain()
 
 
@@ -331,8 +410,9 @@ class _OwnedKernel(Kernel):
 #: network's forward product ``x @ W.T``), or the product is not split (``WHOLE``: it is
 #: ``gemm``), or ``op(a)`` is the parameter, each of its rows a row of ``out`` (that
 #: forward product made as its transpose, ``W @ x.T``: see ``flips``), or ``x @ W.T`` split as
-#: OUT_COLUMNS but made by fastgraph's own dot products (``DOTS``: see ``dots``).
-OUT_ROWS, OUT_COLUMNS, WHOLE, A_ROWS, DOTS = 0, 1, 2, 3, 4
+#: OUT_COLUMNS but made by fastgraph's own dot products (``DOTS``: see ``dots``), or a weight
+#: gradient ``u.T @ x`` split as OUT_ROWS, by its own outer products (``OUTERS``: ``outers``).
+OUT_ROWS, OUT_COLUMNS, WHOLE, A_ROWS, DOTS, OUTERS = 0, 1, 2, 3, 4, 5
 
 
 def _gemm_owned(along, a, ta, b, tb, out, beta):
@@ -415,10 +495,15 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
                           or b.strides[1] != 4):
         raise ValueError("gemm: DOTS makes out = a @ b.T (ta False, tb True, beta 0), "
                          "float32, a and b with contiguous rows")
+    if along == OUTERS and (not ta or tb or (beta != 0 and beta != 1) or size != 4
+                            or a.strides[1] != 4 or b.strides[1] != 4):
+        raise ValueError("gemm: OUTERS makes out = a.T @ b (ta True, tb False, beta 0 or 1), "
+                         "float32, a and b with contiguous rows")
     rows = n if along == OUT_COLUMNS or along == DOTS else m
-    whole = along == WHOLE or size == 8 or rows * (n if along == OUT_ROWS else k) < PARALLEL_MIN
+    split = n if along == OUT_ROWS or along == OUTERS else k
+    whole = along == WHOLE or size == 8 or rows * split < PARALLEL_MIN
     parts = 1 if whole else _most()  # noqa: F821  (the process's, not the count now: above)
-    if parts == 1 and along != DOTS:
+    if parts == 1 and along < DOTS:
         serial = 1 < m < SERIAL_ROWS
         previous = _local_threads(1) if serial else 0  # noqa: F821
         if size == 4:
@@ -431,8 +516,11 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
         return
     for part in prange(parts):  # part t on thread t (Numba's static schedule, as the update's)
         start, stop = owned_rows(rows, parts, part)
-        if along == DOTS:  # (in this loop: a second parallel loop took 1.9 s more to compile)
-            dot_rows(pc, ldc, pa, lda, pb, ldb, m, k, start, stop)
+        if along >= DOTS:  # (in this loop: a second parallel loop took 1.9 s more to compile)
+            if along == DOTS:
+                own_products(0, pc, ldc, pa, lda, pb, ldb, m, k, start, stop, 0)
+            else:
+                own_products(1, pc, ldc, pa, lda, pb, ldb, n, k, start, stop, int(beta != 0))
         elif stop > start:
             previous = _local_threads(1)  # noqa: F821
             if along != OUT_COLUMNS:  # rows start:stop of op(a) and out
@@ -835,10 +923,15 @@ def product(along, a, ta, b, tb, out, beta, turned=None):
     op(a).T`` into that array (split by the parameter's rows as before: ``A_ROWS``), which
     is then written transposed into ``out`` (``kernels.movement.transpose_rows``, one row).
     A forward product ``x @ W.T`` (``along`` OUT_COLUMNS) that :func:`dots` takes is made by
-    fastgraph's own dot products, in the same parts (``gemm_owned``'s DOTS, ``dot_rows``)."""
+    fastgraph's own dot products, in the same parts (``gemm_owned``'s DOTS, ``_own_products``)."""
     if (along == OUT_COLUMNS and beta == 0 and not ta and tb and a.strides[1] == a.itemsize
             and b.strides[1] == b.itemsize and dots(*out.shape, a.shape[1], out.dtype)):
         gemm_owned(DOTS, a, ta, b, tb, out, beta)
+        return
+    if (along == OUT_ROWS and ta and not tb and (beta == 0 or beta == 1)
+            and a.strides[1] == a.itemsize and b.strides[1] == b.itemsize
+            and outers(*out.shape, a.shape[0], out.dtype)):
+        gemm_owned(OUTERS, a, ta, b, tb, out, beta)
         return
     if turned is not None and beta == 0 and along in (WHOLE, OUT_COLUMNS):
         m, n = out.shape
@@ -895,7 +988,7 @@ def flips(m, n, k, dtype):
 def dots(m, n, k, dtype):
     """Whether ``product`` makes a layer's forward product ``x @ W.T`` (``out (m, n)``: m
     samples, n units, k inputs) by fastgraph's own dot products (``gemm_owned``'s DOTS:
-    ``dot_rows`` in its parts) rather than MKL's GEMM: float32, where MKL generates
+    ``_own_products`` in its parts) rather than MKL's GEMM: float32, where MKL generates
     no code for the parts (AMD's processors, :func:`generates_code`) and the processor has
     AVX-512 (:func:`wide_vectors`: a Zen 4, not a Zen 3), for a parameter split
     between the threads (n k of ``PARALLEL_MIN`` or more) of 256 inputs or more, on a batch
@@ -908,6 +1001,17 @@ def dots(m, n, k, dtype):
     depend on the parts, as the split GEMM's do, never on the thread count."""
     return (BACKEND == "mkl" and dtype == np.float32 and m >= 16 and k >= 256
             and n * k >= PARALLEL_MIN and not generates_code() and wide_vectors())
+
+
+def outers(m, n, k, dtype):
+    """Whether ``product`` makes a layer's weight gradient ``u.T @ x`` (``out (m, n)``: m
+    units, n inputs, k samples) by fastgraph's own outer products (``gemm_owned``'s OUTERS,
+    in the parts of the weight's rows) rather than MKL's GEMM: where :func:`dots` would take
+    the layer's forward product (float32, MKL with no generated code, AVX-512, a weight of
+    ``PARALLEL_MIN`` numbers or more), for 64 inputs or more and 16 samples or more (README,
+    "Forward products by dot products")."""
+    return (BACKEND == "mkl" and dtype == np.float32 and k >= 16 and n >= 64
+            and m * n >= PARALLEL_MIN and not generates_code() and wide_vectors())
 
 
 @functools.cache
