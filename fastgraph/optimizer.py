@@ -401,6 +401,8 @@ class Optimizer:
         try:
             if self._structure != graph._version:
                 self._follow_graph()
+            if self.samples == 0:
+                self.threads.starting()  # (the step is timed from here to the update)
             params, sums = self._stepped
             self.samples += self._gradients(self.target, params, sums, self.samples == 0,
                                             self._passes)

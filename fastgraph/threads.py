@@ -206,10 +206,15 @@ before_more_threads = []
 class Chooser:
     """A choice of thread count, from the times of the steps it makes.
 
-    An optimizer calls ``tick()`` at the end of every ``update()``: a step is the time from
-    one update to the next, the article's one-sample ``one_step()`` calls, the feeding and
-    the loop's own Python included (one clock read a step). ``begin()`` and
-    ``end(started)`` time a call instead (see :func:`chosen`).
+    An optimizer calls ``starting()`` as an accumulation's first ``one_step()`` begins and
+    ``tick()`` at the end of every ``update()``: a step is the time between them, the
+    article's one-sample ``one_step()`` calls and the feeding between them included (two
+    clock reads a step). What the program does between an update and the next batch's first
+    ``one_step()`` (feeding that batch, an evaluation, a checkpoint, another model's
+    training) is no step's time: timed from one update to the next, an evaluation between
+    epochs that fell in a trial of more threads ended it as far slower, and what it "lost"
+    kept one thread for 20 times that. ``begin()`` and ``end(started)`` time a call
+    instead (see :func:`chosen`).
     """
 
     def __init__(self, clock=perf_counter):
@@ -241,6 +246,11 @@ class Chooser:
                 count = self.counts[self.trying]
             self.last = self.clock()  # (what was compiled here is no step's time)
         threads.use(count)
+
+    def starting(self):
+        """An accumulation's first ``one_step()`` begins: its step is timed from here."""
+        if self.last is not None and not self.fixed:
+            self.last = self.clock()
 
     def begin(self):
         threads.use(self.counts[self.trying])

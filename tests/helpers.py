@@ -185,29 +185,34 @@ class FakeClock:
     """A clock whose steps take what ``cost(count, step)`` says for the thread count in use
     and the step's number (tests of the thread chooser, ``fastgraph.threads.Chooser``)."""
 
-    def __init__(self, cost):
+    def __init__(self, cost, between=None):
         self.now, self.cost, self.chooser, self.steps = 0.0, cost, None, 0
+        self.between = between  # (step) -> what the program does between update and step
 
     def __call__(self):
         return self.now
 
     def step(self):
         count = self.chooser.count
+        if self.between is not None:  # (feeding, an evaluation, a checkpoint, ...)
+            self.now += self.between(self.steps)
+            self.chooser.starting()  # the accumulation's first one_step()
         self.now += self.cost(count, self.steps)
         self.steps += 1
         self.chooser.tick()
         return count
 
 
-def chosen_counts(cost, steps, monkeypatch, most=2):
+def chosen_counts(cost, steps, monkeypatch, most=2, between=None):
     """The thread counts a chooser picks over ``steps`` steps timed by ``cost(count,
-    step)``, on ``most`` cores, and the chooser."""
+    step)``, on ``most`` cores, and the chooser; ``between(step)``: the time the program
+    spends before each step's first one_step(), if any."""
     from fastgraph.threads import Chooser, threads
 
     monkeypatch.setattr(threads, "most", most)
     monkeypatch.setattr(threads, "fixed", None)
     monkeypatch.setattr(threads, "use", lambda count: None)
-    clock = FakeClock(cost)
+    clock = FakeClock(cost, between)
     clock.chooser = Chooser(clock)
     clock.chooser.tick()  # the first update: the clock starts
     return [clock.step() for _ in range(steps)], clock.chooser

@@ -7,12 +7,18 @@ import pytest
 import fastgraph as fg
 from fastgraph import threads as threads_module
 from fastgraph.threads import Chooser, threads
-from tests.helpers import FakeClock, chosen_counts, in_a_thread
+from tests.helpers import FakeClock, chosen_counts, in_a_thread, linear_loss
 
 
 def run(cost, steps, monkeypatch, most=2):
     """The counts chosen when a step on n threads takes ``cost(n)``."""
     return chosen_counts(lambda count, step: cost(count), steps, monkeypatch, most)
+
+
+def run_between(cost, between, steps, monkeypatch):
+    """The counts chosen when a step takes ``cost(count, step)`` and the program spends
+    ``between(step)`` before it, outside the optimizer's calls."""
+    return chosen_counts(cost, steps, monkeypatch, 2, between)
 
 
 def test_starts_on_one_thread_then_keeps_the_faster_count(monkeypatch):
@@ -59,6 +65,35 @@ def test_a_trials_first_step_is_not_judged(monkeypatch):
     assert counts[8:17] == [2] * 9 and counts[17:] == [2] * 23  # the trial ran and won
     assert chooser.medians == pytest.approx([1.6, 1.0])
     assert chooser.interval == 64
+
+
+def test_what_the_program_does_between_steps_is_no_step_s_time(monkeypatch):
+    """A step is timed from the accumulation's first one_step() to its update's end, not
+    from the update before: an evaluation between epochs (here 300 steps' time before
+    steps 10, 60, 110, ...) landing in the first trial of two threads used to end it as
+    far slower, and its cost kept one thread for 20 x that (3,750 steps at 1.6x)."""
+    counts, chooser = run_between(lambda n, step: 1.0 if n == 2 else 1.6,
+                                  lambda step: 300.0 if step % 50 == 10 else 0.0,
+                                  400, monkeypatch)
+    assert counts[8:17] == [2] * 9 and chooser.medians == pytest.approx([1.6, 1.0])
+    assert counts.count(1) < 50 and chooser.home == 1  # (the later trials of one thread)
+
+
+def test_an_optimizer_times_its_steps_from_their_first_one_step(monkeypatch):
+    graph = fg.Graph()
+    _, _, loss = linear_loss(graph)
+    optimizer = fg.optimizer.GradientDescent(graph, loss, 0.01)
+    chooser, now, times = optimizer.threads, [0.0], []
+    monkeypatch.setattr(chooser, "fixed", False)
+    monkeypatch.setattr(chooser, "clock", lambda: now[0])
+    monkeypatch.setattr(chooser, "record", times.append)
+    for _ in range(3):
+        now[0] += 100.0  # feeding, evaluating, ...: before the batch's first one_step()
+        for _ in range(2):  # two one_step() calls an update, as the article's loops make
+            optimizer.one_step()
+            now[0] += 1.5
+        optimizer.update()
+    assert times == [3.0, 3.0]  # (the first update starts the clock)
 
 
 def test_the_load_changing_starts_a_trial_at_once(monkeypatch):
