@@ -12,7 +12,10 @@ faster now:
 - it starts on one thread (never much slower than it should be), then tries every core
   for a few steps, and keeps the faster;
 - it tries the other count again after 64 steps, then after twice as many each time the
-  other count loses (up to 4,096), and at once when steps on every core get much slower;
+  other count loses (up to 1,024: trials that lose by little cost little, and a count that
+  lost while a core was slow for a while came back up to 4,096 steps late, 6 s of the
+  784-256-128-10 network at one thread's 1.6x the time), and at once when steps on every
+  core get much slower;
 - a trial step twice as slow as the current count's ends the trial, and after a lost
   trial at least 20 times the time it lost passes before the next (a trial step on every
   core can take 50 times a one-thread step when another process holds a core: trials then
@@ -67,7 +70,7 @@ import numba
 
 _TRIAL_STEPS = 8  # steps a count is timed over: their median is its time
 _FIRST_INTERVAL = 64  # steps before the other count is tried again (doubled when it loses)
-_LONGEST_INTERVAL = 4096  # ... unless the lost time asks for longer (see _BUDGET)
+_LONGEST_INTERVAL = 1024  # ... unless the lost time asks for longer (see _BUDGET)
 _WIN = 0.95  # the other count is taken when its median is below this share of the current's
 _WORSE = 1.5  # the current count's median this much above its last: the load changed, retry
 _ABORT = 2.0  # a trial step this much slower than the current median ends the trial

@@ -39,6 +39,18 @@ def test_a_trial_that_loses_comes_back_after_twice_the_steps(monkeypatch):
     assert chooser.interval == 256
 
 
+def test_a_count_that_lost_narrowly_is_tried_again_within_1024_steps(monkeypatch):
+    """Trials that lose by little cost little: however often two threads lost (here while
+    a core was slow, at 1.7 against one thread's 1.6), they come back within 1,024 steps
+    once it is fast again (two threads at 1.0 from step 3,000 on), not 4,096 later."""
+    counts, chooser = chosen_counts(lambda n, step: 1.6 if n == 1 else 1.7 if step < 3000
+                                    else 1.0, 4200, monkeypatch)
+    assert counts[:3000].count(2) < 100  # lost every trial while slow
+    assert chooser.home == 1  # two threads won the first trial after
+    back = next(i for i in range(3000, len(counts)) if counts[i:i + 100] == [2] * 100)
+    assert back <= 3000 + 1024 + 2 * 9
+
+
 def test_a_far_slower_trial_ends_after_one_step_and_waits_its_cost(monkeypatch):
     counts, _ = run(lambda n: 1.0 if n == 1 else 10.0, 2000, monkeypatch)
     # the waking step, then one judged step ends the trial
