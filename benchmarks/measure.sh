@@ -17,7 +17,7 @@ mkdir -p "$out"
 uptime > "$out/uptime-start.txt"
 for i in 1 2 3; do
   profile=$([ "$i" = 1 ] && echo --profile || true)
-  "$python" -m benchmarks.compare --epochs 3 --networks 784-100-20-10,784-256-128-10 \
+  "$python" -m benchmarks.compare --epochs 5 --networks 784-100-20-10,784-256-128-10 \
     --no-memory --json "$out/compare-$i.json" --chart "$out/compare-$i.png" $profile \
     > "$out/compare-$i.txt" 2>&1
   uptime > "$out/uptime-$i.txt"
