@@ -181,6 +181,28 @@ def _one_thread():
     return 1
 
 
+def _vectors(builder, units, quads):
+    """What the blocks written out as LLVM IR share (``_dot_block``, ``_outer_block``,
+    ``_vector_block``): ``(word, single, vector, fma, sums)``: the int64, float32 and
+    16-float vector types, ``llvm.fma.v16f32``, and ``units`` by ``quads`` zeroed vector
+    sums (stack slots, which LLVM keeps in registers)."""
+    word, single = ir.IntType(64), ir.FloatType()
+    vector = ir.VectorType(single, 16)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+    sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
+             for _ in range(quads)] for _ in range(units)]
+    return word, single, vector, fma, sums
+
+
+def _spread(builder, scalar, vector):
+    """``scalar`` in every lane of a ``vector``."""
+    undefined = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undefined, scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, undefined,
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+
+
 def _dot_block(rows, columns):
     """An intrinsic ``block(out, ldo, a, lda, b, ldb, k)`` that sets the ``rows`` by
     ``columns`` numbers of ``out`` (float32, at address ``out``, rows ``ldo`` numbers apart)
@@ -197,10 +219,7 @@ def _dot_block(rows, columns):
 
         def codegen(context, builder, signature, args):
             out, ldo, a, lda, b, ldb, k = args
-            word, single = ir.IntType(64), ir.FloatType()
-            vector = ir.VectorType(single, 16)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+            word, single, vector, fma, sums = _vectors(builder, rows, columns)
             scalar_fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(single, [single] * 3), "llvm.fma.f32")
 
@@ -211,8 +230,6 @@ def _dot_block(rows, columns):
                 index = builder.add(builder.mul(ir.Constant(word, r), stride), q)
                 return builder.add(base, builder.shl(index, ir.Constant(word, 2)))
 
-            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
-                     for _ in range(columns)] for _ in range(rows)]
             whole = builder.mul(builder.udiv(k, ir.Constant(word, 16)), ir.Constant(word, 16))
             with cgutils.for_range_slice(builder, ir.Constant(word, 0), whole,
                                          ir.Constant(word, 16)) as (q, _):
@@ -293,27 +310,19 @@ def _outer_block(units, quads):
 
         def codegen(context, builder, signature, args):
             out, ldo, a, lda, x, ldx, batch, add = args
-            word, single = ir.IntType(64), ir.FloatType()
-            vector = ir.VectorType(single, 16)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-            undefined = ir.Constant(vector, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            word, single, vector, fma, sums = _vectors(builder, units, quads)
 
             def at(base, row, stride, column, kind):  # number ``column`` of row ``row``
                 index = builder.add(builder.mul(row, stride), ir.Constant(word, column))
                 return builder.inttoptr(builder.add(base, builder.shl(index, ir.Constant(
                     word, 2))), kind.as_pointer())
 
-            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
-                     for _ in range(quads)] for _ in range(units)]
             with cgutils.for_range(builder, batch) as loop:
                 xs = [builder.load(at(x, loop.index, ldx, 16 * q, vector), align=4)
                       for q in range(quads)]
                 for r in range(units):
-                    scalar = builder.load(at(a, loop.index, lda, r, single), align=4)
-                    spread = builder.shuffle_vector(builder.insert_element(
-                        undefined, scalar, ir.Constant(ir.IntType(32), 0)), undefined, splat)
+                    spread = _spread(builder, builder.load(at(a, loop.index, lda, r, single),
+                                                           align=4), vector)
                     for q in range(quads):
                         builder.store(builder.call(fma, [spread, xs[q],
                                                          builder.load(sums[r][q])]), sums[r][q])
@@ -1053,14 +1062,7 @@ def _vector_block(quads):
 
         def codegen(context, builder, signature, args):
             out, ldo, w, ldw, rows, coefficients, n = args
-            word, single = ir.IntType(64), ir.FloatType()
-            vector = ir.VectorType(single, 16)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-            undefined = ir.Constant(vector, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
-            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * 16))
-                     for _ in range(quads)] for _ in range(BLOCK_ROWS)]
+            word, single, vector, fma, sums = _vectors(builder, BLOCK_ROWS, quads)
 
             def at(address, kind):
                 return builder.inttoptr(address, kind.as_pointer())
@@ -1078,9 +1080,8 @@ def _vector_block(quads):
                 first = builder.add(coefficients, builder.mul(t, ir.Constant(word,
                                                                             4 * BLOCK_ROWS)))
                 for r in range(BLOCK_ROWS):
-                    scalar = builder.load(at(plus(first, 4 * r), single), align=4)
-                    spread = builder.shuffle_vector(builder.insert_element(
-                        undefined, scalar, ir.Constant(ir.IntType(32), 0)), undefined, splat)
+                    spread = _spread(builder, builder.load(at(plus(first, 4 * r), single),
+                                                           align=4), vector)
                     for q in range(quads):
                         builder.store(builder.call(fma, [spread, parts[q],
                                                          builder.load(sums[r][q])]), sums[r][q])
