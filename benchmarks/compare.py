@@ -71,6 +71,7 @@ class Fastgraph:
             b_node.set_value(b.reshape(-1, 1))
         self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE)
         self.Batches = fg.datasets.Batches
+        self.threads = []  # each epoch's steps on each thread count (the thread chooser's)
 
     def epoch(self, order, limit=None):
         x, one_hot, optimizer = self.model.x, self.model.one_hot, self.optimizer
@@ -80,9 +81,13 @@ class Fastgraph:
                                 scale=1 / 255, shuffle=False).feed(x, one_hot)
         else:
             feed = self.dataset().feed(x, one_hot, order)
+        ran = dict(optimizer.threads.ran)
         for _ in feed:  # each batch gathered straight into x and one_hot
             optimizer.one_step()
             optimizer.update()
+        self.threads.append({count: steps - ran.get(count, 0)
+                             for count, steps in optimizer.threads.ran.items()
+                             if steps > ran.get(count, 0)})
 
     def dataset(self):
         if not hasattr(self, "_batches"):
@@ -527,6 +532,10 @@ def compare(network, epochs, data, names, rng_seed=0):
         accuracy = float((runner.predict(data[2]) == data[3]).mean())
         results[name] = {"seconds_per_epoch": seconds, "samples_per_second": 60000 / seconds,
                          "test_accuracy": accuracy, "epoch_seconds": times[name]}
+        if getattr(runner, "threads", None):  # fastgraph: the timed epochs' thread counts
+            results[name]["epoch_threads"] = [{str(count): steps for count, steps in
+                                               sorted(epoch.items())}
+                                              for epoch in runner.threads[-len(times[name]):]]
     results["fastgraph jacobian"] = jacobian_throughput(hidden, batch, data, init, network)
     return results
 
@@ -623,6 +632,11 @@ def table(report):
                 f"{name:<20} {row['seconds_per_epoch']:9.3f} {row['samples_per_second']:11,.0f}"
                 f" {row['seconds_per_epoch'] / base:12.2f}x {accuracy:>9}"
                 f" {'-' if memory is None else f'{memory:.0f}':>8}")
+        epochs = results.get("fastgraph", {}).get("epoch_threads")
+        if epochs:  # (a run at one thread's speed says so here)
+            lines.append("fastgraph's epochs, steps on each thread count: " + "; ".join(
+                ", ".join(f"{steps} on {count}" for count, steps in epoch.items())
+                for epoch in epochs))
     if "derivatives" in report:
         lines.append("\nper-sample derivatives, 784-100-20-10, batch 64, float32 (best of 5 "
                      "rounds of 50 calls, the frameworks in turn)")

@@ -233,11 +233,15 @@ class Chooser:
         self.rival = None  # (a trial's count that won, what its trial lost) until confirmed
         self.interval = _FIRST_INTERVAL // 2  # doubled by a losing first trial
         self.until_trial = 0  # steps until the other count is tried: the first at once
+        self.ran = getattr(self, "ran", None) or {}  # steps ended on each count (kept)
         threads.use(self.counts[0])
 
     def tick(self):
-        """A step ended: time it, and set the count of the next."""
+        """A step ended: time it, count it in ``ran`` (by the count it ran on), and set the
+        count of the next."""
         now = self.clock()
+        ran = threads.current
+        self.ran[ran] = self.ran.get(ran, 0) + 1
         if self.last is not None:
             self.record(now - self.last)
         self.last = now

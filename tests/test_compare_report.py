@@ -65,3 +65,25 @@ def test_the_articles_loop_is_profiled_with_an_update_every_32():
     assert ("update", "Adam") in rows and ("overhead", "engine") in rows
     assert lines[-1].startswith("the same loop untimed, in alternation: ")
     assert lines[-1].split("profiled/untimed: ")[1].count("/") == 15  # each round's pair
+
+
+def test_fastgraph_s_epochs_say_on_which_thread_counts_their_steps_ran():
+    """A run at one thread's speed shows in the report: each timed epoch's steps on each
+    count the thread chooser ran them on, recorded by ``Fastgraph.epoch``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (256, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, 256)
+    data = (None, None, None, None, labels, images)
+    runner = compare.Fastgraph((8,), 64, data, compare.he_init(rng, (8,)))
+    for _ in range(3):
+        runner.epoch(rng.permutation(256))
+    assert len(runner.threads) == 3
+    assert all(sum(epoch.values()) == 4 for epoch in runner.threads)  # 256 / 64 batches
+    assert set().union(*runner.threads) <= {1, runner.optimizer.threads.counts[1]}
+    run = report()
+    run["networks"]["784-100-20-10"]["fastgraph"]["epoch_threads"] = [{"1": 400, "2": 69},
+                                                                      {"2": 469}]
+    assert ("fastgraph's epochs, steps on each thread count: 400 on 1, 69 on 2; 469 on 2"
+            in compare.table(run))
