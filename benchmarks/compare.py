@@ -14,6 +14,10 @@ the whole step (gather, forward, backward, Adam) in one ``jax.jit``.
 The article's dense-Jacobian engine trains a few hundred samples and is reported in
 samples/s. A peer that is not installed is reported as skipped.
 
+fastgraph's epochs also record how many steps ran on each thread count (its thread chooser's,
+``epoch_threads`` in the JSON, a line under the table), so that a run at one thread's speed
+can be told from a slow machine.
+
 Peak memory is measured in a fresh process per framework (its peak resident set, VmHWM, in a
 run that loads MNIST and trains one epoch), since peaks cannot be separated in one process.
 """
