@@ -1182,3 +1182,45 @@ def test_a_layer_whose_weight_gradient_is_outer_products_has_mkl_s_gradient(monk
     made = _one_layer_steps(monkeypatch, "outers", w_value, xs)
     assert sorted(set(owned)) == [(50, 400)]
     _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(400))
+
+
+_OWN_PRODUCTS_IN_A_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import fastgraph as fg
+from fastgraph.kernels import blas
+if sys.argv[1] == "never":  # a process whose layers' products are all MKL's or OpenBLAS's
+    blas.dots = blas.outers = lambda *shape: False
+model = fg.models.mlp(784, (100, 20), 10, seed=0)
+optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
+rng = np.random.default_rng(0)
+for _ in range(3):  # recorded, then replayed by the compiled pass
+    model.x.set_value(rng.random((64, 784, 1), np.float32))
+    model.one_hot.set_value(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)])
+    optimizer.one_step()
+    optimizer.update()
+x = rng.normal(size=(20, 300)).astype(np.float32)
+w = rng.normal(size=(30, 300)).astype(np.float32)
+out = np.full((20, 30), np.nan, np.float32)
+before = blas._slot.value != 0
+blas.gemm_owned(blas.DOTS, x, False, w, True, out, 0.0)  # the first own product asked for
+print(json.dumps([before, bool(blas._slot.value), float(np.abs(out - x @ w.T).max())]))
+"""
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("case", ["never", "as it is"])
+def test_the_own_products_are_compiled_only_when_a_call_asks_for_them(case):
+    """``gemm_owned`` calls the own products' C function through a slot that the first call
+    asking for DOTS or OUTERS fills (compiling it, 0.4-0.6 s on an empty cache): a process
+    whose products are all MKL's or OpenBLAS's (an Intel processor, AVX2) compiles none, and
+    one whose first own product comes late gets it right (a fresh process each)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _OWN_PRODUCTS_IN_A_FRESH_PROCESS, case],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after, error = json.loads(result.stdout.split("\n")[-2])
+    assert before == (case != "never" and blas.dots(64, 100, 784, np.float32))
+    assert after and error < 1e-3

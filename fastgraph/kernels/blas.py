@@ -381,37 +381,68 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
             out[u * ldo + c] = total + out[u * ldo + c] if add else total
 
 
-#: ``_own_products`` compiled as a C function, which ``gemm_owned`` calls by this symbol:
-#: called as a Numba function from its parallel loop, it took 1.1 s more of compiling there
-#: (the MLP's first step on an empty cache), on top of its own 0.5.
-OWN_PRODUCTS = "fastgraph_own_products"
-own_products = types.ExternalFunction(OWN_PRODUCTS, types.void(*[types.int64] * 12))
+#: ``_own_products`` compiled as a C function, which ``gemm_owned`` calls through the address
+#: that this symbol's slot holds: called as a Numba function from its parallel loop, it took
+#: 1.1 s more of compiling there (the MLP's first step on an empty cache), on top of its own
+#: 0.5. The slot is filled when a call of ``gemm_owned`` first asks for DOTS or OUTERS
+#: (``_OwnedKernel.__call__``: also what a compiled pass records), so that a process that
+#: never makes an own product (an Intel processor, where MKL generates code; AVX2; the
+#: OpenBLAS backend; a network whose products are narrow) never compiles it.
+OWN_PRODUCTS_SLOT = "fastgraph_own_products_slot"
+_slot = ctypes.c_int64(0)
 _own_products_compiled = []
 
 
+@intrinsic
+def own_products(typingctx, kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
+    """``_own_products(...)`` called at the address in the slot ``OWN_PRODUCTS_SLOT``."""
+    signature = types.void(*[types.int64] * 12)
+
+    def codegen(context, builder, signature, args):
+        word = ir.IntType(64)
+        slot = builder.module.globals.get(OWN_PRODUCTS_SLOT)
+        if slot is None:  # (declared here, its address given to LLVM: _define_slot)
+            slot = ir.GlobalVariable(builder.module, word, OWN_PRODUCTS_SLOT)
+        function = builder.inttoptr(builder.load(slot),
+                                    ir.FunctionType(ir.VoidType(), [word] * 12).as_pointer())
+        builder.call(function, args)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+def _define_slot():
+    """Give LLVM the address of the slot, before ``gemm_owned`` is compiled or loaded."""
+    llvm.add_symbol(OWN_PRODUCTS_SLOT, ctypes.addressof(_slot))
+
+
 def _define_own_products():
-    """Compile (or load from Numba's cache) ``_own_products`` and give its address to LLVM
-    as ``OWN_PRODUCTS``: before ``gemm_owned`` is compiled or loaded (``_OwnedKernel``),
-    whose code calls it by that name."""
+    """Compile (or load from Numba's cache) ``_own_products`` and put its address in the
+    slot that ``gemm_owned``'s code calls it through."""
     if not _own_products_compiled:
         compiled = cfunc(types.void(*[types.int64] * 12), cache=True, error_model="numpy",
                          nogil=True)(_own_products)
-        llvm.add_symbol(OWN_PRODUCTS, compiled.address)
         _own_products_compiled.append(compiled)  # (its code stays as long as the process)
+        _slot.value = compiled.address
 
 
 class _OwnedKernel(Kernel):
-    """``gemm_owned``: a kernel whose code calls ``_own_products`` by its symbol, defined
-    first."""
+    """``gemm_owned``: a kernel whose code calls ``_own_products`` through a slot that a
+    call asking for it fills first."""
 
     @functools.cached_property
     def dispatcher(self):
-        _define_own_products()
+        _define_slot()
         return Kernel.dispatcher.func(self)
 
     def plain(self):
-        _define_own_products()
+        _define_slot()
         return super().plain()
+
+    def __call__(self, *args):
+        if not _own_products_compiled and args and args[0] >= DOTS:
+            _define_own_products()
+        return super().__call__(*args)
 
 
 #: ``gemm_owned``'s ``along``: the parameter is the product's output (a weight gradient), or
