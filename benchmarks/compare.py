@@ -73,7 +73,12 @@ class Fastgraph:
         for (w, b), (w_node, b_node) in zip(init, zip(weights[::2], weights[1::2])):
             w_node.set_value(w)
             b_node.set_value(b.reshape(-1, 1))
-        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE)
+        self.train_with(fg)
+
+    def train_with(self, fg, engine="vjp"):
+        """The optimizer, the batcher and the record of thread counts, for every model."""
+        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE,
+                                           engine=engine)
         self.Batches = fg.datasets.Batches
         self.threads = []  # each epoch's steps on each thread count (the thread chooser's)
 
@@ -115,8 +120,7 @@ class FastgraphJacobian(Fastgraph):
         import fastgraph as fg
 
         super().__init__(hidden, batch, data, init)
-        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE,
-                                           engine="jacobian")
+        self.train_with(fg, engine="jacobian")
 
 
 class HandNumpy:
@@ -295,9 +299,7 @@ class FastgraphLeNet(Fastgraph):
                 w = w.reshape(-1, 16, 5, 5).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
             w_node.set_value(w)
             b_node.set_value(b.reshape(-1, 1))
-        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE)
-        self.Batches = fg.datasets.Batches
-
+        self.train_with(fg)
 
     def predict(self, features):  # 1,000 at a time: the patch matrices grow with the batch
         return np.concatenate([super(FastgraphLeNet, self).predict(features[i : i + 1000])
@@ -311,8 +313,7 @@ class FastgraphLeNetJacobian(FastgraphLeNet):
         import fastgraph as fg
 
         super().__init__(hidden, batch, data, init)
-        self.optimizer = fg.optimizer.Adam(self.model.graph, self.model.loss, LEARNING_RATE,
-                                           engine="jacobian")
+        self.train_with(fg, engine="jacobian")
 
 
 class TorchLeNet(Torch):

@@ -1,5 +1,8 @@
 """The comparison command's report: table and chart, from a made-up run (no peers needed)."""
 
+import numpy as np
+import pytest
+
 from benchmarks import compare
 
 
@@ -67,20 +70,21 @@ def test_the_articles_loop_is_profiled_with_an_update_every_32():
     assert lines[-1].split("profiled/untimed: ")[1].count("/") == 15  # each round's pair
 
 
-def test_fastgraph_s_epochs_say_on_which_thread_counts_their_steps_ran():
+@pytest.mark.parametrize(("network", "hidden"), [("784-100-20-10", (8,)), ("lenet5", None)])
+def test_fastgraph_s_epochs_say_on_which_thread_counts_their_steps_ran(network, hidden):
     """A run at one thread's speed shows in the report: each timed epoch's steps on each
-    count the thread chooser ran them on, recorded by ``Fastgraph.epoch``."""
-    import numpy as np
-
+    count the thread chooser ran them on, recorded by ``Fastgraph.epoch``, for the MLPs and
+    LeNet-5 alike (the warm-up epoch of ``compare`` is limited to 20 batches)."""
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (256, 784), dtype=np.uint8)
+    images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, 256)
-    data = (None, None, None, None, labels, images)
-    runner = compare.Fastgraph((8,), 64, data, compare.he_init(rng, (8,)))
-    for _ in range(3):
+    data = (None, None, None, None, labels, images.reshape(256, -1))
+    frameworks, init = compare.frameworks_for(network)
+    runner = frameworks["fastgraph"](hidden, 64, data, init(rng, hidden))
+    runner.epoch(rng.permutation(256), limit=128)
+    for _ in range(2):
         runner.epoch(rng.permutation(256))
-    assert len(runner.threads) == 3
-    assert all(sum(epoch.values()) == 4 for epoch in runner.threads)  # 256 / 64 batches
+    assert [sum(epoch.values()) for epoch in runner.threads] == [2, 4, 4]  # batches of 64
     assert set().union(*runner.threads) <= {1, runner.optimizer.threads.counts[1]}
     run = report()
     run["networks"]["784-100-20-10"]["fastgraph"]["epoch_threads"] = [{"1": 400, "2": 69},
