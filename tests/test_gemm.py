@@ -1184,13 +1184,126 @@ def test_a_layer_whose_weight_gradient_is_outer_products_has_mkl_s_gradient(monk
     _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(400))
 
 
+# -- input gradients by fastgraph's own combinations of rows (blas.combinations, COMBINATIONS) -
+@pytest.mark.parametrize("m, n, k, taken", [
+    (128, 256, 128, True),   # 784-256-128-10's second layer's input gradient: u (128, 128) @ W
+    (128, 128, 10, True),    # ... and its third's
+    (64, 784, 100, True),    # an input gradient through a first layer of 100 units
+    (64, 100, 20, False),    # the MNIST MLP's second: 100 columns, no multiple of 16
+    (64, 48, 100, False),    # fewer than 64 columns
+    (8, 256, 128, False),    # fewer than 16 rows
+    (128, 64, 16, False),    # 2^17 multiply-adds: no more than JIT_MOST
+])
+def test_combinations_takes_the_input_gradients_measured_faster(monkeypatch, m, n, k, taken):
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    assert blas.combinations(m, n, k, np.float32) is taken
+    assert blas.combinations(m, n, k, np.float64) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
+    assert blas.combinations(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    monkeypatch.setattr(blas, "generates_code", lambda: True)
+    assert blas.combinations(m, n, k, np.float32) is False
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "openblas")
+    assert blas.combinations(m, n, k, np.float32) is False
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("samples, units, inputs", [(128, 128, 256), (37, 101, 300),
+                                                    (64, 22, 790), (5, 130, 129), (3, 2, 9),
+                                                    (16, 1, 64)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_combinations_are_the_product_with_the_same_bits_on_one_thread_and_on_two(
+        rng, two_threads, samples, units, inputs, beta):
+    """``gemm_owned(COMBINATIONS, u, False, w, False, out, beta)``: u @ w (+ out with beta
+    1), numpy's in float64, every number written (out held NaN for beta 0), samples and
+    inputs that are no multiple of 4, 16 or 64 (the blocks left over, the last columns one
+    number at a time), a column slice of a wider matrix as u (rows longer than they are
+    used), and the same bits on one thread as on two."""
+    u = rng.normal(size=(samples, units + 3)).astype(np.float32)[:, 1:1 + units]
+    w = rng.normal(size=(units, inputs)).astype(np.float32)
+    start = rng.normal(size=(samples, inputs)).astype(np.float32)
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        out = start.copy() if beta else np.full((samples, inputs), np.nan, np.float32)
+        blas.gemm_owned(blas.COMBINATIONS, u, False, w, False, out, beta)
+        made.append(out)
+    np.testing.assert_array_equal(made[1], made[0])
+    np.testing.assert_allclose(made[0], u.astype(np.float64) @ w + (start if beta else 0),
+                               rtol=1e-5, atol=1e-5 * np.sqrt(units))
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+def test_combinations_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads):
+    samples, units, inputs = 40, 60, 300
+    u = rng.normal(size=(samples, units)).astype(np.float32)
+    w = rng.normal(size=(units, inputs)).astype(np.float32)
+    u[7, 3] = np.nan
+    w[5, 290] = np.inf  # (a column past the last block of 16)
+    u[9, :] = 0.0
+    out = np.zeros((samples, inputs), np.float32)
+    blas.gemm_owned(blas.COMBINATIONS, u, False, w, False, out, 0.0)
+    with np.errstate(invalid="ignore"):
+        wanted = u.astype(np.float64) @ w
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
+    assert np.isnan(out[7]).all() and np.isnan(out[9, 290]) and np.isinf(out[0, 290])
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("ta, tb, beta, dtype", [
+    (True, False, 0.0, np.float32), (False, True, 0.0, np.float32),
+    (False, False, 0.5, np.float32), (False, False, 0.0, np.float64)])
+def test_combinations_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype):
+    a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
+    with pytest.raises(ValueError, match=r"^gemm: COMBINATIONS makes out = a @ b \(ta False, "
+                                         r"tb False, beta 0 or 1\), float32, a and b with "
+                                         r"contiguous rows$"):
+        blas.gemm_owned(blas.COMBINATIONS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+@pytest.mark.parametrize("executor", ["compiled", "python"])
+def test_a_network_whose_input_gradients_are_combinations_has_mkl_s_gradients(
+        monkeypatch, executor):
+    """An MLP whose layers' input gradients ``u @ W`` are made by COMBINATIONS (forced here
+    on any processor and shape): every parameter's gradient that MKL's products give, on
+    either executor, a batch of another size and back."""
+    monkeypatch.setenv("FASTGRAPH_EXECUTOR", executor)
+    rng = np.random.default_rng(3)
+    batches = [(rng.normal(size=(size, 40, 1)).astype(np.float32),
+                np.eye(10, dtype=np.float32)[rng.integers(0, 10, size)]) for size in (48, 16, 48)]
+    gemm_owned, made, combined = blas.gemm_owned, {}, []
+    monkeypatch.setattr(blas, "gemm_owned", lambda *args: (
+        combined.append(args[5].shape) if args[0] == blas.COMBINATIONS else None,
+        gemm_owned(*args)))
+    for answer in (False, True):
+        monkeypatch.setattr(blas, "combinations", lambda *args, answer=answer: answer)
+        model = fg.models.mlp(40, (72, 48), 10, seed=0)
+        optimizer = fg.optimizer.GradientDescent(model.graph, model.loss, 0.1)  # (no update)
+        weights = [node for node in model.graph.nodes
+                   if isinstance(node, fg.Variable) and node.trainable]
+        for x, one_hot in batches:
+            model.x.set_value(x)
+            model.one_hot.set_value(one_hot)
+            optimizer.one_step()
+            made.setdefault(answer, []).append([optimizer.get_gradient(w).copy()
+                                                for w in weights])
+    assert sorted(set(combined)) == [(16, 48), (16, 72), (48, 48), (48, 72)]
+    for ours, mkl in zip(made[True], made[False]):
+        for gradient, wanted in zip(ours, mkl):
+            np.testing.assert_allclose(gradient, wanted, rtol=1e-4, atol=1e-6)
+
 _OWN_PRODUCTS_IN_A_FRESH_PROCESS = """
 import json, sys
 import numpy as np
 import fastgraph as fg
 from fastgraph.kernels import blas
 if sys.argv[1] == "never":  # a process whose layers' products are all MKL's or OpenBLAS's
-    blas.dots = blas.outers = lambda *shape: False
+    blas.dots = blas.outers = blas.combinations = lambda *shape: False
 model = fg.models.mlp(784, (100, 20), 10, seed=0)
 optimizer = fg.optimizer.Adam(model.graph, model.loss, 0.01)
 rng = np.random.default_rng(0)

@@ -296,20 +296,22 @@ _dots_4x4, _dots_1x1 = _dot_block(4, 4), _dot_block(1, 1)
 
 
 def _outer_block(units, quads):
-    """An intrinsic ``block(out, ldo, a, lda, x, ldx, batch, add)`` that sets ``units`` rows
-    by ``16 * quads`` columns of ``out`` (float32, at address ``out``, rows ``ldo`` apart)
-    to ``sum_b a[b, r] * x[b, :]`` over the ``batch`` rows (``a`` at the block's first unit,
-    rows ``lda`` apart; ``x`` at its first column, rows ``ldx`` apart), added to what
-    ``out`` holds where ``add`` is not 0: a weight gradient's block, its sums held in
-    16-float vectors across the batch, each summed in the batch's order (so a number has
-    the same bits whichever block makes it)."""
+    """An intrinsic ``block(out, ldo, a, lda, step, x, ldx, batch, add)`` that sets ``units``
+    rows by ``16 * quads`` columns of ``out`` (float32, at address ``out``, rows ``ldo``
+    apart) to ``sum_b a[b, r] * x[b, :]`` over the ``batch`` rows of ``x`` (``a[b, r]`` at
+    ``a + 4 * (b * lda + r * step)``, ``a`` at the block's first unit; ``x`` at its first
+    column, rows ``ldx`` apart), added to what ``out`` holds where ``add`` is not 0: a
+    weight gradient's block (``step`` 1: ``a`` is the upstream, a sample a row), or a block
+    of rows of ``a @ x`` (``lda`` 1, ``step`` a's row length: an input gradient), its sums
+    held in 16-float vectors along the batch, each summed in the batch's order (so a
+    number has the same bits whichever block makes it)."""
 
     @intrinsic
-    def block(typingctx, out, ldo, a, lda, x, ldx, batch, add):
-        signature = types.void(*[types.int64] * 8)
+    def block(typingctx, out, ldo, a, lda, step, x, ldx, batch, add):
+        signature = types.void(*[types.int64] * 9)
 
         def codegen(context, builder, signature, args):
-            out, ldo, a, lda, x, ldx, batch, add = args
+            out, ldo, a, lda, step, x, ldx, batch, add = args
             word, single, vector, fma, sums = _vectors(builder, units, quads)
 
             def at(base, row, stride, column, kind):  # number ``column`` of row ``row``
@@ -321,8 +323,11 @@ def _outer_block(units, quads):
                 xs = [builder.load(at(x, loop.index, ldx, 16 * q, vector), align=4)
                       for q in range(quads)]
                 for r in range(units):
-                    spread = _spread(builder, builder.load(at(a, loop.index, lda, r, single),
-                                                           align=4), vector)
+                    place = builder.add(builder.mul(loop.index, lda),
+                                        builder.mul(ir.Constant(word, r), step))
+                    spread = _spread(builder, builder.load(builder.inttoptr(builder.add(
+                        a, builder.shl(place, ir.Constant(word, 2))), single.as_pointer()),
+                        align=4), vector)
                     for q in range(quads):
                         builder.store(builder.call(fma, [spread, xs[q],
                                                          builder.load(sums[r][q])]), sums[r][q])
@@ -351,8 +356,11 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
     (OUTERS): ``out[start:stop, :] = a[:, start:stop].T @ b`` (``add``: plus what ``out``
     holds), ``a (k, .)``, ``b (k, m)``, ``k`` the batch: blocks of four rows of ``out`` by
     64 columns (``_outer_block``), then single rows by 16 columns, the last ``m % 16``
-    columns one number at a time. One call of each block kind: a block's code is written
-    out where it is called (each kind about 0.1 s more of compiling)."""
+    columns one number at a time. ``kind`` 2 (COMBINATIONS): ``out[start:stop, :] =
+    a[start:stop, :] @ b``, ``a (., k)``: the same blocks, reading ``a`` along its rows
+    (each row of ``out`` a combination of ``b``'s rows). One call of each block kind: a
+    block's code is written out where it is called (each kind about 0.1 s more of
+    compiling)."""
     if kind == 0:
         blocks, rows = start + (stop - start) // 4 * 4, m // 4 * 4
         for j in range(start, blocks, 4):
@@ -364,20 +372,24 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
                 _dots_1x1(po + (i * ldo + j) * 4, ldo, pa + i * lda * 4, lda, pb + j * ldb * 4,
                           ldb, k)
         return
+    # a[b, u] (b along k, u a row of out) at pa + 4 * (b * along + u * step)
+    along, step = (lda, 1) if kind == 1 else (1, lda)
     blocks, wide, narrow = start + (stop - start) // 4 * 4, m // 64 * 64, m // 16 * 16
     for u in range(start, blocks, 4):
         for c in range(0, wide, 64):
-            _outers_4x4(po + (u * ldo + c) * 4, ldo, pa + u * 4, lda, pb + c * 4, ldb, k, add)
-    weights = array_at(pa, k * lda, np.float32)
+            _outers_4x4(po + (u * ldo + c) * 4, ldo, pa + u * step * 4, along, step, pb + c * 4,
+                        ldb, k, add)
+    weights = array_at(pa, k * along + stop * step, np.float32)
     inputs = array_at(pb, k * ldb, np.float32)
     out = array_at(po, stop * ldo, np.float32)
     for u in range(start, stop):
         for c in range(wide if u < blocks else 0, narrow, 16):
-            _outers_1x1(po + (u * ldo + c) * 4, ldo, pa + u * 4, lda, pb + c * 4, ldb, k, add)
+            _outers_1x1(po + (u * ldo + c) * 4, ldo, pa + u * step * 4, along, step, pb + c * 4,
+                        ldb, k, add)
         for c in range(narrow, m):
             total = np.float32(0)
             for b in range(k):
-                total += weights[b * lda + u] * inputs[b * ldb + c]
+                total += weights[b * along + u * step] * inputs[b * ldb + c]
             out[u * ldo + c] = total + out[u * ldo + c] if add else total
 
 
@@ -451,8 +463,10 @@ class _OwnedKernel(Kernel):
 #: ``gemm``), or ``op(a)`` is the parameter, each of its rows a row of ``out`` (that
 #: forward product made as its transpose, ``W @ x.T``: see ``flips``), or ``x @ W.T`` split as
 #: OUT_COLUMNS but made by fastgraph's own dot products (``DOTS``: see ``dots``), or a weight
-#: gradient ``u.T @ x`` split as OUT_ROWS, by its own outer products (``OUTERS``: ``outers``).
-OUT_ROWS, OUT_COLUMNS, WHOLE, A_ROWS, DOTS, OUTERS = 0, 1, 2, 3, 4, 5
+#: gradient ``u.T @ x`` split as OUT_ROWS, by its own outer products (``OUTERS``: ``outers``),
+#: or an input gradient ``u @ W`` (a product made whole otherwise) split by ``out``'s rows,
+#: the samples, each row made as a combination of W's rows (``COMBINATIONS``: ``combinations``).
+OUT_ROWS, OUT_COLUMNS, WHOLE, A_ROWS, DOTS, OUTERS, COMBINATIONS = 0, 1, 2, 3, 4, 5, 6
 
 
 def _gemm_owned(along, a, ta, b, tb, out, beta):
@@ -539,8 +553,12 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
                             or a.strides[1] != 4 or b.strides[1] != 4):
         raise ValueError("gemm: OUTERS makes out = a.T @ b (ta True, tb False, beta 0 or 1), "
                          "float32, a and b with contiguous rows")
+    if along == COMBINATIONS and (ta or tb or (beta != 0 and beta != 1) or size != 4
+                                  or a.strides[1] != 4 or b.strides[1] != 4):
+        raise ValueError("gemm: COMBINATIONS makes out = a @ b (ta False, tb False, beta 0 "
+                         "or 1), float32, a and b with contiguous rows")
     rows = n if along == OUT_COLUMNS or along == DOTS else m
-    split = n if along == OUT_ROWS or along == OUTERS else k
+    split = n if along == OUT_ROWS or along >= OUTERS else k
     whole = along == WHOLE or size == 8 or rows * split < PARALLEL_MIN
     parts = 1 if whole else _most()  # noqa: F821  (the process's, not the count now: above)
     if parts == 1 and along < DOTS:
@@ -559,8 +577,9 @@ def _gemm_owned(along, a, ta, b, tb, out, beta):
         if along >= DOTS:  # (in this loop: a second parallel loop took 1.9 s more to compile)
             if along == DOTS:
                 own_products(0, pc, ldc, pa, lda, pb, ldb, m, k, start, stop, 0)
-            else:
-                own_products(1, pc, ldc, pa, lda, pb, ldb, n, k, start, stop, int(beta != 0))
+            else:  # OUTERS 1, COMBINATIONS 2
+                own_products(along - 4, pc, ldc, pa, lda, pb, ldb, n, k, start, stop,
+                             int(beta != 0))
         elif stop > start:
             previous = _local_threads(1)  # noqa: F821
             if along != OUT_COLUMNS:  # rows start:stop of op(a) and out
@@ -963,7 +982,10 @@ def product(along, a, ta, b, tb, out, beta, turned=None):
     op(a).T`` into that array (split by the parameter's rows as before: ``A_ROWS``), which
     is then written transposed into ``out`` (``kernels.movement.transpose_rows``, one row).
     A forward product ``x @ W.T`` (``along`` OUT_COLUMNS) that :func:`dots` takes is made by
-    fastgraph's own dot products, in the same parts (``gemm_owned``'s DOTS, ``_own_products``)."""
+    fastgraph's own dot products, in the same parts (``gemm_owned``'s DOTS, ``_own_products``);
+    a weight gradient that :func:`outers` takes by its outer products (OUTERS), and a product
+    made whole that :func:`combinations` takes (a layer's input gradient ``u @ W``) by its
+    combinations of rows (COMBINATIONS), split by the samples."""
     if (along == OUT_COLUMNS and beta == 0 and not ta and tb and a.strides[1] == a.itemsize
             and b.strides[1] == b.itemsize and dots(*out.shape, a.shape[1], out.dtype)):
         gemm_owned(DOTS, a, ta, b, tb, out, beta)
@@ -972,6 +994,10 @@ def product(along, a, ta, b, tb, out, beta, turned=None):
             and a.strides[1] == a.itemsize and b.strides[1] == b.itemsize
             and outers(*out.shape, a.shape[0], out.dtype)):
         gemm_owned(OUTERS, a, ta, b, tb, out, beta)
+        return
+    if (along == WHOLE and not ta and not tb and beta == 0 and a.strides[1] == a.itemsize
+            and b.strides[1] == b.itemsize and combinations(*out.shape, a.shape[1], out.dtype)):
+        gemm_owned(COMBINATIONS, a, ta, b, tb, out, beta)
         return
     if turned is not None and beta == 0 and along in (WHOLE, OUT_COLUMNS):
         m, n = out.shape
@@ -1052,6 +1078,26 @@ def outers(m, n, k, dtype):
     "Forward products by dot products")."""
     return (BACKEND == "mkl" and dtype == np.float32 and k >= 16 and n >= 64
             and m * n >= PARALLEL_MIN and not generates_code() and wide_vectors())
+
+
+def combinations(m, n, k, dtype):
+    """Whether ``product`` makes ``out (m, n) = a (m, k) @ b (k, n)``, a product it would
+    make whole (a layer's input gradient ``u @ W``: m samples, k units, n inputs), by
+    fastgraph's own kernels (``gemm_owned``'s COMBINATIONS, each thread a share of the
+    samples: every row of ``out`` a combination of ``b``'s rows, the outer products' blocks
+    reading ``a`` along its rows) rather than MKL's GEMM: float32, MKL with no generated
+    code, AVX-512 (as :func:`dots`), 16 rows or more, ``n`` a multiple of 16 and 64 or more
+    (the blocks' 16-float vectors: the numbers of the last ``n % 16`` columns are made one
+    at a time), and more than ``JIT_MOST`` multiply-adds. On a Zen 5 on two threads
+    (``/work/notes/s34/comb.py``, medians of 9 rounds of 300 calls, each kind's Python call
+    included), of MKL's time: 0.47 for 128x128 by 128x256 (784-256-128-10's second layer;
+    25.8 us against 54.9), 0.43 for 64x100 by 100x784, 0.25 for 128x32 by 32x128, 0.60 for
+    16x128 by 128x256, 0.69 for 128x10 by 10x128, 0.83 for 64x64 by 64x64; but 1.18 for
+    128x16 by 16x64, 1.03 for 32x64 by 64x64 (2^17 multiply-adds), 1.82 for 64x20 by 20x100
+    (its last 4 columns one number at a time). The bits do not depend on the thread count
+    (a row's numbers are made by one thread, in one order)."""
+    return (BACKEND == "mkl" and dtype == np.float32 and m >= 16 and n >= 64 and n % 16 == 0
+            and m * n * k > JIT_MOST and not generates_code() and wide_vectors())
 
 
 @functools.cache
