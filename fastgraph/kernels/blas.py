@@ -375,8 +375,8 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
     # a[b, u] (b along k, u a row of out) at pa + 4 * (b * along + u * step)
     along, step = (lda, 1) if kind == 1 else (1, lda)
     blocks, wide, narrow = start + (stop - start) // 4 * 4, m // 64 * 64, m // 16 * 16
-    for u in range(start, blocks, 4):
-        for c in range(0, wide, 64):
+    for c in range(0, wide, 64):  # (a block of b's columns kept in L1 for every row of out)
+        for u in range(start, blocks, 4):
             _outers_4x4(po + (u * ldo + c) * 4, ldo, pa + u * step * 4, along, step, pb + c * 4,
                         ldb, k, add)
     weights = array_at(pa, k * along + stop * step, np.float32)
