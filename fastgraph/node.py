@@ -39,6 +39,7 @@ from .graph import (
     get_default_graph,
     refuse_removed,
 )
+from .kernels import aligned_empty
 from .kernels.elementwise import feed_input
 
 #: The most numbers a node's value may have: what NumPy can index in float64 (its arrays'
@@ -398,7 +399,7 @@ class Node:
     def _kept_or_new(self, role, shape):
         """The array this node keeps for ``role`` and ``shape``, or a new one."""
         array = self._kept.get((role, shape))
-        return np.empty(shape, self.graph.dtype) if array is None else array
+        return aligned_empty(shape, self.graph.dtype) if array is None else array
 
     def _drop_buffers(self):
         """Forget the output and every kept array (the node's shape changed)."""
@@ -534,7 +535,7 @@ class Variable(Node):
             # the copy returns then costs a recomputation, never an old value read as new.
             graph.invalidate([self], EMPTY)
             if self.flat is None:
-                self._hold(np.empty((1, self.dimension()), self.graph.dtype))
+                self._hold(aligned_empty((1, self.dimension()), self.graph.dtype))
             np.copyto(self._value, array, casting="unsafe")
             graph.mark_computed(self)
         else:

@@ -25,7 +25,7 @@ from . import checks
 from .engines import get_engine
 from .engines.compiled import complete, forget
 from .graph import CONVENTIONS, OUTDATED, Cache, Graph
-from .kernels import ahead
+from .kernels import ahead, aligned_zeros
 from .kernels import optimizers as kernels
 from .node import Node, Variable
 from .threads import Chooser, threads
@@ -222,7 +222,7 @@ class Optimizer:
             self._buffer[:] = 0
         else:
             sizes = [param.flat.size for param in self.params]
-            self._buffer = np.zeros(sum(sizes) + SPARE, self.graph.dtype)
+            self._buffer = aligned_zeros(sum(sizes) + SPARE, self.graph.dtype)
             starts = np.cumsum([0, *sizes[:-1]])
             sums = tuple(self._buffer[start:start + size].reshape(1, size)
                          for start, size in zip(starts, sizes))
@@ -274,7 +274,7 @@ class Optimizer:
     def zeros(self):
         """A state of the rule: zeros, one number per parameter number, flat (each
         parameter's numbers where its gradient sum is in ``gradient_buffer``)."""
-        return np.zeros(self._buffer.size - SPARE, self.graph.dtype)
+        return aligned_zeros(self._buffer.size - SPARE, self.graph.dtype)
 
     def state(self, name, node):
         """The part of the state ``name`` (one of ``state_names``) that belongs to parameter

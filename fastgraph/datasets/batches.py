@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import checks
 from ..graph import EMPTY
+from ..kernels import aligned_empty
 from ..kernels.data import gather_batch, gather_inputs
 from ..threads import threads
 
@@ -104,8 +105,8 @@ class Batches:
         # one batch of 10 (buffers of 10**9 rows were a MemoryError of terabytes).
         rows = min(self._batch_size, len(self._labels))
         if getattr(self, "_x", None) is None or self._x.shape[0] != rows:
-            self._x = np.empty((rows, self._features.shape[1]), self._dtype)
-            self._y = np.empty((rows, self._classes), self._dtype)
+            self._x = aligned_empty((rows, self._features.shape[1]), self._dtype)
+            self._y = aligned_empty((rows, self._classes), self._dtype)
 
     def __len__(self):
         return -(-len(self.labels) // self.batch_size)
@@ -128,8 +129,8 @@ class Batches:
         not check: a batch larger than they are (an ``order`` longer than the data, each
         sample more than once) gets larger ones."""
         if size > self._x.shape[0]:
-            self._x = np.empty((size, self._features.shape[1]), self._dtype)
-            self._y = np.empty((size, self._classes), self._dtype)
+            self._x = aligned_empty((size, self._features.shape[1]), self._dtype)
+            self._y = aligned_empty((size, self._classes), self._dtype)
         return self._x[:size], self._y[:size]
 
     def _batches(self, order):

@@ -199,6 +199,38 @@ inline = njit(inline="always", error_model="numpy", fastmath={"nsz", "arcp", "co
                                                                  "reassoc"})
 
 
+#: Where the arrays that kernels read and write begin (node values and buffers, parameters,
+#: gradient sums, optimizer states, batches): a cache line, which is also an AVX-512 vector.
+#: NumPy's large arrays begin 16 bytes into a page (the allocator's header), so every 64-byte
+#: load of a row that starts there spans two cache lines: on a Zen 5, one thread, the own
+#: dot products of 784-256-128-10's first layer (a part: 128x784 by 784x128) took 141-144 us
+#: with both operands so and 111-116 aligned, its outer products 115-116 against 110-114
+#: (``/work/notes/s34/peak_align.py``).
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """``np.empty(shape, dtype)`` beginning at a multiple of ``ALIGNMENT`` bytes, C-contiguous
+    and writable. Its memory is a part of a byte array a little larger, reached through a
+    ``memoryview``: the array and its views then own nothing, and the array is what they
+    go back to (``np.ndarray.base``) with its own address and size (what the compiled
+    passes compare and move: ``engines.compiled``)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    memory = memoryview(raw)[start:start + count * dtype.itemsize]
+    return np.frombuffer(memory, dtype, count).reshape(shape)
+
+
+def aligned_zeros(shape, dtype):
+    """``np.zeros(shape, dtype)`` aligned as :func:`aligned_empty`."""
+    array = aligned_empty(shape, dtype)
+    array.fill(0)
+    return array
+
+
 #: A parameter of at least this many numbers is owned in parts by the threads: its optimizer
 #: update runs on every core (``kernels.optimizers``), and the products that read or write
 #: it by rows (``kernels.blas.gemm_owned``) split it the same way (:func:`owned_rows`), so
