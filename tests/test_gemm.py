@@ -972,6 +972,28 @@ def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, ex
     _assert_the_layer_s_products(made, xs, w_value, 1e-5)
 
 
+def _assert_own_products_chosen(monkeypatch, choice, shape, taken):
+    """``choice(*shape, dtype)`` (``dots``, ``outers``, ``combinations``) depends on the
+    shapes and the dtype (float32 only), and is made against MKL's GEMM alone: never where
+    MKL generates code for the parts (``generates_code``), nor on another backend, nor on a
+    processor without AVX-512 (``wide_vectors``: the blocks' sums would not fit in its
+    registers)."""
+    monkeypatch.setattr(blas, "generates_code", lambda: False)
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    assert choice(*shape, np.float32) is taken
+    assert choice(*shape, np.float64) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
+    assert choice(*shape, np.float32) is False
+    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
+    for backend in ("openblas", "numpy"):
+        monkeypatch.setattr(blas, "BACKEND", backend)
+        assert choice(*shape, np.float32) is False
+    monkeypatch.setattr(blas, "BACKEND", "mkl")
+    monkeypatch.setattr(blas, "generates_code", lambda: True)
+    assert choice(*shape, np.float32) is False
+
+
 # -- forward products by fastgraph's own dot products (blas.dots, gemm_owned's DOTS) --------
 @pytest.mark.parametrize("m, n, k, taken", [
     (64, 100, 784, True),    # the MNIST MLP's first layer
@@ -985,24 +1007,7 @@ def test_a_layer_whose_forward_product_flips_computes_x_w_t(monkeypatch, rng, ex
 ])
 def test_dots_takes_the_shapes_measured_faster_where_mkl_generates_no_code(monkeypatch, m, n,
                                                                            k, taken):
-    """The choice depends on the shapes and the dtype (float32 only), and is made against
-    MKL's GEMM alone: never where MKL generates code for the parts (``generates_code``),
-    nor on another backend, nor on a processor without AVX-512 (``wide_vectors``: the
-    block's sums would not fit in its registers)."""
-    monkeypatch.setattr(blas, "generates_code", lambda: False)
-    monkeypatch.setattr(blas, "BACKEND", "mkl")
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    assert blas.dots(m, n, k, np.float32) is taken
-    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
-    assert blas.dots(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    assert blas.dots(m, n, k, np.float64) is False
-    for backend in ("openblas", "numpy"):
-        monkeypatch.setattr(blas, "BACKEND", backend)
-        assert blas.dots(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "BACKEND", "mkl")
-    monkeypatch.setattr(blas, "generates_code", lambda: True)
-    assert blas.dots(m, n, k, np.float32) is False
+    _assert_own_products_chosen(monkeypatch, blas.dots, (m, n, k), taken)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
@@ -1096,19 +1101,7 @@ def test_a_layer_whose_forward_product_is_dot_products_computes_x_w_t(monkeypatc
 ])
 def test_outers_takes_the_weight_gradients_of_the_layers_dots_takes(monkeypatch, m, n, k,
                                                                      taken):
-    monkeypatch.setattr(blas, "generates_code", lambda: False)
-    monkeypatch.setattr(blas, "BACKEND", "mkl")
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    assert blas.outers(m, n, k, np.float32) is taken
-    assert blas.outers(m, n, k, np.float64) is False
-    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
-    assert blas.outers(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    monkeypatch.setattr(blas, "generates_code", lambda: True)
-    assert blas.outers(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "generates_code", lambda: False)
-    monkeypatch.setattr(blas, "BACKEND", "openblas")
-    assert blas.outers(m, n, k, np.float32) is False
+    _assert_own_products_chosen(monkeypatch, blas.outers, (m, n, k), taken)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
@@ -1195,19 +1188,7 @@ def test_a_layer_whose_weight_gradient_is_outer_products_has_mkl_s_gradient(monk
     (128, 64, 16, False),    # 2^17 multiply-adds: no more than JIT_MOST
 ])
 def test_combinations_takes_the_input_gradients_measured_faster(monkeypatch, m, n, k, taken):
-    monkeypatch.setattr(blas, "generates_code", lambda: False)
-    monkeypatch.setattr(blas, "BACKEND", "mkl")
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    assert blas.combinations(m, n, k, np.float32) is taken
-    assert blas.combinations(m, n, k, np.float64) is False
-    monkeypatch.setattr(blas, "wide_vectors", lambda: False)
-    assert blas.combinations(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "wide_vectors", lambda: True)
-    monkeypatch.setattr(blas, "generates_code", lambda: True)
-    assert blas.combinations(m, n, k, np.float32) is False
-    monkeypatch.setattr(blas, "generates_code", lambda: False)
-    monkeypatch.setattr(blas, "BACKEND", "openblas")
-    assert blas.combinations(m, n, k, np.float32) is False
+    _assert_own_products_chosen(monkeypatch, blas.combinations, (m, n, k), taken)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
