@@ -1306,9 +1306,10 @@ print(json.dumps([before, bool(blas._slot.value), float(np.abs(out - x @ w.T).ma
 @pytest.mark.parametrize("case", ["never", "as it is"])
 def test_the_own_products_are_compiled_only_when_a_call_asks_for_them(case):
     """``gemm_owned`` calls the own products' C function through a slot that the first call
-    asking for DOTS or OUTERS fills (compiling it, 0.4-0.6 s on an empty cache): a process
-    whose products are all MKL's or OpenBLAS's (an Intel processor, AVX2) compiles none, and
-    one whose first own product comes late gets it right (a fresh process each)."""
+    asking for an own product (DOTS, OUTERS, COMBINATIONS) fills (compiling it, 0.4-0.6 s on
+    an empty cache): a process whose products are all MKL's or OpenBLAS's (an Intel
+    processor, AVX2) compiles none, and one whose first own product comes late gets it
+    right (a fresh process each)."""
     import subprocess
     import sys
 

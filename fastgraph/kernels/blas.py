@@ -396,7 +396,7 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
 #: ``_own_products`` compiled as a C function, which ``gemm_owned`` calls through the address
 #: that this symbol's slot holds: called as a Numba function from its parallel loop, it took
 #: 1.1 s more of compiling there (the MLP's first step on an empty cache), on top of its own
-#: 0.5. The slot is filled when a call of ``gemm_owned`` first asks for DOTS or OUTERS
+#: 0.5. The slot is filled when a call of ``gemm_owned`` first asks for an own product
 #: (``_OwnedKernel.__call__``: also what a compiled pass records), so that a process that
 #: never makes an own product (an Intel processor, where MKL generates code; AVX2; the
 #: OpenBLAS backend; a network whose products are narrow) never compiles it.
