@@ -1053,20 +1053,38 @@ def test_dot_products_keep_nan_and_infinity_where_the_product_has_them(rng, two_
     assert np.isnan(out[:, 7]).all() and np.isnan(out[5]).sum() == n - 1 and out[5, 9] == np.inf
 
 
+#: What each own product makes; anything else is refused with these words.
+_OWN_PRODUCTS_MAKE = {
+    "DOTS": r"out = a @ b\.T \(ta False, tb True, beta 0\)",
+    "OUTERS": r"out = a\.T @ b \(ta True, tb False, beta 0 or 1\)",
+    "COMBINATIONS": r"out = a @ b \(ta False, tb False, beta 0 or 1\)",
+}
+
+
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
-@pytest.mark.parametrize("ta, tb, beta, dtype, columns", [
-    (True, True, 0.0, np.float32, False), (False, False, 0.0, np.float32, False),
-    (False, True, 1.0, np.float32, False), (False, True, 0.0, np.float64, False),
-    (False, True, 0.0, np.float32, True)])
-def test_dots_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype, columns):
-    """DOTS makes x @ W.T, written, in float32, from rows that lie contiguous: anything else
-    is refused before a number is read (an F-ordered x, ``columns``, too)."""
+@pytest.mark.parametrize("along, ta, tb, beta, dtype, columns", [
+    ("DOTS", True, True, 0.0, np.float32, False), ("DOTS", False, False, 0.0, np.float32, False),
+    ("DOTS", False, True, 1.0, np.float32, False), ("DOTS", False, True, 0.0, np.float64, False),
+    ("DOTS", False, True, 0.0, np.float32, True),
+    ("OUTERS", False, False, 0.0, np.float32, False),
+    ("OUTERS", True, True, 0.0, np.float32, False),
+    ("OUTERS", True, False, 0.5, np.float32, False),
+    ("OUTERS", True, False, 0.0, np.float64, False),
+    ("OUTERS", True, False, 0.0, np.float32, True),
+    ("COMBINATIONS", True, False, 0.0, np.float32, False),
+    ("COMBINATIONS", False, True, 0.0, np.float32, False),
+    ("COMBINATIONS", False, False, 0.5, np.float32, False),
+    ("COMBINATIONS", False, False, 0.0, np.float64, False),
+    ("COMBINATIONS", False, False, 0.0, np.float32, True)])
+def test_own_products_refuse_what_they_do_not_make(rng, along, ta, tb, beta, dtype, columns):
+    """DOTS makes x @ W.T written, OUTERS u.T @ x and COMBINATIONS u @ W written or added
+    to, in float32, from rows that lie contiguous: anything else is refused before a number
+    is read (an F-ordered ``a``, ``columns``, too)."""
     a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
     a = np.asfortranarray(a) if columns else a
-    with pytest.raises(ValueError, match=r"^gemm: DOTS makes out = a @ b\.T \(ta False, tb "
-                                         r"True, beta 0\), float32, a and b with contiguous "
-                                         r"rows$"):
-        blas.gemm_owned(blas.DOTS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
+    with pytest.raises(ValueError, match=rf"^gemm: {along} makes {_OWN_PRODUCTS_MAKE[along]}, "
+                                         r"float32, a and b with contiguous rows$"):
+        blas.gemm_owned(getattr(blas, along), a, ta, b, tb, np.zeros((8, 4), dtype), beta)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
@@ -1088,6 +1106,20 @@ def test_a_layer_whose_forward_product_is_dot_products_computes_x_w_t(monkeypatc
     made = _one_layer_steps(monkeypatch, "dots", w_value, xs)
     assert sorted(set(owned)) == sorted({(size, units) for size in (batch, 16)})
     _assert_the_layer_s_products(made, xs, w_value, 1e-5 * np.sqrt(inputs))
+
+
+def _on_one_thread_and_on_two(two_threads, along, a, ta, b, start, beta):
+    """``gemm_owned(along, a, ta, b, False, out, beta)`` on one thread and on two, ``out``
+    holding ``start`` (beta 1) or NaN (beta 0, so that a number not written shows): the same
+    bits both times; returns the product."""
+    made = []
+    for count in (1, 2):
+        two_threads.use(count)
+        out = start.copy() if beta else np.full(start.shape, np.nan, np.float32)
+        blas.gemm_owned(along, a, ta, b, False, out, beta)
+        made.append(out)
+    np.testing.assert_array_equal(made[1], made[0])
+    return made[0]
 
 
 # -- weight gradients by fastgraph's own outer products (blas.outers, gemm_owned's OUTERS) --
@@ -1118,44 +1150,32 @@ def test_outer_products_are_the_product_with_the_same_bits_on_one_thread_and_on_
     u = rng.normal(size=(batch, units + 3)).astype(np.float32)[:, 1:1 + units]
     x = rng.normal(size=(batch, inputs)).astype(np.float32)
     start = rng.normal(size=(units, inputs)).astype(np.float32)
-    made = []
-    for count in (1, 2):
-        two_threads.use(count)
-        out = start.copy() if beta else np.full((units, inputs), np.nan, np.float32)
-        blas.gemm_owned(blas.OUTERS, u, True, x, False, out, beta)
-        made.append(out)
-    np.testing.assert_array_equal(made[1], made[0])
-    np.testing.assert_allclose(made[0], u.T.astype(np.float64) @ x + (start if beta else 0),
+    made = _on_one_thread_and_on_two(two_threads, blas.OUTERS, u, True, x, start, beta)
+    np.testing.assert_allclose(made, u.T.astype(np.float64) @ x + (start if beta else 0),
                                rtol=1e-5, atol=1e-5 * np.sqrt(batch))
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
-def test_outer_products_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads):
-    batch, units, inputs = 40, 60, 300
-    u = rng.normal(size=(batch, units)).astype(np.float32)
-    x = rng.normal(size=(batch, inputs)).astype(np.float32)
-    u[3, 7] = np.nan
-    x[5, 290] = np.inf  # (a column past the last block of 16)
-    u[:, 9] = 0.0
-    out = np.zeros((units, inputs), np.float32)
-    blas.gemm_owned(blas.OUTERS, u, True, x, False, out, 0.0)
+@pytest.mark.parametrize("along", ["OUTERS", "COMBINATIONS"])
+def test_own_products_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads,
+                                                                       along):
+    """``op(a) @ b`` by outer products (``a`` stored transposed: the upstream, a sample a
+    row) or by combinations (``a`` as it is): a NaN in ``op(a)``'s row 7 makes row 7 NaN,
+    an infinity in a column of ``b`` past the last block of 16 makes that column infinite,
+    and NaN where it meets the zeros of row 9, as the product's."""
+    rows, k, inputs = 60, 40, 300
+    op_a = rng.normal(size=(rows, k)).astype(np.float32)
+    b = rng.normal(size=(k, inputs)).astype(np.float32)
+    op_a[7, 3], op_a[9, :], b[5, 290] = np.nan, 0.0, np.inf
+    transposed = along == "OUTERS"
+    a = np.ascontiguousarray(op_a.T) if transposed else op_a
+    out = np.zeros((rows, inputs), np.float32)
+    blas.gemm_owned(getattr(blas, along), a, transposed, b, False, out, 0.0)
     with np.errstate(invalid="ignore"):
-        wanted = u.T.astype(np.float64) @ x
+        wanted = op_a.astype(np.float64) @ b
     np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
     np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
     assert np.isnan(out[7]).all() and np.isnan(out[9, 290]) and np.isinf(out[0, 290])
-
-
-@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
-@pytest.mark.parametrize("ta, tb, beta, dtype", [
-    (False, False, 0.0, np.float32), (True, True, 0.0, np.float32),
-    (True, False, 0.5, np.float32), (True, False, 0.0, np.float64)])
-def test_outers_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype):
-    a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
-    with pytest.raises(ValueError, match=r"^gemm: OUTERS makes out = a\.T @ b \(ta True, tb "
-                                         r"False, beta 0 or 1\), float32, a and b with "
-                                         r"contiguous rows$"):
-        blas.gemm_owned(blas.OUTERS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
@@ -1206,44 +1226,9 @@ def test_combinations_are_the_product_with_the_same_bits_on_one_thread_and_on_tw
     u = rng.normal(size=(samples, units + 3)).astype(np.float32)[:, 1:1 + units]
     w = rng.normal(size=(units, inputs)).astype(np.float32)
     start = rng.normal(size=(samples, inputs)).astype(np.float32)
-    made = []
-    for count in (1, 2):
-        two_threads.use(count)
-        out = start.copy() if beta else np.full((samples, inputs), np.nan, np.float32)
-        blas.gemm_owned(blas.COMBINATIONS, u, False, w, False, out, beta)
-        made.append(out)
-    np.testing.assert_array_equal(made[1], made[0])
-    np.testing.assert_allclose(made[0], u.astype(np.float64) @ w + (start if beta else 0),
+    made = _on_one_thread_and_on_two(two_threads, blas.COMBINATIONS, u, False, w, start, beta)
+    np.testing.assert_allclose(made, u.astype(np.float64) @ w + (start if beta else 0),
                                rtol=1e-5, atol=1e-5 * np.sqrt(units))
-
-
-@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
-def test_combinations_keep_nan_and_infinity_where_the_product_has_them(rng, two_threads):
-    samples, units, inputs = 40, 60, 300
-    u = rng.normal(size=(samples, units)).astype(np.float32)
-    w = rng.normal(size=(units, inputs)).astype(np.float32)
-    u[7, 3] = np.nan
-    w[5, 290] = np.inf  # (a column past the last block of 16)
-    u[9, :] = 0.0
-    out = np.zeros((samples, inputs), np.float32)
-    blas.gemm_owned(blas.COMBINATIONS, u, False, w, False, out, 0.0)
-    with np.errstate(invalid="ignore"):
-        wanted = u.astype(np.float64) @ w
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(wanted))
-    np.testing.assert_array_equal(np.isinf(out), np.isinf(wanted))
-    assert np.isnan(out[7]).all() and np.isnan(out[9, 290]) and np.isinf(out[0, 290])
-
-
-@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
-@pytest.mark.parametrize("ta, tb, beta, dtype", [
-    (True, False, 0.0, np.float32), (False, True, 0.0, np.float32),
-    (False, False, 0.5, np.float32), (False, False, 0.0, np.float64)])
-def test_combinations_refuses_what_it_does_not_make(rng, ta, tb, beta, dtype):
-    a, b, _, _ = _operands(rng, dtype, ta, tb, m=8, k=6, n=4)
-    with pytest.raises(ValueError, match=r"^gemm: COMBINATIONS makes out = a @ b \(ta False, "
-                                         r"tb False, beta 0 or 1\), float32, a and b with "
-                                         r"contiguous rows$"):
-        blas.gemm_owned(blas.COMBINATIONS, a, ta, b, tb, np.zeros((8, 4), dtype), beta)
 
 
 @pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
