@@ -1040,8 +1040,9 @@ def flips(m, n, k, dtype):
     4 to 15 with k of 20 or more, but 1.10-1.33 for the recurrent benchmark's k of 12 and 16
     (and 1.05 for m 8); 0.94 for 64x100x784 (the MLP's first layer) and 0.84-0.88 for its
     two-thread part 64x50x784, n above 16 with k of 256 or more, but 1.08-1.11 for m of 50
-    and 1,000 there, mixed for k below 256 (0.76-1.09); n of 1 to 3 no faster (README,
-    "Narrow products turned around"). MKL's alone: OpenBLAS (``FASTGRAPH_BLAS=openblas``,
+    and 1,000 there, mixed for k below 256 (0.76-1.09); n of 1 to 3 no faster
+    (benchmarks/results/performance-notes.md, "Narrow products turned around"). MKL's alone:
+    OpenBLAS (``FASTGRAPH_BLAS=openblas``,
     ``OPENBLAS_NUM_THREADS=1``) makes narrow shapes fast as they are (turned, n below 16
     and 64x50x784 took 1.02-1.79 of its time; 64x100x784, made whole, 0.89). The bits are
     the product's except for n below 16, which MKL sums in another order there; the choice
@@ -1063,7 +1064,8 @@ def dots(m, n, k, dtype):
     for one part alone); the dot products took 0.45-0.83 of its time on the MNIST networks'
     shapes (``python -m benchmarks.orientation --threads 2``), and in a training step, two
     copies of the network in turn (``benchmarks.ab``), the MLP's step 0.79-0.91 of its
-    time, 784-256-128-10's 0.85-0.96 (README, "Forward products by dot products"). The bits
+    time, 784-256-128-10's 0.85-0.96 (benchmarks/results/performance-notes.md, "Forward
+    products by dot products"). The bits
     depend on the parts, as the split GEMM's do, never on the thread count."""
     return (BACKEND == "mkl" and dtype == np.float32 and m >= 16 and k >= 256
             and n * k >= PARALLEL_MIN and not generates_code() and wide_vectors())
@@ -1074,8 +1076,8 @@ def outers(m, n, k, dtype):
     units, n inputs, k samples) by fastgraph's own outer products (``gemm_owned``'s OUTERS,
     in the parts of the weight's rows) rather than MKL's GEMM: where :func:`dots` would take
     the layer's forward product (float32, MKL with no generated code, AVX-512, a weight of
-    ``PARALLEL_MIN`` numbers or more), for 64 inputs or more and 16 samples or more (README,
-    "Forward products by dot products")."""
+    ``PARALLEL_MIN`` numbers or more), for 64 inputs or more and 16 samples or more
+    (benchmarks/results/performance-notes.md, "Forward products by dot products")."""
     return (BACKEND == "mkl" and dtype == np.float32 and k >= 16 and n >= 64
             and m * n >= PARALLEL_MIN and not generates_code() and wide_vectors())
 
