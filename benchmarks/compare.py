@@ -1,7 +1,8 @@
 """fastgraph against hand-written NumPy, PyTorch and JAX on the same MNIST training.
 
     python -m benchmarks.compare [--epochs 4] [--networks 784-100-20-10,784-256-128-10]
-                                 [--json compare.json] [--chart compare.png] [--profile]
+                                 [--json runs/compare.json] [--chart runs/compare.png]
+                                 [--profile]
 
 Every framework trains the same network (ReLU hidden layers, softmax cross-entropy, Adam with
 lr 0.001, float32) on the same 60,000 images held in memory, one epoch at a time in turn
@@ -686,13 +687,21 @@ def chart(report, path):
     plt.close(figure)
 
 
+#: Where a run writes its report and chart unless told: a folder that git ignores, so that a
+#: run leaves the figures kept in the repository (benchmarks/results/, the README's, which
+#: benchmarks/measure.sh makes) as they are.
+DEFAULT_JSON, DEFAULT_CHART = "runs/compare.json", "runs/compare.png"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per framework (default 4)")
     parser.add_argument("--networks", default=",".join(NETWORKS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    parser.add_argument("--json", default="benchmarks/results/compare.json")
-    parser.add_argument("--chart", default="benchmarks/results/compare.png")
+    parser.add_argument("--json", default=DEFAULT_JSON,
+                        help=f"where the report goes (default {DEFAULT_JSON})")
+    parser.add_argument("--chart", default=DEFAULT_CHART,
+                        help=f"where the chart goes (default {DEFAULT_CHART})")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--no-cold-start", action="store_true")
     parser.add_argument("--no-recurrent", action="store_true",
@@ -745,7 +754,8 @@ def main(argv=None):
     if args.profile:
         print("\n" + profile_report(data))
         print("\n" + article_profile_report(data))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    for path in (args.json, args.chart):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     chart(report, args.chart)
     print(f"\nwrote {args.json} and {args.chart}")

@@ -1,5 +1,6 @@
 """benchmarks.cores: the per-core speed check the README's Performance section cites."""
 
+import json
 import os
 
 import numpy as np
@@ -114,3 +115,28 @@ def test_together_needs_two_numba_threads(monkeypatch):
     monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1})
     with pytest.raises(SystemExit, match="Numba runs one thread here"):
         cores.main(["--together", "--seconds", "0.1"])
+
+
+def test_compare_writes_its_report_outside_the_kept_results(monkeypatch, tmp_path):
+    """A plain `python -m benchmarks.compare` (`make compare`) wrote over
+    benchmarks/results/compare.{json,png}, the README's figures, leaving the checkout
+    changed; it writes to runs/ (which git ignores) unless told. The training is stood in for
+    here: this checks where the report and chart go, and that they hold the run."""
+    from benchmarks import compare
+
+    seconds = {"fastgraph": 0.125, "jax": 0.25}
+    monkeypatch.setattr(compare, "load_data", lambda: None)
+    monkeypatch.setattr(compare, "available", lambda name: True)
+    monkeypatch.setattr(compare, "compare", lambda network, epochs, data, names: {
+        name: {"seconds_per_epoch": seconds[name]} for name in names})
+    monkeypatch.setattr(compare, "derivatives", lambda data, names: {})
+    monkeypatch.setattr(compare, "table", lambda report: "")
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--networks", "784-100-20-10", "--frameworks", "fastgraph,jax",
+                         "--epochs", "1", "--no-memory", "--no-cold-start",
+                         "--no-recurrent"]) == 0
+    report = json.loads((tmp_path / "runs" / "compare.json").read_text())
+    assert report["networks"]["784-100-20-10"] == {
+        name: {"seconds_per_epoch": value} for name, value in seconds.items()}
+    assert (tmp_path / "runs" / "compare.png").stat().st_size > 0
+    assert not (tmp_path / "benchmarks").exists()
