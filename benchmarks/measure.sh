@@ -7,6 +7,7 @@
 #   article-{1,2,3}   the article's programs, one sample per one_step()
 #   startup-*.txt     import and first step in fresh processes, warm and empty cache
 #   uptime-*.txt      the load before, between and after
+#   summary.md        the targets: each run's value, their range, met or not (benchmarks.series)
 # Ratios are read within a run, ranges across runs. Run it with nothing else on the machine,
 # from the repository, after `make compare` has installed the peers (about 7 minutes):
 #   benchmarks/measure.sh /tmp/runs
@@ -38,3 +39,5 @@ done
 "$python" -m benchmarks.startup --model mlp --runs 3 > "$out/startup-mlp.txt" 2>&1
 "$python" -m benchmarks.startup --model recurrent --runs 3 > "$out/startup-recurrent.txt" 2>&1
 uptime > "$out/uptime-end.txt"
+"$python" -m benchmarks.series "$out" > "$out/summary.md"
+cat "$out/summary.md"
