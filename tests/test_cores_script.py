@@ -1,4 +1,4 @@
-"""benchmarks.cores: the per-core speed check the README's Performance section cites."""
+"""benchmarks.cores: the per-core speed check that benchmarks/results/performance-notes.md cites."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""benchmarks.one_sample_instructions: the loop whose instructions the README counts."""
+"""benchmarks.one_sample_instructions: the loop whose instructions
+benchmarks/results/series.md counts."""
 
 import numpy as np
 
