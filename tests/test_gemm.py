@@ -1304,3 +1304,59 @@ def test_the_own_products_are_compiled_only_when_a_call_asks_for_them(case):
     before, after, error = json.loads(result.stdout.split("\n")[-2])
     assert before == (case != "never" and blas.dots(64, 100, 784, np.float32))
     assert after and error < 1e-3
+
+
+_FIRST_OWN_PRODUCTS_IN_TWO_THREADS = """
+import json, sys, threading, time
+import numpy as np
+from fastgraph.kernels import blas
+
+paused = threading.Event()
+def pause_at_the_slot(frame, event, arg):  # thread B stops just before it fills the slot
+    if frame.f_code is not blas._define_own_products.__code__:
+        return None
+    def line(frame, event, arg):
+        if event == "line" and "_slot.value = " in LINES[frame.f_lineno - 1]:
+            paused.set()
+            time.sleep(0.5)
+        return line
+    return line
+LINES = open(blas._define_own_products.__code__.co_filename).readlines()
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(20, 300)).astype(np.float32)
+w = rng.normal(size=(30, 300)).astype(np.float32)
+errors = {}
+def product(name):
+    if name == "B":
+        sys.settrace(pause_at_the_slot)
+    else:
+        paused.wait(60)
+    out = np.full((20, 30), np.nan, np.float32)
+    blas.gemm_owned(blas.DOTS, x, False, w, True, out, 0.0)
+    errors[name] = float(np.abs(out - x @ w.T).max())
+threads = [threading.Thread(target=product, args=(name,)) for name in "AB"]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps([paused.is_set(), errors, len(blas._own_products_compiled)]))
+"""
+
+
+@pytest.mark.skipif(not COMPILED, reason="a compiled kernel")
+def test_two_threads_first_own_products_at_once():
+    """Two Python threads making their first own products at once (two graphs trained in
+    two threads): the one that came second found the C function compiled while the slot
+    still held 0, called address 0 and ended the process (a segmentation fault). Here one
+    thread pauses just before it fills the slot while the other asks: it waits, and both
+    products are right, the function compiled once."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FIRST_OWN_PRODUCTS_IN_TWO_THREADS],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    paused, errors, compiled = json.loads(result.stdout.split("\n")[-2])
+    assert paused and compiled == 1
+    assert errors["A"] < 1e-3 and errors["B"] < 1e-3

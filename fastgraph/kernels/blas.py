@@ -33,6 +33,7 @@ import functools
 import glob
 import os
 import sys
+import threading
 from pathlib import Path
 from types import FunctionType
 
@@ -403,6 +404,21 @@ def _own_products(kind, po, ldo, pa, lda, pb, ldb, m, k, start, stop, add):
 OWN_PRODUCTS_SLOT = "fastgraph_own_products_slot"
 _slot = ctypes.c_int64(0)
 _own_products_compiled = []
+#: Held while the slot is filled: two Python threads making their first own products at once
+#: (two graphs trained in two threads) compile it once, and neither calls through the slot
+#: before it holds the address (a second thread that found the function compiled but the
+#: slot still 0 called address 0: a segmentation fault).
+_own_products_lock = threading.Lock()
+
+
+def _unlock_in_child():
+    """A child forked while another thread of its parent filled the slot gets the lock free
+    (that thread is not in the child) and fills the slot itself if it is still 0."""
+    global _own_products_lock
+    _own_products_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 @intrinsic
@@ -431,11 +447,12 @@ def _define_slot():
 def _define_own_products():
     """Compile (or load from Numba's cache) ``_own_products`` and put its address in the
     slot that ``gemm_owned``'s code calls it through."""
-    if not _own_products_compiled:
-        compiled = cfunc(types.void(*[types.int64] * 12), cache=True, error_model="numpy",
-                         nogil=True)(_own_products)
-        _own_products_compiled.append(compiled)  # (its code stays as long as the process)
-        _slot.value = compiled.address
+    with _own_products_lock:
+        if _slot.value == 0:
+            compiled = cfunc(types.void(*[types.int64] * 12), cache=True,
+                             error_model="numpy", nogil=True)(_own_products)
+            _own_products_compiled.append(compiled)  # (its code stays with the process)
+            _slot.value = compiled.address  # (last: a call finds the address or 0)
 
 
 class _OwnedKernel(Kernel):
@@ -452,7 +469,7 @@ class _OwnedKernel(Kernel):
         return super().plain()
 
     def __call__(self, *args):
-        if not _own_products_compiled and args and args[0] >= DOTS:
+        if _slot.value == 0 and args and args[0] >= DOTS:
             _define_own_products()
         return super().__call__(*args)
 
