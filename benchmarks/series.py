@@ -157,16 +157,20 @@ TARGETS = [
 ]
 
 
+def spread(target, values):
+    """The values' range as text: "0.43-0.60x", or one value where they all print alike."""
+    low, high = f"{min(values):.{target.digits}f}", target.show(max(values))
+    return high if target.show(min(values)) == high else f"{low}-{high}"
+
+
 def judge(target, values):
-    """(range, met): the values' range as text, and whether every one is within the target
-    (None where the series measured nothing for it)."""
+    """(range, met): the values' range as text, with how many were over where some were, and
+    whether every one is within the target (None where the series measured nothing)."""
     if not values:
         return "not measured", None
-    low, high = target.show(min(values)), target.show(max(values))
-    met = all(value <= target.asked for value in values)
     over = sum(value > target.asked for value in values)
-    shown = low if low == high else f"{min(values):.{target.digits}f}-{high}"
-    return shown + ("" if met else f" ({over} of {len(values)} over)"), met
+    return spread(target, values) + (f" ({over} of {len(values)} over)" if over else ""), \
+        over == 0
 
 
 def table(folders):
@@ -176,25 +180,24 @@ def table(folders):
     names = [os.path.basename(os.path.normpath(folder)) for folder in folders]
     header = ["target", "asked", *names] + (["all"] if len(series) > 1 else [])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    each = {target.name: [target.values(runs) for runs in series] for target in TARGETS}
     for target in TARGETS:
-        cells, every = [], []
-        for runs in series:
-            values = target.values(runs)
-            every.append(values)
+        cells = []
+        for values in each[target.name]:
             shown, met = judge(target, values)
             cells.append(shown if met is None else f"{shown}, {'met' if met else 'not met'}")
         if len(series) > 1:
-            measured = [values for values in every if values]
-            met_in = sum(all(v <= target.asked for v in values) for values in measured)
-            shown, _ = judge(target, [value for values in every for value in values])
-            cells.append(f"{shown.split(' (')[0]}, met in {met_in} of {len(measured)}")
+            measured = [values for values in each[target.name] if values]
+            met_in = sum(judge(target, values)[1] for values in measured)
+            every = [value for values in measured for value in values]
+            cells.append(f"{spread(target, every)}, met in {met_in} of {len(measured)}")
         asked = f"<= {target.show(target.asked)}"
         lines.append("| " + " | ".join([target.name, asked, *cells]) + " |")
     lines += ["", "Each run, in the order measure.sh made them (compare-*, then extra-*):"]
     for target in TARGETS:
-        runs = "; ".join(f"{name}: " + (", ".join(f"{value:.{target.digits}f}" for value in
-                                                   target.values(runs)) or "none")
-                         for name, runs in zip(names, series))
+        runs = "; ".join(f"{name}: " + (", ".join(f"{value:.{target.digits}f}"
+                                                   for value in values) or "none")
+                         for name, values in zip(names, each[target.name]))
         lines.append(f"- {target.name} ({target.unit}): {runs}")
     return "\n".join(lines)
 
